@@ -1,0 +1,301 @@
+"""Domain records shared by every layer.
+
+Records are frozen msgspec Structs: the routing engine replaces them instead of mutating, so a
+record handed to the store or to a session can never change under its reader.
+Times are absolute epoch seconds (float); the clock itself is always injected by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+# Size limits shared by the wire, the store and the config loader.
+Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@+-]+$")]
+Label = Annotated[str, Meta(max_length=200)]
+Body = Annotated[str, Meta(max_length=16_000)]
+ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64)]
+AttrValue = str | int | float | bool
+Attributes = Annotated[dict[str, AttrValue], Meta(max_length=64)]
+
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+
+
+class ChannelMode(StrEnum):
+    SYNC = "sync"  # live chat: the customer is waiting on the other end
+    ASYNC = "async"  # messaging: replies may take hours
+    RECORD = "record"  # cases and incidents raised by other systems
+
+
+class ServiceChannel(Struct, frozen=True, kw_only=True):
+    name: Name
+    mode: ChannelMode
+    label: Label = ""
+
+
+class PresenceState(Struct, frozen=True, kw_only=True):
+    """A presence state makes an agent available for exactly the channels it lists."""
+
+    name: Name
+    channels: tuple[Name, ...] = ()
+    label: Label = ""
+
+
+AVAILABLE = "Available"
+AWAY = "Away"
+OFFLINE = "Offline"
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+class Agent(Struct, frozen=True, kw_only=True):
+    id: Name
+    display_name: Label = ""
+    role: Role = Role.AGENT
+    skills: dict[Name, int] = {}
+    # Capacity per channel name; a channel missing here means the agent cannot take it.
+    capacity: dict[Name, int] = {}
+    universal_capacity: int = 10
+    groups: tuple[Name, ...] = ()
+    disabled: bool = False
+
+
+class AssignmentRule(StrEnum):
+    MOST_CAPACITY = "most_capacity"
+    LEAST_RECENT = "least_recent"
+    ROUND_ROBIN = "round_robin"
+
+
+class SkillRequirement(Struct, frozen=True, kw_only=True):
+    name: Name
+    level: int = 1
+
+
+class Queue(Struct, frozen=True, kw_only=True):
+    name: Name
+    channel: Name
+    # Expression over item attributes (core.routing.condition); empty matches everything.
+    condition: str = ""
+    order: int = 100
+    rule: AssignmentRule = AssignmentRule.MOST_CAPACITY
+    skills: tuple[SkillRequirement, ...] = ()
+    prefer_skill_level: bool = False
+    groups: tuple[Name, ...] = ()
+    offer_timeout: float = 30.0
+    timeout_presence: str | None = None
+    max_wait: float | None = None
+    overflow: str | None = None
+    reply_deadline: float | None = None
+    wrap_up_time: float | None = None
+    affinity_window: float | None = None
+    abandon_after: float | None = None
+
+
+class ItemState(StrEnum):
+    QUEUED = "queued"
+    OFFERED = "offered"
+    ACCEPTED = "accepted"
+    WRAP_UP = "wrap_up"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"
+
+
+OPEN_ITEM_STATES = frozenset(
+    {ItemState.QUEUED, ItemState.OFFERED, ItemState.ACCEPTED, ItemState.WRAP_UP}
+)
+
+
+class WorkItem(Struct, frozen=True, kw_only=True):
+    id: Name
+    channel: Name
+    customer: Name
+    created_at: float
+    attributes: Attributes = {}
+    priority: int = 0  # larger is more urgent
+    weight: int = 1
+    state: ItemState = ItemState.QUEUED
+    queue: str | None = None
+    # Time that fixes the item's place in its queue; kept across expiry, overflow and reclaim
+    # so an item never loses its place for something that was not its fault.
+    enqueued_at: float = 0.0
+    agent: str | None = None  # the agent holding it once accepted
+    offers_made: int = 0  # also the suffix of the next offer id, so ids survive restarts
+    rejected_by: tuple[str, ...] = ()
+    preferred_agent: str | None = None
+    interaction: str | None = None
+    # Asynchronous conversations waiting on the customer hold no capacity.
+    on_hold: bool = False
+    # Accepted, customer replied, but the owner has no room: the owner's next free slot is theirs.
+    awaiting_capacity: bool = False
+    replied: bool = False
+    notice_sent: bool = False
+    # Absolute deadlines; None when not armed.
+    max_wait_at: float | None = None
+    reply_by: float | None = None
+    wrap_up_until: float | None = None
+    abandon_at: float | None = None
+    closed_at: float | None = None
+
+
+class OfferState(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    RESCINDED = "rescinded"
+
+
+class OfferKind(StrEnum):
+    ROUTED = "routed"
+    TRANSFER = "transfer"
+
+
+class Offer(Struct, frozen=True, kw_only=True):
+    id: str
+    item: Name
+    agent: Name
+    created_at: float
+    deadline: float
+    state: OfferState = OfferState.PENDING
+    kind: OfferKind = OfferKind.ROUTED
+    # For a transfer: the agent handing the item over.
+    from_agent: str | None = None
+    to_queue: str | None = None
+    reason: str = ""  # why the router chose this agent
+    outcome_reason: str = ""  # why it ended (reject reason, expiry, rescind cause)
+    closed_at: float | None = None
+
+
+class InteractionState(StrEnum):
+    NEW = "new"
+    WORK_IN_PROGRESS = "work_in_progress"
+    WRAP_UP = "wrap_up"
+    CLOSED_COMPLETE = "closed_complete"
+    CLOSED_ABANDONED = "closed_abandoned"
+
+
+class Participant(Struct, frozen=True, kw_only=True):
+    agent: Name
+    role: Literal["owner", "invited"] = "owner"
+    joined_at: float = 0.0
+    left_at: float | None = None
+
+
+class InteractionRecord(Struct, frozen=True, kw_only=True):
+    number: str  # IMS0001001
+    item: Name
+    channel: Name
+    customer: Name
+    opened_at: float
+    queue: str | None = None
+    state: InteractionState = InteractionState.NEW
+    archived: bool = False
+    customer_name: Label = ""
+    customer_contact: Label = ""
+    participants: tuple[Participant, ...] = ()
+    case: str | None = None
+    incident: str | None = None
+    closed_at: float | None = None
+
+
+class SenderKind(StrEnum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class Message(Struct, frozen=True, kw_only=True):
+    interaction: str
+    seq: int  # per-interaction, monotonic from 1
+    sender_kind: SenderKind
+    sender: str
+    body: Body
+    client_msg_id: ClientMsgId
+    created_at: float
+    kind: Literal["message", "work_note"] = "message"
+    attachment: str | None = None  # sha256 of an attachment shown with the message
+
+
+class Attachment(Struct, frozen=True, kw_only=True):
+    interaction: str
+    name: Label
+    content_type: Label
+    size: Annotated[int, Meta(ge=0, le=MAX_ATTACHMENT_BYTES)]
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+    created_at: float
+    uploaded_by: str = ""
+
+
+class Template(Struct, frozen=True, kw_only=True):
+    shortcut: Name
+    text: Body
+    # "global", "queue:<name>" or "agent:<id>"
+    scope: str = "global"
+    title: Label = ""
+
+
+class RecordKind(StrEnum):
+    CASE = "case"
+    INCIDENT = "incident"
+
+
+class ServiceRecord(Struct, frozen=True, kw_only=True):
+    """A case (CS…) or an incident (INC…) raised from an interaction."""
+
+    number: str
+    kind: RecordKind
+    short_description: Label
+    description: Body = ""
+    priority: Annotated[int, Meta(ge=1, le=5)] = 3
+    state: Literal["new", "in_progress", "resolved", "closed"] = "new"
+    source_interaction: str | None = None
+    created_at: float = 0.0
+    created_by: str = ""
+
+
+NUMBER_PREFIX = {"interaction": "IMS", RecordKind.CASE: "CS", RecordKind.INCIDENT: "INC"}
+
+
+def format_number(prefix: str, n: int) -> str:
+    """IMS0001001-style numbers: seven digits, starting at 1001 like the seed's examples."""
+    return f"{prefix}{n:07d}"
+
+
+_FIELD = re.compile(r"\{([a-z_]+(?:\.[a-z_]+)*)\}")
+
+
+def render_template(text: str, fields: dict[str, str]) -> str:
+    """Fill {customer.name}-style fields; unknown fields stay visible rather than vanish."""
+
+    def replace(match: re.Match[str]) -> str:
+        return fields.get(match.group(1), match.group(0))
+
+    return _FIELD.sub(replace, text)
+
+
+class AgentStatus(Struct, frozen=True, kw_only=True):
+    """The live, routing-relevant state of an agent, persisted so a restart resumes it."""
+
+    agent: Name
+    presence: str = OFFLINE
+    presence_since: float = 0.0
+    last_assigned_at: float | None = None
+
+
+class AuditEntry(Struct, frozen=True, kw_only=True):
+    """One routing decision and why it was taken: the routing audit trail."""
+
+    at: float
+    kind: str  # the decision's tag, e.g. "offer_made", "item_overflowed"
+    item: str | None = None
+    agent: str | None = None
+    offer: str | None = None
+    reason: str = ""
