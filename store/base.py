@@ -1,0 +1,335 @@
+"""The one persistence interface, and the errors and stats every implementation shares.
+
+Callers (core/service, the host, tests, benches) depend on `Store` only. Everything here is
+async and speaks in core.model records, so a PostgreSQL implementation can replace SQLite
+without touching a caller: numbers and message sequence numbers are allocated by the store,
+never by the caller, and no database type crosses this boundary.
+
+Durability contract: an awaited write has been committed when it returns. The service relies on
+this to acknowledge a message only after it is stored ("persist first, then send").
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from core.model import (
+    Agent,
+    AgentStatus,
+    Attachment,
+    AuditEntry,
+    InteractionRecord,
+    InteractionState,
+    Message,
+    Offer,
+    Participant,
+    PresenceState,
+    Queue,
+    RecordKind,
+    SenderKind,
+    ServiceChannel,
+    ServiceRecord,
+    Template,
+    WorkItem,
+)
+
+
+class StoreError(Exception):
+    """Base of every error a store raises; the message says what failed and where."""
+
+
+class StoreClosed(StoreError):
+    """The store is not open (never opened, or closing)."""
+
+
+class StoreLocked(StoreError):
+    """Another process already owns the data directory."""
+
+
+class StoreVersionError(StoreError):
+    """The database was written by a newer inbox-tui than this one."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be read or written (I/O error, read-only file system, missing)."""
+
+
+class StoreFull(StoreUnavailable):
+    """The disk (or the database's size limit) is full; nothing of the failed write was kept."""
+
+
+class StoreConflict(StoreError):
+    """A write broke a constraint, e.g. a second pending offer for one work item."""
+
+
+class NotFound(StoreError):
+    """The record the write refers to does not exist."""
+
+
+def _bucket(size: int) -> int:
+    # Smallest power of two >= size: cheap, bounded histogram keys (1, 2, 4, ... 1024).
+    return 1 << (size - 1).bit_length()
+
+
+@dataclass
+class StoreStats:
+    """Write-path counters for /metrics; updated on the event loop only, so no locking."""
+
+    commits: int = 0
+    failed_commits: int = 0
+    ops: int = 0
+    max_batch: int = 0
+    write_seconds: float = 0.0
+    # Committed batches by size; key = inclusive power-of-two upper bound of the batch size.
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+    def record_batch(self, size: int, seconds: float, *, committed: bool) -> None:
+        self.write_seconds += seconds
+        if not committed:
+            self.failed_commits += 1
+            return
+        self.commits += 1
+        self.ops += size
+        self.max_batch = max(self.max_batch, size)
+        key = _bucket(size)
+        self.batch_sizes[key] = self.batch_sizes.get(key, 0) + 1
+
+
+_PATH_SEPARATORS = re.compile(r"[/\\]")
+
+
+def sanitize_attachment_name(name: str) -> str:
+    """A display name for an upload: the last path part, printable, at most 200 characters.
+
+    The name is a label only and never becomes a path (content lives under its sha256), but
+    it is shown to other users, so path parts and control characters are dropped anyway.
+    """
+    last = _PATH_SEPARATORS.split(name)[-1]
+    cleaned = "".join(ch for ch in last if unicodedata.category(ch)[0] != "C").strip()
+    if cleaned in ("", ".", ".."):
+        return "attachment"
+    return cleaned[:200]
+
+
+Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
+
+
+class Store(Protocol):
+    """Persistence for the host. Every method is a coroutine; writes return once committed."""
+
+    stats: StoreStats
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        ...
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Take ownership of the data, migrate the schema, start the writer."""
+        ...
+
+    async def close(self) -> None:
+        """Commit every write already submitted, then release everything. Idempotent."""
+        ...
+
+    # -- configuration ----------------------------------------------------------------------
+
+    async def upsert_channels(self, channels: Iterable[ServiceChannel]) -> None: ...
+
+    async def list_channels(self) -> list[ServiceChannel]: ...
+
+    async def delete_channel(self, name: str) -> bool: ...
+
+    async def upsert_presence_states(self, states: Iterable[PresenceState]) -> None: ...
+
+    async def list_presence_states(self) -> list[PresenceState]: ...
+
+    async def delete_presence_state(self, name: str) -> bool: ...
+
+    async def upsert_queues(self, queues: Iterable[Queue]) -> None: ...
+
+    async def list_queues(self) -> list[Queue]: ...
+
+    async def delete_queue(self, name: str) -> bool: ...
+
+    async def upsert_agents(self, agents: Iterable[Agent]) -> None:
+        """Insert or replace agents; a stored password hash is kept. Agents are disabled
+        (Agent.disabled), never deleted, because history refers to them."""
+        ...
+
+    async def list_agents(self) -> list[Agent]: ...
+
+    async def get_agent(self, agent_id: str) -> Agent | None: ...
+
+    async def set_agent_password_hash(self, agent_id: str, password_hash: str | None) -> None:
+        """Raises NotFound for an unknown agent."""
+        ...
+
+    async def get_agent_password_hash(self, agent_id: str) -> str | None: ...
+
+    async def upsert_templates(self, templates: Iterable[Template]) -> None:
+        """Templates are keyed by (scope, shortcut): an agent may shadow a global shortcut."""
+        ...
+
+    async def list_templates(self, scope: str | None = None) -> list[Template]: ...
+
+    async def delete_template(self, shortcut: str, scope: str = "global") -> bool: ...
+
+    # -- routing state ----------------------------------------------------------------------
+
+    async def save_items(self, items: Iterable[WorkItem]) -> None: ...
+
+    async def load_open_items(self) -> list[WorkItem]:
+        """Items in queued, offered, accepted or wrap_up, in first-saved order."""
+        ...
+
+    async def get_item(self, item_id: str) -> WorkItem | None: ...
+
+    async def save_offers(self, offers: Iterable[Offer]) -> None:
+        """Upsert offers. At most one pending offer per item (StoreConflict otherwise); offers
+        leaving `pending` are written first, so ending one and making the next in one call
+        is fine."""
+        ...
+
+    async def load_pending_offers(self) -> list[Offer]: ...
+
+    async def list_offers(self, item_id: str) -> list[Offer]: ...
+
+    async def save_agent_statuses(self, statuses: Iterable[AgentStatus]) -> None: ...
+
+    async def load_agent_statuses(self) -> list[AgentStatus]: ...
+
+    async def append_audit(self, entries: Iterable[AuditEntry]) -> None: ...
+
+    async def list_audit(self, item_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
+        """The newest `limit` entries (of one item, or of all), oldest first."""
+        ...
+
+    async def save_affinity(self, customer: str, agent: str, at: float) -> None: ...
+
+    async def load_affinity(self) -> dict[str, tuple[str, float]]:
+        """customer -> (agent who last served them, when)."""
+        ...
+
+    async def apply_routing(
+        self,
+        *,
+        items: Iterable[WorkItem] = (),
+        offers: Iterable[Offer] = (),
+        statuses: Iterable[AgentStatus] = (),
+        audit: Iterable[AuditEntry] = (),
+    ) -> None:
+        """Persist one routing step's decisions all-or-nothing (items before their offers)."""
+        ...
+
+    # -- interactions -----------------------------------------------------------------------
+
+    async def create_interaction(
+        self,
+        *,
+        item: str,
+        channel: str,
+        customer: str,
+        opened_at: float,
+        queue: str | None = None,
+        state: InteractionState = InteractionState.NEW,
+        customer_name: str = "",
+        customer_contact: str = "",
+        participants: tuple[Participant, ...] = (),
+    ) -> InteractionRecord:
+        """Store a new interaction under the next number: IMS0001001, IMS0001002, ..."""
+        ...
+
+    async def save_interaction(self, record: InteractionRecord) -> None:
+        """Replace a created interaction; raises NotFound for a number never allocated."""
+        ...
+
+    async def get_interaction(self, number: str) -> InteractionRecord | None: ...
+
+    async def list_interactions(
+        self,
+        *,
+        agent: str | None = None,
+        archived: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[InteractionRecord]:
+        """Newest first; `agent` keeps interactions the agent is (or was) a participant of."""
+        ...
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def append_message(
+        self,
+        interaction: str,
+        sender_kind: SenderKind,
+        sender: str,
+        body: str,
+        client_msg_id: str,
+        created_at: float,
+        kind: Literal["message", "work_note"] = "message",
+        attachment: str | None = None,
+    ) -> tuple[Message, bool]:
+        """Store a message under the interaction's next seq; returns (message, duplicate).
+
+        A retry with a client_msg_id already stored for this interaction stores nothing and
+        returns the original message with duplicate=True. NotFound for an unknown interaction.
+        """
+        ...
+
+    async def list_messages(
+        self, interaction: str, after_seq: int = 0, limit: int = 500
+    ) -> list[Message]: ...
+
+    # -- attachments ------------------------------------------------------------------------
+
+    async def put_attachment(
+        self,
+        interaction: str,
+        name: str,
+        content_type: str,
+        data: bytes,
+        uploaded_by: str,
+        created_at: float,
+    ) -> Attachment:
+        """Store content once per sha256; ValueError above model.MAX_ATTACHMENT_BYTES.
+
+        Uploading the same content to the same interaction again returns the first record.
+        """
+        ...
+
+    async def open_attachment(self, sha256: str) -> bytes:
+        """ValueError for a malformed digest, NotFound for unknown content."""
+        ...
+
+    async def list_attachments(self, interaction: str) -> list[Attachment]: ...
+
+    # -- cases and incidents ----------------------------------------------------------------
+
+    async def create_record(
+        self,
+        kind: RecordKind,
+        short_description: str,
+        description: str = "",
+        priority: int = 3,
+        source_interaction: str | None = None,
+        created_by: str = "",
+        created_at: float = 0.0,
+    ) -> ServiceRecord:
+        """Store a case (CS0001001, ...) or incident (INC0001001, ...) under the next number.
+
+        Linking it onto the source interaction is the caller's save_interaction.
+        """
+        ...
+
+    async def save_record(self, record: ServiceRecord) -> None:
+        """Replace a created record; raises NotFound for an unknown number."""
+        ...
+
+    async def get_record(self, number: str) -> ServiceRecord | None: ...

@@ -1,0 +1,151 @@
+"""SQLite schema, as an ordered list of migration steps tracked in PRAGMA user_version.
+
+Step N (1-based) takes a database from version N-1 to N. Steps are only ever appended: a
+released step is never edited, because databases in the field already ran it.
+
+Records are stored whole as msgspec JSON text in `data` (readable with the sqlite3 shell and
+json_extract); the other columns copy the fields that are filtered, ordered or constrained on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from store.base import StoreError, StoreVersionError
+
+_V1 = """
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Numbers start at 1001 like the seed's examples: the stored value is the last one handed out.
+INSERT INTO counters (name, value) VALUES ('IMS', 1000), ('CS', 1000), ('INC', 1000);
+
+CREATE TABLE channels (name TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE presence_states (name TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE queues (name TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    disabled INTEGER NOT NULL,
+    password_hash TEXT,
+    data TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE templates (
+    scope TEXT NOT NULL,
+    shortcut TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (scope, shortcut)
+) WITHOUT ROWID;
+
+CREATE TABLE work_items (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+-- Partial: closed items pile up forever, the open ones stay few.
+CREATE INDEX work_items_open ON work_items (state)
+    WHERE state IN ('queued', 'offered', 'accepted', 'wrap_up');
+
+CREATE TABLE offers (
+    id TEXT PRIMARY KEY,
+    item TEXT NOT NULL REFERENCES work_items (id),
+    state TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX offers_by_item ON offers (item);
+-- Invariant 1 (one pending offer per item) held by the database, as PostgreSQL will; it is
+-- also the index that finds the pending offers on restart.
+CREATE UNIQUE INDEX offers_one_pending ON offers (item) WHERE state = 'pending';
+
+CREATE TABLE agent_statuses (agent TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    item TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX audit_by_item ON audit (item, id) WHERE item IS NOT NULL;
+
+CREATE TABLE affinity (
+    customer TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE interactions (
+    number TEXT PRIMARY KEY,
+    archived INTEGER NOT NULL,
+    opened_at REAL NOT NULL,
+    data TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX interactions_recent ON interactions (opened_at, number);
+
+-- One row per (agent, interaction) so "my interactions" is a primary-key range scan.
+CREATE TABLE participants (
+    agent TEXT NOT NULL,
+    interaction TEXT NOT NULL REFERENCES interactions (number),
+    PRIMARY KEY (agent, interaction)
+) WITHOUT ROWID;
+CREATE INDEX participants_by_interaction ON participants (interaction);
+
+CREATE TABLE messages (
+    interaction TEXT NOT NULL REFERENCES interactions (number),
+    seq INTEGER NOT NULL,
+    client_msg_id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (interaction, seq),
+    UNIQUE (interaction, client_msg_id)
+) WITHOUT ROWID;
+
+CREATE TABLE attachments (
+    id INTEGER PRIMARY KEY,
+    interaction TEXT NOT NULL REFERENCES interactions (number),
+    sha256 TEXT NOT NULL,
+    data TEXT NOT NULL,
+    UNIQUE (interaction, sha256)
+);
+CREATE INDEX attachments_by_sha256 ON attachments (sha256);
+
+CREATE TABLE service_records (
+    number TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    source_interaction TEXT,
+    data TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX service_records_by_interaction ON service_records (source_interaction)
+    WHERE source_interaction IS NOT NULL;
+"""
+
+MIGRATIONS: list[str] = [_V1]
+
+
+def latest_version() -> int:
+    return len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the database at `path` to the latest version; returns that version.
+
+    `conn` must be in autocommit mode (isolation_level=None): each step runs in its own
+    explicit transaction together with its user_version bump, so a failed step leaves the
+    previous version intact rather than a half-built schema.
+    """
+    (current,) = conn.execute("PRAGMA user_version").fetchone()
+    latest = latest_version()
+    if current > latest:
+        raise StoreVersionError(
+            f"{path} has schema version {current}, but this inbox-tui only knows versions up "
+            f"to {latest}: it was written by a newer inbox-tui; upgrade, or point it at "
+            "another data directory"
+        )
+    for version in range(current + 1, latest + 1):
+        script = f"BEGIN IMMEDIATE;\n{MIGRATIONS[version - 1]}\nPRAGMA user_version = {version};"
+        try:
+            conn.executescript(script)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            raise StoreError(f"migrating {path} to schema version {version} failed: {exc}") from exc
+    return latest

@@ -1,0 +1,994 @@
+"""The embedded store: one SQLite file in WAL mode, one writer thread with group commit.
+
+Write path. Every write is a plain function of a sqlite3 connection, queued as an op with a
+future. A writer task takes the first op, drains whatever else is already queued (up to
+`max_batch`), and runs the whole batch in the writer thread in ONE transaction: one thread hop
+and one fsync'd commit for all of them. Only after COMMIT returns are the futures resolved, so
+an awaited write is durable. Each op runs inside its own SAVEPOINT, so an op that fails (a
+constraint, an unknown interaction) is rolled back alone and the rest of its batch commits. A
+failed COMMIT fails every op of the batch and acknowledges none; the writer keeps going, and
+later batches succeed once the cause (say, a full disk) is gone.
+
+Read path. A separate aiosqlite connection; in WAL it reads the last committed state without
+waiting for the writer, and since writes resolve only after their commit, a caller always reads
+its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+import msgspec
+
+from core.model import (
+    MAX_ATTACHMENT_BYTES,
+    NUMBER_PREFIX,
+    Agent,
+    AgentStatus,
+    Attachment,
+    AuditEntry,
+    InteractionRecord,
+    InteractionState,
+    Message,
+    Offer,
+    OfferState,
+    Participant,
+    PresenceState,
+    Queue,
+    RecordKind,
+    SenderKind,
+    ServiceChannel,
+    ServiceRecord,
+    Template,
+    WorkItem,
+    format_number,
+)
+from store import migrations
+from store.base import (
+    NotFound,
+    StoreClosed,
+    StoreConflict,
+    StoreError,
+    StoreFull,
+    StoreLocked,
+    StoreStats,
+    StoreUnavailable,
+    Synchronous,
+    sanitize_attachment_name,
+)
+
+T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)
+WriteFn = Callable[[sqlite3.Connection], Any]
+
+LOCK_FILENAME = "inbox-tui.lock"
+ATTACHMENTS_DIRNAME = "attachments"
+# Large enough that a burst never needs many commits, small enough that one batch's
+# transaction (and the wait of its first op) stays in the low milliseconds.
+DEFAULT_MAX_BATCH = 1000
+BUSY_TIMEOUT_S = 5.0
+_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TMP_PREFIX = ".tmp-"
+# Errors that mean the storage itself is failing rather than the request being wrong.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_NOTADB,
+        sqlite3.SQLITE_PERM,
+    }
+)
+
+# Kept identical to the partial index's WHERE in migrations so the planner can use it.
+SQL_OPEN_ITEMS = (
+    "SELECT data FROM work_items "
+    "WHERE state IN ('queued', 'offered', 'accepted', 'wrap_up') ORDER BY rowid"
+)
+SQL_PENDING_OFFERS = "SELECT data FROM offers WHERE state = 'pending' ORDER BY item"
+SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = ? AND seq > ? ORDER BY seq LIMIT ?"
+
+
+def interactions_query(agent: str | None, archived: bool | None) -> tuple[str, list[Any]]:
+    """SQL (ending in LIMIT ? OFFSET ?) and its leading parameters for list_interactions."""
+    # Filtering by agent starts from participants: its primary key (agent, interaction) turns
+    # "my interactions" into a range scan however many interactions there are.
+    where: list[str] = []
+    params: list[Any] = []
+    source = "interactions i"
+    if agent is not None:
+        source = "participants p JOIN interactions i ON i.number = p.interaction"
+        where.append("p.agent = ?")
+        params.append(agent)
+    if archived is not None:
+        where.append("i.archived = ?")
+        params.append(int(archived))
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    sql = f"SELECT i.data FROM {source} {clause}ORDER BY i.opened_at DESC, i.number DESC"
+    return f"{sql} LIMIT ? OFFSET ?", params
+
+
+def _dump(record: msgspec.Struct) -> str:
+    return msgspec.json.encode(record).decode()
+
+
+def _load(cls: type[S], data: str) -> S:
+    return msgspec.json.decode(data, type=cls)
+
+
+def _classify(exc: BaseException, doing: str) -> StoreError:
+    """Turn a sqlite3/OS error into the StoreError a caller can act on."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    err: StoreError
+    if primary == sqlite3.SQLITE_FULL or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    ):
+        err = StoreFull(f"{doing}: the disk is full ({exc}); nothing of it was stored")
+    elif primary in _UNAVAILABLE_CODES or isinstance(exc, OSError):
+        err = StoreUnavailable(f"{doing}: storage failed ({exc}); nothing of it was stored")
+    elif isinstance(exc, sqlite3.IntegrityError):
+        err = StoreConflict(f"{doing}: {exc}")
+    else:
+        err = StoreError(f"{doing}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _acquire_lock(path: Path) -> int:
+    """Hold an exclusive flock on `path` for the life of the returned fd.
+
+    The kernel drops the lock when the process dies, even by SIGKILL, so a crash never leaves
+    a stale lock behind; the pid written inside only makes the error message useful.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        by = f" (pid {holder})" if holder.isdigit() else ""
+        raise StoreLocked(
+            f"{path} is locked by another inbox-tui process{by}: one host owns a data "
+            "directory at a time; stop that process or use another data directory"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_blob(root: Path, data: bytes) -> str:
+    """Store `data` under root/ab/cdef... (its sha256) and return the digest.
+
+    Written to a temp file, fsync'd, then renamed: a crash leaves either nothing or the whole
+    file under the final name, never a prefix of it. Existing content is not written again.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    folder = root / digest[:2]
+    final = folder / digest[2:]
+    if final.exists():
+        return digest
+    if not folder.exists():
+        folder.mkdir(exist_ok=True)
+        _fsync_dir(root)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+    return digest
+
+
+def _sweep_temp_blobs(root: Path) -> None:
+    # Only the lock holder writes blobs, so any temp file seen at open is a crash leftover.
+    root.mkdir(exist_ok=True)
+    for tmp in root.glob(f"*/{_TMP_PREFIX}*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _next_number(conn: sqlite3.Connection, prefix: str) -> str:
+    # fetchall: a RETURNING statement left half-stepped would block RELEASE of the savepoint.
+    ((value,),) = conn.execute(
+        "UPDATE counters SET value = value + 1 WHERE name = ? RETURNING value", (prefix,)
+    ).fetchall()
+    return format_number(prefix, value)
+
+
+def _exists(conn: sqlite3.Connection, sql: str, key: str) -> bool:
+    return conn.execute(sql, (key,)).fetchone() is not None
+
+
+def _tx_upsert(sql: str, rows: list[tuple[Any, ...]]) -> WriteFn:
+    def op(conn: sqlite3.Connection) -> None:
+        conn.executemany(sql, rows)
+
+    return op
+
+
+def _tx_delete(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], bool]:
+    def op(conn: sqlite3.Connection) -> bool:
+        return conn.execute(sql, params).rowcount > 0
+
+    return op
+
+
+_UPSERT_ITEM = (
+    "INSERT INTO work_items (id, state, data) VALUES (?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data"
+)
+_UPSERT_OFFER = (
+    "INSERT INTO offers (id, item, state, data) VALUES (?, ?, ?, ?) ON CONFLICT (id) "
+    "DO UPDATE SET item = excluded.item, state = excluded.state, data = excluded.data"
+)
+_UPSERT_STATUS = (
+    "INSERT INTO agent_statuses (agent, data) VALUES (?, ?) "
+    "ON CONFLICT (agent) DO UPDATE SET data = excluded.data"
+)
+_INSERT_AUDIT = "INSERT INTO audit (item, data) VALUES (?, ?)"
+
+
+def _item_rows(items: Iterable[WorkItem]) -> list[tuple[Any, ...]]:
+    return [(i.id, i.state.value, _dump(i)) for i in items]
+
+
+def _offer_rows(offers: Iterable[Offer]) -> list[tuple[Any, ...]]:
+    # Offers leaving `pending` first: ending an item's offer and making its next one in the
+    # same call must not trip the one-pending-offer-per-item index.
+    ordered = sorted(offers, key=lambda o: o.state == OfferState.PENDING)
+    return [(o.id, o.item, o.state.value, _dump(o)) for o in ordered]
+
+
+def _status_rows(statuses: Iterable[AgentStatus]) -> list[tuple[Any, ...]]:
+    return [(s.agent, _dump(s)) for s in statuses]
+
+
+def _audit_rows(entries: Iterable[AuditEntry]) -> list[tuple[Any, ...]]:
+    return [(e.item, _dump(e)) for e in entries]
+
+
+def _write_offers(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    # Row by row so a violation names the offer and says which rule it broke.
+    for row in rows:
+        offer_id, item, state, _ = row
+        try:
+            conn.execute(_UPSERT_OFFER, row)
+        except sqlite3.IntegrityError as exc:
+            if not _exists(conn, "SELECT 1 FROM work_items WHERE id = ?", item):
+                raise NotFound(f"offer {offer_id}: work item {item} is not stored") from exc
+            if state == OfferState.PENDING:
+                raise StoreConflict(
+                    f"offer {offer_id}: work item {item} already has a pending offer"
+                ) from exc
+            raise
+
+
+def _write_participants(conn: sqlite3.Connection, record: InteractionRecord) -> None:
+    conn.execute("DELETE FROM participants WHERE interaction = ?", (record.number,))
+    conn.executemany(
+        "INSERT OR IGNORE INTO participants (agent, interaction) VALUES (?, ?)",
+        [(p.agent, record.number) for p in record.participants],
+    )
+
+
+class _Op:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: WriteFn, future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+
+
+_STOP = object()
+
+
+class SQLiteStore:
+    """`store.base.Store` on one SQLite file; see the module docstring for the write path."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        data_dir: Path,
+        synchronous: Synchronous = "FULL",
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            # OFF is not offered: an acknowledged write must survive a crash.
+            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self._path = Path(path)
+        self._data_dir = Path(data_dir)
+        self._blobs = self._data_dir / ATTACHMENTS_DIRNAME
+        self._synchronous = synchronous
+        self._max_batch = max_batch
+        self.stats = StoreStats()
+        self._schema_version = 0
+        self._lock_fd: int | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._wconn: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[Any] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def schema_version(self) -> int:
+        return self._schema_version
+
+    @property
+    def lock_path(self) -> Path:
+        return self._data_dir / LOCK_FILENAME
+
+    async def __aenter__(self) -> SQLiteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer_task is not None:
+            raise StoreError(f"{self._path} is already open")
+        loop = asyncio.get_running_loop()
+        try:
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _classify(exc, f"creating data directory {self._data_dir}") from exc
+        self._lock_fd = _acquire_lock(self.lock_path)
+        try:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+            self._wconn = await loop.run_in_executor(self._executor, self._connect_writer)
+            self._reader = await aiosqlite.connect(
+                self._path, isolation_level=None, timeout=BUSY_TIMEOUT_S
+            )
+            await self._reader.execute("PRAGMA query_only = ON")
+            await asyncio.to_thread(_sweep_temp_blobs, self._blobs)
+        except BaseException as exc:
+            await self._release()
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise _classify(exc, f"opening {self._path}") from exc
+            raise
+        self._queue = asyncio.Queue()
+        self._closing = False
+        self._writer_task = loop.create_task(self._run_writer(), name="store-writer")
+
+    async def close(self) -> None:
+        if self._writer_task is None or self._queue is None or self._closing:
+            return
+        self._closing = True
+        self._queue.put_nowait(_STOP)
+        try:
+            await self._writer_task
+        finally:
+            await self._release()
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        """Runs in the writer thread, which then owns the connection for its whole life."""
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode.lower() != "wal":
+                raise StoreUnavailable(
+                    f"{self._path}: SQLite refused WAL mode (journal_mode stays {mode}); "
+                    "put the data directory on a local file system"
+                )
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._schema_version = migrations.migrate(conn, self._path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _release(self) -> None:
+        """Free whatever open() got: safe on a half-opened store."""
+        if self._reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._reader.close()
+            self._reader = None
+        if self._executor is not None:
+            if self._wconn is not None:
+                loop = asyncio.get_running_loop()
+                with contextlib.suppress(sqlite3.Error):
+                    await loop.run_in_executor(self._executor, self._wconn.close)
+                self._wconn = None
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self._writer_task = None
+        self._queue = None
+
+    # -- the write path -------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue `fn` for the writer thread; returns its result once committed."""
+        queue, task = self._queue, self._writer_task
+        if queue is None or task is None or self._closing or task.done():
+            raise StoreClosed(f"{self._path} is not open")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        # Unbounded on purpose: each caller awaits its own op, so the queue never holds more
+        # than the number of concurrent callers.
+        queue.put_nowait(_Op(fn, future))
+        return await future
+
+    async def _run_writer(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        try:
+            while True:
+                first = await queue.get()
+                if first is _STOP:
+                    return
+                batch: list[_Op] = [first]
+                stop = False
+                while len(batch) < self._max_batch and not queue.empty():
+                    op = queue.get_nowait()
+                    if op is _STOP:
+                        stop = True
+                        break
+                    batch.append(op)
+                # A caller that stopped waiting before its batch began gets no write: it
+                # cannot have acted on a result it never received.
+                live = [op for op in batch if not op.future.done()]
+                if live:
+                    await self._commit_batch(live)
+                if stop:
+                    return
+        finally:
+            # Only reached with ops still queued if the writer is cancelled or broken.
+            while not queue.empty():
+                op = queue.get_nowait()
+                if op is not _STOP and not op.future.done():
+                    op.future.set_exception(StoreClosed(f"{self._path}: the writer stopped"))
+
+    async def _commit_batch(self, batch: list[_Op]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            outcomes, committed = await loop.run_in_executor(
+                self._executor, self._run_batch, [op.fn for op in batch]
+            )
+        except BaseException:
+            # Cancelled while the thread ran: the batch may still commit, but it is not
+            # acknowledged, which is allowed (retries are deduplicated).
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(StoreClosed(f"{self._path}: the writer stopped"))
+            raise
+        self.stats.record_batch(len(batch), time.perf_counter() - started, committed=committed)
+        for op, (ok, value) in zip(batch, outcomes, strict=True):
+            if op.future.done():
+                continue
+            if ok:
+                op.future.set_result(value)
+            else:
+                op.future.set_exception(value)
+
+    def _run_batch(self, fns: list[WriteFn]) -> tuple[list[tuple[bool, Any]], bool]:
+        """Writer thread: run `fns` in one transaction, one SAVEPOINT each, then COMMIT.
+
+        Returns per-op (ok, result-or-exception) and whether the batch was committed.
+        """
+        conn = self._wconn
+        assert conn is not None
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn in fns:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = fn(conn)
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back by itself (I/O error,
+                        # full disk): the ops before this one are gone too.
+                        raise
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    if isinstance(exc, sqlite3.Error):
+                        exc = _classify(exc, f"writing to {self._path}")
+                    outcomes.append((False, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((True, result))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            doing = f"committing {len(fns)} writes to {self._path}"
+            # One exception object per op: several awaiters raising one instance would
+            # pile their tracebacks onto it.
+            return [(False, _classify(exc, doing)) for _ in fns], False
+        return outcomes, True
+
+    # -- the read path --------------------------------------------------------------------
+
+    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        reader = self._reader
+        if reader is None:
+            raise StoreClosed(f"{self._path} is not open")
+        try:
+            return list(await reader.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise _classify(exc, f"reading {self._path}") from exc
+
+    async def _records(self, cls: type[S], sql: str, params: tuple[Any, ...] = ()) -> list[S]:
+        return [_load(cls, row[0]) for row in await self._rows(sql, params)]
+
+    async def _record(self, cls: type[S], sql: str, params: tuple[Any, ...]) -> S | None:
+        records = await self._records(cls, sql, params)
+        return records[0] if records else None
+
+    # -- configuration --------------------------------------------------------------------
+
+    async def upsert_channels(self, channels: Iterable[ServiceChannel]) -> None:
+        await self._write(
+            _tx_upsert(
+                "INSERT INTO channels (name, data) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                [(c.name, _dump(c)) for c in channels],
+            )
+        )
+
+    async def list_channels(self) -> list[ServiceChannel]:
+        return await self._records(ServiceChannel, "SELECT data FROM channels ORDER BY name")
+
+    async def delete_channel(self, name: str) -> bool:
+        return await self._write(_tx_delete("DELETE FROM channels WHERE name = ?", (name,)))
+
+    async def upsert_presence_states(self, states: Iterable[PresenceState]) -> None:
+        await self._write(
+            _tx_upsert(
+                "INSERT INTO presence_states (name, data) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                [(s.name, _dump(s)) for s in states],
+            )
+        )
+
+    async def list_presence_states(self) -> list[PresenceState]:
+        return await self._records(PresenceState, "SELECT data FROM presence_states ORDER BY name")
+
+    async def delete_presence_state(self, name: str) -> bool:
+        return await self._write(_tx_delete("DELETE FROM presence_states WHERE name = ?", (name,)))
+
+    async def upsert_queues(self, queues: Iterable[Queue]) -> None:
+        await self._write(
+            _tx_upsert(
+                "INSERT INTO queues (name, data) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                [(q.name, _dump(q)) for q in queues],
+            )
+        )
+
+    async def list_queues(self) -> list[Queue]:
+        return await self._records(Queue, "SELECT data FROM queues ORDER BY name")
+
+    async def delete_queue(self, name: str) -> bool:
+        return await self._write(_tx_delete("DELETE FROM queues WHERE name = ?", (name,)))
+
+    async def upsert_agents(self, agents: Iterable[Agent]) -> None:
+        await self._write(
+            _tx_upsert(
+                # password_hash is left alone: config reloads must not log everyone out.
+                "INSERT INTO agents (id, disabled, data) VALUES (?, ?, ?) ON CONFLICT (id) "
+                "DO UPDATE SET disabled = excluded.disabled, data = excluded.data",
+                [(a.id, int(a.disabled), _dump(a)) for a in agents],
+            )
+        )
+
+    async def list_agents(self) -> list[Agent]:
+        return await self._records(Agent, "SELECT data FROM agents ORDER BY id")
+
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        return await self._record(Agent, "SELECT data FROM agents WHERE id = ?", (agent_id,))
+
+    async def set_agent_password_hash(self, agent_id: str, password_hash: str | None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE agents SET password_hash = ? WHERE id = ?", (password_hash, agent_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"agent {agent_id} does not exist")
+
+        await self._write(op)
+
+    async def get_agent_password_hash(self, agent_id: str) -> str | None:
+        rows = await self._rows("SELECT password_hash FROM agents WHERE id = ?", (agent_id,))
+        return rows[0][0] if rows else None
+
+    async def upsert_templates(self, templates: Iterable[Template]) -> None:
+        await self._write(
+            _tx_upsert(
+                "INSERT INTO templates (scope, shortcut, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (scope, shortcut) DO UPDATE SET data = excluded.data",
+                [(t.scope, t.shortcut, _dump(t)) for t in templates],
+            )
+        )
+
+    async def list_templates(self, scope: str | None = None) -> list[Template]:
+        if scope is None:
+            return await self._records(
+                Template, "SELECT data FROM templates ORDER BY scope, shortcut"
+            )
+        return await self._records(
+            Template, "SELECT data FROM templates WHERE scope = ? ORDER BY shortcut", (scope,)
+        )
+
+    async def delete_template(self, shortcut: str, scope: str = "global") -> bool:
+        return await self._write(
+            _tx_delete("DELETE FROM templates WHERE scope = ? AND shortcut = ?", (scope, shortcut))
+        )
+
+    # -- routing state --------------------------------------------------------------------
+
+    async def save_items(self, items: Iterable[WorkItem]) -> None:
+        await self._write(_tx_upsert(_UPSERT_ITEM, _item_rows(items)))
+
+    async def load_open_items(self) -> list[WorkItem]:
+        return await self._records(WorkItem, SQL_OPEN_ITEMS)
+
+    async def get_item(self, item_id: str) -> WorkItem | None:
+        return await self._record(WorkItem, "SELECT data FROM work_items WHERE id = ?", (item_id,))
+
+    async def save_offers(self, offers: Iterable[Offer]) -> None:
+        rows = _offer_rows(offers)
+        await self._write(lambda conn: _write_offers(conn, rows))
+
+    async def load_pending_offers(self) -> list[Offer]:
+        return await self._records(Offer, SQL_PENDING_OFFERS)
+
+    async def list_offers(self, item_id: str) -> list[Offer]:
+        return await self._records(
+            Offer, "SELECT data FROM offers WHERE item = ? ORDER BY rowid", (item_id,)
+        )
+
+    async def save_agent_statuses(self, statuses: Iterable[AgentStatus]) -> None:
+        await self._write(_tx_upsert(_UPSERT_STATUS, _status_rows(statuses)))
+
+    async def load_agent_statuses(self) -> list[AgentStatus]:
+        return await self._records(AgentStatus, "SELECT data FROM agent_statuses ORDER BY agent")
+
+    async def append_audit(self, entries: Iterable[AuditEntry]) -> None:
+        await self._write(_tx_upsert(_INSERT_AUDIT, _audit_rows(entries)))
+
+    async def list_audit(self, item_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
+        if item_id is None:
+            entries = await self._records(
+                AuditEntry, "SELECT data FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        else:
+            entries = await self._records(
+                AuditEntry,
+                "SELECT data FROM audit WHERE item = ? ORDER BY id DESC LIMIT ?",
+                (item_id, limit),
+            )
+        entries.reverse()
+        return entries
+
+    async def save_affinity(self, customer: str, agent: str, at: float) -> None:
+        await self._write(
+            _tx_upsert(
+                "INSERT INTO affinity (customer, agent, at) VALUES (?, ?, ?) ON CONFLICT "
+                "(customer) DO UPDATE SET agent = excluded.agent, at = excluded.at",
+                [(customer, agent, at)],
+            )
+        )
+
+    async def load_affinity(self) -> dict[str, tuple[str, float]]:
+        rows = await self._rows("SELECT customer, agent, at FROM affinity")
+        return {customer: (agent, at) for customer, agent, at in rows}
+
+    async def apply_routing(
+        self,
+        *,
+        items: Iterable[WorkItem] = (),
+        offers: Iterable[Offer] = (),
+        statuses: Iterable[AgentStatus] = (),
+        audit: Iterable[AuditEntry] = (),
+    ) -> None:
+        item_rows, offer_rows = _item_rows(items), _offer_rows(offers)
+        status_rows, audit_rows = _status_rows(statuses), _audit_rows(audit)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(_UPSERT_ITEM, item_rows)
+            _write_offers(conn, offer_rows)
+            conn.executemany(_UPSERT_STATUS, status_rows)
+            conn.executemany(_INSERT_AUDIT, audit_rows)
+
+        await self._write(op)
+
+    # -- interactions ---------------------------------------------------------------------
+
+    async def create_interaction(
+        self,
+        *,
+        item: str,
+        channel: str,
+        customer: str,
+        opened_at: float,
+        queue: str | None = None,
+        state: InteractionState = InteractionState.NEW,
+        customer_name: str = "",
+        customer_contact: str = "",
+        participants: tuple[Participant, ...] = (),
+    ) -> InteractionRecord:
+        def op(conn: sqlite3.Connection) -> InteractionRecord:
+            record = InteractionRecord(
+                number=_next_number(conn, NUMBER_PREFIX["interaction"]),
+                item=item,
+                channel=channel,
+                customer=customer,
+                opened_at=opened_at,
+                queue=queue,
+                state=state,
+                customer_name=customer_name,
+                customer_contact=customer_contact,
+                participants=participants,
+            )
+            conn.execute(
+                "INSERT INTO interactions (number, archived, opened_at, data) VALUES (?, ?, ?, ?)",
+                (record.number, int(record.archived), record.opened_at, _dump(record)),
+            )
+            _write_participants(conn, record)
+            return record
+
+        return await self._write(op)
+
+    async def save_interaction(self, record: InteractionRecord) -> None:
+        data = _dump(record)
+
+        def op(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE interactions SET archived = ?, opened_at = ?, data = ? WHERE number = ?",
+                (int(record.archived), record.opened_at, data, record.number),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(
+                    f"interaction {record.number} does not exist (create_interaction "
+                    "allocates numbers)"
+                )
+            _write_participants(conn, record)
+
+        await self._write(op)
+
+    async def get_interaction(self, number: str) -> InteractionRecord | None:
+        return await self._record(
+            InteractionRecord, "SELECT data FROM interactions WHERE number = ?", (number,)
+        )
+
+    async def list_interactions(
+        self,
+        *,
+        agent: str | None = None,
+        archived: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[InteractionRecord]:
+        sql, params = interactions_query(agent, archived)
+        return await self._records(InteractionRecord, sql, (*params, limit, offset))
+
+    # -- messages -------------------------------------------------------------------------
+
+    async def append_message(
+        self,
+        interaction: str,
+        sender_kind: SenderKind,
+        sender: str,
+        body: str,
+        client_msg_id: str,
+        created_at: float,
+        kind: Literal["message", "work_note"] = "message",
+        attachment: str | None = None,
+    ) -> tuple[Message, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[Message, bool]:
+            # The writer thread is the only writer, so look-then-insert cannot race; the
+            # UNIQUE constraint stays as the backstop.
+            row = conn.execute(
+                "SELECT data FROM messages WHERE interaction = ? AND client_msg_id = ?",
+                (interaction, client_msg_id),
+            ).fetchone()
+            if row is not None:
+                return _load(Message, row[0]), True
+            (last,) = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE interaction = ?",
+                (interaction,),
+            ).fetchone()
+            message = Message(
+                interaction=interaction,
+                seq=last + 1,
+                sender_kind=sender_kind,
+                sender=sender,
+                body=body,
+                client_msg_id=client_msg_id,
+                created_at=created_at,
+                kind=kind,
+                attachment=attachment,
+            )
+            try:
+                conn.execute(
+                    "INSERT INTO messages (interaction, seq, client_msg_id, data) "
+                    "VALUES (?, ?, ?, ?)",
+                    (interaction, message.seq, client_msg_id, _dump(message)),
+                )
+            except sqlite3.IntegrityError as exc:
+                if not _exists(conn, "SELECT 1 FROM interactions WHERE number = ?", interaction):
+                    raise NotFound(f"interaction {interaction} does not exist") from exc
+                raise
+            return message, False
+
+        return await self._write(op)
+
+    async def list_messages(
+        self, interaction: str, after_seq: int = 0, limit: int = 500
+    ) -> list[Message]:
+        return await self._records(Message, SQL_MESSAGES, (interaction, after_seq, limit))
+
+    # -- attachments ----------------------------------------------------------------------
+
+    async def put_attachment(
+        self,
+        interaction: str,
+        name: str,
+        content_type: str,
+        data: bytes,
+        uploaded_by: str,
+        created_at: float,
+    ) -> Attachment:
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise ValueError(
+                f"attachment {name!r} is {len(data):,} bytes; the limit is "
+                f"{MAX_ATTACHMENT_BYTES:,} bytes ({MAX_ATTACHMENT_BYTES // 2**20} MiB)"
+            )
+        label = sanitize_attachment_name(name)
+        try:
+            # Off the writer thread: fsyncing 10 MiB must not hold up everyone's commits.
+            # The file is durable before the row that points at it commits.
+            digest = await asyncio.to_thread(_write_blob, self._blobs, data)
+        except OSError as exc:
+            raise _classify(exc, f"storing attachment {label!r}") from exc
+
+        def op(conn: sqlite3.Connection) -> Attachment:
+            row = conn.execute(
+                "SELECT data FROM attachments WHERE interaction = ? AND sha256 = ?",
+                (interaction, digest),
+            ).fetchone()
+            if row is not None:
+                return _load(Attachment, row[0])
+            record = Attachment(
+                interaction=interaction,
+                name=label,
+                content_type=content_type,
+                size=len(data),
+                sha256=digest,
+                created_at=created_at,
+                uploaded_by=uploaded_by,
+            )
+            try:
+                conn.execute(
+                    "INSERT INTO attachments (interaction, sha256, data) VALUES (?, ?, ?)",
+                    (interaction, digest, _dump(record)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise NotFound(f"interaction {interaction} does not exist") from exc
+            return record
+
+        return await self._write(op)
+
+    def attachment_path(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self._blobs / sha256[:2] / sha256[2:]
+
+    async def open_attachment(self, sha256: str) -> bytes:
+        path = self.attachment_path(sha256)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"attachment {sha256} is not stored") from None
+        except OSError as exc:
+            raise _classify(exc, f"reading attachment {sha256}") from exc
+
+    async def list_attachments(self, interaction: str) -> list[Attachment]:
+        return await self._records(
+            Attachment,
+            "SELECT data FROM attachments WHERE interaction = ? ORDER BY id",
+            (interaction,),
+        )
+
+    # -- cases and incidents --------------------------------------------------------------
+
+    async def create_record(
+        self,
+        kind: RecordKind,
+        short_description: str,
+        description: str = "",
+        priority: int = 3,
+        source_interaction: str | None = None,
+        created_by: str = "",
+        created_at: float = 0.0,
+    ) -> ServiceRecord:
+        kind = RecordKind(kind)
+
+        def op(conn: sqlite3.Connection) -> ServiceRecord:
+            record = ServiceRecord(
+                number=_next_number(conn, NUMBER_PREFIX[kind]),
+                kind=kind,
+                short_description=short_description,
+                description=description,
+                priority=priority,
+                source_interaction=source_interaction,
+                created_at=created_at,
+                created_by=created_by,
+            )
+            conn.execute(
+                "INSERT INTO service_records (number, kind, source_interaction, data) "
+                "VALUES (?, ?, ?, ?)",
+                (record.number, kind.value, source_interaction, _dump(record)),
+            )
+            return record
+
+        return await self._write(op)
+
+    async def save_record(self, record: ServiceRecord) -> None:
+        data = _dump(record)
+
+        def op(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE service_records SET source_interaction = ?, data = ? WHERE number = ?",
+                (record.source_interaction, data, record.number),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"record {record.number} does not exist")
+
+        await self._write(op)
+
+    async def get_record(self, number: str) -> ServiceRecord | None:
+        return await self._record(
+            ServiceRecord, "SELECT data FROM service_records WHERE number = ?", (number,)
+        )
