@@ -1,0 +1,981 @@
+"""The routing engine: state + event + now -> decisions. Sans-I/O.
+
+No sockets, no database, no clock: the caller passes `now` with every event and turns the
+returned decisions into effects (persist first, then announce). The engine raises
+`RoutingError` for an event that does not apply (accepting an offer twice, transferring to an
+offline agent) before it changes anything, so a refused command leaves no trace.
+
+Capacity is never counted by hand at the call sites: every change of an item or offer goes
+through `_put_item` / `_put_offer`, which release what the old record held and charge what the
+new one holds. Load is therefore a function of the records, which is what the property tests
+recompute after every step.
+
+Tie-breaking, documented because agents notice unfairness:
+- items: priority (larger first), then `enqueued_at` (older first), then item id;
+- agents: affinity (last agent of this customer within the queue's window, or the item's
+  preferred agent) first; then, when the queue prefers skill level, the higher summed level of
+  the queue's skills; then the rule — most_capacity: most spare capacity in the channel (spare =
+  min(channel spare, universal spare)), then least recently offered, then agent id;
+  least_recent: least recently offered (never offered first), then agent id; round_robin: the
+  next member after the last one picked, in agent-id order.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from msgspec.structs import replace
+
+from core.model import (
+    OFFLINE,
+    OPEN_ITEM_STATES,
+    Agent,
+    AgentStatus,
+    AssignmentRule,
+    ChannelMode,
+    ItemState,
+    Offer,
+    OfferKind,
+    OfferState,
+    PresenceState,
+    Queue,
+    ServiceChannel,
+    WorkItem,
+)
+from core.routing.condition import Condition, ConditionError, compile_condition
+from core.routing.decisions import (
+    AnyDecision,
+    ItemChanged,
+    ItemUnroutable,
+    OfferEnded,
+    OfferMade,
+    PresenceSet,
+)
+from core.routing.events import (
+    AbandonDue,
+    AgentLoggedOut,
+    AgentReplied,
+    AgentUpdated,
+    AnyEvent,
+    ChatEnded,
+    CustomerReplied,
+    FirstReplyMissed,
+    ItemArrived,
+    ItemCancelled,
+    ItemClosed,
+    MaxWaitReached,
+    OfferAccepted,
+    OfferExpired,
+    OfferRejected,
+    PresenceChanged,
+    TransferToAgent,
+    TransferToQueue,
+    WrapUpEnded,
+)
+from core.timers import DeadlineKind, Deadlines
+
+DEFAULT_OFFER_TIMEOUT = 30.0
+# How many excluded agents a reason names before it says "+N more": reasons stay one line.
+REASON_NAMES = 3
+
+
+class RoutingError(Exception):
+    """An event that does not apply to the current state. `code` is stable for the wire."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RoutingConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    channels: Sequence[ServiceChannel]
+    presences: Sequence[PresenceState]
+    queues: Sequence[Queue]
+    agents: Sequence[Agent] = ()
+    # How many offers one agent may have pending at once; transfers do not count.
+    max_pending_offers: int = 1
+
+
+@dataclass
+class _Load:
+    per_channel: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    pending: int = 0  # routed offers pending
+
+
+def _item_key(item: WorkItem) -> tuple[int, float, str]:
+    return (-item.priority, item.enqueued_at, item.id)
+
+
+class Router:
+    def __init__(
+        self,
+        config: RoutingConfig,
+        *,
+        statuses: Iterable[AgentStatus] = (),
+        items: Iterable[WorkItem] = (),
+        offers: Iterable[Offer] = (),
+        last_served: dict[str, tuple[str, float]] | None = None,
+    ) -> None:
+        """Build the engine; pass the stored state to resume after a restart. Deadlines that
+        passed while the host was down fire on the first `tick`."""
+        self.channels = {c.name: c for c in config.channels}
+        self.presences = {p.name: p for p in config.presences}
+        self.max_pending_offers = config.max_pending_offers
+        self.queues: dict[str, Queue] = {}
+        self._conditions: dict[str, Condition] = {}
+        for q in sorted(config.queues, key=lambda q: (q.order, q.name)):
+            self.queues[q.name] = q
+        self._validate_queues()
+        self.agents: dict[str, Agent] = {a.id: a for a in config.agents}
+        self.status: dict[str, AgentStatus] = {a: AgentStatus(agent=a) for a in self.agents}
+        for s in statuses:
+            if s.agent in self.agents:
+                self.status[s.agent] = (
+                    s if s.presence in self.presences else replace(s, presence=OFFLINE)
+                )
+        self.items: dict[str, WorkItem] = {}
+        self.offers: dict[str, Offer] = {}  # pending only
+        self.offer_of_item: dict[str, str] = {}
+        self.offers_of_agent: dict[str, set[str]] = {}
+        self.load: dict[str, _Load] = {a: _Load() for a in self.agents}
+        self.waiting: dict[str, list[tuple[int, float, str]]] = {q: [] for q in self.queues}
+        self.awaiting_of_agent: dict[str, set[str]] = {}
+        self.last_served: dict[str, tuple[str, float]] = dict(last_served or {})
+        self._rr_last: dict[str, str] = {}
+        self.deadlines = Deadlines()
+        self._members: dict[str, list[str]] = {}
+        self._queues_of: dict[str, list[str]] = {}
+        self._pools: dict[str, list[str]] = {}
+        self._index_members()
+        self._out: list[AnyDecision] = []
+        self._dirty_queues: set[str] = set()
+        self._dirty_agents: set[str] = set()
+        for item in items:
+            if item.state in OPEN_ITEM_STATES:
+                self._put_item(item)
+        for offer in offers:
+            if offer.state == OfferState.PENDING and offer.item in self.items:
+                self._put_offer(offer)
+        self._dirty_queues.update(self.queues)
+
+    # ------------------------------------------------------------------ configuration
+
+    def _validate_queues(self) -> None:
+        for q in self.queues.values():
+            if q.channel not in self.channels:
+                raise RoutingConfigError(f"queue {q.name}: unknown channel {q.channel!r}")
+            if q.overflow is not None and q.overflow not in self.queues:
+                raise RoutingConfigError(f"queue {q.name}: unknown overflow queue {q.overflow!r}")
+            if q.timeout_presence is not None and q.timeout_presence not in self.presences:
+                raise RoutingConfigError(
+                    f"queue {q.name}: unknown timeout presence {q.timeout_presence!r}"
+                )
+            try:
+                self._conditions[q.name] = compile_condition(q.condition)
+            except ConditionError as e:
+                raise RoutingConfigError(f"queue {q.name}: condition: {e}") from e
+        for q in self.queues.values():
+            seen = [q.name]
+            nxt = q.overflow
+            while nxt is not None:
+                if nxt in seen:
+                    raise RoutingConfigError(
+                        "overflow cycle: " + " -> ".join([*seen[seen.index(nxt) :], nxt])
+                    )
+                seen.append(nxt)
+                nxt = self.queues[nxt].overflow
+
+    def _index_members(self) -> None:
+        self._pools.clear()
+        self._members = {}
+        self._queues_of = {a: [] for a in self.agents}
+        for q in self.queues.values():
+            members = sorted(
+                a.id
+                for a in self.agents.values()
+                if not a.disabled and (not q.groups or set(q.groups) & set(a.groups))
+            )
+            self._members[q.name] = members
+            for a in members:
+                self._queues_of[a].append(q.name)
+
+    def members(self, queue: str) -> list[str]:
+        """Agents in the queue's groups (a queue with no groups takes every enabled agent)."""
+        return self._members[queue]
+
+    def queues_of(self, agent: str) -> list[str]:
+        return self._queues_of.get(agent, [])
+
+    # ------------------------------------------------------------------ public entry points
+
+    def handle(self, event: AnyEvent, now: float) -> list[AnyDecision]:
+        handler = self._handlers[type(event)]
+        handler(self, event, now)
+        return self._finish(now)
+
+    def tick(self, now: float) -> list[AnyDecision]:
+        """Fire every deadline at or before `now` through the ordinary event path."""
+        out: list[AnyDecision] = []
+        while (event := self.next_due_event(now)) is not None:
+            out.extend(self.handle(event, now))
+        return out
+
+    def next_due_event(self, now: float) -> AnyEvent | None:
+        """The earliest deadline at or before `now` as the event it stands for, disarmed.
+        Taken one at a time because handling one can make the next stale."""
+        while (due := self.deadlines.pop_next(now)) is not None:
+            event = self._deadline_event(*due)
+            if event is not None:
+                return event
+        return None
+
+    def resume(self, now: float) -> list[AnyDecision]:
+        """After a restart: fire what fell due while down, then route everything routable."""
+        out = self.tick(now)
+        self._dirty_queues.update(self.queues)
+        self._dirty_agents.update(self.agents)
+        out.extend(self._finish(now))
+        return out
+
+    def next_deadline(self) -> float | None:
+        return self.deadlines.next_at()
+
+    def select_queue(self, item: WorkItem) -> Queue | None:
+        """First queue, by evaluation order, whose channel and condition match the item."""
+        for q in self.queues.values():
+            if q.channel == item.channel and self._conditions[q.name].matches(item.attributes):
+                return q
+        return None
+
+    def used(self, agent: str) -> _Load:
+        return self.load[agent]
+
+    def waiting_items(self, queue: str) -> list[WorkItem]:
+        return [self.items[k[2]] for k in self.waiting[queue]]
+
+    # ------------------------------------------------------------------ record bookkeeping
+
+    def _holds(self, item: WorkItem) -> bool:
+        """Whether the item occupies its agent's capacity."""
+        return (
+            item.agent is not None
+            and item.state in (ItemState.ACCEPTED, ItemState.WRAP_UP)
+            and not item.on_hold
+            and not item.awaiting_capacity
+        )
+
+    def _charge(self, agent: str, channel: str, weight: int) -> None:
+        load = self.load[agent]
+        load.per_channel[channel] = load.per_channel.get(channel, 0) + weight
+        load.total += weight
+
+    def _put_item(self, new: WorkItem) -> None:
+        """Replace (or insert, or with a closed state remove) an item, keeping load, waiting
+        lists and deadlines consistent with the record."""
+        old = self.items.get(new.id)
+        if old is not None:
+            if self._holds(old) and old.agent in self.load:
+                self._charge(old.agent, old.channel, -old.weight)
+                self._dirty_agents.add(old.agent)
+            if old.state == ItemState.QUEUED and old.queue in self.waiting:
+                lst = self.waiting[old.queue]
+                i = bisect.bisect_left(lst, _item_key(old))
+                if i < len(lst) and lst[i][2] == old.id:
+                    del lst[i]
+            if old.awaiting_capacity and old.agent is not None:
+                self.awaiting_of_agent.get(old.agent, set()).discard(old.id)
+        if new.state in OPEN_ITEM_STATES:
+            self.items[new.id] = new
+            if self._holds(new) and new.agent in self.load:
+                self._charge(new.agent, new.channel, new.weight)
+            if new.state == ItemState.QUEUED and new.queue in self.waiting:
+                bisect.insort(self.waiting[new.queue], _item_key(new))
+                self._dirty_queues.add(new.queue)
+            if new.awaiting_capacity and new.agent is not None:
+                self.awaiting_of_agent.setdefault(new.agent, set()).add(new.id)
+                self._dirty_agents.add(new.agent)
+        else:
+            self.items.pop(new.id, None)
+        alive = new.state in OPEN_ITEM_STATES
+        self.deadlines.set(DeadlineKind.MAX_WAIT, new.id, new.max_wait_at if alive else None)
+        self.deadlines.set(DeadlineKind.FIRST_REPLY, new.id, new.reply_by if alive else None)
+        self.deadlines.set(DeadlineKind.WRAP_UP, new.id, new.wrap_up_until if alive else None)
+        self.deadlines.set(DeadlineKind.ABANDON, new.id, new.abandon_at if alive else None)
+
+    def _put_offer(self, new: Offer) -> None:
+        old = self.offers.get(new.id)
+        item = self.items[new.item]
+        if old is not None:
+            self._charge(old.agent, item.channel, -item.weight)
+            if old.kind == OfferKind.ROUTED:
+                self.load[old.agent].pending -= 1
+            self.offers_of_agent[old.agent].discard(old.id)
+            del self.offers[old.id]
+            del self.offer_of_item[old.item]
+            self._dirty_agents.add(old.agent)
+        if new.state == OfferState.PENDING:
+            self._charge(new.agent, item.channel, item.weight)
+            if new.kind == OfferKind.ROUTED:
+                self.load[new.agent].pending += 1
+            self.offers[new.id] = new
+            self.offer_of_item[new.item] = new.id
+            self.offers_of_agent.setdefault(new.agent, set()).add(new.id)
+            self.deadlines.set(DeadlineKind.OFFER_EXPIRY, new.id, new.deadline)
+        else:
+            self.deadlines.set(DeadlineKind.OFFER_EXPIRY, new.id, None)
+
+    def _emit_item(self, item: WorkItem, change: str, reason: str, now: float) -> None:
+        self._put_item(item)
+        self._out.append(ItemChanged(at=now, item=item, change=change, reason=reason))
+
+    def _end_offer(self, offer: Offer, state: OfferState, why: str, now: float) -> Offer:
+        ended = replace(offer, state=state, outcome_reason=why, closed_at=now)
+        self._put_offer(ended)
+        self._out.append(OfferEnded(at=now, offer=ended, item=self.items[offer.item], reason=why))
+        return ended
+
+    # ------------------------------------------------------------------ eligibility
+
+    def _presence_has(self, agent: str, channel: str) -> bool:
+        presence = self.presences.get(self.status[agent].presence)
+        return presence is not None and channel in presence.channels
+
+    def _spare(self, agent: str, channel: str) -> int:
+        a = self.agents[agent]
+        load = self.load[agent]
+        return min(
+            a.capacity.get(channel, 0) - load.per_channel.get(channel, 0),
+            a.universal_capacity - load.total,
+        )
+
+    def _skills_ok(self, agent: str, queue: Queue) -> bool:
+        skills = self.agents[agent].skills
+        return all(skills.get(s.name, 0) >= s.level for s in queue.skills)
+
+    def _in_pool(self, agent: str, queue: Queue) -> bool:
+        """Could serve this queue's items if it had room: the set rejections are counted in."""
+        return (
+            not self.agents[agent].disabled
+            and self._presence_has(agent, queue.channel)
+            and self._skills_ok(agent, queue)
+        )
+
+    def _has_room(self, agent: str, channel: str) -> bool:
+        return (
+            self.load[agent].pending < self.max_pending_offers
+            and self._spare(agent, channel) > 0
+            and not self.awaiting_of_agent.get(agent)
+        )
+
+    def _pool(self, queue: Queue) -> list[str]:
+        # Cached: it changes only with presence, skills or membership, far rarer than routing.
+        pool = self._pools.get(queue.name)
+        if pool is None:
+            pool = [a for a in self.members(queue.name) if self._in_pool(a, queue)]
+            self._pools[queue.name] = pool
+        return pool
+
+    def eligible_agents(self, item: WorkItem) -> list[str]:
+        """Every agent the item may be offered to right now (invariant 3), in member order."""
+        queue = self.queues[item.queue] if item.queue else None
+        if queue is None:
+            return []
+        pool = self._pool(queue)
+        return self._candidates(item, pool, [a for a in pool if self._has_room(a, item.channel)])
+
+    def _candidates(self, item: WorkItem, pool: list[str], ready: list[str]) -> list[str]:
+        rejected = item.rejected_by
+        # Rejections count only while someone in the pool has not rejected the item yet.
+        if rejected and all(a in rejected for a in pool):
+            rejected = ()
+        return [
+            a for a in ready if self._spare(a, item.channel) >= item.weight and a not in rejected
+        ]
+
+    def _why_not(self, agent: str, item: WorkItem, queue: Queue) -> str:
+        a = self.agents[agent]
+        if a.disabled:
+            return "disabled"
+        if not self._presence_has(agent, queue.channel):
+            return self.status[agent].presence.lower()
+        for s in queue.skills:
+            if a.skills.get(s.name, 0) < s.level:
+                return f"lacks skill {s.name}"
+        if agent in item.rejected_by:
+            return "rejected"
+        if self.load[agent].pending >= self.max_pending_offers:
+            return "has pending offer"
+        if self.awaiting_of_agent.get(agent):
+            return "owes a returning customer"
+        return "full"
+
+    # ------------------------------------------------------------------ choosing
+
+    def _rank(self, queue: Queue, candidates: list[str], channel: str) -> list[str]:
+        def recency(agent: str) -> float:
+            last = self.status[agent].last_assigned_at
+            return float("-inf") if last is None else last
+
+        if queue.rule == AssignmentRule.MOST_CAPACITY:
+            ranked = sorted(candidates, key=lambda a: (-self._spare(a, channel), recency(a), a))
+        elif queue.rule == AssignmentRule.LEAST_RECENT:
+            ranked = sorted(candidates, key=lambda a: (recency(a), a))
+        else:
+            after = self._rr_last.get(queue.name, "")
+            ranked = sorted(candidates, key=lambda a: (a <= after, a))
+        if queue.prefer_skill_level and queue.skills:
+            # sorted() is stable, so the rule's order survives among equally skilled agents.
+            ranked.sort(
+                key=lambda a: -sum(self.agents[a].skills.get(s.name, 0) for s in queue.skills)
+            )
+        return ranked
+
+    def _choose(
+        self, item: WorkItem, queue: Queue, pool: list[str], ready: list[str], now: float
+    ) -> tuple[str, str] | None:
+        candidates = self._candidates(item, pool, ready)
+        if not candidates:
+            return None
+        affine = None
+        if item.preferred_agent in candidates:
+            affine = item.preferred_agent
+        elif queue.affinity_window is not None and item.customer in self.last_served:
+            agent, at = self.last_served[item.customer]
+            if agent in candidates and now - at <= queue.affinity_window:
+                affine = agent
+        if affine is not None:
+            chosen, why = affine, "affinity"
+        else:
+            chosen = self._rank(queue, candidates, item.channel)[0]
+            if queue.rule == AssignmentRule.MOST_CAPACITY:
+                why = f"most_capacity {self._spare(chosen, item.channel)} free"
+            else:
+                why = queue.rule.value
+        excluded = [a for a in self.members(queue.name) if a not in candidates]
+        notes = [f"{a} {self._why_not(a, item, queue)}" for a in excluded[:REASON_NAMES]]
+        if len(excluded) > REASON_NAMES:
+            notes.append(f"+{len(excluded) - REASON_NAMES} more")
+        return chosen, "; ".join([f"offered to {chosen}: {why}", *notes])
+
+    def _dispatch_queue(self, qname: str, now: float) -> None:
+        queue = self.queues[qname]
+        waiting = self.waiting[qname]
+        if not waiting:
+            return
+        # Presence and skills do not change while a queue is dispatched, only room does, so
+        # the pool is computed once and `ready` only shrinks.
+        pool = self._pool(queue)
+        ready = [a for a in pool if self._has_room(a, queue.channel)]
+        if not ready:
+            return
+        for key in list(waiting):
+            item = self.items[key[2]]
+            choice = self._choose(item, queue, pool, ready, now)
+            if choice is None:
+                continue
+            agent, reason = choice
+            self._offer(item, agent, queue, pool, reason, now)
+            if not self._has_room(agent, queue.channel):
+                ready.remove(agent)
+                if not ready:
+                    break
+
+    def _offer(
+        self, item: WorkItem, agent: str, queue: Queue, pool: list[str], reason: str, now: float
+    ) -> None:
+        rejected = item.rejected_by
+        if all(a in rejected for a in pool):
+            rejected = ()  # everyone said no: start over rather than strand the item
+        offered = replace(
+            item, state=ItemState.OFFERED, offers_made=item.offers_made + 1, rejected_by=rejected
+        )
+        self._put_item(offered)
+        offer = Offer(
+            id=f"{item.id}.{offered.offers_made}",
+            item=item.id,
+            agent=agent,
+            created_at=now,
+            deadline=now + queue.offer_timeout,
+            reason=reason,
+        )
+        self._put_offer(offer)
+        self.status[agent] = replace(self.status[agent], last_assigned_at=now)
+        self._rr_last[queue.name] = agent
+        self._out.append(OfferMade(at=now, offer=offer, item=offered, reason=reason))
+
+    def _finish(self, now: float) -> list[AnyDecision]:
+        """Spend freed capacity: first on returning customers owed to their agent, then on
+        the queues. Repeats because each step can free or take room for the other."""
+        while self._dirty_agents or self._dirty_queues:
+            agents, self._dirty_agents = self._dirty_agents, set()
+            for agent in sorted(agents):
+                self._reactivate(agent, now)
+                self._dirty_queues.update(self.queues_of(agent))
+            queues, self._dirty_queues = self._dirty_queues, set()
+            for qname in self.queues:
+                if qname in queues:
+                    self._dispatch_queue(qname, now)
+        out, self._out = self._out, []
+        return out
+
+    # ------------------------------------------------------------------ helpers per state
+
+    def _enqueue(self, item: WorkItem, change: str, reason: str, now: float) -> None:
+        """Put an item (back) in its queue, keeping its place; overflow if its wait ran out."""
+        item = replace(
+            item,
+            state=ItemState.QUEUED,
+            agent=None,
+            on_hold=False,
+            awaiting_capacity=False,
+            replied=False,
+            reply_by=None,
+            wrap_up_until=None,
+            abandon_at=None,
+        )
+        if item.max_wait_at is not None and item.max_wait_at <= now:
+            item, change, more = self._max_wait_passed(item, now)
+            reason = f"{reason}; {more}"
+        self._emit_item(item, change, reason, now)
+
+    def _max_wait_passed(self, item: WorkItem, now: float) -> tuple[WorkItem, str, str]:
+        queue = self.queues[item.queue]  # type: ignore[index]
+        waited = f"waited over {queue.max_wait:g}s in {queue.name}"
+        if queue.overflow is None:
+            return replace(item, max_wait_at=None, notice_sent=True), "notice", waited
+        target = self.queues[queue.overflow]
+        # The wait in the overflow queue counts from the move, its place from the arrival.
+        deadline = None if target.max_wait is None else now + target.max_wait
+        moved = replace(item, queue=target.name, max_wait_at=deadline)
+        return moved, "overflowed", f"{waited}; moved to {target.name}"
+
+    def _release_to_queue(self, item: WorkItem, change: str, reason: str, now: float) -> None:
+        """Take an accepted item away from its agent and route it again from its old place."""
+        offer_id = self.offer_of_item.get(item.id)
+        if offer_id is not None:
+            self._end_offer(self.offers[offer_id], OfferState.RESCINDED, reason, now)
+        self._enqueue(item, change, reason, now)
+
+    def _reactivate(self, agent: str, now: float) -> None:
+        for item_id in sorted(self.awaiting_of_agent.get(agent, ())):
+            item = self.items[item_id]
+            if not self._presence_has(agent, item.channel):
+                self._release_to_queue(
+                    replace(item, preferred_agent=None), "requeued", f"{agent} unavailable", now
+                )
+            elif self._spare(agent, item.channel) >= item.weight:
+                self._emit_item(
+                    replace(item, awaiting_capacity=False),
+                    "resumed",
+                    f"{agent} has room again",
+                    now,
+                )
+
+    def _set_presence(self, agent: str, presence: str, reason: str, now: float) -> None:
+        self.status[agent] = replace(self.status[agent], presence=presence, presence_since=now)
+        for qname in self.queues_of(agent):
+            self._pools.pop(qname, None)
+        self._out.append(PresenceSet(at=now, agent=agent, presence=presence, reason=reason))
+        self._dirty_agents.add(agent)
+        for offer_id in sorted(self.offers_of_agent.get(agent, ())):
+            offer = self.offers[offer_id]
+            item = self.items[offer.item]
+            if not self._presence_has(agent, item.channel):
+                self._rescind(offer, f"{agent} went {presence}", now)
+
+    def _rescind(self, offer: Offer, why: str, now: float) -> None:
+        """Withdraw an offer through no fault of the agent: the item keeps its place and the
+        agent is not counted as a rejecter."""
+        self._end_offer(offer, OfferState.RESCINDED, why, now)
+        if offer.kind == OfferKind.ROUTED:
+            self._enqueue(self.items[offer.item], "requeued", why, now)
+
+    def _rescind_transfer(self, item: WorkItem, why: str, now: float) -> None:
+        offer_id = self.offer_of_item.get(item.id)
+        if offer_id is not None:
+            self._end_offer(self.offers[offer_id], OfferState.RESCINDED, why, now)
+
+    def _close(self, item: WorkItem, state: ItemState, change: str, why: str, now: float) -> None:
+        self._rescind_transfer(item, why, now)
+        self._emit_item(
+            replace(
+                item,
+                state=state,
+                closed_at=now,
+                reply_by=None,
+                wrap_up_until=None,
+                abandon_at=None,
+                max_wait_at=None,
+            ),
+            change,
+            why,
+            now,
+        )
+
+    # ------------------------------------------------------------------ lookups that refuse
+
+    def _item(self, item_id: str) -> WorkItem:
+        item = self.items.get(item_id)
+        if item is None:
+            raise RoutingError("unknown_item", f"no open work item {item_id!r}")
+        return item
+
+    def _assigned(self, item_id: str) -> WorkItem:
+        item = self._item(item_id)
+        if item.state != ItemState.ACCEPTED:
+            raise RoutingError("bad_state", f"work item {item_id} is {item.state}, not accepted")
+        return item
+
+    def _pending(self, offer_id: str) -> Offer:
+        offer = self.offers.get(offer_id)
+        if offer is None:
+            raise RoutingError(
+                "offer_not_pending",
+                f"offer {offer_id!r} is not pending (already answered, expired or unknown)",
+            )
+        return offer
+
+    def _agent(self, agent: str) -> Agent:
+        a = self.agents.get(agent)
+        if a is None:
+            raise RoutingError("unknown_agent", f"no agent {agent!r}")
+        return a
+
+    # ------------------------------------------------------------------ event handlers
+
+    def _on_item_arrived(self, e: ItemArrived, now: float) -> None:
+        item = e.item
+        if item.id in self.items:
+            raise RoutingError("duplicate_item", f"work item {item.id} is already open")
+        if item.channel not in self.channels:
+            raise RoutingError("unknown_channel", f"no service channel {item.channel!r}")
+        if item.weight < 1:
+            raise RoutingError("bad_weight", "an item's weight must be at least 1")
+        if item.queue is not None:
+            queue = self.queues.get(item.queue)
+            if queue is None:
+                raise RoutingError("unknown_queue", f"no queue {item.queue!r}")
+            if queue.channel != item.channel:
+                raise RoutingError(
+                    "channel_mismatch",
+                    f"queue {queue.name} takes {queue.channel}, not {item.channel}",
+                )
+            why = f"queued in {queue.name}: targeted"
+        else:
+            queue = self.select_queue(item)
+            if queue is None:
+                self._out.append(
+                    ItemUnroutable(
+                        at=now,
+                        item=item,
+                        reason=f"no queue for channel {item.channel} matches the attributes",
+                    )
+                )
+                return
+            why = f"queued in {queue.name}" + (f": {queue.condition}" if queue.condition else "")
+        queued = replace(
+            item,
+            state=ItemState.QUEUED,
+            queue=queue.name,
+            enqueued_at=item.enqueued_at or now,
+            max_wait_at=None if queue.max_wait is None else now + queue.max_wait,
+        )
+        self._emit_item(queued, "queued", why, now)
+
+    def _on_offer_accepted(self, e: OfferAccepted, now: float) -> None:
+        offer = self._pending(e.offer)
+        item = self.items[offer.item]
+        queue = self.queues[item.queue]  # type: ignore[index]
+        live = self.channels[item.channel].mode == ChannelMode.SYNC
+        reply_by = now + queue.reply_deadline if live and queue.reply_deadline else None
+        self._end_offer(offer, OfferState.ACCEPTED, "accepted", now)
+        self.last_served[item.customer] = (offer.agent, now)
+        if offer.kind == OfferKind.ROUTED:
+            accepted = replace(
+                item,
+                state=ItemState.ACCEPTED,
+                agent=offer.agent,
+                rejected_by=(),
+                preferred_agent=None,
+                max_wait_at=None,
+                replied=False,
+                reply_by=reply_by,
+            )
+            self._emit_item(accepted, "assigned", f"accepted by {offer.agent}", now)
+        else:
+            moved = replace(
+                item, agent=offer.agent, awaiting_capacity=False, replied=False, reply_by=reply_by
+            )
+            self._emit_item(
+                moved, "transferred", f"transferred from {offer.from_agent} to {offer.agent}", now
+            )
+
+    def _on_offer_rejected(self, e: OfferRejected, now: float) -> None:
+        offer = self._pending(e.offer)
+        why = f"{offer.agent} rejected" + (f": {e.reason}" if e.reason else "")
+        self._refused(offer, OfferState.REJECTED, why, now)
+
+    def _on_offer_expired(self, e: OfferExpired, now: float) -> None:
+        offer = self._pending(e.offer)
+        self._refused(offer, OfferState.EXPIRED, f"{offer.agent} did not answer in time", now)
+        queue = self.queues[self.items[offer.item].queue]  # type: ignore[index]
+        agent = offer.agent
+        presence = queue.timeout_presence
+        if (
+            offer.kind == OfferKind.ROUTED
+            and presence is not None
+            and self.status[agent].presence != presence
+        ):
+            self._set_presence(agent, presence, f"offer {offer.id} timed out", now)
+
+    def _refused(self, offer: Offer, state: OfferState, why: str, now: float) -> None:
+        self._end_offer(offer, state, why, now)
+        if offer.kind == OfferKind.ROUTED:
+            item = self.items[offer.item]
+            self._enqueue(
+                replace(item, rejected_by=(*item.rejected_by, offer.agent)), "requeued", why, now
+            )
+
+    def _on_presence_changed(self, e: PresenceChanged, now: float) -> None:
+        self._agent(e.agent)
+        if e.presence not in self.presences:
+            raise RoutingError("unknown_presence", f"no presence state {e.presence!r}")
+        if self.status[e.agent].presence != e.presence:
+            self._set_presence(e.agent, e.presence, "set by agent", now)
+
+    def _on_agent_logged_out(self, e: AgentLoggedOut, now: float) -> None:
+        self._agent(e.agent)
+        self._withdraw_agent(e.agent, "logged out", now)
+
+    def _withdraw_agent(self, agent: str, why: str, now: float) -> None:
+        """The agent is gone: live customers must not wait on them, records may."""
+        for offer_id in sorted(self.offers_of_agent.get(agent, ())):
+            self._rescind(self.offers[offer_id], f"{agent} {why}", now)
+        held = sorted((i for i in self.items.values() if i.agent == agent), key=lambda i: i.id)
+        for item in held:
+            mode = self.channels[item.channel].mode
+            if item.state == ItemState.WRAP_UP:
+                self._close(item, ItemState.CLOSED, "closed", f"{agent} {why}", now)
+            elif mode == ChannelMode.SYNC or (mode == ChannelMode.ASYNC and not item.on_hold):
+                self._release_to_queue(item, "requeued", f"{agent} {why}", now)
+        if self.status[agent].presence != OFFLINE:
+            self._set_presence(agent, OFFLINE, why, now)
+
+    def _on_agent_updated(self, e: AgentUpdated, now: float) -> None:
+        agent = e.agent
+        if agent.id not in self.agents:
+            self.status[agent.id] = AgentStatus(agent=agent.id, presence_since=now)
+            self.load[agent.id] = _Load()
+        before = set(self.queues_of(agent.id))
+        self.agents[agent.id] = agent
+        self._index_members()
+        self._dirty_queues.update(before | set(self.queues_of(agent.id)))
+        self._dirty_agents.add(agent.id)
+        if agent.disabled:
+            self._withdraw_agent(agent.id, "disabled", now)
+            return
+        for offer_id in sorted(self.offers_of_agent.get(agent.id, ())):
+            offer = self.offers[offer_id]
+            queue = self.queues[self.items[offer.item].queue]  # type: ignore[index]
+            if offer.kind == OfferKind.ROUTED and not (
+                agent.id in self.members(queue.name) and self._skills_ok(agent.id, queue)
+            ):
+                self._rescind(offer, f"{agent.id} no longer serves {queue.name}", now)
+
+    def _on_chat_ended(self, e: ChatEnded, now: float) -> None:
+        item = self._assigned(e.item)
+        self._end_chat(item, e.reason, now)
+
+    def _end_chat(self, item: WorkItem, why: str, now: float) -> None:
+        self._rescind_transfer(item, why, now)
+        queue = self.queues[item.queue]  # type: ignore[index]
+        until = None if queue.wrap_up_time is None else now + queue.wrap_up_time
+        self._emit_item(
+            replace(
+                item, state=ItemState.WRAP_UP, reply_by=None, wrap_up_until=until, abandon_at=None
+            ),
+            "wrap_up",
+            why,
+            now,
+        )
+
+    def _on_item_cancelled(self, e: ItemCancelled, now: float) -> None:
+        item = self._item(e.item)
+        if item.state == ItemState.QUEUED:
+            self._close(item, ItemState.CANCELLED, "cancelled", e.reason, now)
+        elif item.state == ItemState.OFFERED:
+            self._end_offer(
+                self.offers[self.offer_of_item[item.id]], OfferState.RESCINDED, e.reason, now
+            )
+            self._close(self.items[item.id], ItemState.CANCELLED, "cancelled", e.reason, now)
+        elif item.state == ItemState.ACCEPTED:
+            self._end_chat(item, e.reason, now)
+
+    def _on_item_closed(self, e: ItemClosed, now: float) -> None:
+        item = self._item(e.item)
+        if item.state not in (ItemState.ACCEPTED, ItemState.WRAP_UP):
+            raise RoutingError(
+                "bad_state", f"work item {item.id} is {item.state}: cancel it, it is not assigned"
+            )
+        self._close(item, ItemState.CLOSED, "closed", "closed", now)
+
+    def _on_wrap_up_ended(self, e: WrapUpEnded, now: float) -> None:
+        item = self.items.get(e.item)
+        if item is not None and item.state == ItemState.WRAP_UP:
+            self._close(item, ItemState.CLOSED, "closed", "wrap-up time over", now)
+
+    def _on_transfer_to_agent(self, e: TransferToAgent, now: float) -> None:
+        item = self._assigned(e.item)
+        target = self._agent(e.to_agent)
+        if e.to_agent == item.agent:
+            raise RoutingError("transfer_to_self", "the chat is already yours")
+        if e.item in self.offer_of_item:
+            raise RoutingError("transfer_pending", f"work item {e.item} has a transfer pending")
+        if target.disabled or not self._presence_has(target.id, item.channel):
+            raise RoutingError(
+                "agent_unavailable",
+                f"{target.id} is {self.status[target.id].presence}: transfers go only to agents "
+                f"available for {item.channel}",
+            )
+        if self._spare(target.id, item.channel) < item.weight:
+            raise RoutingError("no_capacity", f"{target.id} has no room for another {item.channel}")
+        queue = self.queues[item.queue]  # type: ignore[index]
+        numbered = replace(item, offers_made=item.offers_made + 1)
+        self._put_item(numbered)
+        reason = f"transfer from {item.agent} to {target.id}"
+        offer = Offer(
+            id=f"{item.id}.{numbered.offers_made}",
+            item=item.id,
+            agent=target.id,
+            created_at=now,
+            deadline=now + queue.offer_timeout,
+            kind=OfferKind.TRANSFER,
+            from_agent=item.agent,
+            reason=reason,
+        )
+        self._put_offer(offer)
+        self._out.append(OfferMade(at=now, offer=offer, item=numbered, reason=reason))
+
+    def _on_transfer_to_queue(self, e: TransferToQueue, now: float) -> None:
+        item = self._assigned(e.item)
+        queue = self.queues.get(e.queue)
+        if queue is None:
+            raise RoutingError("unknown_queue", f"no queue {e.queue!r}")
+        if queue.channel != item.channel:
+            raise RoutingError(
+                "channel_mismatch", f"queue {queue.name} takes {queue.channel}, not {item.channel}"
+            )
+        moved = replace(
+            item,
+            queue=queue.name,
+            # The sender is asked last, not never: if nobody else can take it, it comes back.
+            rejected_by=(item.agent,) if item.agent else (),
+            max_wait_at=None if queue.max_wait is None else now + queue.max_wait,
+        )
+        self._release_to_queue(moved, "requeued", f"{item.agent} transferred to {queue.name}", now)
+
+    def _on_agent_replied(self, e: AgentReplied, now: float) -> None:
+        item = self._item(e.item)
+        if item.state != ItemState.ACCEPTED:
+            return
+        if self.channels[item.channel].mode == ChannelMode.ASYNC:
+            if item.on_hold:
+                return
+            queue = self.queues[item.queue]  # type: ignore[index]
+            until = None if queue.abandon_after is None else now + queue.abandon_after
+            held = replace(item, replied=True, reply_by=None, on_hold=True, abandon_at=until)
+            self._emit_item(held, "on_hold", "waiting on the customer", now)
+        elif not item.replied:
+            self._emit_item(replace(item, replied=True, reply_by=None), "replied", "replied", now)
+
+    def _on_customer_replied(self, e: CustomerReplied, now: float) -> None:
+        item = self._item(e.item)
+        if item.state != ItemState.ACCEPTED or not item.on_hold or item.agent is None:
+            return
+        agent = item.agent
+        back = replace(item, on_hold=False, abandon_at=None)
+        if not self._presence_has(agent, item.channel):
+            # Their former agent is away: a waiting customer goes to someone who is here.
+            self._release_to_queue(
+                replace(back, enqueued_at=now, rejected_by=()),
+                "requeued",
+                f"customer replied; {agent} is {self.status[agent].presence}",
+                now,
+            )
+        elif self._spare(agent, item.channel) >= item.weight:
+            self._emit_item(back, "resumed", "customer replied", now)
+        else:
+            self._emit_item(
+                replace(back, awaiting_capacity=True),
+                "awaiting_capacity",
+                f"customer replied; {agent} is full, next free slot is theirs",
+                now,
+            )
+
+    def _on_max_wait(self, e: MaxWaitReached, now: float) -> None:
+        item = self.items.get(e.item)
+        if item is None or item.state != ItemState.QUEUED:
+            return  # an offered item is checked again if it comes back to the queue
+        moved, change, why = self._max_wait_passed(item, now)
+        self._emit_item(moved, change, why, now)
+
+    def _on_first_reply_missed(self, e: FirstReplyMissed, now: float) -> None:
+        item = self.items.get(e.item)
+        if item is None or item.state != ItemState.ACCEPTED or item.replied or not item.agent:
+            return
+        queue = self.queues[item.queue]  # type: ignore[index]
+        self._release_to_queue(
+            replace(item, rejected_by=(*item.rejected_by, item.agent)),
+            "reclaimed",
+            f"{item.agent} did not reply within {queue.reply_deadline:g}s",
+            now,
+        )
+
+    def _on_abandon_due(self, e: AbandonDue, now: float) -> None:
+        item = self.items.get(e.item)
+        if item is None or not item.on_hold:
+            return
+        self._close(item, ItemState.ABANDONED, "abandoned", "no customer reply", now)
+
+    def _deadline_event(self, kind: DeadlineKind, key: str) -> AnyEvent | None:
+        if kind == DeadlineKind.OFFER_EXPIRY:
+            return OfferExpired(offer=key) if key in self.offers else None
+        if key not in self.items:
+            return None
+        return {
+            DeadlineKind.MAX_WAIT: MaxWaitReached,
+            DeadlineKind.FIRST_REPLY: FirstReplyMissed,
+            DeadlineKind.WRAP_UP: WrapUpEnded,
+            DeadlineKind.ABANDON: AbandonDue,
+        }[kind](item=key)
+
+    _handlers: ClassVar[dict[type, Callable[..., None]]] = {
+        ItemArrived: _on_item_arrived,
+        ItemCancelled: _on_item_cancelled,
+        OfferAccepted: _on_offer_accepted,
+        OfferRejected: _on_offer_rejected,
+        OfferExpired: _on_offer_expired,
+        PresenceChanged: _on_presence_changed,
+        AgentLoggedOut: _on_agent_logged_out,
+        AgentUpdated: _on_agent_updated,
+        ChatEnded: _on_chat_ended,
+        ItemClosed: _on_item_closed,
+        WrapUpEnded: _on_wrap_up_ended,
+        TransferToAgent: _on_transfer_to_agent,
+        TransferToQueue: _on_transfer_to_queue,
+        AgentReplied: _on_agent_replied,
+        CustomerReplied: _on_customer_replied,
+        MaxWaitReached: _on_max_wait,
+        FirstReplyMissed: _on_first_reply_missed,
+        AbandonDue: _on_abandon_due,
+    }

@@ -1,0 +1,113 @@
+"""Inputs to the routing engine. Each is a tagged Struct so the event log can be replayed."""
+
+from __future__ import annotations
+
+from msgspec import Struct
+
+from core.model import Agent, WorkItem
+
+
+class Event(Struct, frozen=True, tag_field="event", kw_only=True):
+    pass
+
+
+class ItemArrived(Event, tag="item_arrived"):
+    item: WorkItem
+
+
+class ItemCancelled(Event, tag="item_cancelled"):
+    """The customer withdrew: before acceptance the item is cancelled, after it the chat ends."""
+
+    item: str
+    reason: str = "customer left"
+
+
+class OfferAccepted(Event, tag="offer_accepted"):
+    offer: str
+
+
+class OfferRejected(Event, tag="offer_rejected"):
+    offer: str
+    reason: str = ""
+
+
+class OfferExpired(Event, tag="offer_expired"):
+    offer: str
+
+
+class PresenceChanged(Event, tag="presence_changed"):
+    agent: str
+    presence: str
+
+
+class AgentLoggedOut(Event, tag="agent_logged_out"):
+    agent: str
+
+
+class AgentUpdated(Event, tag="agent_updated"):
+    agent: Agent
+
+
+class ChatEnded(Event, tag="chat_ended"):
+    item: str
+    reason: str = "ended by agent"
+
+
+class ItemClosed(Event, tag="item_closed"):
+    item: str
+
+
+class WrapUpEnded(Event, tag="wrap_up_ended"):
+    item: str
+
+
+class TransferToAgent(Event, tag="transfer_to_agent"):
+    item: str
+    to_agent: str
+
+
+class TransferToQueue(Event, tag="transfer_to_queue"):
+    item: str
+    queue: str
+
+
+class AgentReplied(Event, tag="agent_replied"):
+    item: str
+
+
+class CustomerReplied(Event, tag="customer_replied"):
+    item: str
+
+
+class MaxWaitReached(Event, tag="max_wait_reached"):
+    item: str
+
+
+class FirstReplyMissed(Event, tag="first_reply_missed"):
+    item: str
+
+
+class AbandonDue(Event, tag="abandon_due"):
+    item: str
+
+
+AnyEvent = (
+    ItemArrived
+    | ItemCancelled
+    | OfferAccepted
+    | OfferRejected
+    | OfferExpired
+    | PresenceChanged
+    | AgentLoggedOut
+    | AgentUpdated
+    | ChatEnded
+    | ItemClosed
+    | WrapUpEnded
+    | TransferToAgent
+    | TransferToQueue
+    | AgentReplied
+    | CustomerReplied
+    | MaxWaitReached
+    | FirstReplyMissed
+    | AbandonDue
+)

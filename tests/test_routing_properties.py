@@ -1,0 +1,587 @@
+"""Stateful property tests of the routing engine against ARCHITECTURE.md's invariants.
+
+Hypothesis drives random events over random configurations. After every step the test checks
+the engine against its own reference computations (eligibility, load), written here
+independently of the engine so a shared mistake is less likely.
+
+Budget: INBOX_ROUTING_EXAMPLES x INBOX_ROUTING_STEPS (defaults keep CI quick). The step count of
+a run is written to INBOX_ROUTING_REPORT when set; docs/testing.md records the long runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from core.model import (
+    OPEN_ITEM_STATES,
+    Agent,
+    AssignmentRule,
+    ChannelMode,
+    ItemState,
+    OfferKind,
+    OfferState,
+    PresenceState,
+    Queue,
+    ServiceChannel,
+    SkillRequirement,
+    WorkItem,
+)
+from core.routing.decisions import OfferMade, PresenceSet
+from core.routing.engine import Router, RoutingConfig, RoutingError
+from core.routing.events import (
+    AgentLoggedOut,
+    AgentReplied,
+    AgentUpdated,
+    ChatEnded,
+    CustomerReplied,
+    ItemArrived,
+    ItemCancelled,
+    ItemClosed,
+    OfferAccepted,
+    OfferRejected,
+    PresenceChanged,
+    TransferToAgent,
+    TransferToQueue,
+)
+from core.timers import DeadlineKind
+
+EXAMPLES = int(os.environ.get("INBOX_ROUTING_EXAMPLES", "150"))
+STEPS = int(os.environ.get("INBOX_ROUTING_STEPS", "60"))
+STEP_COUNTER: Counter[str] = Counter()
+
+CHANNELS = [
+    ServiceChannel(name="chat", mode=ChannelMode.SYNC),
+    ServiceChannel(name="msg", mode=ChannelMode.ASYNC),
+    ServiceChannel(name="case", mode=ChannelMode.RECORD),
+]
+MODE = {c.name: c.mode for c in CHANNELS}
+PRESENCES = [
+    PresenceState(name="Available", channels=("chat", "msg", "case")),
+    PresenceState(name="ChatOnly", channels=("chat",)),
+    PresenceState(name="Away"),
+    PresenceState(name="Offline"),
+]
+PRESENCE_CHANNELS = {p.name: set(p.channels) for p in PRESENCES}
+AGENT_IDS = ["ann", "bob", "cyd", "dee", "eve"]
+GROUPS = ["g1", "g2"]
+SKILLS = ["french", "billing"]
+CONDITIONS = ["", 'lang == "fr"', 'tier in ("gold", "platinum")', "not vip", "size > 2"]
+
+
+def _write_report() -> None:
+    path = os.environ.get("INBOX_ROUTING_REPORT")
+    if path:
+        with open(path, "w") as f:
+            f.write(f"steps={STEP_COUNTER['steps']} runs={STEP_COUNTER['runs']}\n")
+
+
+atexit.register(_write_report)
+
+
+@st.composite
+def agents_st(draw: st.DrawFn) -> list[Agent]:
+    n = draw(st.integers(1, len(AGENT_IDS)))
+    out = []
+    for aid in AGENT_IDS[:n]:
+        out.append(
+            Agent(
+                id=aid,
+                skills=draw(
+                    st.dictionaries(st.sampled_from(SKILLS), st.integers(1, 3))
+                    | st.just({"french": 2, "billing": 1})
+                ),
+                capacity=draw(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={c: st.integers(0, 3) for c in ("chat", "msg", "case")},
+                    )
+                    | st.just({"chat": 2, "msg": 2, "case": 2})
+                    | st.just({"chat": 3, "msg": 3, "case": 1})
+                ),
+                universal_capacity=draw(st.integers(1, 5)),
+                groups=draw(
+                    st.just(("g1", "g2"))
+                    | st.lists(st.sampled_from(GROUPS), unique=True, max_size=2).map(tuple)
+                ),
+            )
+        )
+    return out
+
+
+@st.composite
+def queues_st(draw: st.DrawFn) -> list[Queue]:
+    n = draw(st.integers(1, 4))
+    queues: list[Queue] = []
+    for i in range(n):
+        channel = draw(st.sampled_from(["chat", "msg", "case"]))
+        # Overflow only to a later queue of the same channel: acyclic by construction.
+        later = [f"q{j}" for j in range(i + 1, n)]
+        queues.append(
+            Queue(
+                name=f"q{i}",
+                channel=channel,
+                condition=draw(st.sampled_from(CONDITIONS)),
+                order=i,
+                rule=draw(st.sampled_from(list(AssignmentRule))),
+                skills=tuple(
+                    SkillRequirement(name=s, level=draw(st.integers(1, 2)))
+                    for s in draw(st.lists(st.sampled_from(SKILLS), unique=True, max_size=1))
+                ),
+                prefer_skill_level=draw(st.booleans()),
+                groups=tuple(draw(st.lists(st.sampled_from(GROUPS), unique=True, max_size=1))),
+                offer_timeout=draw(st.sampled_from([5.0, 30.0])),
+                timeout_presence=draw(st.sampled_from([None, "Away"])),
+                max_wait=draw(st.sampled_from([None, 20.0, 60.0])),
+                overflow=draw(st.sampled_from([None, *later])) if later else None,
+                reply_deadline=draw(st.sampled_from([None, 15.0])),
+                wrap_up_time=draw(st.sampled_from([None, 10.0])),
+                affinity_window=draw(st.sampled_from([None, 300.0])),
+                abandon_after=draw(st.sampled_from([None, 40.0])),
+            )
+        )
+    # Usually a catch-all queue per channel at the end, so most items are routable.
+    if draw(st.booleans()) or draw(st.booleans()):
+        for channel in ("chat", "msg", "case"):
+            queues.append(Queue(name=f"all_{channel}", channel=channel, order=99))
+    # Overflow targets must take the same channel; drop the ones that do not.
+    by_name = {q.name: q for q in queues}
+    return [
+        q
+        if q.overflow is None or by_name[q.overflow].channel == q.channel
+        else Queue(**{**{f: getattr(q, f) for f in q.__struct_fields__}, "overflow": None})
+        for q in queues
+    ]
+
+
+class RoutingMachine(RuleBasedStateMachine):
+    @initialize(
+        agents=agents_st(),
+        queues=queues_st(),
+        max_pending=st.integers(1, 2),
+        present=st.just(AGENT_IDS) | st.lists(st.sampled_from(AGENT_IDS), unique=True),
+    )
+    def setup(
+        self, agents: list[Agent], queues: list[Queue], max_pending: int, present: list[str]
+    ) -> None:
+        STEP_COUNTER["runs"] += 1
+        self.config = RoutingConfig(
+            channels=CHANNELS,
+            presences=PRESENCES,
+            queues=queues,
+            agents=agents,
+            max_pending_offers=max_pending,
+        )
+        self.agents = {a.id: a for a in agents}
+        self.queues = {q.name: q for q in queues}
+        self.router = Router(self.config)
+        self.now = 1000.0
+        self.presence = {a: "Offline" for a in self.agents}
+        self.next_item = 0
+        self.step_offers: list[OfferMade] = []
+        for agent in (a for a in present if a in self.agents):
+            self.apply(PresenceChanged(agent=agent, presence="Available"))
+
+    # ---------------------------------------------------------------- plumbing
+
+    def apply(self, event: object) -> None:
+        before = self.snapshot()
+        try:
+            decisions = self.router.handle(event, self.now)  # type: ignore[arg-type]
+        except RoutingError:
+            # A refused event must leave no trace.
+            assert self.snapshot() == before
+            decisions = []
+        self.observe(decisions)
+
+    def observe(self, decisions: list) -> None:
+        STEP_COUNTER["steps"] += 1
+        for d in decisions:
+            if isinstance(d, PresenceSet):
+                self.presence[d.agent] = d.presence
+        self.step_offers = [d for d in decisions if isinstance(d, OfferMade)]
+        self.check_offers_made()
+
+    def snapshot(self) -> tuple:
+        r = self.router
+        return (
+            dict(r.items),
+            dict(r.offers),
+            {a: (dict(ld.per_channel), ld.total, ld.pending) for a, ld in r.load.items()},
+            dict(r.status),
+        )
+
+    def pick(self, data: st.DataObject, seq: list, label: str):
+        return data.draw(st.sampled_from(sorted(seq)), label=label)
+
+    def held(self, on_hold: bool | None = None) -> list[str]:
+        """Accepted items: most interesting events only apply to these, so aim at them."""
+        return [
+            i.id
+            for i in self.router.items.values()
+            if i.state == ItemState.ACCEPTED and (on_hold is None or i.on_hold == on_hold)
+        ]
+
+    # ---------------------------------------------------------------- rules
+
+    @rule(
+        channel=st.sampled_from(["chat", "msg", "case"]),
+        priority=st.integers(0, 2),
+        weight=st.integers(1, 2),
+        attrs=st.fixed_dictionaries(
+            {},
+            optional={
+                "lang": st.sampled_from(["fr", "en"]),
+                "tier": st.sampled_from(["gold", "silver"]),
+                "vip": st.booleans(),
+                "size": st.integers(0, 5),
+            },
+        ),
+        customer=st.sampled_from(["c1", "c2", "c3", "c4"]),
+    )
+    def arrive(self, channel, priority, weight, attrs, customer) -> None:
+        self.next_item += 1
+        item = WorkItem(
+            id=f"W{self.next_item}",
+            channel=channel,
+            customer=customer,
+            created_at=self.now,
+            attributes=attrs,
+            priority=priority,
+            weight=weight,
+        )
+        self.apply(ItemArrived(item=item))
+
+    @rule(
+        agent=st.sampled_from(AGENT_IDS),
+        presence=st.sampled_from(["Available", "Available", "ChatOnly", "Away", "Offline"]),
+    )
+    def set_presence(self, agent, presence) -> None:
+        self.apply(PresenceChanged(agent=agent, presence=presence))
+
+    @precondition(lambda self: self.router.offers)
+    @rule(data=st.data())
+    def accept(self, data) -> None:
+        self.apply(OfferAccepted(offer=self.pick(data, list(self.router.offers), "offer")))
+
+    @precondition(lambda self: self.router.offers)
+    @rule(data=st.data(), reason=st.sampled_from(["", "busy"]))
+    def reject(self, data, reason) -> None:
+        offer = self.pick(data, list(self.router.offers), "offer")
+        self.apply(OfferRejected(offer=offer, reason=reason))
+
+    @rule(offer=st.sampled_from(["W1.1", "W2.3", "nope"]))
+    def answer_unknown_offer(self, offer) -> None:
+        if offer not in self.router.offers:
+            self.apply(OfferAccepted(offer=offer))
+
+    @precondition(lambda self: self.router.items)
+    @rule(data=st.data())
+    def agent_replies(self, data) -> None:
+        self.apply(AgentReplied(item=self.pick(data, list(self.router.items), "item")))
+
+    @precondition(lambda self: self.router.items)
+    @rule(data=st.data())
+    def customer_replies(self, data) -> None:
+        self.apply(CustomerReplied(item=self.pick(data, list(self.router.items), "item")))
+
+    @precondition(lambda self: self.router.items)
+    @rule(data=st.data())
+    def end_chat(self, data) -> None:
+        self.apply(ChatEnded(item=self.pick(data, list(self.router.items), "item")))
+
+    @precondition(lambda self: self.router.items)
+    @rule(data=st.data())
+    def close(self, data) -> None:
+        self.apply(ItemClosed(item=self.pick(data, list(self.router.items), "item")))
+
+    @precondition(lambda self: self.router.items)
+    @rule(data=st.data())
+    def cancel(self, data) -> None:
+        self.apply(ItemCancelled(item=self.pick(data, list(self.router.items), "item")))
+
+    @precondition(lambda self: self.router.items)
+    @rule(data=st.data(), to=st.sampled_from(AGENT_IDS))
+    def transfer_to_agent(self, data, to) -> None:
+        item = self.pick(data, list(self.router.items), "item")
+        self.apply(TransferToAgent(item=item, to_agent=to))
+
+    @precondition(lambda self: self.router.items)
+    @rule(data=st.data(), queue=st.sampled_from(["q0", "q1", "q2", "q3", "all_chat", "all_msg"]))
+    def transfer_to_queue(self, data, queue) -> None:
+        item = self.pick(data, list(self.router.items), "item")
+        self.apply(TransferToQueue(item=item, queue=queue))
+
+    @precondition(lambda self: self.held())
+    @rule(data=st.data(), what=st.sampled_from(["reply", "end", "close", "cancel", "transfer"]))
+    def work_on_accepted(self, data, what) -> None:
+        item = self.pick(data, self.held(), "item")
+        if what == "reply":
+            self.apply(AgentReplied(item=item))
+        elif what == "end":
+            self.apply(ChatEnded(item=item))
+        elif what == "close":
+            self.apply(ItemClosed(item=item))
+        elif what == "cancel":
+            self.apply(ItemCancelled(item=item))
+        else:
+            to = data.draw(st.sampled_from(sorted(self.agents)), label="to")
+            self.apply(TransferToAgent(item=item, to_agent=to))
+
+    # Hypothesis picks rules uniformly; doubling these keeps runs from drowning in arrivals.
+    accept_again = accept
+    work_on_accepted_again = work_on_accepted
+
+    @precondition(lambda self: self.held(on_hold=True))
+    @rule(data=st.data())
+    def customer_returns(self, data) -> None:
+        self.apply(CustomerReplied(item=self.pick(data, self.held(on_hold=True), "item")))
+
+    @rule(agent=st.sampled_from(AGENT_IDS))
+    def log_out(self, agent) -> None:
+        self.apply(AgentLoggedOut(agent=agent))
+
+    @rule(
+        agent=st.sampled_from(AGENT_IDS),
+        skills=st.dictionaries(st.sampled_from(SKILLS), st.integers(1, 3)),
+        groups=st.lists(st.sampled_from(GROUPS), unique=True, max_size=2),
+        extra=st.integers(0, 2),
+        disabled=st.booleans(),
+    )
+    def update_agent(self, agent, skills, groups, extra, disabled) -> None:
+        old = self.agents.get(agent)
+        if old is None:
+            return
+        # Capacity only grows: lowering it below the current load is an admin's business and
+        # deliberately does not evict conversations.
+        new = Agent(
+            id=agent,
+            skills=skills,
+            groups=tuple(groups),
+            capacity={c: n + extra for c, n in old.capacity.items()},
+            universal_capacity=old.universal_capacity + extra,
+            disabled=disabled and not old.disabled,
+        )
+        self.agents[agent] = new
+        self.apply(AgentUpdated(agent=new))
+
+    @rule(dt=st.sampled_from([0.5, 3.0, 7.0, 16.0, 31.0, 45.0]))
+    def advance(self, dt) -> None:
+        self.now += dt
+        # One deadline at a time so the checks see every intermediate state.
+        while (event := self.router.next_due_event(self.now)) is not None:
+            self.observe(self.router.handle(event, self.now))
+            self.check_all()
+        self.observe([])
+
+    @rule()
+    def restart(self) -> None:
+        """Rebuild from what a store would hold; the new engine must agree with the old one."""
+        r = self.router
+        fresh = Router(
+            RoutingConfig(
+                channels=CHANNELS,
+                presences=PRESENCES,
+                queues=list(self.queues.values()),
+                agents=list(self.agents.values()),
+                max_pending_offers=self.config.max_pending_offers,
+            ),
+            statuses=r.status.values(),
+            items=r.items.values(),
+            offers=r.offers.values(),
+            last_served=r.last_served,
+        )
+        decisions = fresh.resume(self.now)
+        assert decisions == [], decisions
+        assert self.snapshot_of(fresh) == self.snapshot_of(r)
+        fresh._rr_last = dict(r._rr_last)  # round-robin position is advisory, not stored
+        self.router = fresh
+        self.observe([])
+
+    def snapshot_of(self, r: Router) -> tuple:
+        deadlines = {
+            (kind, key): r.deadlines.get(kind, key)
+            for kind in DeadlineKind
+            for key in [*r.items, *r.offers]
+            if r.deadlines.get(kind, key) is not None
+        }
+        return (
+            dict(r.items),
+            dict(r.offers),
+            {
+                a: ({c: n for c, n in ld.per_channel.items() if n}, ld.total, ld.pending)
+                for a, ld in r.load.items()
+            },
+            deadlines,
+            {q: list(v) for q, v in r.waiting.items()},
+        )
+
+    # ---------------------------------------------------------------- reference model
+
+    def members(self, queue: Queue) -> list[str]:
+        return [
+            a.id
+            for a in self.agents.values()
+            if not a.disabled and (not queue.groups or set(queue.groups) & set(a.groups))
+        ]
+
+    def skilled(self, agent: str, queue: Queue) -> bool:
+        skills = self.agents[agent].skills
+        return all(skills.get(s.name, 0) >= s.level for s in queue.skills)
+
+    def available_for(self, agent: str, channel: str) -> bool:
+        return channel in PRESENCE_CHANNELS[self.presence[agent]]
+
+    def reference_load(self) -> dict[str, Counter[str]]:
+        load: dict[str, Counter[str]] = {a: Counter() for a in self.agents}
+        for item in self.router.items.values():
+            if (
+                item.agent
+                and item.state in (ItemState.ACCEPTED, ItemState.WRAP_UP)
+                and not item.on_hold
+                and not item.awaiting_capacity
+            ):
+                load[item.agent][item.channel] += item.weight
+        for offer in self.router.offers.values():
+            item = self.router.items[offer.item]
+            load[offer.agent][item.channel] += item.weight
+        return load
+
+    def spare(self, load: dict[str, Counter[str]], agent: str, channel: str) -> int:
+        a = self.agents[agent]
+        return min(
+            a.capacity.get(channel, 0) - load[agent][channel],
+            a.universal_capacity - sum(load[agent].values()),
+        )
+
+    def reference_eligible(self, item: WorkItem, load: dict[str, Counter[str]]) -> list[str]:
+        queue = self.queues[item.queue]  # type: ignore[index]
+        pool = [
+            a
+            for a in self.members(queue)
+            if self.available_for(a, queue.channel) and self.skilled(a, queue)
+        ]
+        all_rejected = all(a in item.rejected_by for a in pool)
+        pending = Counter(
+            o.agent for o in self.router.offers.values() if o.kind == OfferKind.ROUTED
+        )
+        owing = {i.agent for i in self.router.items.values() if i.awaiting_capacity and i.agent}
+        return [
+            a
+            for a in pool
+            if pending[a] < self.config.max_pending_offers
+            and a not in owing
+            and self.spare(load, a, item.channel) >= max(item.weight, 1)
+            and (all_rejected or a not in item.rejected_by)
+        ]
+
+    # ---------------------------------------------------------------- invariants
+
+    def check_offers_made(self) -> None:
+        """Invariants 3 and 4 at the moment of each offer."""
+        for d in self.step_offers:
+            offer, item = d.offer, d.item
+            if offer.kind == OfferKind.TRANSFER:
+                assert self.available_for(offer.agent, item.channel)
+                continue
+            queue = self.queues[item.queue]  # type: ignore[index]
+            assert offer.agent in self.members(queue), d.reason
+            assert self.skilled(offer.agent, queue), d.reason
+            assert offer.agent not in item.rejected_by, d.reason
+            assert offer.reason.startswith(f"offered to {offer.agent}: ")
+            if offer.id not in self.router.offers:
+                continue
+            # Invariant 4: no older or more urgent item the agent could have taken still waits.
+            for waiting in self.router.waiting_items(queue.name):
+                if (-waiting.priority, waiting.enqueued_at, waiting.id) < (
+                    -item.priority,
+                    item.enqueued_at,
+                    item.id,
+                ):
+                    pool = [
+                        a
+                        for a in self.members(queue)
+                        if self.available_for(a, queue.channel) and self.skilled(a, queue)
+                    ]
+                    counted = not all(a in waiting.rejected_by for a in pool)
+                    assert waiting.weight > item.weight or (
+                        counted and offer.agent in waiting.rejected_by
+                    ), f"{waiting.id} waits while younger {item.id} went to {offer.agent}"
+
+    @invariant()
+    def check_all(self) -> None:
+        if not hasattr(self, "router"):
+            return
+        r = self.router
+        # Presence as reported by decisions matches the engine.
+        for a in self.agents:
+            assert r.status[a].presence == self.presence[a]
+        # Invariant 1: at most one pending offer per item, and the item's state agrees.
+        per_item = Counter(o.item for o in r.offers.values())
+        assert all(n == 1 for n in per_item.values())
+        for item in r.items.values():
+            assert item.state in OPEN_ITEM_STATES
+            routed = [
+                o for o in r.offers.values() if o.item == item.id and o.kind == OfferKind.ROUTED
+            ]
+            assert (item.state == ItemState.OFFERED) == bool(routed), item
+        # Invariant 2: capacity, recomputed from the records.
+        load = self.reference_load()
+        for a, used in load.items():
+            assert dict(+used) == {c: n for c, n in r.load[a].per_channel.items() if n}
+            agent = self.agents[a]
+            for channel, n in used.items():
+                assert n <= agent.capacity.get(channel, 0), (a, channel, n)
+            assert sum(used.values()) <= agent.universal_capacity
+        # Invariant 3 for offers still pending.
+        for offer in r.offers.values():
+            item = r.items[offer.item]
+            assert offer.state == OfferState.PENDING
+            assert self.available_for(offer.agent, item.channel)
+            if offer.kind == OfferKind.ROUTED:
+                queue = self.queues[item.queue]  # type: ignore[index]
+                assert offer.agent in self.members(queue) and self.skilled(offer.agent, queue)
+            # Invariant 8: every pending offer's deadline is armed.
+            assert r.deadlines.get(DeadlineKind.OFFER_EXPIRY, offer.id) == offer.deadline
+        # Invariant 5: work-conserving.
+        for qname in self.queues:
+            for item in r.waiting_items(qname):
+                assert item.state == ItemState.QUEUED and item.queue == qname
+                eligible = self.reference_eligible(item, load)
+                assert not eligible, f"{item.id} waits while {eligible} could take it"
+        # Returning customers owed to a full agent: the agent must be present and still full.
+        for item in r.items.values():
+            if item.awaiting_capacity:
+                assert item.agent is not None
+                assert self.available_for(item.agent, item.channel)
+                assert self.spare(load, item.agent, item.channel) < item.weight
+            # Invariant 8: item deadlines armed as recorded.
+            for kind, at in (
+                (DeadlineKind.FIRST_REPLY, item.reply_by),
+                (DeadlineKind.WRAP_UP, item.wrap_up_until),
+                (DeadlineKind.ABANDON, item.abandon_at),
+            ):
+                assert r.deadlines.get(kind, item.id) == at
+            if item.state == ItemState.ACCEPTED and MODE[item.channel] == ChannelMode.SYNC:
+                assert not item.on_hold
+
+
+RoutingMachine.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_routing_invariants = pytest.mark.filterwarnings("ignore")(RoutingMachine.TestCase)
