@@ -1,0 +1,106 @@
+"""The routing step end to end on a real SQLite file: decisions are durable before anyone hears
+of them, the audit trail is kept, and a restarted service re-arms what was pending."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.model import (
+    Agent,
+    ChannelMode,
+    ItemState,
+    OfferState,
+    PresenceState,
+    Queue,
+    ServiceChannel,
+    WorkItem,
+)
+from core.routing.decisions import OfferMade
+from core.routing.engine import RoutingConfig, RoutingError
+from core.routing.events import ItemArrived, OfferAccepted, PresenceChanged
+from core.service import RoutingService
+from store import open_store
+
+CONFIG = RoutingConfig(
+    channels=[ServiceChannel(name="chat", mode=ChannelMode.SYNC)],
+    presences=[
+        PresenceState(name="Available", channels=("chat",)),
+        PresenceState(name="Away"),
+        PresenceState(name="Offline"),
+    ],
+    queues=[Queue(name="general", channel="chat", offer_timeout=30.0, timeout_presence="Away")],
+    agents=[Agent(id="alice", capacity={"chat": 2}), Agent(id="bob", capacity={"chat": 2})],
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_decisions_are_committed_before_listeners_hear_of_them(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    clock = Clock()
+    service = RoutingService(CONFIG, store, clock=clock)
+    await service.start()
+    seen_in_store: list[str] = []
+
+    async def listener(decisions: list) -> None:
+        for d in decisions:
+            if isinstance(d, OfferMade):
+                stored = await store.list_offers(d.item.id)
+                seen_in_store.extend(o.id for o in stored if o.state == OfferState.PENDING)
+
+    service.listeners.append(listener)
+    await service.submit(PresenceChanged(agent="alice", presence="Available"))
+    item = WorkItem(id="W1", channel="chat", customer="c1", created_at=clock.now)
+    await service.submit(ItemArrived(item=item))
+    assert seen_in_store == ["W1.1"]
+    audit = await store.list_audit(item_id="W1")
+    assert [e.kind for e in audit] == ["item_queued", "offer_made"]
+    assert audit[1].reason.startswith("offered to alice: most_capacity 2 free")
+    await store.close()
+
+
+async def test_refused_event_stores_nothing(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    service = RoutingService(CONFIG, store, clock=Clock())
+    await service.start()
+    commits = store.stats.commits
+    with pytest.raises(RoutingError):
+        await service.submit(OfferAccepted(offer="W9.1"))
+    assert store.stats.commits == commits
+    await store.close()
+
+
+async def test_restart_expires_an_offer_whose_deadline_passed_while_down(tmp_path: Path) -> None:
+    clock = Clock()
+    store = await open_store(tmp_path)
+    service = RoutingService(CONFIG, store, clock=clock)
+    await service.start()
+    for a in ("alice", "bob"):
+        await service.submit(PresenceChanged(agent=a, presence="Available"))
+    item = WorkItem(id="W1", channel="chat", customer="c1", created_at=clock.now)
+    decisions = await service.submit(ItemArrived(item=item))
+    first = next(d.offer.agent for d in decisions if isinstance(d, OfferMade))
+    await store.close()
+
+    clock.now += 120  # the host was down past the offer's 30 s deadline
+    store = await open_store(tmp_path)
+    service = RoutingService(CONFIG, store, clock=clock)
+    decisions = await service.start()
+    second = [d.offer.agent for d in decisions if isinstance(d, OfferMade)]
+    assert second == ["bob" if first == "alice" else "alice"]
+    offers = {o.id: o for o in await store.list_offers("W1")}
+    assert offers["W1.1"].state == OfferState.EXPIRED
+    assert offers["W1.2"].state == OfferState.PENDING
+    statuses = {s.agent: s.presence for s in await store.load_agent_statuses()}
+    assert statuses[first] == "Away"  # the queue's timeout presence, stored
+    (stored,) = await store.load_open_items()
+    assert stored.state == ItemState.OFFERED and stored.rejected_by == (first,)
+    await store.close()
