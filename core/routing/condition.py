@@ -51,7 +51,7 @@ when vip is True.
   are false; the string "false" is true). ``has(NAME)`` is true when it is present at all.
 * Attribute values that are not str, int, float or bool (None, for instance) never compare equal
   or unequal to anything and are never truthy, but they do count for ``has()``.
-* Evaluation never raises for any attribute mapping.
+* Evaluation never raises, whatever the attribute values are.
 
 Limits, each a ConditionError: at most 2,000 characters, at most 32 levels of nesting (each "("
 and each "not" opens a level), at most 200 values in an ``in`` list, and lists may not be empty.
