@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from store.base import (
+    ApiToken,
     NotFound,
+    SessionRecord,
     Store,
     StoreClosed,
     StoreConflict,
@@ -31,8 +33,10 @@ async def open_store(data_dir: Path, *, synchronous: Synchronous = "FULL") -> St
 
 __all__ = [
     "DB_FILENAME",
+    "ApiToken",
     "NotFound",
     "SQLiteStore",
+    "SessionRecord",
     "Store",
     "StoreClosed",
     "StoreConflict",

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from msgspec import Struct
+
 from core.model import (
     Agent,
     AgentStatus,
@@ -24,12 +26,14 @@ from core.model import (
     AuditEntry,
     InteractionRecord,
     InteractionState,
+    Label,
     Message,
     Offer,
     Participant,
     PresenceState,
     Queue,
     RecordKind,
+    Role,
     SenderKind,
     ServiceChannel,
     ServiceRecord,
@@ -47,7 +51,11 @@ class StoreClosed(StoreError):
 
 
 class StoreLocked(StoreError):
-    """Another process already owns the data directory."""
+    """Another process already owns the data directory; `pid` is that process, if known."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 class StoreVersionError(StoreError):
@@ -97,6 +105,31 @@ class StoreStats:
         self.max_batch = max(self.max_batch, size)
         key = _bucket(size)
         self.batch_sizes[key] = self.batch_sizes.get(key, 0) + 1
+
+
+class SessionRecord(Struct, frozen=True, kw_only=True):
+    """A login session. Only the sha256 of its token is kept: a copy of the database (a
+    backup, a support bundle) must not let anyone log in."""
+
+    token_digest: str
+    agent: str
+    role: Role
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
+
+
+class ApiToken(Struct, frozen=True, kw_only=True):
+    """A long-lived token for scripts and other systems, bound to an agent or to none."""
+
+    id: str  # "tok_...": what admins list and revoke; never the secret
+    token_digest: str
+    name: Label
+    role: Role
+    created_at: float
+    agent: str | None = None
+    expires_at: float | None = None  # None: until revoked
+    revoked_at: float | None = None
 
 
 _PATH_SEPARATORS = re.compile(r"[/\\]")
@@ -172,6 +205,42 @@ class Store(Protocol):
         ...
 
     async def get_agent_password_hash(self, agent_id: str) -> str | None: ...
+
+    # -- sessions and API tokens ------------------------------------------------------------
+
+    async def save_session(self, session: SessionRecord) -> None:
+        """NotFound for an unknown agent; StoreConflict for a digest already stored."""
+        ...
+
+    async def get_session(self, token_digest: str) -> SessionRecord | None:
+        """The session, revoked or expired ones included: the caller tells them apart."""
+        ...
+
+    async def revoke_session(self, token_digest: str, at: float) -> bool:
+        """True if this call ended a session that was not yet revoked."""
+        ...
+
+    async def revoke_agent_sessions(self, agent_id: str, at: float) -> int:
+        """End every unrevoked session of an agent (password changed); returns how many."""
+        ...
+
+    async def prune_sessions(self, now: float) -> int:
+        """Delete sessions expired or revoked by `now`; returns how many."""
+        ...
+
+    async def save_api_token(self, token: ApiToken) -> None:
+        """NotFound for an unknown agent; StoreConflict for an id or digest already stored."""
+        ...
+
+    async def get_api_token(self, token_digest: str) -> ApiToken | None: ...
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        """Every token, revoked and expired ones included, oldest first."""
+        ...
+
+    async def revoke_api_token(self, token_id: str, at: float) -> bool:
+        """True if this call revoked a token that was not yet revoked."""
+        ...
 
     async def upsert_templates(self, templates: Iterable[Template]) -> None:
         """Templates are keyed by (scope, shortcut): an agent may shadow a global shortcut."""

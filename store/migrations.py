@@ -117,7 +117,34 @@ CREATE INDEX service_records_by_interaction ON service_records (source_interacti
     WHERE source_interaction IS NOT NULL;
 """
 
-MIGRATIONS: list[str] = [_V1]
+# Logins. Plain columns rather than a JSON `data`: the records are small and fixed, and
+# revocation is an in-place UPDATE of revoked_at. Only token digests are stored, never tokens.
+_V2 = """
+CREATE TABLE sessions (
+    token_digest TEXT PRIMARY KEY,
+    agent TEXT NOT NULL REFERENCES agents (id),
+    role TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    revoked_at REAL
+) WITHOUT ROWID;
+-- Ending an agent's sessions (password changed) without scanning everyone's.
+CREATE INDEX sessions_by_agent ON sessions (agent) WHERE revoked_at IS NULL;
+CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    token_digest TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    agent TEXT REFERENCES agents (id),
+    role TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 
 
 def latest_version() -> int:

@@ -51,6 +51,7 @@ from core.model import (
     PresenceState,
     Queue,
     RecordKind,
+    Role,
     SenderKind,
     ServiceChannel,
     ServiceRecord,
@@ -60,7 +61,9 @@ from core.model import (
 )
 from store import migrations
 from store.base import (
+    ApiToken,
     NotFound,
+    SessionRecord,
     StoreClosed,
     StoreConflict,
     StoreError,
@@ -164,10 +167,12 @@ def _acquire_lock(path: Path) -> int:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
-        by = f" (pid {holder})" if holder.isdigit() else ""
+        pid = int(holder) if holder.isdigit() else None
+        by = f" (pid {pid})" if pid is not None else ""
         raise StoreLocked(
             f"{path} is locked by another inbox-tui process{by}: one host owns a data "
-            "directory at a time; stop that process or use another data directory"
+            "directory at a time; stop that process or use another data directory",
+            pid,
         ) from None
     except BaseException:
         os.close(fd)
@@ -240,6 +245,13 @@ def _tx_upsert(sql: str, rows: list[tuple[Any, ...]]) -> WriteFn:
     return op
 
 
+def _tx_rowcount(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], int]:
+    def op(conn: sqlite3.Connection) -> int:
+        return conn.execute(sql, params).rowcount
+
+    return op
+
+
 def _tx_delete(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], bool]:
     def op(conn: sqlite3.Connection) -> bool:
         return conn.execute(sql, params).rowcount > 0
@@ -303,6 +315,48 @@ def _write_participants(conn: sqlite3.Connection, record: InteractionRecord) -> 
         "INSERT OR IGNORE INTO participants (agent, interaction) VALUES (?, ?)",
         [(p.agent, record.number) for p in record.participants],
     )
+
+
+_SESSION_COLUMNS = "token_digest, agent, role, created_at, expires_at, revoked_at"
+_API_TOKEN_COLUMNS = "id, token_digest, name, agent, role, created_at, expires_at, revoked_at"
+
+
+def _session_row(row: Any) -> SessionRecord:
+    digest, agent, role, created_at, expires_at, revoked_at = row
+    return SessionRecord(
+        token_digest=digest,
+        agent=agent,
+        role=Role(role),
+        created_at=created_at,
+        expires_at=expires_at,
+        revoked_at=revoked_at,
+    )
+
+
+def _api_token_row(row: Any) -> ApiToken:
+    token_id, digest, name, agent, role, created_at, expires_at, revoked_at = row
+    return ApiToken(
+        id=token_id,
+        token_digest=digest,
+        name=name,
+        agent=agent,
+        role=Role(role),
+        created_at=created_at,
+        expires_at=expires_at,
+        revoked_at=revoked_at,
+    )
+
+
+def _insert_login(
+    conn: sqlite3.Connection, what: str, agent: str | None, sql: str, row: tuple[Any, ...]
+) -> None:
+    # The foreign key and the unique keys raise the same IntegrityError; say which it was.
+    try:
+        conn.execute(sql, row)
+    except sqlite3.IntegrityError as exc:
+        if agent is not None and not _exists(conn, "SELECT 1 FROM agents WHERE id = ?", agent):
+            raise NotFound(f"{what}: agent {agent} does not exist") from exc
+        raise StoreConflict(f"{what}: already stored ({exc})") from exc
 
 
 class _Op:
@@ -641,6 +695,74 @@ class SQLiteStore:
     async def get_agent_password_hash(self, agent_id: str) -> str | None:
         rows = await self._rows("SELECT password_hash FROM agents WHERE id = ?", (agent_id,))
         return rows[0][0] if rows else None
+
+    # -- sessions and API tokens ----------------------------------------------------------
+
+    async def save_session(self, session: SessionRecord) -> None:
+        row = (
+            session.token_digest,
+            session.agent,
+            session.role.value,
+            session.created_at,
+            session.expires_at,
+            session.revoked_at,
+        )
+        sql = f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        await self._write(lambda conn: _insert_login(conn, "session", session.agent, sql, row))
+
+    async def get_session(self, token_digest: str) -> SessionRecord | None:
+        rows = await self._rows(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE token_digest = ?", (token_digest,)
+        )
+        return _session_row(rows[0]) if rows else None
+
+    async def revoke_session(self, token_digest: str, at: float) -> bool:
+        sql = "UPDATE sessions SET revoked_at = ? WHERE token_digest = ? AND revoked_at IS NULL"
+        return await self._write(_tx_rowcount(sql, (at, token_digest))) > 0
+
+    async def revoke_agent_sessions(self, agent_id: str, at: float) -> int:
+        return await self._write(
+            _tx_rowcount(
+                "UPDATE sessions SET revoked_at = ? WHERE agent = ? AND revoked_at IS NULL",
+                (at, agent_id),
+            )
+        )
+
+    async def prune_sessions(self, now: float) -> int:
+        return await self._write(
+            _tx_rowcount(
+                "DELETE FROM sessions WHERE expires_at <= ? OR revoked_at <= ?", (now, now)
+            )
+        )
+
+    async def save_api_token(self, token: ApiToken) -> None:
+        row = (
+            token.id,
+            token.token_digest,
+            token.name,
+            token.agent,
+            token.role.value,
+            token.created_at,
+            token.expires_at,
+            token.revoked_at,
+        )
+        sql = f"INSERT INTO api_tokens ({_API_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        what = f"API token {token.id}"
+        await self._write(lambda conn: _insert_login(conn, what, token.agent, sql, row))
+
+    async def get_api_token(self, token_digest: str) -> ApiToken | None:
+        rows = await self._rows(
+            f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens WHERE token_digest = ?", (token_digest,)
+        )
+        return _api_token_row(rows[0]) if rows else None
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        rows = await self._rows(f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens ORDER BY rowid")
+        return [_api_token_row(row) for row in rows]
+
+    async def revoke_api_token(self, token_id: str, at: float) -> bool:
+        sql = "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+        return await self._write(_tx_rowcount(sql, (at, token_id))) > 0
 
     async def upsert_templates(self, templates: Iterable[Template]) -> None:
         await self._write(

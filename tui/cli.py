@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from core.config import ConfigError, example_config_path
+from tui.admin import add_admin_parser, run_admin
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,10 +23,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the routing host in-process with simulated agents and customers",
     )
     parser.add_argument(
+        "--server",
+        action="store_true",
+        help="run the shared routing host (agents' consoles, the customer widget, the REST API)",
+    )
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default=None,
+        help="with --server: address to listen on (default from the config, 127.0.0.1:8600)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="with --server: data directory (default $XDG_DATA_HOME/inbox-tui)",
+    )
+    parser.add_argument(
         "--config",
         type=Path,
         default=None,
-        help="routing host config (TOML); the demo uses the shipped example by default",
+        help="routing host config (TOML); default $XDG_CONFIG_HOME/inbox-tui/inbox.toml, "
+        "else the shipped example",
     )
     parser.add_argument(
         "--seconds",
@@ -39,11 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="with --demo: mean seconds between arriving customers (default 2)",
     )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_admin_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "admin":
+        return run_admin(args)
+    if args.server:
+        from core.host.run import run_server
+
+        return run_server(args.config, args.listen, args.data)
     if not args.demo:
         build_parser().print_help()
         return 2

@@ -1,0 +1,508 @@
+"""`inbox-tui admin`: agents, passwords and API tokens in a host's data directory.
+
+    inbox-tui admin [--data DIR] agent add NAME [--display-name S] [--role ROLE]
+                                     [--capacity chat=3,messaging=5] [--skills french=2]
+                                     [--groups tier1,tier2] [--password-stdin]
+    inbox-tui admin [--data DIR] agent list | disable NAME | enable NAME
+    inbox-tui admin [--data DIR] agent passwd NAME [--password-stdin]
+    inbox-tui admin queue list [--config FILE]
+    inbox-tui admin [--data DIR] token create NAME [--agent ID] [--role ROLE] [--ttl-days N]
+    inbox-tui admin [--data DIR] token list | revoke ID
+
+It opens the data directory itself, so it cannot run while a host owns it (exit code 3).
+Exit codes: 0 done, 2 a mistake in the request (one line on stderr says which), 3 the data
+directory is in use, 130 interrupted. A user mistake never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import re
+import sys
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+import msgspec
+from msgspec.structs import replace
+
+from core.auth import Authenticator, check_password_rules
+from core.config import (
+    MAX_CAPACITY,
+    MAX_SKILL_LEVEL,
+    HostSettings,
+    default_config_path,
+    example_config_path,
+    load_config,
+)
+from core.model import Agent, Name, Role
+from core.paths import default_data_dir
+from store import DB_FILENAME, Store, StoreError, StoreLocked, open_store
+
+EXIT_OK = 0
+EXIT_MISTAKE = 2
+EXIT_LOCKED = 3
+EXIT_INTERRUPTED = 130
+
+# fullmatch, not match: the pattern's "$" would let a trailing newline through.
+_NAME = re.compile(get_args(Name)[1].pattern)
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit also takes "²", which int() refuses
+_ROLES = [r.value for r in Role]
+_DAY = 86_400.0
+MAX_TTL_DAYS = 3660  # ten years, the longest duration the config accepts too
+
+
+class AdminError(Exception):
+    """A mistake in the request: the message is the whole story, shown as one line."""
+
+
+@dataclass(frozen=True)
+class _Context:
+    args: argparse.Namespace
+    data_dir: Path
+    store: Store
+    auth: Authenticator
+    password: str = ""  # for commands that ask for one
+
+
+Handler = Callable[[_Context], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Command:
+    """A command run with the store open."""
+
+    run: Handler
+    # Whether it may create the data directory; the others need existing data.
+    creates: bool = False
+    # Checks of the arguments alone, before the data directory is touched.
+    validate: Callable[[argparse.Namespace], object] | None = None
+    # For commands that set a password: what must hold before asking for it, so nobody types
+    # a password for a request that fails anyway. `run` checks it again: the prompt happens
+    # with the store closed (never inside the event loop, where Ctrl-C could not stop it).
+    check: Handler | None = None
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def add_admin_parser(commands: Any) -> None:
+    """Add `admin` and its commands to the `inbox-tui` sub-command set `commands`."""
+    # --data is accepted before or after the command words; SUPPRESS keeps a command's
+    # missing --data from overwriting one given earlier.
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument(
+        "--data",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="the host's data directory (default: $XDG_DATA_HOME/inbox-tui, "
+        "else ~/.local/share/inbox-tui)",
+    )
+    admin = commands.add_parser(
+        "admin",
+        parents=[data],
+        help="manage agents, passwords and API tokens (the host must be stopped)",
+        description="Manage agents, passwords and API tokens in a host's data directory. "
+        "The host must be stopped while this runs.",
+    )
+    topics = admin.add_subparsers(dest="admin_topic", metavar="TOPIC", required=True)
+
+    agent = topics.add_parser("agent", help="add, list, disable agents; set passwords")
+    actions = agent.add_subparsers(dest="admin_action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", parents=[data], help="add an agent with a password")
+    add.add_argument("name", metavar="NAME", help="the agent's login id, e.g. alice")
+    add.add_argument("--display-name", default="", metavar="S", help="shown to colleagues")
+    add.add_argument("--role", choices=_ROLES, default=Role.AGENT.value)
+    add.add_argument(
+        "--capacity",
+        default="",
+        metavar="C=N,...",
+        help="items at once per channel, e.g. chat=3,messaging=5 (a channel left out: none)",
+    )
+    add.add_argument("--skills", default="", metavar="S=L,...", help="e.g. french=2 (1-10)")
+    add.add_argument("--groups", default="", metavar="G,...", help="e.g. tier1,tier2")
+    _password_stdin(add)
+    add.set_defaults(
+        admin_command=_Command(
+            _agent_add, creates=True, validate=_agent_from_args, check=_agent_add_check
+        )
+    )
+
+    listing = actions.add_parser("list", parents=[data], help="list agents")
+    listing.set_defaults(admin_command=_Command(_agent_list))
+    for action, run, words in (
+        ("disable", _agent_disable, "disable an agent and end their sessions"),
+        ("enable", _agent_enable, "enable a disabled agent again"),
+    ):
+        p = actions.add_parser(action, parents=[data], help=words)
+        p.add_argument("name", metavar="NAME")
+        p.set_defaults(admin_command=_Command(run))
+    passwd = actions.add_parser(
+        "passwd", parents=[data], help="set an agent's password and end their sessions"
+    )
+    passwd.add_argument("name", metavar="NAME")
+    _password_stdin(passwd)
+    passwd.set_defaults(admin_command=_Command(_agent_passwd, check=_existing))
+
+    queue = topics.add_parser("queue", help="show the queues of a config file")
+    queue_actions = queue.add_subparsers(dest="admin_action", metavar="ACTION", required=True)
+    queues = queue_actions.add_parser("list", help="list queues in routing order")
+    queues.add_argument(
+        "--config",
+        dest="queue_config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the host config (default: $XDG_CONFIG_HOME/inbox-tui/inbox.toml, "
+        "else the shipped example)",
+    )
+    queues.set_defaults(admin_command=_queue_list)
+
+    token = topics.add_parser("token", help="create, list and revoke API tokens")
+    token_actions = token.add_subparsers(dest="admin_action", metavar="ACTION", required=True)
+    create = token_actions.add_parser(
+        "create", parents=[data], help="create an API token (shown once)"
+    )
+    create.add_argument("name", metavar="NAME", help="what the token is for, e.g. crm-sync")
+    create.add_argument("--agent", default=None, metavar="ID", help="act as this agent")
+    create.add_argument(
+        "--role",
+        choices=_ROLES,
+        default=None,
+        help="default: the agent's role, or agent without --agent",
+    )
+    create.add_argument(
+        "--ttl-days", type=float, default=None, metavar="N", help="expire after N days"
+    )
+    create.set_defaults(admin_command=_Command(_token_create, creates=True))
+    tokens = token_actions.add_parser("list", parents=[data], help="list API tokens")
+    tokens.set_defaults(admin_command=_Command(_token_list))
+    revoke = token_actions.add_parser("revoke", parents=[data], help="revoke an API token")
+    revoke.add_argument("token_id", metavar="ID", help="the token's tok_... id")
+    revoke.set_defaults(admin_command=_Command(_token_revoke))
+
+
+def _password_stdin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password as one line from stdin instead of asking twice",
+    )
+
+
+def _pairs(text: str, option: str, lo: int, hi: int) -> dict[str, int]:
+    """--capacity chat=3,messaging=5 -> {"chat": 3, "messaging": 5}."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not _NAME.fullmatch(key) or not _DIGITS.fullmatch(value.strip()):
+            raise AdminError(f"{option}: expected name=number pairs like a=1,b=2, got {part!r}")
+        number = int(value)
+        if not lo <= number <= hi:
+            raise AdminError(f"{option}: {key} must be from {lo} to {hi}, got {number}")
+        if key in out:
+            raise AdminError(f"{option}: {key} is given twice")
+        out[key] = number
+    return out
+
+
+def _names(text: str, option: str) -> tuple[str, ...]:
+    names = tuple(filter(None, (n.strip() for n in text.split(","))))
+    for name in names:
+        _check_name(name, option)
+    return names
+
+
+def _check_name(name: str, what: str) -> None:
+    if len(name) > 64 or not _NAME.fullmatch(name):
+        raise AdminError(
+            f"{what}: {name!r} is not a valid name: use 1 to 64 letters, digits and . _ @ + -"
+        )
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    """Run a parsed `inbox-tui admin` command; returns the exit code."""
+    command: _Command | Callable[[argparse.Namespace], None] = args.admin_command
+    try:
+        if not isinstance(command, _Command):
+            command(args)
+            return EXIT_OK
+        if command.validate is not None:
+            command.validate(args)
+        if command.check is None:
+            asyncio.run(_with_store(args, command, command.run))
+        else:
+            asyncio.run(_with_store(args, command, command.check))
+            password = _read_password(args)
+            asyncio.run(_with_store(args, command, command.run, password))
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("\ninbox-tui: interrupted; nothing more was changed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except StoreLocked as e:
+        holder = f" (pid {e.pid})" if e.pid is not None else ""
+        _error(
+            f"the routing host is running{holder} and owns {_data_dir(args)}; stop it first, "
+            "then run this again (admin through a running host is not available yet)"
+        )
+        return EXIT_LOCKED
+    except (AdminError, StoreError, ValueError) as e:
+        # ValueError includes ConfigError, PasswordError and Authenticator's input checks.
+        _error(str(e))
+        return EXIT_MISTAKE
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    data: Path | None = getattr(args, "data", None)
+    return (data if data is not None else default_data_dir()).expanduser()
+
+
+async def _with_store(
+    args: argparse.Namespace, command: _Command, run: Handler, password: str = ""
+) -> None:
+    data_dir = _data_dir(args)
+    if not command.creates and not (data_dir / DB_FILENAME).exists():
+        raise AdminError(
+            f"no inbox-tui data in {data_dir}; give the host's data directory with --data"
+        )
+    store = await open_store(data_dir)
+    try:
+        # Nobody logs in through the admin command; the ttl only satisfies the constructor.
+        auth = Authenticator(store, session_ttl=HostSettings().session_ttl)
+        await run(_Context(args, data_dir, store, auth, password))
+    finally:
+        await store.close()
+
+
+def _error(message: str) -> None:
+    print(f"inbox-tui: {message}", file=sys.stderr)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise AdminError("--password-stdin: stdin is empty; nothing was changed")
+        password = line.removesuffix("\n").removesuffix("\r")
+    else:
+        if not sys.stdin.isatty():
+            raise AdminError("no terminal to ask for the password on; use --password-stdin")
+        password = getpass.getpass(f"New password for {args.name}: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise AdminError("the passwords do not match; nothing was changed")
+    check_password_rules(password)
+    return password
+
+
+async def _existing_agent(ctx: _Context) -> Agent:
+    agent = await ctx.store.get_agent(ctx.args.name)
+    if agent is None:
+        raise AdminError(f"no agent {ctx.args.name!r} in {ctx.data_dir}")
+    return agent
+
+
+async def _existing(ctx: _Context) -> None:
+    await _existing_agent(ctx)
+
+
+# -- agent ------------------------------------------------------------------------------------
+
+
+def _agent_from_args(args: argparse.Namespace) -> Agent:
+    _check_name(args.name, "NAME")
+    fields = {
+        "id": args.name,
+        "display_name": args.display_name,
+        "role": args.role,
+        "skills": _pairs(args.skills, "--skills", 1, MAX_SKILL_LEVEL),
+        "capacity": _pairs(args.capacity, "--capacity", 0, MAX_CAPACITY),
+        "groups": _names(args.groups, "--groups"),
+    }
+    try:
+        return msgspec.convert(fields, Agent)
+    except msgspec.ValidationError as e:
+        raise AdminError(f"invalid agent: {e}") from None
+
+
+async def _agent_add_check(ctx: _Context) -> None:
+    agent = _agent_from_args(ctx.args)
+    if await ctx.store.get_agent(agent.id) is not None:
+        raise AdminError(f"agent {agent.id} already exists in {ctx.data_dir}")
+    # Channels are known once a host has run on this data; before that any name is taken.
+    channels = [c.name for c in await ctx.store.list_channels()]
+    unknown = [c for c in agent.capacity if channels and c not in channels]
+    if unknown:
+        raise AdminError(
+            f"--capacity: unknown channel {unknown[0]!r} (known: {', '.join(channels)})"
+        )
+
+
+async def _agent_add(ctx: _Context) -> None:
+    await _agent_add_check(ctx)
+    agent = _agent_from_args(ctx.args)
+    await ctx.store.upsert_agents([agent])
+    await ctx.auth.set_password(agent.id, ctx.password)
+    print(f"added {agent.role.value} {agent.id} to {ctx.data_dir}")
+
+
+async def _agent_list(ctx: _Context) -> None:
+    rows = []
+    for a in await ctx.store.list_agents():
+        has_password = await ctx.store.get_agent_password_hash(a.id) is not None
+        rows.append(
+            [
+                a.id,
+                a.display_name,
+                a.role.value,
+                ",".join(a.groups),
+                ",".join(f"{k}={v}" for k, v in a.capacity.items()),
+                "yes" if a.disabled else "no",
+                "yes" if has_password else "no",
+            ]
+        )
+    headers = ["ID", "NAME", "ROLE", "GROUPS", "CAPACITY", "DISABLED", "PASSWORD"]
+    _table(headers, rows)
+
+
+async def _agent_disable(ctx: _Context) -> None:
+    agent = await _existing_agent(ctx)
+    if agent.disabled:
+        print(f"{agent.id} is already disabled")
+        return
+    await ctx.store.upsert_agents([replace(agent, disabled=True)])
+    ended = await ctx.store.revoke_agent_sessions(agent.id, time.time())
+    print(f"disabled {agent.id}; ended {_count(ended, 'session')}")
+
+
+async def _agent_enable(ctx: _Context) -> None:
+    agent = await _existing_agent(ctx)
+    if not agent.disabled:
+        print(f"{agent.id} is already enabled")
+        return
+    await ctx.store.upsert_agents([replace(agent, disabled=False)])
+    print(f"enabled {agent.id}")
+
+
+async def _agent_passwd(ctx: _Context) -> None:
+    agent = await _existing_agent(ctx)
+    ended = await ctx.auth.set_password(agent.id, ctx.password)
+    print(f"changed the password of {agent.id}; ended {_count(ended, 'session')}")
+
+
+# -- queue ------------------------------------------------------------------------------------
+
+
+def _queue_list(args: argparse.Namespace) -> None:
+    path: Path | None = args.queue_config
+    if path is None:
+        path = default_config_path()
+        if not path.exists():
+            _error(f"no config at {path}; showing the shipped example")
+            path = example_config_path()
+    config = load_config(path)
+    channel_order = {c.name: i for i, c in enumerate(config.channels)}
+    # Grouped by channel, then in the order the router tries them: by `order`, then name.
+    queues = sorted(config.queues, key=lambda q: (channel_order[q.channel], q.order, q.name))
+    rows = [
+        [q.name, q.channel, str(q.order), q.rule.value, q.condition, ",".join(q.groups)]
+        for q in queues
+    ]
+    _table(["NAME", "CHANNEL", "ORDER", "RULE", "CONDITION", "GROUPS"], rows)
+
+
+# -- token ------------------------------------------------------------------------------------
+
+
+async def _token_create(ctx: _Context) -> None:
+    args = ctx.args
+    role = args.role
+    if role is None:
+        agent = await ctx.store.get_agent(args.agent) if args.agent is not None else None
+        role = agent.role if agent is not None else Role.AGENT
+    if args.ttl_days is not None and not 0 < args.ttl_days <= MAX_TTL_DAYS:
+        raise AdminError(
+            f"--ttl-days must be more than 0 and at most {MAX_TTL_DAYS}, not {args.ttl_days:g}"
+        )
+    ttl = None if args.ttl_days is None else args.ttl_days * _DAY
+    token, record = await ctx.auth.create_api_token(args.name, args.agent, Role(role), ttl)
+    expires = (
+        "never expires" if record.expires_at is None else f"expires {_when(record.expires_at)}"
+    )
+    acting = f"agent {record.agent}" if record.agent is not None else "no agent"
+    print(token)
+    print(
+        f"created API token {record.id} {record.name!r} ({record.role.value}, {acting}, "
+        f"{expires}).\nThis is the only time the token is shown: store it now. "
+        f"It cannot be shown again, only revoked (inbox-tui admin token revoke {record.id}).",
+        file=sys.stderr,
+    )
+
+
+async def _token_list(ctx: _Context) -> None:
+    now = time.time()
+    rows = []
+    for t in await ctx.store.list_api_tokens():
+        if t.revoked_at is not None:
+            status = f"revoked {_when(t.revoked_at)}"
+        elif t.expires_at is not None and t.expires_at <= now:
+            status = "expired"
+        else:
+            status = "active"
+        rows.append(
+            [
+                t.id,
+                t.name,
+                t.agent or "",
+                t.role.value,
+                _when(t.created_at),
+                _when(t.expires_at) if t.expires_at is not None else "never",
+                status,
+            ]
+        )
+    _table(["ID", "NAME", "AGENT", "ROLE", "CREATED", "EXPIRES", "STATUS"], rows)
+
+
+async def _token_revoke(ctx: _Context) -> None:
+    token_id = ctx.args.token_id
+    if await ctx.auth.revoke_api_token(token_id):
+        print(f"revoked {token_id}")
+        return
+    if any(t.id == token_id for t in await ctx.store.list_api_tokens()):
+        print(f"{token_id} was already revoked")
+        return
+    raise AdminError(f"no API token {token_id!r}; see: inbox-tui admin token list")
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
+
+
+def _cell(text: str) -> str:
+    # Names come from config files and other admins: a control character in one must not
+    # reach the terminal as an escape sequence.
+    cleaned = "".join("?" if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    return cleaned or "-"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    cells = [[_cell(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
