@@ -46,6 +46,8 @@ class RoutingService:
         self.clock = clock
         self.router = Router(config)
         self.listeners: list[Listener] = []
+        # Metrics hook: called with (name, seconds) for each committed step; the host sets it.
+        self.observe: Callable[[str, float], None] | None = None
         # One step at a time: the engine is not re-entrant across an await on the store.
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -70,10 +72,13 @@ class RoutingService:
     async def submit(self, event: AnyEvent) -> list[AnyDecision]:
         """Handle one event; returns after its decisions are committed and announced.
         Raises RoutingError (nothing changed) or StoreError (nothing kept)."""
+        started = time.perf_counter()
         async with self._lock:
             decisions = self.router.handle(event, self.clock())
             await self._commit(decisions)
         self._wake.set()
+        if self.observe is not None:
+            self.observe("routing_step", time.perf_counter() - started)
         return decisions
 
     async def tick(self) -> list[AnyDecision]:

@@ -1,0 +1,213 @@
+"""The /agent WebSocket: hello, authentication, then commands in and numbered events out.
+
+Each connection has one reader (this handler) and one writer task draining the session's
+bounded queue, so a console that stops reading fills only its own queue and is then dropped;
+nobody else waits for it. A bad frame gets an `Error` and the connection carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from core.auth import AuthError, token_digest
+from core.host.state import HOST, Host
+from core.protocol import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    Authenticate,
+    Error,
+    Event,
+    Hello,
+    LoggedIn,
+    Login,
+    Logout,
+    Ok,
+    Resume,
+    Resync,
+    ServerFrame,
+    Welcome,
+    client_decoder,
+    encoder,
+)
+from core.service.inbox import InboxError
+from core.service.sessions import AgentSession
+
+log = logging.getLogger("inbox_tui.host")
+
+HEARTBEAT = 20.0
+HELLO_TIMEOUT = 10.0
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/agent", handle)
+
+
+async def handle(request: web.Request) -> web.WebSocketResponse:
+    host = request.app[HOST]
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME_BYTES)
+    await ws.prepare(request)
+    conn = Connection(host, ws, request.remote or "?")
+    host.connected_agents += 1
+    log.info("event=agent_connected address=%s", conn.address)
+    try:
+        await conn.run()
+    finally:
+        host.connected_agents -= 1
+        conn.detach()
+        log.info("event=agent_disconnected address=%s agent=%s", conn.address, conn.agent)
+    return ws
+
+
+class Connection:
+    def __init__(self, host: Host, ws: web.WebSocketResponse, address: str) -> None:
+        self.host = host
+        self.ws = ws
+        self.address = address
+        self.session: AgentSession | None = None
+        self.queue: asyncio.Queue[Event] | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.token = ""
+
+    @property
+    def agent(self) -> str | None:
+        return self.session.agent if self.session else None
+
+    async def send(self, frame: ServerFrame) -> None:
+        if not self.ws.closed:
+            await self.ws.send_bytes(encoder.encode(frame))
+
+    async def run(self) -> None:
+        if not await self.hello():
+            return
+        async for msg in self.ws:
+            if msg.type != WSMsgType.BINARY:
+                if msg.type == WSMsgType.TEXT:
+                    await self.send(Error(code="bad_frame", message="frames are msgpack binary"))
+                continue
+            try:
+                frame = client_decoder.decode(msg.data)
+            except (msgspec.ValidationError, msgspec.DecodeError) as e:
+                await self.send(Error(code="bad_frame", message=f"unreadable frame: {e}"))
+                continue
+            await self.dispatch(frame)
+
+    async def hello(self) -> bool:
+        try:
+            msg = await self.ws.receive(timeout=HELLO_TIMEOUT)
+        except TimeoutError:
+            await self.close_with(Error(code="no_hello", message="send hello first"))
+            return False
+        frame = None
+        if msg.type == WSMsgType.BINARY:
+            with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                frame = client_decoder.decode(msg.data)
+        if not isinstance(frame, Hello):
+            await self.close_with(Error(code="no_hello", message="the first frame must be hello"))
+            return False
+        if frame.version != PROTOCOL_VERSION:
+            await self.close_with(
+                Error(
+                    ref=frame.ref,
+                    code="protocol_mismatch",
+                    message=f"this host speaks protocol {PROTOCOL_VERSION}, "
+                    f"the client {frame.version}: upgrade the older one",
+                )
+            )
+            return False
+        await self.send(Welcome(version=PROTOCOL_VERSION, server="inbox-tui", heartbeat=HEARTBEAT))
+        return True
+
+    async def close_with(self, error: Error) -> None:
+        await self.send(error)
+        await self.ws.close()
+
+    async def dispatch(self, frame: object) -> None:
+        ref = getattr(frame, "ref", 0)
+        try:
+            if isinstance(frame, Login | Authenticate | Resume):
+                await self.authenticate(frame)
+            elif self.session is None:
+                await self.send(Error(ref=ref, code="unauthenticated", message="log in first"))
+            elif isinstance(frame, Logout):
+                await self.host.auth.logout(self.token)
+                session, self.session = self.session, None
+                await self.host.inbox.close_session(session)
+                await self.send(Ok(ref=ref))
+                await self.ws.close()
+            elif isinstance(frame, Hello):
+                await self.send(Error(ref=ref, code="bad_frame", message="hello was already said"))
+            else:
+                await self.send(await self.host.inbox.handle(self.session, frame))  # type: ignore[arg-type]
+        except AuthError as e:
+            await self.send(Error(ref=ref, code=e.code, message=e.message))
+        except InboxError as e:
+            await self.send(Error(ref=ref, code=e.code, message=e.message))
+
+    async def authenticate(self, frame: Login | Authenticate | Resume) -> None:
+        if self.session is not None:
+            raise InboxError("already_authenticated", "this connection is already logged in")
+        auth, inbox = self.host.auth, self.host.inbox
+        if isinstance(frame, Login):
+            login = await auth.login(frame.username, frame.password, self.address)
+            token, agent, role, expires_at = login.token, login.agent, login.role, login.expires_at
+        else:
+            principal = await auth.authenticate(frame.token, self.address)
+            if principal.agent is None:
+                raise InboxError("forbidden", "this API token is not an agent's")
+            token, agent, role = frame.token, principal.agent, principal.role
+            expires_at = time.time() + self.host.config.host.session_ttl
+        digest = token_digest(token)
+        self.token = token
+        existing = inbox.find_session(digest) if isinstance(frame, Resume) else None
+        if isinstance(frame, Resume) and existing is not None:
+            missed = existing.missed_since(frame.last_seq)
+            self.attach(existing, missed or [])
+            if missed is None:
+                existing.push(Resync(snapshot=inbox.snapshot(existing)))
+            await self.send(Ok(ref=frame.ref))
+            log.info("event=agent_resumed agent=%s from_seq=%s", agent, frame.last_seq)
+            return
+        session = inbox.open_session(agent, role, digest, expires_at)
+        self.attach(session, [])
+        await self.send(
+            LoggedIn(
+                ref=frame.ref,
+                token=token,
+                expires_at=expires_at,
+                seq=session.seq,
+                snapshot=inbox.snapshot(session),
+            )
+        )
+        log.info("event=agent_logged_in agent=%s role=%s", agent, role)
+
+    def attach(self, session: AgentSession, backlog: list[Event]) -> None:
+        """Take over the session; `backlog` (missed events) goes out before anything new."""
+
+        def kick() -> None:
+            asyncio.get_running_loop().create_task(
+                self.ws.close(code=1008, message=b"not reading: resume to catch up")
+            )
+
+        self.session = session
+        self.queue = session.attach(kick)
+        self.writer = asyncio.get_running_loop().create_task(self.write(backlog, self.queue))
+
+    async def write(self, backlog: list[Event], queue: asyncio.Queue[Event]) -> None:
+        with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+            for event in backlog:
+                await self.ws.send_bytes(encoder.encode(event))
+            while not self.ws.closed:
+                event = await queue.get()
+                await self.ws.send_bytes(encoder.encode(event))
+
+    def detach(self) -> None:
+        if self.writer is not None:
+            self.writer.cancel()
+        if self.session is not None and self.queue is not None:
+            self.session.detach(self.queue, time.time())

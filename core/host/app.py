@@ -1,0 +1,146 @@
+"""The routing host: wires the store, the inbox and the authenticator into one aiohttp app.
+
+Only wiring lives here; each endpoint family is its own module with a `setup(app)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from aiohttp import web
+from msgspec.structs import replace
+
+from core.auth import Authenticator
+from core.config import HostConfig
+from core.host import agent_socket, api, metrics
+from core.host.state import HOST, Host
+from core.protocol import MAX_FRAME_BYTES
+from core.service.inbox import Inbox
+from store import open_store
+
+log = logging.getLogger("inbox_tui.host")
+
+SERVER_NAME = "inbox-tui/0.1"
+
+
+class StartupError(Exception):
+    """The host cannot start; the message says why and what to do."""
+
+
+def check_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StartupError(f"cannot create data directory {data_dir}: {e.strerror}") from e
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise StartupError(f"data directory {data_dir} is not writable by this user")
+
+
+async def open_host(config: HostConfig, data_dir: Path) -> Host:
+    """Open the store, bring the config into it, seed demo passwords and start routing."""
+    check_data_dir(data_dir)
+    store = await open_store(data_dir, synchronous=config.host.synchronous)
+    try:
+        await store.upsert_channels(config.channels)
+        await store.upsert_presence_states(config.presences)
+        await store.upsert_queues(config.queues)
+        await store.upsert_templates(config.templates)
+        # The config defines its agents, but whether one is disabled is the admin's call
+        # (inbox-tui admin agent disable), kept across restarts; agents added with the admin
+        # command are routed too.
+        stored = {a.id: a for a in await store.list_agents()}
+        await store.upsert_agents(
+            replace(a, disabled=stored[a.id].disabled) if a.id in stored else a
+            for a in config.agents
+        )
+        auth = Authenticator(store, session_ttl=config.host.session_ttl)
+        await auth.seed(config)
+        config = replace(config, agents=await store.list_agents())
+        inbox = Inbox(config, store)
+        await inbox.start()
+    except BaseException:
+        await store.close()
+        raise
+    return Host(config=config, store=store, inbox=inbox, auth=auth, data_dir=data_dir)
+
+
+async def close_host(host: Host) -> None:
+    await host.inbox.stop()
+    await host.store.close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    host = request.app[HOST]
+    return web.json_response(
+        {
+            "status": "ok",
+            "uptime": round(time.time() - host.started_at, 3),
+            "connected_agents": host.connected_agents,
+            "open_items": len(host.inbox.routing.router.items),
+        }
+    )
+
+
+def create_app(host: Host) -> web.Application:
+    app = web.Application(client_max_size=MAX_FRAME_BYTES)
+    app[HOST] = host
+    app.router.add_get("/healthz", healthz)
+    agent_socket.setup(app)
+    api.setup(app)
+    metrics.setup(app)
+    return app
+
+
+def bind(listen_host: str, port: int) -> socket.socket:
+    """Bind before anything slow so a taken port is reported at once and clearly."""
+    family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen_host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"port {port} on {listen_host} is already in use: is another host running? "
+                "Choose another with --listen HOST:PORT"
+            ) from e
+        raise StartupError(f"cannot listen on {listen_host}:{port}: {e.strerror}") from e
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(config: HostConfig, listen: tuple[str, int], data_dir: Path) -> None:
+    """Run until SIGINT or SIGTERM, then drain: stop accepting, close sockets, commit, close."""
+    sock = bind(*listen)
+    host = await open_host(config, data_dir)
+    app = create_app(host)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.SockSite(runner, sock, shutdown_timeout=5.0)
+    await site.start()
+    actual = sock.getsockname()
+    log.info(
+        "event=listening address=%s:%s data=%s pid=%s", actual[0], actual[1], data_dir, os.getpid()
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("event=stopping reason=signal")
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+        await close_host(host)
+        log.info("event=stopped")

@@ -1,0 +1,64 @@
+"""`inbox-tui --server`: resolve config, address and data directory, then serve until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from core.config import (
+    ConfigError,
+    HostConfig,
+    default_config_path,
+    example_config_path,
+    load_config,
+)
+from core.host.app import StartupError, serve
+from core.paths import default_data_dir
+from store import StoreError
+
+log = logging.getLogger("inbox_tui.host")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise StartupError(f"--listen wants HOST:PORT (e.g. 127.0.0.1:8600), not {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def resolve_config(path: Path | None) -> HostConfig:
+    if path is not None:
+        return load_config(path)
+    default = default_config_path()
+    if default.exists():
+        return load_config(default)
+    log.warning(
+        'event=config_default path=%s reason="no config at %s; using the shipped example"',
+        example_config_path(),
+        default,
+    )
+    return load_config(example_config_path())
+
+
+def setup_logging() -> None:
+    # One structured line per event: key=value pairs after a timestamp and a level.
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_server(config_path: Path | None, listen: str | None, data_dir: Path | None) -> int:
+    setup_logging()
+    try:
+        config = resolve_config(config_path)
+        address = parse_listen(listen or config.host.listen)
+        data = data_dir or (Path(config.host.data_dir) if config.host.data_dir else None)
+        asyncio.run(serve(config, address, data or default_data_dir()))
+    except (ConfigError, StartupError, StoreError) as e:
+        print(f"inbox-tui: cannot start: {e}", file=sys.stderr)
+        return 2
+    return 0

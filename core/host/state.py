@@ -1,0 +1,28 @@
+"""The host's shared state, reachable from every endpoint module through `app[HOST]`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from core.auth import Authenticator
+from core.config import HostConfig
+from core.service.inbox import Inbox
+from store import Store
+
+
+@dataclass
+class Host:
+    config: HostConfig
+    store: Store
+    inbox: Inbox
+    auth: Authenticator
+    data_dir: Path
+    started_at: float = field(default_factory=time.time)
+    connected_agents: int = 0
+
+
+HOST = web.AppKey("host", Host)

@@ -1,0 +1,440 @@
+"""The agent protocol: msgpack frames of tagged msgspec Structs over the /agent WebSocket.
+
+Every client frame carries `ref`, echoed by the server's reply (`Ok`, `Error` or a typed
+result) so a client can match answers to requests. Every server *event* carries `seq`, numbered
+per session from 1; a reconnecting client sends `Resume(token, last_seq)` and gets exactly the
+events after it, or a `Resync` with a fresh snapshot when the server no longer holds them.
+docs/protocol.md describes each message.
+
+Unknown tags, wrong types and values over their limits fail decoding with a message naming the
+field, which the host returns as `Error(code="bad_frame")`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from core.model import (
+    MAX_ATTACHMENT_BYTES,
+    Attachment,
+    Body,
+    ClientMsgId,
+    InteractionRecord,
+    Label,
+    Message,
+    Name,
+    Offer,
+    PresenceState,
+    RecordKind,
+    Role,
+    ServiceRecord,
+    Template,
+    WorkItem,
+)
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = MAX_ATTACHMENT_BYTES + 64 * 1024
+
+Ref = Annotated[int, Meta(ge=0, le=2**53)]
+Number = Annotated[str, Meta(min_length=1, max_length=32)]
+Secret = Annotated[str, Meta(min_length=1, max_length=1024)]
+Reason = Annotated[str, Meta(max_length=200)]
+
+
+# ---------------------------------------------------------------------------- client → host
+
+
+class ClientFrame(Struct, frozen=True, kw_only=True, tag_field="t"):
+    ref: Ref = 0
+
+
+class Hello(ClientFrame, tag="hello", kw_only=True):
+    version: int
+    client: Label = ""
+
+
+class Login(ClientFrame, tag="login", kw_only=True):
+    username: Name
+    password: Secret
+
+
+class Authenticate(ClientFrame, tag="authenticate", kw_only=True):
+    """Log in with a saved session token or an API token."""
+
+    token: Secret
+
+
+class Resume(ClientFrame, tag="resume", kw_only=True):
+    token: Secret
+    last_seq: Annotated[int, Meta(ge=0)]
+
+
+class Logout(ClientFrame, tag="logout", kw_only=True):
+    pass
+
+
+class Ping(ClientFrame, tag="ping", kw_only=True):
+    pass
+
+
+class SetPresence(ClientFrame, tag="set_presence", kw_only=True):
+    presence: Name
+
+
+class AcceptOffer(ClientFrame, tag="accept_offer", kw_only=True):
+    offer: Number
+
+
+class RejectOffer(ClientFrame, tag="reject_offer", kw_only=True):
+    offer: Number
+    reason: Reason = ""
+
+
+class SendMessage(ClientFrame, tag="send_message", kw_only=True):
+    interaction: Number
+    body: Body
+    client_msg_id: ClientMsgId
+
+
+class Typing(ClientFrame, tag="typing", kw_only=True):
+    interaction: Number
+
+
+class MarkRead(ClientFrame, tag="mark_read", kw_only=True):
+    interaction: Number
+    seq: Annotated[int, Meta(ge=0)]
+
+
+class AttachFile(ClientFrame, tag="attach_file", kw_only=True):
+    interaction: Number
+    name: Label
+    content_type: Label = "application/octet-stream"
+    data: Annotated[bytes, Meta(max_length=MAX_ATTACHMENT_BYTES)]
+
+
+class UseTemplate(ClientFrame, tag="use_template", kw_only=True):
+    """Render a template with the interaction's fields; the agent edits and sends the text."""
+
+    interaction: Number
+    shortcut: Name
+
+
+class InviteAgent(ClientFrame, tag="invite_agent", kw_only=True):
+    interaction: Number
+    agent: Name
+
+
+class AnswerInvitation(ClientFrame, tag="answer_invitation", kw_only=True):
+    interaction: Number
+    accept: bool
+
+
+class TransferToAgent(ClientFrame, tag="transfer_to_agent", kw_only=True):
+    interaction: Number
+    agent: Name
+
+
+class TransferToQueue(ClientFrame, tag="transfer_to_queue", kw_only=True):
+    interaction: Number
+    queue: Name
+
+
+class EndChat(ClientFrame, tag="end_chat", kw_only=True):
+    interaction: Number
+
+
+class CloseRecord(ClientFrame, tag="close_record", kw_only=True):
+    """Close the interaction (ends wrap-up and frees the capacity it held)."""
+
+    interaction: Number
+
+
+class Archive(ClientFrame, tag="archive", kw_only=True):
+    interaction: Number
+
+
+class AddWorkNote(ClientFrame, tag="add_work_note", kw_only=True):
+    interaction: Number
+    body: Body
+    client_msg_id: ClientMsgId
+
+
+class GetPrefill(ClientFrame, tag="get_prefill", kw_only=True):
+    """The create-incident / create-case form, prefilled from the transcript."""
+
+    interaction: Number
+    kind: RecordKind
+
+
+class CreateRecord(ClientFrame, tag="create_record", kw_only=True):
+    interaction: Number
+    kind: RecordKind
+    short_description: Label
+    description: Body = ""
+    priority: Annotated[int, Meta(ge=1, le=5)] = 3
+
+
+class SubscribeQueueStats(ClientFrame, tag="subscribe_queue_stats", kw_only=True):
+    subscribe: bool = True
+
+
+class GetTranscript(ClientFrame, tag="get_transcript", kw_only=True):
+    interaction: Number
+    after_seq: Annotated[int, Meta(ge=0)] = 0
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 500
+
+
+class ListInteractions(ClientFrame, tag="list_interactions", kw_only=True):
+    archived: bool | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 200
+    offset: Annotated[int, Meta(ge=0)] = 0
+
+
+AnyClientFrame = (
+    Hello
+    | Login
+    | Authenticate
+    | Resume
+    | Logout
+    | Ping
+    | SetPresence
+    | AcceptOffer
+    | RejectOffer
+    | SendMessage
+    | Typing
+    | MarkRead
+    | AttachFile
+    | UseTemplate
+    | InviteAgent
+    | AnswerInvitation
+    | TransferToAgent
+    | TransferToQueue
+    | EndChat
+    | CloseRecord
+    | Archive
+    | AddWorkNote
+    | GetPrefill
+    | CreateRecord
+    | SubscribeQueueStats
+    | GetTranscript
+    | ListInteractions
+)
+
+
+# ---------------------------------------------------------------------------- shared views
+
+
+class AgentView(Struct, frozen=True, kw_only=True):
+    id: str
+    display_name: str
+    role: Role
+    presence: str
+    queues: list[str] = []
+
+
+class QueueStats(Struct, frozen=True, kw_only=True):
+    queue: str
+    channel: str
+    waiting: int
+    active: int  # items accepted or in wrap-up
+    average_wait: float  # seconds, over the items waiting now
+    longest_wait: float
+    agents_available: int  # members whose presence includes the channel
+
+
+class OngoingCard(Struct, frozen=True, kw_only=True):
+    """One asynchronous conversation in the ongoing-messages tray."""
+
+    interaction: str
+    customer_name: str
+    last_update: float
+    unread: int  # customer messages after the agent's last reply or read mark
+    preview: str = ""
+
+
+class Snapshot(Struct, frozen=True, kw_only=True):
+    """Everything a console needs to draw itself from nothing."""
+
+    me: AgentView
+    presences: list[PresenceState]
+    offers: list[OfferView]
+    interactions: list[InteractionRecord]
+    ongoing: list[OngoingCard]
+    queue_stats: list[QueueStats]
+    agents: list[AgentView]
+    templates: list[Template]
+    queues: list[str]
+
+
+class OfferView(Struct, frozen=True, kw_only=True):
+    offer: Offer
+    item: WorkItem
+    customer_name: str = ""
+    interaction: str | None = None
+
+
+# ---------------------------------------------------------------------------- host → client
+
+
+class ServerFrame(Struct, frozen=True, kw_only=True, tag_field="t"):
+    pass
+
+
+class Welcome(ServerFrame, tag="welcome", kw_only=True):
+    version: int
+    server: str
+    heartbeat: float
+
+
+class Error(ServerFrame, tag="error", kw_only=True):
+    ref: int = 0
+    code: str
+    message: str
+
+
+class Ok(ServerFrame, tag="ok", kw_only=True):
+    ref: int
+
+
+class LoggedIn(ServerFrame, tag="logged_in", kw_only=True):
+    ref: int
+    token: str  # session token: keep it to resume or log in again without the password
+    expires_at: float
+    seq: int  # the session's current event number; events after it follow
+    snapshot: Snapshot
+
+
+class MessageAck(ServerFrame, tag="message_ack", kw_only=True):
+    """The message is committed; `duplicate` when the client_msg_id was already stored."""
+
+    ref: int
+    message: Message
+    duplicate: bool = False
+
+
+class AttachmentAck(ServerFrame, tag="attachment_ack", kw_only=True):
+    ref: int
+    attachment: Attachment
+    message: Message
+
+
+class TemplateText(ServerFrame, tag="template_text", kw_only=True):
+    ref: int
+    text: str
+
+
+class Prefill(ServerFrame, tag="prefill", kw_only=True):
+    ref: int
+    short_description: str
+    description: str
+
+
+class RecordCreated(ServerFrame, tag="record_created", kw_only=True):
+    ref: int
+    record: ServiceRecord
+    interaction: InteractionRecord
+
+
+class Transcript(ServerFrame, tag="transcript", kw_only=True):
+    ref: int
+    interaction: InteractionRecord
+    messages: list[Message]
+    attachments: list[Attachment]
+
+
+class InteractionList(ServerFrame, tag="interaction_list", kw_only=True):
+    ref: int
+    interactions: list[InteractionRecord]
+
+
+class Event(ServerFrame, kw_only=True):
+    seq: int = 0  # set by the session when the event is queued for it
+
+
+class OfferEvent(Event, tag="offer", kw_only=True):
+    view: OfferView
+
+
+class OfferClosed(Event, tag="offer_closed", kw_only=True):
+    offer: str
+    item: str
+    state: str  # accepted | rejected | expired | rescinded
+    reason: str
+
+
+class InteractionEvent(Event, tag="interaction", kw_only=True):
+    change: Literal["opened", "updated", "closed", "left"]
+    record: InteractionRecord
+
+
+class MessageEvent(Event, tag="message", kw_only=True):
+    message: Message
+
+
+class ReadEvent(Event, tag="read", kw_only=True):
+    interaction: str
+    reader: str
+    read_seq: int
+
+
+class TypingEvent(Event, tag="typing", kw_only=True):
+    interaction: str
+    who: str
+
+
+class OngoingEvent(Event, tag="ongoing", kw_only=True):
+    cards: list[OngoingCard]
+    unread_conversations: int
+
+
+class QueueStatsEvent(Event, tag="queue_stats", kw_only=True):
+    stats: list[QueueStats]
+
+
+class PresenceEvent(Event, tag="presence", kw_only=True):
+    agent: AgentView
+    reason: str = ""
+
+
+class InvitationEvent(Event, tag="invitation", kw_only=True):
+    interaction: InteractionRecord
+    from_agent: str
+
+
+class Resync(Event, tag="resync", kw_only=True):
+    """The events after the client's last one are gone: redraw from this snapshot."""
+
+    snapshot: Snapshot
+
+
+AnyServerFrame = (
+    Welcome
+    | Error
+    | Ok
+    | LoggedIn
+    | MessageAck
+    | AttachmentAck
+    | TemplateText
+    | Prefill
+    | RecordCreated
+    | Transcript
+    | InteractionList
+    | OfferEvent
+    | OfferClosed
+    | InteractionEvent
+    | MessageEvent
+    | ReadEvent
+    | TypingEvent
+    | OngoingEvent
+    | QueueStatsEvent
+    | PresenceEvent
+    | InvitationEvent
+    | Resync
+)
+
+encoder = msgspec.msgpack.Encoder()
+client_decoder = msgspec.msgpack.Decoder(AnyClientFrame)
+server_decoder = msgspec.msgpack.Decoder(AnyServerFrame)

@@ -1,0 +1,945 @@
+"""The inbox: agents' commands and customers' messages in, events out.
+
+Routing decisions arrive from RoutingService already committed; this layer keeps interaction
+records in step with their work items, stores messages (acknowledged only after commit), decides
+who may see and change what (invariant 9), and fans events out to agent sessions and customer
+watchers. It never touches a socket: the host attaches transports to sessions and watchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from msgspec.structs import replace
+
+from core.config import HostConfig
+from core.model import (
+    OFFLINE,
+    ChannelMode,
+    InteractionRecord,
+    InteractionState,
+    ItemState,
+    Message,
+    Participant,
+    RecordKind,
+    Role,
+    SenderKind,
+    WorkItem,
+    render_template,
+)
+from core.protocol import (
+    AcceptOffer,
+    AddWorkNote,
+    AgentView,
+    AnswerInvitation,
+    AnyClientFrame,
+    Archive,
+    AttachFile,
+    AttachmentAck,
+    CloseRecord,
+    CreateRecord,
+    EndChat,
+    Event,
+    GetPrefill,
+    GetTranscript,
+    InteractionEvent,
+    InteractionList,
+    InvitationEvent,
+    InviteAgent,
+    ListInteractions,
+    MarkRead,
+    MessageAck,
+    MessageEvent,
+    OfferClosed,
+    OfferEvent,
+    OfferView,
+    Ok,
+    OngoingCard,
+    OngoingEvent,
+    Ping,
+    Prefill,
+    PresenceEvent,
+    QueueStats,
+    QueueStatsEvent,
+    ReadEvent,
+    RecordCreated,
+    RejectOffer,
+    SendMessage,
+    ServerFrame,
+    SetPresence,
+    Snapshot,
+    SubscribeQueueStats,
+    TemplateText,
+    Transcript,
+    TransferToAgent,
+    TransferToQueue,
+    Typing,
+    TypingEvent,
+    UseTemplate,
+)
+from core.routing import events as ev
+from core.routing.decisions import (
+    AnyDecision,
+    ItemChanged,
+    ItemUnroutable,
+    OfferEnded,
+    OfferMade,
+    PresenceSet,
+)
+from core.routing.engine import RoutingError
+from core.service.routing import RoutingService
+from core.service.sessions import AgentSession
+from store.base import Store
+
+log = logging.getLogger("inbox_tui.inbox")
+
+RESUME_WINDOW = 120.0  # seconds a detached session waits for its console before logging out
+UNREAD_CAP = 50  # like the peers, count at most this many unread messages per conversation
+PREFILL_LINES = 40
+
+CustomerWatcher = Callable[[Event], None]
+
+
+class InboxError(Exception):
+    """A refused command; `code` is stable for the wire and the REST API."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Conversation:
+    """What the inbox keeps in memory about an open interaction besides its record."""
+
+    record: InteractionRecord
+    item: str
+    customer_seqs: list[int] = field(default_factory=list)
+    last_update: float = 0.0
+    preview: str = ""
+
+
+class Inbox:
+    def __init__(
+        self,
+        config: HostConfig,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.routing = RoutingService(config.routing_config(), store, clock=clock)
+        self.routing.listeners.append(self._on_decisions)
+        self.channels = {c.name: c for c in config.channels}
+        self.agent_names = {a.id: a.display_name or a.id for a in config.agents}
+        self.conversations: dict[str, Conversation] = {}
+        self.sessions: dict[str, list[AgentSession]] = {}
+        self.watchers: dict[str, set[CustomerWatcher]] = {}
+        self.read_marks: dict[tuple[str, str], int] = {}
+        self.invitations: dict[str, dict[str, str]] = {}
+        self._last_stats: dict[str, QueueStats] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        # Metrics hook: (name, seconds); "message" is receipt to fan-out, commit included.
+        self.observe: Callable[[str, float], None] | None = None
+        self._handlers: dict[type, Callable[[AgentSession, AnyClientFrame], Awaitable[ServerFrame]]]
+        self._handlers = {
+            Ping: self._ping,
+            SetPresence: self._set_presence,
+            AcceptOffer: self._accept,
+            RejectOffer: self._reject,
+            SendMessage: self._send_message,
+            Typing: self._typing,
+            MarkRead: self._mark_read,
+            AttachFile: self._attach,
+            UseTemplate: self._use_template,
+            InviteAgent: self._invite,
+            AnswerInvitation: self._answer_invitation,
+            TransferToAgent: self._transfer_to_agent,
+            TransferToQueue: self._transfer_to_queue,
+            EndChat: self._end_chat,
+            CloseRecord: self._close_record,
+            Archive: self._archive,
+            AddWorkNote: self._work_note,
+            GetPrefill: self._prefill,
+            CreateRecord: self._create_record,
+            SubscribeQueueStats: self._subscribe_stats,
+            GetTranscript: self._transcript,
+            ListInteractions: self._list_interactions,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        for item in await self.store.load_open_items():
+            if item.interaction is None:
+                continue
+            record = await self.store.get_interaction(item.interaction)
+            if record is not None:
+                conv = Conversation(record=record, item=item.id, last_update=record.opened_at)
+                for m in await self.store.list_messages(record.number, limit=10_000):
+                    self._note_message(conv, m)
+                self.conversations[record.number] = conv
+        await self.routing.start()
+        self._tasks = [
+            asyncio.create_task(self.routing.run_timers()),
+            asyncio.create_task(self._stats_loop()),
+            asyncio.create_task(self._reaper()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # ------------------------------------------------------------------ sessions
+
+    def open_session(
+        self, agent: str, role: Role, token_digest: str, expires_at: float
+    ) -> AgentSession:
+        session = AgentSession(
+            agent=agent, role=role, token_digest=token_digest, expires_at=expires_at
+        )
+        self.sessions.setdefault(agent, []).append(session)
+        return session
+
+    def find_session(self, token_digest: str) -> AgentSession | None:
+        for sessions in self.sessions.values():
+            for s in sessions:
+                if s.token_digest == token_digest:
+                    return s
+        return None
+
+    async def close_session(self, session: AgentSession) -> None:
+        """Explicit logout, or a console gone longer than the resume window."""
+        sessions = self.sessions.get(session.agent, [])
+        if session in sessions:
+            sessions.remove(session)
+        if not sessions:
+            self.sessions.pop(session.agent, None)
+            with contextlib.suppress(RoutingError):
+                await self.routing.submit(ev.AgentLoggedOut(agent=session.agent))
+
+    async def _reaper(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            now = self.clock()
+            for sessions in list(self.sessions.values()):
+                for s in list(sessions):
+                    gone = s.detached_at is not None and now - s.detached_at > RESUME_WINDOW
+                    if gone or now > s.expires_at:
+                        await self.close_session(s)
+
+    def _push(self, agent: str, event: Event) -> None:
+        for session in self.sessions.get(agent, ()):
+            session.push(event)
+
+    def _push_all(self, event: Event) -> None:
+        for sessions in self.sessions.values():
+            for session in sessions:
+                session.push(event)
+
+    def _push_participants(self, record: InteractionRecord, event: Event) -> None:
+        for agent in self._current(record):
+            self._push(agent, event)
+
+    def _push_customer(self, number: str, event: Event) -> None:
+        for watcher in list(self.watchers.get(number, ())):
+            watcher(event)
+
+    def watch(self, number: str, watcher: CustomerWatcher) -> Callable[[], None]:
+        self.watchers.setdefault(number, set()).add(watcher)
+
+        def unwatch() -> None:
+            self.watchers.get(number, set()).discard(watcher)
+
+        return unwatch
+
+    # ------------------------------------------------------------------ views
+
+    def agent_view(self, agent: str) -> AgentView:
+        router = self.routing.router
+        a = router.agents[agent]
+        return AgentView(
+            id=agent,
+            display_name=a.display_name or agent,
+            role=a.role,
+            presence=router.status[agent].presence,
+            queues=router.queues_of(agent),
+        )
+
+    def _my_queues(self, session: AgentSession) -> list[str]:
+        router = self.routing.router
+        return list(router.queues) if session.supervisor else router.queues_of(session.agent)
+
+    def snapshot(self, session: AgentSession) -> Snapshot:
+        router = self.routing.router
+        offers = [
+            self._offer_view(o, router.items[o.item])
+            for o in router.offers.values()
+            if o.agent == session.agent
+        ]
+        mine = [
+            c.record
+            for c in self.conversations.values()
+            if session.agent in self._current(c.record)
+            or (session.supervisor and c.record.state != InteractionState.NEW)
+        ]
+        queues = self._my_queues(session)
+        templates = [
+            t
+            for t in self.config.templates
+            if t.scope == "global"
+            or t.scope == f"agent:{session.agent}"
+            or t.scope.removeprefix("queue:") in queues
+        ]
+        return Snapshot(
+            me=self.agent_view(session.agent),
+            presences=list(self.config.presences),
+            offers=offers,
+            interactions=mine,
+            ongoing=self._ongoing(session.agent),
+            queue_stats=[s for q, s in self.queue_stats().items() if q in queues],
+            agents=[self.agent_view(a) for a in sorted(router.agents)],
+            templates=templates,
+            queues=queues,
+        )
+
+    def _offer_view(self, offer, item: WorkItem) -> OfferView:  # type: ignore[no-untyped-def]
+        conv = self.conversations.get(item.interaction or "")
+        return OfferView(
+            offer=offer,
+            item=item,
+            customer_name=conv.record.customer_name if conv else "",
+            interaction=item.interaction,
+        )
+
+    @staticmethod
+    def _current(record: InteractionRecord) -> list[str]:
+        return [p.agent for p in record.participants if p.left_at is None]
+
+    def _owner(self, record: InteractionRecord) -> str | None:
+        for p in record.participants:
+            if p.left_at is None and p.role == "owner":
+                return p.agent
+        return None
+
+    # ------------------------------------------------------------------ agent commands
+
+    async def handle(self, session: AgentSession, frame: AnyClientFrame) -> ServerFrame:
+        handler = self._handlers.get(type(frame))
+        if handler is None:
+            raise InboxError("bad_frame", f"{type(frame).__name__} is not a command")
+        try:
+            return await handler(session, frame)
+        except RoutingError as e:
+            raise InboxError(e.code, e.message) from e
+
+    async def _ping(self, session: AgentSession, frame: Ping) -> ServerFrame:
+        return Ok(ref=frame.ref)
+
+    async def _set_presence(self, session: AgentSession, frame: SetPresence) -> ServerFrame:
+        await self.routing.submit(ev.PresenceChanged(agent=session.agent, presence=frame.presence))
+        return Ok(ref=frame.ref)
+
+    def _my_offer(self, session: AgentSession, offer_id: str) -> None:
+        offer = self.routing.router.offers.get(offer_id)
+        if offer is None or offer.agent != session.agent:
+            raise InboxError(
+                "offer_not_pending",
+                f"offer {offer_id} is not pending for you (answered, expired or not yours)",
+            )
+
+    async def _accept(self, session: AgentSession, frame: AcceptOffer) -> ServerFrame:
+        self._my_offer(session, frame.offer)
+        await self.routing.submit(ev.OfferAccepted(offer=frame.offer))
+        return Ok(ref=frame.ref)
+
+    async def _reject(self, session: AgentSession, frame: RejectOffer) -> ServerFrame:
+        self._my_offer(session, frame.offer)
+        await self.routing.submit(ev.OfferRejected(offer=frame.offer, reason=frame.reason))
+        return Ok(ref=frame.ref)
+
+    async def visible_record(
+        self, agent: str | None, sees_all: bool, number: str
+    ) -> InteractionRecord | None:
+        """The interaction if the caller may read it (invariant 9): a participant, now or
+        before, or someone who sees everything (supervisors). One rule for every transport."""
+        conv = self.conversations.get(number)
+        # An open conversation's newest record is here; the store has the closed ones.
+        record = conv.record if conv else await self.store.get_interaction(number)
+        if record is None:
+            return None
+        if sees_all or any(p.agent == agent for p in record.participants):
+            return record
+        return None
+
+    async def _readable(self, session: AgentSession, number: str) -> InteractionRecord:
+        record = await self.visible_record(session.agent, session.supervisor, number)
+        if record is None:
+            raise InboxError("not_found", f"no interaction {number} visible to you")
+        return record
+
+    def _writable(self, session: AgentSession, number: str) -> Conversation:
+        conv = self.conversations.get(number)
+        if conv is None or not (session.agent in self._current(conv.record) or session.supervisor):
+            raise InboxError("not_found", f"no open interaction {number} of yours")
+        return conv
+
+    async def _send_message(self, session: AgentSession, frame: SendMessage) -> ServerFrame:
+        conv = self._writable(session, frame.interaction)
+        message, duplicate = await self.store.append_message(
+            conv.record.number,
+            SenderKind.AGENT,
+            session.agent,
+            frame.body,
+            frame.client_msg_id,
+            self.clock(),
+        )
+        if not duplicate:
+            await self._delivered(conv, message)
+            # Replying is what clears "unread": the customer has an answer.
+            self._read(conv, session.agent, message.seq)
+            if session.agent == self._owner(conv.record):
+                with contextlib.suppress(RoutingError):
+                    await self.routing.submit(ev.AgentReplied(item=conv.item))
+        return MessageAck(ref=frame.ref, message=message, duplicate=duplicate)
+
+    async def _delivered(self, conv: Conversation, message: Message) -> None:
+        if self.observe is not None:
+            self.observe("message", max(0.0, self.clock() - message.created_at))
+        self._note_message(conv, message)
+        event = MessageEvent(message=message)
+        self._push_participants(conv.record, event)
+        if message.kind == "message":
+            self._push_customer(conv.record.number, event)
+        if self.channels[conv.record.channel].mode == ChannelMode.ASYNC:
+            for agent in self._current(conv.record):
+                self._push_ongoing(agent)
+
+    def _note_message(self, conv: Conversation, message: Message) -> None:
+        conv.last_update = message.created_at
+        if message.sender_kind == SenderKind.CUSTOMER:
+            conv.customer_seqs.append(message.seq)
+            del conv.customer_seqs[:-UNREAD_CAP]
+            conv.preview = message.body[:80]
+
+    async def _typing(self, session: AgentSession, frame: Typing) -> ServerFrame:
+        conv = self._writable(session, frame.interaction)
+        event = TypingEvent(
+            interaction=frame.interaction, who=self.agent_names.get(session.agent, session.agent)
+        )
+        for agent in self._current(conv.record):
+            if agent != session.agent:
+                self._push(agent, event)
+        self._push_customer(frame.interaction, event)
+        return Ok(ref=frame.ref)
+
+    async def _mark_read(self, session: AgentSession, frame: MarkRead) -> ServerFrame:
+        conv = self._writable(session, frame.interaction)
+        self._read(conv, session.agent, frame.seq)
+        return Ok(ref=frame.ref)
+
+    def _read(self, conv: Conversation, agent: str, seq: int) -> None:
+        key = (conv.record.number, agent)
+        if seq <= self.read_marks.get(key, 0):
+            return
+        self.read_marks[key] = seq
+        self._push_participants(
+            conv.record, ReadEvent(interaction=conv.record.number, reader=agent, read_seq=seq)
+        )
+        self._push_ongoing(agent)
+
+    def _ongoing(self, agent: str) -> list[OngoingCard]:
+        cards = []
+        for number, conv in self.conversations.items():
+            if self.channels[conv.record.channel].mode != ChannelMode.ASYNC:
+                continue
+            if agent not in self._current(conv.record):
+                continue
+            mark = self.read_marks.get((number, agent), 0)
+            cards.append(
+                OngoingCard(
+                    interaction=number,
+                    customer_name=conv.record.customer_name or conv.record.customer,
+                    last_update=conv.last_update,
+                    unread=sum(1 for s in conv.customer_seqs if s > mark),
+                    preview=conv.preview,
+                )
+            )
+        cards.sort(key=lambda c: (-(c.unread > 0), -c.last_update))
+        return cards
+
+    def _push_ongoing(self, agent: str) -> None:
+        cards = self._ongoing(agent)
+        self._push(
+            agent,
+            OngoingEvent(cards=cards, unread_conversations=sum(1 for c in cards if c.unread)),
+        )
+
+    async def _attach(self, session: AgentSession, frame: AttachFile) -> ServerFrame:
+        conv = self._writable(session, frame.interaction)
+        now = self.clock()
+        try:
+            attachment = await self.store.put_attachment(
+                conv.record.number, frame.name, frame.content_type, frame.data, session.agent, now
+            )
+        except ValueError as e:
+            raise InboxError("too_large", str(e)) from e
+        message, duplicate = await self.store.append_message(
+            conv.record.number,
+            SenderKind.AGENT,
+            session.agent,
+            f"sent a file: {attachment.name} ({attachment.size} bytes)",
+            f"attach-{attachment.sha256[:32]}",
+            now,
+            attachment=attachment.sha256,
+        )
+        if not duplicate:
+            await self._delivered(conv, message)
+        return AttachmentAck(ref=frame.ref, attachment=attachment, message=message)
+
+    async def _use_template(self, session: AgentSession, frame: UseTemplate) -> ServerFrame:
+        conv = self._writable(session, frame.interaction)
+        record = conv.record
+        scopes = ("global", f"queue:{record.queue}", f"agent:{session.agent}")
+        found = [
+            t for t in self.config.templates if t.shortcut == frame.shortcut and t.scope in scopes
+        ]
+        if not found:
+            raise InboxError("not_found", f"no template {frame.shortcut!r} for this interaction")
+        # The most specific scope wins: an agent's own version over the queue's over the global.
+        template = max(found, key=lambda t: scopes.index(t.scope))
+        fields = {
+            "customer.name": record.customer_name or record.customer,
+            "customer.contact": record.customer_contact,
+            "agent.name": self.agent_names.get(session.agent, session.agent),
+            "interaction.number": record.number,
+            "queue.name": record.queue or "",
+        }
+        return TemplateText(ref=frame.ref, text=render_template(template.text, fields))
+
+    async def _system(self, conv: Conversation, text: str, *, note: bool = False) -> None:
+        """A system line in the transcript ("Alice joined"), stored like any message."""
+        message, duplicate = await self.store.append_message(
+            conv.record.number,
+            SenderKind.SYSTEM,
+            "system",
+            text,
+            f"sys-{secrets.token_hex(8)}",
+            self.clock(),
+            kind="work_note" if note else "message",
+        )
+        if not duplicate:
+            await self._delivered(conv, message)
+
+    async def _save(self, conv: Conversation, record: InteractionRecord) -> None:
+        await self.store.save_interaction(record)
+        conv.record = record
+
+    async def _invite(self, session: AgentSession, frame: InviteAgent) -> ServerFrame:
+        conv = self._writable(session, frame.interaction)
+        if frame.agent not in self.routing.router.agents:
+            raise InboxError("unknown_agent", f"no agent {frame.agent!r}")
+        if frame.agent in self._current(conv.record):
+            raise InboxError("already_participant", f"{frame.agent} is already in this chat")
+        if (
+            not self.sessions.get(frame.agent)
+            or self.routing.router.status[frame.agent].presence == OFFLINE
+        ):
+            raise InboxError("agent_unavailable", f"{frame.agent} is not online")
+        self.invitations.setdefault(conv.record.number, {})[frame.agent] = session.agent
+        self._push(frame.agent, InvitationEvent(interaction=conv.record, from_agent=session.agent))
+        await self._system(
+            conv, f"{self._name(session.agent)} invited {self._name(frame.agent)}", note=True
+        )
+        return Ok(ref=frame.ref)
+
+    async def _answer_invitation(
+        self, session: AgentSession, frame: AnswerInvitation
+    ) -> ServerFrame:
+        pending = self.invitations.get(frame.interaction, {})
+        conv = self.conversations.get(frame.interaction)
+        if session.agent not in pending or conv is None:
+            raise InboxError("not_invited", f"no invitation to {frame.interaction} for you")
+        inviter = pending.pop(session.agent)
+        if not frame.accept:
+            await self._system(conv, f"{self._name(session.agent)} declined to join", note=True)
+            return Ok(ref=frame.ref)
+        joined = Participant(agent=session.agent, role="invited", joined_at=self.clock())
+        await self._save(
+            conv, replace(conv.record, participants=(*conv.record.participants, joined))
+        )
+        self._push(session.agent, InteractionEvent(change="opened", record=conv.record))
+        self._push(inviter, InteractionEvent(change="updated", record=conv.record))
+        await self._system(conv, f"{self._name(session.agent)} joined")
+        return Ok(ref=frame.ref)
+
+    def _name(self, agent: str) -> str:
+        return self.agent_names.get(agent, agent)
+
+    def _owned(self, session: AgentSession, number: str) -> Conversation:
+        conv = self._writable(session, number)
+        if not session.supervisor and self._owner(conv.record) != session.agent:
+            raise InboxError("not_owner", "only the agent who owns the chat can do that")
+        return conv
+
+    async def _transfer_to_agent(
+        self, session: AgentSession, frame: TransferToAgent
+    ) -> ServerFrame:
+        conv = self._owned(session, frame.interaction)
+        await self.routing.submit(ev.TransferToAgent(item=conv.item, to_agent=frame.agent))
+        await self._system(
+            conv,
+            f"{self._name(session.agent)} asked {self._name(frame.agent)} to take over",
+            note=True,
+        )
+        return Ok(ref=frame.ref)
+
+    async def _transfer_to_queue(
+        self, session: AgentSession, frame: TransferToQueue
+    ) -> ServerFrame:
+        conv = self._owned(session, frame.interaction)
+        await self.routing.submit(ev.TransferToQueue(item=conv.item, queue=frame.queue))
+        return Ok(ref=frame.ref)
+
+    async def _end_chat(self, session: AgentSession, frame: EndChat) -> ServerFrame:
+        conv = self._owned(session, frame.interaction)
+        await self.routing.submit(ev.ChatEnded(item=conv.item))
+        return Ok(ref=frame.ref)
+
+    async def _close_record(self, session: AgentSession, frame: CloseRecord) -> ServerFrame:
+        conv = self._owned(session, frame.interaction)
+        await self.routing.submit(ev.ItemClosed(item=conv.item))
+        return Ok(ref=frame.ref)
+
+    async def _archive(self, session: AgentSession, frame: Archive) -> ServerFrame:
+        record = await self._readable(session, frame.interaction)
+        if record.state not in (
+            InteractionState.CLOSED_COMPLETE,
+            InteractionState.CLOSED_ABANDONED,
+        ):
+            raise InboxError("bad_state", f"{record.number} is {record.state}: close it first")
+        archived = replace(record, archived=True)
+        await self.store.save_interaction(archived)
+        self._push(session.agent, InteractionEvent(change="updated", record=archived))
+        return Ok(ref=frame.ref)
+
+    async def _work_note(self, session: AgentSession, frame: AddWorkNote) -> ServerFrame:
+        conv = self._writable(session, frame.interaction)
+        message, duplicate = await self.store.append_message(
+            conv.record.number,
+            SenderKind.AGENT,
+            session.agent,
+            frame.body,
+            frame.client_msg_id,
+            self.clock(),
+            kind="work_note",
+        )
+        if not duplicate:
+            await self._delivered(conv, message)
+        return MessageAck(ref=frame.ref, message=message, duplicate=duplicate)
+
+    async def _prefill_text(self, record: InteractionRecord) -> tuple[str, str]:
+        messages = await self.store.list_messages(record.number, limit=1000)
+        said = [m for m in messages if m.kind == "message" and m.sender_kind != SenderKind.SYSTEM]
+        first = next((m.body for m in said if m.sender_kind == SenderKind.CUSTOMER), "")
+        short = " ".join(first.split())[:160] or f"Follow-up of {record.number}"
+        customer = record.customer_name or "Customer"
+        lines = [
+            f"{self._name(m.sender) if m.sender_kind == SenderKind.AGENT else customer}: {m.body}"
+            for m in said[-PREFILL_LINES:]
+        ]
+        description = f"From interaction {record.number} ({record.channel}).\n" + "\n".join(lines)
+        return short, description[:16_000]
+
+    async def _prefill(self, session: AgentSession, frame: GetPrefill) -> ServerFrame:
+        record = await self._readable(session, frame.interaction)
+        short, description = await self._prefill_text(record)
+        return Prefill(ref=frame.ref, short_description=short, description=description)
+
+    async def _create_record(self, session: AgentSession, frame: CreateRecord) -> ServerFrame:
+        record = await self._readable(session, frame.interaction)
+        created = await self.store.create_record(
+            frame.kind,
+            frame.short_description,
+            frame.description,
+            frame.priority,
+            record.number,
+            session.agent,
+            self.clock(),
+        )
+        field_name = "case" if frame.kind == RecordKind.CASE else "incident"
+        linked = replace(record, **{field_name: created.number})
+        conv = self.conversations.get(record.number)
+        if conv is not None:
+            await self._save(conv, linked)
+            await self._system(
+                conv, f"{self._name(session.agent)} created {created.number}", note=True
+            )
+            self._push_participants(linked, InteractionEvent(change="updated", record=linked))
+        else:
+            await self.store.save_interaction(linked)
+        return RecordCreated(ref=frame.ref, record=created, interaction=linked)
+
+    async def _subscribe_stats(
+        self, session: AgentSession, frame: SubscribeQueueStats
+    ) -> ServerFrame:
+        session.wants_queue_stats = frame.subscribe
+        return Ok(ref=frame.ref)
+
+    async def _transcript(self, session: AgentSession, frame: GetTranscript) -> ServerFrame:
+        record = await self._readable(session, frame.interaction)
+        messages = await self.store.list_messages(record.number, frame.after_seq, frame.limit)
+        attachments = await self.store.list_attachments(record.number)
+        return Transcript(
+            ref=frame.ref, interaction=record, messages=messages, attachments=attachments
+        )
+
+    async def _list_interactions(
+        self, session: AgentSession, frame: ListInteractions
+    ) -> ServerFrame:
+        records = await self.store.list_interactions(
+            agent=None if session.supervisor else session.agent,
+            archived=frame.archived,
+            limit=frame.limit,
+            offset=frame.offset,
+        )
+        return InteractionList(ref=frame.ref, interactions=records)
+
+    # ------------------------------------------------------------------ customers
+
+    async def start_conversation(
+        self,
+        *,
+        channel: str,
+        customer: str,
+        customer_name: str = "",
+        customer_contact: str = "",
+        attributes: dict[str, str | int | float | bool] | None = None,
+        priority: int = 0,
+    ) -> InteractionRecord:
+        """A customer (widget, REST, webhook) starts a work item; it is routed at once."""
+        if channel not in self.channels:
+            raise InboxError("unknown_channel", f"no service channel {channel!r}")
+        now = self.clock()
+        item_id = f"W{secrets.token_hex(6)}"
+        record = await self.store.create_interaction(
+            item=item_id,
+            channel=channel,
+            customer=customer,
+            opened_at=now,
+            customer_name=customer_name,
+            customer_contact=customer_contact,
+        )
+        conv = Conversation(record=record, item=item_id, last_update=now)
+        self.conversations[record.number] = conv
+        item = WorkItem(
+            id=item_id,
+            channel=channel,
+            customer=customer,
+            created_at=now,
+            attributes=attributes or {},
+            priority=priority,
+            interaction=record.number,
+        )
+        try:
+            decisions = await self.routing.submit(ev.ItemArrived(item=item))
+        except RoutingError as e:
+            self.conversations.pop(record.number, None)
+            raise InboxError(e.code, e.message) from e
+        unroutable = next((d for d in decisions if isinstance(d, ItemUnroutable)), None)
+        if unroutable is not None:
+            self.conversations.pop(record.number, None)
+            closed = replace(record, state=InteractionState.CLOSED_ABANDONED, closed_at=now)
+            await self.store.save_interaction(closed)
+            raise InboxError("unroutable", unroutable.reason)
+        queued = self.routing.router.items.get(item_id)
+        if queued is not None and queued.queue != record.queue:
+            await self._save(conv, replace(conv.record, queue=queued.queue))
+        return conv.record
+
+    def customer_conversation(self, number: str, customer: str) -> Conversation:
+        conv = self.conversations.get(number)
+        if conv is None or conv.record.customer != customer:
+            raise InboxError("not_found", f"no open conversation {number}")
+        return conv
+
+    async def customer_message(
+        self, number: str, customer: str, body: str, client_msg_id: str
+    ) -> tuple[Message, bool]:
+        conv = self.customer_conversation(number, customer)
+        message, duplicate = await self.store.append_message(
+            number, SenderKind.CUSTOMER, customer, body, client_msg_id, self.clock()
+        )
+        if not duplicate:
+            await self._delivered(conv, message)
+            with contextlib.suppress(RoutingError):
+                await self.routing.submit(ev.CustomerReplied(item=conv.item))
+        return message, duplicate
+
+    async def customer_left(self, number: str, customer: str) -> None:
+        conv = self.customer_conversation(number, customer)
+        await self._system(conv, "The customer left the chat")
+        with contextlib.suppress(RoutingError):
+            await self.routing.submit(ev.ItemCancelled(item=conv.item))
+
+    async def customer_transcript(self, number: str, customer: str) -> list[Message]:
+        record = await self.store.get_interaction(number)
+        if record is None or record.customer != customer:
+            raise InboxError("not_found", f"no conversation {number}")
+        return [
+            m for m in await self.store.list_messages(number, limit=1000) if m.kind == "message"
+        ]
+
+    # ------------------------------------------------------------------ routing decisions
+
+    async def _on_decisions(self, decisions: list[AnyDecision]) -> None:
+        for d in decisions:
+            if isinstance(d, OfferMade):
+                self._push(d.offer.agent, OfferEvent(view=self._offer_view(d.offer, d.item)))
+            elif isinstance(d, OfferEnded):
+                self._push(
+                    d.offer.agent,
+                    OfferClosed(
+                        offer=d.offer.id, item=d.item.id, state=d.offer.state, reason=d.reason
+                    ),
+                )
+            elif isinstance(d, ItemChanged):
+                await self._item_changed(d)
+            elif isinstance(d, PresenceSet):
+                self._push_all(PresenceEvent(agent=self.agent_view(d.agent), reason=d.reason))
+
+    async def _item_changed(self, d: ItemChanged) -> None:
+        item = d.item
+        conv = self.conversations.get(item.interaction or "")
+        if conv is None:
+            return
+        record = conv.record
+        now = d.at
+        owner = self._owner(record)
+        if d.change in ("assigned", "transferred") and item.agent:
+            participants = [
+                replace(p, left_at=now) if p.agent == owner and p.left_at is None else p
+                for p in record.participants
+                if not (p.agent == item.agent and p.left_at is None)
+            ]
+            participants.append(Participant(agent=item.agent, role="owner", joined_at=now))
+            updated = replace(
+                record,
+                participants=tuple(participants),
+                state=InteractionState.WORK_IN_PROGRESS,
+                queue=item.queue,
+            )
+            await self._save(conv, updated)
+            if owner and owner != item.agent:
+                self._push(owner, InteractionEvent(change="left", record=updated))
+            self._push(item.agent, InteractionEvent(change="opened", record=updated))
+            if d.change == "transferred":
+                text = f"Transferred from {self._name(owner or '')} to {self._name(item.agent)}"
+            else:
+                text = f"{self._name(item.agent)} joined"
+            self._push_customer(record.number, InteractionEvent(change="updated", record=updated))
+            await self._system(conv, text)
+            if self.channels[record.channel].mode == ChannelMode.ASYNC:
+                self._push_ongoing(item.agent)
+        elif item.state == ItemState.QUEUED and owner is not None:
+            # Requeued, reclaimed or transferred to a queue: the owner no longer holds it.
+            participants = tuple(
+                replace(p, left_at=now) if p.left_at is None else p for p in record.participants
+            )
+            updated = replace(
+                record, participants=participants, state=InteractionState.NEW, queue=item.queue
+            )
+            await self._save(conv, updated)
+            for p in record.participants:
+                if p.left_at is None:
+                    self._push(p.agent, InteractionEvent(change="left", record=updated))
+            await self._system(
+                conv, f"{self._name(owner)} left; finding another agent ({d.reason})"
+            )
+        elif d.change == "wrap_up":
+            updated = replace(record, state=InteractionState.WRAP_UP)
+            await self._save(conv, updated)
+            self._push_participants(updated, InteractionEvent(change="updated", record=updated))
+            self._push_customer(record.number, InteractionEvent(change="updated", record=updated))
+            await self._system(conv, "The chat has ended")
+        elif d.change in ("closed", "cancelled", "abandoned"):
+            state = (
+                InteractionState.CLOSED_COMPLETE
+                if d.change == "closed"
+                else InteractionState.CLOSED_ABANDONED
+            )
+            updated = replace(record, state=state, closed_at=now)
+            await self._save(conv, updated)
+            self._push_participants(updated, InteractionEvent(change="closed", record=updated))
+            self._push_customer(record.number, InteractionEvent(change="closed", record=updated))
+            del self.conversations[record.number]
+            self.invitations.pop(record.number, None)
+            for agent in self._current(updated):
+                if self.channels[record.channel].mode == ChannelMode.ASYNC:
+                    self._push_ongoing(agent)
+        elif d.change == "notice":
+            await self._system(
+                conv,
+                "All our agents are busy right now. Thank you for waiting: you keep your place.",
+            )
+        elif d.change == "overflowed":
+            await self._save(conv, replace(record, queue=item.queue))
+        elif d.change in ("on_hold", "resumed", "awaiting_capacity") and item.agent:
+            self._push_ongoing(item.agent)
+
+    # ------------------------------------------------------------------ queue statistics
+
+    def queue_stats(self) -> dict[str, QueueStats]:
+        router = self.routing.router
+        now = self.clock()
+        active: dict[str, int] = {}
+        for item in router.items.values():
+            if item.state in (ItemState.ACCEPTED, ItemState.WRAP_UP) and item.queue:
+                active[item.queue] = active.get(item.queue, 0) + 1
+        out = {}
+        for name, queue in router.queues.items():
+            waits = [now - i.enqueued_at for i in router.waiting_items(name)]
+            out[name] = QueueStats(
+                queue=name,
+                channel=queue.channel,
+                waiting=len(waits),
+                active=active.get(name, 0),
+                average_wait=round(sum(waits) / len(waits), 1) if waits else 0.0,
+                longest_wait=round(max(waits), 1) if waits else 0.0,
+                agents_available=sum(
+                    1
+                    for a in router.members(name)
+                    if queue.channel in router.presences[router.status[a].presence].channels
+                ),
+            )
+        return out
+
+    async def _stats_loop(self) -> None:
+        """At most one update a second, and only of the queues whose figures changed."""
+        while True:
+            await asyncio.sleep(1.0)
+            stats = self.queue_stats()
+            changed = {q: s for q, s in stats.items() if self._last_stats.get(q) != s}
+            self._last_stats = stats
+            if not changed:
+                continue
+            for sessions in self.sessions.values():
+                for session in sessions:
+                    if not session.wants_queue_stats:
+                        continue
+                    mine = set(self._my_queues(session))
+                    visible = [s for q, s in changed.items() if q in mine]
+                    if visible:
+                        session.push(QueueStatsEvent(stats=visible))

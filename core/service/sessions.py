@@ -1,0 +1,87 @@
+"""Agent sessions: numbered events, a resume buffer and a bounded outgoing queue.
+
+A session outlives its socket: events keep being numbered and buffered while the console is
+away, so a reconnect with `Resume(token, last_seq)` replays exactly what was missed. The buffer
+is bounded; a client further behind than it gets a `Resync` snapshot instead.
+
+The outgoing queue is bounded too: a console that stops reading is disconnected (its socket
+closed by the host) rather than allowed to hold memory or slow anyone else down; it can resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from msgspec.structs import replace
+
+from core.model import Role
+from core.protocol import Event
+
+RESUME_BUFFER = 2_000
+OUTGOING_LIMIT = 1_000
+
+
+@dataclass(eq=False)
+class AgentSession:
+    agent: str
+    role: Role
+    token_digest: str
+    expires_at: float
+    seq: int = 0
+    buffer: deque[Event] = field(default_factory=lambda: deque(maxlen=RESUME_BUFFER))
+    outgoing: asyncio.Queue[Event] | None = None
+    detached_at: float | None = None
+    wants_queue_stats: bool = True
+    overflowed: bool = False
+    # Set by the transport: how to drop a socket that stopped reading.
+    kick: Callable[[], None] | None = None
+
+    @property
+    def supervisor(self) -> bool:
+        return self.role in (Role.SUPERVISOR, Role.ADMIN)
+
+    def push(self, event: Event) -> None:
+        """Number the event, keep it for resume, and queue it for the socket if attached."""
+        self.seq += 1
+        numbered = replace(event, seq=self.seq)
+        self.buffer.append(numbered)
+        if self.outgoing is None:
+            return
+        try:
+            self.outgoing.put_nowait(numbered)
+        except asyncio.QueueFull:
+            # The socket is not keeping up: drop it; the buffer still has everything.
+            self.overflowed = True
+            self.outgoing = None
+            if self.kick is not None:
+                self.kick()
+
+    def attach(self, kick: Callable[[], None]) -> asyncio.Queue[Event]:
+        """A socket takes over the session (a second console of the same session replaces
+        the first, which is kicked)."""
+        if self.kick is not None:
+            self.kick()
+        self.outgoing = asyncio.Queue(maxsize=OUTGOING_LIMIT)
+        self.detached_at = None
+        self.overflowed = False
+        self.kick = kick
+        return self.outgoing
+
+    def detach(self, queue: asyncio.Queue[Event], now: float) -> None:
+        if self.outgoing is queue or self.outgoing is None:
+            self.outgoing = None
+            self.kick = None
+            self.detached_at = now
+
+    def missed_since(self, last_seq: int) -> list[Event] | None:
+        """Events after `last_seq`, or None when some of them are no longer held."""
+        if last_seq > self.seq:
+            return None
+        if last_seq == self.seq:
+            return []
+        if not self.buffer or self.buffer[0].seq > last_seq + 1:
+            return None
+        return [e for e in self.buffer if e.seq > last_seq]

@@ -1,0 +1,68 @@
+"""A real routing host on a loopback port for tests: store on a real SQLite file in tmp_path."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from core.config import HostConfig, example_config_path, load_config, parse_config
+from core.host.app import close_host, create_app, open_host
+from core.host.state import Host
+from core.model import Role
+from core.service.sessions import AgentSession
+
+# The demo config with short timeouts, so expiry and reclaim happen within a test.
+FAST_QUEUES = """
+[[queue]]
+name = "general"
+channel = "chat"
+rule = "most_capacity"
+groups = ["tier1", "tier2"]
+offer_timeout = 1.5
+"""
+
+
+@dataclass
+class RunningHost:
+    host: Host
+    url: str  # http://127.0.0.1:PORT
+
+    @property
+    def agent_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/agent"
+
+    def session(self, agent: str, role: Role = Role.AGENT) -> AgentSession:
+        """An agent session driven directly through the inbox (no socket)."""
+        return self.host.inbox.open_session(
+            agent, role, f"test-{agent}-{time.time()}", time.time() + 3600
+        )
+
+
+def fast_config() -> HostConfig:
+    """The example config, with the chat queues replaced by one quick general queue."""
+    text = example_config_path().read_text()
+    start = text.index("[[queue]]")
+    end = text.index("# Asynchronous messaging")
+    return parse_config(text[:start] + FAST_QUEUES + "\n" + text[end:], name="fast.toml")
+
+
+@contextlib.asynccontextmanager
+async def running_host(
+    tmp_path: Path, config: HostConfig | None = None
+) -> AsyncIterator[RunningHost]:
+    host = await open_host(config or load_config(example_config_path()), tmp_path / "data")
+    runner = web.AppRunner(create_app(host), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield RunningHost(host=host, url=f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+        await close_host(host)

@@ -1,0 +1,255 @@
+"""The agent protocol end to end: core/client against a real host on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import pytest
+
+from core.client import ClientError, InboxClient
+from core.model import OfferKind
+from core.protocol import (
+    PROTOCOL_VERSION,
+    CloseRecord,
+    Error,
+    GetTranscript,
+    Hello,
+    InteractionEvent,
+    MessageEvent,
+    OfferClosed,
+    OfferEvent,
+    SendMessage,
+    Transcript,
+    TransferToAgent,
+    Welcome,
+    encoder,
+    server_decoder,
+)
+from tests.hosting import RunningHost, fast_config, running_host
+
+
+async def logged_in(h: RunningHost, agent: str, presence: str | None = "Available") -> InboxClient:
+    client = InboxClient(h.agent_url, backoff=(0.05, 0.2))
+    await client.connect()
+    await client.login(agent, "demo")
+    if presence:
+        await client.set_presence(presence)
+    return client
+
+
+async def customer_chat(h: RunningHost, name: str = "Ana") -> str:
+    record = await h.host.inbox.start_conversation(
+        channel="chat", customer=f"web-{name.lower()}", customer_name=name
+    )
+    return record.number
+
+
+async def test_login_errors_are_clear(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        client = InboxClient(h.agent_url)
+        await client.connect()
+        with pytest.raises(ClientError) as e:
+            await client.login("alice", "wrong")
+        assert e.value.code == "bad_credentials"
+        with pytest.raises(ClientError) as e2:
+            await client.login("nobody", "wrong")
+        assert e2.value.message == e.value.message  # does not reveal which was wrong
+        reply = await client.login("alice", "demo")
+        assert reply.snapshot.me.id == "alice" and reply.token.startswith("ses_")
+        assert {p.name for p in reply.snapshot.presences} >= {"Available", "Away", "Offline"}
+        await client.close()
+
+
+async def test_protocol_mismatch_is_refused_with_a_reason(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(h.agent_url)
+        await ws.send_bytes(encoder.encode(Hello(version=PROTOCOL_VERSION + 1)))
+        reply = server_decoder.decode((await ws.receive()).data)
+        assert isinstance(reply, Error) and reply.code == "protocol_mismatch"
+        assert "upgrade" in reply.message
+        await ws.close()
+
+
+async def test_chat_accept_exchange_transfer_end_and_close(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await logged_in(h, "alice")
+        number = await customer_chat(h)
+        offer = await alice.next_event(OfferEvent)
+        assert offer.view.interaction == number and offer.view.customer_name == "Ana"
+        assert offer.view.offer.reason.startswith("offered to alice")
+        await alice.accept(offer.view.offer.id)
+        opened = await alice.next_event(InteractionEvent)
+        assert opened.change == "opened" and opened.record.number == number
+        joined = await alice.next_event(MessageEvent)
+        assert joined.message.body == "Alice Martin joined"
+
+        ack = await alice.send_message(number, "Hello Ana", client_msg_id="m-1")
+        again = await alice.send_message(number, "Hello Ana", client_msg_id="m-1")
+        assert again.duplicate and again.message.seq == ack.message.seq
+        await h.host.inbox.customer_message(number, "web-ana", "My order is late", "c-1")
+        seen = [(await alice.next_event(MessageEvent)).message.body for _ in range(2)]
+        assert seen == ["Hello Ana", "My order is late"]
+
+        # Bob can take over only once he accepts the transfer.
+        bob = await logged_in(h, "bob")
+        await alice.request(TransferToAgent(interaction=number, agent="bob"))
+        transfer = await bob.next_event(OfferEvent)
+        assert transfer.view.offer.kind == OfferKind.TRANSFER
+        await bob.accept(transfer.view.offer.id)
+        left = await alice.next_event(InteractionEvent)
+        assert left.change == "left"
+        assert (await bob.next_event(InteractionEvent)).change == "opened"
+        with pytest.raises(ClientError) as e:
+            await alice.send_message(number, "still here?")
+        assert e.value.code == "not_found"
+
+        await bob.end_chat(number)
+        await bob.request(CloseRecord(interaction=number))
+        transcript = await bob.request(GetTranscript(interaction=number), Transcript)
+        bodies = [m.body for m in transcript.messages]
+        assert "Transferred from Alice Martin to Bob Okafor" in bodies
+        assert transcript.interaction.state == "closed_complete"
+        for c in (alice, bob):
+            await c.close()
+
+
+async def test_an_offer_left_alone_expires_and_reaches_a_second_agent(tmp_path: Path) -> None:
+    async with running_host(tmp_path, fast_config()) as h:
+        alice = await logged_in(h, "alice")
+        bob = await logged_in(h, "bob")
+        await customer_chat(h)
+        tasks = {asyncio.create_task(c.next_event(OfferEvent)): c for c in (alice, bob)}
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        first = next(iter(done))
+        holder, offer = tasks[first], first.result()
+        other = bob if holder is alice else alice
+        closed = await holder.next_event(OfferClosed, timeout=5.0)
+        assert closed.state == "expired"
+        second = await other.next_event(OfferEvent, timeout=5.0)
+        assert second.view.item.id == offer.view.item.id
+        for c in (alice, bob):
+            await c.close()
+
+
+async def test_reconnect_and_resume_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await logged_in(h, "alice")
+        number = await customer_chat(h)
+        offer = await alice.next_event(OfferEvent)
+        await alice.accept(offer.view.offer.id)
+        await alice.next_event(MessageEvent)  # "joined"
+        inbox = h.host.inbox
+        for i in range(5):
+            await inbox.customer_message(number, "web-ana", f"before {i}", f"b-{i}")
+        # Cut the socket under the client; the customer keeps writing meanwhile.
+        await alice._ws.close()  # type: ignore[union-attr]
+        for i in range(5):
+            await inbox.customer_message(number, "web-ana", f"during {i}", f"d-{i}")
+        # Typed while disconnected: sent after the reconnect, once.
+        ack = await alice.send_message(number, "sorry, I was cut off", client_msg_id="late-1")
+        for i in range(5):
+            await inbox.customer_message(number, "web-ana", f"after {i}", f"a-{i}")
+        bodies = []
+        while len(bodies) < 16:
+            bodies.append((await alice.next_event(MessageEvent)).message.body)
+        assert bodies == [
+            *(f"before {i}" for i in range(5)),
+            *(f"during {i}" for i in range(5)),
+            "sorry, I was cut off",
+            *(f"after {i}" for i in range(5)),
+        ]
+        stored = await h.host.store.list_messages(number)
+        assert [m.body for m in stored].count("sorry, I was cut off") == 1
+        assert ack.message.client_msg_id == "late-1"
+        await alice.close()
+
+
+async def test_agents_see_and_change_only_their_own(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await logged_in(h, "alice")
+        bob = await logged_in(h, "bob", presence="Away")
+        dan = await logged_in(h, "dan", presence="Away")
+        number = await customer_chat(h)
+        offer = await alice.next_event(OfferEvent)
+        with pytest.raises(ClientError) as e:
+            await bob.accept(offer.view.offer.id)
+        assert e.value.code == "offer_not_pending"
+        await alice.accept(offer.view.offer.id)
+        for frame in (
+            SendMessage(interaction=number, body="hi", client_msg_id="x"),
+            GetTranscript(interaction=number),
+        ):
+            with pytest.raises(ClientError) as e:
+                await bob.request(frame)
+            assert e.value.code == "not_found"
+        # A supervisor may read it.
+        transcript = await dan.request(GetTranscript(interaction=number), Transcript)
+        assert transcript.interaction.number == number
+        for c in (alice, bob, dan):
+            await c.close()
+
+
+async def test_unauthenticated_socket_can_do_nothing(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        client = InboxClient(h.agent_url)
+        await client.connect()
+        with pytest.raises(ClientError) as e:
+            await client.set_presence("Available")
+        assert e.value.code == "unauthenticated"
+        await client.close()
+
+
+async def test_malformed_unknown_and_oversized_frames_get_errors_and_the_host_serves_on(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(h.agent_url, max_msg_size=0)
+        await ws.send_bytes(encoder.encode(Hello(version=PROTOCOL_VERSION)))
+        assert isinstance(server_decoder.decode((await ws.receive()).data), Welcome)
+        for bad in (
+            b"\xc1\xff garbage",
+            encoder.encode({"t": "launch_missiles", "ref": 1}),
+            encoder.encode({"t": "send_message", "ref": 2, "interaction": 5}),
+            encoder.encode({"t": "login", "username": "a" * 500, "password": "x"}),
+        ):
+            await ws.send_bytes(bad)
+            reply = server_decoder.decode((await ws.receive()).data)
+            assert isinstance(reply, Error) and reply.code == "bad_frame", reply
+        await ws.send_str("text frame")
+        reply = server_decoder.decode((await ws.receive()).data)
+        assert isinstance(reply, Error) and "msgpack" in reply.message
+        # Too big for the host: the connection is closed, the host keeps serving others.
+        with contextlib.suppress(ConnectionError):
+            await ws.send_bytes(b"\x00" * (11 * 1024 * 1024))
+            closing = await ws.receive()
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        client = await logged_in(h, "alice")
+        assert client.status == "connected"
+        await client.close()
+
+
+def test_frames_round_trip_through_msgpack() -> None:
+    frame = SendMessage(ref=7, interaction="IMS0001001", body="é😀", client_msg_id="m")
+    from core.protocol import client_decoder
+
+    assert client_decoder.decode(encoder.encode(frame)) == frame
+    with pytest.raises(msgspec.ValidationError):
+        client_decoder.decode(encoder.encode({"t": "send_message", "ref": -1}))
+
+
+async def test_waiting_customer_is_offered_when_an_agent_comes_online(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        await customer_chat(h)
+        alice = await logged_in(h, "alice", presence=None)
+        await asyncio.sleep(0.05)
+        assert alice.events.empty()
+        await alice.set_presence("Available")
+        offer = await alice.next_event(OfferEvent)
+        assert offer.view.customer_name == "Ana"
+        await alice.close()
