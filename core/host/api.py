@@ -1,0 +1,464 @@
+"""The REST API under /api/v1: JSON in and out, for other systems and scripts.
+
+Who may do what (the OpenAPI descriptions say the same to clients):
+
+- Every call but GET /api/v1/openapi.json needs ``Authorization: Bearer <token>``: an API token
+  (``api_...``) or an agent's console session token (``ses_...``).
+- Creating work items and posting customer messages needs an *integration* token: an API token
+  not bound to an agent, of any role. It speaks for customers; an agent's own token must not be
+  able to put words in a customer's mouth.
+- Reading an interaction: supervisors and admins (any token kind) read every interaction; a
+  token bound to an agent with the agent role reads only interactions that agent takes or took
+  part in, and gets 404 for the others, exactly as for numbers that do not exist, so a number
+  never confirms that someone else's conversation exists. An integration token with the agent
+  role reads none (403): an integration needs role supervisor to read transcripts.
+- Work notes are internal: only staff (tokens bound to an agent: supervisors and participant
+  agents) see them. Integrations, whatever their role, see the customer-visible messages only.
+- Queue statistics: a token bound to an agent with the agent role sees that agent's queues;
+  supervisors, admins and integrations see every queue.
+
+Every error is ``{"error": {"code", "message", "field"?}}``, unknown routes and wrong methods
+under /api/v1 included. Bodies are capped at 64 KiB. Requests are rate limited per client
+address (before authentication, so guessing tokens is slow too) and per token.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, TypeVar
+
+import msgspec
+from aiohttp import hdrs, web
+from msgspec import Meta, Struct
+
+from core.auth import AuthError, Principal
+from core.host import openapi
+from core.host.ratelimit import TokenBuckets
+from core.host.state import HOST
+from core.model import (
+    Attachment,
+    Attributes,
+    ClientMsgId,
+    InteractionRecord,
+    ItemState,
+    Label,
+    Message,
+    Name,
+    Role,
+)
+from core.protocol import QueueStats
+from core.service.inbox import InboxError
+from store.base import StoreUnavailable
+
+log = logging.getLogger("inbox_tui.api")
+
+PREFIX = "/api/v1"
+
+# Settings, read when `setup` runs: change them before, or replace `app[LIMITS]`'s buckets.
+MAX_BODY_BYTES = 64 * 1024
+TOKEN_RATE = 20.0  # requests a second per token, sustained
+TOKEN_BURST = 40.0
+ADDRESS_RATE = 50.0  # requests a second per client address, sustained
+ADDRESS_BURST = 100.0
+MAX_LIMITER_KEYS = 10_000
+
+T = TypeVar("T")
+
+Priority = Annotated[int, Meta(ge=0, le=10, description="Larger is more urgent.")]
+NonEmptyBody = Annotated[str, Meta(min_length=1, max_length=16_000)]
+
+SHORT_DESCRIPTION = "short_description"
+
+
+# ---------------------------------------------------------------------------- bodies
+
+
+class Customer(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The customer the item is for, as the calling system knows them."""
+
+    id: Name
+    name: Label = ""
+    contact: Label = ""
+
+
+class CreateItem(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A new work item on a service channel (chat, messaging, case, incident, ...).
+
+    `short_description` is stored as the item attribute `short_description`, where the
+    offered agent sees it and routing conditions can test it; giving both is an error."""
+
+    channel: Name
+    customer: Customer
+    attributes: Attributes = {}
+    priority: Priority = 0
+    short_description: Label | None = None
+
+
+class ItemCreated(Struct, frozen=True, kw_only=True):
+    """The item was stored and routed; `state` is the work item's, e.g. queued or offered."""
+
+    interaction: str
+    item: str
+    state: ItemState
+    queue: str | None
+
+
+class PostMessage(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A customer's message. `client_msg_id` makes retries safe: the same id again stores
+    nothing and returns the message first stored under it."""
+
+    customer_id: Name
+    body: NonEmptyBody
+    client_msg_id: ClientMsgId
+
+
+class MessagePosted(Struct, frozen=True, kw_only=True):
+    message: Message
+    duplicate: bool
+
+
+class TranscriptQuery(Struct, frozen=True, kw_only=True):
+    after_seq: Annotated[int, Meta(ge=0)] = 0
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 500
+
+
+class InteractionView(Struct, frozen=True, kw_only=True):
+    """The interaction record, its transcript page and its attachments' metadata.
+
+    `next_after_seq` is the `after_seq` of the next page, or null on the last page."""
+
+    interaction: InteractionRecord
+    messages: list[Message]
+    attachments: list[Attachment]
+    next_after_seq: int | None
+
+
+class QueueList(Struct, frozen=True, kw_only=True):
+    queues: list[QueueStats]
+
+
+class ErrorDetail(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """`code` is stable, for programs; `message` is for people; `field` is the JSON path of
+    the offending field (e.g. `$.customer.id`) when a body or query failed validation."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(Struct, frozen=True, kw_only=True):
+    error: ErrorDetail
+
+
+MODELS = (
+    CreateItem,
+    ItemCreated,
+    PostMessage,
+    MessagePosted,
+    InteractionView,
+    QueueList,
+    ErrorBody,
+)
+
+
+# ---------------------------------------------------------------------------- plumbing
+
+
+@dataclass
+class RateLimits:
+    per_token: TokenBuckets = field(
+        default_factory=lambda: TokenBuckets(TOKEN_RATE, TOKEN_BURST, max_keys=MAX_LIMITER_KEYS)
+    )
+    per_address: TokenBuckets = field(
+        default_factory=lambda: TokenBuckets(ADDRESS_RATE, ADDRESS_BURST, max_keys=MAX_LIMITER_KEYS)
+    )
+    # Monotonic: a wall-clock step must not refill or drain every bucket at once.
+    clock: Callable[[], float] = time.monotonic
+
+
+LIMITS = web.AppKey("api_rate_limits", RateLimits)
+OPENAPI = web.AppKey("api_openapi_json", bytes)
+
+_encoder = msgspec.json.Encoder()
+_FIELD_PATH = re.compile(r" - at `(\$[^`]*)`$")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = ErrorDetail(code=code, message=message, field=field)
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        return _json(ErrorBody(error=self.detail), self.status, self.headers)
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=_encoder.encode(body),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _invalid(e: msgspec.ValidationError) -> ApiError:
+    message = str(e)
+    match = _FIELD_PATH.search(message)
+    return ApiError(400, "invalid_request", message, field=match.group(1) if match else None)
+
+
+def _rate_limited(wait: float, who: str) -> ApiError:
+    seconds = max(1, math.ceil(wait))
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many requests from {who}; retry in {seconds} s",
+        headers={hdrs.RETRY_AFTER: str(seconds)},
+    )
+
+
+_HTTP_CODES = {
+    404: ("not_found", "no such endpoint; see /api/v1/openapi.json"),
+    405: ("method_not_allowed", "method not allowed"),
+}
+
+
+def _from_http(e: web.HTTPException) -> web.Response:
+    code, message = _HTTP_CODES.get(e.status, ("http_error", e.reason))
+    headers = {}
+    if isinstance(e, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(e.allowed_methods))
+        headers[hdrs.ALLOW] = allowed
+        message = f"{e.method} is not allowed here; use {allowed}"
+    return ApiError(e.status, code, message, headers=headers).response()
+
+
+def _is_api(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+@web.middleware
+async def _middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if not _is_api(request.path):
+        return await handler(request)
+    try:
+        limits = request.app[LIMITS]
+        # Behind a reverse proxy this is the proxy's address: X-Forwarded-For is not trusted,
+        # since any client could set it to get a fresh bucket per request.
+        address = request.remote or "unknown"
+        wait = limits.per_address.take(address, limits.clock())
+        if wait:
+            raise _rate_limited(wait, f"address {address}")
+        return await handler(request)
+    except ApiError as e:
+        return e.response()
+    except web.HTTPException as e:
+        return _from_http(e)
+    except StoreUnavailable as e:
+        log.error("event=api_store_unavailable path=%s error=%s", request.path, e)
+        return ApiError(503, "unavailable", "storage is unavailable; retry later").response()
+    except Exception:
+        log.exception("event=api_error method=%s path=%s", request.method, request.path)
+        return ApiError(500, "internal", "internal error; the host log has details").response()
+
+
+async def _principal(request: web.Request) -> Principal:
+    scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    token = token.strip()
+    challenge = {hdrs.WWW_AUTHENTICATE: 'Bearer realm="inbox-tui"'}
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "send 'Authorization: Bearer <token>' with an api_ or ses_ token",
+            headers=challenge,
+        )
+    try:
+        principal = await request.app[HOST].auth.authenticate(token, request.remote)
+    except AuthError as e:
+        raise ApiError(401, "unauthenticated", e.message, headers=challenge) from e
+    limits = request.app[LIMITS]
+    wait = limits.per_token.take(principal.token_id, limits.clock())
+    if wait:
+        raise _rate_limited(wait, "this token")
+    return principal
+
+
+def _require_integration(principal: Principal) -> None:
+    if principal.kind != "api" or principal.agent is not None:
+        raise ApiError(
+            403,
+            "forbidden",
+            "this needs an integration token: an API token not bound to an agent",
+        )
+
+
+def _sees_everything(principal: Principal) -> bool:
+    return principal.role in (Role.SUPERVISOR, Role.ADMIN)
+
+
+async def _body(request: web.Request, model: type[T]) -> T:
+    if request.content_type != "application/json":
+        raise ApiError(
+            415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)"
+        )
+    too_large = ApiError(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise too_large
+    # Read in chunks rather than trust Content-Length: a chunked body has none.
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(16 * 1024):
+        data += chunk
+        if len(data) > MAX_BODY_BYTES:
+            raise too_large
+    try:
+        return msgspec.json.decode(data, type=model)
+    except msgspec.ValidationError as e:
+        raise _invalid(e) from e
+    except msgspec.DecodeError as e:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from e
+
+
+def _inbox_error(e: InboxError) -> ApiError:
+    status = {"not_found": 404, "unroutable": 422, "unknown_channel": 422}.get(e.code, 409)
+    return ApiError(status, e.code, e.message)
+
+
+# ---------------------------------------------------------------------------- endpoints
+
+
+async def create_item(request: web.Request) -> web.Response:
+    _require_integration(await _principal(request))
+    body = await _body(request, CreateItem)
+    attributes = dict(body.attributes)
+    if body.short_description is not None:
+        if SHORT_DESCRIPTION in attributes:
+            raise ApiError(
+                400,
+                "invalid_request",
+                "give short_description or attributes.short_description, not both",
+                field="$.short_description",
+            )
+        attributes[SHORT_DESCRIPTION] = body.short_description
+        # The stored item is checked against the same limit when it is loaded again.
+        try:
+            attributes = msgspec.convert(attributes, Attributes)
+        except msgspec.ValidationError as e:
+            raise ApiError(
+                400,
+                "invalid_request",
+                "too many attributes once short_description is added",
+                field="$.attributes",
+            ) from e
+    inbox = request.app[HOST].inbox
+    try:
+        record = await inbox.start_conversation(
+            channel=body.channel,
+            customer=body.customer.id,
+            customer_name=body.customer.name,
+            customer_contact=body.customer.contact,
+            attributes=attributes,
+            priority=body.priority,
+        )
+    except InboxError as e:
+        raise _inbox_error(e) from e
+    item = inbox.routing.router.items.get(record.item)
+    if item is None:  # already closed or cancelled by another request
+        item = await request.app[HOST].store.get_item(record.item)
+    if item is None:
+        raise RuntimeError(f"work item {record.item} of {record.number} vanished")
+    created = ItemCreated(
+        interaction=record.number, item=item.id, state=item.state, queue=item.queue
+    )
+    return _json(created, 201, {hdrs.LOCATION: f"{PREFIX}/interactions/{record.number}"})
+
+
+async def post_message(request: web.Request) -> web.Response:
+    _require_integration(await _principal(request))
+    number = request.match_info["number"]
+    body = await _body(request, PostMessage)
+    try:
+        message, duplicate = await request.app[HOST].inbox.customer_message(
+            number, body.customer_id, body.body, body.client_msg_id
+        )
+    except InboxError as e:
+        raise _inbox_error(e) from e
+    return _json(MessagePosted(message=message, duplicate=duplicate), 200 if duplicate else 201)
+
+
+async def get_interaction(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    if principal.agent is None and not _sees_everything(principal):
+        raise ApiError(403, "forbidden", "integrations need role supervisor to read interactions")
+    try:
+        query = msgspec.convert(dict(request.query), TranscriptQuery, strict=False)
+    except msgspec.ValidationError as e:
+        raise _invalid(e) from e
+    number = request.match_info["number"]
+    host = request.app[HOST]
+    record = await host.inbox.visible_record(principal.agent, _sees_everything(principal), number)
+    if record is None:
+        raise ApiError(404, "not_found", f"no interaction {number} visible to you")
+    page = await host.store.list_messages(record.number, query.after_seq, query.limit)
+    # Work notes are for people at the desk, never for systems fed from this API.
+    notes = principal.agent is not None
+    view = InteractionView(
+        interaction=record,
+        messages=[m for m in page if notes or m.kind == "message"],
+        attachments=await host.store.list_attachments(record.number),
+        next_after_seq=page[-1].seq if len(page) == query.limit else None,
+    )
+    return _json(view)
+
+
+async def list_queues(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    inbox = request.app[HOST].inbox
+    stats = inbox.queue_stats()
+    if principal.agent is not None and not _sees_everything(principal):
+        mine = inbox.routing.router.queues_of(principal.agent)
+        stats = {q: s for q, s in stats.items() if q in mine}
+    return _json(QueueList(queues=list(stats.values())))
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+def setup(app: web.Application) -> None:
+    """Add the API's routes and middleware; calling it again on the same app does nothing."""
+    if LIMITS in app:
+        return
+    app[LIMITS] = RateLimits()
+    app[OPENAPI] = _encoder.encode(
+        openapi.document(
+            MODELS,
+            prefix=PREFIX,
+            max_body_bytes=MAX_BODY_BYTES,
+            token_rate=(TOKEN_RATE, TOKEN_BURST),
+            address_rate=(ADDRESS_RATE, ADDRESS_BURST),
+        )
+    )
+    app.middlewares.append(_middleware)
+    app.router.add_post(PREFIX + "/items", create_item)
+    app.router.add_post(PREFIX + "/interactions/{number}/messages", post_message)
+    app.router.add_get(PREFIX + "/interactions/{number}", get_interaction)
+    app.router.add_get(PREFIX + "/queues", list_queues)
+    app.router.add_get(PREFIX + "/openapi.json", openapi_json)

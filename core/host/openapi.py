@@ -1,0 +1,266 @@
+"""The OpenAPI 3.1 description of the REST API, built in code from the API's own Structs.
+
+Component schemas come from `msgspec.json.schema_components`, so the document cannot drift
+from what the endpoints actually decode and encode; the paths below refer to them by name.
+OpenAPI 3.1 takes JSON Schema 2020-12 as is, which is what msgspec produces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+REF = "#/components/schemas/{name}"
+
+AUTH_RULES = """\
+Send `Authorization: Bearer <token>`: an API token (`api_...`, made with `inbox-tui admin`) or an
+agent's console session token (`ses_...`).
+
+- Creating work items and posting customer messages needs an **integration** token: an API token
+  not bound to an agent, of any role.
+- Reading an interaction: supervisors and admins read every interaction. A token bound to an
+  agent with role `agent` reads only interactions that agent takes or took part in; any other
+  number is 404, as if it did not exist. An integration token with role `agent` reads none
+  (403): integrations need role `supervisor` to read transcripts.
+- Work notes are internal: only tokens bound to an agent (supervisors, participant agents)
+  see them; integrations see customer-visible messages only.
+- Queue statistics: a token bound to an agent with role `agent` sees that agent's queues;
+  supervisors, admins and integrations see every queue.
+"""
+
+ERROR_CODES = """\
+Every error has the body `{"error": {"code", "message", "field"?}}`. Codes: `unauthenticated`
+(401), `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `too_large` (413),
+`unsupported_media_type` (415), `invalid_json` and `invalid_request` (400, with `field`, the
+JSON path of the offending field, e.g. `$.customer.id`), `unroutable` and `unknown_channel`
+(422), `rate_limited` (429, with `Retry-After`), other conflicts with the item's state (409),
+`unavailable` (503) and `internal` (500).
+"""
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(name=name)}
+
+
+def _json_content(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(schema)}}
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": _json_content("ErrorBody"), **extra}
+
+
+def _responses(ok: dict[str, dict[str, Any]], *errors: str) -> dict[str, Any]:
+    shared = {code: {"$ref": f"#/components/responses/{code}"} for code in ("401", "429", "500")}
+    return {**ok, **{code: {"$ref": f"#/components/responses/{code}"} for code in errors}, **shared}
+
+
+def document(
+    models: Iterable[type],
+    *,
+    prefix: str,
+    max_body_bytes: int,
+    token_rate: tuple[float, float],
+    address_rate: tuple[float, float],
+) -> dict[str, Any]:
+    """The whole document; `models` are the request and response Structs named in paths."""
+    _, schemas = msgspec.json.schema_components(list(models), ref_template=REF)
+    number = {
+        "name": "number",
+        "in": "path",
+        "required": True,
+        "description": "The interaction number, e.g. IMS0001001.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 32},
+    }
+    limits = (
+        f"Bodies are at most {max_body_bytes} bytes. Rate limits: {token_rate[0]:g} requests/s "
+        f"per token (bursts of {token_rate[1]:g}) and {address_rate[0]:g} requests/s per "
+        f"client address (bursts of {address_rate[1]:g})."
+    )
+    paths: dict[str, Any] = {
+        f"{prefix}/items": {
+            "post": {
+                "operationId": "createItem",
+                "summary": "Create a work item",
+                "description": (
+                    "A work item on a service channel, routed at once: a case or incident from "
+                    "another system, or a messaging conversation from a webhook. Integration "
+                    "token required."
+                ),
+                "requestBody": {"required": True, "content": _json_content("CreateItem")},
+                "responses": _responses(
+                    {
+                        "201": {
+                            "description": "Stored and routed.",
+                            "headers": {
+                                "Location": {
+                                    "description": "The interaction's URL.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                            "content": _json_content("ItemCreated"),
+                        }
+                    },
+                    "400",
+                    "403",
+                    "409",
+                    "413",
+                    "415",
+                    "422",
+                    "503",
+                ),
+            }
+        },
+        f"{prefix}/interactions/{{number}}/messages": {
+            "post": {
+                "operationId": "postCustomerMessage",
+                "summary": "Post a customer's message",
+                "description": (
+                    "Appends a customer message to an open conversation. Idempotent by "
+                    "`client_msg_id`: a retry returns 200 with `duplicate: true` and the "
+                    "message first stored. 404 when the conversation is closed, unknown or "
+                    "not this customer's. Integration token required."
+                ),
+                "parameters": [number],
+                "requestBody": {"required": True, "content": _json_content("PostMessage")},
+                "responses": _responses(
+                    {
+                        "201": {
+                            "description": "Stored.",
+                            "content": _json_content("MessagePosted"),
+                        },
+                        "200": {
+                            "description": "A retry: the message first stored under this id.",
+                            "content": _json_content("MessagePosted"),
+                        },
+                    },
+                    "400",
+                    "403",
+                    "404",
+                    "413",
+                    "415",
+                    "503",
+                ),
+            }
+        },
+        f"{prefix}/interactions/{{number}}": {
+            "get": {
+                "operationId": "getInteraction",
+                "summary": "Read an interaction and its transcript",
+                "description": (
+                    "The record, one page of its messages (oldest first) and its attachments' "
+                    "metadata. Supervisors and admins read all; an agent's token reads the "
+                    "interactions the agent took part in (404 for others); integrations need "
+                    "role supervisor (403). Work notes are shown to agents' tokens only."
+                ),
+                "parameters": [
+                    number,
+                    {
+                        "name": "after_seq",
+                        "in": "query",
+                        "description": "Only messages after this sequence number.",
+                        "schema": {"type": "integer", "minimum": 0, "default": 0},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "At most this many messages (before work notes are "
+                        "left out).",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 1000,
+                            "default": 500,
+                        },
+                    },
+                ],
+                "responses": _responses(
+                    {"200": {"description": "Found.", "content": _json_content("InteractionView")}},
+                    "400",
+                    "403",
+                    "404",
+                    "503",
+                ),
+            }
+        },
+        f"{prefix}/queues": {
+            "get": {
+                "operationId": "listQueues",
+                "summary": "Queue statistics",
+                "description": (
+                    "Waiting and active items, waits and available agents per queue: an "
+                    "agent's token sees the agent's queues, others see every queue."
+                ),
+                "responses": _responses(
+                    {
+                        "200": {
+                            "description": "The statistics.",
+                            "content": _json_content("QueueList"),
+                        }
+                    }
+                ),
+            }
+        },
+        f"{prefix}/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The OpenAPI document.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "429": {"$ref": "#/components/responses/429"},
+                },
+            }
+        },
+    }
+    responses = {
+        "400": _error("The body or query is not valid JSON or breaks the schema."),
+        "401": _error(
+            "No token, or an unknown, revoked or expired one.",
+            headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+        ),
+        "403": _error("The token may not do this (see the authorization rules)."),
+        "404": _error("No such interaction visible to this token."),
+        "409": _error("The request conflicts with the item's current state."),
+        "413": _error(f"The body is larger than {max_body_bytes} bytes."),
+        "415": _error("The body is not sent as application/json."),
+        "422": _error("Well-formed but not possible: an unknown channel, or no queue matches."),
+        "429": _error(
+            "Rate limited; retry after the given number of seconds.",
+            headers={
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            },
+        ),
+        "500": _error("A bug; the host log has details."),
+        "503": _error("Storage is unavailable; retry later."),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "inbox-tui routing host API",
+            "version": "1.0.0",
+            "description": "\n".join((AUTH_RULES, ERROR_CODES, limits)),
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": responses,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An api_ or ses_ token.",
+                }
+            },
+        },
+    }
