@@ -191,9 +191,13 @@ class InboxClient:
         if self.on_event is None:
             self.events.put_nowait(event)
             return
-        result = self.on_event(event)
-        if result is not None:
-            await result
+        try:
+            result = self.on_event(event)
+            if result is not None:
+                await result
+        except Exception:
+            # A bug in the handler must not cost the connection (and every later event).
+            log.exception("event handler failed on %s", type(event).__name__)
 
     async def _reconnect(self) -> None:
         delay = self.backoff[0]

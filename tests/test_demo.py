@@ -1,4 +1,5 @@
-"""The README's first command: the installed `inbox-tui --demo` routes simulated customers."""
+"""The README's first command: the installed `inbox-tui --demo` runs the real host in-process,
+simulated agents log in over the agent protocol and work the customers' chats."""
 
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ def test_demo_routes_customers_and_stops_cleanly(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    assert re.search(r"W\d{5}\s+offered\s+\w+\s+offered to \w+: ", out)
-    assert re.search(r"W\d{5}\s+assigned\s+\w+\s+accepted by \w+", out)
-    summary = re.search(r"stopped: (\d+) customers, (\d+) messages stored, (\d+) commits", out)
+    assert re.search(r"IMS\d{7}\s+offered\s+\w+\s+offered to \w+: ", out)
+    assert re.search(r"IMS\d{7}\s+assigned\s+\w+\s+accepted by \w+", out)
+    assert re.search(r"IMS\d{7}\s+wrap_up\s+\w+\s+ended by agent", out)
+    summary = re.search(r"stopped: (\d+) customers, (\d+) messages, (\d+) commits", out)
     assert summary and int(summary.group(1)) > 5 and int(summary.group(3)) > 5
     # The temporary data directory is removed at exit.
     assert list(tmp_path.iterdir()) == []

@@ -1,13 +1,15 @@
-"""The embedded demo: the routing service and a real SQLite store in-process, with simulated
-agents and customers, printing every routing decision and its reason.
+"""The embedded demo: the real routing host in-process on a loopback port and a temporary SQLite
+store, simulated agents connected through the agent protocol (core/client) and simulated
+customers arriving at a steady pace, printing every routing decision and its reason.
 
-Simulated people act only through the same events a real console or widget would send; when
-their move no longer applies (the offer expired meanwhile) the refusal is simply part of the show.
+Simulated people act only through what real ones use: agents through the WebSocket client,
+customers through the inbox's customer API (the one behind the widget and the REST API).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sys
 import tempfile
@@ -15,177 +17,176 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from aiohttp import web
+
+from core.client import ClientError, InboxClient
 from core.config import HostConfig, load_config
-from core.model import ItemState, OfferKind, Role, SenderKind, WorkItem
+from core.host.app import close_host, create_app, open_host
+from core.host.state import Host
+from core.model import OfferKind, Role
+from core.protocol import (
+    CloseRecord,
+    Event,
+    InteractionEvent,
+    OfferEvent,
+    PresenceEvent,
+)
 from core.routing.decisions import (
     AnyDecision,
     ItemChanged,
     ItemUnroutable,
     OfferEnded,
     OfferMade,
-    PresenceSet,
     audit_entry,
 )
-from core.routing.engine import RoutingError
-from core.routing.events import (
-    AgentReplied,
-    AnyEvent,
-    ChatEnded,
-    CustomerReplied,
-    ItemArrived,
-    ItemClosed,
-    OfferAccepted,
-    OfferRejected,
-    PresenceChanged,
-)
-from core.service import RoutingService
-from store import Store, open_store
+from core.service.inbox import InboxError
 
 CUSTOMERS = ["Ana", "Bruno", "Chen", "Dara", "Elif", "Femi", "Gus", "Hana", "Ivo", "June"]
+QUESTIONS = [
+    "My order has not arrived.",
+    "How do I change my delivery address?",
+    "I was charged twice.",
+    "Can I get a refund?",
+]
+
+
+class SimulatedAgent:
+    """One agent's console, played by a script: accept most offers, answer, end, close."""
+
+    def __init__(self, demo: Demo, agent: str) -> None:
+        self.demo = demo
+        self.agent = agent
+        self.rng = random.Random(f"{demo.seed}-{agent}")
+        self.client = InboxClient(demo.url, on_event=self.on_event)
+
+    async def start(self) -> None:
+        await self.client.connect()
+        await self.client.login(self.agent, "demo")
+        await self.client.set_presence("Available")
+
+    def pause(self, low: float, high: float) -> float:
+        return self.rng.uniform(low, high) * self.demo.interval / 2
+
+    async def on_event(self, event: Event) -> None:
+        if isinstance(event, OfferEvent):
+            self.demo.spawn(self.answer(event))
+        elif isinstance(event, InteractionEvent) and event.change == "opened":
+            self.demo.spawn(self.work(event.record.number))
+        elif (
+            isinstance(event, PresenceEvent)
+            and event.agent.id == self.agent
+            and event.agent.presence == "Away"  # the queue's timeout presence: come back later
+        ):
+            self.demo.spawn(self.come_back())
+
+    async def answer(self, event: OfferEvent) -> None:
+        await asyncio.sleep(self.pause(1, 5))
+        roll = self.rng.random()
+        with contextlib.suppress(ClientError):
+            if roll < 0.8 or event.view.offer.kind == OfferKind.TRANSFER:
+                await self.client.accept(event.view.offer.id)
+            elif roll < 0.9:
+                await self.client.reject(event.view.offer.id, "busy")
+            # else: not looking; the offer expires and goes to someone else
+
+    async def work(self, number: str) -> None:
+        with contextlib.suppress(ClientError):
+            await asyncio.sleep(self.pause(1, 4))
+            await self.client.send_message(number, "Thanks for waiting, let me check that.")
+            self.demo.messages += 1
+            await asyncio.sleep(self.pause(5, 14))
+            await self.client.send_message(number, "Done: anything else I can help with?")
+            self.demo.messages += 1
+            await asyncio.sleep(self.pause(2, 6))
+            await self.client.end_chat(number)
+            await asyncio.sleep(self.pause(1, 3))
+            await self.client.request(CloseRecord(interaction=number))
+
+    async def come_back(self) -> None:
+        await asyncio.sleep(self.pause(15, 30))
+        with contextlib.suppress(ClientError):
+            await self.client.set_presence("Available")
 
 
 class Demo:
-    def __init__(
-        self,
-        config: HostConfig,
-        store: Store,
-        out: TextIO,
-        *,
-        interval: float,
-        seed: int,
-    ) -> None:
-        self.config = config
-        self.store = store
+    def __init__(self, host: Host, url: str, out: TextIO, *, interval: float, seed: int) -> None:
+        self.host = host
+        self.url = url
         self.out = out
         self.interval = interval
+        self.seed = seed
         self.rng = random.Random(seed)
-        self.service = RoutingService(config.routing_config(), store)
-        self.service.listeners.append(self.on_decisions)
-        self.interactions: dict[str, str] = {}
-        self.counter = 0
+        self.customers = 0
         self.messages = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        self.agents = [a.id for a in config.agents if a.role != Role.ADMIN]
+        host.inbox.routing.listeners.append(self.print_decisions)
+        staff = [a for a in host.config.agents if a.role != Role.ADMIN]
+        self.agents = [SimulatedAgent(self, a.id) for a in staff]
 
-    # -- driving ----------------------------------------------------------------------------
+    def spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def run(self, seconds: float | None) -> None:
-        await self.service.start()
-        timers = asyncio.create_task(self.service.run_timers())
         for agent in self.agents:
-            await self.submit(PresenceChanged(agent=agent, presence="Available"))
+            await agent.start()
         deadline = None if seconds is None else time.monotonic() + seconds
         try:
             while deadline is None or time.monotonic() < deadline:
-                await self.arrive()
+                self.spawn(self.customer())
                 await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.interval)
         except asyncio.CancelledError:
             pass  # Ctrl-C: stop arriving, then shut down as after a bounded run
         finally:
-            timers.cancel()
             for task in list(self.tasks):
                 task.cancel()
-            await asyncio.gather(timers, *self.tasks, return_exceptions=True)
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            for agent in self.agents:
+                await agent.client.close()
 
-    def later(self, delay: float, event: AnyEvent) -> None:
-        async def act() -> None:
-            await asyncio.sleep(delay * self.interval / 2)
-            await self.submit(event)
-
-        task = asyncio.create_task(act())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def submit(self, event: AnyEvent) -> None:
-        try:
-            await self.service.submit(event)
-        except RoutingError as e:
-            self.say(f"{'':8} refused      {e.code}: {e.message}")
-
-    async def arrive(self) -> None:
-        self.counter += 1
-        messaging = self.rng.random() < 0.25
+    async def customer(self) -> None:
+        """A customer opens a chat (or a messaging conversation) and asks a question."""
+        self.customers += 1
+        name = self.rng.choice(CUSTOMERS)
         attributes: dict[str, str | int | float | bool] = {}
         if self.rng.random() < 0.25:
             attributes["language"] = "fr"
         if self.rng.random() < 0.2:
             attributes["tier"] = self.rng.choice(["gold", "platinum"])
-        item = WorkItem(
-            id=f"W{self.counter:05d}",
-            channel="messaging" if messaging else "chat",
-            customer=f"cust-{self.rng.randrange(1, 40):03d}",
-            created_at=time.time(),
-            attributes=attributes,
-            priority=1 if attributes.get("tier") else 0,
-        )
-        await self.submit(ItemArrived(item=item))
-
-    # -- the simulated people react to what the router decided ------------------------------
-
-    async def on_decisions(self, decisions: list[AnyDecision]) -> None:
-        for d in decisions:
-            self.print_decision(d)
-            if isinstance(d, OfferMade):
-                roll = self.rng.random()
-                if roll < 0.8:
-                    self.later(self.rng.uniform(1, 5), OfferAccepted(offer=d.offer.id))
-                elif roll < 0.9:
-                    self.later(
-                        self.rng.uniform(1, 5), OfferRejected(offer=d.offer.id, reason="busy")
-                    )
-                # else: the agent is not looking, and the offer will expire
-            elif isinstance(d, ItemChanged):
-                await self.on_item(d)
-            elif isinstance(d, PresenceSet) and d.presence == "Away":
-                self.later(
-                    self.rng.uniform(15, 30), PresenceChanged(agent=d.agent, presence="Available")
-                )
-
-    async def on_item(self, d: ItemChanged) -> None:
-        item = d.item
-        if d.change == "assigned":
-            record = await self.store.create_interaction(
-                item=item.id,
-                channel=item.channel,
-                customer=item.customer,
-                opened_at=time.time(),
-                queue=item.queue,
-                customer_name=self.rng.choice(CUSTOMERS),
+        customer = f"web-{self.rng.randrange(1, 10**6):06d}"
+        inbox = self.host.inbox
+        try:
+            record = await inbox.start_conversation(
+                channel="messaging" if self.rng.random() < 0.25 else "chat",
+                customer=customer,
+                customer_name=name,
+                attributes=attributes,
+                priority=1 if attributes.get("tier") else 0,
             )
-            self.interactions[item.id] = record.number
-            await self.message(item, SenderKind.CUSTOMER, item.customer, "Hello, I need help.")
-            self.later(self.rng.uniform(1, 4), AgentReplied(item=item.id))
-        elif d.change in ("replied", "on_hold", "resumed") and item.agent:
-            await self.message(item, SenderKind.AGENT, item.agent, "Happy to help, one moment.")
-            if item.on_hold and self.rng.random() < 0.5:
-                self.later(self.rng.uniform(4, 10), CustomerReplied(item=item.id))
-            else:
-                self.later(self.rng.uniform(6, 16), ChatEnded(item=item.id))
-        elif d.change == "wrap_up":
-            self.later(self.rng.uniform(1, 4), ItemClosed(item=item.id))
-
-    async def message(self, item: WorkItem, kind: SenderKind, sender: str, body: str) -> None:
-        number = self.interactions.get(item.id)
-        if number is not None:
+            await inbox.customer_message(
+                record.number, customer, self.rng.choice(QUESTIONS), f"{customer}-1"
+            )
             self.messages += 1
-            await self.store.append_message(
-                number, kind, sender, body, f"demo-{self.messages}", time.time()
-            )
+        except InboxError as e:
+            self.say(f"{'':12} refused      {e.code}: {e.message}")
 
-    def print_decision(self, d: AnyDecision) -> None:
-        e = audit_entry(d)
-        if isinstance(d, OfferEnded) and d.offer.state == "accepted":
-            return  # the "assigned" line that follows says the same
-        if isinstance(d, ItemChanged) and d.item.state == ItemState.QUEUED and d.change == "queued":
-            kind = "queued"
-        elif isinstance(d, OfferMade):
-            kind = "transfer" if d.offer.kind == OfferKind.TRANSFER else "offered"
-        elif isinstance(d, ItemUnroutable):
-            kind = "unroutable"
-        else:
-            kind = e.kind.removeprefix("item_").removeprefix("offer_")
-        who = e.agent or ""
-        self.say(f"{e.item or '':8} {kind:12} {who:8} {e.reason}")
+    def print_decisions(self, decisions: list[AnyDecision]) -> None:
+        for d in decisions:
+            if isinstance(d, OfferEnded) and d.offer.state == "accepted":
+                continue  # the "assigned" line that follows says the same
+            e = audit_entry(d)
+            if isinstance(d, OfferMade):
+                kind = "transfer" if d.offer.kind == OfferKind.TRANSFER else "offered"
+                label = d.item.interaction or d.item.id
+            elif isinstance(d, ItemUnroutable):
+                kind, label = "unroutable", d.item.interaction or d.item.id
+            elif isinstance(d, ItemChanged | OfferEnded):
+                kind = e.kind.removeprefix("item_").removeprefix("offer_")
+                label = d.item.interaction or d.item.id
+            else:
+                kind, label = "presence", ""
+            self.say(f"{label:12} {kind:12} {e.agent or '':8} {e.reason}")
 
     def say(self, line: str) -> None:
         self.out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
@@ -199,30 +200,32 @@ async def run_demo(
     interval: float = 2.0,
     seed: int = 7,
     out: TextIO = sys.stdout,
-) -> Path:
-    """Run the demo in a temporary data directory; returns that directory's path (removed)."""
-    config = load_config(config_path)
+) -> None:
+    """Run the demo in a temporary data directory, removed at the end."""
+    config: HostConfig = load_config(config_path)
     with tempfile.TemporaryDirectory(prefix="inbox-tui-demo-") as tmp:
-        data = Path(tmp)
-        store = await open_store(data)
+        host = await open_host(config, Path(tmp))
+        runner = web.AppRunner(create_app(host), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}"
+        out.write(
+            f"inbox-tui demo: routing host at {url} (widget: {url}/widget), data in {tmp} "
+            f"(removed at exit)\nagents: {', '.join(a.id for a in host.config.agents)} "
+            f"(password: demo); a customer about every {interval:g}s. Ctrl-C stops.\n"
+        )
+        demo = Demo(
+            host, url.replace("http://", "ws://") + "/agent", out, interval=interval, seed=seed
+        )
         try:
-            await store.upsert_channels(config.channels)
-            await store.upsert_presence_states(config.presences)
-            await store.upsert_queues(config.queues)
-            await store.upsert_agents(config.agents)
-            await store.upsert_templates(config.templates)
-            out.write(
-                f"inbox-tui demo: routing host in-process, data in {data} (removed at exit)\n"
-                f"agents: {', '.join(a.id for a in config.agents)}; "
-                f"a customer arrives about every {interval:g}s. Ctrl-C stops.\n"
-            )
-            demo = Demo(config, store, out, interval=interval, seed=seed)
             await demo.run(seconds)
-            stats = store.stats
+        finally:
+            stats = host.store.stats
             out.write(
-                f"stopped: {demo.counter} customers, {demo.messages} messages stored, "
+                f"stopped: {demo.customers} customers, {demo.messages} messages, "
                 f"{stats.commits} commits, largest batch {stats.max_batch}\n"
             )
-        finally:
-            await store.close()
-    return data
+            await runner.cleanup()
+            await close_host(host)
