@@ -208,6 +208,8 @@ class RoutingMachine(RuleBasedStateMachine):
 
     def observe(self, decisions: list) -> None:
         STEP_COUNTER["steps"] += 1
+        if STEP_COUNTER["steps"] % 50_000 == 0:
+            _write_report()  # long runs leave a trail even if they are stopped
         for d in decisions:
             if isinstance(d, PresenceSet):
                 self.presence[d.agent] = d.presence
@@ -565,7 +567,8 @@ class RoutingMachine(RuleBasedStateMachine):
         for item in r.items.values():
             if item.awaiting_capacity:
                 assert item.agent is not None
-                assert self.available_for(item.agent, item.channel)
+                assert self.presence[item.agent] != "Offline"
+                assert not self.agents[item.agent].disabled
                 assert self.spare(load, item.agent, item.channel) < item.weight
             # Invariant 8: item deadlines armed as recorded.
             for kind, at in (

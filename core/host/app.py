@@ -20,7 +20,7 @@ from msgspec.structs import replace
 
 from core.auth import Authenticator
 from core.config import HostConfig
-from core.host import agent_socket, api, metrics
+from core.host import agent_socket, api, metrics, widget
 from core.host.state import HOST, Host
 from core.protocol import MAX_FRAME_BYTES
 from core.service.inbox import Inbox
@@ -96,6 +96,7 @@ def create_app(host: Host) -> web.Application:
     agent_socket.setup(app)
     api.setup(app)
     metrics.setup(app)
+    widget.setup(app)
     return app
 
 

@@ -569,9 +569,9 @@ class Router:
     def _reactivate(self, agent: str, now: float) -> None:
         for item_id in sorted(self.awaiting_of_agent.get(agent, ())):
             item = self.items[item_id]
-            if not self._presence_has(agent, item.channel):
+            if self._gone(agent):
                 self._release_to_queue(
-                    replace(item, preferred_agent=None), "requeued", f"{agent} unavailable", now
+                    replace(item, preferred_agent=None), "requeued", f"{agent} is offline", now
                 )
             elif self._spare(agent, item.channel) >= item.weight:
                 self._emit_item(
@@ -580,6 +580,9 @@ class Router:
                     f"{agent} has room again",
                     now,
                 )
+
+    def _gone(self, agent: str) -> bool:
+        return self.status[agent].presence == OFFLINE or self.agents[agent].disabled
 
     def _set_presence(self, agent: str, presence: str, reason: str, now: float) -> None:
         self.status[agent] = replace(self.status[agent], presence=presence, presence_since=now)
@@ -904,8 +907,9 @@ class Router:
             return
         agent = item.agent
         back = replace(item, on_hold=False, abandon_at=None)
-        if not self._presence_has(agent, item.channel):
-            # Their former agent is away: a waiting customer goes to someone who is here.
+        if self._gone(agent):
+            # Their agent has left for the day: the customer goes to someone who is here. An
+            # agent who is merely Away keeps the conversation and finds it unread on return.
             self._release_to_queue(
                 replace(back, enqueued_at=now, rejected_by=()),
                 "requeued",

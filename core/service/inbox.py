@@ -261,7 +261,11 @@ class Inbox:
         self.watchers.setdefault(number, set()).add(watcher)
 
         def unwatch() -> None:
-            self.watchers.get(number, set()).discard(watcher)
+            watchers = self.watchers.get(number)
+            if watchers is not None:
+                watchers.discard(watcher)
+                if not watchers:
+                    del self.watchers[number]
 
         return unwatch
 
@@ -788,6 +792,11 @@ class Inbox:
                 await self.routing.submit(ev.CustomerReplied(item=conv.item))
         return message, duplicate
 
+    def customer_typing(self, number: str, customer: str) -> None:
+        conv = self.customer_conversation(number, customer)
+        event = TypingEvent(interaction=number, who=conv.record.customer_name or "Customer")
+        self._push_participants(conv.record, event)
+
     async def customer_left(self, number: str, customer: str) -> None:
         conv = self.customer_conversation(number, customer)
         await self._system(conv, "The customer left the chat")
@@ -865,6 +874,7 @@ class Inbox:
             for p in record.participants:
                 if p.left_at is None:
                     self._push(p.agent, InteractionEvent(change="left", record=updated))
+            self._push_customer(record.number, InteractionEvent(change="updated", record=updated))
             await self._system(
                 conv, f"{self._name(owner)} left; finding another agent ({d.reason})"
             )

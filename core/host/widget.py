@@ -1,0 +1,628 @@
+"""The customer chat widget: a page at GET /widget and its JSON socket at GET /widget/ws.
+
+Routes
+    GET /widget                    the page (settings from [widget] inlined as JSON)
+    GET /widget/static/widget.js   its script; no build step, no external assets
+    GET /widget/ws                 the customer socket below
+
+Protocol: JSON text frames, one object each, its type in "t". Browsers cannot set headers on
+a WebSocket handshake, so the customer authenticates with the first frame, which must be
+`start` or `resume` within 10 s (else `error` code start_timeout, and the host closes).
+
+client → host
+    {"t":"start","name","email","attributes":{...}}   name 1-80 characters, e-mail required;
+        attributes optional: at most 10, keys [A-Za-z][A-Za-z0-9_]{0,31}, string values
+        → {"t":"started","conversation":"IMS0001001","ticket":"web-<16 hex>.<hmac>"},
+          then the current `state` and any `message`s already in the conversation
+    {"t":"resume","conversation","ticket"}
+        → {"t":"resumed","conversation","state","agent","messages":[message frames...]}
+    {"t":"message","body","client_msg_id"}             body 1..max_message_length characters
+        → {"t":"ack","client_msg_id","seq"}, sent only once the message is committed; sending
+          the same client_msg_id again stores nothing and acks the stored message
+    {"t":"typing"}                                      shown to the agents as "… is typing"
+    {"t":"leave"}                                       ends the chat; the host then closes
+
+host → client
+    {"t":"message","seq","from":"customer|agent|system","name","body","at"}
+        name: the agent's display name, the customer's name, or null for system lines;
+        at: seconds since the epoch; the customer's own messages also carry client_msg_id
+    {"t":"state","state":"new|work_in_progress|wrap_up|closed_complete|closed_abandoned",
+     "agent": display name or null}
+    {"t":"typing","name"}
+    {"t":"error","code","message"} (plus "client_msg_id" when about one message)
+        bad_json, too_large, bad_field, unknown_type, not_started, already_started,
+        bad_ticket, unknown_conversation, unroutable, unavailable, conversation_closed,
+        duplicate_id, rate_limited: the socket keeps serving;
+        start_timeout: the host closes.
+
+Frames over 32 KiB get `too_large`; over 128 KiB the transport closes the socket (1009).
+Each connection may send 10 frames a second (bursts of 20); the excess gets `rate_limited`
+and is not acted on. Closing the socket without `leave` does not end the chat: the customer
+may be reloading the page, and resumes with the ticket kept in localStorage.
+
+The ticket is `<customer>.<hex HMAC-SHA256("<conversation>|<customer>")>` under a key kept in
+`<data_dir>/widget.key`, so resuming needs no server-side session and survives a restart.
+Customers never see work notes nor agents' ids, only their display names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
+from msgspec import Meta
+
+from core.config import WidgetSettings
+from core.host.state import HOST, Host
+from core.model import InteractionRecord, InteractionState, Message, SenderKind
+from core.protocol import Event, InteractionEvent, MessageEvent, TypingEvent
+from core.service.inbox import InboxError
+
+log = logging.getLogger("inbox_tui.host")
+
+STATIC = Path(__file__).parent / "static"
+KEY_FILE = "widget.key"
+KEY_BYTES = 32
+
+MAX_FRAME = 32 * 1024
+# Between MAX_FRAME and this a frame is refused politely; beyond it aiohttp drops the socket
+# without buffering the rest, so a hostile client cannot make us hold much.
+TRANSPORT_MAX_FRAME = 4 * MAX_FRAME
+START_TIMEOUT = 10.0
+HEARTBEAT = 20.0
+RATE_PER_SECOND = 10.0
+RATE_BURST = 20.0
+OUTGOING_LIMIT = 1_000
+NAME_MAX = 80
+EMAIL_MAX = 200  # the record's customer_contact is a Label
+MAX_ATTRIBUTES = 10
+ATTRIBUTE_VALUE_MAX = 200
+
+EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
+ATTRIBUTE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+CUSTOMER = re.compile(r"web-[0-9a-f]{16}")
+CLOSED_STATES = (InteractionState.CLOSED_COMPLETE, InteractionState.CLOSED_ABANDONED)
+LEAVABLE_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS)
+
+# Headers for the page: nothing but our own script may run, even if escaping ever slipped.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+# ---------------------------------------------------------------------------- client frames
+
+
+class Start(msgspec.Struct, kw_only=True):
+    name: str
+    email: str
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Resume(msgspec.Struct, kw_only=True):
+    conversation: Annotated[str, Meta(min_length=1, max_length=32)]
+    ticket: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class SendMessage(msgspec.Struct, kw_only=True):
+    body: str
+    client_msg_id: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class Empty(msgspec.Struct):
+    pass
+
+
+FRAMES: dict[str, type[msgspec.Struct]] = {
+    "start": Start,
+    "resume": Resume,
+    "message": SendMessage,
+    "typing": Empty,
+    "leave": Empty,
+}
+
+json_encoder = msgspec.json.Encoder()
+
+
+class Refused(Exception):
+    """A frame the host will not act on; becomes an `error` frame and the socket carries on."""
+
+    def __init__(self, code: str, message: str, client_msg_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.client_msg_id = client_msg_id
+
+
+# ---------------------------------------------------------------------------- tickets
+
+
+def load_key(data_dir: Path) -> bytes:
+    """The host's widget secret: created once (0600), then reused so tickets outlive restarts."""
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        # Write a complete key under a temporary name, then link it into place: a crash never
+        # leaves a short key behind, and of two hosts racing on first use one key wins.
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".widget-key-")
+        try:
+            os.write(fd, secrets.token_bytes(KEY_BYTES))
+            os.fsync(fd)
+            os.close(fd)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+                log.info("event=widget_key_created path=%s", path)
+        finally:
+            os.unlink(tmp)
+    key = path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise RuntimeError(
+            f"{path} holds {len(key)} bytes, not {KEY_BYTES}: delete it to make a new key "
+            "(open widget chats then cannot be resumed)"
+        )
+    return key
+
+
+@dataclass
+class Tickets:
+    key: bytes
+
+    def _mac(self, conversation: str, customer: str) -> str:
+        text = f"{conversation}|{customer}".encode()
+        return hmac.new(self.key, text, hashlib.sha256).hexdigest()
+
+    def issue(self, conversation: str, customer: str) -> str:
+        return f"{customer}.{self._mac(conversation, customer)}"
+
+    def check(self, conversation: str, ticket: str) -> str | None:
+        """The customer id the ticket proves for this conversation, or None."""
+        customer, _, mac = ticket.partition(".")
+        if not CUSTOMER.fullmatch(customer):
+            return None
+        if not hmac.compare_digest(mac.encode(), self._mac(conversation, customer).encode()):
+            return None
+        return customer
+
+
+@dataclass
+class Widget:
+    host: Host
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+    @cached_property
+    def tickets(self) -> Tickets:
+        return Tickets(load_key(self.host.data_dir))
+
+
+WIDGET = web.AppKey("widget", Widget)
+
+
+# ---------------------------------------------------------------------------- routes
+
+
+def setup(app: web.Application) -> None:
+    app[WIDGET] = Widget(app[HOST])
+    app.router.add_get("/widget", page)
+    app.router.add_get("/widget/static/widget.js", script)
+    app.router.add_get("/widget/ws", socket)
+    app.on_shutdown.append(close_sockets)
+
+
+async def close_sockets(app: web.Application) -> None:
+    """On shutdown tell browsers to go away now (they resume elsewhere or after the restart)
+    rather than keep the host waiting for them."""
+    for ws in list(app[WIDGET].sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"host shutting down")
+
+
+def page_config(w: WidgetSettings) -> str:
+    settings = {
+        "title": w.title,
+        "greeting": w.greeting,
+        "accent": w.accent,
+        "max_message_length": w.max_message_length,
+        "available": w.channel is not None,
+    }
+    # Inside <script type="application/json"> only "<" can end the element early.
+    return json.dumps(settings).replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+async def page(request: web.Request) -> web.Response:
+    html = (STATIC / "widget.html").read_text(encoding="utf-8")
+    html = html.replace("__WIDGET_CONFIG__", page_config(request.app[HOST].config.widget))
+    return web.Response(text=html, content_type="text/html", headers=PAGE_HEADERS)
+
+
+async def script(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        STATIC / "widget.js",
+        headers={
+            "Content-Type": "text/javascript; charset=utf-8",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
+async def socket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=TRANSPORT_MAX_FRAME)
+    await ws.prepare(request)
+    widget = request.app[WIDGET]
+    conn = CustomerConnection(widget, ws, request.remote or "?")
+    widget.sockets.add(ws)
+    log.info("event=widget_connected address=%s", conn.address)
+    try:
+        await conn.run()
+    finally:
+        widget.sockets.discard(ws)
+        await conn.close()
+        log.info(
+            "event=widget_disconnected address=%s conversation=%s",
+            conn.address,
+            conn.number or "-",
+        )
+    return ws
+
+
+# ---------------------------------------------------------------------------- connection
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class CustomerConnection:
+    """One customer socket. A single writer task sends every outgoing frame in order; the
+    reader and the inbox's (synchronous) watcher callback only queue them."""
+
+    def __init__(self, widget: Widget, ws: web.WebSocketResponse, address: str) -> None:
+        self.widget = widget
+        self.host = widget.host
+        self.ws = ws
+        self.address = address
+        self.out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=OUTGOING_LIMIT)
+        self.writer: asyncio.Task[None] | None = None
+        self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
+        self.number: str | None = None
+        self.customer = ""
+        self.customer_name = ""
+        self.unwatch: Callable[[], None] | None = None
+        # While the transcript is being read, events are held here so none slips between the
+        # read and the live feed; None once live.
+        self.held: list[Event] | None = None
+        self.dropped = False
+        self.closer: asyncio.Task[bool] | None = None  # held so the task is not collected
+
+    # -------------------------------------------------------------- sending
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.dropped:
+            return
+        try:
+            self.out.put_nowait(frame)
+        except asyncio.QueueFull:
+            # The browser stopped reading: drop it; it resumes from the stored transcript.
+            log.info("event=widget_dropped address=%s reason=not_reading", self.address)
+            self.dropped = True
+            if self.writer is not None:
+                self.writer.cancel()
+            self.closer = asyncio.get_running_loop().create_task(
+                self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"not reading")
+            )
+
+    def error(self, code: str, message: str, client_msg_id: str | None = None) -> None:
+        frame: dict[str, Any] = {"t": "error", "code": code, "message": message}
+        if client_msg_id is not None:
+            frame["client_msg_id"] = client_msg_id
+        self.send(frame)
+
+    async def write(self) -> None:
+        with contextlib.suppress(ConnectionResetError):
+            while True:
+                frame = await self.out.get()
+                if frame is None or self.ws.closed:
+                    break
+                await self.ws.send_str(json_encoder.encode(frame).decode())
+        await self.ws.close()
+
+    def finish(self) -> None:
+        """Close once everything queued so far is sent."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.out.put_nowait(None)
+
+    # -------------------------------------------------------------- reading
+
+    async def run(self) -> None:
+        self.writer = asyncio.get_running_loop().create_task(self.write())
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.ws.closed:
+            timeout = None if self.number else deadline - time.monotonic()
+            try:
+                if timeout is not None and timeout <= 0:
+                    raise TimeoutError
+                msg = await self.ws.receive(timeout=timeout)
+            except TimeoutError:
+                self.error("start_timeout", f"send start or resume within {START_TIMEOUT:g} s")
+                break
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
+            if msg.type == WSMsgType.ERROR:
+                log.info("event=widget_bad_frame address=%s error=%s", self.address, msg.data)
+                break
+            # Every frame spends a token, even a bad one: a flood of garbage costs us too.
+            allowed = self.bucket.take()
+            try:
+                if msg.type != WSMsgType.TEXT:
+                    raise Refused("bad_json", "frames are JSON text")
+                await self.dispatch(msg.data, allowed)
+            except Refused as e:
+                self.error(e.code, e.message, e.client_msg_id)
+        # Let the writer send what is queued (a last error, say), but not wait on a dead peer.
+        self.finish()
+        await asyncio.wait({self.writer}, timeout=5.0)
+
+    async def close(self) -> None:
+        if self.unwatch is not None:
+            self.unwatch()
+            self.unwatch = None
+        if self.writer is not None and not self.writer.done():
+            self.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.writer
+
+    async def dispatch(self, text: str, allowed: bool) -> None:
+        if len(text.encode()) > MAX_FRAME:
+            raise Refused("too_large", f"frames are at most {MAX_FRAME} bytes")
+        try:
+            raw = msgspec.json.decode(text)
+        except msgspec.DecodeError as e:
+            raise Refused("bad_json", f"not JSON: {e}") from e
+        if not isinstance(raw, dict) or not isinstance(raw.get("t"), str):
+            raise Refused("bad_json", 'a frame is an object with a "t" string')
+        kind = raw["t"]
+        frame_type = FRAMES.get(kind)
+        if frame_type is None:
+            raise Refused("unknown_type", f"unknown frame type {kind[:40]!r}")
+        client_msg_id = raw.get("client_msg_id") if kind == "message" else None
+        try:
+            frame = msgspec.convert(raw, frame_type)
+        except msgspec.ValidationError as e:
+            cid = client_msg_id if isinstance(client_msg_id, str) else None
+            raise Refused("bad_field", str(e), cid) from e
+        if not allowed:
+            # Read first so the refusal names the message the client should send again.
+            raise Refused("rate_limited", "too many frames: slow down", client_msg_id)
+        if kind in ("start", "resume"):
+            if self.number is not None:
+                raise Refused("already_started", "this connection already has a conversation")
+            if isinstance(frame, Start):
+                await self.start(frame)
+            else:
+                await self.resume(frame)  # type: ignore[arg-type]
+        elif self.number is None:
+            raise Refused("not_started", "send start or resume first")
+        elif isinstance(frame, SendMessage):
+            await self.message(frame)
+        elif kind == "leave":
+            await self.leave()
+        elif kind == "typing":
+            with contextlib.suppress(InboxError):
+                self.host.inbox.customer_typing(self.number, self.customer)
+
+    # -------------------------------------------------------------- commands
+
+    async def start(self, frame: Start) -> None:
+        settings = self.host.config.widget
+        if settings.channel is None:
+            raise Refused("unavailable", "chat is not offered here")
+        name = frame.name.strip()
+        email = frame.email.strip()
+        if not 1 <= len(name) <= NAME_MAX:
+            raise Refused("bad_field", f"name: 1 to {NAME_MAX} characters")
+        if len(email) > EMAIL_MAX or not EMAIL.fullmatch(email):
+            raise Refused("bad_field", "email: an address like name@example.com")
+        attributes = check_attributes(frame.attributes)
+        customer = f"web-{secrets.token_hex(8)}"
+        try:
+            record = await self.host.inbox.start_conversation(
+                channel=settings.channel,
+                customer=customer,
+                customer_name=name,
+                customer_contact=email,
+                attributes=attributes,
+            )
+        except InboxError as e:
+            log.info("event=widget_refused address=%s code=%s reason=%s", self.address, e.code, e)
+            if e.code == "unroutable":
+                raise Refused(
+                    "unroutable", "Sorry, nobody can take your chat right now. Please try later."
+                ) from e
+            raise Refused(e.code, e.message) from e
+        ticket = self.widget.tickets.issue(record.number, customer)
+        self.attach(record.number, customer, name, live=True)
+        self.send({"t": "started", "conversation": record.number, "ticket": ticket})
+        record, messages = await self.catch_up()
+        self.send(self.state_frame(record))
+        for m in messages:
+            self.send(self.message_frame(m))
+        self.go_live(messages)
+
+    async def resume(self, frame: Resume) -> None:
+        customer = self.widget.tickets.check(frame.conversation, frame.ticket)
+        if customer is None:
+            raise Refused("bad_ticket", "this ticket is not valid for that conversation")
+        record = await self.record_of(frame.conversation, customer)
+        if record.state in CLOSED_STATES:
+            # Nothing more can happen to it: show the transcript, watch nothing.
+            self.attach(record.number, customer, record.customer_name, live=False)
+            messages = await self.host.inbox.customer_transcript(record.number, customer)
+        else:
+            self.attach(record.number, customer, record.customer_name, live=True)
+            record, messages = await self.catch_up()
+        state = self.state_frame(record)
+        self.send(
+            {
+                "t": "resumed",
+                "conversation": record.number,
+                "state": state["state"],
+                "agent": state["agent"],
+                "messages": [self.message_frame(m) for m in messages],
+            }
+        )
+        self.go_live(messages)
+
+    async def message(self, frame: SendMessage) -> None:
+        cid = frame.client_msg_id
+        limit = self.host.config.widget.max_message_length
+        if not frame.body.strip():
+            raise Refused("bad_field", "body: the message is empty", cid)
+        if len(frame.body) > limit:
+            raise Refused("too_large", f"body: messages are at most {limit} characters", cid)
+        assert self.number is not None
+        try:
+            message, duplicate = await self.host.inbox.customer_message(
+                self.number, self.customer, frame.body, cid
+            )
+        except InboxError as e:
+            raise Refused("conversation_closed", "this chat has ended", cid) from e
+        if duplicate and message.sender != self.customer:
+            # The store dedupes per conversation, agents' ids included: never ack their message.
+            raise Refused("duplicate_id", "client_msg_id already used: pick another", cid)
+        self.send({"t": "ack", "client_msg_id": cid, "seq": message.seq})
+
+    async def leave(self) -> None:
+        assert self.number is not None
+        inbox = self.host.inbox
+        with contextlib.suppress(InboxError):  # already closed: there is nothing to leave
+            conv = inbox.customer_conversation(self.number, self.customer)
+            # After the agent ended the chat, leaving would only add a second "left" line.
+            if conv.record.state in LEAVABLE_STATES:
+                await inbox.customer_left(self.number, self.customer)
+        self.finish()
+
+    # -------------------------------------------------------------- live feed
+
+    def attach(self, number: str, customer: str, name: str, *, live: bool) -> None:
+        self.number, self.customer, self.customer_name = number, customer, name
+        if live:
+            self.held = []
+            self.unwatch = self.host.inbox.watch(number, self.on_event)
+
+    async def catch_up(self) -> tuple[InteractionRecord, list[Message]]:
+        """Read transcript and state after watching, so the live feed continues from them.
+
+        The state is read last and, for an open conversation, from memory without yielding:
+        every state event held so far is older than it, and none can arrive before go_live.
+        """
+        assert self.number is not None
+        messages = await self.host.inbox.customer_transcript(self.number, self.customer)
+        return await self.record_of(self.number, self.customer), messages
+
+    def go_live(self, messages: list[Message]) -> None:
+        """Send what arrived meanwhile, less what the catch-up already showed."""
+        held, self.held = self.held or [], None
+        shown = {m.seq for m in messages}
+        for event in held:
+            if isinstance(event, InteractionEvent):
+                continue
+            if isinstance(event, MessageEvent) and event.message.seq in shown:
+                continue
+            self.on_event(event)
+
+    async def record_of(self, number: str, customer: str) -> InteractionRecord:
+        inbox = self.host.inbox
+        try:
+            return inbox.customer_conversation(number, customer).record
+        except InboxError:
+            # Closed conversations leave the inbox's memory; the store keeps their record.
+            record = await self.host.store.get_interaction(number)
+            if record is None or record.customer != customer:
+                raise Refused("unknown_conversation", f"no conversation {number}") from None
+            return record
+
+    def on_event(self, event: Event) -> None:
+        if self.held is not None:
+            self.held.append(event)
+        elif isinstance(event, MessageEvent):
+            if event.message.kind == "message":
+                self.send(self.message_frame(event.message))
+        elif isinstance(event, InteractionEvent):
+            self.send(self.state_frame(event.record))
+        elif isinstance(event, TypingEvent):
+            self.send({"t": "typing", "name": event.who})
+
+    def message_frame(self, m: Message) -> dict[str, Any]:
+        frame: dict[str, Any] = {
+            "t": "message",
+            "seq": m.seq,
+            "from": m.sender_kind.value,
+            "name": None,
+            "body": m.body,
+            "at": m.created_at,
+        }
+        if m.sender_kind == SenderKind.CUSTOMER:
+            frame["name"] = self.customer_name
+            frame["client_msg_id"] = m.client_msg_id
+        elif m.sender_kind == SenderKind.AGENT:
+            frame["name"] = self.agent_name(m.sender)
+        return frame
+
+    def state_frame(self, record: InteractionRecord) -> dict[str, Any]:
+        owner = next(
+            (p.agent for p in record.participants if p.role == "owner" and p.left_at is None),
+            None,
+        )
+        return {
+            "t": "state",
+            "state": record.state.value,
+            "agent": self.agent_name(owner) if owner else None,
+        }
+
+    def agent_name(self, agent: str) -> str:
+        # A display name or nothing: agents' ids never reach customers.
+        return self.host.inbox.agent_names.get(agent) or "Agent"
+
+
+def check_attributes(attributes: dict[str, str]) -> dict[str, str]:
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise Refused("bad_field", f"attributes: at most {MAX_ATTRIBUTES}")
+    for key, value in attributes.items():
+        if not ATTRIBUTE_KEY.fullmatch(key):
+            raise Refused("bad_field", f"attributes: bad key {key[:40]!r}")
+        if len(value) > ATTRIBUTE_VALUE_MAX:
+            raise Refused("bad_field", f"attributes.{key}: at most {ATTRIBUTE_VALUE_MAX} chars")
+    return attributes

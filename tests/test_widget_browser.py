@@ -1,0 +1,205 @@
+"""The widget page in a real headless Chromium (Debian's, driven by playwright).
+
+Never `playwright install`: the browser is the system's; CI puts it there with
+.ci/ensure-chromium. Every wait is bounded (10 s at most).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import playwright.async_api as playwright_api
+import pytest
+
+from core.host import widget
+from core.protocol import EndChat, MessageEvent, SendMessage, TransferToAgent, Typing
+from tests.test_widget import (  # noqa: F401  (fixtures)
+    SCRIPT,
+    Served,
+    available,
+    served,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+WAIT_MS = 10_000
+
+# A developer without Chromium may skip; CI installs it (.ci/ensure-chromium) and must not.
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason="needs /usr/bin/chromium (run .ci/ensure-chromium)",
+)
+
+
+@pytest.fixture
+async def page(served: Served) -> AsyncIterator[playwright_api.Page]:  # noqa: F811
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+            headless=True,
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 420, "height": 680})
+            page = await context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on(
+                "console",
+                lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None,
+            )
+            yield page
+            # A CSP violation or a script error shows here, whatever the test looked at.
+            assert problems == []
+        finally:
+            await browser.close()
+
+
+def expect(locator: playwright_api.Locator) -> playwright_api.LocatorAssertions:
+    return playwright_api.expect(locator)
+
+
+async def start_chat(page: playwright_api.Page, base: str, name: str, email: str) -> None:
+    await page.goto(base + "/widget")
+    await expect(page.locator("#greeting")).to_have_text("Hi! How can we help you today?")
+    await page.fill("#name", name)
+    await page.fill("#email", email)
+    await page.click("#start")
+    await expect(page.locator("#chat")).to_be_visible()
+    await expect(page.locator("#status")).to_have_text("Waiting for an agent…")
+
+
+async def say(page: playwright_api.Page, text: str) -> None:
+    await page.fill("#body", text)
+    await page.press("#body", "Enter")
+    await expect(page.locator("#body")).to_have_value("")
+
+
+async def test_form_refuses_bad_input_before_connecting(
+    page: playwright_api.Page,
+    served: Served,  # noqa: F811
+) -> None:
+    await page.goto(served.base + "/widget")
+    await page.click("#start")
+    await expect(page.locator("#form-error")).to_have_text("Please enter your name.")
+    await page.fill("#name", "Ada")
+    await page.fill("#email", "ada@")
+    await page.click("#start")
+    await expect(page.locator("#form-error")).to_have_text("Please enter a valid e-mail address.")
+    await expect(page.locator("#intro")).to_be_visible()
+    assert served.host.inbox.conversations == {}
+
+
+async def test_a_whole_chat_with_transfer_reload_and_end(
+    page: playwright_api.Page,
+    served: Served,  # noqa: F811
+) -> None:
+    host = served.host
+    alice = await available(host, "alice")
+    await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
+    number = await alice.accept_next_offer()
+    messages = page.locator("#messages")
+    await expect(messages).to_contain_text("Alice Martin joined")
+    await expect(page.locator("#status")).to_have_text("You are chatting with Alice Martin")
+
+    await alice.do(Typing(interaction=number))
+    await expect(page.locator("#typing")).to_have_text("Alice Martin is typing…")
+    await alice.do(
+        SendMessage(interaction=number, body="Hello Ada, how can I help?", client_msg_id="a-1")
+    )
+    await expect(messages).to_contain_text("Hello Ada, how can I help?")
+    await expect(page.locator("#typing")).to_have_text("")
+    await say(page, "My order is late")
+    heard = await alice.event(
+        lambda e: isinstance(e, MessageEvent) and e.message.body == "My order is late"
+    )
+    assert isinstance(heard, MessageEvent) and heard.message.sender.startswith("web-")
+    await expect(page.locator("#messages .msg.customer:not(.pending)")).to_have_count(1)
+
+    bob = await available(host, "bob")
+    await alice.do(TransferToAgent(interaction=number, agent="bob"))
+    await bob.accept_next_offer()
+    await expect(messages).to_contain_text("Transferred from Alice Martin to Bob Okafor")
+    await expect(page.locator("#status")).to_have_text("You are chatting with Bob Okafor")
+    await bob.do(SendMessage(interaction=number, body="Bob here, checking", client_msg_id="b-1"))
+    await expect(messages).to_contain_text("Bob here, checking")
+
+    lines = [
+        "Alice Martin joined",
+        "Hello Ada, how can I help?",
+        "My order is late",
+        "Transferred from Alice Martin to Bob Okafor",
+        "Bob here, checking",
+    ]
+    await page.reload()
+    await expect(page.locator("#chat")).to_be_visible()
+    await expect(page.locator("#messages .body")).to_have_text(lines)
+    await expect(page.locator("#status")).to_have_text("You are chatting with Bob Okafor")
+    # The host drops the socket (a restart, say): the page comes back on its own, and what
+    # was said meanwhile arrives.
+    await widget.close_sockets(served.runner.app)
+    await bob.do(SendMessage(interaction=number, body="Found it", client_msg_id="b-2"))
+    await expect(messages).to_contain_text("Found it")
+    await say(page, "Thanks!")
+    await bob.event(lambda e: isinstance(e, MessageEvent) and e.message.body == "Thanks!")
+
+    await bob.do(EndChat(interaction=number))
+    lines += ["Found it", "Thanks!", "The chat has ended"]
+    await expect(page.locator("#ended")).to_be_visible()
+    await expect(page.locator("#chat")).to_be_hidden()
+    await expect(page.locator("#transcript .body")).to_have_text(lines)
+    link = page.locator("#download")
+    await expect(link).to_have_text("Download transcript")
+    assert await link.get_attribute("download") == f"transcript-{number}.txt"
+    href = await link.get_attribute("href")
+    assert href is not None and href.startswith("data:text/plain;charset=utf-8,")
+    text = unquote(href.partition(",")[2])
+    assert number in text and "Ada Lovelace: My order is late" in text
+    assert "Bob Okafor: Found it" in text
+
+    # The ended chat's transcript survives a reload too, until a new chat is started.
+    await page.reload()
+    await expect(page.locator("#transcript .body")).to_have_text(lines)
+    await page.click("#new-chat")
+    await expect(page.locator("#intro")).to_be_visible()
+    assert await page.evaluate("localStorage.getItem('inbox-tui.widget')") is None
+
+
+async def test_markup_shows_literally_and_never_runs(
+    page: playwright_api.Page,
+    served: Served,  # noqa: F811
+) -> None:
+    dialogs: list[str] = []
+
+    async def refuse(dialog: playwright_api.Dialog) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", refuse)
+    alice = await available(served.host, "alice")
+    await start_chat(page, served.base, SCRIPT, "x@example.com")
+    number = await alice.accept_next_offer()
+    await say(page, SCRIPT)
+    await alice.event(lambda e: isinstance(e, MessageEvent) and e.message.body == SCRIPT)
+    await alice.do(SendMessage(interaction=number, body=SCRIPT + " (agent)", client_msg_id="a-1"))
+    bodies = page.locator("#messages .body")
+    await expect(bodies).to_have_text(["Alice Martin joined", SCRIPT, SCRIPT + " (agent)"])
+    await expect(page.locator("#messages .msg.customer .meta")).to_contain_text(SCRIPT)
+
+    await alice.do(EndChat(interaction=number))
+    await expect(page.locator("#transcript .body").nth(1)).to_have_text(SCRIPT)
+    # Nothing was parsed as markup: no element came out of the text, no handler ran.
+    assert await page.locator(".widget img, .widget script").count() == 0
+    assert await page.evaluate("typeof window.alert") == "function"
+    assert dialogs == []
