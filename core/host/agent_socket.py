@@ -44,8 +44,20 @@ HEARTBEAT = 20.0
 HELLO_TIMEOUT = 10.0
 
 
+SOCKETS = web.AppKey("agent_sockets", set[web.WebSocketResponse])
+
+
 def setup(app: web.Application) -> None:
+    app[SOCKETS] = set()
     app.router.add_get("/agent", handle)
+    app.on_shutdown.append(close_sockets)
+
+
+async def close_sockets(app: web.Application) -> None:
+    """On shutdown, tell consoles to come back later (1001 "going away") instead of letting
+    the server wait out its shutdown timeout on open sockets; they will resume."""
+    for ws in list(app[SOCKETS]):
+        await ws.close(code=1001, message=b"host shutting down")
 
 
 async def handle(request: web.Request) -> web.WebSocketResponse:
@@ -53,11 +65,13 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
     conn = Connection(host, ws, request.remote or "?")
+    request.app[SOCKETS].add(ws)
     host.connected_agents += 1
     log.info("event=agent_connected address=%s", conn.address)
     try:
         await conn.run()
     finally:
+        request.app[SOCKETS].discard(ws)
         host.connected_agents -= 1
         conn.detach()
         log.info("event=agent_disconnected address=%s agent=%s", conn.address, conn.agent)

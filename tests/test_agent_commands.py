@@ -1,0 +1,334 @@
+"""Every agent command over a real socket: what it does, and who may do it (invariant 9)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from core.client import ClientError, InboxClient
+from core.protocol import (
+    AddWorkNote,
+    AnswerInvitation,
+    Archive,
+    AttachFile,
+    AttachmentAck,
+    ClientFrame,
+    CloseRecord,
+    CreateRecord,
+    EndChat,
+    GetPrefill,
+    GetTranscript,
+    InteractionEvent,
+    InteractionList,
+    InvitationEvent,
+    InviteAgent,
+    ListInteractions,
+    MarkRead,
+    MessageEvent,
+    OfferEvent,
+    OngoingEvent,
+    Prefill,
+    PresenceEvent,
+    QueueStatsEvent,
+    RecordCreated,
+    Resync,
+    SendMessage,
+    TransferToQueue,
+    Typing,
+    TypingEvent,
+    UseTemplate,
+)
+from core.service import sessions
+from tests.hosting import RunningHost, running_host
+
+
+async def agent(h: RunningHost, name: str, presence: str | None = "Available") -> InboxClient:
+    client = InboxClient(h.agent_url, backoff=(0.05, 0.2))
+    await client.connect()
+    await client.login(name, "demo")
+    if presence:
+        await client.set_presence(presence)
+    return client
+
+
+async def accepted_chat(h: RunningHost, owner: InboxClient, customer: str) -> str:
+    record = await h.host.inbox.start_conversation(
+        channel="chat", customer=customer, customer_name=customer.title()
+    )
+    while True:
+        # Earlier commands may have routed an older chat back to the owner: take it too.
+        offer = await owner.next_event(OfferEvent)
+        await owner.accept(offer.view.offer.id)
+        if offer.view.interaction == record.number:
+            return record.number
+
+
+def drain(client: InboxClient) -> None:
+    while not client.events.empty():
+        client.events.get_nowait()
+
+
+# Each command, built for an interaction, and whether a supervisor may do it to an agent's chat.
+COMMANDS: list[tuple[str, Callable[[str], ClientFrame], bool]] = [
+    ("send_message", lambda n: SendMessage(interaction=n, body="hi", client_msg_id="m1"), True),
+    ("typing", lambda n: Typing(interaction=n), True),
+    ("mark_read", lambda n: MarkRead(interaction=n, seq=1), True),
+    ("attach_file", lambda n: AttachFile(interaction=n, name="a.txt", data=b"x"), True),
+    ("use_template", lambda n: UseTemplate(interaction=n, shortcut="greet"), True),
+    ("invite_agent", lambda n: InviteAgent(interaction=n, agent="chloe"), True),
+    ("transfer_to_queue", lambda n: TransferToQueue(interaction=n, queue="general"), True),
+    ("end_chat", lambda n: EndChat(interaction=n), True),
+    ("close_record", lambda n: CloseRecord(interaction=n), True),
+    ("add_work_note", lambda n: AddWorkNote(interaction=n, body="n", client_msg_id="w1"), True),
+    ("get_prefill", lambda n: GetPrefill(interaction=n, kind="incident"), True),
+    (
+        "create_record",
+        lambda n: CreateRecord(interaction=n, kind="case", short_description="x"),
+        True,
+    ),
+    ("get_transcript", lambda n: GetTranscript(interaction=n), True),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "supervisor_may"), COMMANDS, ids=[c[0] for c in COMMANDS]
+)
+async def test_authorization_matrix(
+    tmp_path: Path, name: str, build: Callable[[str], ClientFrame], supervisor_may: bool
+) -> None:
+    async with running_host(tmp_path) as h, aiohttp.ClientSession():
+        alice = await agent(h, "alice")
+        bob = await agent(h, "bob", presence="Away")  # online, but gets no chats
+        dan = await agent(h, "dan", presence="Away")  # supervisor
+        await agent(h, "chloe", presence="Messaging-only")  # online, can be invited
+        anonymous = InboxClient(h.agent_url)
+        await anonymous.connect()
+
+        number = await accepted_chat(h, alice, "cust-a")
+        with pytest.raises(ClientError) as e:
+            await anonymous.request(build(number))
+        assert e.value.code == "unauthenticated"
+        with pytest.raises(ClientError) as e:
+            await bob.request(build(number))
+        assert e.value.code == "not_found", f"another agent could {name}"
+        await alice.request(build(number))  # the owner may
+
+        other = await accepted_chat(h, alice, "cust-b")
+        if supervisor_may:
+            await dan.request(build(other))
+        else:
+            with pytest.raises(ClientError):
+                await dan.request(build(other))
+
+        # A customer reaches only their own conversation.
+        from core.service.inbox import InboxError
+
+        with pytest.raises(InboxError):
+            await h.host.inbox.customer_message(other, "cust-a", "peek", "p1")
+        with pytest.raises(InboxError):
+            await h.host.inbox.customer_transcript(other, "cust-a")
+
+
+async def test_list_interactions_shows_only_mine_and_all_to_supervisors(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await agent(h, "alice")
+        bob = await agent(h, "bob", presence="Away")
+        dan = await agent(h, "dan", presence="Away")
+        number = await accepted_chat(h, alice, "cust-a")
+        mine = await alice.request(ListInteractions(), InteractionList)
+        theirs = await bob.request(ListInteractions(), InteractionList)
+        everyone = await dan.request(ListInteractions(), InteractionList)
+        assert [r.number for r in mine.interactions] == [number]
+        assert theirs.interactions == []
+        assert number in [r.number for r in everyone.interactions]
+
+
+async def test_template_attachment_work_note_record_and_archive(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await agent(h, "alice")
+        number = await accepted_chat(h, alice, "cust-a")
+        inbox = h.host.inbox
+        await inbox.customer_message(number, "cust-a", "The app crashes when I pay", "c1")
+        text = await alice.request(UseTemplate(interaction=number, shortcut="greet"))
+        assert text.text.startswith("Hello Cust-A, I'm Alice Martin.")
+
+        ack = await alice.request(
+            AttachFile(
+                interaction=number,
+                name="../../etc/passwd",
+                content_type="text/plain",
+                data=b"log line\n",
+            ),
+            AttachmentAck,
+        )
+        assert ack.attachment.name == "passwd" and ack.attachment.size == 9
+        assert await h.host.store.open_attachment(ack.attachment.sha256) == b"log line\n"
+
+        seen_by_customer: list[str] = []
+        inbox.watch(number, lambda e: seen_by_customer.append(str(getattr(e, "message", ""))))
+        await alice.request(
+            AddWorkNote(interaction=number, body="VIP, be nice", client_msg_id="w1")
+        )
+        assert "VIP, be nice" not in seen_by_customer
+
+        prefill = await alice.request(GetPrefill(interaction=number, kind="incident"), Prefill)
+        assert prefill.short_description == "The app crashes when I pay"
+        assert "Cust-A: The app crashes when I pay" in prefill.description
+        created = await alice.request(
+            CreateRecord(
+                interaction=number,
+                kind="incident",
+                short_description=prefill.short_description,
+                description=prefill.description,
+                priority=2,
+            ),
+            RecordCreated,
+        )
+        assert created.record.number == "INC0001001"
+        assert created.interaction.incident == "INC0001001"
+        assert (await h.host.store.get_record("INC0001001")).source_interaction == number
+
+        with pytest.raises(ClientError) as e:
+            await alice.request(Archive(interaction=number))
+        assert e.value.code == "bad_state"
+        await alice.end_chat(number)
+        await alice.request(CloseRecord(interaction=number))
+        await alice.request(Archive(interaction=number))
+        assert (await h.host.store.get_interaction(number)).archived
+
+
+async def test_invitation_is_accepted_or_declined_by_the_invitee(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await agent(h, "alice")
+        chloe = await agent(h, "chloe", presence="Messaging-only")
+        number = await accepted_chat(h, alice, "cust-a")
+        with pytest.raises(ClientError) as e:
+            await alice.request(InviteAgent(interaction=number, agent="bob"))  # not logged in
+        assert e.value.code == "agent_unavailable"
+        await alice.request(InviteAgent(interaction=number, agent="chloe"))
+        invitation = await chloe.next_event(InvitationEvent)
+        assert invitation.from_agent == "alice"
+        await chloe.request(AnswerInvitation(interaction=number, accept=True))
+        assert (await chloe.next_event(InteractionEvent)).change == "opened"
+        ack = await chloe.send_message(number, "Bonjour, I'm helping too")
+        assert ack.message.sender == "chloe"
+        # Alice sees Chloé join and speak.
+        bodies = []
+        while "Bonjour, I'm helping too" not in bodies:
+            bodies.append((await alice.next_event(MessageEvent)).message.body)
+        assert "Chloé Dubois joined" in bodies
+        with pytest.raises(ClientError) as e:
+            await chloe.request(AnswerInvitation(interaction=number, accept=True))
+        assert e.value.code == "not_invited"
+
+
+async def test_typing_reaches_the_customer_and_other_participants(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await agent(h, "alice")
+        number = await accepted_chat(h, alice, "cust-a")
+        seen: list[object] = []
+        h.host.inbox.watch(number, seen.append)
+        await alice.request(Typing(interaction=number))
+        assert any(isinstance(e, TypingEvent) and e.who == "Alice Martin" for e in seen)
+        h.host.inbox.customer_typing(number, "cust-a")
+        typing = await alice.next_event(TypingEvent)
+        assert typing.who == "Cust-A"
+
+
+async def test_messaging_conversation_collects_unread_while_the_agent_is_away(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await agent(h, "alice")
+        inbox = h.host.inbox
+        record = await inbox.start_conversation(
+            channel="messaging", customer="sms-1", customer_name="Sam"
+        )
+        offer = await alice.next_event(OfferEvent)
+        await alice.accept(offer.view.offer.id)
+        await inbox.customer_message(record.number, "sms-1", "Hello?", "s1")
+        card = (await alice.next_event(OngoingEvent)).cards[0]
+        await alice.send_message(record.number, "Hi Sam, on it")  # replying clears unread
+        cleared = await alice.next_event(OngoingEvent)
+        assert cleared.unread_conversations == 0
+        await alice.set_presence("Away")
+        for i in range(3):
+            await inbox.customer_message(record.number, "sms-1", f"still there? {i}", f"s{i + 2}")
+        latest = None
+        while latest is None or latest.unread_conversations == 0 or latest.cards[0].unread < 3:
+            latest = await alice.next_event(OngoingEvent)
+        card = latest.cards[0]
+        assert card.interaction == record.number and card.unread == 3
+        assert card.preview == "still there? 2" and card.customer_name == "Sam"
+        # It stayed Alice's: nobody else was offered it.
+        assert inbox.conversations[record.number].record.participants[-1].agent == "alice"
+        last_seq = (await h.host.store.list_messages(record.number))[-1].seq
+        await alice.request(MarkRead(interaction=record.number, seq=last_seq))
+        while (await alice.next_event(OngoingEvent)).unread_conversations:
+            pass
+
+
+async def test_queue_stats_and_presence_events_flow(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await agent(h, "alice", presence=None)
+        bob = await agent(h, "bob", presence=None)
+        await h.host.inbox.start_conversation(channel="chat", customer="c1", customer_name="C")
+        stats = await alice.next_event(QueueStatsEvent, timeout=5.0)
+        general = next(s for s in stats.stats if s.queue == "general")
+        assert general.waiting == 1 and general.agents_available == 0
+        assert {s.queue for s in stats.stats} <= {"general", "messaging", "cases"}  # tier1 only
+        await bob.set_presence("Away")
+        presence = await alice.next_event(PresenceEvent)
+        assert presence.agent.id == "bob" and presence.agent.presence == "Away"
+
+
+async def test_too_far_behind_gets_a_resync_snapshot(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sessions, "RESUME_BUFFER", 5)
+    async with running_host(tmp_path) as h:
+        alice = await agent(h, "alice")
+        number = await accepted_chat(h, alice, "cust-a")
+        await asyncio.sleep(0.1)
+        drain(alice)
+        await alice._ws.close()  # type: ignore[union-attr]
+        for i in range(20):
+            await h.host.inbox.customer_message(number, "cust-a", f"m{i}", f"c{i}")
+        resync = await alice.next_event(Resync)
+        assert number in [r.number for r in resync.snapshot.interactions]
+        # After the resync the stream goes on normally.
+        await h.host.inbox.customer_message(number, "cust-a", "after", "c-after")
+        while (await alice.next_event(MessageEvent)).message.body != "after":
+            pass
+
+
+async def test_a_console_that_stops_reading_is_dropped_and_others_are_not_slowed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(sessions, "OUTGOING_LIMIT", 20)
+    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+        alice = await agent(h, "alice")
+        number = await accepted_chat(h, alice, "cust-a")
+        # Alice's second console: a raw socket that logs in and never reads again.
+        from core.protocol import PROTOCOL_VERSION, Hello, Login, encoder
+
+        stuck = await http.ws_connect(h.agent_url, max_msg_size=0)
+        await stuck.send_bytes(encoder.encode(Hello(version=PROTOCOL_VERSION)))
+        await stuck.send_bytes(encoder.encode(Login(username="alice", password="demo")))
+        await asyncio.sleep(0.5)
+        big = "x" * 15_000
+        # Enough to fill the stuck socket's buffers (kernel and aiohttp) and its queue.
+        total = 800
+        for i in range(total):
+            await h.host.inbox.customer_message(number, "cust-a", f"{i} {big}", f"c{i}")
+        received = 0
+        while received < total:
+            event = await alice.next_event(MessageEvent)
+            if event.message.sender_kind == "customer":
+                received += 1
+        stuck_sessions = [s for s in h.host.inbox.sessions["alice"] if s.overflowed]
+        assert stuck_sessions, "the stuck console was never dropped"
+        await alice.close()
+        await stuck.close()
