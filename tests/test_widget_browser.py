@@ -7,15 +7,26 @@ Never `playwright install`: the browser is the system's; CI puts it there with
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import playwright.async_api as playwright_api
 import pytest
 
+from core.client import InboxClient
 from core.host import widget
-from core.protocol import EndChat, MessageEvent, SendMessage, TransferToAgent, Typing
+from core.protocol import (
+    CloseRecord,
+    EndChat,
+    Event,
+    MessageEvent,
+    OfferEvent,
+    SendMessage,
+    TransferToAgent,
+    Typing,
+)
 from tests.test_widget import (  # noqa: F401  (fixtures)
     SCRIPT,
     Served,
@@ -101,12 +112,42 @@ async def test_form_refuses_bad_input_before_connecting(
     assert served.host.inbox.conversations == {}
 
 
+class SocketDesk:
+    """An agent's console over the real agent socket (core/client), as a person would use."""
+
+    def __init__(self, client: InboxClient) -> None:
+        self.client = client
+        self.seen: list[Event] = []
+
+    @classmethod
+    async def login(cls, running: Served, agent: str) -> SocketDesk:
+        client = InboxClient(running.base.replace("http://", "ws://") + "/agent")
+        await client.connect()
+        await client.login(agent, "demo")
+        await client.set_presence("Available")
+        return cls(client)
+
+    async def do(self, frame: Any) -> Any:
+        return await self.client.request(frame)
+
+    async def event(self, match: Callable[[Event], bool]) -> Event:
+        while True:
+            event = await self.client.next_event(timeout=WAIT_MS / 1000)
+            if match(event):
+                return event
+
+    async def accept_next_offer(self) -> str:
+        offer = await self.event(lambda e: isinstance(e, OfferEvent))
+        assert isinstance(offer, OfferEvent) and offer.view.interaction
+        await self.client.accept(offer.view.offer.id)
+        return offer.view.interaction
+
+
 async def test_a_whole_chat_with_transfer_reload_and_end(
     page: playwright_api.Page,
     served: Served,  # noqa: F811
 ) -> None:
-    host = served.host
-    alice = await available(host, "alice")
+    alice = await SocketDesk.login(served, "alice")
     await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
     number = await alice.accept_next_offer()
     messages = page.locator("#messages")
@@ -127,7 +168,7 @@ async def test_a_whole_chat_with_transfer_reload_and_end(
     assert isinstance(heard, MessageEvent) and heard.message.sender.startswith("web-")
     await expect(page.locator("#messages .msg.customer:not(.pending)")).to_have_count(1)
 
-    bob = await available(host, "bob")
+    bob = await SocketDesk.login(served, "bob")
     await alice.do(TransferToAgent(interaction=number, agent="bob"))
     await bob.accept_next_offer()
     await expect(messages).to_contain_text("Transferred from Alice Martin to Bob Okafor")
@@ -174,6 +215,12 @@ async def test_a_whole_chat_with_transfer_reload_and_end(
     await page.click("#new-chat")
     await expect(page.locator("#intro")).to_be_visible()
     assert await page.evaluate("localStorage.getItem('inbox-tui.widget')") is None
+    # Bob wraps up: closing the record frees his capacity.
+    await bob.do(CloseRecord(interaction=number))
+    stored = await served.host.store.get_interaction(number)
+    assert stored is not None and stored.state == "closed_complete"
+    for desk in (alice, bob):
+        await desk.client.close()
 
 
 async def test_markup_shows_literally_and_never_runs(
