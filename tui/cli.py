@@ -23,6 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the routing host in-process with simulated agents and customers",
     )
     parser.add_argument(
+        "--connect",
+        metavar="URL",
+        default=None,
+        help="the console: routing host to connect to (default from console.toml, "
+        "INBOX_TUI_URL, else ws://127.0.0.1:8600/agent)",
+    )
+    parser.add_argument("--user", default=None, help="the console: log in as this agent")
+    parser.add_argument(
         "--server",
         action="store_true",
         help="run the shared routing host (agents' consoles, the customer widget, the REST API)",
@@ -63,6 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_console(url: str | None, user: str | None) -> int:
+    from dataclasses import replace
+
+    from tui.app import InboxApp
+    from tui.settings import SettingsError, load_settings, normalise_url
+
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        print(f"inbox-tui: {e}", file=sys.stderr)
+        return 2
+    if url:
+        settings = replace(settings, url=normalise_url(url))
+    if user:
+        settings = replace(settings, user=user)
+    InboxApp(settings).run()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "admin":
@@ -72,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_server(args.config, args.listen, args.data)
     if not args.demo:
-        build_parser().print_help()
-        return 2
+        return run_console(args.connect, args.user)
     from tui.demo import run_demo
 
     try:

@@ -1,0 +1,501 @@
+"""The main screen: (A) queues and offers, (B) chats, (C) toolbar, (D) record, (F) attachments
+and templates, and the ongoing-messages tray. Actions talk to the host through the app's
+client only; what they change comes back as events and redraws through `refresh_areas`."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Label, Select, Static
+from tui.widgets.transcript import Transcript
+from tui.widgets.virtual_list import VirtualList
+
+from core.client import ClientError
+from core.model import MAX_ATTACHMENT_BYTES
+from core.protocol import (
+    AddWorkNote,
+    AnswerInvitation,
+    Archive,
+    AttachFile,
+    CloseRecord,
+    EndChat,
+    GetPrefill,
+    GetTranscript,
+    InviteAgent,
+    MarkRead,
+    Prefill,
+    RecordCreated,
+    TemplateText,
+    TransferToAgent,
+    TransferToQueue,
+    UseTemplate,
+)
+from core.protocol import Transcript as TranscriptReply
+from screens.picker import Picker
+from screens.prompt import Prompt
+from screens.record_form import RecordForm
+from tui.widgets.attachments_panel import AttachmentsPanel
+from tui.widgets.chat_list import ChatList
+from tui.widgets.composer import Composer
+from tui.widgets.offer_list import OfferList
+from tui.widgets.ongoing_tray import OngoingTray
+from tui.widgets.presence_switcher import PresenceSwitcher
+from tui.widgets.queue_stats import QueueStatsView
+from tui.widgets.record_pane import RecordPane
+from tui.widgets.toolbar import ACTIONS, Toolbar
+
+if TYPE_CHECKING:
+    from tui.app import InboxApp
+
+NARROW = 110  # below this many columns the panes become tabs (80x24 terminals)
+PANES = ("pane-queues", "pane-chat", "pane-record")
+
+
+class MainScreen(Screen[None]):
+    # Stable ids ("area.action") so people can remap keys in console.toml's [keymap].
+    BINDINGS = [
+        Binding("a", "accept_offer", "Accept", id="offer.accept"),
+        Binding(
+            "alt+a", "accept_offer", "Accept", id="offer.accept_alt", show=False, priority=True
+        ),
+        Binding("x", "reject_offer", "Reject", id="offer.reject"),
+        Binding("n", "next_unread", "Next unread", id="chat.next_unread"),
+        Binding(
+            "alt+n",
+            "next_unread",
+            "Next unread",
+            id="chat.next_unread_alt",
+            show=False,
+            priority=True,
+        ),
+        Binding("c", "compose", "Compose", id="chat.compose"),
+        Binding("m", "mark_read", "Mark read", id="chat.mark_read", show=False),
+        Binding("t", "chat_transfer", "Transfer", id="chat.transfer", show=False),
+        Binding(
+            "alt+t", "chat_transfer", "Transfer", id="chat.transfer_alt", show=False, priority=True
+        ),
+        Binding("i", "chat_invite", "Add agent", id="chat.invite", show=False),
+        Binding(
+            "alt+i", "chat_invite", "Add agent", id="chat.invite_alt", show=False, priority=True
+        ),
+        Binding("f", "chat_attach", "Attach", id="chat.attach", show=False),
+        Binding("alt+f", "chat_attach", "Attach", id="chat.attach_alt", show=False, priority=True),
+        Binding("slash", "chat_template", "Template", id="chat.template", show=False),
+        Binding(
+            "alt+slash",
+            "chat_template",
+            "Template",
+            id="chat.template_alt",
+            show=False,
+            priority=True,
+        ),
+        Binding("e", "chat_end", "End chat", id="chat.end", show=False),
+        Binding("alt+e", "chat_end", "End chat", id="chat.end_alt", show=False, priority=True),
+        Binding("o", "work_note", "Work note", id="chat.work_note", show=False),
+        Binding("y", "join", "Join invite", id="chat.join", show=False),
+        Binding("w", "record_close", "Close", id="record.close", show=False),
+        Binding("alt+w", "record_close", "Close", id="record.close_alt", show=False, priority=True),
+        Binding("I", "record_incident", "Incident", id="record.incident", show=False),
+        Binding("C", "record_case", "Case", id="record.case", show=False),
+        Binding("A", "record_archive", "Archive", id="record.archive", show=False),
+        Binding("p", "pick_presence", "Presence", id="presence.pick"),
+        Binding("f5", "presence('Available')", "Available", id="presence.available", show=False),
+        Binding("f6", "presence('Away')", "Away", id="presence.away", show=False),
+        Binding("f7", "presence('Offline')", "Offline", id="presence.offline", show=False),
+        Binding("f2", "show_pane('pane-queues')", "Queues", id="pane.queues", show=False),
+        Binding("f3", "show_pane('pane-chat')", "Chat", id="pane.chat", show=False),
+        Binding("f4", "show_pane('pane-record')", "Record", id="pane.record", show=False),
+        Binding("escape", "back", "Back", id="app.back", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: str | None = None
+        self.shown_pane = "pane-chat"
+
+    @property
+    def inbox(self) -> InboxApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="topbar"):
+            yield Static(id="whoami")
+            yield Static(id="connection")
+            yield PresenceSwitcher(id="presence")
+        with Horizontal(id="panes"):
+            with Vertical(id="pane-queues", classes="pane"):
+                yield Label("Queues", classes="pane-title")
+                yield QueueStatsView(id="queue-stats")
+                yield Label("Offers", classes="pane-title")
+                yield OfferList(id="offers")
+                yield OngoingTray(id="ongoing")
+            with Vertical(id="pane-chat", classes="pane"):
+                yield Label("Chats", classes="pane-title")
+                yield ChatList(id="chat-list")
+                yield Static(id="chat-title")
+                yield Transcript(id="transcript")
+                yield Static(id="typing")
+                yield Composer(id="composer")
+                yield Toolbar(id="toolbar")
+            with Vertical(id="pane-record", classes="pane"):
+                yield Label("Interaction record", classes="pane-title")
+                yield RecordPane(id="record")
+                yield AttachmentsPanel(id="attachments")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_areas({"all"})
+        self.on_resize()
+        self.query_one("#chat-list", ChatList).focus()
+
+    def on_resize(self, event: object = None) -> None:
+        narrow = self.size.width < NARROW
+        self.set_class(narrow, "narrow")
+        for pane in PANES:
+            self.query_one(f"#{pane}").set_class(pane == self.shown_pane, "shown")
+
+    # ------------------------------------------------------------------ redraw
+
+    def refresh_areas(self, areas: set[str]) -> None:
+        state = self.inbox.state
+        every = "all" in areas
+        if every or areas & {"me", "agents"}:
+            me = state.me
+            if me is not None:
+                role = "" if me.role == "agent" else f" [{me.role}]"
+                self.query_one("#whoami", Static).update(f"[b]{me.display_name}[/]{role}")
+                self.query_one("#presence", PresenceSwitcher).show(state.presences, me.presence)
+            self.query_one("#ongoing").display = state.has_messaging()
+        if every or "queues" in areas:
+            stats = [state.queue_stats[q] for q in state.queues if q in state.queue_stats]
+            self.query_one("#queue-stats", QueueStatsView).show(stats)
+        if every or "offers" in areas:
+            self.query_one("#offers", OfferList).show(state.sorted_offers())
+        if every or "ongoing" in areas:
+            self.query_one("#ongoing", OngoingTray).show(state.ongoing, state.unread_conversations)
+        if every or "chats" in areas:
+            chats = state.open_chats()
+            if self.current not in state.chats:
+                self.current = chats[0].number if chats else None
+            self.query_one("#chat-list", ChatList).show(chats, self.current)
+        if every or "chats" in areas or f"chat:{self.current}" in areas:
+            self.show_current()
+        self.show_connection(self.inbox.connection)
+
+    def show_connection(self, status: str) -> None:
+        style = {"connected": "green", "reconnecting": "yellow"}.get(status, "red")
+        self.query_one("#connection", Static).update(f"[{style}]● {status}[/]")
+
+    def show_current(self) -> None:
+        state = self.inbox.state
+        chat = state.chats.get(self.current or "")
+        transcript = self.query_one("#transcript", Transcript)
+        names = {a: v.display_name for a, v in state.agents.items()}
+        me = state.me.id if state.me else ""
+        mine = chat is not None and any(
+            p.agent == me and p.role == "owner" and p.left_at is None
+            for p in chat.record.participants
+        )
+        self.query_one("#toolbar", Toolbar).show(chat, mine)
+        self.query_one("#record", RecordPane).show(chat, names)
+        self.query_one("#attachments", AttachmentsPanel).show(
+            chat.attachments if chat else [], state.templates
+        )
+        title = self.query_one("#chat-title", Static)
+        if chat is None:
+            title.update("[dim]No chat selected: accept an offer with a[/]")
+            transcript.clear()
+            self.query_one("#typing", Static).update("")
+            return
+        r = chat.record
+        title.update(f"[b]{r.customer_name or r.customer}[/]  {r.number}  [dim]{r.state}[/]")
+        transcript.set_messages(chat.ordered(), names, customer_name=r.customer_name or "Customer")
+        typing = f"[dim italic]{chat.typing} is typing…[/]" if chat.typing else ""
+        self.query_one("#typing", Static).update(typing)
+        if not chat.loaded:
+            self.load_transcript(chat.number)
+
+    @work(exclusive=False)
+    async def load_transcript(self, number: str) -> None:
+        reply = await self.call(GetTranscript(interaction=number))
+        if isinstance(reply, TranscriptReply):
+            self.inbox.state.set_transcript(number, reply.messages, reply.attachments)
+            if number == self.current:
+                self.show_current()
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def call(self, frame: object) -> object | None:
+        """Send a command; a refusal becomes a toast, never a crash."""
+        try:
+            return await self.inbox.client.request(frame)  # type: ignore[arg-type]
+        except ClientError as e:
+            self.notify(e.message, title=e.code, severity="error")
+        except TimeoutError:
+            self.notify("The host did not answer in time", severity="error")
+        return None
+
+    def chat_or_say(self) -> str | None:
+        if self.current is None:
+            self.notify("Select a chat first", severity="warning")
+        return self.current
+
+    @on(VirtualList.Highlighted, "#chat-list")
+    @on(VirtualList.Selected, "#chat-list")
+    def chat_chosen(self, event: VirtualList.Highlighted) -> None:
+        number = event.row.number  # type: ignore[attr-defined]
+        if number != self.current:
+            self.current = number
+            self.show_current()
+        if isinstance(event, VirtualList.Selected):
+            self.query_one("#composer", Composer).focus()
+
+    @on(Composer.Send)
+    async def send(self, event: Composer.Send) -> None:
+        number = self.chat_or_say()
+        if number is not None:
+            # The client queues it while disconnected and sends it after, with the same id.
+            self.run_worker(self.call_send(number, event.body))
+
+    async def call_send(self, number: str, body: str) -> None:
+        try:
+            await self.inbox.client.send_message(number, body)
+        except ClientError as e:
+            self.notify(e.message, title=e.code, severity="error")
+
+    @on(Composer.WantsTemplate)
+    def wants_template(self) -> None:
+        self.action_chat_template()
+
+    @on(Button.Pressed, "#toolbar Button")
+    def toolbar_pressed(self, event: Button.Pressed) -> None:
+        self.run_action(ACTIONS[event.button.id or ""][1])  # type: ignore[arg-type]
+
+    @on(Button.Pressed, "#record Button")
+    def record_pressed(self, event: Button.Pressed) -> None:
+        action = {
+            "record-incident": "record_incident",
+            "record-case": "record_case",
+            "record-close": "record_close",
+            "record-archive": "record_archive",
+        }[event.button.id or ""]
+        self.run_action(action)
+
+    @on(Select.Changed, "#presence")
+    def presence_picked(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.action_presence(event.value)
+
+    # ------------------------------------------------------------------ actions
+
+    def action_show_pane(self, pane: str) -> None:
+        self.shown_pane = pane
+        self.on_resize()
+
+    def action_back(self) -> None:
+        self.query_one("#chat-list", ChatList).focus()
+
+    def action_compose(self) -> None:
+        self.action_show_pane("pane-chat")
+        self.query_one("#composer", Composer).focus()
+
+    @work
+    async def action_accept_offer(self) -> None:
+        view = self.query_one("#offers", OfferList).selected()
+        if view is None:
+            self.notify("No offer to accept", severity="warning")
+            return
+        await self.call_accept(view.offer.id)
+
+    async def call_accept(self, offer_id: str) -> None:
+        try:
+            await self.inbox.client.accept(offer_id)
+        except ClientError as e:
+            self.notify(e.message, title=e.code, severity="error")
+
+    @work
+    async def action_reject_offer(self) -> None:
+        view = self.query_one("#offers", OfferList).selected()
+        if view is None:
+            self.notify("No offer to reject", severity="warning")
+            return
+        reason = await self.app.push_screen_wait(
+            Prompt("Reject this offer: why?", placeholder="busy, wrong language, …")
+        )
+        if reason is not None:
+            try:
+                await self.inbox.client.reject(view.offer.id, reason[:200])
+            except ClientError as e:
+                self.notify(e.message, title=e.code, severity="error")
+
+    def action_next_unread(self) -> None:
+        number = self.inbox.state.next_unread(self.current)
+        if number is None:
+            self.notify("Nothing unread")
+            return
+        self.current = number
+        self.refresh_areas({"chats"})
+
+    @work
+    async def action_mark_read(self) -> None:
+        chat = self.inbox.state.chats.get(self.current or "")
+        if chat and chat.messages:
+            await self.call(MarkRead(interaction=chat.number, seq=max(chat.messages)))
+
+    @work
+    async def action_chat_template(self) -> None:
+        number = self.chat_or_say()
+        templates = self.inbox.state.templates
+        if number is None or not templates:
+            return
+        choices = [(f"/{t.shortcut}  {t.title or t.text[:40]}", t.shortcut) for t in templates]
+        shortcut = await self.app.push_screen_wait(Picker("Insert a template", choices))
+        if shortcut is None:
+            return
+        reply = await self.call(UseTemplate(interaction=number, shortcut=shortcut))
+        if isinstance(reply, TemplateText):
+            composer = self.query_one("#composer", Composer)
+            composer.value = reply.text
+            composer.focus()
+
+    def online_agents(self, channel: str | None) -> list[tuple[str, str]]:
+        state = self.inbox.state
+        me = state.me.id if state.me else ""
+        out = []
+        for agent in state.agents.values():
+            presence = next((p for p in state.presences if p.name == agent.presence), None)
+            if agent.id == me or presence is None or not presence.channels:
+                continue
+            if channel is None or channel in presence.channels:
+                out.append((f"{agent.display_name}  ({agent.presence})", agent.id))
+        return out
+
+    @work
+    async def action_chat_transfer(self) -> None:
+        number = self.chat_or_say()
+        chat = self.inbox.state.chats.get(number or "")
+        if chat is None:
+            return
+        choices = self.online_agents(chat.record.channel)
+        choices += [(f"queue: {q}", f"queue:{q}") for q in self.inbox.state.queues]
+        target = await self.app.push_screen_wait(Picker("Transfer to an agent or a queue", choices))
+        if target is None:
+            return
+        if target.startswith("queue:"):
+            frame = TransferToQueue(interaction=chat.number, queue=target.removeprefix("queue:"))
+        else:
+            frame = TransferToAgent(interaction=chat.number, agent=target)
+        if await self.call(frame) is not None:
+            self.notify("Transfer requested: the chat stays yours until it is accepted")
+
+    @work
+    async def action_chat_invite(self) -> None:
+        number = self.chat_or_say()
+        if number is None:
+            return
+        agent = await self.app.push_screen_wait(Picker("Add an agent", self.online_agents(None)))
+        if agent is not None and await self.call(InviteAgent(interaction=number, agent=agent)):
+            self.notify(f"Invited {self.inbox.state.name(agent)}")
+
+    @work
+    async def action_join(self) -> None:
+        invitations = self.inbox.state.invitations
+        if not invitations:
+            self.notify("No invitation waiting")
+            return
+        number = next(iter(invitations))
+        await self.call(AnswerInvitation(interaction=number, accept=True))
+
+    @work
+    async def action_chat_attach(self) -> None:
+        number = self.chat_or_say()
+        if number is None:
+            return
+        path = await self.app.push_screen_wait(Prompt("Attach a file: path", placeholder="~/file"))
+        if not path:
+            return
+        file = Path(path).expanduser()
+        try:
+            if file.stat().st_size > MAX_ATTACHMENT_BYTES:
+                self.notify(f"{file.name} is over 10 MiB", severity="error")
+                return
+            data = file.read_bytes()
+        except OSError as e:
+            self.notify(f"Cannot read {file}: {e.strerror}", severity="error")
+            return
+        if await self.call(AttachFile(interaction=number, name=file.name, data=data)):
+            self.notify(f"Sent {file.name}")
+
+    @work
+    async def action_work_note(self) -> None:
+        number = self.chat_or_say()
+        if number is None:
+            return
+        note = await self.app.push_screen_wait(Prompt("Work note (never shown to the customer)"))
+        if note:
+            await self.call(
+                AddWorkNote(interaction=number, body=note, client_msg_id=secrets.token_hex(8))
+            )
+
+    @work
+    async def action_chat_end(self) -> None:
+        number = self.chat_or_say()
+        if number is not None:
+            await self.call(EndChat(interaction=number))
+
+    @work
+    async def action_record_close(self) -> None:
+        number = self.chat_or_say()
+        if number is not None:
+            await self.call(CloseRecord(interaction=number))
+
+    @work
+    async def action_record_archive(self) -> None:
+        number = self.chat_or_say()
+        if number is not None and await self.call(Archive(interaction=number)):
+            self.notify(f"{number} archived")
+
+    async def create_record(self, kind: str) -> None:
+        number = self.chat_or_say()
+        if number is None:
+            return
+        prefill = await self.call(GetPrefill(interaction=number, kind=kind))  # type: ignore[arg-type]
+        if not isinstance(prefill, Prefill):
+            return
+        frame = await self.app.push_screen_wait(
+            RecordForm(number, kind, prefill.short_description, prefill.description)
+        )
+        if frame is None:
+            return
+        created = await self.call(frame)
+        if isinstance(created, RecordCreated):
+            self.notify(f"{created.record.number} created from {number}")
+
+    @work
+    async def action_record_incident(self) -> None:
+        await self.create_record("incident")
+
+    @work
+    async def action_record_case(self) -> None:
+        await self.create_record("case")
+
+    @work
+    async def action_presence(self, presence: str) -> None:
+        try:
+            await self.inbox.client.set_presence(presence)
+        except ClientError as e:
+            self.notify(e.message, title=e.code, severity="error")
+
+    @work
+    async def action_pick_presence(self) -> None:
+        choices = [(p.label or p.name, p.name) for p in self.inbox.state.presences]
+        presence = await self.app.push_screen_wait(Picker("Presence", choices))
+        if presence is not None:
+            self.action_presence(presence)

@@ -1,0 +1,149 @@
+"""The console application: wires the client, the state and the screens. Nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+
+from core.client import ClientError, InboxClient
+from core.protocol import Event, OfferEvent
+from screens.help import HelpScreen
+from screens.login import LoginScreen
+from screens.main import MainScreen
+from tui.commands import InboxCommands
+from tui.settings import ConsoleSettings, forget_token, save_token, saved_token
+from tui.state import ConsoleState
+
+
+class StateChanged(Message):
+    def __init__(self, areas: set[str]) -> None:
+        super().__init__()
+        self.areas = areas
+
+
+class InboxApp(App[None]):
+    CSS_PATH = "../styles/inbox.tcss"
+    TITLE = "inbox-tui"
+    COMMANDS = App.COMMANDS | {InboxCommands}
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(self, settings: ConsoleSettings, *, password: str | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.password = password
+        self.state = ConsoleState()
+        self.client: InboxClient = InboxClient(settings.url)
+        self.connection = "disconnected"
+
+    def on_mount(self) -> None:
+        self.theme = self.settings.theme
+        self.set_keymap(self.settings.keymap)
+        if self.settings.user and (self.password or self.saved()):
+            self.run_worker(self.log_in(self.settings.url, self.settings.user, self.password))
+        else:
+            self.push_screen(LoginScreen(self.settings.url, self.settings.user))
+
+    def saved(self) -> str | None:
+        with contextlib.suppress(OSError, ValueError):
+            return saved_token(self.settings.url, self.settings.user)
+        return None
+
+    async def log_in(self, url: str, user: str, password: str | None) -> None:
+        """Connect and log in (password, else the saved token); on failure, say why on the
+        login screen."""
+        from tui.settings import normalise_url
+
+        url = normalise_url(url)
+        await self.client.close()
+        self.client = InboxClient(url, on_event=self.inbox_event, on_status=self.inbox_status)
+        try:
+            await self.client.connect()
+            token = None if password else saved_token(url, user)
+            if password:
+                reply = await self.client.login(user, password)
+            elif token:
+                reply = await self.client.login_token(token)
+            else:
+                raise ClientError("bad_credentials", "enter your password")
+        except ClientError as e:
+            await self.client.close()
+            if e.code in ("bad_token", "expired"):
+                forget_token(url, user)
+            self.show_login(url, user, self.explain(e))
+            return
+        except (OSError, TimeoutError) as e:
+            await self.client.close()
+            self.show_login(url, user, f"Cannot reach the host at {url}: {e}")
+            return
+        with contextlib.suppress(OSError):
+            save_token(url, user, reply.token)
+        self.state.load(reply.snapshot)
+        self.switch_to_main()
+
+    @staticmethod
+    def explain(e: ClientError) -> str:
+        return {
+            "bad_credentials": "Wrong user name or password.",
+            "protocol_mismatch": f"This console and the host do not match: {e.message}",
+            "rate_limited": f"Too many attempts: {e.message}",
+        }.get(e.code, f"{e.code}: {e.message}")
+
+    def show_login(self, url: str, user: str, error: str) -> None:
+        if isinstance(self.screen, LoginScreen):
+            self.screen.failed(error)
+        else:
+            self.push_screen(LoginScreen(url, user, error))
+
+    def switch_to_main(self) -> None:
+        main = MainScreen()
+        if isinstance(self.screen, LoginScreen):
+            self.switch_screen(main)
+        else:
+            self.push_screen(main)
+
+    def inbox_event(self, event: Event) -> None:
+        areas = self.state.apply(event)
+        if isinstance(event, OfferEvent):
+            view = event.view
+            if self.settings.bell:
+                self.bell()
+            self.notify(
+                f"{view.customer_name or view.item.customer} on {view.item.channel}: press a",
+                title="New offer",
+            )
+        while self.state.notes:
+            self.notify(self.state.notes.pop(0))
+        if areas:
+            self.post_message(StateChanged(areas))
+
+    def inbox_status(self, status: str) -> None:
+        self.connection = status
+        self.post_message(StateChanged({"connection"}))
+
+    def on_state_changed(self, message: StateChanged) -> None:
+        screen = self.screen
+        if isinstance(screen, MainScreen):
+            screen.refresh_areas(message.areas)
+        else:
+            for s in self.screen_stack:
+                if isinstance(s, MainScreen):
+                    s.refresh_areas(message.areas)
+
+    def action_help(self) -> None:
+        rows = []
+        for screen in (*self.screen_stack, self):
+            for key, bindings in screen._bindings.key_to_bindings.items():
+                for b in bindings:
+                    if b.description:
+                        context = (b.id or "app").split(".")[0]
+                        rows.append((context, self.get_key_display(b) or key, b.description))
+        self.push_screen(HelpScreen(sorted(set(rows))))
+
+    async def on_unmount(self) -> None:
+        await self.client.close()

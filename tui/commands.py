@@ -1,0 +1,49 @@
+"""The command palette: every action as "area: action", so nothing needs a key to be found."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+COMMANDS = [
+    ("offer: accept", "accept_offer"),
+    ("offer: reject", "reject_offer"),
+    ("chat: next unread", "next_unread"),
+    ("chat: compose", "compose"),
+    ("chat: mark read", "mark_read"),
+    ("chat: transfer", "chat_transfer"),
+    ("chat: add agent", "chat_invite"),
+    ("chat: join invitation", "join"),
+    ("chat: attach file", "chat_attach"),
+    ("chat: insert template", "chat_template"),
+    ("chat: work note", "work_note"),
+    ("chat: end", "chat_end"),
+    ("record: close", "record_close"),
+    ("record: create incident", "record_incident"),
+    ("record: create case", "record_case"),
+    ("record: archive", "record_archive"),
+    ("presence: available", "presence('Available')"),
+    ("presence: away", "presence('Away')"),
+    ("presence: offline", "presence('Offline')"),
+    ("presence: choose", "pick_presence"),
+    ("view: queues pane", "show_pane('pane-queues')"),
+    ("view: chat pane", "show_pane('pane-chat')"),
+    ("view: record pane", "show_pane('pane-record')"),
+]
+
+
+class InboxCommands(Provider):
+    async def discover(self) -> Hits:
+        for name, action in COMMANDS:
+            yield DiscoveryHit(name, partial(self.run, action))
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, action in COMMANDS:
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), partial(self.run, action))
+
+    async def run(self, action: str) -> None:
+        await self.screen.run_action(action)

@@ -1,0 +1,95 @@
+"""The console's own settings: `$XDG_CONFIG_HOME/inbox-tui/console.toml` (all optional).
+
+    url = "ws://127.0.0.1:8600/agent"   # or INBOX_TUI_URL, or --connect
+    user = "alice"
+    bell = true                           # terminal bell on a new offer
+    theme = "textual-dark"
+    [keymap]                              # binding id = keys, e.g. remap accept to F2
+    "offer.accept" = "f2"
+
+The saved session token lives in `$XDG_STATE_HOME/inbox-tui/` with mode 0600, one file per
+host and user, so a console restarted after a crash logs in without the password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.paths import default_config_dir, default_state_dir, load_secret, save_secret
+
+DEFAULT_URL = "ws://127.0.0.1:8600/agent"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    url: str = DEFAULT_URL
+    user: str = ""
+    bell: bool = True
+    theme: str = "textual-dark"
+    keymap: dict[str, str] = field(default_factory=dict)
+
+
+def normalise_url(url: str) -> str:
+    """Accept what people type: host:port, http(s)://host:port, or the full ws URL."""
+    url = url.strip()
+    if url.startswith(("http://", "https://")):
+        url = "ws" + url[4:]
+    if not url.startswith(("ws://", "wss://")):
+        url = "ws://" + url
+    scheme, _, rest = url.partition("://")
+    if "/" not in rest:
+        rest += "/agent"
+    return f"{scheme}://{rest}"
+
+
+def load_settings(path: Path | None = None) -> ConsoleSettings:
+    path = path or default_config_dir() / "console.toml"
+    data: dict[str, object] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise SettingsError(f"{path}: {e}") from e
+    known = {"url", "user", "bell", "theme", "keymap"}
+    unknown = set(data) - known
+    if unknown:
+        raise SettingsError(f"{path}: unknown setting {sorted(unknown)[0]!r}")
+    keymap = data.get("keymap", {})
+    if not isinstance(keymap, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in keymap.items()
+    ):
+        raise SettingsError(f"{path}: [keymap] maps binding ids to keys, both strings")
+    url = os.environ.get("INBOX_TUI_URL") or str(data.get("url") or DEFAULT_URL)
+    return ConsoleSettings(
+        url=normalise_url(url),
+        user=str(data.get("user", "")),
+        bell=bool(data.get("bell", True)),
+        theme=str(data.get("theme", "textual-dark")),
+        keymap=dict(keymap),
+    )
+
+
+def token_path(url: str, user: str) -> Path:
+    # Hashed so a URL's characters never end up in a file name.
+    key = hashlib.sha256(f"{url}|{user}".encode()).hexdigest()[:16]
+    return default_state_dir() / f"session-{key}"
+
+
+def saved_token(url: str, user: str) -> str | None:
+    return load_secret(token_path(url, user))
+
+
+def save_token(url: str, user: str, token: str) -> None:
+    save_secret(token_path(url, user), token)
+
+
+def forget_token(url: str, user: str) -> None:
+    token_path(url, user).unlink(missing_ok=True)

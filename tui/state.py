@@ -1,0 +1,222 @@
+"""What the console knows, rebuilt from a snapshot and kept current by events. No Textual here:
+widgets read this and redraw when `apply` says their area changed, so it is tested on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.model import (
+    Attachment,
+    InteractionRecord,
+    InteractionState,
+    Message,
+    PresenceState,
+    Template,
+)
+from core.protocol import (
+    AgentView,
+    Event,
+    InteractionEvent,
+    InvitationEvent,
+    MessageEvent,
+    OfferClosed,
+    OfferEvent,
+    OfferView,
+    OngoingCard,
+    OngoingEvent,
+    PresenceEvent,
+    QueueStats,
+    QueueStatsEvent,
+    ReadEvent,
+    Resync,
+    Snapshot,
+    TypingEvent,
+)
+
+OPEN_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS, InteractionState.WRAP_UP)
+
+
+@dataclass
+class Chat:
+    record: InteractionRecord
+    messages: dict[int, Message] = field(default_factory=dict)
+    attachments: list[Attachment] = field(default_factory=list)
+    loaded: bool = False  # the transcript was fetched; before that only live messages are here
+    typing: str = ""
+    unread: int = 0  # customer messages since I last replied (live chats count them too)
+
+    @property
+    def number(self) -> str:
+        return self.record.number
+
+    def ordered(self) -> list[Message]:
+        return [self.messages[s] for s in sorted(self.messages)]
+
+
+@dataclass
+class ConsoleState:
+    me: AgentView | None = None
+    presences: list[PresenceState] = field(default_factory=list)
+    offers: dict[str, OfferView] = field(default_factory=dict)
+    chats: dict[str, Chat] = field(default_factory=dict)
+    ongoing: list[OngoingCard] = field(default_factory=list)
+    unread_conversations: int = 0
+    queue_stats: dict[str, QueueStats] = field(default_factory=dict)
+    agents: dict[str, AgentView] = field(default_factory=dict)
+    templates: list[Template] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+    invitations: dict[str, str] = field(default_factory=dict)  # interaction -> inviter
+    notes: list[str] = field(default_factory=list)  # one-line notices for toasts
+
+    # ------------------------------------------------------------------ reading
+
+    def name(self, agent: str) -> str:
+        view = self.agents.get(agent)
+        return view.display_name if view else agent
+
+    def open_chats(self) -> list[Chat]:
+        """My chats, live ones first, then by when they opened."""
+        return sorted(
+            (c for c in self.chats.values() if c.record.state in OPEN_STATES),
+            key=lambda c: (c.record.state == InteractionState.WRAP_UP, c.record.opened_at),
+        )
+
+    def sorted_offers(self) -> list[OfferView]:
+        return sorted(self.offers.values(), key=lambda o: o.offer.deadline)
+
+    def has_messaging(self) -> bool:
+        """The ongoing-messages tray shows only when my presence includes a messaging channel."""
+        if self.me is None:
+            return False
+        presence = next((p for p in self.presences if p.name == self.me.presence), None)
+        return presence is not None and any(c == "messaging" for c in presence.channels)
+
+    def next_unread(self, after: str | None) -> str | None:
+        """The next chat needing a reply after `after`, wrapping around (weechat's smart jump)."""
+        waiting = [c.number for c in self.open_chats() if c.unread]
+        waiting += [
+            c.interaction for c in self.ongoing if c.unread and c.interaction not in waiting
+        ]
+        if not waiting:
+            return None
+        if after in waiting:
+            return waiting[(waiting.index(after) + 1) % len(waiting)]
+        return waiting[0]
+
+    # ------------------------------------------------------------------ writing
+
+    def load(self, snapshot: Snapshot) -> None:
+        self.me = snapshot.me
+        self.presences = list(snapshot.presences)
+        self.offers = {o.offer.id: o for o in snapshot.offers}
+        kept = self.chats
+        self.chats = {}
+        for record in snapshot.interactions:
+            chat = kept.get(record.number) or Chat(record=record)
+            chat.record = record
+            self.chats[record.number] = chat
+        self.ongoing = list(snapshot.ongoing)
+        self.unread_conversations = sum(1 for c in self.ongoing if c.unread)
+        self.queue_stats = {s.queue: s for s in snapshot.queue_stats}
+        self.agents = {a.id: a for a in snapshot.agents}
+        self.templates = list(snapshot.templates)
+        self.queues = list(snapshot.queues)
+
+    def apply(self, event: Event) -> set[str]:
+        """Fold one event in; returns the areas that changed ("offers", "chats",
+        "chat:<number>", "ongoing", "queues", "me", "agents", "invitations")."""
+        if isinstance(event, Resync):
+            self.load(event.snapshot)
+            return {"all"}
+        if isinstance(event, OfferEvent):
+            self.offers[event.view.offer.id] = event.view
+            return {"offers"}
+        if isinstance(event, OfferClosed):
+            view = self.offers.pop(event.offer, None)
+            if view is not None and event.state in ("expired", "rescinded"):
+                who = view.customer_name or view.item.customer
+                self.notes.append(f"Offer for {who} {event.state}: {event.reason}")
+            return {"offers"}
+        if isinstance(event, InteractionEvent):
+            return self._interaction(event)
+        if isinstance(event, MessageEvent):
+            return self._message(event.message)
+        if isinstance(event, TypingEvent):
+            chat = self.chats.get(event.interaction)
+            if chat is None:
+                return set()
+            chat.typing = event.who
+            return {f"chat:{chat.number}"}
+        if isinstance(event, ReadEvent):
+            chat = self.chats.get(event.interaction)
+            if chat is not None and self.me is not None and event.reader == self.me.id:
+                chat.unread = sum(
+                    1
+                    for m in chat.messages.values()
+                    if m.sender_kind == "customer" and m.seq > event.read_seq
+                )
+                return {"chats", f"chat:{chat.number}"}
+            return set()
+        if isinstance(event, OngoingEvent):
+            self.ongoing = list(event.cards)
+            self.unread_conversations = event.unread_conversations
+            for card in event.cards:
+                chat = self.chats.get(card.interaction)
+                if chat is not None:
+                    chat.unread = card.unread
+            return {"ongoing", "chats"}
+        if isinstance(event, QueueStatsEvent):
+            for s in event.stats:
+                self.queue_stats[s.queue] = s
+            return {"queues"}
+        if isinstance(event, PresenceEvent):
+            self.agents[event.agent.id] = event.agent
+            if self.me is not None and event.agent.id == self.me.id:
+                self.me = event.agent
+                if event.reason and event.reason != "set by agent":
+                    self.notes.append(f"Presence set to {event.agent.presence}: {event.reason}")
+                return {"me", "agents"}
+            return {"agents"}
+        if isinstance(event, InvitationEvent):
+            self.invitations[event.interaction.number] = event.from_agent
+            self.notes.append(
+                f"{self.name(event.from_agent)} invites you to {event.interaction.number}"
+            )
+            return {"invitations"}
+        return set()
+
+    def _interaction(self, event: InteractionEvent) -> set[str]:
+        number = event.record.number
+        if event.change == "left":
+            self.chats.pop(number, None)
+            return {"chats", f"chat:{number}"}
+        chat = self.chats.get(number)
+        if chat is None:
+            chat = self.chats[number] = Chat(record=event.record)
+        chat.record = event.record
+        self.invitations.pop(number, None)
+        return {"chats", f"chat:{number}"}
+
+    def _message(self, message: Message) -> set[str]:
+        chat = self.chats.get(message.interaction)
+        if chat is None:
+            return set()
+        chat.messages[message.seq] = message
+        chat.typing = ""
+        if message.sender_kind == "customer":
+            chat.unread += 1
+        elif self.me is not None and message.sender == self.me.id:
+            chat.unread = 0
+        return {"chats", f"chat:{chat.number}"}
+
+    def set_transcript(
+        self, number: str, messages: list[Message], attachments: list[Attachment]
+    ) -> None:
+        chat = self.chats.get(number)
+        if chat is None:
+            return
+        for m in messages:
+            chat.messages.setdefault(m.seq, m)
+        chat.attachments = list(attachments)
+        chat.loaded = True

@@ -1,0 +1,59 @@
+"""(A) Pending offers, each with a live countdown to its accept time limit and the routing
+reason, so the agent knows why it came to them."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from core.protocol import OfferView
+
+
+class OfferList(Static, can_focus=True):
+    DEFAULT_CSS = "OfferList { height: auto; min-height: 1; }"
+    BINDINGS = [("j,down", "move(1)", "Down"), ("k,up", "move(-1)", "Up")]
+
+    cursor: reactive[int] = reactive(0)
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.offers: list[OfferView] = []
+
+    def on_mount(self) -> None:
+        # The countdown is the point of this widget: redraw every second.
+        self.set_interval(1.0, self.redraw)
+
+    def show(self, offers: list[OfferView]) -> None:
+        self.offers = offers
+        self.cursor = min(self.cursor, max(0, len(offers) - 1))
+        self.redraw()
+
+    def selected(self) -> OfferView | None:
+        return self.offers[self.cursor] if self.offers else None
+
+    def action_move(self, step: int) -> None:
+        if self.offers:
+            self.cursor = (self.cursor + step) % len(self.offers)
+            self.redraw()
+
+    def redraw(self) -> None:
+        if not self.offers:
+            self.update(Text("No offers", style="dim"))
+            return
+        now = time.time()
+        text = Text()
+        for i, view in enumerate(self.offers):
+            left = max(0, int(view.offer.deadline - now))
+            marker = "▶ " if i == self.cursor else "  "
+            kind = "transfer" if view.offer.kind == "transfer" else view.item.channel
+            who = view.customer_name or view.item.customer
+            style = "bold reverse" if i == self.cursor and self.has_focus else "bold"
+            text.append(f"{marker}{who}", style=style)
+            text.append(f"  {kind}  ", style="cyan")
+            text.append(f"{left:>3}s", style="bold red" if left <= 10 else "yellow")
+            text.append(f"  {view.interaction or ''}\n", style="dim")
+            text.append(f"    {view.offer.reason}\n", style="dim italic")
+        self.update(text)
