@@ -137,12 +137,18 @@ class InboxApp(App[None]):
 
     def action_help(self) -> None:
         rows = []
+        keymap: dict[str, str] = getattr(self, "_keymap", {})
         for screen in (*self.screen_stack, self):
             for key, bindings in screen._bindings.key_to_bindings.items():
                 for b in bindings:
-                    if b.description:
-                        context = (b.id or "app").split(".")[0]
-                        rows.append((context, self.get_key_display(b) or key, b.description))
+                    if not b.description:
+                        continue
+                    context = (b.id or "app").split(".")[0]
+                    # The keymap is applied when keys are looked up, not to the class bindings.
+                    remapped = keymap.get(b.id, "") if b.id else ""
+                    rows.append(
+                        (context, remapped or self.get_key_display(b) or key, b.description)
+                    )
         self.push_screen(HelpScreen(sorted(set(rows))))
 
     async def on_unmount(self) -> None:

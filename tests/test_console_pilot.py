@@ -1,0 +1,299 @@
+"""The console driven by Textual's Pilot against a real host on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from core.client import InboxClient
+from core.protocol import OfferEvent
+from screens.help import HelpScreen
+from screens.login import LoginScreen
+from screens.main import MainScreen
+from screens.picker import Picker
+from screens.prompt import Prompt
+from screens.record_form import RecordForm
+from tests.hosting import RunningHost, running_host
+from tui.app import InboxApp
+from tui.settings import ConsoleSettings
+from tui.widgets.composer import Composer
+from tui.widgets.transcript import Transcript
+
+SIZE = (160, 50)
+
+
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Never read or write the developer's own console settings or saved tokens.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+def console(h: RunningHost, user: str = "alice", **settings: object) -> InboxApp:
+    return InboxApp(
+        ConsoleSettings(url=h.agent_url, user=user, bell=False, **settings),  # type: ignore[arg-type]
+        password="demo",
+    )
+
+
+async def until(pilot, check: Callable[[], object], timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the console never got there")
+        await pilot.pause(0.05)
+
+
+def main(app: InboxApp) -> MainScreen:
+    assert isinstance(app.screen, MainScreen), app.screen
+    return app.screen
+
+
+def transcript_text(app: InboxApp) -> str:
+    t = app.screen.query_one(Transcript)
+    return "\n".join(t.render_line(y).text for y in range(t.size.height))
+
+
+async def chat_ready(h: RunningHost, app: InboxApp, pilot, customer: str = "Ana") -> str:  # type: ignore[no-untyped-def]
+    """Presence Available, a customer arrives, the agent presses `a`; returns the number."""
+    await until(pilot, lambda: isinstance(app.screen, MainScreen))
+    await pilot.press("f5")
+    await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+    record = await h.host.inbox.start_conversation(
+        channel="chat", customer=f"web-{customer.lower()}", customer_name=customer
+    )
+    await h.host.inbox.customer_message(record.number, f"web-{customer.lower()}", "Hello!", "c1")
+    await until(pilot, lambda: app.state.offers)
+    await pilot.press("a")
+    await until(pilot, lambda: record.number in app.state.chats)
+    await until(pilot, lambda: "joined" in transcript_text(app))
+    return record.number
+
+
+async def test_login_errors_are_shown_on_the_login_screen(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = InboxApp(ConsoleSettings(url=h.agent_url, user="alice", bell=False))
+        async with app.run_test(size=SIZE) as pilot:
+            assert isinstance(app.screen, LoginScreen)
+            await pilot.press(*"wrong", "enter")
+            await until(
+                pilot,
+                lambda: (
+                    "Wrong user name or password"
+                    in str(app.screen.query_one("#login-error").render())
+                ),
+            )
+            await pilot.press(*"demo", "enter")
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+    down = InboxApp(ConsoleSettings(url="ws://127.0.0.1:9/agent", user="alice"), password="x")
+    async with down.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(down.screen, LoginScreen))
+        await until(
+            pilot,
+            lambda: "Cannot reach the host" in str(down.screen.query_one("#login-error").render()),
+        )
+
+
+async def test_saved_token_logs_straight_back_in(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        async with console(h).run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(pilot.app.screen, MainScreen))
+        again = InboxApp(ConsoleSettings(url=h.agent_url, user="alice", bell=False))
+        async with again.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(again.screen, MainScreen))
+
+
+async def test_accept_reply_template_end_and_close(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            seen: list[str] = []
+            h.host.inbox.watch(number, lambda e: seen.append(str(getattr(e, "message", ""))))
+            await pilot.press("c", *"Hi Ana", "enter")
+            await until(pilot, lambda: "Hi Ana" in transcript_text(app))
+            assert any("Hi Ana" in s for s in seen)
+            # A template: "/" in the composer opens the picker; Enter takes the first.
+            await pilot.press("slash")
+            await until(pilot, lambda: isinstance(app.screen, Picker))
+            await pilot.press(*"greet", "enter")
+            await until(pilot, lambda: app.screen.query_one(Composer).value.startswith("Hello Ana"))
+            await pilot.press("enter")
+            await until(pilot, lambda: "I'm Alice Martin" in transcript_text(app))
+            await pilot.press("escape", "e")
+            await until(pilot, lambda: app.state.chats[number].record.state == "wrap_up")
+            await pilot.press("w")
+            await until(
+                pilot,
+                lambda: (
+                    number not in app.state.chats
+                    or app.state.chats[number].record.state == "closed_complete"
+                ),
+            )
+
+
+async def test_reject_with_a_reason_reaches_another_agent(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        bob = InboxClient(h.agent_url)
+        await bob.connect()
+        await bob.login("bob", "demo")
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("f5")
+            await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+            await h.host.inbox.start_conversation(channel="chat", customer="c", customer_name="C")
+            await until(pilot, lambda: app.state.offers)
+            await bob.set_presence("Available")
+            await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, Prompt))
+            await pilot.press(*"wrong language", "enter")
+            offer = await bob.next_event(OfferEvent)
+            assert "alice rejected" in offer.view.offer.reason
+            await until(pilot, lambda: not app.state.offers)
+        await bob.close()
+
+
+async def test_transfer_and_invite_pickers(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        bob = InboxClient(h.agent_url)
+        await bob.connect()
+        await bob.login("bob", "demo")
+        await bob.set_presence("Available")
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            await pilot.press("escape", "i")
+            await until(pilot, lambda: isinstance(app.screen, Picker))
+            await pilot.press(*"bob", "enter")
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("t")
+            await until(pilot, lambda: isinstance(app.screen, Picker))
+            await pilot.press(*"Bob Ok", "enter")
+            transfer = None
+            while transfer is None or transfer.view.offer.kind != "transfer":
+                transfer = await bob.next_event(OfferEvent)
+            assert transfer.view.interaction == number
+            await bob.accept(transfer.view.offer.id)
+            await until(pilot, lambda: number not in app.state.chats)
+        await bob.close()
+
+
+async def test_attach_work_note_incident_and_archive(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        file = tmp_path / "receipt.txt"
+        file.write_text("paid 12.50\n")
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            await pilot.press("escape", "f")
+            await until(pilot, lambda: isinstance(app.screen, Prompt))
+            await pilot.press(*str(file), "enter")
+            await until(pilot, lambda: "sent a file: receipt.txt" in transcript_text(app))
+            attachments = await h.host.store.list_attachments(number)
+            assert [a.name for a in attachments] == ["receipt.txt"]
+
+            await pilot.press("o")
+            await until(pilot, lambda: isinstance(app.screen, Prompt))
+            await pilot.press(*"VIP customer", "enter")
+            await until(pilot, lambda: "VIP customer" in transcript_text(app))
+
+            await pilot.press("I")
+            await until(pilot, lambda: isinstance(app.screen, RecordForm))
+            assert app.screen.query_one("#form-short").value == "Hello!"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: app.state.chats[number].record.incident == "INC0001001")
+
+            await pilot.press("e")
+            await until(pilot, lambda: app.state.chats[number].record.state == "wrap_up")
+            await pilot.press("w")
+            await until(
+                pilot,
+                lambda: (
+                    app.state.chats.get(number) is None
+                    or app.state.chats[number].record.state == "closed_complete"
+                ),
+            )
+            stored = await h.host.store.get_interaction(number)
+            assert stored.state == "closed_complete" and stored.incident == "INC0001001"
+
+
+async def test_presence_help_palette_and_remapped_keys(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h, keymap={"offer.accept": "f9", "presence.away": "f8"})
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("f5")
+            await until(pilot, lambda: app.state.me.presence == "Available")
+            await pilot.press("f8")
+            await until(pilot, lambda: app.state.me.presence == "Away")
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            rows = app.screen.rows  # type: ignore[attr-defined]
+            assert ("offer", "f9", "Accept") in rows, rows
+            assert any(r[2] == "Transfer" for r in rows)
+            await pilot.press("escape")
+            # The command palette reaches every action by name.
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.2)
+            await pilot.press(*"presence: available", "enter")
+            await until(pilot, lambda: app.state.me.presence == "Available")
+            await h.host.inbox.start_conversation(channel="chat", customer="c", customer_name="C")
+            await until(pilot, lambda: app.state.offers)
+            await pilot.press("f9")
+            await until(pilot, lambda: not app.state.offers and app.state.chats)
+
+
+async def test_next_unread_jumps_and_mark_read_clears(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            first = await chat_ready(h, app, pilot, "Ana")
+            second = await chat_ready(h, app, pilot, "Bea")
+            screen = main(app)
+            await h.host.inbox.customer_message(first, "web-ana", "anyone?", "c2")
+            await until(pilot, lambda: app.state.chats[first].unread)
+            screen.current = second
+            await pilot.press("escape", "n")
+            await until(pilot, lambda: screen.current == first)
+            await pilot.press("m")
+            await until(pilot, lambda: app.state.chats[first].unread == 0)
+
+
+async def test_disconnect_is_shown_and_typed_messages_are_sent_after(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            app.client.backoff = (0.3, 0.5)
+            await app.client._ws.close()  # type: ignore[union-attr]
+            await until(pilot, lambda: app.connection == "reconnecting", timeout=3)
+            status = str(main(app).query_one("#connection").render())
+            assert "reconnecting" in status
+            await pilot.press("c", *"sorry, my line dropped", "enter")
+            await until(pilot, lambda: app.connection == "connected")
+            await until(pilot, lambda: "sorry, my line dropped" in transcript_text(app))
+            stored = [m.body for m in await h.host.store.list_messages(number)]
+            assert stored.count("sorry, my line dropped") == 1
+
+
+async def test_narrow_terminal_shows_one_pane_at_a_time(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            screen = main(app)
+            assert screen.has_class("narrow")
+            visible = [
+                p
+                for p in ("pane-queues", "pane-chat", "pane-record")
+                if screen.query_one(f"#{p}").display
+            ]
+            assert visible == ["pane-chat"]
+            await pilot.press("f2")
+            await pilot.pause(0.1)
+            assert screen.query_one("#pane-queues").display
+            assert not screen.query_one("#pane-chat").display
