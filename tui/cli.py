@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="with --demo: mean seconds between arriving customers (default 2)",
     )
+    parser.add_argument(
+        "--log-only",
+        action="store_true",
+        help="with --demo: print the routing log instead of opening the console",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_admin_parser(commands)
     return parser
@@ -109,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                     args.config or example_config_path(),
                     seconds=args.seconds,
                     interval=args.interval,
+                    # A terminal gets the console; a pipe (CI, logs) gets the routing log.
+                    console_agent=None
+                    if args.log_only or not sys.stdout.isatty()
+                    else args.user or "alice",
                 )
             )
     except ConfigError as e:

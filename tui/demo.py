@@ -14,6 +14,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -109,7 +110,16 @@ class SimulatedAgent:
 
 
 class Demo:
-    def __init__(self, host: Host, url: str, out: TextIO, *, interval: float, seed: int) -> None:
+    def __init__(
+        self,
+        host: Host,
+        url: str,
+        out: TextIO,
+        *,
+        interval: float,
+        seed: int,
+        console_agent: str | None = None,
+    ) -> None:
         self.host = host
         self.url = url
         self.out = out
@@ -120,7 +130,8 @@ class Demo:
         self.messages = 0
         self.tasks: set[asyncio.Task[None]] = set()
         host.inbox.routing.listeners.append(self.print_decisions)
-        staff = [a for a in host.config.agents if a.role != Role.ADMIN]
+        # The agent at the console is a person: the script plays only the others.
+        staff = [a for a in host.config.agents if a.role != Role.ADMIN and a.id != console_agent]
         self.agents = [SimulatedAgent(self, a.id) for a in staff]
 
     def spawn(self, coro: object) -> None:
@@ -200,8 +211,11 @@ async def run_demo(
     interval: float = 2.0,
     seed: int = 7,
     out: TextIO = sys.stdout,
+    console_agent: str | None = None,
 ) -> None:
-    """Run the demo in a temporary data directory, removed at the end."""
+    """Run the demo in a temporary data directory, removed at the end. With `console_agent`,
+    the console runs in this terminal logged in as that agent and the routing log goes to a
+    file in the data directory; without, the routing log is printed here."""
     config: HostConfig = load_config(config_path)
     with tempfile.TemporaryDirectory(prefix="inbox-tui-demo-") as tmp:
         host = await open_host(config, Path(tmp))
@@ -211,21 +225,43 @@ async def run_demo(
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         url = f"http://127.0.0.1:{port}"
-        out.write(
+        agent_url = url.replace("http://", "ws://") + "/agent"
+        log = out if console_agent is None else (Path(tmp) / "routing.log").open("w")
+        banner = (
             f"inbox-tui demo: routing host at {url} (widget: {url}/widget), data in {tmp} "
             f"(removed at exit)\nagents: {', '.join(a.id for a in host.config.agents)} "
-            f"(password: demo); a customer about every {interval:g}s. Ctrl-C stops.\n"
+            f"(password: demo); a customer about every {interval:g}s.\n"
         )
-        demo = Demo(
-            host, url.replace("http://", "ws://") + "/agent", out, interval=interval, seed=seed
-        )
+        log.write(banner)
+        demo = Demo(host, agent_url, log, interval=interval, seed=seed, console_agent=console_agent)
         try:
-            await demo.run(seconds)
+            if console_agent is None:
+                out.write("Ctrl-C stops.\n")
+                await demo.run(seconds)
+            else:
+                await run_with_console(demo, agent_url, console_agent, seconds)
         finally:
             stats = host.store.stats
             out.write(
-                f"stopped: {demo.customers} customers, {demo.messages} messages, "
+                banner + f"stopped: {demo.customers} customers, {demo.messages} messages, "
                 f"{stats.commits} commits, largest batch {stats.max_batch}\n"
             )
             await runner.cleanup()
             await close_host(host)
+            if log is not out:
+                log.close()
+
+
+async def run_with_console(demo: Demo, url: str, agent: str, seconds: float | None) -> None:
+    from tui.app import InboxApp
+    from tui.settings import load_settings
+
+    settings = replace(load_settings(), url=url, user=agent)
+    app = InboxApp(settings, password="demo")
+    customers = asyncio.create_task(demo.run(seconds))
+    try:
+        await app.run_async()
+    finally:
+        customers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await customers
