@@ -193,6 +193,10 @@ class ListInteractions(ClientFrame, tag="list_interactions", kw_only=True):
     offset: Annotated[int, Meta(ge=0)] = 0
 
 
+class ListAgents(ClientFrame, tag="list_agents", kw_only=True):
+    """Supervisors: every agent's presence and load."""
+
+
 AnyClientFrame = (
     Hello
     | Login
@@ -221,6 +225,7 @@ AnyClientFrame = (
     | SubscribeQueueStats
     | GetTranscript
     | ListInteractions
+    | ListAgents
 )
 
 
@@ -253,6 +258,13 @@ class OngoingCard(Struct, frozen=True, kw_only=True):
     last_update: float
     unread: int  # customer messages after the agent's last reply or read mark
     preview: str = ""
+
+
+class AgentLoad(Struct, frozen=True, kw_only=True):
+    agent: AgentView
+    active: int  # capacity in use: accepted, wrap-up and offered items
+    capacity: int  # universal capacity
+    offers: int  # routed offers pending
 
 
 class Snapshot(Struct, frozen=True, kw_only=True):
@@ -350,6 +362,11 @@ class InteractionList(ServerFrame, tag="interaction_list", kw_only=True):
     interactions: list[InteractionRecord]
 
 
+class AgentList(ServerFrame, tag="agent_list", kw_only=True):
+    ref: int
+    agents: list[AgentLoad]
+
+
 class Event(ServerFrame, kw_only=True):
     seq: int = 0  # set by the session when the event is queued for it
 
@@ -422,6 +439,7 @@ AnyServerFrame = (
     | RecordCreated
     | Transcript
     | InteractionList
+    | AgentList
     | OfferEvent
     | OfferClosed
     | InteractionEvent

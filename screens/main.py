@@ -14,8 +14,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Select, Static
-from tui.widgets.transcript import Transcript
-from tui.widgets.virtual_list import VirtualList
 
 from core.client import ClientError
 from core.model import MAX_ATTACHMENT_BYTES
@@ -38,9 +36,11 @@ from core.protocol import (
     UseTemplate,
 )
 from core.protocol import Transcript as TranscriptReply
+from screens.history import HistoryScreen
 from screens.picker import Picker
 from screens.prompt import Prompt
 from screens.record_form import RecordForm
+from screens.supervisor import SupervisorScreen
 from tui.widgets.attachments_panel import AttachmentsPanel
 from tui.widgets.chat_list import ChatList
 from tui.widgets.composer import Composer
@@ -50,6 +50,8 @@ from tui.widgets.presence_switcher import PresenceSwitcher
 from tui.widgets.queue_stats import QueueStatsView
 from tui.widgets.record_pane import RecordPane
 from tui.widgets.toolbar import ACTIONS, Toolbar
+from tui.widgets.transcript import Transcript
+from tui.widgets.virtual_list import VirtualList
 
 if TYPE_CHECKING:
     from tui.app import InboxApp
@@ -112,6 +114,8 @@ class MainScreen(Screen[None]):
         Binding("f2", "show_pane('pane-queues')", "Queues", id="pane.queues", show=False),
         Binding("f3", "show_pane('pane-chat')", "Chat", id="pane.chat", show=False),
         Binding("f4", "show_pane('pane-record')", "Record", id="pane.record", show=False),
+        Binding("h", "history", "History", id="view.history"),
+        Binding("s", "supervise", "Supervise", id="view.supervisor", show=False),
         Binding("escape", "back", "Back", id="app.back", show=False),
     ]
 
@@ -156,7 +160,7 @@ class MainScreen(Screen[None]):
         self.query_one("#chat-list", ChatList).focus()
 
     def on_resize(self, event: object = None) -> None:
-        narrow = self.size.width < NARROW
+        narrow = self.app.size.width < NARROW  # the terminal, known before layout
         self.set_class(narrow, "narrow")
         for pane in PANES:
             self.query_one(f"#{pane}").set_class(pane == self.shown_pane, "shown")
@@ -298,6 +302,16 @@ class MainScreen(Screen[None]):
     def action_show_pane(self, pane: str) -> None:
         self.shown_pane = pane
         self.on_resize()
+
+    def action_history(self) -> None:
+        self.app.push_screen(HistoryScreen())
+
+    def action_supervise(self) -> None:
+        me = self.inbox.state.me
+        if me is None or me.role == "agent":
+            self.notify("The supervisor view is for supervisors", severity="warning")
+            return
+        self.app.push_screen(SupervisorScreen())
 
     def action_back(self) -> None:
         self.query_one("#chat-list", ChatList).focus()

@@ -286,7 +286,7 @@ async def test_narrow_terminal_shows_one_pane_at_a_time(tmp_path: Path) -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await until(pilot, lambda: isinstance(app.screen, MainScreen))
             screen = main(app)
-            assert screen.has_class("narrow")
+            await until(pilot, lambda: screen.has_class("narrow"))
             visible = [
                 p
                 for p in ("pane-queues", "pane-chat", "pane-record")
@@ -297,3 +297,51 @@ async def test_narrow_terminal_shows_one_pane_at_a_time(tmp_path: Path) -> None:
             await pilot.pause(0.1)
             assert screen.query_one("#pane-queues").display
             assert not screen.query_one("#pane-chat").display
+
+
+async def test_history_lists_my_past_interactions(tmp_path: Path) -> None:
+    from core.model import Participant
+    from screens.history import HistoryScreen
+    from tui.widgets.virtual_list import VirtualList
+
+    async with running_host(tmp_path) as h:
+        for i in range(25):
+            await h.host.store.create_interaction(
+                item=f"old{i}",
+                channel="chat",
+                customer=f"c{i}",
+                opened_at=1_700_000_000.0 + i,
+                customer_name=f"Old {i}",
+                participants=(Participant(agent="alice", joined_at=1_700_000_000.0),),
+            )
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("h")
+            await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+            rows = app.screen.query_one("#history-list", VirtualList)
+            await until(pilot, lambda: rows.row_count == 25)
+            assert rows.rows[0].customer_name == "Old 24"  # newest first
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+
+
+async def test_supervisor_view_is_for_supervisors_only(tmp_path: Path) -> None:
+    from screens.supervisor import SupervisorScreen
+
+    async with running_host(tmp_path) as h:
+        agent = console(h)
+        async with agent.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(agent.screen, MainScreen))
+            await pilot.press("s")
+            await pilot.pause(0.2)
+            assert isinstance(agent.screen, MainScreen)
+        boss = console(h, user="dan")
+        async with boss.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(boss.screen, MainScreen))
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(boss.screen, SupervisorScreen))
+            screen = boss.screen
+            await until(pilot, lambda: any(r.agent.id == "alice" for r in screen.loads))
+            dan = next(r for r in screen.loads if r.agent.id == "dan")
+            assert dan.agent.role == "supervisor" and dan.capacity == 4

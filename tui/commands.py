@@ -27,6 +27,8 @@ COMMANDS = [
     ("presence: away", "presence('Away')"),
     ("presence: offline", "presence('Offline')"),
     ("presence: choose", "pick_presence"),
+    ("view: history", "history"),
+    ("view: supervisor (all queues and agents)", "supervise"),
     ("view: queues pane", "show_pane('pane-queues')"),
     ("view: chat pane", "show_pane('pane-chat')"),
     ("view: record pane", "show_pane('pane-record')"),

@@ -36,6 +36,8 @@ from core.model import (
 from core.protocol import (
     AcceptOffer,
     AddWorkNote,
+    AgentList,
+    AgentLoad,
     AgentView,
     AnswerInvitation,
     AnyClientFrame,
@@ -52,6 +54,7 @@ from core.protocol import (
     InteractionList,
     InvitationEvent,
     InviteAgent,
+    ListAgents,
     ListInteractions,
     MarkRead,
     MessageAck,
@@ -174,6 +177,7 @@ class Inbox:
             SubscribeQueueStats: self._subscribe_stats,
             GetTranscript: self._transcript,
             ListInteractions: self._list_interactions,
+            ListAgents: self._list_agents,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -708,6 +712,23 @@ class Inbox:
         attachments = await self.store.list_attachments(record.number)
         return Transcript(
             ref=frame.ref, interaction=record, messages=messages, attachments=attachments
+        )
+
+    async def _list_agents(self, session: AgentSession, frame: ListAgents) -> ServerFrame:
+        if not session.supervisor:
+            raise InboxError("forbidden", "only supervisors see every agent's load")
+        router = self.routing.router
+        return AgentList(
+            ref=frame.ref,
+            agents=[
+                AgentLoad(
+                    agent=self.agent_view(a),
+                    active=router.used(a).total,
+                    capacity=router.agents[a].universal_capacity,
+                    offers=router.used(a).pending,
+                )
+                for a in sorted(router.agents)
+            ],
         )
 
     async def _list_interactions(

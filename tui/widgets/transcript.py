@@ -53,6 +53,10 @@ _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 _WORD = re.compile(r"\S+")
 
 
+def _seq(message: Message) -> int:
+    return message.seq
+
+
 def format_time(timestamp: float) -> str:
     """Local wall-clock time of a message, as shown in the time column."""
     return time.strftime("%H:%M", time.localtime(timestamp))
@@ -262,16 +266,26 @@ class Transcript(ScrollView, can_focus=True):
         *,
         customer_name: str | None = None,
     ) -> None:
-        """Replace the whole conversation and show its end.
+        """Replace the whole conversation.
 
         `names` maps sender ids to display names; `customer_name`, when given, names every
         customer message (the record's name is friendlier than the contact id).
+        Another conversation opens at its end. The same conversation again (callers may simply
+        re-set it on every event) keeps the sticky-bottom rules of `add_message`: a reader who
+        scrolled up stays on the same lines, and later messages are counted in `new_below`.
         """
+        # A later duplicate seq wins, as in add_message.
+        ordered = sorted({message.seq: message for message in messages}.values(), key=_seq)
+        same = bool(ordered and self._messages) and (
+            ordered[0].interaction == self._messages[0].interaction
+        )
+        keep_place = same and not self._follow
+        anchor = self._anchor() if keep_place else None
+        last_seq = self._seqs[-1] if self._seqs else 0
+
         self._names = dict(names or {})
         self._customer_name = customer_name
         self._heads_cache.clear()
-        by_seq = {message.seq: message for message in messages}  # a later duplicate wins
-        ordered = [by_seq[seq] for seq in sorted(by_seq)]
         self._messages = ordered
         self._seqs = [message.seq for message in ordered]
         make_text = self._message_text
@@ -279,7 +293,11 @@ class Transcript(ScrollView, can_focus=True):
         self._texts = [text for text, _ in composed]
         self._heads = [head for _, head in composed]
         self._relayout(self._wrap_width(), anchor=False)
-        self._scroll_to_end()
+        if keep_place:
+            self._restore(anchor)
+            self.new_below += len(self._seqs) - bisect_right(self._seqs, last_seq)
+        else:
+            self._scroll_to_end()
 
     def add_message(self, message: Message) -> None:
         """Add one message in seq order; one with a seq already shown replaces it.

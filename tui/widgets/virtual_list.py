@@ -35,8 +35,8 @@ def _default_render(row: object, width: int, selected: bool) -> Text:
 class VirtualList(ScrollView, Generic[T], can_focus=True):
     """Rows of any type, one line each, with a cursor.
 
-    Posts `Highlighted` when the cursor moves (or `set_rows` puts a different row under it) and
-    `Selected` on Enter or a click.
+    Posts `Highlighted` when the cursor moves (keys, clicks, assigning `cursor`, or `set_rows`
+    with an explicit `cursor`) and `Selected` on Enter or a click.
     """
 
     DEFAULT_CSS = """
@@ -145,22 +145,22 @@ class VirtualList(ScrollView, Generic[T], can_focus=True):
     ) -> None:
         """Replace every row; `render` defaults to the current renderer.
 
-        The cursor keeps its index (clamped) unless `cursor` is given, so a periodically
-        refreshed list does not lose the reader's place.
+        The cursor keeps its index (clamped to the new rows) unless `cursor` is given, so a
+        periodically refreshed list does not lose the reader's place. Only an explicit `cursor`
+        that differs counts as a move and posts `Highlighted`: a list that re-sets its rows and
+        then its cursor would otherwise announce a row in between that nobody chose.
         """
-        before = self.highlighted_row
         self._rows = list(rows)
         if render is not None:
             self._render = render
         self._strips.clear()
         self._update_virtual_size()
         target = self.validate_cursor(self.cursor if cursor is None else cursor)
-        if target != self.cursor:
+        if cursor is not None and target != self.cursor:
             self.cursor = target  # the watcher scrolls and posts Highlighted
         else:
+            self.set_reactive(VirtualList.cursor, target)
             self._scroll_to_cursor()
-            if self._rows and self._rows[target] != before:
-                self._post_highlighted()
         self.refresh()
 
     def update_row(self, index: int, row: T) -> None:
