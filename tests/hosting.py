@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from core.client import InboxClient
 from core.config import HostConfig, example_config_path, load_config, parse_config
 from core.host.app import close_host, create_app, open_host
 from core.host.state import Host
@@ -35,6 +36,15 @@ class RunningHost:
     @property
     def agent_url(self) -> str:
         return self.url.replace("http://", "ws://") + "/agent"
+
+    async def agent(self, name: str, presence: str | None = "Available") -> InboxClient:
+        """An agent logged in over the real socket (demo password), optionally set present."""
+        client = InboxClient(self.agent_url, backoff=(0.05, 0.2))
+        await client.connect()
+        await client.login(name, "demo")
+        if presence:
+            await client.set_presence(presence)
+        return client
 
     def session(self, agent: str, role: Role = Role.AGENT) -> AgentSession:
         """An agent session driven directly through the inbox (no socket)."""

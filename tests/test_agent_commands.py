@@ -46,15 +46,6 @@ from core.service import sessions
 from tests.hosting import RunningHost, running_host
 
 
-async def agent(h: RunningHost, name: str, presence: str | None = "Available") -> InboxClient:
-    client = InboxClient(h.agent_url, backoff=(0.05, 0.2))
-    await client.connect()
-    await client.login(name, "demo")
-    if presence:
-        await client.set_presence(presence)
-    return client
-
-
 async def accepted_chat(h: RunningHost, owner: InboxClient, customer: str) -> str:
     record = await h.host.inbox.start_conversation(
         channel="chat", customer=customer, customer_name=customer.title()
@@ -101,10 +92,10 @@ async def test_authorization_matrix(
     tmp_path: Path, name: str, build: Callable[[str], ClientFrame], supervisor_may: bool
 ) -> None:
     async with running_host(tmp_path) as h, aiohttp.ClientSession():
-        alice = await agent(h, "alice")
-        bob = await agent(h, "bob", presence="Away")  # online, but gets no chats
-        dan = await agent(h, "dan", presence="Away")  # supervisor
-        await agent(h, "chloe", presence="Messaging-only")  # online, can be invited
+        alice = await h.agent("alice")
+        bob = await h.agent("bob", presence="Away")  # online, but gets no chats
+        dan = await h.agent("dan", presence="Away")  # supervisor
+        await h.agent("chloe", presence="Messaging-only")  # online, can be invited
         anonymous = InboxClient(h.agent_url)
         await anonymous.connect()
 
@@ -135,9 +126,9 @@ async def test_authorization_matrix(
 
 async def test_list_interactions_shows_only_mine_and_all_to_supervisors(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
-        alice = await agent(h, "alice")
-        bob = await agent(h, "bob", presence="Away")
-        dan = await agent(h, "dan", presence="Away")
+        alice = await h.agent("alice")
+        bob = await h.agent("bob", presence="Away")
+        dan = await h.agent("dan", presence="Away")
         number = await accepted_chat(h, alice, "cust-a")
         mine = await alice.request(ListInteractions(), InteractionList)
         theirs = await bob.request(ListInteractions(), InteractionList)
@@ -149,7 +140,7 @@ async def test_list_interactions_shows_only_mine_and_all_to_supervisors(tmp_path
 
 async def test_template_attachment_work_note_record_and_archive(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
-        alice = await agent(h, "alice")
+        alice = await h.agent("alice")
         number = await accepted_chat(h, alice, "cust-a")
         inbox = h.host.inbox
         await inbox.customer_message(number, "cust-a", "The app crashes when I pay", "c1")
@@ -203,8 +194,8 @@ async def test_template_attachment_work_note_record_and_archive(tmp_path: Path) 
 
 async def test_invitation_is_accepted_or_declined_by_the_invitee(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
-        alice = await agent(h, "alice")
-        chloe = await agent(h, "chloe", presence="Messaging-only")
+        alice = await h.agent("alice")
+        chloe = await h.agent("chloe", presence="Messaging-only")
         number = await accepted_chat(h, alice, "cust-a")
         with pytest.raises(ClientError) as e:
             await alice.request(InviteAgent(interaction=number, agent="bob"))  # not logged in
@@ -228,7 +219,7 @@ async def test_invitation_is_accepted_or_declined_by_the_invitee(tmp_path: Path)
 
 async def test_typing_reaches_the_customer_and_other_participants(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
-        alice = await agent(h, "alice")
+        alice = await h.agent("alice")
         number = await accepted_chat(h, alice, "cust-a")
         seen: list[object] = []
         h.host.inbox.watch(number, seen.append)
@@ -243,7 +234,7 @@ async def test_messaging_conversation_collects_unread_while_the_agent_is_away(
     tmp_path: Path,
 ) -> None:
     async with running_host(tmp_path) as h:
-        alice = await agent(h, "alice")
+        alice = await h.agent("alice")
         inbox = h.host.inbox
         record = await inbox.start_conversation(
             channel="messaging", customer="sms-1", customer_name="Sam"
@@ -274,8 +265,8 @@ async def test_messaging_conversation_collects_unread_while_the_agent_is_away(
 
 async def test_queue_stats_and_presence_events_flow(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
-        alice = await agent(h, "alice", presence=None)
-        bob = await agent(h, "bob", presence=None)
+        alice = await h.agent("alice", presence=None)
+        bob = await h.agent("bob", presence=None)
         await h.host.inbox.start_conversation(channel="chat", customer="c1", customer_name="C")
         stats = await alice.next_event(QueueStatsEvent, timeout=5.0)
         general = next(s for s in stats.stats if s.queue == "general")
@@ -289,7 +280,7 @@ async def test_queue_stats_and_presence_events_flow(tmp_path: Path) -> None:
 async def test_too_far_behind_gets_a_resync_snapshot(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(sessions, "RESUME_BUFFER", 5)
     async with running_host(tmp_path) as h:
-        alice = await agent(h, "alice")
+        alice = await h.agent("alice")
         number = await accepted_chat(h, alice, "cust-a")
         await asyncio.sleep(0.1)
         drain(alice)
@@ -309,7 +300,7 @@ async def test_a_console_that_stops_reading_is_dropped_and_others_are_not_slowed
 ) -> None:
     monkeypatch.setattr(sessions, "OUTGOING_LIMIT", 20)
     async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
-        alice = await agent(h, "alice")
+        alice = await h.agent("alice")
         number = await accepted_chat(h, alice, "cust-a")
         # Alice's second console: a raw socket that logs in and never reads again.
         from core.protocol import PROTOCOL_VERSION, Hello, Login, encoder

@@ -32,15 +32,6 @@ from core.protocol import (
 from tests.hosting import RunningHost, fast_config, running_host
 
 
-async def logged_in(h: RunningHost, agent: str, presence: str | None = "Available") -> InboxClient:
-    client = InboxClient(h.agent_url, backoff=(0.05, 0.2))
-    await client.connect()
-    await client.login(agent, "demo")
-    if presence:
-        await client.set_presence(presence)
-    return client
-
-
 async def customer_chat(h: RunningHost, name: str = "Ana") -> str:
     record = await h.host.inbox.start_conversation(
         channel="chat", customer=f"web-{name.lower()}", customer_name=name
@@ -76,7 +67,7 @@ async def test_protocol_mismatch_is_refused_with_a_reason(tmp_path: Path) -> Non
 
 async def test_chat_accept_exchange_transfer_end_and_close(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
-        alice = await logged_in(h, "alice")
+        alice = await h.agent("alice")
         number = await customer_chat(h)
         offer = await alice.next_event(OfferEvent)
         assert offer.view.interaction == number and offer.view.customer_name == "Ana"
@@ -95,7 +86,7 @@ async def test_chat_accept_exchange_transfer_end_and_close(tmp_path: Path) -> No
         assert seen == ["Hello Ana", "My order is late"]
 
         # Bob can take over only once he accepts the transfer.
-        bob = await logged_in(h, "bob")
+        bob = await h.agent("bob")
         await alice.request(TransferToAgent(interaction=number, agent="bob"))
         transfer = await bob.next_event(OfferEvent)
         assert transfer.view.offer.kind == OfferKind.TRANSFER
@@ -119,8 +110,8 @@ async def test_chat_accept_exchange_transfer_end_and_close(tmp_path: Path) -> No
 
 async def test_an_offer_left_alone_expires_and_reaches_a_second_agent(tmp_path: Path) -> None:
     async with running_host(tmp_path, fast_config()) as h:
-        alice = await logged_in(h, "alice")
-        bob = await logged_in(h, "bob")
+        alice = await h.agent("alice")
+        bob = await h.agent("bob")
         await customer_chat(h)
         tasks = {asyncio.create_task(c.next_event(OfferEvent)): c for c in (alice, bob)}
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -139,7 +130,7 @@ async def test_an_offer_left_alone_expires_and_reaches_a_second_agent(tmp_path: 
 
 async def test_reconnect_and_resume_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
-        alice = await logged_in(h, "alice")
+        alice = await h.agent("alice")
         number = await customer_chat(h)
         offer = await alice.next_event(OfferEvent)
         await alice.accept(offer.view.offer.id)
@@ -172,9 +163,9 @@ async def test_reconnect_and_resume_lose_and_duplicate_nothing(tmp_path: Path) -
 
 async def test_agents_see_and_change_only_their_own(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
-        alice = await logged_in(h, "alice")
-        bob = await logged_in(h, "bob", presence="Away")
-        dan = await logged_in(h, "dan", presence="Away")
+        alice = await h.agent("alice")
+        bob = await h.agent("bob", presence="Away")
+        dan = await h.agent("dan", presence="Away")
         number = await customer_chat(h)
         offer = await alice.next_event(OfferEvent)
         with pytest.raises(ClientError) as e:
@@ -229,7 +220,7 @@ async def test_malformed_unknown_and_oversized_frames_get_errors_and_the_host_se
             await ws.send_bytes(b"\x00" * (11 * 1024 * 1024))
             closing = await ws.receive()
             assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        client = await logged_in(h, "alice")
+        client = await h.agent("alice")
         assert client.status == "connected"
         await client.close()
 
@@ -246,7 +237,7 @@ def test_frames_round_trip_through_msgpack() -> None:
 async def test_waiting_customer_is_offered_when_an_agent_comes_online(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
         await customer_chat(h)
-        alice = await logged_in(h, "alice", presence=None)
+        alice = await h.agent("alice", presence=None)
         await asyncio.sleep(0.05)
         assert alice.events.empty()
         await alice.set_presence("Available")
