@@ -182,9 +182,12 @@ class SubscribeQueueStats(ClientFrame, tag="subscribe_queue_stats", kw_only=True
 
 
 class GetTranscript(ClientFrame, tag="get_transcript", kw_only=True):
+    """Messages after `after_seq`, oldest first; with `newest`, the last `limit` instead."""
+
     interaction: Number
     after_seq: Annotated[int, Meta(ge=0)] = 0
     limit: Annotated[int, Meta(ge=1, le=1000)] = 500
+    newest: bool = False
 
 
 class ListInteractions(ClientFrame, tag="list_interactions", kw_only=True):

@@ -68,8 +68,12 @@ class HistoryScreen(Screen[None]):
             except ClientError as e:
                 self.notify(e.message, severity="error")
                 return
+            first = not self.records
             self.records += page.interactions
             self.query_one("#history-list", VirtualList).set_rows(self.records, render_record)
+            if first and self.records:
+                # set_rows highlights the first row without announcing it: show it ourselves.
+                self.run_worker(self.transcript(self.records[0]), group="transcript")
             self.query_one("#history-title", Label).update(f"History ({len(self.records)})")
             if len(page.interactions) < PAGE:
                 return

@@ -228,7 +228,8 @@ class MainScreen(Screen[None]):
 
     @work(exclusive=False)
     async def load_transcript(self, number: str) -> None:
-        reply = await self.call(GetTranscript(interaction=number))
+        # The newest page: an agent picks up where the conversation is, not where it began.
+        reply = await self.call(GetTranscript(interaction=number, newest=True))
         if isinstance(reply, TranscriptReply):
             self.inbox.state.set_transcript(number, reply.messages, reply.attachments)
             if number == self.current:
@@ -302,6 +303,11 @@ class MainScreen(Screen[None]):
     def action_show_pane(self, pane: str) -> None:
         self.shown_pane = pane
         self.on_resize()
+        if self.has_class("narrow"):
+            # Keys must act on what is visible, not on a widget in a hidden pane.
+            focusable = [w for w in self.query_one(f"#{pane}").query("*") if w.can_focus]
+            if focusable:
+                focusable[0].focus()
 
     def action_history(self) -> None:
         self.app.push_screen(HistoryScreen())

@@ -356,6 +356,10 @@ class Store(Protocol):
         self, interaction: str, after_seq: int = 0, limit: int = 500
     ) -> list[Message]: ...
 
+    async def last_messages(self, interaction: str, limit: int = 500) -> list[Message]:
+        """The newest `limit` messages, in seq order: what a console shows first."""
+        ...
+
     # -- attachments ------------------------------------------------------------------------
 
     async def put_attachment(

@@ -107,6 +107,7 @@ SQL_OPEN_ITEMS = (
 )
 SQL_PENDING_OFFERS = "SELECT data FROM offers WHERE state = 'pending' ORDER BY item"
 SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = ? AND seq > ? ORDER BY seq LIMIT ?"
+SQL_LAST_MESSAGES = "SELECT data FROM messages WHERE interaction = ? ORDER BY seq DESC LIMIT ?"
 
 
 def interactions_query(agent: str | None, archived: bool | None) -> tuple[str, list[Any]]:
@@ -990,6 +991,10 @@ class SQLiteStore:
         self, interaction: str, after_seq: int = 0, limit: int = 500
     ) -> list[Message]:
         return await self._records(Message, SQL_MESSAGES, (interaction, after_seq, limit))
+
+    async def last_messages(self, interaction: str, limit: int = 500) -> list[Message]:
+        newest_first = await self._records(Message, SQL_LAST_MESSAGES, (interaction, limit))
+        return newest_first[::-1]
 
     # -- attachments ----------------------------------------------------------------------
 

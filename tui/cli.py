@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_server(args.config, args.listen, args.data)
     if not args.demo:
+        if not (args.connect or args.user or (sys.stdin.isatty() and sys.stdout.isatty())):
+            # Nothing to talk to: a console needs a terminal. Say how to use the command.
+            build_parser().print_help()
+            return 2
         return run_console(args.connect, args.user)
     from tui.demo import run_demo
 

@@ -76,10 +76,10 @@ class ConsoleState:
         return view.display_name if view else agent
 
     def open_chats(self) -> list[Chat]:
-        """My chats, live ones first, then by when they opened."""
+        """My chats: those in progress first, newest first; wrap-ups at the end."""
         return sorted(
             (c for c in self.chats.values() if c.record.state in OPEN_STATES),
-            key=lambda c: (c.record.state == InteractionState.WRAP_UP, c.record.opened_at),
+            key=lambda c: (c.record.state == InteractionState.WRAP_UP, -c.record.opened_at),
         )
 
     def sorted_offers(self) -> list[OfferView]:
@@ -118,6 +118,9 @@ class ConsoleState:
             self.chats[record.number] = chat
         self.ongoing = list(snapshot.ongoing)
         self.unread_conversations = sum(1 for c in self.ongoing if c.unread)
+        for card in self.ongoing:
+            if card.interaction in self.chats:
+                self.chats[card.interaction].unread = card.unread
         self.queue_stats = {s.queue: s for s in snapshot.queue_stats}
         self.agents = {a.id: a for a in snapshot.agents}
         self.templates = list(snapshot.templates)

@@ -708,7 +708,10 @@ class Inbox:
 
     async def _transcript(self, session: AgentSession, frame: GetTranscript) -> ServerFrame:
         record = await self._readable(session, frame.interaction)
-        messages = await self.store.list_messages(record.number, frame.after_seq, frame.limit)
+        if frame.newest:
+            messages = await self.store.last_messages(record.number, frame.limit)
+        else:
+            messages = await self.store.list_messages(record.number, frame.after_seq, frame.limit)
         attachments = await self.store.list_attachments(record.number)
         return Transcript(
             ref=frame.ref, interaction=record, messages=messages, attachments=attachments

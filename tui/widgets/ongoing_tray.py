@@ -52,7 +52,8 @@ class OngoingTray(Static):
                 text.append(f"  {card.unread} new", style="green")
             text.append("\n")
             if card.preview:
-                text.append(f"    {card.preview[:60]}\n", style="dim italic")
+                preview = card.preview if len(card.preview) <= 60 else card.preview[:59] + "…"
+                text.append(f"    {preview}\n", style="dim italic")
         if not self.cards:
             text.append("  no conversations\n", style="dim")
         self.update(text)
