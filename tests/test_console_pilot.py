@@ -345,3 +345,20 @@ async def test_supervisor_view_is_for_supervisors_only(tmp_path: Path) -> None:
             await until(pilot, lambda: any(r.agent.id == "alice" for r in screen.loads))
             dan = next(r for r in screen.loads if r.agent.id == "dan")
             assert dan.agent.role == "supervisor" and dan.capacity == 4
+
+
+async def test_alt_keys_work_while_typing_in_the_composer(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot, "Ana")
+            await pilot.press("c", *"half a sent")
+            composer = app.screen.query_one(Composer)
+            assert composer.has_focus and composer.value == "half a sent"
+            await h.host.inbox.start_conversation(
+                channel="chat", customer="web-bea", customer_name="Bea"
+            )
+            await until(pilot, lambda: app.state.offers)
+            await pilot.press("alt+a")  # accept without leaving the composer
+            await until(pilot, lambda: len(app.state.chats) == 2)
+            assert composer.value == "half a sent" and number in app.state.chats
