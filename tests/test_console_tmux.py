@@ -1,0 +1,70 @@
+"""The installed console in a real terminal (tmux), against a real `inbox-tui --server`.
+
+What unit tests of the widgets cannot show: that the keys an agent presses reach the right
+place through a real pty, and that the screen a real terminal gets shows what it should.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.console_terminal import (
+    INBOX_TUI,
+    TMUX,
+    HostProcess,
+    Tmux,
+    console_env,
+    host_process,
+    log_in,
+    require_tool,
+    take_chat_and_reply,
+    tmux_session,
+)
+
+
+@pytest.fixture(autouse=True)
+def tools() -> None:
+    require_tool(TMUX, "tmux runs the console in a real terminal")
+
+
+def start_console(term: Tmux, host: HostProcess, root: Path, user: str) -> None:
+    term.start([str(INBOX_TUI), "--connect", host.agent_url, "--user", user], console_env(root))
+
+
+async def test_accept_an_offer_and_reply(tmp_path: Path) -> None:
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
+        start_console(term, host, tmp_path / "console", "alice")
+        await log_in(term, "demo", "Alice Martin")
+        await take_chat_and_reply(term, host, "Hi Ana, your parcel ships today")
+
+
+def shown_pane(screen: str) -> set[str]:
+    titles = {"Queues": "queues", "Chats": "chat", "Interaction record": "record"}
+    return {pane for title, pane in titles.items() if f"│ {title} " in screen}
+
+
+async def test_narrow_terminal_shows_one_pane_at_a_time(tmp_path: Path) -> None:
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux", 80, 24) as term:
+        start_console(term, host, tmp_path / "console", "alice")
+        # Every label, field and the button, and the box's bottom border: the whole login
+        # form fits 80x24 (it once overflowed, its bottom cut off behind a scrollbar).
+        parts = ("inbox-tui", "Host", host.agent_url, "User", "alice", "Password", "Log in", "╰")
+        await term.wait_until(
+            lambda s: all(p in s for p in parts), f"all of {parts} on the login screen"
+        )
+
+        await log_in(term, "demo", "Alice Martin")
+        # The chat pane first: it is where an agent spends the day.
+        await term.wait_until(lambda s: shown_pane(s) == {"chat"}, "only the chat pane")
+        for key, pane in (("F2", "queues"), ("F4", "record"), ("F3", "chat")):
+            term.send_keys(key)
+            await term.wait_until(
+                lambda s, pane=pane: shown_pane(s) == {pane}, f"only the {pane} pane after {key}"
+            )
+            # Line 1 is the shown pane's top border: the one pane takes the whole width (the
+            # queues and record panes once kept their wide-layout widths, 34 and 40).
+            await term.wait_until(
+                lambda s: len(s.splitlines()[1].rstrip()) == 80, f"the {pane} pane 80 wide"
+            )
