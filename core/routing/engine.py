@@ -77,7 +77,6 @@ from core.routing.events import (
 )
 from core.timers import DeadlineKind, Deadlines
 
-DEFAULT_OFFER_TIMEOUT = 30.0
 # How many excluded agents a reason names before it says "+N more": reasons stay one line.
 REASON_NAMES = 3
 
@@ -385,15 +384,9 @@ class Router:
             self._pools[queue.name] = pool
         return pool
 
-    def eligible_agents(self, item: WorkItem) -> list[str]:
-        """Every agent the item may be offered to right now (invariant 3), in member order."""
-        queue = self.queues[item.queue] if item.queue else None
-        if queue is None:
-            return []
-        pool = self._pool(queue)
-        return self._candidates(item, pool, [a for a in pool if self._has_room(a, item.channel)])
-
     def _candidates(self, item: WorkItem, pool: list[str], ready: list[str]) -> list[str]:
+        """The agents the item may be offered to now (invariant 3): `ready` are the pool
+        members with room for one more offer."""
         rejected = item.rejected_by
         # Rejections count only while someone in the pool has not rejected the item yet.
         if rejected and all(a in rejected for a in pool):
