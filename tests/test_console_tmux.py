@@ -6,6 +6,7 @@ place through a real pty, and that the screen a real terminal gets shows what it
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,30 @@ async def test_narrow_terminal_shows_one_pane_at_a_time(tmp_path: Path) -> None:
             await term.wait_until(
                 lambda s: len(s.splitlines()[1].rstrip()) == 80, f"the {pane} pane 80 wide"
             )
+
+
+GREYS = {0, 7, 8, 15, 16, 59, 102, 145, 188, 231, *range(232, 256)}
+
+
+def palette_colours(escapes: str) -> set[int]:
+    return {int(n) for n in re.findall(r"[34]8;5;(\d+)", escapes)}
+
+
+@pytest.mark.parametrize("no_color", [False, True], ids=["256-colour", "NO_COLOR"])
+async def test_256_colour_terminal_and_no_color(tmp_path: Path, no_color: bool) -> None:
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux", 80, 24) as term:
+        env = console_env(tmp_path / "console")
+        env["TERM"] = "xterm-256color"
+        env.pop("COLORTERM", None)  # no truecolor promised: the console must keep to 256
+        if no_color:
+            env["NO_COLOR"] = "1"
+        term.start([str(INBOX_TUI), "--connect", host.agent_url, "--user", "alice"], env)
+        await log_in(term, "demo", "Alice Martin")
+        escapes = term.tmux("capture-pane", "-e", "-p", "-t", term.session).stdout
+        assert "38;2;" not in escapes and "48;2;" not in escapes  # no 24-bit colour
+        colours = palette_colours(escapes)
+        assert colours, "the screen carries no colour information at all"
+        if no_color:
+            assert colours <= GREYS, f"colours despite NO_COLOR: {sorted(colours - GREYS)}"
+        else:
+            assert colours - GREYS, "a 256-colour terminal should get some colour"
