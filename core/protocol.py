@@ -200,6 +200,10 @@ class ListAgents(ClientFrame, tag="list_agents", kw_only=True):
     """Supervisors: every agent's presence and load."""
 
 
+class ListOnlineAgents(ClientFrame, tag="list_online_agents", kw_only=True):
+    """Colleagues not Offline, with their presence: whom a chat can go to."""
+
+
 AnyClientFrame = (
     Hello
     | Login
@@ -229,6 +233,7 @@ AnyClientFrame = (
     | GetTranscript
     | ListInteractions
     | ListAgents
+    | ListOnlineAgents
 )
 
 
@@ -370,6 +375,11 @@ class AgentList(ServerFrame, tag="agent_list", kw_only=True):
     agents: list[AgentLoad]
 
 
+class OnlineAgents(ServerFrame, tag="online_agents", kw_only=True):
+    ref: int
+    agents: list[AgentView]
+
+
 class Event(ServerFrame, kw_only=True):
     seq: int = 0  # set by the session when the event is queued for it
 
@@ -443,6 +453,7 @@ AnyServerFrame = (
     | Transcript
     | InteractionList
     | AgentList
+    | OnlineAgents
     | OfferEvent
     | OfferClosed
     | InteractionEvent

@@ -27,7 +27,9 @@ from core.protocol import (
     GetPrefill,
     GetTranscript,
     InviteAgent,
+    ListOnlineAgents,
     MarkRead,
+    OnlineAgents,
     Prefill,
     RecordCreated,
     TemplateText,
@@ -385,11 +387,17 @@ class MainScreen(Screen[None]):
             composer.value = reply.text
             composer.focus()
 
-    def online_agents(self, channel: str | None) -> list[tuple[str, str]]:
+    async def online_agents(self, channel: str | None) -> list[tuple[str, str]]:
+        """Colleagues available for `channel` (any channel when None), asked of the host now:
+        presence changes are not broadcast to every console."""
         state = self.inbox.state
+        reply = await self.call(ListOnlineAgents())
+        if not isinstance(reply, OnlineAgents):
+            return []
         me = state.me.id if state.me else ""
         out = []
-        for agent in state.agents.values():
+        for agent in reply.agents:
+            state.agents[agent.id] = agent
             presence = next((p for p in state.presences if p.name == agent.presence), None)
             if agent.id == me or presence is None or not presence.channels:
                 continue
@@ -403,7 +411,7 @@ class MainScreen(Screen[None]):
         chat = self.inbox.state.chats.get(number or "")
         if chat is None:
             return
-        choices = self.online_agents(chat.record.channel)
+        choices = await self.online_agents(chat.record.channel)
         choices += [(f"queue: {q}", f"queue:{q}") for q in self.inbox.state.queues]
         target = await self.app.push_screen_wait(Picker("Transfer to an agent or a queue", choices))
         if target is None:
@@ -420,7 +428,8 @@ class MainScreen(Screen[None]):
         number = self.chat_or_say()
         if number is None:
             return
-        agent = await self.app.push_screen_wait(Picker("Add an agent", self.online_agents(None)))
+        choices = await self.online_agents(None)
+        agent = await self.app.push_screen_wait(Picker("Add an agent", choices))
         if agent is not None and await self.call(InviteAgent(interaction=number, agent=agent)):
             self.notify(f"Invited {self.inbox.state.name(agent)}")
 

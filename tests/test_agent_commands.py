@@ -27,10 +27,12 @@ from core.protocol import (
     InvitationEvent,
     InviteAgent,
     ListInteractions,
+    ListOnlineAgents,
     MarkRead,
     MessageEvent,
     OfferEvent,
     OngoingEvent,
+    OnlineAgents,
     Prefill,
     PresenceEvent,
     QueueStatsEvent,
@@ -272,9 +274,18 @@ async def test_queue_stats_and_presence_events_flow(tmp_path: Path) -> None:
         general = next(s for s in stats.stats if s.queue == "general")
         assert general.waiting == 1 and general.agents_available == 0
         assert {s.queue for s in stats.stats} <= {"general", "messaging", "cases"}  # tier1 only
+        dan = await h.agent("dan", presence=None)  # a supervisor
+        drain(alice)
         await bob.set_presence("Away")
-        presence = await alice.next_event(PresenceEvent)
+        # Bob and the supervisor hear of it; a colleague asks when she needs to know.
+        assert (await bob.next_event(PresenceEvent)).agent.presence == "Away"
+        presence = await dan.next_event(PresenceEvent)
         assert presence.agent.id == "bob" and presence.agent.presence == "Away"
+        await asyncio.sleep(0.1)
+        assert not any(isinstance(e, PresenceEvent) for e in list(alice.events._queue))
+        online = await alice.request(ListOnlineAgents(), OnlineAgents)
+        assert {a.id: a.presence for a in online.agents}["bob"] == "Away"
+        assert "chloe" not in {a.id for a in online.agents}  # never logged in: Offline
 
 
 async def test_too_far_behind_gets_a_resync_snapshot(tmp_path: Path, monkeypatch) -> None:

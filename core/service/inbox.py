@@ -56,6 +56,7 @@ from core.protocol import (
     InviteAgent,
     ListAgents,
     ListInteractions,
+    ListOnlineAgents,
     MarkRead,
     MessageAck,
     MessageEvent,
@@ -65,6 +66,7 @@ from core.protocol import (
     Ok,
     OngoingCard,
     OngoingEvent,
+    OnlineAgents,
     Ping,
     Prefill,
     PresenceEvent,
@@ -178,6 +180,7 @@ class Inbox:
             GetTranscript: self._transcript,
             ListInteractions: self._list_interactions,
             ListAgents: self._list_agents,
+            ListOnlineAgents: self._list_online,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -247,11 +250,6 @@ class Inbox:
     def _push(self, agent: str, event: Event) -> None:
         for session in self.sessions.get(agent, ()):
             session.push(event)
-
-    def _push_all(self, event: Event) -> None:
-        for sessions in self.sessions.values():
-            for session in sessions:
-                session.push(event)
 
     def _push_participants(self, record: InteractionRecord, event: Event) -> None:
         for agent in self._current(record):
@@ -734,6 +732,11 @@ class Inbox:
             ],
         )
 
+    async def _list_online(self, session: AgentSession, frame: ListOnlineAgents) -> ServerFrame:
+        router = self.routing.router
+        online = [a for a in sorted(router.agents) if router.status[a].presence != OFFLINE]
+        return OnlineAgents(ref=frame.ref, agents=[self.agent_view(a) for a in online])
+
     async def _list_interactions(
         self, session: AgentSession, frame: ListInteractions
     ) -> ServerFrame:
@@ -851,7 +854,13 @@ class Inbox:
             elif isinstance(d, ItemChanged):
                 await self._item_changed(d)
             elif isinstance(d, PresenceSet):
-                self._push_all(PresenceEvent(agent=self.agent_view(d.agent), reason=d.reason))
+                # The agent and the supervisors hear of it at once; everyone else asks when
+                # they need it (ListOnlineAgents), so a floor logging in is not O(agents²).
+                event = PresenceEvent(agent=self.agent_view(d.agent), reason=d.reason)
+                self._push(d.agent, event)
+                for agent, sessions in self.sessions.items():
+                    if agent != d.agent and sessions and sessions[0].supervisor:
+                        self._push(agent, event)
 
     async def _item_changed(self, d: ItemChanged) -> None:
         item = d.item
