@@ -124,6 +124,7 @@ class MainScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.current: str | None = None
+        self._shown: str | None = None  # the conversation the transcript widget holds
         self.shown_pane = "pane-chat"
 
     @property
@@ -218,11 +219,26 @@ class MainScreen(Screen[None]):
         if chat is None:
             title.update("[dim]No chat selected: accept an offer with a[/]")
             transcript.clear()
+            self._shown = None
             self.query_one("#typing", Static).update("")
             return
         r = chat.record
         title.update(f"[b]{r.customer_name or r.customer}[/]  {r.number}  [dim]{r.state}[/]")
-        transcript.set_messages(chat.ordered(), names, customer_name=r.customer_name or "Customer")
+        shown = transcript.messages
+        if self._shown == chat.number and len(shown) <= len(chat.messages):
+            # Same conversation: add what is new instead of re-laying out every message.
+            last = shown[-1].seq if shown else 0
+            for seq in sorted(s for s in chat.messages if s > last):
+                transcript.add_message(chat.messages[seq])
+            if len(transcript.messages) != len(chat.messages):  # an older page arrived
+                transcript.set_messages(
+                    chat.ordered(), names, customer_name=r.customer_name or "Customer"
+                )
+        else:
+            transcript.set_messages(
+                chat.ordered(), names, customer_name=r.customer_name or "Customer"
+            )
+            self._shown = chat.number
         typing = f"[dim italic]{chat.typing} is typing…[/]" if chat.typing else ""
         self.query_one("#typing", Static).update(typing)
         if not chat.loaded:
