@@ -454,10 +454,20 @@ class Router:
                 why = f"most_capacity {self._spare(chosen, item.channel)} free"
             else:
                 why = queue.rule.value
-        excluded = [a for a in self.members(queue.name) if a not in candidates]
-        notes = [f"{a} {self._why_not(a, item, queue)}" for a in excluded[:REASON_NAMES]]
-        if len(excluded) > REASON_NAMES:
-            notes.append(f"+{len(excluded) - REASON_NAMES} more")
+        # Only the first few excluded agents are named, so stop looking once they are found:
+        # at thousands of members a full pass per decision dominated the host's CPU.
+        chosen_set = set(candidates)
+        members = self.members(queue.name)
+        named: list[str] = []
+        for a in members:
+            if a not in chosen_set:
+                named.append(a)
+                if len(named) == REASON_NAMES:
+                    break
+        notes = [f"{a} {self._why_not(a, item, queue)}" for a in named]
+        excluded = len(members) - len(candidates)
+        if excluded > REASON_NAMES:
+            notes.append(f"+{excluded - REASON_NAMES} more")
         return chosen, "; ".join([f"offered to {chosen}: {why}", *notes])
 
     def _dispatch_queue(self, qname: str, now: float) -> None:

@@ -302,6 +302,7 @@ class Inbox:
             or (session.supervisor and c.record.state != InteractionState.NEW)
         ]
         queues = self._my_queues(session)
+        known = {session.agent} | {p.agent for r in mine for p in r.participants}
         templates = [
             t
             for t in self.config.templates
@@ -316,7 +317,14 @@ class Inbox:
             interactions=mine,
             ongoing=self._ongoing(session.agent),
             queue_stats=[s for q, s in self.queue_stats().items() if q in queues],
-            agents=[self.agent_view(a) for a in sorted(router.agents)],
+            # Everyone for supervisors; an agent gets the colleagues in their conversations
+            # (names to show) and asks for the rest when needed: a floor logging in would
+            # otherwise cost O(agents²).
+            agents=[
+                self.agent_view(a)
+                for a in sorted(router.agents)
+                if session.supervisor or a in known
+            ],
             templates=templates,
             queues=queues,
         )
