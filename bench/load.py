@@ -1,0 +1,925 @@
+"""End-to-end load generator: a real routing host driven over its real protocols.
+
+    python -m bench.load [--preset smoke|standard|scale] [--target URL] [--agents N]
+                         [--rate λ] [--messages-per-s M] [--seconds S] [--json FILE]
+
+Without --target it starts `inbox-tui --server` (the installed script next to sys.executable)
+on a free loopback port with a fresh data directory and a generated config (one chat channel,
+one group, one most_capacity queue), after provisioning N agents straight into the store.
+
+The run:
+  agents     N InboxClient sockets: log in, go Available, accept each offer after a think
+             time, greet, answer every customer message, then end the chat and close it.
+  customers  Poisson arrivals at rate λ, a mix of widget sockets (/widget/ws, JSON) and REST
+             integrations (POST /api/v1/items, then /interactions/{n}/messages). Each customer
+             sends `turns` messages, one per agent reply, so messages/s ≈ λ·2·turns.
+  measured   arrival→offer at the agent, customer message→agent, agent message→customer
+             (widget only: REST has no push), accept→first agent message committed, routing
+             steps and offers by outcome from /metrics, durable messages (the host's
+             message histogram count), host CPU seconds and peak RSS from /proc.
+  baselines  raw aiohttp WebSocket echo round trips/s on loopback and the naive one commit
+             per message SQLite rate (WAL, synchronous=FULL), so the host's figures also read
+             as ratios of what the machine does with no application in the way.
+
+Provisioning. Password logins cost one argon2id hash each (64 MiB, ~100 ms), and the login
+brake refuses an address with 20 logins in flight, so thousands of password logins would take
+minutes and measure argon2, not the host. Agent 0 logs in with a password (the real path is
+exercised); the others authenticate with an API token bound to themselves, created before the
+host starts exactly as `inbox-tui admin token create NAME --agent ID` does, minus a process
+per token. Either way each agent's socket acts as that agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bench import store_micro
+from core.auth import Authenticator
+from core.client import ClientError, InboxClient
+from core.config import HostSettings
+from core.model import Agent, Role, SenderKind
+from core.protocol import (
+    CloseRecord,
+    Event,
+    MessageEvent,
+    OfferEvent,
+)
+from store import open_store
+
+INBOX_TUI = Path(sys.executable).parent / "inbox-tui"
+LISTENING = re.compile(r"event=listening address=(\S+):(\d+)")
+PASSWORD = "load-test-password"
+GROUP = "load"
+QUEUE = "general"
+PROGRESS_EVERY = 5.0
+# The REST API allows 20 requests/s per token and 50/s per client address; each simulated
+# integration gets its own token and its own loopback source address (all of 127/8 is local),
+# as separate integrating systems would, and stays under this budget.
+REST_BUDGET_PER_CLIENT = 8.0
+WIDGET_MAX_FRAMES_PER_S = 8.0  # the widget allows 10 frames/s per socket
+
+
+@dataclass(frozen=True)
+class Preset:
+    agents: int
+    rate: float  # arrivals per second
+    messages_per_s: float
+    seconds: float
+    capacity: int = 3
+    rest_share: float = 0.2
+    accept_think: float = 0.2  # seconds an agent looks at an offer before accepting
+    reply_think: float = 0.1
+    customer_think: float = 0.3  # between the agent's reply and the customer's next message
+    drain: float = 10.0  # seconds after the last arrival for conversations to finish
+    baseline_seconds: float = 2.0
+    open_conversations: int = 0  # scale: conversations kept open (not ended) to hold state
+
+
+PRESETS = {
+    "smoke": Preset(agents=5, rate=5.0, messages_per_s=30.0, seconds=10.0),
+    "standard": Preset(
+        agents=2000,
+        rate=200.0,
+        messages_per_s=2000.0,
+        seconds=60.0,
+        capacity=5,
+        customer_think=1.0,
+        drain=20.0,
+        baseline_seconds=4.0,
+    ),
+    "scale": Preset(
+        agents=7500,
+        rate=200.0,
+        messages_per_s=2000.0,
+        seconds=60.0,
+        capacity=10,
+        customer_think=1.0,
+        drain=20.0,
+        baseline_seconds=4.0,
+        open_conversations=50_000,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------- measurements
+
+
+def percentiles(samples: list[float]) -> dict[str, float | int]:
+    """Milliseconds; nearest-rank percentiles, which need no interpolation to be honest."""
+    if not samples:
+        return {"n": 0, "p50": math.nan, "p95": math.nan, "p99": math.nan, "max": math.nan}
+    ordered = sorted(samples)
+
+    def rank(p: float) -> float:
+        return ordered[max(0, math.ceil(p * len(ordered)) - 1)] * 1000
+
+    return {
+        "n": len(ordered),
+        "p50": round(rank(0.50), 2),
+        "p95": round(rank(0.95), 2),
+        "p99": round(rank(0.99), 2),
+        "max": round(ordered[-1] * 1000, 2),
+    }
+
+
+@dataclass
+class Stats:
+    arrival_to_offer: list[float] = field(default_factory=list)
+    customer_to_agent: list[float] = field(default_factory=list)
+    agent_to_customer: list[float] = field(default_factory=list)
+    accept_to_first_message: list[float] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def error(self, what: str) -> None:
+        self.errors[what] += 1
+
+
+@dataclass
+class Conversation:
+    """What both sides of one simulated conversation share (the generator is one process)."""
+
+    key: str  # the customer name, unique: the agent sees it on the offer
+    kind: str  # widget | rest
+    arrived: float
+    turns: int
+    number: str | None = None
+    accepted: asyncio.Event = field(default_factory=asyncio.Event)
+    agent_reply: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    customer_sent: int = 0
+    agent_answered: int = 0
+    keep_open: bool = False
+
+
+class Load:
+    def __init__(self, preset: Preset, base_url: str, agent_creds: list[tuple[str, str, str]]):
+        self.p = preset
+        self.base = base_url.rstrip("/")
+        ws_base = "ws" + self.base.removeprefix("http")
+        self.agent_url = ws_base + "/agent"
+        self.widget_url = ws_base + "/widget/ws"
+        self.agent_creds = agent_creds  # (id, password or "", token or "")
+        self.stats = Stats()
+        self.by_key: dict[str, Conversation] = {}
+        self.sent_at: dict[str, float] = {}  # message body -> when it was sent
+        self.ids = itertools.count(1)
+        self.clients: list[InboxClient] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.live: set[str] = set()
+        self.turns = max(1, round(preset.messages_per_s / max(2 * preset.rate, 1e-9)))
+        self.http: aiohttp.ClientSession | None = None
+        self.rest: list[tuple[aiohttp.ClientSession, str]] = []
+        self.by_number: dict[str, Conversation] = {}
+        self.rest_share = preset.rest_share
+        self.kept_open = 0
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.stats.error(f"task:{type(task.exception()).__name__}")
+
+    def body(self, prefix: str) -> str:
+        body = f"{prefix}-{next(self.ids)} a typical short chat line of about fifty chars"
+        self.sent_at[body] = time.perf_counter()
+        return body
+
+    # ------------------------------------------------------------------ agents
+
+    async def connect_agents(self) -> float:
+        started = time.perf_counter()
+        # A bounded number of handshakes at a time: the host and this loop share two cores,
+        # and the login brake counts logins in flight per address.
+        gate = asyncio.Semaphore(16)
+
+        async def one(creds: tuple[str, str, str]) -> None:
+            agent_id, password, token = creds
+            async with gate:
+                client = InboxClient(self.agent_url, request_timeout=60.0)
+                client.on_event = self._agent_handler(client)
+                try:
+                    await client.connect()
+                    if password:
+                        await client.login(agent_id, password)
+                    else:
+                        await client.login_token(token)
+                    await client.set_presence("Available")
+                except (ClientError, aiohttp.ClientError, OSError, TimeoutError) as e:
+                    self.stats.error(f"agent_login:{type(e).__name__}")
+                    with contextlib.suppress(Exception):
+                        await client.close()
+                    return
+                self.clients.append(client)
+
+        async def progress() -> None:
+            while True:
+                await asyncio.sleep(PROGRESS_EVERY)
+                print(
+                    f"  {len(self.clients)}/{len(self.agent_creds)} agents connected after "
+                    f"{time.perf_counter() - started:.0f} s",
+                    flush=True,
+                )
+
+        ticker = asyncio.get_running_loop().create_task(progress())
+        try:
+            await asyncio.gather(*(one(c) for c in self.agent_creds))
+        finally:
+            ticker.cancel()
+        return time.perf_counter() - started
+
+    def _agent_handler(self, client: InboxClient) -> Callable[[Event], None]:
+        def handle(event: Event) -> None:
+            # The reader delivers events in order; anything slow goes to its own task so one
+            # agent's think time never holds up its later events.
+            if isinstance(event, OfferEvent):
+                conv = self.by_key.get(event.view.customer_name)
+                if conv is None:
+                    return  # someone else's conversation (a --target host with live traffic)
+                self.stats.arrival_to_offer.append(time.perf_counter() - conv.arrived)
+                self.stats.counts["offers_received"] += 1
+                self.spawn(self._take(client, event, conv))
+            elif isinstance(event, MessageEvent):
+                msg = event.message
+                if msg.sender_kind != SenderKind.CUSTOMER:
+                    return
+                sent = self.sent_at.pop(msg.body, None)
+                if sent is not None:
+                    self.stats.customer_to_agent.append(time.perf_counter() - sent)
+                self.stats.counts["agent_received"] += 1
+                conv = self.by_number.get(msg.interaction)
+                if conv is not None:
+                    self.spawn(self._reply(client, conv))
+
+        return handle
+
+    async def _take(self, client: InboxClient, event: OfferEvent, conv: Conversation) -> None:
+        await asyncio.sleep(random.expovariate(1 / self.p.accept_think))
+        accept_sent = time.perf_counter()
+        try:
+            await client.accept(event.view.offer.id)
+        except ClientError as e:
+            self.stats.error(f"accept:{e.code}")
+            return
+        number = event.view.interaction or conv.number
+        if number is None:
+            self.stats.error("accept:no_interaction")
+            return
+        conv.number = number
+        self.by_number[number] = conv
+        self.stats.counts["accepted"] += 1
+        try:
+            await client.send_message(number, self.body("a"))
+        except ClientError as e:
+            self.stats.error(f"send:{e.code}")
+            return
+        self.stats.accept_to_first_message.append(time.perf_counter() - accept_sent)
+        self.stats.counts["agent_sent"] += 1
+        conv.accepted.set()
+
+    async def _reply(self, client: InboxClient, conv: Conversation) -> None:
+        await asyncio.sleep(random.expovariate(1 / self.p.reply_think))
+        number = conv.number
+        assert number is not None
+        conv.agent_answered += 1
+        try:
+            await client.send_message(number, self.body("a"))
+            self.stats.counts["agent_sent"] += 1
+            if conv.agent_answered >= conv.turns and not conv.keep_open:
+                await client.end_chat(number)
+                await client.request(CloseRecord(interaction=number))
+                self.stats.counts["closed"] += 1
+        except ClientError as e:
+            self.stats.error(f"agent:{e.code}")
+        finally:
+            conv.agent_reply.set()
+            if conv.agent_answered >= conv.turns:
+                conv.done.set()
+
+    # ------------------------------------------------------------------ customers
+
+    async def _widget_customer(self, conv: Conversation) -> None:
+        assert self.http is not None
+        try:
+            async with self.http.ws_connect(self.widget_url, heartbeat=None) as ws:
+                conv.arrived = time.perf_counter()
+                await ws.send_json(
+                    {"t": "start", "name": conv.key, "email": f"{conv.key}@load.test"}
+                )
+                reader = asyncio.get_running_loop().create_task(self._widget_read(ws, conv))
+                try:
+                    await self._customer_turns(conv, ws=ws)
+                    await asyncio.wait_for(conv.done.wait(), self.p.drain + 30)
+                finally:
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reader
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            self.stats.error(f"widget:{type(e).__name__}")
+        finally:
+            self.live.discard(conv.key)
+
+    async def _widget_read(self, ws: aiohttp.ClientWebSocketResponse, conv: Conversation) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            frame = json.loads(msg.data)
+            t = frame.get("t")
+            if t == "started":
+                conv.number = frame["conversation"]
+                self.by_number[conv.number] = conv
+            elif t == "message" and frame.get("from") == "agent":
+                sent = self.sent_at.pop(frame.get("body", ""), None)
+                if sent is not None:
+                    self.stats.agent_to_customer.append(time.perf_counter() - sent)
+                self.stats.counts["customer_received"] += 1
+            elif t == "ack":
+                self.stats.counts["customer_acked"] += 1
+            elif t == "error":
+                self.stats.error(f"widget:{frame.get('code')}")
+
+    async def _rest_customer(self, conv: Conversation, slot: int) -> None:
+        session, token = self.rest[slot % len(self.rest)]
+        headers = {"Authorization": f"Bearer {token}"}
+        customer = {"id": conv.key, "name": conv.key, "contact": f"{conv.key}@load.test"}
+        try:
+            conv.arrived = time.perf_counter()
+            async with session.post(
+                f"{self.base}/api/v1/items",
+                json={"channel": "chat", "customer": customer},
+                headers=headers,
+            ) as reply:
+                data = await reply.json()
+                if reply.status != 201:
+                    self.stats.error(f"rest_item:{reply.status}")
+                    return
+                conv.number = data["interaction"]
+                self.by_number[conv.number] = conv
+
+            async def post(body: str) -> None:
+                url = f"{self.base}/api/v1/interactions/{conv.number}/messages"
+                payload = {"customer_id": conv.key, "body": body, "client_msg_id": body[:32]}
+                async with session.post(url, json=payload, headers=headers) as reply:
+                    if reply.status != 201:
+                        self.stats.error(f"rest_message:{reply.status}")
+                    else:
+                        self.stats.counts["customer_acked"] += 1
+
+            await self._customer_turns(conv, post=post)
+            await asyncio.wait_for(conv.done.wait(), self.p.drain + 30)
+        except (aiohttp.ClientError, OSError, TimeoutError, KeyError) as e:
+            self.stats.error(f"rest:{type(e).__name__}")
+        finally:
+            self.live.discard(conv.key)
+
+    async def _customer_turns(
+        self,
+        conv: Conversation,
+        ws: aiohttp.ClientWebSocketResponse | None = None,
+        post: Callable[[str], Any] | None = None,
+    ) -> None:
+        # The customer speaks after the agent's greeting and then after each reply, so the
+        # conversation is a real exchange and the message rate follows from λ and `turns`.
+        await asyncio.wait_for(conv.accepted.wait(), self.p.seconds + self.p.drain + 60)
+        for _ in range(conv.turns):
+            conv.agent_reply.clear()
+            await asyncio.sleep(random.expovariate(1 / self.p.customer_think))
+            body = self.body("c")
+            if ws is not None:
+                await ws.send_json({"t": "message", "body": body, "client_msg_id": body[:32]})
+            elif post is not None:
+                await post(body)
+            conv.customer_sent += 1
+            self.stats.counts["customer_sent"] += 1
+            await asyncio.wait_for(conv.agent_reply.wait(), 60)
+
+    async def arrivals(self, seconds: float) -> None:
+        rest_clients = max(1, len(self.rest))
+        rest_rate_cap = rest_clients * REST_BUDGET_PER_CLIENT / (1 + self.turns)
+        rest_share = min(self.p.rest_share, rest_rate_cap / max(self.p.rate, 1e-9))
+        self.rest_share = rest_share
+        deadline = time.perf_counter() + seconds
+        n = 0
+        next_at = time.perf_counter()
+        while True:
+            next_at += random.expovariate(self.p.rate)
+            if next_at >= deadline:
+                break
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            n += 1
+            key = f"cust-{n:07d}"
+            kind = "rest" if random.random() < rest_share else "widget"
+            conv = Conversation(key=key, kind=kind, arrived=time.perf_counter(), turns=self.turns)
+            # scale: the first `open_conversations` chats are answered but never ended, so the
+            # host holds that many open conversations (and their capacity) by the end.
+            if self.kept_open < self.p.open_conversations:
+                conv.keep_open = True
+                self.kept_open += 1
+            self.by_key[key] = conv
+            self.live.add(key)
+            self.stats.counts[f"arrivals_{kind}"] += 1
+            if kind == "rest":
+                self.spawn(self._rest_customer(conv, n))
+            else:
+                self.spawn(self._widget_customer(conv))
+
+    async def open_rest_clients(self, tokens: list[str]) -> None:
+        for i, token in enumerate(tokens):
+            # Distinct loopback source addresses keep each simulated integration under the
+            # per-address limit; 127.0.0.1 stays free for the agents and customers.
+            local = ("127.0.1." + str(1 + i), 0)
+            connector = aiohttp.TCPConnector(local_addr=local, limit=0)
+            self.rest.append((aiohttp.ClientSession(connector=connector), token))
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+        for session, _ in self.rest:
+            await session.close()
+        if self.http is not None:
+            await self.http.close()
+
+
+# ---------------------------------------------------------------------------- the host
+
+
+def host_config(capacity: int) -> str:
+    return f"""# generated by bench.load
+[host]
+synchronous = "FULL"
+max_pending_offers = 1
+
+[[channel]]
+name = "chat"
+mode = "sync"
+
+[[presence]]
+name = "Available"
+channels = ["chat"]
+
+[[presence]]
+name = "Away"
+channels = []
+
+[[presence]]
+name = "Offline"
+
+[[group]]
+name = "{GROUP}"
+
+[[queue]]
+name = "{QUEUE}"
+channel = "chat"
+rule = "most_capacity"
+groups = ["{GROUP}"]
+offer_timeout = 30
+
+[widget]
+channel = "chat"
+"""
+
+
+async def provision(
+    data_dir: Path, agents: int, capacity: int, integrations: int
+) -> tuple[list[tuple[str, str, str]], list[str], float]:
+    """Agents and tokens written into a fresh store before the host opens it."""
+    started = time.perf_counter()
+    store = await open_store(data_dir)
+    try:
+        auth = Authenticator(store, session_ttl=HostSettings().session_ttl)
+        ids = [f"agent{i:05d}" for i in range(agents)]
+        await store.upsert_agents(
+            Agent(
+                id=agent_id,
+                display_name=f"Load {agent_id}",
+                capacity={"chat": capacity},
+                universal_capacity=capacity,
+                groups=(GROUP,),
+            )
+            for agent_id in ids
+        )
+        creds: list[tuple[str, str, str]] = []
+        for i, agent_id in enumerate(ids):
+            if i == 0:
+                await auth.set_password(agent_id, PASSWORD)
+                creds.append((agent_id, PASSWORD, ""))
+            else:
+                token, _ = await auth.create_api_token(
+                    f"load-{agent_id}", agent_id, Role.AGENT, None
+                )
+                creds.append((agent_id, "", token))
+        tokens = [
+            (await auth.create_api_token(f"load-integration-{i}", None, Role.SUPERVISOR, None))[0]
+            for i in range(integrations)
+        ]
+    finally:
+        await store.close()
+    return creds, tokens, time.perf_counter() - started
+
+
+@dataclass
+class HostProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_host(root: Path, config: Path, timeout: float = 120.0) -> HostProcess:
+    log = root / "host.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "INBOX_TUI_URL")}
+    for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
+        path = root / name.lower()
+        path.mkdir(parents=True, exist_ok=True)
+        env[name] = str(path)
+    argv = [str(INBOX_TUI), "--server", "--listen", "127.0.0.1:0", "--data", str(root / "data")]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*argv, "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the host exited ({proc.returncode}):\n{log.read_text()}")
+        match = LISTENING.search(log.read_text(errors="replace"))
+        if match:
+            host = HostProcess(proc, int(match.group(2)), log)
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(host.base_url + "/healthz", timeout=1.0) as reply,
+            ):
+                if reply.status == 200:
+                    return host
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the host was not healthy in {timeout} s:\n{log.read_text()}")
+        time.sleep(0.05)
+
+
+def stop_host(host: HostProcess) -> None:
+    if host.proc.poll() is None:
+        host.proc.send_signal(signal.SIGTERM)
+        try:
+            host.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            host.proc.kill()
+            host.proc.wait()
+
+
+def proc_usage(pid: int) -> dict[str, float]:
+    """CPU seconds (user+system) and peak RSS of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name may contain spaces; fields are counted after its closing paren.
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    peak = rss = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+            elif line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+    return {"cpu_s": cpu, "peak_rss_mib": peak, "rss_mib": rss}
+
+
+async def scrape(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    async with session.get(base + "/metrics") as reply:
+        text = await reply.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        with contextlib.suppress(ValueError):
+            out[name] = float(value)
+    return out
+
+
+def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+def mean_ms(after: dict[str, float], before: dict[str, float], histogram: str) -> float:
+    count = delta(after, before, histogram + "_count")
+    return round(delta(after, before, histogram + "_sum") / count * 1000, 3) if count else 0.0
+
+
+# ---------------------------------------------------------------------------- baselines
+
+
+async def ws_echo_baseline(seconds: float, clients: int = 8) -> dict[str, float]:
+    """Round trips/s of a bare aiohttp WebSocket echo on loopback, in this process's loop,
+    with the same concurrency shape as the generator (several sockets, one loop)."""
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    counts = [0] * clients
+    payload = json.dumps({"t": "message", "body": "x" * 60, "client_msg_id": "0" * 24})
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.perf_counter() + seconds
+
+            async def client(i: int) -> None:
+                async with session.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                    while time.perf_counter() < deadline:
+                        await ws.send_str(payload)
+                        await ws.receive()
+                        counts[i] += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(client(i) for i in range(clients)))
+            elapsed = time.perf_counter() - started
+    finally:
+        await runner.cleanup()
+    return {"round_trips": sum(counts), "seconds": round(elapsed, 3),
+            "round_trips_per_s": round(sum(counts) / elapsed, 1)}  # fmt: skip
+
+
+async def sqlite_baseline(seconds: float) -> dict[str, Any]:
+    # The store's own naive mode: one appender, one transaction and fsync per message.
+    return await store_micro._measure("naive", seconds, 1, "FULL")
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
+    report: dict[str, Any] = {"preset": args.preset, "config": preset.__dict__.copy()}
+    root = Path(tempfile.mkdtemp(prefix="inbox-load-"))
+    host: HostProcess | None = None
+    load: Load | None = None
+    try:
+        print(f"baselines ({preset.baseline_seconds:g} s each)...", flush=True)
+        report["baseline_ws_echo"] = await ws_echo_baseline(preset.baseline_seconds)
+        report["baseline_sqlite_naive"] = await sqlite_baseline(preset.baseline_seconds)
+        print(
+            f"  ws echo {report['baseline_ws_echo']['round_trips_per_s']:.0f} round trips/s, "
+            f"sqlite naive {report['baseline_sqlite_naive']['messages_per_s']} commits/s",
+            flush=True,
+        )
+
+        turns = max(1, round(preset.messages_per_s / max(2 * preset.rate, 1e-9)))
+        rest_requests = preset.rate * preset.rest_share * (1 + turns)
+        integrations = max(1, min(200, math.ceil(rest_requests / REST_BUDGET_PER_CLIENT)))
+        if args.target:
+            base = args.target
+            creds = [(f"agent{i:05d}", args.password, "") for i in range(preset.agents)]
+            tokens = [args.api_token] if args.api_token else []
+            report["startup"] = {"provision_s": 0.0, "host_start_s": 0.0}
+        else:
+            data = root / "data"
+            data.mkdir()
+            config = root / "inbox.toml"
+            config.write_text(host_config(preset.capacity))
+            print(
+                f"provisioning {preset.agents} agents, {integrations} integrations...", flush=True
+            )
+            creds, tokens, provision_s = await provision(
+                data, preset.agents, preset.capacity, integrations
+            )
+            started = time.perf_counter()
+            host = await asyncio.to_thread(start_host, root, config)
+            report["startup"] = {
+                "provision_s": round(provision_s, 2),
+                "host_start_s": round(time.perf_counter() - started, 2),
+            }
+            base = host.base_url
+            print(f"host pid {host.proc.pid} at {base} ({report['startup']})", flush=True)
+
+        load = Load(preset, base, creds)
+        load.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        await load.open_rest_clients(tokens)
+        connect_s = await load.connect_agents()
+        report["startup"]["agents_connect_s"] = round(connect_s, 2)
+        report["startup"]["agents_connected"] = len(load.clients)
+        print(f"{len(load.clients)} agents connected in {connect_s:.1f} s", flush=True)
+
+        before = await scrape(load.http, base)
+        usage_before = proc_usage(host.proc.pid) if host else None
+        self_before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+
+        async def progress() -> None:
+            while True:
+                await asyncio.sleep(PROGRESS_EVERY)
+                s = load.stats
+                offer = percentiles(s.arrival_to_offer[-2000:])
+                print(
+                    f"[{time.perf_counter() - started:6.1f} s] arrivals "
+                    f"{s.counts['arrivals_widget'] + s.counts['arrivals_rest']} offers "
+                    f"{s.counts['offers_received']} accepted {s.counts['accepted']} closed "
+                    f"{s.counts['closed']} msgs c→a {s.counts['agent_received']} "
+                    f"a→c {s.counts['customer_received']} live {len(load.live)} "
+                    f"offer p95 {offer['p95']} ms errors {sum(s.errors.values())}",
+                    flush=True,
+                )
+
+        ticker = asyncio.get_running_loop().create_task(progress())
+        try:
+            await load.arrivals(preset.seconds)
+            arrivals_done = time.perf_counter()
+            drain_deadline = arrivals_done + preset.drain
+            while load.live and time.perf_counter() < drain_deadline:
+                await asyncio.sleep(0.1)
+        finally:
+            ticker.cancel()
+        elapsed = time.perf_counter() - started
+        after = await scrape(load.http, base)
+        usage_after = proc_usage(host.proc.pid) if host else None
+        self_after = resource.getrusage(resource.RUSAGE_SELF)
+
+        s = load.stats
+        report["seconds"] = round(elapsed, 2)
+        report["arrival_seconds"] = round(arrivals_done - started, 2)
+        report["turns_per_conversation"] = load.turns
+        report["rest_share"] = round(load.rest_share, 3)
+        report["unfinished_conversations"] = len(load.live)
+        report["latency_ms"] = {
+            "arrival_to_offer": percentiles(s.arrival_to_offer),
+            "customer_to_agent": percentiles(s.customer_to_agent),
+            "agent_to_customer": percentiles(s.agent_to_customer),
+            "accept_to_first_message": percentiles(s.accept_to_first_message),
+        }
+        report["counts"] = dict(sorted(s.counts.items()))
+        report["errors"] = dict(sorted(s.errors.items()))
+        offers = {
+            m.group(1): delta(after, before, name)
+            for name in after
+            if (m := re.fullmatch(r'inbox_offers_total\{outcome="([^"]+)"\}', name))
+        }
+        steps = delta(after, before, "inbox_routing_step_seconds_count")
+        durable = delta(after, before, "inbox_message_seconds_count")
+        commits = delta(after, before, "inbox_store_commits_total")
+        report["host"] = {
+            "routing_steps": steps,
+            "routing_steps_per_s": round(steps / elapsed, 1),
+            "offers_by_outcome": offers,
+            "durable_messages": durable,
+            "durable_messages_per_s": round(durable / elapsed, 1),
+            "store_commits": commits,
+            "messages_per_commit": round(durable / commits, 2) if commits else 0.0,
+            # The host's own view of its cost per step, commit included: tells a slow router
+            # from a slow socket path when the end-to-end latencies grow.
+            "routing_step_mean_ms": mean_ms(after, before, "inbox_routing_step_seconds"),
+            "message_mean_ms": mean_ms(after, before, "inbox_message_seconds"),
+            "open_items_end": after.get("inbox_open_items", 0.0),
+            "connected_agents_end": after.get("inbox_connected_agents", 0.0),
+            "kept_open": load.kept_open,
+        }
+        if usage_before and usage_after:
+            cpu = usage_after["cpu_s"] - usage_before["cpu_s"]
+            report["host"].update(
+                cpu_s=round(cpu, 2),
+                cpu_share=round(cpu / elapsed, 3),
+                peak_rss_mib=round(usage_after["peak_rss_mib"], 1),
+                rss_mib=round(usage_after["rss_mib"], 1),
+            )
+        gen_cpu = (self_after.ru_utime + self_after.ru_stime) - (
+            self_before.ru_utime + self_before.ru_stime
+        )
+        report["generator"] = {"cpu_s": round(gen_cpu, 2), "cpu_share": round(gen_cpu / elapsed, 3)}
+        echo = report["baseline_ws_echo"]["round_trips_per_s"]
+        naive = report["baseline_sqlite_naive"]["messages_per_s"]
+        report["ratios"] = {
+            "durable_messages_vs_sqlite_naive": round(durable / elapsed / max(naive, 1e-9), 3),
+            # A host message is at least two socket hops (in and out), an echo round trip two.
+            "durable_messages_vs_ws_echo": round(durable / elapsed / max(echo, 1e-9), 3),
+        }
+        return report
+    finally:
+        if load is not None:
+            await load.close()
+        if host is not None:
+            stop_host(host)
+            report["host_log_tail"] = host.log.read_text(errors="replace").splitlines()[-5:]
+        if args.keep:
+            print(f"kept {root}", flush=True)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [f"preset {report['preset']}: {report['seconds']} s, startup {report['startup']}"]
+    lines.append(f"{'latency (ms)':28} {'n':>7} {'p50':>9} {'p95':>9} {'p99':>9} {'max':>9}")
+    for name, p in report["latency_ms"].items():
+        lines.append(
+            f"{name:28} {p['n']:>7} {p['p50']:>9} {p['p95']:>9} {p['p99']:>9} {p['max']:>9}"
+        )
+    h = report["host"]
+    echo = report["baseline_ws_echo"]["round_trips_per_s"]
+    naive = report["baseline_sqlite_naive"]["messages_per_s"]
+    lines += [
+        f"routing steps/s       {h['routing_steps_per_s']:>10}   offers {h['offers_by_outcome']}",
+        f"host mean ms: routing step {h['routing_step_mean_ms']}, message {h['message_mean_ms']}",
+        f"durable messages/s    {h['durable_messages_per_s']:>10}   "
+        f"({h['messages_per_commit']} per commit)",
+        f"  vs sqlite naive     {naive:>10} commits/s  -> "
+        f"{report['ratios']['durable_messages_vs_sqlite_naive']}x",
+        f"  vs ws echo          {echo:>10} round trips/s -> "
+        f"{report['ratios']['durable_messages_vs_ws_echo']}x",
+    ]
+    if "cpu_s" in h:
+        lines.append(
+            f"host cpu {h['cpu_s']} s ({h['cpu_share']} of a core), "
+            f"peak RSS {h['peak_rss_mib']} MiB; generator cpu {report['generator']['cpu_s']} s"
+        )
+    lines.append(f"counts {report['counts']}")
+    lines.append(
+        f"errors {report['errors'] or 'none'}; unfinished {report['unfinished_conversations']}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
+    parser.add_argument("--target", help="an existing host's base URL (http://HOST:PORT)")
+    parser.add_argument("--password", default=PASSWORD, help="with --target: agents' password")
+    parser.add_argument("--api-token", help="with --target: an integration API token for REST")
+    parser.add_argument("--agents", type=int)
+    parser.add_argument("--rate", type=float, help="customer arrivals per second (λ)")
+    parser.add_argument("--messages-per-s", type=float)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--rest-share", type=float, help="fraction of arrivals over REST")
+    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (host log, db)")
+    args = parser.parse_args(argv)
+    # A reply that arrives after its request timed out is logged per frame by the client; under
+    # overload that is thousands of lines drowning the progress, and the timeouts are counted.
+    logging.getLogger("inbox_tui.client").setLevel(logging.ERROR)
+    preset = PRESETS[args.preset]
+    overrides = {
+        "agents": args.agents,
+        "rate": args.rate,
+        "messages_per_s": args.messages_per_s,
+        "seconds": args.seconds,
+        "rest_share": args.rest_share,
+    }
+    preset = Preset(**{**preset.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+    report = asyncio.run(run(args, preset))
+    print(table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The load generator's smoke preset runs end to end and produces every figure.
+
+Only presence and type are checked, never size: the numbers depend on the machine, and
+docs/performance.md is where their values are discussed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LATENCIES = (
+    "arrival_to_offer",
+    "customer_to_agent",
+    "agent_to_customer",
+    "accept_to_first_message",
+)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_smoke_preset_produces_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--preset", "smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "arrivals" in run.stdout  # the progress lines
+    report = json.loads(out.read_text())
+
+    for name in LATENCIES:
+        figures = report["latency_ms"][name]
+        assert figures["n"] > 0, name
+        for key in ("p50", "p95", "p99", "max"):
+            assert _number(figures[key]), (name, key, figures[key])
+
+    host = report["host"]
+    for key in (
+        "routing_steps_per_s",
+        "durable_messages_per_s",
+        "cpu_s",
+        "peak_rss_mib",
+        "messages_per_commit",
+    ):
+        assert _number(host[key]), (key, host[key])
+    assert host["durable_messages"] > 0
+    assert host["routing_steps"] > 0
+    assert host["offers_by_outcome"].get("made", 0) > 0
+    assert all(_number(n) for n in host["offers_by_outcome"].values())
+
+    counts = report["counts"]
+    assert counts["arrivals_widget"] > 0 and counts["arrivals_rest"] > 0
+    assert counts["agent_received"] > 0 and counts["customer_received"] > 0
+
+    assert report["baseline_ws_echo"]["round_trips_per_s"] > 0
+    assert report["baseline_sqlite_naive"]["messages_per_s"] > 0
+    for value in report["ratios"].values():
+        assert _number(value)
+    assert isinstance(report["errors"], dict)
