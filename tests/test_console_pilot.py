@@ -207,18 +207,20 @@ async def test_attach_work_note_incident_and_archive(tmp_path: Path) -> None:
             await pilot.press("ctrl+s")
             await until(pilot, lambda: app.state.chats[number].record.incident == "INC0001001")
 
+            await pilot.press("C")
+            await until(pilot, lambda: isinstance(app.screen, RecordForm))
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: app.state.chats[number].record.case == "CS0001001")
+
             await pilot.press("e")
             await until(pilot, lambda: app.state.chats[number].record.state == "wrap_up")
             await pilot.press("w")
-            await until(
-                pilot,
-                lambda: (
-                    app.state.chats.get(number) is None
-                    or app.state.chats[number].record.state == "closed_complete"
-                ),
-            )
+            await until(pilot, lambda: app.state.chats[number].record.state == "closed_complete")
+            await pilot.press("A")
+            await until(pilot, lambda: app.state.chats[number].record.archived)
             stored = await h.host.store.get_interaction(number)
             assert stored.state == "closed_complete" and stored.incident == "INC0001001"
+            assert stored.case == "CS0001001" and stored.archived
 
 
 async def test_presence_help_palette_and_remapped_keys(tmp_path: Path) -> None:
