@@ -37,12 +37,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from textual import events
 from textual.css.query import NoMatches
 
 from core.config import example_config_path, load_config
-from core.host.app import close_host, create_app, open_host
+from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.state import Host
 from core.model import (
     InteractionRecord,
@@ -301,16 +300,11 @@ async def run(conversations: int, messages: int, samples: int) -> dict[str, Any]
         os.environ["XDG_STATE_HOME"] = str(Path(tmp) / "state")
         os.environ["XDG_CONFIG_HOME"] = str(Path(tmp) / "config")
         host = await open_host(load_config(example_config_path()), Path(tmp) / "data")
-        runner = web.AppRunner(create_app(host), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, url = await serve_loopback(create_app(host))
         try:
             number, timings = await seed(host, conversations, messages)
-            result = await measure(
-                host, f"ws://127.0.0.1:{port}/agent", number, samples, conversations
-            )
+            agent_url = url.replace("http://", "ws://") + "/agent"
+            result = await measure(host, agent_url, number, samples, conversations)
         finally:
             await runner.cleanup()
             await close_host(host)

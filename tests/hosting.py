@@ -8,11 +8,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
-
 from core.client import InboxClient
 from core.config import HostConfig, example_config_path, load_config, parse_config
-from core.host.app import close_host, create_app, open_host
+from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.state import Host
 from core.model import Role
 from core.service.sessions import AgentSession
@@ -66,13 +64,9 @@ async def running_host(
     tmp_path: Path, config: HostConfig | None = None
 ) -> AsyncIterator[RunningHost]:
     host = await open_host(config or load_config(example_config_path()), tmp_path / "data")
-    runner = web.AppRunner(create_app(host), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, url = await serve_loopback(create_app(host))
     try:
-        yield RunningHost(host=host, url=f"http://127.0.0.1:{port}")
+        yield RunningHost(host=host, url=url)
     finally:
         await runner.cleanup()
         await close_host(host)

@@ -18,7 +18,7 @@ from openapi_spec_validator import validate
 
 from core.config import HostConfig, example_config_path, load_config
 from core.host import api, metrics
-from core.host.app import close_host, create_app, open_host
+from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.ratelimit import TokenBuckets
 from core.host.state import Host
 from core.model import Role
@@ -67,17 +67,10 @@ def example_config() -> HostConfig:
 async def serving(tmp_path: Path, config: HostConfig | None = None) -> AsyncIterator[Api]:
     host = await open_host(config or example_config(), tmp_path / "data")
     app = create_app(host)
-    # Until create_app wires them itself; a second call is a no-op, so this stays correct after.
-    api.setup(app)
-    metrics.setup(app)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, url = await serve_loopback(app)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Api(host=host, app=app, url=f"http://127.0.0.1:{port}", http=http)
+            yield Api(host=host, app=app, url=url, http=http)
     finally:
         await runner.cleanup()
         await close_host(host)

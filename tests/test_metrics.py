@@ -16,8 +16,8 @@ from aiohttp import web
 from msgspec.structs import replace
 
 from core.config import example_config_path, load_config
-from core.host import api, metrics
-from core.host.app import close_host, create_app, open_host
+from core.host import metrics
+from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.state import Host
 from core.model import Role
 from core.protocol import AcceptOffer, OfferEvent, RejectOffer, SetPresence
@@ -92,15 +92,9 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     config = replace(load_config(example_config_path()), seed_passwords={})
     host = await open_host(config, tmp_path / "data")
     app = create_app(host)
-    api.setup(app)
-    metrics.setup(app)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, url = await serve_loopback(app)
     try:
         async with aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
             yield Running(host=host, app=app, url=url, http=http)
     finally:
         await runner.cleanup()

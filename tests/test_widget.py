@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 
 from core.config import HostConfig, WidgetSettings, example_config_path, load_config
 from core.host import widget
-from core.host.app import close_host, create_app, open_host
+from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.state import Host
 from core.model import SenderKind
 from core.protocol import (
@@ -56,24 +56,10 @@ class Served:
         return self.base.replace("http://", "ws://") + "/widget/ws"
 
 
-def with_widget(host: Host) -> web.Application:
-    app = create_app(host)
-    # create_app may already register the widget; add it only when it does not.
-    if not any(
-        r.resource is not None and r.resource.canonical == "/widget" for r in app.router.routes()
-    ):
-        widget.setup(app)
-    return app
-
-
 async def serve(config: HostConfig, data_dir: Path) -> Served:
     host = await open_host(config, data_dir)
-    runner = web.AppRunner(with_widget(host), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return Served(host=host, base=f"http://127.0.0.1:{port}", runner=runner)
+    runner, base = await serve_loopback(create_app(host))
+    return Served(host=host, base=base, runner=runner)
 
 
 async def stop(served: Served) -> None:

@@ -18,11 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from aiohttp import web
-
 from core.client import ClientError, InboxClient
 from core.config import HostConfig, load_config
-from core.host.app import close_host, create_app, open_host
+from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.state import Host
 from core.model import OfferKind, Role
 from core.protocol import (
@@ -219,12 +217,7 @@ async def run_demo(
     config: HostConfig = load_config(config_path)
     with tempfile.TemporaryDirectory(prefix="inbox-tui-demo-") as tmp:
         host = await open_host(config, Path(tmp))
-        runner = web.AppRunner(create_app(host), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        url = f"http://127.0.0.1:{port}"
+        runner, url = await serve_loopback(create_app(host))
         agent_url = url.replace("http://", "ws://") + "/agent"
         log = out if console_agent is None else (Path(tmp) / "routing.log").open("w")
         banner = (

@@ -100,6 +100,15 @@ def create_app(host: Host) -> web.Application:
     return app
 
 
+async def serve_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a free 127.0.0.1 port, for the demo, tests and benches; returns the
+    runner (clean it up to stop) and the base URL, http://127.0.0.1:PORT."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
 def bind(listen_host: str, port: int) -> socket.socket:
     """Bind before anything slow so a taken port is reported at once and clearly."""
     family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
