@@ -125,6 +125,7 @@ class MainScreen(Screen[None]):
         super().__init__()
         self.current: str | None = None
         self._shown: str | None = None  # the conversation the transcript widget holds
+        self.drawn = False
         self.shown_pane = "pane-chat"
 
     @property
@@ -158,6 +159,7 @@ class MainScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.drawn = True
         self.refresh_areas({"all"})
         self.on_resize()
         self.query_one("#chat-list", ChatList).focus()
@@ -171,6 +173,8 @@ class MainScreen(Screen[None]):
     # ------------------------------------------------------------------ redraw
 
     def refresh_areas(self, areas: set[str]) -> None:
+        if not self.drawn:
+            return  # an event raced the screen's compose; on_mount draws everything
         state = self.inbox.state
         every = "all" in areas
         if every or areas & {"me", "agents"}:

@@ -305,4 +305,18 @@ def test_main_screen_narrow_chat_pane(snap_compare: SnapCompare) -> None:
 
 def test_main_screen_narrow_queues_pane(snap_compare: SnapCompare) -> None:
     """80x24 after F2: queue statistics, the pending offer and the ongoing-messages tray."""
-    assert snap_compare(FixedConsole(), press=["f2"], terminal_size=(80, 24), run_before=steady)
+
+    async def queues_shown(pilot: Pilot[None]) -> None:
+        await steady(pilot)
+        await pilot.press("f2")
+        # Wait for what F2 causes: the pane swap and the focus move (and its redraw).
+        for _ in range(100):
+            screen = pilot.app.screen
+            focused = screen.focused
+            if screen.query_one("#pane-queues").display and focused and focused.id == "offers":
+                break
+            await pilot.pause()
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+
+    assert snap_compare(FixedConsole(), terminal_size=(80, 24), run_before=queues_shown)

@@ -50,7 +50,9 @@ class OfferList(Static, can_focus=True):
             marker = "▶ " if i == self.cursor else "  "
             kind = "transfer" if view.offer.kind == "transfer" else view.item.channel
             who = view.customer_name or view.item.customer
-            style = "bold reverse" if i == self.cursor and self.has_focus else "bold"
+            # The row `a` would accept stands out whether or not the list has focus: that key
+            # works from anywhere on the screen.
+            style = "bold reverse" if i == self.cursor else "bold"
             text.append(f"{marker}{who}", style=style)
             text.append(f"  {kind}  ", style="cyan")
             text.append(f"{left:>3}s", style="bold red" if left <= 10 else "yellow")
