@@ -75,6 +75,7 @@ from core.routing.events import (
     TransferToQueue,
     WrapUpEnded,
 )
+from core.routing.ready import ReadyIndex
 from core.timers import DeadlineKind, Deadlines
 
 # How many excluded agents a reason names before it says "+N more": reasons stay one line.
@@ -154,17 +155,24 @@ class Router:
         self.deadlines = Deadlines()
         self._members: dict[str, list[str]] = {}
         self._queues_of: dict[str, list[str]] = {}
-        self._pools: dict[str, list[str]] = {}
-        self._index_members()
+        # Per queue: its pool (members present for its channel with its skills), the pool
+        # members with room for an offer in ranking order, and the members without room.
+        # Kept up to date agent by agent (`_touched`), so routing never walks a whole floor.
+        self._pool: dict[str, set[str]] = {}
+        self._ready: dict[str, ReadyIndex] = {}
+        self._unready: dict[str, set[str]] = {}
+        self._touched: set[str] = set()
         self._out: list[AnyDecision] = []
         self._dirty_queues: set[str] = set()
         self._dirty_agents: set[str] = set()
+        self._index_members()
         for item in items:
             if item.state in OPEN_ITEM_STATES:
                 self._put_item(item)
         for offer in offers:
             if offer.state == OfferState.PENDING and offer.item in self.items:
                 self._put_offer(offer)
+        self._refresh_touched()
         self._dirty_queues.update(self.queues)
 
     # ------------------------------------------------------------------ configuration
@@ -195,7 +203,6 @@ class Router:
                 nxt = self.queues[nxt].overflow
 
     def _index_members(self) -> None:
-        self._pools.clear()
         self._members = {}
         self._queues_of = {a: [] for a in self.agents}
         for q in self.queues.values():
@@ -207,6 +214,10 @@ class Router:
             self._members[q.name] = members
             for a in members:
                 self._queues_of[a].append(q.name)
+            self._pool[q.name] = set()
+            self._ready[q.name] = ReadyIndex()
+            self._unready[q.name] = set(members)
+        self._touched.update(self.agents)
 
     def members(self, queue: str) -> list[str]:
         """Agents in the queue's groups (a queue with no groups takes every enabled agent)."""
@@ -277,6 +288,7 @@ class Router:
         load = self.load[agent]
         load.per_channel[channel] = load.per_channel.get(channel, 0) + weight
         load.total += weight
+        self._touched.add(agent)
 
     def _put_item(self, new: WorkItem) -> None:
         """Replace (or insert, or with a closed state remove) an item, keeping load, waiting
@@ -293,6 +305,7 @@ class Router:
                     del lst[i]
             if old.awaiting_capacity and old.agent is not None:
                 self.awaiting_of_agent.get(old.agent, set()).discard(old.id)
+                self._touched.add(old.agent)
         if new.state in OPEN_ITEM_STATES:
             self.items[new.id] = new
             if self._holds(new) and new.agent in self.load:
@@ -303,6 +316,7 @@ class Router:
             if new.awaiting_capacity and new.agent is not None:
                 self.awaiting_of_agent.setdefault(new.agent, set()).add(new.id)
                 self._dirty_agents.add(new.agent)
+                self._touched.add(new.agent)
         else:
             self.items.pop(new.id, None)
         alive = new.state in OPEN_ITEM_STATES
@@ -376,24 +390,45 @@ class Router:
             and not self.awaiting_of_agent.get(agent)
         )
 
-    def _pool(self, queue: Queue) -> list[str]:
-        # Cached: it changes only with presence, skills or membership, far rarer than routing.
-        pool = self._pools.get(queue.name)
-        if pool is None:
-            pool = [a for a in self.members(queue.name) if self._in_pool(a, queue)]
-            self._pools[queue.name] = pool
-        return pool
+    def _rank_key(self, agent: str, queue: Queue) -> tuple[object, ...]:
+        tier = 0
+        if queue.prefer_skill_level and queue.skills:
+            skills = self.agents[agent].skills
+            tier = -sum(skills.get(s.name, 0) for s in queue.skills)
+        if queue.rule == AssignmentRule.MOST_CAPACITY:
+            return (tier, -self._spare(agent, queue.channel), self._recency(agent), agent)
+        if queue.rule == AssignmentRule.LEAST_RECENT:
+            return (tier, self._recency(agent), agent)
+        return (tier, agent)
 
-    def _candidates(self, item: WorkItem, pool: list[str], ready: list[str]) -> list[str]:
-        """The agents the item may be offered to now (invariant 3): `ready` are the pool
-        members with room for one more offer."""
-        rejected = item.rejected_by
-        # Rejections count only while someone in the pool has not rejected the item yet.
-        if rejected and all(a in rejected for a in pool):
-            rejected = ()
-        return [
-            a for a in ready if self._spare(a, item.channel) >= item.weight and a not in rejected
-        ]
+    def _recency(self, agent: str) -> float:
+        last = self.status[agent].last_assigned_at
+        return float("-inf") if last is None else last
+
+    def _refresh_touched(self) -> None:
+        """Re-file every agent whose presence, load or offers changed in its queues' pools
+        and ready lists."""
+        touched, self._touched = self._touched, set()
+        for agent in touched:
+            for qname in self.queues_of(agent):
+                queue = self.queues[qname]
+                if self._in_pool(agent, queue):
+                    self._pool[qname].add(agent)
+                    if self._has_room(agent, queue.channel):
+                        self._ready[qname].put(self._rank_key(agent, queue))
+                        self._unready[qname].discard(agent)
+                        continue
+                else:
+                    self._pool[qname].discard(agent)
+                self._ready[qname].discard(agent)
+                self._unready[qname].add(agent)
+
+    def _counted_rejections(self, item: WorkItem, pool: set[str]) -> frozenset[str]:
+        """Rejections count only while someone in the pool has not rejected the item yet."""
+        rejected = frozenset(item.rejected_by)
+        if rejected and pool <= rejected:
+            return frozenset()
+        return rejected
 
     def _why_not(self, agent: str, item: WorkItem, queue: Queue) -> str:
         a = self.agents[agent]
@@ -414,90 +449,96 @@ class Router:
 
     # ------------------------------------------------------------------ choosing
 
-    def _rank(self, queue: Queue, candidates: list[str], channel: str) -> list[str]:
-        def recency(agent: str) -> float:
-            last = self.status[agent].last_assigned_at
-            return float("-inf") if last is None else last
+    def _choose(self, item: WorkItem, queue: Queue, now: float) -> tuple[str, str] | None:
+        """The agent to offer the item to (invariant 3), and the reason, or None."""
+        ready = self._ready[queue.name]
+        rejected = self._counted_rejections(item, self._pool[queue.name])
+        weight = item.weight
 
-        if queue.rule == AssignmentRule.MOST_CAPACITY:
-            ranked = sorted(candidates, key=lambda a: (-self._spare(a, channel), recency(a), a))
-        elif queue.rule == AssignmentRule.LEAST_RECENT:
-            ranked = sorted(candidates, key=lambda a: (recency(a), a))
-        else:
-            after = self._rr_last.get(queue.name, "")
-            ranked = sorted(candidates, key=lambda a: (a <= after, a))
-        if queue.prefer_skill_level and queue.skills:
-            # sorted() is stable, so the rule's order survives among equally skilled agents.
-            ranked.sort(
-                key=lambda a: -sum(self.agents[a].skills.get(s.name, 0) for s in queue.skills)
+        def fits(agent: str) -> bool:
+            return (
+                agent in ready
+                and agent not in rejected
+                and (weight == 1 or self._spare(agent, item.channel) >= weight)
             )
-        return ranked
 
-    def _choose(
-        self, item: WorkItem, queue: Queue, pool: list[str], ready: list[str], now: float
-    ) -> tuple[str, str] | None:
-        candidates = self._candidates(item, pool, ready)
-        if not candidates:
-            return None
-        affine = None
-        if item.preferred_agent in candidates:
-            affine = item.preferred_agent
+        chosen = None
+        if item.preferred_agent is not None and fits(item.preferred_agent):
+            chosen, why = item.preferred_agent, "affinity"
         elif queue.affinity_window is not None and item.customer in self.last_served:
             agent, at = self.last_served[item.customer]
-            if agent in candidates and now - at <= queue.affinity_window:
-                affine = agent
-        if affine is not None:
-            chosen, why = affine, "affinity"
-        else:
-            chosen = self._rank(queue, candidates, item.channel)[0]
+            if fits(agent) and now - at <= queue.affinity_window:
+                chosen, why = agent, "affinity"
+        if chosen is None:
+            if queue.rule == AssignmentRule.ROUND_ROBIN:
+                order = ready.rotated(self._rr_last.get(queue.name, ""))
+            else:
+                order = ready.ranked()
+            chosen = next((a for a in order if fits(a)), None)
+            if chosen is None:
+                return None
             if queue.rule == AssignmentRule.MOST_CAPACITY:
                 why = f"most_capacity {self._spare(chosen, item.channel)} free"
             else:
                 why = queue.rule.value
-        # Only the first few excluded agents are named, so stop looking once they are found:
-        # at thousands of members a full pass per decision dominated the host's CPU.
-        chosen_set = set(candidates)
+        # Ready agents have at least one free slot, so at weight 1 only rejections exclude.
+        if weight == 1:
+            fitting = len(ready) - sum(1 for a in rejected if a in ready)
+        else:
+            fitting = sum(1 for a in ready.ranked() if fits(a))
+        return chosen, "; ".join(
+            [f"offered to {chosen}: {why}", *self._excluded_notes(item, queue, fits, fitting)]
+        )
+
+    def _excluded_notes(
+        self, item: WorkItem, queue: Queue, fits: Callable[[str], bool], fitting: int
+    ) -> list[str]:
+        """Why the first few members (in id order) who could not have the item were passed
+        over, and how many more there were: reasons stay one line at any size of floor."""
         members = self.members(queue.name)
-        named: list[str] = []
-        for a in members:
-            if a not in chosen_set:
-                named.append(a)
-                if len(named) == REASON_NAMES:
-                    break
+        excluded = len(members) - fitting
+        if excluded <= 0:
+            return []
+        unready = self._unready[queue.name]
+        if item.weight == 1 and len(unready) < 64:
+            # Few members without room: look only at them and at the ready ones who rejected.
+            ready = self._ready[queue.name]
+            rejecters = [a for a in item.rejected_by if a in ready and not fits(a)]
+            named = sorted({*unready, *rejecters})[:REASON_NAMES]
+        else:
+            # Many: they are dense among the members, so a walk finds the first few soon.
+            named = []
+            for a in members:
+                if not fits(a):
+                    named.append(a)
+                    if len(named) == REASON_NAMES:
+                        break
         notes = [f"{a} {self._why_not(a, item, queue)}" for a in named]
-        excluded = len(members) - len(candidates)
         if excluded > REASON_NAMES:
             notes.append(f"+{excluded - REASON_NAMES} more")
-        return chosen, "; ".join([f"offered to {chosen}: {why}", *notes])
+        return notes
 
     def _dispatch_queue(self, qname: str, now: float) -> None:
-        queue = self.queues[qname]
         waiting = self.waiting[qname]
         if not waiting:
             return
-        # Presence and skills do not change while a queue is dispatched, only room does, so
-        # the pool is computed once and `ready` only shrinks.
-        pool = self._pool(queue)
-        ready = [a for a in pool if self._has_room(a, queue.channel)]
-        if not ready:
-            return
+        queue = self.queues[qname]
+        self._refresh_touched()
+        ready = self._ready[qname]
         for key in list(waiting):
+            if not ready:
+                break
             item = self.items[key[2]]
-            choice = self._choose(item, queue, pool, ready, now)
+            choice = self._choose(item, queue, now)
             if choice is None:
                 continue
             agent, reason = choice
-            self._offer(item, agent, queue, pool, reason, now)
-            if not self._has_room(agent, queue.channel):
-                ready.remove(agent)
-                if not ready:
-                    break
+            self._offer(item, agent, queue, reason, now)
+            self._refresh_touched()
 
-    def _offer(
-        self, item: WorkItem, agent: str, queue: Queue, pool: list[str], reason: str, now: float
-    ) -> None:
+    def _offer(self, item: WorkItem, agent: str, queue: Queue, reason: str, now: float) -> None:
         rejected = item.rejected_by
-        if all(a in rejected for a in pool):
+        if self._pool[queue.name] <= set(rejected):
             rejected = ()  # everyone said no: start over rather than strand the item
         offered = replace(
             item, state=ItemState.OFFERED, offers_made=item.offers_made + 1, rejected_by=rejected
@@ -513,6 +554,7 @@ class Router:
         )
         self._put_offer(offer)
         self.status[agent] = replace(self.status[agent], last_assigned_at=now)
+        self._touched.add(agent)
         self._rr_last[queue.name] = agent
         self._out.append(OfferMade(at=now, offer=offer, item=offered, reason=reason))
 
@@ -589,8 +631,7 @@ class Router:
 
     def _set_presence(self, agent: str, presence: str, reason: str, now: float) -> None:
         self.status[agent] = replace(self.status[agent], presence=presence, presence_since=now)
-        for qname in self.queues_of(agent):
-            self._pools.pop(qname, None)
+        self._touched.add(agent)
         self._out.append(PresenceSet(at=now, agent=agent, presence=presence, reason=reason))
         self._dirty_agents.add(agent)
         for offer_id in sorted(self.offers_of_agent.get(agent, ())):
