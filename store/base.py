@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -280,8 +280,6 @@ class Store(Protocol):
         """The newest `limit` entries (of one item, or of all), oldest first."""
         ...
 
-    async def save_affinity(self, customer: str, agent: str, at: float) -> None: ...
-
     async def load_affinity(self) -> dict[str, tuple[str, float]]:
         """customer -> (agent who last served them, when)."""
         ...
@@ -293,8 +291,10 @@ class Store(Protocol):
         offers: Iterable[Offer] = (),
         statuses: Iterable[AgentStatus] = (),
         audit: Iterable[AuditEntry] = (),
+        affinity: Mapping[str, tuple[str, float]] | None = None,
     ) -> None:
-        """Persist one routing step's decisions all-or-nothing (items before their offers)."""
+        """Persist routing decisions all-or-nothing (items before their offers); `affinity`
+        is customer -> (agent who last served them, when)."""
         ...
 
     # -- interactions -----------------------------------------------------------------------

@@ -26,7 +26,7 @@ import re
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -292,6 +292,12 @@ def _status_rows(statuses: Iterable[AgentStatus]) -> list[tuple[Any, ...]]:
 
 def _audit_rows(entries: Iterable[AuditEntry]) -> list[tuple[Any, ...]]:
     return [(e.item, _dump(e)) for e in entries]
+
+
+_UPSERT_AFFINITY = (
+    "INSERT INTO affinity (customer, agent, at) VALUES (?, ?, ?) ON CONFLICT "
+    "(customer) DO UPDATE SET agent = excluded.agent, at = excluded.at"
+)
 
 
 def _write_offers(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -834,15 +840,6 @@ class SQLiteStore:
         entries.reverse()
         return entries
 
-    async def save_affinity(self, customer: str, agent: str, at: float) -> None:
-        await self._write(
-            _tx_upsert(
-                "INSERT INTO affinity (customer, agent, at) VALUES (?, ?, ?) ON CONFLICT "
-                "(customer) DO UPDATE SET agent = excluded.agent, at = excluded.at",
-                [(customer, agent, at)],
-            )
-        )
-
     async def load_affinity(self) -> dict[str, tuple[str, float]]:
         rows = await self._rows("SELECT customer, agent, at FROM affinity")
         return {customer: (agent, at) for customer, agent, at in rows}
@@ -854,15 +851,18 @@ class SQLiteStore:
         offers: Iterable[Offer] = (),
         statuses: Iterable[AgentStatus] = (),
         audit: Iterable[AuditEntry] = (),
+        affinity: Mapping[str, tuple[str, float]] | None = None,
     ) -> None:
         item_rows, offer_rows = _item_rows(items), _offer_rows(offers)
         status_rows, audit_rows = _status_rows(statuses), _audit_rows(audit)
+        affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(_UPSERT_ITEM, item_rows)
             _write_offers(conn, offer_rows)
             conn.executemany(_UPSERT_STATUS, status_rows)
             conn.executemany(_INSERT_AUDIT, audit_rows)
+            conn.executemany(_UPSERT_AFFINITY, affinity_rows)
 
         await self._write(op)
 

@@ -338,9 +338,8 @@ async def test_routing_state_round_trips(store: SQLiteStore) -> None:
     assert await store.list_audit("w1", limit=3) == [entries[5], entries[7], entries[9]]
     assert len(await store.list_audit(limit=4)) == 4
 
-    await store.save_affinity("cust-1", "ann", 10.0)
-    await store.save_affinity("cust-2", "bob", 11.0)
-    await store.save_affinity("cust-1", "bob", 12.0)
+    await store.apply_routing(affinity={"cust-1": ("ann", 10.0), "cust-2": ("bob", 11.0)})
+    await store.apply_routing(affinity={"cust-1": ("bob", 12.0)})
     assert await store.load_affinity() == {"cust-1": ("bob", 12.0), "cust-2": ("bob", 11.0)}
 
 

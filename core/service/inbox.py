@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from msgspec.structs import replace
@@ -129,6 +129,10 @@ class Conversation:
     customer_seqs: list[int] = field(default_factory=list)
     last_update: float = 0.0
     preview: str = ""
+    # Held while the record is read, changed and saved, so concurrent changes (a routing
+    # decision, an invitation answered) never overwrite each other; routing's changes take it
+    # in decision order.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Inbox:
@@ -147,6 +151,9 @@ class Inbox:
         self.channels = {c.name: c for c in config.channels}
         self.agent_names = {a.id: a.display_name or a.id for a in config.agents}
         self.conversations: dict[str, Conversation] = {}
+        # agent -> the open conversations they are in now, in the order they joined: the
+        # tray and a login's snapshot look only at these, never at the whole floor's.
+        self.open_of_agent: dict[str, dict[str, None]] = {}
         self.sessions: dict[str, list[AgentSession]] = {}
         self.watchers: dict[str, set[CustomerWatcher]] = {}
         self.read_marks: dict[tuple[str, str], int] = {}
@@ -195,6 +202,7 @@ class Inbox:
                 for m in await self.store.list_messages(record.number, limit=10_000):
                     self._note_message(conv, m)
                 self.conversations[record.number] = conv
+                self._file(record.number, self._current(record), joined=True)
         await self.routing.start()
         self._tasks = [
             asyncio.create_task(self.routing.run_timers()),
@@ -295,12 +303,15 @@ class Inbox:
             for o in router.offers.values()
             if o.agent == session.agent
         ]
-        mine = [
-            c.record
-            for c in self.conversations.values()
-            if session.agent in self._current(c.record)
-            or (session.supervisor and c.record.state != InteractionState.NEW)
-        ]
+        if session.supervisor:
+            mine = [
+                c.record
+                for c in self.conversations.values()
+                if session.agent in self._current(c.record)
+                or c.record.state != InteractionState.NEW
+            ]
+        else:
+            mine = [self.conversations[n].record for n in self.open_of_agent.get(session.agent, ())]
         queues = self._my_queues(session)
         known = {session.agent} | {p.agent for r in mine for p in r.participants}
         templates = [
@@ -472,14 +483,14 @@ class Inbox:
         self._push_participants(
             conv.record, ReadEvent(interaction=conv.record.number, reader=agent, read_seq=seq)
         )
-        self._push_ongoing(agent)
+        if self.channels[conv.record.channel].mode == ChannelMode.ASYNC:
+            self._push_ongoing(agent)
 
     def _ongoing(self, agent: str) -> list[OngoingCard]:
         cards = []
-        for number, conv in self.conversations.items():
+        for number in self.open_of_agent.get(agent, ()):
+            conv = self.conversations[number]
             if self.channels[conv.record.channel].mode != ChannelMode.ASYNC:
-                continue
-            if agent not in self._current(conv.record):
                 continue
             mark = self.read_marks.get((number, agent), 0)
             cards.append(
@@ -559,7 +570,21 @@ class Inbox:
 
     async def _save(self, conv: Conversation, record: InteractionRecord) -> None:
         await self.store.save_interaction(record)
+        before = set(self._current(conv.record))
         conv.record = record
+        after = set(self._current(record))
+        self._file(record.number, after - before, joined=True)
+        self._file(record.number, before - after, joined=False)
+
+    def _file(self, number: str, agents: Iterable[str], *, joined: bool) -> None:
+        for agent in agents:
+            if joined:
+                self.open_of_agent.setdefault(agent, {})[number] = None
+            else:
+                numbers = self.open_of_agent.get(agent, {})
+                numbers.pop(number, None)
+                if not numbers:
+                    self.open_of_agent.pop(agent, None)
 
     async def _invite(self, session: AgentSession, frame: InviteAgent) -> ServerFrame:
         conv = self._writable(session, frame.interaction)
@@ -591,9 +616,10 @@ class Inbox:
             await self._system(conv, f"{self._name(session.agent)} declined to join", note=True)
             return Ok(ref=frame.ref)
         joined = Participant(agent=session.agent, role="invited", joined_at=self.clock())
-        await self._save(
-            conv, replace(conv.record, participants=(*conv.record.participants, joined))
-        )
+        async with conv.lock:
+            await self._save(
+                conv, replace(conv.record, participants=(*conv.record.participants, joined))
+            )
         self._push(session.agent, InteractionEvent(change="opened", record=conv.record))
         self._push(inviter, InteractionEvent(change="updated", record=conv.record))
         await self._system(conv, f"{self._name(session.agent)} joined")
@@ -697,7 +723,9 @@ class Inbox:
         linked = replace(record, **{field_name: created.number})
         conv = self.conversations.get(record.number)
         if conv is not None:
-            await self._save(conv, linked)
+            async with conv.lock:
+                linked = replace(conv.record, **{field_name: created.number})
+                await self._save(conv, linked)
             await self._system(
                 conv, f"{self._name(session.agent)} created {created.number}", note=True
             )
@@ -805,7 +833,8 @@ class Inbox:
             raise InboxError("unroutable", unroutable.reason)
         queued = self.routing.router.items.get(item_id)
         if queued is not None and queued.queue != record.queue:
-            await self._save(conv, replace(conv.record, queue=queued.queue))
+            async with conv.lock:
+                await self._save(conv, replace(conv.record, queue=queued.queue))
         return conv.record
 
     def customer_conversation(self, number: str, customer: str) -> Conversation:
@@ -848,7 +877,11 @@ class Inbox:
 
     # ------------------------------------------------------------------ routing decisions
 
-    async def _on_decisions(self, decisions: list[AnyDecision]) -> None:
+    def _on_decisions(self, decisions: list[AnyDecision]) -> Awaitable[object] | None:
+        """Called in commit order. Pushes go out at once; a conversation's record and system
+        lines are updated by a task per decision that takes the conversation's lock, so they
+        keep the decisions' order without one conversation's fsync holding up another's."""
+        work: list[asyncio.Task[None]] = []
         for d in decisions:
             if isinstance(d, OfferMade):
                 self._push(d.offer.agent, OfferEvent(view=self._offer_view(d.offer, d.item)))
@@ -860,7 +893,11 @@ class Inbox:
                     ),
                 )
             elif isinstance(d, ItemChanged):
-                await self._item_changed(d)
+                conv = self.conversations.get(d.item.interaction or "")
+                if conv is not None:
+                    task = asyncio.get_running_loop().create_task(self._item_changed(conv, d))
+                    task.add_done_callback(_log_failure)
+                    work.append(task)
             elif isinstance(d, PresenceSet):
                 # The agent and the supervisors hear of it at once; everyone else asks when
                 # they need it (ListOnlineAgents), so a floor logging in is not O(agents²).
@@ -869,12 +906,15 @@ class Inbox:
                 for agent, sessions in self.sessions.items():
                     if agent != d.agent and sessions and sessions[0].supervisor:
                         self._push(agent, event)
+        return asyncio.gather(*work) if work else None
 
-    async def _item_changed(self, d: ItemChanged) -> None:
+    async def _item_changed(self, conv: Conversation, d: ItemChanged) -> None:
+        async with conv.lock:
+            if self.conversations.get(conv.record.number) is conv:
+                await self._apply_item_change(conv, d)
+
+    async def _apply_item_change(self, conv: Conversation, d: ItemChanged) -> None:
         item = d.item
-        conv = self.conversations.get(item.interaction or "")
-        if conv is None:
-            return
         record = conv.record
         now = d.at
         owner = self._owner(record)
@@ -935,6 +975,7 @@ class Inbox:
             await self._save(conv, updated)
             self._push_participants(updated, InteractionEvent(change="closed", record=updated))
             self._push_customer(record.number, InteractionEvent(change="closed", record=updated))
+            self._file(record.number, self._current(updated), joined=False)
             del self.conversations[record.number]
             self.invitations.pop(record.number, None)
             for agent in self._current(updated):
@@ -994,3 +1035,11 @@ class Inbox:
                     visible = [s for q, s in changed.items() if q in mine]
                     if visible:
                         session.push(QueueStatsEvent(stats=visible))
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    # The step's submitter hears of a failure too, unless it has gone: then this is the record.
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "updating a conversation after a routing decision failed", exc_info=task.exception()
+        )

@@ -1,8 +1,15 @@
 """The application layer's routing step: the only place routing decisions become effects.
 
-Order is the contract: the engine decides, the store commits the whole step in one transaction,
-and only then do listeners hear of it. If the commit fails, the engine's in-memory state is
-thrown away and rebuilt from the store, so memory never runs ahead of what is durable.
+Order is the contract: the engine decides, the store commits the step, and only then do
+listeners hear of it. If a commit fails, the engine's in-memory state is thrown away and rebuilt
+from the store, so memory never runs ahead of what is durable.
+
+The engine's step is pure CPU; the commit is an fsync. Steps therefore do not wait for each
+other's fsync: while one commit is in flight, the next steps are decided in memory and wait to
+be committed together in the next one (at most one routing commit is in flight, so a failed
+commit fails every step decided after it too, and nothing decided on top of a lost step is ever
+stored). Listeners are called in commit order and must not block: work they need to await is
+returned, and the submitter of the step waits for it.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.model import AgentStatus, Offer, WorkItem
@@ -30,7 +38,15 @@ from store.base import Store, StoreError
 
 log = logging.getLogger("inbox_tui.routing")
 
-Listener = Callable[[list[AnyDecision]], Awaitable[None] | None]
+Listener = Callable[[list[AnyDecision]], Awaitable[Any] | None]
+
+
+@dataclass
+class _Step:
+    decisions: list[AnyDecision]
+    committed: asyncio.Future[list[Awaitable[Any]]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class RoutingService:
@@ -48,16 +64,16 @@ class RoutingService:
         self.listeners: list[Listener] = []
         # Metrics hook: called with (name, seconds) for each committed step; the host sets it.
         self.observe: Callable[[str, float], None] | None = None
-        # One step at a time: the engine is not re-entrant across an await on the store.
-        self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._decided: list[_Step] = []  # decided in memory, not yet handed to the store
+        self._committer: asyncio.Task[None] | None = None
+        self._reloading: asyncio.Future[None] | None = None
 
     async def start(self) -> list[AnyDecision]:
         """Rebuild from the store and route what fell due while the host was down."""
         await self._reload()
-        async with self._lock:
-            decisions = self.router.resume(self.clock())
-            await self._commit(decisions)
+        decisions = self.router.resume(self.clock())
+        await self._settle(self._decide(decisions))
         return decisions
 
     async def _reload(self) -> None:
@@ -73,18 +89,20 @@ class RoutingService:
         """Handle one event; returns after its decisions are committed and announced.
         Raises RoutingError (nothing changed) or StoreError (nothing kept)."""
         started = time.perf_counter()
-        async with self._lock:
-            decisions = self.router.handle(event, self.clock())
-            await self._commit(decisions)
+        while self._reloading is not None:
+            await asyncio.shield(self._reloading)
+        decisions = self.router.handle(event, self.clock())
         self._wake.set()
+        await self._settle(self._decide(decisions))
         if self.observe is not None:
             self.observe("routing_step", time.perf_counter() - started)
         return decisions
 
     async def tick(self) -> list[AnyDecision]:
-        async with self._lock:
-            decisions = self.router.tick(self.clock())
-            await self._commit(decisions)
+        while self._reloading is not None:
+            await asyncio.shield(self._reloading)
+        decisions = self.router.tick(self.clock())
+        await self._settle(self._decide(decisions))
         return decisions
 
     async def run_timers(self) -> None:
@@ -100,9 +118,57 @@ class RoutingService:
             except StoreError:
                 log.exception("deadline step not stored; retrying after reload")
 
-    async def _commit(self, decisions: list[AnyDecision]) -> None:
+    def _decide(self, decisions: list[AnyDecision]) -> _Step | None:
         if not decisions:
-            return
+            return None
+        step = _Step(decisions)
+        self._decided.append(step)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
+        return step
+
+    @staticmethod
+    async def _settle(step: _Step | None) -> None:
+        if step is not None:
+            for work in await step.committed:
+                # Shielded: a submitter that gives up must not cancel the announcement.
+                await asyncio.shield(work)
+
+    async def _commit_loop(self) -> None:
+        while self._decided:
+            group, self._decided = self._decided, []
+            try:
+                await self._commit([d for step in group for d in step.decisions])
+            except Exception as exc:
+                # Steps decided since were built on the lost ones: they go too, and the engine
+                # restarts from what is durable.
+                failed, self._decided = [*group, *self._decided], []
+                self._reloading = asyncio.get_running_loop().create_future()
+                try:
+                    await self._reload()
+                except StoreError:
+                    log.exception("reloading the routing state failed")
+                finally:
+                    self._reloading.set_result(None)
+                    self._reloading = None
+                for step in failed:
+                    step.committed.set_exception(exc)
+                continue
+            for step in group:
+                step.committed.set_result(self._announce(step.decisions))
+
+    def _announce(self, decisions: list[AnyDecision]) -> list[Awaitable[Any]]:
+        for d in decisions:
+            if not isinstance(d, ItemUnroutable):
+                log.info("%s", _log_line(d))
+        work = []
+        for listener in self.listeners:
+            result = listener(decisions)
+            if result is not None:
+                work.append(result)
+        return work
+
+    async def _commit(self, decisions: list[AnyDecision]) -> None:
         items: dict[str, WorkItem] = {}
         offers: dict[str, Offer] = {}
         agents: set[str] = set()
@@ -117,34 +183,24 @@ class RoutingService:
             elif isinstance(d, PresenceSet):
                 agents.add(d.agent)
         statuses: list[AgentStatus] = [self.router.status[a] for a in sorted(agents)]
-        try:
-            await self.store.apply_routing(
-                items=items.values(),
-                offers=offers.values(),
-                statuses=statuses,
-                audit=[audit_entry(d) for d in decisions],
-            )
-            for customer, (agent, at) in self._served(decisions):
-                await self.store.save_affinity(customer, agent, at)
-        except StoreError:
-            await self._reload()
-            raise
-        for d in decisions:
-            if not isinstance(d, ItemUnroutable):
-                log.info("%s", _log_line(d))
-        for listener in self.listeners:
-            result = listener(decisions)
-            if result is not None:
-                await result
+        await self.store.apply_routing(
+            items=items.values(),
+            offers=offers.values(),
+            statuses=statuses,
+            audit=[audit_entry(d) for d in decisions],
+            affinity=self._served(decisions),
+        )
 
-    def _served(self, decisions: list[AnyDecision]) -> list[tuple[str, tuple[str, float]]]:
-        out = []
-        for d in decisions:
-            if isinstance(d, ItemChanged) and d.change in ("assigned", "transferred"):
-                served = self.router.last_served.get(d.item.customer)
-                if served is not None:
-                    out.append((d.item.customer, served))
-        return out
+    @staticmethod
+    def _served(decisions: list[AnyDecision]) -> dict[str, tuple[str, float]]:
+        """customer -> (agent, when) for every assignment, the newest winning."""
+        return {
+            d.item.customer: (d.item.agent, d.at)
+            for d in decisions
+            if isinstance(d, ItemChanged)
+            and d.change in ("assigned", "transferred")
+            and d.item.agent is not None
+        }
 
 
 def _log_line(d: Any) -> str:
