@@ -434,7 +434,7 @@ class Inbox:
         if not duplicate:
             await self._delivered(conv, message)
             # Replying is what clears "unread": the customer has an answer.
-            self._read(conv, session.agent, message.seq)
+            self._read(conv, session.agent, message.seq, announce=False)
             if session.agent == self._owner(conv.record):
                 with contextlib.suppress(RoutingError):
                     await self.routing.submit(ev.AgentReplied(item=conv.item))
@@ -475,11 +475,16 @@ class Inbox:
         self._read(conv, session.agent, frame.seq)
         return Ok(ref=frame.ref)
 
-    def _read(self, conv: Conversation, agent: str, seq: int) -> None:
+    def _read(self, conv: Conversation, agent: str, seq: int, *, announce: bool = True) -> None:
         key = (conv.record.number, agent)
-        if seq <= self.read_marks.get(key, 0):
+        mark = self.read_marks.get(key, 0)
+        if seq <= mark:
             return
         self.read_marks[key] = seq
+        # A reply moves the mark past the agent's own line; it is news only if it also passes
+        # customer lines that were unread (a read receipt per reply doubled the frames).
+        if not announce and not (conv.customer_seqs and conv.customer_seqs[-1] > mark):
+            return
         self._push_participants(
             conv.record, ReadEvent(interaction=conv.record.number, reader=agent, read_seq=seq)
         )
@@ -894,7 +899,7 @@ class Inbox:
                 )
             elif isinstance(d, ItemChanged):
                 conv = self.conversations.get(d.item.interaction or "")
-                if conv is not None:
+                if conv is not None and self._changes_record(conv, d):
                     task = asyncio.get_running_loop().create_task(self._item_changed(conv, d))
                     task.add_done_callback(_log_failure)
                     work.append(task)
@@ -906,7 +911,16 @@ class Inbox:
                 for agent, sessions in self.sessions.items():
                     if agent != d.agent and sessions and sessions[0].supervisor:
                         self._push(agent, event)
-        return asyncio.gather(*work) if work else None
+        if len(work) > 1:
+            return asyncio.gather(*work)
+        return work[0] if work else None
+
+    def _changes_record(self, conv: Conversation, d: ItemChanged) -> bool:
+        """Whether `_apply_item_change` has anything to do (most changes of a chat in progress,
+        like a first reply, do not touch its record)."""
+        if d.change in ("queued", "replied"):
+            return d.item.state == ItemState.QUEUED and self._owner(conv.record) is not None
+        return True
 
     async def _item_changed(self, conv: Conversation, d: ItemChanged) -> None:
         async with conv.lock:
