@@ -75,6 +75,7 @@ async def _measure(
         "messages_per_s": round(messages / elapsed),
         "commits": commits,
         "mean_batch": round(messages / commits, 1) if commits else 0.0,
+        "slowest_commit_ms": round(store.stats.max_commit_seconds * 1000, 1),
         "max_batch": store.stats.max_batch,
     }
 
@@ -90,7 +91,16 @@ async def run(seconds: float, concurrency: int, synchronous: Synchronous) -> dic
 
 
 def _table(report: dict[str, Any]) -> str:
-    header = ("mode", "appenders", "messages", "seconds", "messages_per_s", "commits", "mean_batch")
+    header = (
+        "mode",
+        "appenders",
+        "messages",
+        "seconds",
+        "messages_per_s",
+        "commits",
+        "mean_batch",
+        "slowest_commit_ms",
+    )
     rows = [header, *([str(r[k]) for k in header] for r in report["results"])]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]

@@ -2,6 +2,9 @@
 
 Records are frozen msgspec Structs: the routing engine replaces them instead of mutating, so a
 record handed to the store or to a session can never change under its reader.
+They are plain trees of data that can never form a reference cycle, so they are declared
+gc=False: the garbage collector does not track them. A host keeps hundreds of thousands of
+them (every session's resume buffer); tracked, they made each collection pass walk them all.
 Times are absolute epoch seconds (float); the clock itself is always injected by the caller.
 """
 
@@ -30,13 +33,13 @@ class ChannelMode(StrEnum):
     RECORD = "record"  # cases and incidents raised by other systems
 
 
-class ServiceChannel(Struct, frozen=True, kw_only=True):
+class ServiceChannel(Struct, frozen=True, gc=False, kw_only=True):
     name: Name
     mode: ChannelMode
     label: Label = ""
 
 
-class PresenceState(Struct, frozen=True, kw_only=True):
+class PresenceState(Struct, frozen=True, gc=False, kw_only=True):
     """A presence state makes an agent available for exactly the channels it lists."""
 
     name: Name
@@ -55,7 +58,7 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-class Agent(Struct, frozen=True, kw_only=True):
+class Agent(Struct, frozen=True, gc=False, kw_only=True):
     id: Name
     display_name: Label = ""
     role: Role = Role.AGENT
@@ -73,12 +76,12 @@ class AssignmentRule(StrEnum):
     ROUND_ROBIN = "round_robin"
 
 
-class SkillRequirement(Struct, frozen=True, kw_only=True):
+class SkillRequirement(Struct, frozen=True, gc=False, kw_only=True):
     name: Name
     level: int = 1
 
 
-class Queue(Struct, frozen=True, kw_only=True):
+class Queue(Struct, frozen=True, gc=False, kw_only=True):
     name: Name
     channel: Name
     # Expression over item attributes (core.routing.condition); empty matches everything.
@@ -113,7 +116,7 @@ OPEN_ITEM_STATES = frozenset(
 )
 
 
-class WorkItem(Struct, frozen=True, kw_only=True):
+class WorkItem(Struct, frozen=True, gc=False, kw_only=True):
     id: Name
     channel: Name
     customer: Name
@@ -158,7 +161,7 @@ class OfferKind(StrEnum):
     TRANSFER = "transfer"
 
 
-class Offer(Struct, frozen=True, kw_only=True):
+class Offer(Struct, frozen=True, gc=False, kw_only=True):
     id: str
     item: Name
     agent: Name
@@ -182,14 +185,14 @@ class InteractionState(StrEnum):
     CLOSED_ABANDONED = "closed_abandoned"
 
 
-class Participant(Struct, frozen=True, kw_only=True):
+class Participant(Struct, frozen=True, gc=False, kw_only=True):
     agent: Name
     role: Literal["owner", "invited"] = "owner"
     joined_at: float = 0.0
     left_at: float | None = None
 
 
-class InteractionRecord(Struct, frozen=True, kw_only=True):
+class InteractionRecord(Struct, frozen=True, gc=False, kw_only=True):
     number: str  # IMS0001001
     item: Name
     channel: Name
@@ -212,7 +215,7 @@ class SenderKind(StrEnum):
     SYSTEM = "system"
 
 
-class Message(Struct, frozen=True, kw_only=True):
+class Message(Struct, frozen=True, gc=False, kw_only=True):
     interaction: str
     seq: int  # per-interaction, monotonic from 1
     sender_kind: SenderKind
@@ -224,7 +227,7 @@ class Message(Struct, frozen=True, kw_only=True):
     attachment: str | None = None  # sha256 of an attachment shown with the message
 
 
-class Attachment(Struct, frozen=True, kw_only=True):
+class Attachment(Struct, frozen=True, gc=False, kw_only=True):
     interaction: str
     name: Label
     content_type: Label
@@ -234,7 +237,7 @@ class Attachment(Struct, frozen=True, kw_only=True):
     uploaded_by: str = ""
 
 
-class Template(Struct, frozen=True, kw_only=True):
+class Template(Struct, frozen=True, gc=False, kw_only=True):
     shortcut: Name
     text: Body
     # "global", "queue:<name>" or "agent:<id>"
@@ -247,7 +250,7 @@ class RecordKind(StrEnum):
     INCIDENT = "incident"
 
 
-class ServiceRecord(Struct, frozen=True, kw_only=True):
+class ServiceRecord(Struct, frozen=True, gc=False, kw_only=True):
     """A case (CS…) or an incident (INC…) raised from an interaction."""
 
     number: str
@@ -281,7 +284,7 @@ def render_template(text: str, fields: dict[str, str]) -> str:
     return _FIELD.sub(replace, text)
 
 
-class AgentStatus(Struct, frozen=True, kw_only=True):
+class AgentStatus(Struct, frozen=True, gc=False, kw_only=True):
     """The live, routing-relevant state of an agent, persisted so a restart resumes it."""
 
     agent: Name
@@ -290,7 +293,7 @@ class AgentStatus(Struct, frozen=True, kw_only=True):
     last_assigned_at: float | None = None
 
 
-class AuditEntry(Struct, frozen=True, kw_only=True):
+class AuditEntry(Struct, frozen=True, gc=False, kw_only=True):
     """One routing decision and why it was taken: the routing audit trail."""
 
     at: float

@@ -47,7 +47,7 @@ Reason = Annotated[str, Meta(max_length=200)]
 # ---------------------------------------------------------------------------- client → host
 
 
-class ClientFrame(Struct, frozen=True, kw_only=True, tag_field="t"):
+class ClientFrame(Struct, frozen=True, gc=False, kw_only=True, tag_field="t"):
     ref: Ref = 0
 
 
@@ -240,7 +240,7 @@ AnyClientFrame = (
 # ---------------------------------------------------------------------------- shared views
 
 
-class AgentView(Struct, frozen=True, kw_only=True):
+class AgentView(Struct, frozen=True, gc=False, kw_only=True):
     id: str
     display_name: str
     role: Role
@@ -248,7 +248,7 @@ class AgentView(Struct, frozen=True, kw_only=True):
     queues: list[str] = []
 
 
-class QueueStats(Struct, frozen=True, kw_only=True):
+class QueueStats(Struct, frozen=True, gc=False, kw_only=True):
     queue: str
     channel: str
     waiting: int
@@ -258,7 +258,7 @@ class QueueStats(Struct, frozen=True, kw_only=True):
     agents_available: int  # members whose presence includes the channel
 
 
-class OngoingCard(Struct, frozen=True, kw_only=True):
+class OngoingCard(Struct, frozen=True, gc=False, kw_only=True):
     """One asynchronous conversation in the ongoing-messages tray."""
 
     interaction: str
@@ -268,14 +268,14 @@ class OngoingCard(Struct, frozen=True, kw_only=True):
     preview: str = ""
 
 
-class AgentLoad(Struct, frozen=True, kw_only=True):
+class AgentLoad(Struct, frozen=True, gc=False, kw_only=True):
     agent: AgentView
     active: int  # capacity in use: accepted, wrap-up and offered items
     capacity: int  # universal capacity
     offers: int  # routed offers pending
 
 
-class Snapshot(Struct, frozen=True, kw_only=True):
+class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     """Everything a console needs to draw itself from nothing."""
 
     me: AgentView
@@ -289,7 +289,7 @@ class Snapshot(Struct, frozen=True, kw_only=True):
     queues: list[str]
 
 
-class OfferView(Struct, frozen=True, kw_only=True):
+class OfferView(Struct, frozen=True, gc=False, kw_only=True):
     offer: Offer
     item: WorkItem
     customer_name: str = ""
@@ -299,7 +299,7 @@ class OfferView(Struct, frozen=True, kw_only=True):
 # ---------------------------------------------------------------------------- host → client
 
 
-class ServerFrame(Struct, frozen=True, kw_only=True, tag_field="t"):
+class ServerFrame(Struct, frozen=True, gc=False, kw_only=True, tag_field="t"):
     pass
 
 

@@ -83,6 +83,9 @@ def _bucket(size: int) -> int:
     return 1 << (size - 1).bit_length()
 
 
+SLOW_COMMIT_S = 0.025
+
+
 @dataclass
 class StoreStats:
     """Write-path counters for /metrics; updated on the event loop only, so no locking."""
@@ -92,6 +95,9 @@ class StoreStats:
     ops: int = 0
     max_batch: int = 0
     write_seconds: float = 0.0
+    # Commits slower than SLOW_COMMIT_S (each one delays every write queued behind it).
+    slow_commits: int = 0
+    max_commit_seconds: float = 0.0
     # Committed batches by size; key = inclusive power-of-two upper bound of the batch size.
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
@@ -102,6 +108,9 @@ class StoreStats:
             return
         self.commits += 1
         self.ops += size
+        if seconds > SLOW_COMMIT_S:
+            self.slow_commits += 1
+        self.max_commit_seconds = max(self.max_commit_seconds, seconds)
         self.max_batch = max(self.max_batch, size)
         key = _bucket(size)
         self.batch_sizes[key] = self.batch_sizes.get(key, 0) + 1

@@ -15,6 +15,7 @@ committed (StoreStats.ops) and `_count` the commits.
 from __future__ import annotations
 
 import bisect
+import gc
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -83,8 +84,17 @@ class Metrics:
         default_factory=lambda: {
             "routing_step": Histogram(LATENCY_BUCKETS),
             "message": Histogram(LATENCY_BUCKETS),
+            "gc_pause": Histogram(LATENCY_BUCKETS),
         }
     )
+    _gc_started: float = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        # The collector stops the whole loop: its pauses are a direct cause of tail latency.
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.observe("gc_pause", time.perf_counter() - self._gc_started)
 
     def on_decisions(self, decisions: list[AnyDecision]) -> None:
         for d in decisions:
@@ -160,6 +170,7 @@ def render(host: Host, metrics: Metrics, now: float) -> str:
     for name, help_text in (
         ("routing_step", "One routing step: engine decision plus its commit, in seconds."),
         ("message", "A message from receipt to fan-out, commit included, in seconds."),
+        ("gc_pause", "A garbage collection pass, during which nothing else runs, in seconds."),
     ):
         h = metrics.histograms[name]
         w.histogram(f"inbox_{name}_seconds", help_text, h.cumulative(), h.sum, h.count)
@@ -174,6 +185,12 @@ def render(host: Host, metrics: Metrics, now: float) -> str:
         store.ops,
         store.commits,
     )
+    w.family(
+        "inbox_store_slow_commits_total", "counter", "Store transactions that took over 25 ms."
+    )
+    w.sample("inbox_store_slow_commits_total", store.slow_commits)
+    w.family("inbox_store_commit_seconds_max", "gauge", "The slowest store transaction so far.")
+    w.sample("inbox_store_commit_seconds_max", round(store.max_commit_seconds, 6))
     w.family("inbox_store_failed_commits_total", "counter", "Store transactions that failed.")
     w.sample("inbox_store_failed_commits_total", store.failed_commits)
 
@@ -199,6 +216,7 @@ def setup(app: web.Application) -> None:
     listeners.append(metrics.on_decisions)
     host.inbox.routing.observe = metrics.observe
     host.inbox.observe = metrics.observe
+    gc.callbacks.append(metrics.on_gc)
 
     async def unhook(app: web.Application) -> None:
         # The host may outlive this app (tests, an embedded demo): stop feeding a dead page.
@@ -208,6 +226,8 @@ def setup(app: web.Application) -> None:
             host.inbox.routing.observe = None
         if host.inbox.observe == metrics.observe:
             host.inbox.observe = None
+        if metrics.on_gc in gc.callbacks:
+            gc.callbacks.remove(metrics.on_gc)
 
     app.on_cleanup.append(unhook)
     app.router.add_get("/metrics", handle)

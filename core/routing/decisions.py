@@ -11,7 +11,7 @@ from msgspec import Struct
 from core.model import AuditEntry, Offer, WorkItem
 
 
-class Decision(Struct, frozen=True, tag_field="decision", kw_only=True):
+class Decision(Struct, frozen=True, gc=False, tag_field="decision", kw_only=True):
     at: float
     reason: str = ""
 

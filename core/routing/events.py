@@ -7,7 +7,7 @@ from msgspec import Struct
 from core.model import Agent, WorkItem
 
 
-class Event(Struct, frozen=True, tag_field="event", kw_only=True):
+class Event(Struct, frozen=True, gc=False, tag_field="event", kw_only=True):
     pass
 
 

@@ -107,6 +107,7 @@ log = logging.getLogger("inbox_tui.inbox")
 RESUME_WINDOW = 120.0  # seconds a detached session waits for its console before logging out
 UNREAD_CAP = 50  # like the peers, count at most this many unread messages per conversation
 PREFILL_LINES = 40
+STATS_SLICES = 10
 
 CustomerWatcher = Callable[[Event], None]
 
@@ -1033,19 +1034,26 @@ class Inbox:
         return out
 
     async def _stats_loop(self) -> None:
-        """At most one update a second, and only of the queues whose figures changed."""
+        """At most one update a second, and only of the queues whose figures changed.
+
+        The updates of one second are spread over that second in STATS_SLICES slices: a floor
+        of consoles all updated at once blocked the loop for tens of milliseconds, and every
+        message routed in that moment waited."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0 / STATS_SLICES)
             stats = self.queue_stats()
             changed = {q: s for q, s in stats.items() if self._last_stats.get(q) != s}
             self._last_stats = stats
             if not changed:
                 continue
-            for sessions in self.sessions.values():
-                for session in sessions:
+            sessions = [s for group in self.sessions.values() for s in group]
+            for i in range(STATS_SLICES):
+                if i:
+                    await asyncio.sleep(1.0 / STATS_SLICES)
+                for session in sessions[i::STATS_SLICES]:
                     if not session.wants_queue_stats:
                         continue
-                    mine = set(self._my_queues(session))
+                    mine = self._my_queues(session)
                     visible = [s for q, s in changed.items() if q in mine]
                     if visible:
                         session.push(QueueStatsEvent(stats=visible))
