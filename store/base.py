@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -265,6 +265,15 @@ class Store(Protocol):
 
     async def load_open_items(self) -> list[WorkItem]:
         """Items in queued, offered, accepted or wrap_up, in first-saved order."""
+        ...
+
+    async def load_open_conversations(
+        self, customer_lines: int, channels: Collection[str]
+    ) -> list[tuple[InteractionRecord, list[Message]]]:
+        """The interaction of every open item; for those of `channels`, also its newest
+        `customer_lines` customer messages and its newest message of any kind, oldest first.
+        What a restarted inbox needs for the ongoing tray's unread counts and previews, in a
+        few queries rather than two per conversation."""
         ...
 
     async def get_item(self, item_id: str) -> WorkItem | None: ...

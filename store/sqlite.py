@@ -26,7 +26,7 @@ import re
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -106,6 +106,32 @@ SQL_OPEN_ITEMS = (
     "WHERE state IN ('queued', 'offered', 'accepted', 'wrap_up') ORDER BY rowid"
 )
 SQL_PENDING_OFFERS = "SELECT data FROM offers WHERE state = 'pending' ORDER BY item"
+# The interactions of open work items; messages of those, newest `?` customer lines of each
+# and the newest line of any kind. One pass each, however many conversations are open.
+_OPEN_NUMBERS = (
+    "SELECT json_extract(data, '$.interaction') AS number FROM work_items "
+    "WHERE state IN ('queued', 'offered', 'accepted', 'wrap_up')"
+)
+SQL_OPEN_INTERACTIONS = (
+    f"SELECT i.data FROM interactions i JOIN ({_OPEN_NUMBERS}) o ON o.number = i.number"
+)
+SQL_OPEN_RECENT_MESSAGES = f"""
+SELECT interaction, data FROM (
+    SELECT m.interaction, m.seq, m.data,
+        ROW_NUMBER() OVER (
+            PARTITION BY m.interaction,
+                json_extract(m.data, '$.sender_kind') = 'customer' ORDER BY m.seq DESC
+        ) AS newest_of_kind,
+        ROW_NUMBER() OVER (PARTITION BY m.interaction ORDER BY m.seq DESC) AS newest
+    FROM messages m
+        JOIN ({_OPEN_NUMBERS}) o ON o.number = m.interaction
+        JOIN interactions i ON i.number = m.interaction
+    WHERE json_extract(i.data, '$.channel') IN (SELECT value FROM json_each(?))
+)
+WHERE newest = 1
+    OR (newest_of_kind <= ? AND json_extract(data, '$.sender_kind') = 'customer')
+ORDER BY interaction, seq
+"""
 SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = ? AND seq > ? ORDER BY seq LIMIT ?"
 SQL_LAST_MESSAGES = "SELECT data FROM messages WHERE interaction = ? ORDER BY seq DESC LIMIT ?"
 
@@ -133,8 +159,16 @@ def _dump(record: msgspec.Struct) -> str:
     return msgspec.json.encode(record).decode()
 
 
+_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
 def _load(cls: type[S], data: str) -> S:
-    return msgspec.json.decode(data, type=cls)
+    # A decoder per record type, made once: a restart decodes every open conversation, and
+    # msgspec.json.decode(data, type=cls) looks the type up again on every call.
+    decoder = _DECODERS.get(cls)
+    if decoder is None:
+        decoder = _DECODERS[cls] = msgspec.json.Decoder(cls)
+    return decoder.decode(data)  # type: ignore[no-any-return]
 
 
 def _classify(exc: BaseException, doing: str) -> StoreError:
@@ -919,6 +953,17 @@ class SQLiteStore:
             _write_participants(conn, record)
 
         await self._write(op)
+
+    async def load_open_conversations(
+        self, customer_lines: int, channels: Collection[str]
+    ) -> list[tuple[InteractionRecord, list[Message]]]:
+        records = await self._records(InteractionRecord, SQL_OPEN_INTERACTIONS)
+        recent: dict[str, list[Message]] = {r.number: [] for r in records}
+        if channels and any(r.channel in channels for r in records):
+            params = (msgspec.json.encode(sorted(channels)).decode(), customer_lines)
+            for number, data in await self._rows(SQL_OPEN_RECENT_MESSAGES, params):
+                recent[number].append(_load(Message, data))
+        return [(r, recent[r.number]) for r in records]
 
     async def get_interaction(self, number: str) -> InteractionRecord | None:
         return await self._record(

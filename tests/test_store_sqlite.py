@@ -771,3 +771,29 @@ async def test_every_acknowledged_message_survives_kill_9(tmp_path: Path) -> Non
             )
             assert (message.seq, duplicate) == (seq, True)
     assert len(acked) >= 3 * ACKS_PER_RUN
+
+
+async def test_open_conversations_load_with_their_newest_lines(store: SQLiteStore) -> None:
+    open_number = await new_interaction(store, "w-open")
+    closed_number = await new_interaction(store, "w-closed")
+    quiet_number = await new_interaction(store, "w-quiet")
+    await store.save_items(
+        [
+            item("w-open", ItemState.ACCEPTED, agent="ann", interaction=open_number),
+            item("w-closed", ItemState.CLOSED, interaction=closed_number),
+            item("w-quiet", ItemState.QUEUED, interaction=quiet_number),
+        ]
+    )
+    for i in range(4):
+        await say(store, open_number, f"c{i}", f"customer {i}")
+        await store.append_message(open_number, SenderKind.AGENT, "ann", f"a{i}", f"a{i}", 102.0)
+    await say(store, closed_number, "c0")
+
+    loaded = {r.number: msgs for r, msgs in await store.load_open_conversations(2, ["chat"])}
+    assert set(loaded) == {open_number, quiet_number}
+    assert loaded[quiet_number] == []
+    # The two newest customer lines and the newest line of all (the agent's), oldest first.
+    assert [m.body for m in loaded[open_number]] == ["customer 2", "customer 3", "a3"]
+    # Conversations of other channels come without their lines.
+    loaded = {r.number: msgs for r, msgs in await store.load_open_conversations(2, ["sms"])}
+    assert loaded == {open_number: [], quiet_number: []}

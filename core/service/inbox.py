@@ -194,16 +194,14 @@ class Inbox:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        for item in await self.store.load_open_items():
-            if item.interaction is None:
-                continue
-            record = await self.store.get_interaction(item.interaction)
-            if record is not None:
-                conv = Conversation(record=record, item=item.id, last_update=record.opened_at)
-                for m in await self.store.list_messages(record.number, limit=10_000):
-                    self._note_message(conv, m)
-                self.conversations[record.number] = conv
-                self._file(record.number, self._current(record), joined=True)
+        # Only the ongoing tray (asynchronous channels) shows unread counts and previews.
+        tray = [c.name for c in self.config.channels if c.mode == ChannelMode.ASYNC]
+        for record, recent in await self.store.load_open_conversations(UNREAD_CAP, tray):
+            conv = Conversation(record=record, item=record.item, last_update=record.opened_at)
+            for m in recent:
+                self._note_message(conv, m)
+            self.conversations[record.number] = conv
+            self._file(record.number, self._current(record), joined=True)
         await self.routing.start()
         self._tasks = [
             asyncio.create_task(self.routing.run_timers()),
