@@ -61,6 +61,7 @@ import aiohttp
 from aiohttp import web
 
 from bench import store_micro
+from bench.seed import seed_open_conversations
 from core.auth import Authenticator
 from core.client import ClientError, InboxClient
 from core.config import HostSettings
@@ -100,7 +101,8 @@ class Preset:
     customer_think: float = 0.3  # between the agent's reply and the customer's next message
     drain: float = 10.0  # seconds after the last arrival for conversations to finish
     baseline_seconds: float = 2.0
-    open_conversations: int = 0  # scale: conversations kept open (not ended) to hold state
+    # scale: conversations already open when the host starts (bench.seed), held by the agents
+    open_conversations: int = 0
 
 
 STANDARD = Preset(
@@ -170,7 +172,6 @@ class Conversation:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     customer_sent: int = 0
     agent_answered: int = 0
-    keep_open: bool = False
 
 
 class Load:
@@ -193,7 +194,6 @@ class Load:
         self.rest: list[tuple[aiohttp.ClientSession, str]] = []
         self.by_number: dict[str, Conversation] = {}
         self.rest_share = preset.rest_share
-        self.kept_open = 0
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -310,7 +310,7 @@ class Load:
         try:
             await client.send_message(number, self.body("a"))
             self.stats.counts["agent_sent"] += 1
-            if conv.agent_answered >= conv.turns and not conv.keep_open:
+            if conv.agent_answered >= conv.turns:
                 await client.end_chat(number)
                 await client.request(CloseRecord(interaction=number))
                 self.stats.counts["closed"] += 1
@@ -437,11 +437,6 @@ class Load:
             key = f"cust-{n:07d}"
             kind = "rest" if random.random() < rest_share else "widget"
             conv = Conversation(key=key, kind=kind, arrived=time.perf_counter(), turns=self.turns)
-            # scale: the first `open_conversations` chats are answered but never ended, so the
-            # host holds that many open conversations (and their capacity) by the end.
-            if self.kept_open < self.p.open_conversations:
-                conv.keep_open = True
-                self.kept_open += 1
             self.by_key[key] = conv
             self.live.add(key)
             self.stats.counts[f"arrivals_{kind}"] += 1
@@ -697,7 +692,7 @@ async def sqlite_baseline(seconds: float) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
-    report: dict[str, Any] = {"preset": args.preset, "config": preset.__dict__.copy()}
+    report: dict[str, Any] = {"preset": args.label, "config": preset.__dict__.copy()}
     root = Path(tempfile.mkdtemp(prefix="inbox-load-"))
     host: HostProcess | None = None
     load: Load | None = None
@@ -730,6 +725,13 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             creds, tokens, provision_s = await provision(
                 data, preset.agents, preset.capacity, integrations
             )
+            if preset.open_conversations:
+                print(f"seeding {preset.open_conversations} open conversations...", flush=True)
+                # At most capacity - 3 each, so every agent keeps room for the live traffic.
+                per_agent = max(1, preset.capacity - 3)
+                provision_s += await seed_open_conversations(
+                    data, [c[0] for c in creds], preset.open_conversations, QUEUE, per_agent
+                )
             started = time.perf_counter()
             host = await asyncio.to_thread(start_host, root, config)
             report["startup"] = {
@@ -832,7 +834,7 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             - delta(after, before, 'inbox_gc_pause_seconds_bucket{le="0.01"}'),
             "open_items_end": after.get("inbox_open_items", 0.0),
             "connected_agents_end": after.get("inbox_connected_agents", 0.0),
-            "kept_open": load.kept_open,
+            "seeded_open_conversations": preset.open_conversations,
         }
         if usage_before and usage_after:
             cpu = usage_after["cpu_s"] - usage_before["cpu_s"]
@@ -941,7 +943,10 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "rest_share": args.rest_share,
     }
-    preset = Preset(**{**preset.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+    changed = {k: v for k, v in overrides.items() if v is not None}
+    preset = Preset(**{**preset.__dict__, **changed})
+    # The report says what ran: "standard" alone only when nothing was overridden.
+    args.label = args.preset + "".join(f" {k}={v:g}" for k, v in changed.items())
     report = run_in_loop(run(args, preset))
     print(table(report))
     if args.json:

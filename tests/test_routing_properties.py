@@ -539,6 +539,11 @@ class RoutingMachine(RuleBasedStateMachine):
                 o for o in r.offers.values() if o.item == item.id and o.kind == OfferKind.ROUTED
             ]
             assert (item.state == ItemState.OFFERED) == bool(routed), item
+        # The queue pane's active counts, kept by the engine, match the records.
+        active = Counter(
+            i.queue for i in r.items.values() if i.state in (ItemState.ACCEPTED, ItemState.WRAP_UP)
+        )
+        assert {q: n for q, n in r.active.items() if n} == dict(active)
         # Invariant 2: capacity, recomputed from the records.
         load = self.reference_load()
         for a, used in load.items():

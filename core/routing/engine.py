@@ -112,6 +112,9 @@ class _Load:
     pending: int = 0  # routed offers pending
 
 
+_ACTIVE = (ItemState.ACCEPTED, ItemState.WRAP_UP)
+
+
 def _item_key(item: WorkItem) -> tuple[int, float, str]:
     return (-item.priority, item.enqueued_at, item.id)
 
@@ -149,6 +152,9 @@ class Router:
         self.offers_of_agent: dict[str, set[str]] = {}
         self.load: dict[str, _Load] = {a: _Load() for a in self.agents}
         self.waiting: dict[str, list[tuple[int, float, str]]] = {q: [] for q in self.queues}
+        # Items accepted or in wrap-up, per queue: the queue pane's "active", kept as a count so
+        # statistics never walk every open item.
+        self.active: dict[str, int] = dict.fromkeys(self.queues, 0)
         self.awaiting_of_agent: dict[str, set[str]] = {}
         self.last_served: dict[str, tuple[str, float]] = dict(last_served or {})
         self._rr_last: dict[str, str] = {}
@@ -295,6 +301,8 @@ class Router:
         lists and deadlines consistent with the record."""
         old = self.items.get(new.id)
         if old is not None:
+            if old.state in _ACTIVE and old.queue in self.active:
+                self.active[old.queue] -= 1
             if self._holds(old) and old.agent in self.load:
                 self._charge(old.agent, old.channel, -old.weight)
                 self._dirty_agents.add(old.agent)
@@ -308,6 +316,8 @@ class Router:
                 self._touched.add(old.agent)
         if new.state in OPEN_ITEM_STATES:
             self.items[new.id] = new
+            if new.state in _ACTIVE and new.queue in self.active:
+                self.active[new.queue] += 1
             if self._holds(new) and new.agent in self.load:
                 self._charge(new.agent, new.channel, new.weight)
             if new.state == ItemState.QUEUED and new.queue in self.waiting:

@@ -156,6 +156,7 @@ class Inbox:
         # tray and a login's snapshot look only at these, never at the whole floor's.
         self.open_of_agent: dict[str, dict[str, None]] = {}
         self.sessions: dict[str, list[AgentSession]] = {}
+        self.supervisors: set[str] = set()  # agents logged in with a supervisor's session
         self.watchers: dict[str, set[CustomerWatcher]] = {}
         self.read_marks: dict[tuple[str, str], int] = {}
         self.invitations: dict[str, dict[str, str]] = {}
@@ -225,6 +226,8 @@ class Inbox:
             agent=agent, role=role, token_digest=token_digest, expires_at=expires_at
         )
         self.sessions.setdefault(agent, []).append(session)
+        if session.supervisor:
+            self.supervisors.add(agent)
         return session
 
     def find_session(self, token_digest: str) -> AgentSession | None:
@@ -241,6 +244,7 @@ class Inbox:
             sessions.remove(session)
         if not sessions:
             self.sessions.pop(session.agent, None)
+            self.supervisors.discard(session.agent)
             with contextlib.suppress(RoutingError):
                 await self.routing.submit(ev.AgentLoggedOut(agent=session.agent))
 
@@ -326,7 +330,7 @@ class Inbox:
             offers=offers,
             interactions=mine,
             ongoing=self._ongoing(session.agent),
-            queue_stats=[s for q, s in self.queue_stats().items() if q in queues],
+            queue_stats=[s for q, s in self.latest_queue_stats().items() if q in queues],
             # Everyone for supervisors; an agent gets the colleagues in their conversations
             # (names to show) and asks for the rest when needed: a floor logging in would
             # otherwise cost O(agents²).
@@ -907,8 +911,8 @@ class Inbox:
                 # they need it (ListOnlineAgents), so a floor logging in is not O(agents²).
                 event = PresenceEvent(agent=self.agent_view(d.agent), reason=d.reason)
                 self._push(d.agent, event)
-                for agent, sessions in self.sessions.items():
-                    if agent != d.agent and sessions and sessions[0].supervisor:
+                for agent in self.supervisors:
+                    if agent != d.agent:
                         self._push(agent, event)
         if len(work) > 1:
             return asyncio.gather(*work)
@@ -1009,10 +1013,7 @@ class Inbox:
     def queue_stats(self) -> dict[str, QueueStats]:
         router = self.routing.router
         now = self.clock()
-        active: dict[str, int] = {}
-        for item in router.items.values():
-            if item.state in (ItemState.ACCEPTED, ItemState.WRAP_UP) and item.queue:
-                active[item.queue] = active.get(item.queue, 0) + 1
+        active = router.active
         out = {}
         for name, queue in router.queues.items():
             waits = [now - i.enqueued_at for i in router.waiting_items(name)]
@@ -1031,20 +1032,24 @@ class Inbox:
             )
         return out
 
+    def latest_queue_stats(self) -> dict[str, QueueStats]:
+        """What the last statistics update sent (at most a second old): a login's snapshot
+        takes these instead of computing them again for each of a floor of logins."""
+        return self._last_stats or self.queue_stats()
+
     async def _stats_loop(self) -> None:
-        """At most one update a second, and only of the queues whose figures changed.
+        """One update a second, and only of the queues whose figures changed.
 
         The updates of one second are spread over that second in STATS_SLICES slices: a floor
         of consoles all updated at once blocked the loop for tens of milliseconds, and every
         message routed in that moment waited."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(1.0 / STATS_SLICES)
+            next_round = loop.time() + 1.0
             stats = self.queue_stats()
             changed = {q: s for q, s in stats.items() if self._last_stats.get(q) != s}
             self._last_stats = stats
-            if not changed:
-                continue
-            sessions = [s for group in self.sessions.values() for s in group]
+            sessions = [s for group in self.sessions.values() for s in group] if changed else []
             for i in range(STATS_SLICES):
                 if i:
                     await asyncio.sleep(1.0 / STATS_SLICES)
@@ -1055,6 +1060,7 @@ class Inbox:
                     visible = [s for q, s in changed.items() if q in mine]
                     if visible:
                         session.push(QueueStatsEvent(stats=visible))
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
