@@ -105,9 +105,12 @@ class HostProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def start_host(root: Path, timeout: float = 15.0) -> HostProcess:
-    """Start `inbox-tui --server` on port 0 (the kernel picks a free one, so no race with
-    other tests) and return once /healthz answers."""
+def start_host(
+    root: Path, timeout: float = 15.0, *, config: Path | None = None, port: int = 0
+) -> HostProcess:
+    """Start `inbox-tui --server` on `port` (by default 0: the kernel picks a free one, so no
+    race with other tests) and return once /healthz answers. A restart on the same `root`
+    reuses the data directory, as an admin restarting the service would."""
     root.mkdir(parents=True, exist_ok=True)
     log = root / "host.log"
     with log.open("wb") as out:
@@ -116,11 +119,11 @@ def start_host(root: Path, timeout: float = 15.0) -> HostProcess:
                 str(INBOX_TUI),
                 "--server",
                 "--listen",
-                "127.0.0.1:0",
+                f"127.0.0.1:{port}",
                 "--data",
                 str(root / "data"),
                 "--config",
-                str(example_config_path()),
+                str(config or example_config_path()),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,

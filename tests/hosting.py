@@ -51,12 +51,16 @@ class RunningHost:
         )
 
 
-def fast_config() -> HostConfig:
+def fast_config_text() -> str:
     """The example config, with the chat queues replaced by one quick general queue."""
     text = example_config_path().read_text()
     start = text.index("[[queue]]")
     end = text.index("# Asynchronous messaging")
-    return parse_config(text[:start] + FAST_QUEUES + "\n" + text[end:], name="fast.toml")
+    return text[:start] + FAST_QUEUES + "\n" + text[end:]
+
+
+def fast_config() -> HostConfig:
+    return parse_config(fast_config_text(), name="fast.toml")
 
 
 @contextlib.asynccontextmanager
