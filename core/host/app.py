@@ -90,9 +90,24 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+# Kernel send buffer of each WebSocket (agent console, widget customer). Linux lets it grow to
+# megabytes per socket on its own; a console that stops reading would then swallow that much
+# before its bounded event queue noticed (sessions.OUTGOING_LIMIT), and a floor of them would
+# hold gigabytes of kernel memory.
+SOCKET_SEND_BUFFER = 64 * 1024
+
+
+async def bound_send_buffer(request: web.Request, response: web.StreamResponse) -> None:
+    if isinstance(response, web.WebSocketResponse) and request.transport is not None:
+        sock = request.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
+
+
 def create_app(host: Host) -> web.Application:
     app = web.Application(client_max_size=MAX_FRAME_BYTES)
     app[HOST] = host
+    app.on_response_prepare.append(bound_send_buffer)
     app.router.add_get("/healthz", healthz)
     agent_socket.setup(app)
     api.setup(app)

@@ -1,0 +1,184 @@
+"""Consoles that stop reading: they are dropped, the others are not held up, they can resume.
+
+Bob has 100 console sessions that log in over real sockets and then never read again, and one
+that works normally; a customer writes long lines into Bob's chat, so each of his sessions is
+sent every line. Meanwhile another customer writes to a chat of Alice's. The host must drop
+every stuck socket (close code 1008, once its bounded queue is full), deliver every line to
+Alice and to Bob's working console, in order, and let a dropped console resume with its token.
+
+How long Alice's lines take is measured, not asserted (speed targets live in benchmarks):
+INBOX_SLOW_REPORT names a file for the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import aiohttp
+
+from core.model import Role
+from core.protocol import (
+    PROTOCOL_VERSION,
+    Authenticate,
+    Hello,
+    LoggedIn,
+    MessageEvent,
+    OfferEvent,
+    Ok,
+    Resume,
+    Welcome,
+    encoder,
+    server_decoder,
+)
+from tests.hosting import running_host
+
+STUCK = 100
+# The host drops a console whose queue holds OUTGOING_LIMIT (1,000) events it could not send;
+# the socket buffers ahead of that queue are kept small (small_window), so a few more do.
+BIG_LINES = 1_250
+BIG = "x" * 4_000
+LINES = 200
+REPORT = os.environ.get("INBOX_SLOW_REPORT")
+
+
+def small_window(addr_info: tuple) -> socket.socket:  # type: ignore[type-arg]
+    """A client socket with a 4 KiB receive buffer: a console on a slow link, whose unread
+    bytes back up to the host after kilobytes rather than the megabytes loopback allows."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+async def frame(ws: aiohttp.ClientWebSocketResponse) -> object:
+    msg = await ws.receive(timeout=10)
+    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+    return server_decoder.decode(msg.data)
+
+
+async def logged_in(
+    http: aiohttp.ClientSession, url: str, token: str
+) -> aiohttp.ClientWebSocketResponse:
+    """A console that logs in and then stops reading: aiohttp stops taking bytes off the
+    socket once its own small buffer is full, so the host's sends back up."""
+    ws = await http.ws_connect(url, max_msg_size=0)
+    await ws.send_bytes(encoder.encode(Hello(version=PROTOCOL_VERSION)))
+    assert isinstance(await frame(ws), Welcome)
+    await ws.send_bytes(encoder.encode(Authenticate(token=token, ref=1)))
+    assert isinstance(await frame(ws), LoggedIn)
+    return ws
+
+
+async def closed_by_host(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    """Read what is buffered until the close frame; the close code the host gave."""
+    async with asyncio.timeout(30):
+        while (await ws.receive()).type not in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.CLOSING,
+        ):
+            pass
+    return ws.close_code
+
+
+async def test_stuck_consoles_are_dropped_others_served_and_they_can_resume(
+    tmp_path: Path,
+) -> None:
+    async with (
+        running_host(tmp_path) as h,
+        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_window)) as slow,
+    ):
+        tokens = [
+            (await h.host.auth.create_api_token(f"stuck-{i}", "bob", Role.AGENT, None))[0]
+            for i in range(STUCK)
+        ]
+        bob = await h.agent("bob")
+        stuck = [await logged_in(slow, h.agent_url, t) for t in tokens]
+        big = await h.host.inbox.start_conversation(channel="chat", customer="cust-big")
+        offer = await bob.next_event(OfferEvent)
+        await bob.accept(offer.view.offer.id)
+        alice = await h.agent("alice")
+        record = await h.host.inbox.start_conversation(
+            channel="chat", customer="cust-slow", customer_name="Sam"
+        )
+        offer = await alice.next_event(OfferEvent)
+        await alice.accept(offer.view.offer.id)
+
+        received: dict[str, float] = {}
+        bob_got: list[str] = []
+
+        def alice_event(event: object) -> None:
+            if isinstance(event, MessageEvent) and event.message.sender == "cust-slow":
+                received[event.message.body] = time.perf_counter()
+
+        def bob_event(event: object) -> None:
+            if isinstance(event, MessageEvent) and event.message.sender == "cust-big":
+                bob_got.append(event.message.client_msg_id)
+
+        alice.on_event = alice_event
+        bob.on_event = bob_event
+        sent: dict[str, float] = {}
+
+        async def customer() -> None:
+            for i in range(LINES):
+                body = f"line {i:04d}"
+                sent[body] = time.perf_counter()
+                await h.host.inbox.customer_message(record.number, "cust-slow", body, f"m{i}")
+                await asyncio.sleep(0.01)
+
+        async def big_customer() -> None:
+            for i in range(BIG_LINES):
+                await h.host.inbox.customer_message(big.number, "cust-big", BIG, f"b{i:04d}")
+                await asyncio.sleep(0)
+
+        await asyncio.gather(customer(), big_customer())
+
+        codes = await asyncio.gather(*(closed_by_host(ws) for ws in stuck))
+        assert set(codes) == {1008}, codes
+
+        # Alice got every line, in order, and so did Bob's working console.
+        async with asyncio.timeout(10):
+            while len(received) < LINES or len(bob_got) < BIG_LINES:
+                await asyncio.sleep(0.05)
+        assert sorted(received, key=received.__getitem__) == sorted(sent)
+        assert bob_got == [f"b{i:04d}" for i in range(BIG_LINES)]
+
+        # A dropped console resumes with its token and gets what it missed: every event since
+        # the last one it read (here: none), in order, then the live ones.
+        ws = await http.ws_connect(h.agent_url, max_msg_size=0)
+        await ws.send_bytes(encoder.encode(Hello(version=PROTOCOL_VERSION)))
+        assert isinstance(await frame(ws), Welcome)
+        await ws.send_bytes(encoder.encode(Resume(token=tokens[0], last_seq=0, ref=2)))
+        assert isinstance(await frame(ws), Ok)
+        await h.host.inbox.customer_message(big.number, "cust-big", "after", "after")
+        seqs, lines = [], []
+        async with asyncio.timeout(30):
+            while "after" not in lines:
+                event = await frame(ws)
+                seqs.append(event.seq)  # type: ignore[attr-defined]
+                if isinstance(event, MessageEvent) and event.message.sender == "cust-big":
+                    lines.append(event.message.client_msg_id)
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert lines == [*(f"b{i:04d}" for i in range(BIG_LINES)), "after"]
+        await ws.close()
+
+        lag = sorted(received[b] - sent[b] for b in sent)
+        figures = {
+            "stuck_consoles": STUCK,
+            "long_lines_to_stuck_sessions": BIG_LINES,
+            "lines_to_alice": LINES,
+            "line_to_alice_ms_p50": round(lag[len(lag) // 2] * 1000, 2),
+            "line_to_alice_ms_p99": round(lag[math.ceil(0.99 * len(lag)) - 1] * 1000, 2),
+            "line_to_alice_ms_max": round(lag[-1] * 1000, 2),
+        }
+        if REPORT:
+            Path(REPORT).write_text(json.dumps(figures, indent=2))
+        await alice.close()
+        await bob.close()
