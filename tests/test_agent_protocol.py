@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from core.client import ClientError, InboxClient
+from core.config import example_config_path, parse_config
 from core.model import OfferKind
 from core.protocol import (
     PROTOCOL_VERSION,
@@ -243,4 +244,19 @@ async def test_waiting_customer_is_offered_when_an_agent_comes_online(tmp_path: 
         await alice.set_presence("Available")
         offer = await alice.next_event(OfferEvent)
         assert offer.view.customer_name == "Ana"
+        await alice.close()
+
+
+async def test_an_expired_session_drops_its_socket(
+    tmp_path: Path,
+) -> None:
+    text = example_config_path().read_text().replace("session_ttl = 43200", "session_ttl = 1")
+    async with running_host(tmp_path, parse_config(text, name="short.toml")) as h:
+        alice = await h.agent("alice")
+        # The reaper runs every 5 s: by then the 1 s session has expired.
+        async with asyncio.timeout(15):
+            while alice.status != "logged out":
+                await asyncio.sleep(0.1)
+        # The host closed the socket and refused the console's attempt to resume.
+        assert not h.host.inbox.sessions.get("alice")
         await alice.close()

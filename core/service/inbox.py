@@ -238,7 +238,12 @@ class Inbox:
         return None
 
     async def close_session(self, session: AgentSession) -> None:
-        """Explicit logout, or a console gone longer than the resume window."""
+        """Explicit logout, an expired session, or a console gone longer than the resume
+        window. A socket still attached is dropped: its commands must not outlive the
+        session (security.md)."""
+        session.closed = True
+        if session.kick is not None:
+            session.kick()
         sessions = self.sessions.get(session.agent, [])
         if session in sessions:
             sessions.remove(session)
@@ -911,9 +916,12 @@ class Inbox:
                 # they need it (ListOnlineAgents), so a floor logging in is not O(agents²).
                 event = PresenceEvent(agent=self.agent_view(d.agent), reason=d.reason)
                 self._push(d.agent, event)
+                # Per session: a supervisor may also be logged in with an agent-role token.
                 for agent in self.supervisors:
                     if agent != d.agent:
-                        self._push(agent, event)
+                        for session in self.sessions.get(agent, ()):
+                            if session.supervisor:
+                                session.push(event)
         if len(work) > 1:
             return asyncio.gather(*work)
         return work[0] if work else None

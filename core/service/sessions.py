@@ -36,6 +36,7 @@ class AgentSession:
     detached_at: float | None = None
     wants_queue_stats: bool = True
     overflowed: bool = False
+    closed: bool = False  # logged out or expired: no command is taken on it any more
     # Set by the transport: how to drop a socket that stopped reading.
     kick: Callable[[], None] | None = None
 
