@@ -37,11 +37,14 @@ from core.protocol import (
 )
 from core.service.inbox import InboxError
 from core.service.sessions import AgentSession
+from store.base import StoreUnavailable
 
 log = logging.getLogger("inbox_tui.host")
 
 HEARTBEAT = 20.0
 HELLO_TIMEOUT = 10.0
+# msgspec reports a string that is not UTF-8 as UnicodeDecodeError, not as a DecodeError.
+UNREADABLE = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
 
 
 SOCKETS = web.AppKey("agent_sockets", set[web.WebSocketResponse])
@@ -106,7 +109,7 @@ class Connection:
                 continue
             try:
                 frame = client_decoder.decode(msg.data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            except UNREADABLE as e:
                 await self.send(Error(code="bad_frame", message=f"unreadable frame: {e}"))
                 continue
             await self.dispatch(frame)
@@ -119,7 +122,7 @@ class Connection:
             return False
         frame = None
         if msg.type == WSMsgType.BINARY:
-            with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+            with contextlib.suppress(*UNREADABLE):
                 frame = client_decoder.decode(msg.data)
         if not isinstance(frame, Hello):
             await self.close_with(Error(code="no_hello", message="the first frame must be hello"))
@@ -146,7 +149,7 @@ class Connection:
         try:
             if isinstance(frame, Login | Authenticate | Resume):
                 await self.authenticate(frame)
-            elif self.session is None:
+            elif self.session is None or self.session.closed:
                 await self.send(Error(ref=ref, code="unauthenticated", message="log in first"))
             elif isinstance(frame, Logout):
                 await self.host.auth.logout(self.token)
@@ -162,6 +165,13 @@ class Connection:
             await self.send(Error(ref=ref, code=e.code, message=e.message))
         except InboxError as e:
             await self.send(Error(ref=ref, code=e.code, message=e.message))
+        except StoreUnavailable as e:
+            # A full or failing disk: nothing was stored, so nothing is acknowledged; the
+            # console keeps its connection and retries with the same client_msg_id.
+            log.error("event=agent_store_unavailable agent=%s error=%s", self.agent, e)
+            await self.send(
+                Error(ref=ref, code="unavailable", message="the host cannot store that now; retry")
+            )
 
     async def authenticate(self, frame: Login | Authenticate | Resume) -> None:
         if self.session is not None:

@@ -73,6 +73,7 @@ from core.host.state import HOST, Host
 from core.model import InteractionRecord, InteractionState, Message, SenderKind
 from core.protocol import Event, InteractionEvent, MessageEvent, TypingEvent
 from core.service.inbox import InboxError
+from store.base import StoreUnavailable
 
 log = logging.getLogger("inbox_tui.host")
 
@@ -391,6 +392,11 @@ class CustomerConnection:
                 await self.dispatch(msg.data, allowed)
             except Refused as e:
                 self.error(e.code, e.message, e.client_msg_id)
+            except StoreUnavailable as e:
+                # A full or failing disk: nothing was stored or acknowledged; the customer's
+                # page retries with the same client_msg_id.
+                log.error("event=widget_store_unavailable address=%s error=%s", self.address, e)
+                self.error("unavailable", "the service cannot store messages right now; retry")
         # Let the writer send what is queued (a last error, say), but not wait on a dead peer.
         self.finish()
         await asyncio.wait({self.writer}, timeout=5.0)
