@@ -339,16 +339,22 @@ class WidgetCustomer:
         await self.expect(lambda f: f["t"] == "ack" and f.get("client_msg_id") == msg_id, "ack")
 
     async def expect(
-        self, match: Callable[[dict[str, Any]], bool], what: str, timeout: float = WAIT
+        self,
+        match: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout: float = WAIT,
+        *,
+        raise_on_error: bool = True,
     ) -> dict[str, Any]:
-        """The first frame so far or within `timeout` that matches; an `error` frame fails."""
+        """The first frame so far or within `timeout` that matches; an `error` frame fails
+        unless `raise_on_error` is off (a test that expects one)."""
         deadline = time.monotonic() + timeout
         seen = 0
         while True:
             for frame in self.frames[seen:]:
                 if match(frame):
                     return frame
-                if frame["t"] == "error":
+                if frame["t"] == "error" and raise_on_error:
                     raise AssertionError(f"the host refused the customer: {frame}")
             seen = len(self.frames)
             left = deadline - time.monotonic()

@@ -22,7 +22,13 @@ import pytest
 from core.client import ClientError, InboxClient
 from core.protocol import OfferEvent
 from store import open_store
-from tests.console_terminal import INBOX_TUI, console_env, start_host, stop_host
+from tests.console_terminal import (
+    INBOX_TUI,
+    WidgetCustomer,
+    console_env,
+    start_host,
+    stop_host,
+)
 from tests.hosting import fast_config_text
 from tests.test_crash_safety import integration_token
 
@@ -96,6 +102,9 @@ async def test_a_full_disk_refuses_clearly_loses_nothing_and_recovers(tmp_path: 
                 assert (await customer_says("before")).status == 201
                 ack = await agent.send_message(number, "a before", "a-before")
                 acked[ack.message.client_msg_id] = "a before"
+                web = WidgetCustomer(await http.ws_connect(host.widget_url))
+                web_number = await web.start("Wes", "wes@example.test")
+                await web.say("w before")  # client_msg_id c1
 
                 filler = fill(data)
                 # Full: refused with a clear error, not acknowledged, the host still up.
@@ -105,6 +114,9 @@ async def test_a_full_disk_refuses_clearly_loses_nothing_and_recovers(tmp_path: 
                 with pytest.raises(ClientError) as refused:
                     await agent.send_message(number, "a full", "a-full")
                 assert refused.value.code == "unavailable", refused.value
+                await web.ws.send_json({"t": "message", "body": "w full", "client_msg_id": "w-1"})
+                error = await web.expect(lambda f: f["t"] == "error", "error", raise_on_error=False)
+                assert error["code"] == "unavailable", error
                 async with http.get(f"{host.base_url}/healthz") as r:
                     assert r.status == 200
 
@@ -115,14 +127,26 @@ async def test_a_full_disk_refuses_clearly_loses_nothing_and_recovers(tmp_path: 
                 ack = await agent.send_message(number, "a full", "a-full")
                 acked["a-full"] = "a full"
                 assert (await customer_says("after")).status == 201
+                await web.ws.send_json({"t": "message", "body": "w full", "client_msg_id": "w-1"})
+                await web.expect(
+                    lambda f: f["t"] == "ack" and f.get("client_msg_id") == "w-1",
+                    "ack",
+                    raise_on_error=False,  # the refusal above is among the frames
+                )
+                await web.ws.close()
         finally:
             await agent.close()
             stop_host(host)
         store = await open_store(data)
         try:
             stored = await store.list_messages(number, limit=1000)
+            web_stored = await store.list_messages(web_number, limit=1000)
         finally:
             await store.close()
+        assert [m.body for m in web_stored if m.sender_kind == "customer"] == [
+            "w before",
+            "w full",
+        ]
         ids = [m.client_msg_id for m in stored]
         for msg_id, text in acked.items():
             assert ids.count(msg_id) == 1, (msg_id, ids)
