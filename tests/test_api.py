@@ -251,6 +251,15 @@ async def test_bad_bodies_name_the_field(server: Api) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert status == 400 and error["error"]["code"] == "invalid_json"
+    # A string that is not UTF-8 is not JSON either (it was a 500 until the fuzz test).
+    status, error, _ = await server.call(
+        "POST",
+        "/api/v1/items",
+        token,
+        data=b'{"channel": "\x80"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 400 and error["error"]["code"] == "invalid_json"
     status, error, _ = await server.call(
         "POST", "/api/v1/interactions/IMS0001001/messages", token, json={"body": ""}
     )

@@ -332,7 +332,8 @@ async def _body(request: web.Request, model: type[T]) -> T:
         return msgspec.json.decode(data, type=model)
     except msgspec.ValidationError as e:
         raise _invalid(e) from e
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        # msgspec reports a string that is not UTF-8 as UnicodeDecodeError (found by fuzzing).
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from e
 
 
