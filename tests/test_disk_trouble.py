@@ -36,22 +36,25 @@ DISK_BYTES = 24 * 1024 * 1024
 
 
 @contextlib.contextmanager
-def small_disk(path: Path, size: int) -> Iterator[Path]:
+def mounted(path: Path, *commands: list[str | Path]) -> Iterator[Path]:
+    """Run the mount `commands` on `path` (root only: CI has it; elsewhere the test is
+    skipped), yield, and unmount."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        message = f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(message + " under CI")
-        pytest.skip(message)
     try:
+        for argv in commands:
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode != 0:
+                message = f"{' '.join(map(str, argv))} failed (needs root): {done.stderr.strip()}"
+                if os.environ.get("CI"):
+                    pytest.fail(message + " under CI")
+                pytest.skip(message)
         yield path
     finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
+        subprocess.run(["umount", "-l", path], check=False, capture_output=True)
+
+
+def small_disk(path: Path, size: int) -> contextlib.AbstractContextManager[Path]:
+    return mounted(path, ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path])
 
 
 def fill(path: Path) -> Path:
@@ -154,22 +157,9 @@ async def test_a_full_disk_refuses_clearly_loses_nothing_and_recovers(tmp_path: 
         assert len(acked) == 7
 
 
-@contextlib.contextmanager
-def read_only(path: Path) -> Iterator[Path]:
+def read_only(path: Path) -> contextlib.AbstractContextManager[Path]:
     """`path` bind-mounted over itself read-only, as a disk remounted read-only would be."""
-    path.mkdir(parents=True, exist_ok=True)
-    for argv in (["mount", "--bind", path, path], ["mount", "-o", "remount,ro,bind", path]):
-        done = subprocess.run(argv, capture_output=True, text=True)
-        if done.returncode != 0:
-            subprocess.run(["umount", "-l", path], check=False)
-            message = f"cannot make a read-only mount (needs root): {done.stderr.strip()}"
-            if os.environ.get("CI"):
-                pytest.fail(message + " under CI")
-            pytest.skip(message)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", path], check=False)
+    return mounted(path, ["mount", "--bind", path, path], ["mount", "-o", "remount,ro,bind", path])
 
 
 def test_a_read_only_data_directory_is_refused_at_start(tmp_path: Path) -> None:
