@@ -3,6 +3,7 @@ of them, the audit trail is kept, and a restarted service re-arms what was pendi
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,37 @@ async def test_decisions_are_committed_before_listeners_hear_of_them(tmp_path: P
     audit = await store.list_audit(item_id="W1")
     assert [e.kind for e in audit] == ["item_queued", "offer_made"]
     assert audit[1].reason.startswith("offered to alice: most_capacity 2 free")
+    await store.close()
+
+
+async def test_steps_decided_together_commit_together_and_a_broken_listener_fails_only_its_own(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path)
+    service = RoutingService(CONFIG, store, clock=Clock())
+    await service.start()
+    calls: list[int] = []
+
+    def listener(decisions: list) -> None:
+        calls.append(len(decisions))
+        if len(calls) == 1:
+            raise RuntimeError("a listener's bug")
+
+    service.listeners.append(listener)
+    # Both steps are decided before the first commit lands, so they share one transaction.
+    commits = store.stats.commits
+    async with asyncio.timeout(10):  # a stranded step would wait forever
+        first, second = await asyncio.gather(
+            service.submit(PresenceChanged(agent="alice", presence="Available")),
+            service.submit(PresenceChanged(agent="bob", presence="Available")),
+            return_exceptions=True,
+        )
+    assert isinstance(first, RuntimeError) and isinstance(second, list)
+    assert store.stats.commits == commits + 1
+    assert {s.agent: s.presence for s in await store.load_agent_statuses()} == {
+        "alice": "Available",
+        "bob": "Available",
+    }
     await store.close()
 
 

@@ -140,6 +140,8 @@ class RoutingService:
             try:
                 await self._commit([d for step in group for d in step.decisions])
             except Exception as exc:
+                if not isinstance(exc, StoreError):
+                    log.exception("committing routing decisions failed")
                 # Steps decided since were built on the lost ones: they go too, and the engine
                 # restarts from what is durable.
                 failed, self._decided = [*group, *self._decided], []
@@ -155,7 +157,14 @@ class RoutingService:
                     step.committed.set_exception(exc)
                 continue
             for step in group:
-                step.committed.set_result(self._announce(step.decisions))
+                try:
+                    work = self._announce(step.decisions)
+                except Exception as exc:
+                    # A listener's bug fails its own step, never the steps after it.
+                    log.exception("a routing listener failed")
+                    step.committed.set_exception(exc)
+                else:
+                    step.committed.set_result(work)
 
     def _announce(self, decisions: list[AnyDecision]) -> list[Awaitable[Any]]:
         for d in decisions:
