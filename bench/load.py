@@ -45,12 +45,9 @@ import random
 import re
 import resource
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +58,7 @@ import aiohttp
 from aiohttp import web
 
 from bench import store_micro
+from bench.host_process import HostProcess, start_host, stop_host
 from bench.seed import seed_open_conversations
 from core.auth import Authenticator
 from core.client import ClientError, InboxClient
@@ -75,12 +73,11 @@ from core.protocol import (
 )
 from store import open_store
 
-INBOX_TUI = Path(sys.executable).parent / "inbox-tui"
-LISTENING = re.compile(r"event=listening address=(\S+):(\d+)")
 PASSWORD = "load-test-password"
 GROUP = "load"
 QUEUE = "general"
 PROGRESS_EVERY = 5.0
+STARTUP_TIMEOUT = 120.0  # a host opening a store seeded with 50,000 conversations
 # The REST API allows 20 requests/s per token and 50/s per client address; each simulated
 # integration gets its own token and its own loopback source address (all of 127/8 is local),
 # as separate integrating systems would, and stays under this budget.
@@ -541,63 +538,6 @@ async def provision(
     return creds, tokens, time.perf_counter() - started
 
 
-@dataclass
-class HostProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def start_host(root: Path, config: Path, timeout: float = 120.0) -> HostProcess:
-    log = root / "host.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "INBOX_TUI_URL")}
-    for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
-        path = root / name.lower()
-        path.mkdir(parents=True, exist_ok=True)
-        env[name] = str(path)
-    argv = [str(INBOX_TUI), "--server", "--listen", "127.0.0.1:0", "--data", str(root / "data")]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*argv, "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env=env,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the host exited ({proc.returncode}):\n{log.read_text()}")
-        match = LISTENING.search(log.read_text(errors="replace"))
-        if match:
-            host = HostProcess(proc, int(match.group(2)), log)
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(host.base_url + "/healthz", timeout=1.0) as reply,
-            ):
-                if reply.status == 200:
-                    return host
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the host was not healthy in {timeout} s:\n{log.read_text()}")
-        time.sleep(0.05)
-
-
-def stop_host(host: HostProcess) -> None:
-    if host.proc.poll() is None:
-        host.proc.send_signal(signal.SIGTERM)
-        try:
-            host.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            host.proc.kill()
-            host.proc.wait()
-
-
 def proc_usage(pid: int) -> dict[str, float]:
     """CPU seconds (user+system) and peak RSS of a process, from /proc."""
     with open(f"/proc/{pid}/stat") as f:
@@ -733,7 +673,7 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
                     data, [c[0] for c in creds], preset.open_conversations, QUEUE, per_agent
                 )
             started = time.perf_counter()
-            host = await asyncio.to_thread(start_host, root, config)
+            host = await asyncio.to_thread(start_host, root, STARTUP_TIMEOUT, config=config)
             report["startup"] = {
                 "provision_s": round(provision_s, 2),
                 "host_start_s": round(time.perf_counter() - started, 2),

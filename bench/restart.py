@@ -33,16 +33,15 @@ from typing import Any
 
 import aiohttp
 
+from bench.host_process import HostProcess, start_host, stop_host
 from bench.load import (
     QUEUE,
-    HostProcess,
+    STARTUP_TIMEOUT,
     host_config,
     proc_usage,
     provision,
     run_in_loop,
     scrape,
-    start_host,
-    stop_host,
 )
 from bench.seed import seed_open_conversations
 from core.client import InboxClient
@@ -102,7 +101,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         probe_token = creds[1][2]  # agent00001: token login; agent00000 is the password one
         started = time.perf_counter()
-        host = await asyncio.to_thread(start_host, root, config)
+        host = await asyncio.to_thread(start_host, root, STARTUP_TIMEOUT, config=config)
         report["first_start_s"] = round(time.perf_counter() - started, 3)
         print(f"first start: healthy in {report['first_start_s']} s", flush=True)
         trials = []
@@ -111,7 +110,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             host.proc.send_signal(signal.SIGKILL)
             host.proc.wait()
             spawned = time.perf_counter()
-            host = await asyncio.to_thread(start_host, root, config)
+            host = await asyncio.to_thread(start_host, root, STARTUP_TIMEOUT, config=config)
             listening = time.perf_counter() - spawned
             routed = (
                 time.perf_counter()

@@ -25,17 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.host_process import INBOX_TUI, HostProcess, base_env, console_env, stop_process
 from tests.console_terminal import (
-    INBOX_TUI,
     POLL,
     TMUX,
-    HostProcess,
-    base_env,
-    console_env,
     host_process,
     log_in,
     require_tool,
-    stop_process,
     take_chat_and_reply,
     tmux_session,
 )

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.host_process import INBOX_TUI, HostProcess, console_env
 from tests.console_terminal import (
-    INBOX_TUI,
     TMUX,
-    HostProcess,
     Tmux,
-    console_env,
     host_process,
     log_in,
     require_tool,

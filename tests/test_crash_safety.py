@@ -35,19 +35,13 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, stop_host
 from core.auth import Authenticator
 from core.client import ClientError, InboxClient
 from core.config import HostSettings, load_config
 from core.model import OPEN_ITEM_STATES, ItemState, OfferState, Role
 from core.protocol import CloseRecord, OfferEvent
 from store import DB_FILENAME, open_store
-from tests.console_terminal import (
-    INBOX_TUI,
-    HostProcess,
-    console_env,
-    start_host,
-    stop_host,
-)
 from tests.hosting import fast_config_text
 
 KILLS = int(os.environ.get("INBOX_CRASH_KILLS", "4"))

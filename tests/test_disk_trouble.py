@@ -19,16 +19,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bench.host_process import INBOX_TUI, console_env, start_host, stop_host
 from core.client import ClientError, InboxClient
 from core.protocol import OfferEvent
 from store import open_store
-from tests.console_terminal import (
-    INBOX_TUI,
-    WidgetCustomer,
-    console_env,
-    start_host,
-    stop_host,
-)
+from tests.console_terminal import WidgetCustomer
 from tests.hosting import fast_config_text
 from tests.test_crash_safety import integration_token
 
