@@ -171,8 +171,9 @@ def _load(cls: type[S], data: str) -> S:
     return decoder.decode(data)  # type: ignore[no-any-return]
 
 
-def _classify(exc: BaseException, doing: str) -> StoreError:
-    """Turn a sqlite3/OS error into the StoreError a caller can act on."""
+def _classify(exc: BaseException, doing: str, path: Path | None = None) -> StoreError:
+    """Turn a sqlite3/OS error into the StoreError a caller can act on. `path` is the file
+    being worked on, when there is one, so a read-only file system can be named as such."""
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     err: StoreError
@@ -181,13 +182,33 @@ def _classify(exc: BaseException, doing: str) -> StoreError:
     ):
         err = StoreFull(f"{doing}: the disk is full ({exc}); nothing of it was stored")
     elif primary in _UNAVAILABLE_CODES or isinstance(exc, OSError):
-        err = StoreUnavailable(f"{doing}: storage failed ({exc}); nothing of it was stored")
+        cause = str(exc)
+        if path is not None and _read_only(path):
+            cause = "the file system is read-only, mounted so or turned so after a disk error"
+        err = StoreUnavailable(f"{doing}: storage failed ({cause}); nothing of it was stored")
     elif isinstance(exc, sqlite3.IntegrityError):
         err = StoreConflict(f"{doing}: {exc}")
     else:
         err = StoreError(f"{doing}: {exc}")
     err.__cause__ = exc
     return err
+
+
+def _read_only(path: Path) -> bool:
+    """Whether the file system holding `path` refuses writes as read-only.
+
+    SQLite reports a write refused with EROFS as a bare "disk I/O error"; the admin reading
+    the log needs the real cause. The mount flags do not always tell: ext4 turned read-only
+    by a disk error (errors=remount-ro) still shows rw in statvfs on recent kernels, so a
+    tiny file is created to ask. Only called once something has already failed.
+    """
+    probe = path.parent / f"{_TMP_PREFIX}probe-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.unlink(probe)
+    except OSError as e:
+        return e.errno == errno.EROFS
+    return False
 
 
 def _acquire_lock(path: Path) -> int:
@@ -626,7 +647,7 @@ class SQLiteStore:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     if isinstance(exc, sqlite3.Error):
-                        exc = _classify(exc, f"writing to {self._path}")
+                        exc = _classify(exc, f"writing to {self._path}", self._path)
                     outcomes.append((False, exc))
                 else:
                     conn.execute("RELEASE op")
@@ -639,7 +660,7 @@ class SQLiteStore:
             doing = f"committing {len(fns)} writes to {self._path}"
             # One exception object per op: several awaiters raising one instance would
             # pile their tracebacks onto it.
-            return [(False, _classify(exc, doing)) for _ in fns], False
+            return [(False, _classify(exc, doing, self._path)) for _ in fns], False
         return outcomes, True
 
     # -- the read path --------------------------------------------------------------------
@@ -651,7 +672,7 @@ class SQLiteStore:
         try:
             return list(await reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
-            raise _classify(exc, f"reading {self._path}") from exc
+            raise _classify(exc, f"reading {self._path}", self._path) from exc
 
     async def _records(self, cls: type[S], sql: str, params: tuple[Any, ...] = ()) -> list[S]:
         return [_load(cls, row[0]) for row in await self._rows(sql, params)]
@@ -1063,7 +1084,7 @@ class SQLiteStore:
             # The file is durable before the row that points at it commits.
             digest = await asyncio.to_thread(_write_blob, self._blobs, data)
         except OSError as exc:
-            raise _classify(exc, f"storing attachment {label!r}") from exc
+            raise _classify(exc, f"storing attachment {label!r}", self._path) from exc
 
         def op(conn: sqlite3.Connection) -> Attachment:
             row = conn.execute(
