@@ -22,6 +22,8 @@ import msgspec
 from msgspec.structs import replace
 
 from core.protocol import (
+    CLOSE_REPLACED,
+    CLOSE_SESSION_ENDED,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     AcceptOffer,
@@ -163,8 +165,18 @@ class InboxClient:
                 await self._received(frame)
         finally:
             if not self._closing:
-                self._set_status("reconnecting")
-                asyncio.get_running_loop().create_task(self._reconnect())
+                self._lost(ws.close_code)
+
+    def _lost(self, close_code: int | None) -> None:
+        if close_code == CLOSE_REPLACED:
+            # Reconnecting would take the session back and drop the other console, which
+            # would do the same: the two would fight forever.
+            self._set_status("replaced by another console")
+        elif close_code == CLOSE_SESSION_ENDED:
+            self._set_status("logged out")
+        else:
+            self._set_status("reconnecting")
+            asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _received(self, frame: ServerFrame) -> None:
         if isinstance(frame, Event):

@@ -37,6 +37,10 @@ from core.model import (
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = MAX_ATTACHMENT_BYTES + 64 * 1024
+# WebSocket close codes the host drops a console with (docs/protocol.md).
+CLOSE_NOT_READING = 1008  # its queue filled: resume to catch up
+CLOSE_REPLACED = 4001  # another console resumed the same session: do not reconnect
+CLOSE_SESSION_ENDED = 4002  # logged out or expired: log in again
 
 Ref = Annotated[int, Meta(ge=0, le=2**53)]
 Number = Annotated[str, Meta(min_length=1, max_length=32)]

@@ -14,6 +14,7 @@ from core.client import ClientError, InboxClient
 from core.config import example_config_path, parse_config
 from core.model import OfferKind
 from core.protocol import (
+    CLOSE_REPLACED,
     PROTOCOL_VERSION,
     CloseRecord,
     Error,
@@ -23,6 +24,8 @@ from core.protocol import (
     MessageEvent,
     OfferClosed,
     OfferEvent,
+    Ok,
+    Resume,
     SendMessage,
     Transcript,
     TransferToAgent,
@@ -257,6 +260,38 @@ async def test_an_expired_session_drops_its_socket(
         async with asyncio.timeout(15):
             while alice.status != "logged out":
                 await asyncio.sleep(0.1)
-        # The host closed the socket and refused the console's attempt to resume.
+        # The host closed the socket saying the session ended; the session is gone.
         assert not h.host.inbox.sessions.get("alice")
         await alice.close()
+
+
+async def test_a_console_replaced_by_a_resume_does_not_take_its_session_back(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+        first = await h.agent("alice")
+        # The same saved token on a second console, resuming where the first one is.
+        second = await http.ws_connect(h.agent_url)
+        await second.send_bytes(encoder.encode(Hello(version=PROTOCOL_VERSION)))
+        assert isinstance(server_decoder.decode(await second.receive_bytes()), Welcome)
+        assert first.token is not None
+        resume = Resume(token=first.token, last_seq=first.last_seq, ref=1)
+        await second.send_bytes(encoder.encode(resume))
+        assert isinstance(server_decoder.decode(await second.receive_bytes()), Ok)
+        async with asyncio.timeout(5):
+            while first.status != "replaced by another console":
+                await asyncio.sleep(0.05)
+        assert first._ws is not None and first._ws.close_code == CLOSE_REPLACED
+        # The first console stays off (reconnecting would drop the second, and so on), and the
+        # session's events go on reaching the second.
+        await customer_chat(h)
+        seqs: list[int] = []
+        event = None
+        while not isinstance(event, OfferEvent):  # queue stats may come first
+            event = server_decoder.decode(await second.receive_bytes(timeout=5))
+            seqs.append(event.seq)  # type: ignore[union-attr]
+        assert seqs == list(range(first.last_seq + 1, first.last_seq + 1 + len(seqs)))
+        assert first.status == "replaced by another console"
+        assert len(h.host.inbox.sessions["alice"]) == 1
+        await first.close()
+        await second.close()

@@ -18,6 +18,9 @@ from aiohttp import WSMsgType, web
 from core.auth import AuthError, token_digest
 from core.host.state import HOST, Host
 from core.protocol import (
+    CLOSE_NOT_READING,
+    CLOSE_REPLACED,
+    CLOSE_SESSION_ENDED,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Authenticate,
@@ -36,7 +39,7 @@ from core.protocol import (
     encoder,
 )
 from core.service.inbox import InboxError
-from core.service.sessions import AgentSession
+from core.service.sessions import AgentSession, Kick
 from store.base import StoreUnavailable
 
 log = logging.getLogger("inbox_tui.host")
@@ -44,6 +47,11 @@ log = logging.getLogger("inbox_tui.host")
 HEARTBEAT = 20.0
 HELLO_TIMEOUT = 10.0
 # msgspec reports a string that is not UTF-8 as UnicodeDecodeError, not as a DecodeError.
+KICKS = {
+    Kick.NOT_READING: (CLOSE_NOT_READING, b"not reading: resume to catch up"),
+    Kick.REPLACED: (CLOSE_REPLACED, b"another console resumed this session"),
+    Kick.ENDED: (CLOSE_SESSION_ENDED, b"session ended: log in again"),
+}
 UNREADABLE = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
 
 
@@ -213,10 +221,12 @@ class Connection:
     def attach(self, session: AgentSession, backlog: list[Event]) -> None:
         """Take over the session; `backlog` (missed events) goes out before anything new."""
 
-        def kick() -> None:
-            asyncio.get_running_loop().create_task(
-                self.ws.close(code=1008, message=b"not reading: resume to catch up")
-            )
+        def kick(why: Kick) -> None:
+            code, text = KICKS[why]
+            if why == Kick.NOT_READING:
+                self.host.dropped_consoles += 1
+            log.info("event=agent_dropped agent=%s reason=%s", session.agent, why)
+            asyncio.get_running_loop().create_task(self.ws.close(code=code, message=text))
 
         self.session = session
         self.queue = session.attach(kick)

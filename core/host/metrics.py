@@ -154,6 +154,12 @@ def render(host: Host, metrics: Metrics, now: float) -> str:
     w = _Writer()
     w.family("inbox_connected_agents", "gauge", "Agent console sockets connected now.")
     w.sample("inbox_connected_agents", host.connected_agents)
+    w.family(
+        "inbox_dropped_consoles_total",
+        "counter",
+        "Console sockets closed because they stopped reading (their event queue filled).",
+    )
+    w.sample("inbox_dropped_consoles_total", host.dropped_consoles)
 
     stats = host.inbox.queue_stats()
     w.family("inbox_queue_depth", "gauge", "Work items waiting in the queue for an agent.")

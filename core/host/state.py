@@ -23,6 +23,7 @@ class Host:
     data_dir: Path
     started_at: float = field(default_factory=time.time)
     connected_agents: int = 0
+    dropped_consoles: int = 0  # closed for not reading (their queue filled)
 
 
 HOST = web.AppKey("host", Host)

@@ -99,7 +99,7 @@ from core.routing.decisions import (
 )
 from core.routing.engine import RoutingError
 from core.service.routing import RoutingService
-from core.service.sessions import AgentSession
+from core.service.sessions import AgentSession, Kick
 from store.base import Store
 
 log = logging.getLogger("inbox_tui.inbox")
@@ -243,7 +243,7 @@ class Inbox:
         session (security.md)."""
         session.closed = True
         if session.kick is not None:
-            session.kick()
+            session.kick(Kick.ENDED)
         sessions = self.sessions.get(session.agent, [])
         if session in sessions:
             sessions.remove(session)

@@ -14,6 +14,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from msgspec.structs import replace
 
@@ -22,6 +23,14 @@ from core.protocol import Event
 
 RESUME_BUFFER = 2_000
 OUTGOING_LIMIT = 1_000
+
+
+class Kick(StrEnum):
+    """Why the host drops a session's socket; the transport tells the console which."""
+
+    NOT_READING = "not_reading"  # the outgoing queue filled: the console may resume
+    REPLACED = "replaced"  # another console resumed this session: this one must not fight it
+    ENDED = "ended"  # logged out or expired: only a new login helps
 
 
 @dataclass(eq=False)
@@ -37,8 +46,8 @@ class AgentSession:
     wants_queue_stats: bool = True
     overflowed: bool = False
     closed: bool = False  # logged out or expired: no command is taken on it any more
-    # Set by the transport: how to drop a socket that stopped reading.
-    kick: Callable[[], None] | None = None
+    # Set by the transport: how to drop the attached socket, and why.
+    kick: Callable[[Kick], None] | None = None
 
     @property
     def supervisor(self) -> bool:
@@ -58,13 +67,13 @@ class AgentSession:
             self.overflowed = True
             self.outgoing = None
             if self.kick is not None:
-                self.kick()
+                self.kick(Kick.NOT_READING)
 
-    def attach(self, kick: Callable[[], None]) -> asyncio.Queue[Event]:
+    def attach(self, kick: Callable[[Kick], None]) -> asyncio.Queue[Event]:
         """A socket takes over the session (a second console of the same session replaces
         the first, which is kicked)."""
         if self.kick is not None:
-            self.kick()
+            self.kick(Kick.REPLACED)
         self.outgoing = asyncio.Queue(maxsize=OUTGOING_LIMIT)
         self.detached_at = None
         self.overflowed = False
