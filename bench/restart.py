@@ -91,7 +91,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         data = root / "data"
         data.mkdir()
         config = root / "inbox.toml"
-        config.write_text(host_config(CAPACITY))
+        config.write_text(host_config())
         print(f"provisioning {args.agents} agents...", flush=True)
         creds, tokens, _ = await provision(data, args.agents, CAPACITY, 1)
         owners = [agent for agent, _, _ in creds[2:]]

@@ -68,3 +68,28 @@ def test_smoke_preset_produces_every_figure(tmp_path: Path) -> None:
     for value in report["ratios"].values():
         assert _number(value)
     assert isinstance(report["errors"], dict)
+
+
+def test_slow_consoles_bench_drops_the_stuck_ones_and_delivers_everything(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.json"
+    args = ["--mode", "stuck", "--seconds", "9", "--json", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.slow_consoles", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    (report,) = json.loads(out.read_text())
+    # Every line reached its console once and in order, every stuck console was dropped with
+    # 1008 (its own view and the host's counter), and the window was measured, not assumed.
+    assert report["errors"] == {}, report["errors"]
+    assert report["consoles"]["codes"] == {"1008": 100}
+    assert report["host"]["dropped_consoles"] == 100
+    assert report["window"]["basis"] == "measured"
+    assert report["lines"]["alice"] == report["alice_ms"]["all"]["n"] > 0
+    for phase in ("before", "window", "after"):
+        assert _number(report["alice_ms"][phase]["p99"]), phase
