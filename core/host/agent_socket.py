@@ -46,12 +46,12 @@ log = logging.getLogger("inbox_tui.host")
 
 HEARTBEAT = 20.0
 HELLO_TIMEOUT = 10.0
-# msgspec reports a string that is not UTF-8 as UnicodeDecodeError, not as a DecodeError.
 KICKS = {
     Kick.NOT_READING: (CLOSE_NOT_READING, b"not reading: resume to catch up"),
     Kick.REPLACED: (CLOSE_REPLACED, b"another console resumed this session"),
     Kick.ENDED: (CLOSE_SESSION_ENDED, b"session ended: log in again"),
 }
+# msgspec reports a string that is not UTF-8 as UnicodeDecodeError, not as a DecodeError.
 UNREADABLE = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
 
 
