@@ -586,7 +586,7 @@ WIDGET_FRAMES = st.one_of(
                 + "]" * n
                 + ("}" if inside else "")
             ),
-            st.sampled_from([10, 1_000, 30_000]),
+            st.sampled_from([10, 1_000, 10_000, 30_000]),  # 10,000 deep fits in a frame
             st.booleans(),
         ),
     ),
@@ -662,8 +662,8 @@ def widget_garbage(kind: str, data: str | bytes) -> bool:
     if kind == "binary":
         return True
     try:
-        raw = json.loads(data)
-    except (ValueError, RecursionError):
+        raw = widget.decode_frame(data)  # the host's own parser, safe on deep input
+    except (msgspec.DecodeError, RecursionError):
         return True
     return not isinstance(raw, dict) or raw.get("t") not in widget.FRAMES
 

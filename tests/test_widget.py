@@ -358,6 +358,9 @@ async def test_bad_frames_get_clear_errors_and_the_socket_keeps_serving(
     await c.expect_error("bad_json")
     await c.ws.send_bytes(b'{"t":"start"}')
     await c.expect_error("bad_json")
+    # 10,000 levels fit in a frame; the parser's recursion limit used to drop the socket.
+    await c.ws.send_str('{"t":"message","body":' + "[" * 10_000 + "]" * 10_000 + "}")
+    await c.expect_error("bad_json")
     await c.send(t="dance")
     await c.expect_error("unknown_type")
     await c.send(t="message", body="early", client_msg_id="c-0")

@@ -91,10 +91,13 @@ class Metrics:
 
     def on_gc(self, phase: str, info: dict[str, int]) -> None:
         # The collector stops the whole loop: its pauses are a direct cause of tail latency.
+        # A callback can fail to run (a collection at the recursion limit, during deeply
+        # nested input): a stop without its own start must not count a made-up pause.
         if phase == "start":
             self._gc_started = time.perf_counter()
-        else:
+        elif self._gc_started:
             self.observe("gc_pause", time.perf_counter() - self._gc_started)
+            self._gc_started = 0.0
 
     def on_decisions(self, decisions: list[AnyDecision]) -> None:
         for d in decisions:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import hmac
 import json
@@ -289,6 +290,23 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
 # ---------------------------------------------------------------------------- connection
 
 
+def decode_frame(text: str) -> Any:
+    """JSON as sent, untyped (a refusal can then name the message's client_msg_id).
+
+    msgspec recurses once per nesting level, and 10,000 brackets fit in a frame: it raises
+    RecursionError at the limit. A collection started that deep would run the host's gc
+    callbacks (metrics) where they cannot run ("Exception ignored in gc callback"), so the
+    collector is paused for the decode, which is over in microseconds for a 32 KiB frame.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return msgspec.json.decode(text)
+    finally:
+        if paused:
+            gc.enable()
+
+
 class TokenBucket:
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
@@ -414,9 +432,11 @@ class CustomerConnection:
         if len(text.encode()) > MAX_FRAME:
             raise Refused("too_large", f"frames are at most {MAX_FRAME} bytes")
         try:
-            raw = msgspec.json.decode(text)
+            raw = decode_frame(text)
         except msgspec.DecodeError as e:
             raise Refused("bad_json", f"not JSON: {e}") from e
+        except RecursionError as e:
+            raise Refused("bad_json", "nested too deeply") from e
         if not isinstance(raw, dict) or not isinstance(raw.get("t"), str):
             raise Refused("bad_json", 'a frame is an object with a "t" string')
         kind = raw["t"]
