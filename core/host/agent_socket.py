@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from core.auth import AuthError, token_digest
+from core.host import decoding
 from core.host.state import HOST, Host
 from core.protocol import (
     CLOSE_NOT_READING,
@@ -51,8 +52,9 @@ KICKS = {
     Kick.REPLACED: (CLOSE_REPLACED, b"another console resumed this session"),
     Kick.ENDED: (CLOSE_SESSION_ENDED, b"session ended: log in again"),
 }
-# msgspec reports a string that is not UTF-8 as UnicodeDecodeError, not as a DecodeError.
-UNREADABLE = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+# msgspec reports a string that is not UTF-8 as UnicodeDecodeError, not as a DecodeError, and
+# nesting deeper than the interpreter's recursion limit as RecursionError (core.host.decoding).
+UNREADABLE = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 SOCKETS = web.AppKey("agent_sockets", set[web.WebSocketResponse])
@@ -116,7 +118,7 @@ class Connection:
                     await self.send(Error(code="bad_frame", message="frames are msgpack binary"))
                 continue
             try:
-                frame = client_decoder.decode(msg.data)
+                frame = decoding.decode(client_decoder.decode, msg.data)
             except UNREADABLE as e:
                 await self.send(Error(code="bad_frame", message=f"unreadable frame: {e}"))
                 continue
@@ -131,7 +133,7 @@ class Connection:
         frame = None
         if msg.type == WSMsgType.BINARY:
             with contextlib.suppress(*UNREADABLE):
-                frame = client_decoder.decode(msg.data)
+                frame = decoding.decode(client_decoder.decode, msg.data)
         if not isinstance(frame, Hello):
             await self.close_with(Error(code="no_hello", message="the first frame must be hello"))
             return False

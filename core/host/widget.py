@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import hmac
 import json
@@ -70,6 +69,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from msgspec import Meta
 
 from core.config import WidgetSettings
+from core.host import decoding
 from core.host.state import HOST, Host
 from core.model import InteractionRecord, InteractionState, Message, SenderKind
 from core.protocol import Event, InteractionEvent, MessageEvent, TypingEvent
@@ -291,20 +291,8 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
 
 
 def decode_frame(text: str) -> Any:
-    """JSON as sent, untyped (a refusal can then name the message's client_msg_id).
-
-    msgspec recurses once per nesting level, and 10,000 brackets fit in a frame: it raises
-    RecursionError at the limit. A collection started that deep would run the host's gc
-    callbacks (metrics) where they cannot run ("Exception ignored in gc callback"), so the
-    collector is paused for the decode, which is over in microseconds for a 32 KiB frame.
-    """
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        return msgspec.json.decode(text)
-    finally:
-        if paused:
-            gc.enable()
+    """JSON as sent, untyped, so that a refusal can name the message's client_msg_id."""
+    return decoding.decode(msgspec.json.decode, text)
 
 
 class TokenBucket:
