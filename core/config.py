@@ -399,7 +399,23 @@ def parse_config(
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise _syntax_error(name, str(e), text) from e
+    except RecursionError as e:
+        # tomllib recurses per nested array or inline table; a few thousand fit in the file.
+        line = _first_deep_line(text)
+        raise ConfigError(name, line, "", "arrays or inline tables nested too deeply") from e
     return _Loader(name, text, doc, base_dir, path).load()
+
+
+def _first_deep_line(text: str, limit: int = 100) -> int | None:
+    """The line where brackets first nest `limit` deep (quoted text aside, roughly): where to
+    look, since tomllib gives no position with a RecursionError."""
+    depth = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        for char in re.sub(r'"[^"]*"|\'[^\']*\'', "", line.split("#", 1)[0]):
+            depth += (char in "[{") - (char in "]}")
+            if depth >= limit:
+                return number
+    return None
 
 
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")

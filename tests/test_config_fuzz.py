@@ -51,6 +51,9 @@ VALUES = st.sampled_from(
         '"""\nx"""',
         "0x10",
         "99999999999999999999",
+        # Deeper than tomllib's recursion allows (a RecursionError, not a ConfigError, once).
+        "[" * 3000 + "]" * 3000,
+        "{ a = " * 2000 + "1" + " }" * 2000,
     ]
 )
 CFG = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
