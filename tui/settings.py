@@ -50,6 +50,16 @@ def normalise_url(url: str) -> str:
     return f"{scheme}://{rest}"
 
 
+# What each setting must be; bool("false") is True, so a quoted false must not pass as one.
+SETTING_TYPES: dict[str, tuple[type, str]] = {
+    "url": (str, "a string in quotes"),
+    "user": (str, "a string in quotes"),
+    "bell": (bool, "true or false"),
+    "theme": (str, "a string in quotes"),
+    "keymap": (dict, "a table"),
+}
+
+
 def load_settings(path: Path | None = None) -> ConsoleSettings:
     path = path or default_config_dir() / "console.toml"
     data: dict[str, object] = {}
@@ -58,10 +68,14 @@ def load_settings(path: Path | None = None) -> ConsoleSettings:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise SettingsError(f"{path}: {e}") from e
-    known = {"url", "user", "bell", "theme", "keymap"}
-    unknown = set(data) - known
-    if unknown:
-        raise SettingsError(f"{path}: unknown setting {sorted(unknown)[0]!r}")
+        except RecursionError as e:  # tomllib recurses per nested array or inline table
+            raise SettingsError(f"{path}: arrays or inline tables nested too deeply") from e
+    for key, value in data.items():
+        if key not in SETTING_TYPES:
+            raise SettingsError(f"{path}: unknown setting {key!r}")
+        kind, words = SETTING_TYPES[key]
+        if not isinstance(value, kind):
+            raise SettingsError(f"{path}: {key} must be {words}, not {value!r:.40}")
     keymap = data.get("keymap", {})
     if not isinstance(keymap, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in keymap.items()
