@@ -10,6 +10,7 @@ from pathlib import Path
 
 from core.config import ConfigError, example_config_path
 from tui.admin import add_admin_parser, run_admin
+from tui.settings import SettingsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +81,7 @@ def run_console(url: str | None, user: str | None) -> int:
     from dataclasses import replace
 
     from tui.app import InboxApp
-    from tui.settings import SettingsError, load_settings, normalise_url
+    from tui.settings import load_settings, normalise_url
 
     try:
         settings = load_settings()
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     else args.user or "alice",
                 )
             )
-    except ConfigError as e:
+    except (ConfigError, SettingsError) as e:  # the demo's console reads console.toml too
         print(f"inbox-tui: {e}", file=sys.stderr)
         return 2
     return 0
