@@ -21,7 +21,10 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from core.host import api
+from core.host import app as app_module
 from core.model import Role
 from core.protocol import (
     CLOSE_NOT_READING,
@@ -185,3 +188,48 @@ async def test_stuck_consoles_are_dropped_others_served_and_they_can_resume(
             Path(REPORT).write_text(json.dumps(figures, indent=2))
         await alice.close()
         await bob.close()
+
+
+async def test_a_half_sent_request_is_dropped_and_others_are_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slowloris: a request head that never ends held a socket for aiohttp's default hour."""
+    monkeypatch.setattr(app_module, "IDLE_TIMEOUT", 1.0)
+    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+        port = int(h.url.rsplit(":", 1)[1])
+        slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+        for _, writer in slow:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        async with http.get(h.url + "/healthz") as r:
+            assert r.status == 200  # the others are served meanwhile
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            for reader, _ in slow:
+                assert await reader.read() == b""  # closed by the host, nothing answered
+        assert time.monotonic() - started < 5
+        for _, writer in slow:
+            writer.close()
+        await writer.wait_closed()  # else the host's shutdown waits out aiohttp's lingering
+
+
+async def test_a_trickled_body_gets_408_and_frees_its_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "BODY_TIMEOUT", 1.0)
+    async with running_host(tmp_path) as h:
+        token, _ = await h.host.auth.create_api_token("slow", None, Role.SUPERVISOR, None)
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(h.url.rsplit(":", 1)[1]))
+        writer.write(
+            b"POST /api/v1/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"channel": '  # and the other 88 bytes never come
+        )
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), head
+            assert b"Connection: close" in head  # what was sent of the body is not reused
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+        assert json.loads(body)["error"]["code"] == "request_timeout"
+        writer.close()
+        await writer.wait_closed()  # else the host's shutdown waits out aiohttp's lingering

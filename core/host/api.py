@@ -18,12 +18,14 @@ Who may do what (the OpenAPI descriptions say the same to clients):
   supervisors, admins and integrations see every queue.
 
 Every error is ``{"error": {"code", "message", "field"?}}``, unknown routes and wrong methods
-under /api/v1 included. Bodies are capped at 64 KiB. Requests are rate limited per client
-address (before authentication, so guessing tokens is slow too) and per token.
+under /api/v1 included. Bodies are capped at 64 KiB and must arrive within 30 s. Requests are
+rate limited per client address (before authentication, so guessing tokens is slow too) and per
+token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -61,6 +63,8 @@ PREFIX = "/api/v1"
 
 # Settings, read when `setup` runs: change them before, or replace `app[LIMITS]`'s buckets.
 MAX_BODY_BYTES = 64 * 1024
+# A body trickled in a byte at a time would hold its handler (and a connection) forever.
+BODY_TIMEOUT = 30.0
 TOKEN_RATE = 20.0  # requests a second per token, sustained
 TOKEN_BURST = 40.0
 ADDRESS_RATE = 50.0  # requests a second per client address, sustained
@@ -204,7 +208,11 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def response(self) -> web.Response:
-        return _json(ErrorBody(error=self.detail), self.status, self.headers)
+        response = _json(ErrorBody(error=self.detail), self.status, self.headers)
+        if self.status == 408:
+            # The rest of that body may still be coming: the connection cannot be reused.
+            response.force_close()
+        return response
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -324,10 +332,16 @@ async def _body(request: web.Request, model: type[T]) -> T:
         raise too_large
     # Read in chunks rather than trust Content-Length: a chunked body has none.
     data = bytearray()
-    async for chunk in request.content.iter_chunked(16 * 1024):
-        data += chunk
-        if len(data) > MAX_BODY_BYTES:
-            raise too_large
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for chunk in request.content.iter_chunked(16 * 1024):
+                data += chunk
+                if len(data) > MAX_BODY_BYTES:
+                    raise too_large
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"the body did not arrive within {BODY_TIMEOUT:g} s"
+        ) from None
     try:
         return msgspec.json.decode(data, type=model)
     except msgspec.ValidationError as e:

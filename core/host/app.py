@@ -116,10 +116,20 @@ def create_app(host: Host) -> web.Application:
     return app
 
 
+# A connection must send a whole request head within this long of opening (or of its last
+# response): aiohttp's default is an hour, so a client sending half a head and then nothing
+# (slowloris) held a socket that long. WebSockets, once upgraded, are not affected.
+IDLE_TIMEOUT = 30.0
+
+
+def runner_for(app: web.Application, **kwargs: object) -> web.AppRunner:
+    return web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT, **kwargs)
+
+
 async def serve_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
     """Serve `app` on a free 127.0.0.1 port, for the demo, tests and benches; returns the
     runner (clean it up to stop) and the base URL, http://127.0.0.1:PORT."""
-    runner = web.AppRunner(app, access_log=None)
+    runner = runner_for(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
@@ -161,7 +171,7 @@ async def serve(config: HostConfig, listen: tuple[str, int], data_dir: Path) -> 
     host = await open_host(config, data_dir)
     app = create_app(host)
     tune_gc()
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = runner_for(app, handle_signals=False)
     await runner.setup()
     site = web.SockSite(runner, sock, shutdown_timeout=5.0)
     await site.start()

@@ -32,7 +32,8 @@ agent's console session token (`ses_...`).
 
 ERROR_CODES = """\
 Every error has the body `{"error": {"code", "message", "field"?}}`. Codes: `unauthenticated`
-(401), `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `too_large` (413),
+(401), `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `request_timeout`
+(408), `too_large` (413),
 `unsupported_media_type` (415), `invalid_json` and `invalid_request` (400, with `field`, the
 JSON path of the offending field, e.g. `$.customer.id`), `unroutable` and `unknown_channel`
 (422), `rate_limited` (429, with `Retry-After`), other conflicts with the item's state (409),
@@ -105,6 +106,7 @@ def document(
                     },
                     "400",
                     "403",
+                    "408",
                     "409",
                     "413",
                     "415",
@@ -139,6 +141,7 @@ def document(
                     "400",
                     "403",
                     "404",
+                    "408",
                     "413",
                     "415",
                     "503",
@@ -226,6 +229,7 @@ def document(
         ),
         "403": _error("The token may not do this (see the authorization rules)."),
         "404": _error("No such interaction visible to this token."),
+        "408": _error("The body did not arrive within 30 seconds."),
         "409": _error("The request conflicts with the item's current state."),
         "413": _error(f"The body is larger than {max_body_bytes} bytes."),
         "415": _error("The body is not sent as application/json."),
