@@ -35,6 +35,7 @@ from core.protocol import (
     MessageEvent,
     OfferEvent,
     Ok,
+    Ping,
     Resume,
     Welcome,
     encoder,
@@ -196,6 +197,8 @@ async def test_a_half_sent_request_is_dropped_and_others_are_served(
     """Slowloris: a request head that never ends held a socket for aiohttp's default hour."""
     monkeypatch.setattr(app_module, "IDLE_TIMEOUT", 1.0)
     async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+        console = await h.agent("alice")  # a WebSocket: not cut off however quiet
+        socket_before = console._ws
         port = int(h.url.rsplit(":", 1)[1])
         slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
         for _, writer in slow:
@@ -209,6 +212,10 @@ async def test_a_half_sent_request_is_dropped_and_others_are_served(
         assert time.monotonic() - started < 5
         for _, writer in slow:
             writer.close()
+        await asyncio.sleep(1.5)  # the console has now been quiet for over the idle timeout
+        await console.request(Ping(ref=0), Ok)
+        assert console._ws is socket_before and not socket_before.closed  # the same socket
+        await console.close()
         await writer.wait_closed()  # else the host's shutdown waits out aiohttp's lingering
 
 
