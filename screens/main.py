@@ -159,10 +159,16 @@ class MainScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.drawn = True
-        self.refresh_areas({"all"})
         self.on_resize()
         self.query_one("#chat-list", ChatList).focus()
+        # After the first refresh, when every descendant has composed: the presence Select's
+        # own label may not exist yet at this point, and setting its value then raised
+        # NoMatches on a busy machine.
+        self.call_after_refresh(self.first_draw)
+
+    def first_draw(self) -> None:
+        self.drawn = True
+        self.refresh_areas({"all"})
 
     def on_resize(self, event: object = None) -> None:
         narrow = self.app.size.width < NARROW  # the terminal, known before layout
