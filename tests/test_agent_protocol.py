@@ -15,6 +15,7 @@ from core.config import example_config_path, parse_config
 from core.model import OfferKind
 from core.protocol import (
     CLOSE_REPLACED,
+    CLOSE_SESSION_ENDED,
     PROTOCOL_VERSION,
     CloseRecord,
     Error,
@@ -264,6 +265,7 @@ async def test_an_expired_session_drops_its_socket(
             while alice.status != "logged out":
                 await asyncio.sleep(0.1)
         # The host closed the socket saying the session ended; the session is gone.
+        assert alice._ws is not None and alice._ws.close_code == CLOSE_SESSION_ENDED
         assert not h.host.inbox.sessions.get("alice")
         await alice.close()
 
