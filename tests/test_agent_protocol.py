@@ -12,6 +12,7 @@ import pytest
 
 from core.client import ClientError, InboxClient
 from core.config import example_config_path, parse_config
+from core.host import agent_socket
 from core.model import OfferKind
 from core.protocol import (
     CLOSE_REPLACED,
@@ -26,6 +27,7 @@ from core.protocol import (
     OfferClosed,
     OfferEvent,
     Ok,
+    Ping,
     Resume,
     SendMessage,
     Transcript,
@@ -300,3 +302,27 @@ async def test_a_console_replaced_by_a_resume_does_not_take_its_session_back(
         assert len(h.host.inbox.sessions["alice"]) == 1
         await first.close()
         await second.close()
+
+
+async def test_a_socket_that_never_logs_in_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_socket, "LOGIN_TIMEOUT", 0.5)
+    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+        logged_in = await h.agent("alice")
+        idle = await http.ws_connect(h.agent_url)
+        await idle.send_bytes(encoder.encode(Hello(version=PROTOCOL_VERSION)))
+        assert isinstance(server_decoder.decode(await idle.receive_bytes()), Welcome)
+        await idle.send_bytes(encoder.encode({"t": "login", "ref": 1, "username": "x"}))
+        reply = server_decoder.decode(await idle.receive_bytes())  # a failed attempt: no grace
+        assert isinstance(reply, Error) and reply.code == "bad_frame", reply
+        error = server_decoder.decode(await idle.receive_bytes(timeout=5))
+        assert isinstance(error, Error) and error.code == "login_timeout", error
+        assert (await idle.receive(timeout=5)).type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+        )
+        # A console that logged in is not affected, however long it has been connected.
+        await logged_in.request(Ping(ref=0), Ok)
+        assert logged_in.status == "connected"
+        await logged_in.close()

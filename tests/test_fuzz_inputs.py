@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import aiohttp
 import msgspec
+import pytest
 import yarl
 from aiohttp import WSMsgType
 from hypothesis import HealthCheck, given, settings
@@ -85,6 +86,13 @@ FUZZ_SETTINGS = settings(
     # Shrinking replays against a host whose state moved on; a short, honest report is better.
     report_multiple_bugs=False,
 )
+
+
+@pytest.fixture(autouse=True)
+def patient_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fuzz keeps one socket unauthenticated for minutes on purpose; the login deadline
+    # (tests/test_agent_protocol.py) would close it mid-run.
+    monkeypatch.setattr(agent_socket, "LOGIN_TIMEOUT", 24 * 3600.0)
 
 
 def report(kind: str, n: int = 1) -> None:

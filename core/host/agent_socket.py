@@ -47,6 +47,9 @@ log = logging.getLogger("inbox_tui.host")
 
 HEARTBEAT = 20.0
 HELLO_TIMEOUT = 10.0
+# From hello to a successful login. The heartbeat alone would keep a socket that never logs
+# in open for ever, and a client could hold thousands of them at no cost but a descriptor.
+LOGIN_TIMEOUT = 30.0
 KICKS = {
     Kick.NOT_READING: (CLOSE_NOT_READING, b"not reading: resume to catch up"),
     Kick.REPLACED: (CLOSE_REPLACED, b"another console resumed this session"),
@@ -99,6 +102,7 @@ class Connection:
         self.session: AgentSession | None = None
         self.queue: asyncio.Queue[Event] | None = None
         self.writer: asyncio.Task[None] | None = None
+        self.closer: asyncio.Task[None] | None = None
         self.token = ""
 
     @property
@@ -112,17 +116,30 @@ class Connection:
     async def run(self) -> None:
         if not await self.hello():
             return
-        async for msg in self.ws:
-            if msg.type != WSMsgType.BINARY:
-                if msg.type == WSMsgType.TEXT:
-                    await self.send(Error(code="bad_frame", message="frames are msgpack binary"))
-                continue
-            try:
-                frame = decoding.decode(client_decoder.decode, msg.data)
-            except UNREADABLE as e:
-                await self.send(Error(code="bad_frame", message=f"unreadable frame: {e}"))
-                continue
-            await self.dispatch(frame)
+        overdue = asyncio.get_running_loop().call_later(LOGIN_TIMEOUT, self.login_overdue)
+        try:
+            async for msg in self.ws:
+                if msg.type != WSMsgType.BINARY:
+                    if msg.type == WSMsgType.TEXT:
+                        await self.send(
+                            Error(code="bad_frame", message="frames are msgpack binary")
+                        )
+                    continue
+                try:
+                    frame = decoding.decode(client_decoder.decode, msg.data)
+                except UNREADABLE as e:
+                    await self.send(Error(code="bad_frame", message=f"unreadable frame: {e}"))
+                    continue
+                await self.dispatch(frame)
+        finally:
+            overdue.cancel()
+
+    def login_overdue(self) -> None:
+        if self.session is None and self.closer is None:
+            message = f"log in within {LOGIN_TIMEOUT:g} s of hello"
+            self.closer = asyncio.get_running_loop().create_task(
+                self.close_with(Error(code="login_timeout", message=message))
+            )
 
     async def hello(self) -> bool:
         try:
