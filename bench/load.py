@@ -498,6 +498,8 @@ offer_timeout = 30
 [widget]
 channel = "chat"
 max_message_length = {max_message_length}
+# Every simulated customer comes from this machine's address.
+new_chats_per_address = 1000000
 """
 
 

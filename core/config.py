@@ -74,6 +74,7 @@ Shape of the file (core/examples/inbox.toml is a complete, commented example)::
     accent = "#2f6fde"             # #rrggbb
     max_message_length = 2000      # characters, at most 16000
     channel = "chat"               # default: the first sync channel
+    new_chats_per_address = 20     # new chats one client address may start a minute
 
 Presence defaults: a missing Available lists every channel, a missing Away or Offline lists
 none; a declared Available without `channels` also lists every channel. Offline can never
@@ -202,6 +203,7 @@ class WidgetSettings(Struct, frozen=True, kw_only=True):
     accent: str = "#2f6fde"
     max_message_length: int = 2000
     channel: str | None = None  # where widget chats arrive; None when there is no channel
+    new_chats_per_address: int = 20  # a minute, from one client address
 
 
 class HostConfig(Struct, frozen=True, kw_only=True):
@@ -254,6 +256,7 @@ class _WidgetTable(_Table):
     accent: str = "#2f6fde"
     max_message_length: Annotated[int, Meta(ge=1, le=16_000)] = 2000
     channel: Name | None = None
+    new_chats_per_address: Annotated[int, Meta(ge=1, le=1_000_000)] = 20
 
 
 class _ChannelTable(_Table):
@@ -1102,6 +1105,7 @@ class _Loader:
             accent=t.accent,
             max_message_length=t.max_message_length,
             channel=channel,
+            new_chats_per_address=t.new_chats_per_address,
         )
 
     def _check_router(self, config: HostConfig) -> None:

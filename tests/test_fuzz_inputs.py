@@ -32,6 +32,7 @@ import yarl
 from aiohttp import WSMsgType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from core.client import ClientError, InboxClient
 from core.host import agent_socket, api, decoding, widget
@@ -692,10 +693,13 @@ def widget_garbage(kind: str, data: str | bytes) -> bool:
 async def test_widget_socket_answers_every_frame_and_serves_on(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    # The per-connection rate limit would turn most of the run into rate_limited answers.
+    # The per-connection and per-address limits would turn most of the run into rate_limited
+    # answers (tests/test_widget.py tests them).
     monkeypatch.setattr(widget, "RATE_PER_SECOND", 1e9)
     monkeypatch.setattr(widget, "RATE_BURST", 1e9)
-    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+    config = fast_config()
+    config = replace(config, widget=replace(config.widget, new_chats_per_address=10**6))
+    async with running_host(tmp_path, config) as h, aiohttp.ClientSession() as http:
         url = h.url.replace("http://", "ws://") + "/widget/ws"
         fresh, started = WidgetPeer(http, url, False), WidgetPeer(http, url, True)
         await fresh.connect()

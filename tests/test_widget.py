@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
+from msgspec.structs import replace
 
 from core.config import HostConfig, WidgetSettings, example_config_path, load_config
 from core.host import widget
@@ -440,6 +441,30 @@ async def test_rate_limit_refuses_the_excess_and_stores_nothing_of_it(
     assert limited and len(acked) <= widget.RATE_BURST + 5
     stored = await served.host.store.list_messages(number, limit=1000)
     assert {m.client_msg_id for m in stored if m.sender_kind == SenderKind.CUSTOMER} == acked
+
+
+async def test_one_address_may_start_only_so_many_chats(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    config = load_config(example_config_path())
+    config = replace(config, widget=replace(config.widget, new_chats_per_address=3))
+    served = await serve(config, tmp_path)
+    try:
+        started = []
+        for _ in range(3):
+            c = await connect(http, served)
+            started.append((await c.start())["conversation"])
+        refused = await connect(http, served)
+        await refused.send(t="start", name="Flood", email="flood@example.com")
+        error = await refused.expect_error("rate_limited")
+        assert "try again in 20 seconds" in error["message"], error  # a minute's budget of 3
+        # Nothing was created for the refused start, and its socket still answers.
+        records = await served.host.store.list_interactions(limit=100)
+        assert sorted(r.number for r in records) == sorted(started)
+        await refused.send(t="dance")
+        await refused.expect_error("unknown_type")
+    finally:
+        await stop(served)
 
 
 # ---------------------------------------------------------------------------- ends of a chat

@@ -36,8 +36,9 @@ host → client
         start_timeout: the host closes.
 
 Frames over 32 KiB get `too_large`; over 128 KiB the transport closes the socket (1009).
-Each connection may send 10 frames a second (bursts of 20); the excess gets `rate_limited`
-and is not acted on. Closing the socket without `leave` does not end the chat: the customer
+Each connection may send 10 frames a second (bursts of 20), and each client address may start
+`[widget] new_chats_per_address` chats a minute; the excess gets `rate_limited` and is not
+acted on. Closing the socket without `leave` does not end the chat: the customer
 may be reloading the page, and resumes with the ticket kept in localStorage.
 
 The ticket is `<customer>.<hex HMAC-SHA256("<conversation>|<customer>")>` under a key kept in
@@ -53,6 +54,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -70,6 +72,7 @@ from msgspec import Meta
 
 from core.config import WidgetSettings
 from core.host import decoding
+from core.host.ratelimit import TokenBuckets
 from core.host.state import HOST, Host
 from core.model import InteractionRecord, InteractionState, Message, SenderKind
 from core.protocol import Event, InteractionEvent, MessageEvent, TypingEvent
@@ -91,6 +94,7 @@ HEARTBEAT = 20.0
 RATE_PER_SECOND = 10.0
 RATE_BURST = 20.0
 OUTGOING_LIMIT = 1_000
+MAX_ADDRESSES = 10_000  # addresses whose new-chat budget is remembered (ratelimit.py)
 NAME_MAX = 80
 EMAIL_MAX = 200  # the record's customer_contact is a Label
 MAX_ATTRIBUTES = 10
@@ -211,6 +215,13 @@ class Tickets:
 class Widget:
     host: Host
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+    @cached_property
+    def new_chats(self) -> TokenBuckets:
+        """Per client address: the widget is public, and every chat started is a work item
+        that some agent must be offered; one script must not be able to fill the queues."""
+        per_minute = self.host.config.widget.new_chats_per_address
+        return TokenBuckets(per_minute / 60, per_minute, max_keys=MAX_ADDRESSES)
 
     @cached_property
     def tickets(self) -> Tickets:
@@ -470,6 +481,14 @@ class CustomerConnection:
         if len(email) > EMAIL_MAX or not EMAIL.fullmatch(email):
             raise Refused("bad_field", "email: an address like name@example.com")
         attributes = check_attributes(frame.attributes)
+        wait = self.widget.new_chats.take(self.address, time.monotonic())
+        if wait:
+            log.info("event=widget_refused address=%s code=rate_limited", self.address)
+            raise Refused(
+                "rate_limited",  # shown to the customer on the start form
+                "Too many chats were started from your network. "
+                f"Please try again in {math.ceil(wait)} seconds.",
+            )
         customer = f"web-{secrets.token_hex(8)}"
         try:
             record = await self.host.inbox.start_conversation(
