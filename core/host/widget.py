@@ -306,23 +306,6 @@ def decode_frame(text: str) -> Any:
     return decoding.decode(msgspec.json.decode, text)
 
 
-class TokenBucket:
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
-
-
 class CustomerConnection:
     """One customer socket. A single writer task sends every outgoing frame in order; the
     reader and the inbox's (synchronous) watcher callback only queue them."""
@@ -334,7 +317,7 @@ class CustomerConnection:
         self.address = address
         self.out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=OUTGOING_LIMIT)
         self.writer: asyncio.Task[None] | None = None
-        self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
+        self.frames = TokenBuckets(RATE_PER_SECOND, RATE_BURST, max_keys=1)  # this socket's
         self.number: str | None = None
         self.customer = ""
         self.customer_name = ""
@@ -402,7 +385,7 @@ class CustomerConnection:
                 log.info("event=widget_bad_frame address=%s error=%s", self.address, msg.data)
                 break
             # Every frame spends a token, even a bad one: a flood of garbage costs us too.
-            allowed = self.bucket.take()
+            allowed = not self.frames.take("", time.monotonic())
             try:
                 if msg.type != WSMsgType.TEXT:
                     raise Refused("bad_json", "frames are JSON text")
