@@ -100,12 +100,18 @@ class StoreStats:
     max_commit_seconds: float = 0.0
     # Committed batches by size; key = inclusive power-of-two upper bound of the batch size.
     batch_sizes: dict[int, int] = field(default_factory=dict)
+    # Why the latest commit failed, until one succeeds again: what /healthz reports.
+    failing: str | None = None
 
-    def record_batch(self, size: int, seconds: float, *, committed: bool) -> None:
+    def record_batch(
+        self, size: int, seconds: float, *, committed: bool, error: str | None = None
+    ) -> None:
         self.write_seconds += seconds
         if not committed:
             self.failed_commits += 1
+            self.failing = error or "a commit failed"
             return
+        self.failing = None
         self.commits += 1
         self.ops += size
         if seconds > SLOW_COMMIT_S:

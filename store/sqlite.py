@@ -616,7 +616,10 @@ class SQLiteStore:
                 if not op.future.done():
                     op.future.set_exception(StoreClosed(f"{self._path}: the writer stopped"))
             raise
-        self.stats.record_batch(len(batch), time.perf_counter() - started, committed=committed)
+        error = None if committed or not outcomes else str(outcomes[0][1])
+        self.stats.record_batch(
+            len(batch), time.perf_counter() - started, committed=committed, error=error
+        )
         for op, (ok, value) in zip(batch, outcomes, strict=True):
             if op.future.done():
                 continue

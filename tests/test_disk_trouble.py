@@ -138,9 +138,9 @@ class Traffic:
         await web.expect(lambda f: f["t"] == "resumed", "resumed")
         return web
 
-    async def refused(self, tag: str) -> None:
-        """Every write is refused with a clear error and nothing is acknowledged; reads and
-        the host itself stay up."""
+    async def refused(self, tag: str, cause: str) -> None:
+        """Every write is refused with a clear error and nothing is acknowledged; reads go
+        on, and /healthz says the host is degraded and why (`cause`)."""
         async with self.http() as http:
             for i in range(3):
                 assert await self.customer_says(http, f"{tag}-{i}") == 503
@@ -154,7 +154,9 @@ class Traffic:
             assert error["code"] == "unavailable", error
             await web.ws.close()
             async with http.get(f"{self.host.base_url}/healthz") as r:
-                assert r.status == 200
+                health = await r.json()
+                assert r.status == 503 and health["status"] == "degraded", health
+                assert cause in health["store"], health
             async with http.get(f"{self.host.base_url}/api/v1/interactions/{self.number}") as r:
                 assert r.status == 200, await r.text()
 
@@ -173,6 +175,8 @@ class Traffic:
             )
             self.web_acked.append(f"w {tag}")
             await web.ws.close()
+            async with http.get(f"{self.host.base_url}/healthz") as r:
+                assert r.status == 200 and (await r.json())["status"] == "ok"
 
     async def check_store(self, data: Path) -> None:
         """Every acknowledged message is stored exactly once, with its own text."""
@@ -204,7 +208,7 @@ async def test_a_full_disk_refuses_clearly_loses_nothing_and_recovers(tmp_path: 
         try:
             await traffic.open()
             filler = fill(data)
-            await traffic.refused("full")
+            await traffic.refused("full", "the disk is full")
             filler.unlink()
             await traffic.retried("full")  # the same host, once space is back
         finally:
@@ -250,7 +254,7 @@ async def test_a_disk_turning_read_only_refuses_clearly_and_loses_nothing(
         try:
             await traffic.open()
             fail_disk(data)
-            await traffic.refused("ro")
+            await traffic.refused("ro", "the file system is read-only")
         finally:
             with contextlib.suppress(AttributeError):
                 await traffic.agent.close()

@@ -79,15 +79,20 @@ async def close_host(host: Host) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 "ok", or 503 "degraded" while the latest store commit failed (a full or failing
+    disk): the host still serves reads, but a load balancer should send new work elsewhere.
+    The next successful commit (a retry, once the disk is fixed) clears it."""
     host = request.app[HOST]
-    return web.json_response(
-        {
-            "status": "ok",
-            "uptime": round(time.time() - host.started_at, 3),
-            "connected_agents": host.connected_agents,
-            "open_items": len(host.inbox.routing.router.items),
-        }
-    )
+    failing = host.store.stats.failing
+    body = {
+        "status": "degraded" if failing else "ok",
+        "uptime": round(time.time() - host.started_at, 3),
+        "connected_agents": host.connected_agents,
+        "open_items": len(host.inbox.routing.router.items),
+    }
+    if failing:
+        body["store"] = failing
+    return web.json_response(body, status=503 if failing else 200)
 
 
 # Kernel send buffer of each WebSocket (agent console, widget customer). Linux lets it grow to
