@@ -16,13 +16,13 @@ import asyncio
 import json
 import math
 import os
-import socket
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from bench.slow_consoles import small_window_socket
 from core.host import api
 from core.host import app as app_module
 from core.model import Role
@@ -45,20 +45,12 @@ from tests.hosting import running_host
 
 STUCK = 100
 # The host drops a console whose queue holds OUTGOING_LIMIT (1,000) events it could not send;
-# the socket buffers ahead of that queue are kept small (small_window), so a few more do.
+# the socket buffers ahead of that queue are kept small (small_window_socket), so a few more
+# do.
 BIG_LINES = 1_250
 BIG = "x" * 4_000
 LINES = 200
 REPORT = os.environ.get("INBOX_SLOW_REPORT")
-
-
-def small_window(addr_info: tuple) -> socket.socket:  # type: ignore[type-arg]
-    """A client socket with a 4 KiB receive buffer: a console on a slow link, whose unread
-    bytes back up to the host after kilobytes rather than the megabytes loopback allows."""
-    family, kind, proto, _, _ = addr_info
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    return sock
 
 
 async def frame(ws: aiohttp.ClientWebSocketResponse) -> object:
@@ -99,7 +91,9 @@ async def test_stuck_consoles_are_dropped_others_served_and_they_can_resume(
     async with (
         running_host(tmp_path) as h,
         aiohttp.ClientSession() as http,
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_window)) as slow,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(socket_factory=lambda _: small_window_socket())
+        ) as slow,
     ):
         tokens = [
             (await h.host.auth.create_api_token(f"stuck-{i}", "bob", Role.AGENT, None))[0]
