@@ -40,7 +40,7 @@ from typing import Any
 from textual import events
 from textual.css.query import NoMatches
 
-from core.config import example_config_path, load_config
+from core.demo import DEMO_PASSWORD, demo_config
 from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.state import Host
 from core.model import (
@@ -60,7 +60,7 @@ from tui.widgets.chat_list import ChatList
 from tui.widgets.transcript import Transcript
 from tui.widgets.virtual_list import VirtualList
 
-AGENT, PASSWORD = "alice", "demo"
+AGENT, PASSWORD = "alice", DEMO_PASSWORD
 CUSTOMER = "web-bench"
 SIZE = (160, 50)
 BATCH = 1000  # concurrent store writes per gather: enough for the writer to group-commit
@@ -299,7 +299,7 @@ async def run(conversations: int, messages: int, samples: int) -> dict[str, Any]
         # The console saves alice's session token: keep it out of the user's state directory.
         os.environ["XDG_STATE_HOME"] = str(Path(tmp) / "state")
         os.environ["XDG_CONFIG_HOME"] = str(Path(tmp) / "config")
-        host = await open_host(load_config(example_config_path()), Path(tmp) / "data")
+        host = await open_host(demo_config(), Path(tmp) / "data")
         runner, url = await serve_loopback(create_app(host))
         try:
             number, timings = await seed(host, conversations, messages)

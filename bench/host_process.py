@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import example_config_path
+from core.demo import demo_config_text
 
 # The installed entry point, next to the interpreter running (the venv's bin/), so what
 # `pip install` put there is what runs.
@@ -76,8 +76,12 @@ def start_host(
 ) -> HostProcess:
     """Start `inbox-tui --server` on `port` (by default 0: the kernel picks a free one, so no
     race with other runs) and return once /healthz answers. A restart on the same `root`
-    reuses the data directory, as an admin restarting the service would."""
+    reuses the data directory, as an admin restarting the service would. Without `config`
+    the host runs the demo's, every agent with core.demo.DEMO_PASSWORD."""
     root.mkdir(parents=True, exist_ok=True)
+    if config is None:
+        config = root / "demo.toml"
+        config.write_text(demo_config_text(), encoding="utf-8")
     log = root / "host.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -89,7 +93,7 @@ def start_host(
                 "--data",
                 str(root / "data"),
                 "--config",
-                str(config or example_config_path()),
+                str(config),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,

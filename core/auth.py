@@ -35,14 +35,16 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from core.config import HostConfig
 from core.model import Role
 from store.base import ApiToken, SessionRecord, Store
+
+if TYPE_CHECKING:  # core.config checks config passwords with check_password_rules
+    from core.config import HostConfig
 
 __all__ = [
     "API_PREFIX",
@@ -484,17 +486,18 @@ class Authenticator:
         return await self._store.revoke_agent_sessions(agent_id, self._clock())
 
     async def seed(self, config: HostConfig) -> list[str]:
-        """First start: store the config's agents not stored yet, and give those with a seed
-        password (`password = ...`, demo only) that password if they have none yet. Agents
+        """First start: store the config's agents not stored yet, and give those with a
+        password in the config (`password = ...`) that password if they have none yet. Agents
         already stored are left as they are. Returns the ids whose password was seeded.
 
-        Seed passwords skip the length rules: the config allows the demo's "demo"."""
+        Config passwords obey the same rules as any other (the config loader says which line
+        breaks them); PasswordError here means a HostConfig built in code broke them."""
         stored = {a.id for a in await self._store.list_agents()}
         await self._store.upsert_agents(a for a in config.agents if a.id not in stored)
         seeded: list[str] = []
         for agent_id, password in config.seed_passwords.items():
             if await self._store.get_agent_password_hash(agent_id) is None:
-                password_hash = await _off_loop(self._hasher.hash, _normalise(password))
+                password_hash = await hash_password(password, hasher=self._hasher)
                 await self._store.set_agent_password_hash(agent_id, password_hash)
                 seeded.append(agent_id)
         return seeded

@@ -10,7 +10,8 @@ The file is read once at start-up, so every mistake in it is worth a precise mes
 The first mistake found is reported; fix it and load again. Problems with the file as a whole
 (missing, unreadable, over 1 MiB) carry no line, because no line is to blame.
 
-Shape of the file (core/examples/inbox.toml is a complete, commented example)::
+Shape of the file (core/examples/inbox.toml, what `inbox-tui admin init` writes, is a
+commented example; core/examples/demo.toml is the demo's)::
 
     [host]                         # optional; every key has a default
     listen = "127.0.0.1:8600"      # host:port, IPv6 as [::1]:8600; port 0 = any free port
@@ -60,7 +61,8 @@ Shape of the file (core/examples/inbox.toml is a complete, commented example)::
     universal_capacity = 6         # items across all channels
     groups = ["tier1"]
     disabled = false
-    password = "demo"              # demo only: seeds a login; omit in production
+    password = "..."               # 8 to 1024 characters; sets a login at first start.
+                                   # Better: inbox-tui admin agent passwd (no secret in a file)
 
     [[template]]
     shortcut = "greet"             # unique within its scope
@@ -101,6 +103,7 @@ from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origi
 import msgspec
 from msgspec import Meta, Struct
 
+from core.auth import PasswordError, check_password_rules
 from core.model import (
     AVAILABLE,
     AWAY,
@@ -310,7 +313,7 @@ class _AgentTable(_Table):
     universal_capacity: Annotated[int, Meta(ge=0, le=MAX_CAPACITY)] = 10
     groups: list[Name] = []
     disabled: bool = False
-    password: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    password: str | None = None  # checked by check_password_rules, for its message
 
 
 class _TemplateTable(_Table):
@@ -357,7 +360,8 @@ def default_config_path() -> Path:
 
 
 def example_config_path() -> Path:
-    """The commented example shipped in the package (what the demo runs on)."""
+    """The commented config for a real host, shipped in the package; `inbox-tui admin init`
+    copies it. It names no agent and no password (the demo's is core.demo)."""
     # The package is always installed as a directory (never zipped), so this is a real file.
     return Path(str(resources.files("core").joinpath("examples", "inbox.toml")))
 
@@ -1043,6 +1047,12 @@ class _Loader:
                 )
             )
             if t.password is not None:
+                try:
+                    check_password_rules(t.password)
+                except PasswordError as e:
+                    self.fail(
+                        (*at, "password"), f"{e} (the rules of `inbox-tui admin agent passwd`)"
+                    )
                 passwords[t.id] = t.password
         return agents, passwords
 

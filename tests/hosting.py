@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.client import InboxClient
-from core.config import HostConfig, example_config_path, load_config, parse_config
+from core.config import HostConfig, parse_config
+from core.demo import DEMO_PASSWORD, demo_config, demo_config_text
 from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.state import Host
 from core.model import Role
@@ -36,10 +37,10 @@ class RunningHost:
         return self.url.replace("http://", "ws://") + "/agent"
 
     async def agent(self, name: str, presence: str | None = "Available") -> InboxClient:
-        """An agent logged in over the real socket (demo password), optionally set present."""
+        """An agent logged in over the real socket (DEMO_PASSWORD), optionally set present."""
         client = InboxClient(self.agent_url, backoff=(0.05, 0.2))
         await client.connect()
-        await client.login(name, "demo")
+        await client.login(name, DEMO_PASSWORD)
         if presence:
             await client.set_presence(presence)
         return client
@@ -52,8 +53,9 @@ class RunningHost:
 
 
 def fast_config_text() -> str:
-    """The example config, with the chat queues replaced by one quick general queue."""
-    text = example_config_path().read_text()
+    """The demo config (agents with DEMO_PASSWORD), with the chat queues replaced by one quick
+    general queue."""
+    text = demo_config_text()
     start = text.index("[[queue]]")
     end = text.index("# Asynchronous messaging")
     return text[:start] + FAST_QUEUES + "\n" + text[end:]
@@ -67,7 +69,7 @@ def fast_config() -> HostConfig:
 async def running_host(
     tmp_path: Path, config: HostConfig | None = None
 ) -> AsyncIterator[RunningHost]:
-    host = await open_host(config or load_config(example_config_path()), tmp_path / "data")
+    host = await open_host(config or demo_config(), tmp_path / "data")
     runner, url = await serve_loopback(create_app(host))
     try:
         yield RunningHost(host=host, url=url)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from core.auth import Authenticator, AuthError, Principal
-from core.config import example_config_path
+from core.demo import demo_config_path
 from core.model import Role
 from store import SQLiteStore, open_store
 
@@ -261,7 +261,7 @@ def test_a_token_without_an_agent(env: dict[str, str], data: Path) -> None:
 
 # -- queues -----------------------------------------------------------------------------------
 
-EXAMPLE_QUEUES = [
+DEMO_QUEUES = [
     ("vip", "chat", "5", "least_recent", 'tier in ("gold", "platinum")', "tier2"),
     ("french", "chat", "10", "most_capacity", 'language == "fr"', "french"),
     ("general", "chat", "100", "most_capacity", "-", "tier1,tier2"),
@@ -271,16 +271,15 @@ EXAMPLE_QUEUES = [
 ]
 
 
-def test_queue_list_shows_the_shipped_example(env: dict[str, str]) -> None:
-    out = ok(admin(env, None, "queue", "list", "--config", str(example_config_path())))
+def test_queue_list_shows_the_demo_queues_in_routing_order(env: dict[str, str]) -> None:
+    out = ok(admin(env, None, "queue", "list", "--config", str(demo_config_path())))
     rows = [tuple(r.values()) for r in table(out)]
-    assert rows == EXAMPLE_QUEUES
+    assert rows == DEMO_QUEUES
 
 
-def test_queue_list_falls_back_to_the_example_and_says_so(env: dict[str, str]) -> None:
-    run = admin(env, None, "queue", "list")
-    assert [tuple(r.values()) for r in table(ok(run))] == EXAMPLE_QUEUES
-    assert "no config at" in run.stderr and "shipped example" in run.stderr
+def test_queue_list_without_a_config_says_how_to_make_one(env: dict[str, str]) -> None:
+    message = one_line_error(admin(env, None, "queue", "list"))
+    assert "no config at" in message and "inbox-tui admin init" in message
 
 
 def test_queue_list_reports_a_broken_config_at_its_line(

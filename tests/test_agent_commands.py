@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from core.client import ClientError, InboxClient
+from core.demo import DEMO_PASSWORD
 from core.protocol import (
     AddWorkNote,
     AnswerInvitation,
@@ -323,7 +324,7 @@ async def test_a_console_that_stops_reading_is_dropped_and_others_are_not_slowed
 
         stuck = await http.ws_connect(h.agent_url, max_msg_size=0)
         await stuck.send_bytes(encoder.encode(Hello(version=PROTOCOL_VERSION)))
-        await stuck.send_bytes(encoder.encode(Login(username="alice", password="demo")))
+        await stuck.send_bytes(encoder.encode(Login(username="alice", password=DEMO_PASSWORD)))
         await asyncio.sleep(0.5)
         big = "x" * 15_000
         # Enough to fill the stuck socket's buffers (kernel and aiohttp) and its queue.

@@ -11,7 +11,8 @@ import msgspec
 import pytest
 
 from core.client import ClientError, InboxClient
-from core.config import example_config_path, parse_config
+from core.config import parse_config
+from core.demo import DEMO_PASSWORD, demo_config_text
 from core.host import agent_socket
 from core.model import OfferKind
 from core.protocol import (
@@ -56,7 +57,7 @@ async def test_login_errors_are_clear(tmp_path: Path) -> None:
         with pytest.raises(ClientError) as e2:
             await client.login("nobody", "wrong")
         assert e2.value.message == e.value.message  # does not reveal which was wrong
-        reply = await client.login("alice", "demo")
+        reply = await client.login("alice", DEMO_PASSWORD)
         assert reply.snapshot.me.id == "alice" and reply.token.startswith("ses_")
         assert {p.name for p in reply.snapshot.presences} >= {"Available", "Away", "Offline"}
         await client.close()
@@ -259,7 +260,7 @@ async def test_waiting_customer_is_offered_when_an_agent_comes_online(tmp_path: 
 async def test_an_expired_session_drops_its_socket(
     tmp_path: Path,
 ) -> None:
-    text = example_config_path().read_text().replace("session_ttl = 43200", "session_ttl = 1")
+    text = demo_config_text().replace("session_ttl = 43200", "session_ttl = 1")
     async with running_host(tmp_path, parse_config(text, name="short.toml")) as h:
         alice = await h.agent("alice")
         # The reaper runs every 5 s: by then the 1 s session has expired.

@@ -16,7 +16,8 @@ from aiohttp import web
 from msgspec.structs import replace
 from openapi_spec_validator import validate
 
-from core.config import HostConfig, example_config_path, load_config
+from core.config import HostConfig
+from core.demo import DEMO_PASSWORD, demo_config
 from core.host import api, metrics
 from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.ratelimit import TokenBuckets
@@ -60,7 +61,7 @@ class Api:
 
 def example_config() -> HostConfig:
     # Only dan logs in with a password here; each seeded password is a deliberately slow hash.
-    return replace(load_config(example_config_path()), seed_passwords={"dan": "demo"})
+    return replace(demo_config(), seed_passwords={"dan": DEMO_PASSWORD})
 
 
 @contextlib.asynccontextmanager
@@ -150,7 +151,7 @@ async def test_messaging_conversation_and_idempotent_customer_messages(server: A
     bob = await server.token("bob", Role.AGENT)
     status, error, _ = await server.call("POST", path, bob, json=second)
     assert status == 403 and error["error"]["code"] == "forbidden"
-    dan = await server.host.auth.login("dan", "demo", "127.0.0.1")
+    dan = await server.host.auth.login("dan", DEMO_PASSWORD, "127.0.0.1")
     status, error, _ = await server.call("POST", "/api/v1/items", dan.token, json=item)
     assert status == 403
 
@@ -186,7 +187,7 @@ async def test_who_may_read_an_interaction(server: Api) -> None:
     assert (status, missing["error"]["code"]) == (404, "not_found")
 
     # A supervisor's console session: everything, work notes included.
-    dan = await server.host.auth.login("dan", "demo", "127.0.0.1")
+    dan = await server.host.auth.login("dan", DEMO_PASSWORD, "127.0.0.1")
     status, view, _ = await server.call("GET", path, dan.token)
     assert status == 200 and "work_note" in {m["kind"] for m in view["messages"]}
 

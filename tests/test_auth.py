@@ -32,7 +32,7 @@ from core.auth import (
     token_digest,
     verify_password,
 )
-from core.config import example_config_path, load_config
+from core.demo import DEMO_PASSWORD, demo_config
 from core.model import Agent, Role
 from store import DB_FILENAME, NotFound, SessionRecord, SQLiteStore, StoreConflict
 
@@ -426,10 +426,10 @@ async def test_the_store_guards_sessions(store: SQLiteStore) -> None:
 # -- seeding ----------------------------------------------------------------------------------
 
 
-async def test_seed_stores_missing_agents_and_their_demo_passwords_once(
+async def test_seed_stores_missing_agents_and_their_config_passwords_once(
     tmp_path: Path, clock: Clock
 ) -> None:
-    config = load_config(example_config_path())
+    config = demo_config()
     async with SQLiteStore(tmp_path / DB_FILENAME, tmp_path) as store:
         await store.upsert_agents([Agent(id="alice", display_name="Changed by an admin")])
         auth = make_auth(store, clock)
@@ -437,11 +437,21 @@ async def test_seed_stores_missing_agents_and_their_demo_passwords_once(
         assert {a.id for a in await store.list_agents()} == {a.id for a in config.agents}
         alice = await store.get_agent("alice")
         assert alice is not None and alice.display_name == "Changed by an admin"
-        session = await auth.login("bob", "demo", None)  # shorter than a set password may be
+        session = await auth.login("bob", DEMO_PASSWORD, None)
         assert session.agent == "bob"
         await auth.set_password("bob", "not the demo one")
         assert await auth.seed(config) == []
-        assert (await refused(auth.login("bob", "demo", None))).code == "bad_credentials"
+        assert (await refused(auth.login("bob", DEMO_PASSWORD, None))).code == "bad_credentials"
+
+
+async def test_seed_passwords_obey_the_password_rules(tmp_path: Path, clock: Clock) -> None:
+    # The config loader refuses such a file with its line; a HostConfig built in code must
+    # not slip a short password past the rules either.
+    config = replace(demo_config(), seed_passwords={"bob": "demo"})
+    async with SQLiteStore(tmp_path / DB_FILENAME, tmp_path) as store:
+        with pytest.raises(PasswordError, match="too short"):
+            await make_auth(store, clock).seed(config)
+        assert await store.get_agent_password_hash("bob") is None
 
 
 # -- the limiter alone ------------------------------------------------------------------------

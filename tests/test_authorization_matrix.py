@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from core.client import ClientError, InboxClient
+from core.demo import DEMO_PASSWORD
 from core.model import RecordKind, Role
 from core.protocol import (
     PROTOCOL_VERSION,
@@ -335,7 +336,7 @@ async def session_start(w: World, who: str, frame: AnyClientFrame) -> str:
 
 
 async def login(w: World, who: str) -> str:
-    return await session_start(w, who, Login(username="chloe", password="demo"))
+    return await session_start(w, who, Login(username="chloe", password=DEMO_PASSWORD))
 
 
 async def authenticate(w: World, who: str) -> str:

@@ -21,6 +21,7 @@ from core.config import (
     example_config_path,
     load_config,
 )
+from core.demo import DEMO_PASSWORD, demo_config, demo_config_path
 from core.model import (
     AVAILABLE,
     AWAY,
@@ -68,8 +69,8 @@ def with_channels(tmp_path: Path, text: str) -> Path:
 # ---------------------------------------------------------------------------- the example
 
 
-def test_example_loads_and_builds_a_router() -> None:
-    path = example_config_path()
+def test_the_demo_config_loads_and_builds_a_router() -> None:
+    path = demo_config_path()
     assert path.is_file()
     assert path.parent.name == "examples"
     config = load_config(path)
@@ -106,7 +107,9 @@ def test_example_loads_and_builds_a_router() -> None:
     assert set(agents) == {"alice", "bob", "chloe", "dan", "admin"}
     assert agents["chloe"].skills == {"french": 3}
     assert agents["dan"].role is Role.SUPERVISOR and agents["admin"].role is Role.ADMIN
-    assert config.seed_passwords == dict.fromkeys(agents, "demo")
+    # On disk the demo names no password: started as a real host, it lets nobody log in.
+    assert config.seed_passwords == {}
+    assert demo_config().seed_passwords == dict.fromkeys(agents, DEMO_PASSWORD)
 
     assert [t.shortcut for t in config.templates] == ["greet", "wait", "bye", "case-created"]
     fields = {"customer.name": "Ana", "agent.name": "Alice", "interaction.number": "IMS0001001"}
@@ -119,6 +122,37 @@ def test_example_loads_and_builds_a_router() -> None:
     router = Router(config.routing_config())
     assert router.members("french") == ["chloe"]
     assert "admin" not in router.members("general")
+
+
+def test_the_init_config_has_no_agent_and_no_password_and_routes() -> None:
+    """What `inbox-tui admin init` writes: a real host's start, every queue reachable."""
+    config = load_config(example_config_path())
+    assert config.agents == [] and config.seed_passwords == {}
+    assert [c.name for c in config.channels] == ["chat", "messaging", "case", "incident"]
+    assert {q.channel for q in config.queues} == {c.name for c in config.channels}
+    assert all(q.groups == ("support",) for q in config.queues)
+    assert config.host.listen_host == "127.0.0.1"
+    Router(config.routing_config())
+
+
+def test_a_config_password_obeys_the_password_rules(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [[channel]]
+        name = "chat"
+        mode = "sync"
+
+        [[agent]]
+        id = "admin"
+        role = "admin"
+        password = "demo"
+        """,
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.line == 8
+    assert "too short: use at least 8 characters" in str(e.value)
 
 
 def test_config_is_frozen() -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.config import ConfigError, HostConfig, example_config_path, load_config, parse_config
+from core.config import ConfigError, HostConfig, load_config, parse_config
+from core.demo import demo_config_path
 
 EXAMPLES = int(os.environ.get("INBOX_FUZZ_EXAMPLES", "20"))
-EXAMPLE = example_config_path().read_text()
+EXAMPLE = demo_config_path().read_text()
 LINES = EXAMPLE.splitlines()
 KEYS = [
     "name",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.client import InboxClient
+from core.demo import DEMO_PASSWORD
 from core.protocol import OfferEvent
 from screens.help import HelpScreen
 from screens.login import LoginScreen
@@ -35,7 +36,7 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def console(h: RunningHost, user: str = "alice", **settings: object) -> InboxApp:
     return InboxApp(
         ConsoleSettings(url=h.agent_url, user=user, bell=False, **settings),  # type: ignore[arg-type]
-        password="demo",
+        password=DEMO_PASSWORD,
     )
 
 
@@ -86,7 +87,7 @@ async def test_login_errors_are_shown_on_the_login_screen(tmp_path: Path) -> Non
                     in str(app.screen.query_one("#login-error").render())
                 ),
             )
-            await pilot.press(*"demo", "enter")
+            await pilot.press(*DEMO_PASSWORD, "enter")
             await until(pilot, lambda: isinstance(app.screen, MainScreen))
     down = InboxApp(ConsoleSettings(url="ws://127.0.0.1:9/agent", user="alice"), password="x")
     async with down.run_test(size=SIZE) as pilot:
@@ -139,7 +140,7 @@ async def test_reject_with_a_reason_reaches_another_agent(tmp_path: Path) -> Non
     async with running_host(tmp_path) as h:
         bob = InboxClient(h.agent_url)
         await bob.connect()
-        await bob.login("bob", "demo")
+        await bob.login("bob", DEMO_PASSWORD)
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: isinstance(app.screen, MainScreen))
@@ -161,7 +162,7 @@ async def test_transfer_and_invite_pickers(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
         bob = InboxClient(h.agent_url)
         await bob.connect()
-        await bob.login("bob", "demo")
+        await bob.login("bob", DEMO_PASSWORD)
         await bob.set_presence("Available")
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:

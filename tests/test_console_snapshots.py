@@ -18,7 +18,7 @@ import pytest
 from textual import events
 from textual.pilot import Pilot
 
-from core.config import example_config_path, load_config
+from core.demo import demo_config
 from core.model import (
     InteractionRecord,
     InteractionState,
@@ -85,7 +85,7 @@ def _record(
 def fixed_snapshot() -> Snapshot:
     """Alice, Available: one live chat, three messaging conversations (two with news) and
     one pending offer, as the host would send them at FIXED_NOW."""
-    config = load_config(example_config_path())
+    config = demo_config()
     agents = [
         AgentView(id="alice", display_name="Alice Martin", role=Role.AGENT, presence="Available"),
         AgentView(id="bob", display_name="Bob Okafor", role=Role.AGENT, presence="Away"),

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from bench.host_process import INBOX_TUI, HostProcess, base_env, console_env, stop_process
+from core.demo import DEMO_PASSWORD
 from tests.console_terminal import (
     POLL,
     TMUX,
@@ -262,7 +263,7 @@ async def test_console_over_ssh_accepts_and_replies(tmp_path: Path) -> None:
             ):
                 term.start(sshd.ssh_argv(), base_env())
                 try:
-                    await log_in(term, "demo", "Alice Martin")
+                    await log_in(term, DEMO_PASSWORD, "Alice Martin")
                 except AssertionError as e:
                     raise AssertionError(f"{e}\n--- sshd log ---\n{read(sshd.log)}") from None
                 await take_chat_and_reply(term, host, "Hi Ana, answering over ssh")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.host_process import INBOX_TUI, HostProcess, console_env
+from core.demo import DEMO_PASSWORD
 from tests.console_terminal import (
     TMUX,
     Tmux,
@@ -35,7 +36,7 @@ def start_console(term: Tmux, host: HostProcess, root: Path, user: str) -> None:
 async def test_accept_an_offer_and_reply(tmp_path: Path) -> None:
     with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
         start_console(term, host, tmp_path / "console", "alice")
-        await log_in(term, "demo", "Alice Martin")
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
         await take_chat_and_reply(term, host, "Hi Ana, your parcel ships today")
 
 
@@ -54,7 +55,7 @@ async def test_narrow_terminal_shows_one_pane_at_a_time(tmp_path: Path) -> None:
             lambda s: all(p in s for p in parts), f"all of {parts} on the login screen"
         )
 
-        await log_in(term, "demo", "Alice Martin")
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
         # The chat pane first: it is where an agent spends the day.
         await term.wait_until(lambda s: shown_pane(s) == {"chat"}, "only the chat pane")
         for key, pane in (("F2", "queues"), ("F4", "record"), ("F3", "chat")):
@@ -85,7 +86,7 @@ async def test_256_colour_terminal_and_no_color(tmp_path: Path, no_color: bool) 
         if no_color:
             env["NO_COLOR"] = "1"
         term.start([str(INBOX_TUI), "--connect", host.agent_url, "--user", "alice"], env)
-        await log_in(term, "demo", "Alice Martin")
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
         escapes = term.tmux("capture-pane", "-e", "-p", "-t", term.session).stdout
         assert "38;2;" not in escapes and "48;2;" not in escapes  # no 24-bit colour
         colours = palette_colours(escapes)

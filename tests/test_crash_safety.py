@@ -39,6 +39,7 @@ from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, 
 from core.auth import Authenticator
 from core.client import ClientError, InboxClient
 from core.config import HostSettings, load_config
+from core.demo import DEMO_PASSWORD
 from core.model import OPEN_ITEM_STATES, ItemState, OfferState, Role
 from core.protocol import CloseRecord, OfferEvent
 from store import DB_FILENAME, open_store
@@ -123,7 +124,7 @@ async def agent(name: str, url: str, history: History, stop: asyncio.Event) -> N
     offers: asyncio.Queue[OfferEvent] = asyncio.Queue()
     client.on_event = lambda e: offers.put_nowait(e) if isinstance(e, OfferEvent) else None
     await client.connect()
-    await client.login(name, "demo")
+    await client.login(name, DEMO_PASSWORD)
     await client.set_presence("Available")
     chats: set[asyncio.Task[None]] = set()
 

@@ -27,6 +27,7 @@ import pytest
 
 from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, stop_host
 from core.client import ClientError, InboxClient
+from core.demo import DEMO_PASSWORD, demo_config_path
 from core.protocol import OfferEvent
 from store import open_store
 from tests.console_terminal import WidgetCustomer
@@ -109,7 +110,7 @@ class Traffic:
     async def agent_logged_in(self) -> InboxClient:
         agent = InboxClient(self.host.agent_url, request_timeout=10.0)
         await agent.connect()
-        await agent.login("alice", "demo")
+        await agent.login("alice", DEMO_PASSWORD)
         await agent.set_presence("Available")
         return agent
 
@@ -288,7 +289,10 @@ def read_only(path: Path) -> contextlib.AbstractContextManager[Path]:
 def test_a_read_only_data_directory_is_refused_at_start(tmp_path: Path) -> None:
     with read_only(tmp_path / "data") as data:
         done = subprocess.run(
-            [INBOX_TUI, "--server", "--listen", "127.0.0.1:0", "--data", data],
+            [
+                *(INBOX_TUI, "--server", "--listen", "127.0.0.1:0"),
+                *("--data", data, "--config", demo_config_path()),
+            ],
             capture_output=True,
             text=True,
             timeout=30,

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from msgspec.structs import replace
 
-from core.config import example_config_path, load_config
+from core.demo import demo_config
 from core.host import metrics
 from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.state import Host
@@ -89,7 +89,7 @@ class Running:
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
-    config = replace(load_config(example_config_path()), seed_passwords={})
+    config = replace(demo_config(), seed_passwords={})
     host = await open_host(config, tmp_path / "data")
     app = create_app(host)
     runner, url = await serve_loopback(app)
@@ -201,7 +201,7 @@ def test_label_values_are_escaped() -> None:
 
 
 async def test_hooks_are_removed_with_the_app(tmp_path: Path) -> None:
-    config = replace(load_config(example_config_path()), seed_passwords={})
+    config = replace(demo_config(), seed_passwords={})
     host = await open_host(config, tmp_path / "data")
     try:
         listeners = list(host.inbox.routing.listeners)

@@ -20,7 +20,8 @@ import pytest
 from aiohttp import WSMsgType, web
 from msgspec.structs import replace
 
-from core.config import HostConfig, WidgetSettings, example_config_path, load_config
+from core.config import HostConfig, WidgetSettings, load_config
+from core.demo import demo_config
 from core.host import widget
 from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.state import Host
@@ -70,7 +71,7 @@ async def stop(served: Served) -> None:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    s = await serve(load_config(example_config_path()), tmp_path)
+    s = await serve(demo_config(), tmp_path)
     try:
         yield s
     finally:
@@ -446,7 +447,7 @@ async def test_rate_limit_refuses_the_excess_and_stores_nothing_of_it(
 async def test_one_address_may_start_only_so_many_chats(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    config = load_config(example_config_path())
+    config = demo_config()
     config = replace(config, widget=replace(config.widget, new_chats_per_address=3))
     served = await serve(config, tmp_path)
     try:
@@ -551,7 +552,7 @@ groups = ["fr"]
 
 
 async def test_tickets_survive_a_host_restart(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    config = load_config(example_config_path())
+    config = demo_config()
     s = await serve(config, tmp_path)
     try:
         c = await connect(http, s)

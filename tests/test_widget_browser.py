@@ -16,6 +16,7 @@ import playwright.async_api as playwright_api
 import pytest
 
 from core.client import InboxClient
+from core.demo import DEMO_PASSWORD
 from core.host import widget
 from core.protocol import (
     CloseRecord,
@@ -123,7 +124,7 @@ class SocketDesk:
     async def login(cls, running: Served, agent: str) -> SocketDesk:
         client = InboxClient(running.base.replace("http://", "ws://") + "/agent")
         await client.connect()
-        await client.login(agent, "demo")
+        await client.login(agent, DEMO_PASSWORD)
         await client.set_presence("Available")
         return cls(client)
 

@@ -37,7 +37,6 @@ from core.config import (
     MAX_SKILL_LEVEL,
     HostSettings,
     default_config_path,
-    example_config_path,
     load_config,
 )
 from core.model import Agent, Name, Role
@@ -159,8 +158,7 @@ def add_admin_parser(commands: Any) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="the host config (default: $XDG_CONFIG_HOME/inbox-tui/inbox.toml, "
-        "else the shipped example)",
+        help="the host config (default: $XDG_CONFIG_HOME/inbox-tui/inbox.toml)",
     )
     queues.set_defaults(admin_command=_queue_list)
 
@@ -407,8 +405,10 @@ def _queue_list(args: argparse.Namespace) -> None:
     if path is None:
         path = default_config_path()
         if not path.exists():
-            _error(f"no config at {path}; showing the shipped example")
-            path = example_config_path()
+            raise AdminError(
+                f"no config at {path}; write one with `inbox-tui admin init`, "
+                "or give one with --config FILE"
+            )
     config = load_config(path)
     channel_order = {c.name: i for i, c in enumerate(config.channels)}
     # Grouped by channel, then in the order the router tries them: by `order`, then name.

@@ -8,7 +8,8 @@ import contextlib
 import sys
 from pathlib import Path
 
-from core.config import ConfigError, example_config_path
+from core.config import ConfigError
+from core.demo import demo_config_path
 from tui.admin import add_admin_parser, run_admin
 from tui.settings import SettingsError
 
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help="routing host config (TOML); default $XDG_CONFIG_HOME/inbox-tui/inbox.toml, "
-        "else the shipped example",
+        help="routing host config (TOML); default $XDG_CONFIG_HOME/inbox-tui/inbox.toml "
+        "(write one with `inbox-tui admin init`); with --demo, default the demo's",
     )
     parser.add_argument(
         "--seconds",
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(
                 run_demo(
-                    args.config or example_config_path(),
+                    args.config or demo_config_path(),
                     seconds=args.seconds,
                     interval=args.interval,
                     # A terminal gets the console; a pipe (CI, logs) gets the routing log.

@@ -20,6 +20,7 @@ from typing import TextIO
 
 from core.client import ClientError, InboxClient
 from core.config import HostConfig, load_config
+from core.demo import DEMO_PASSWORD, with_logins
 from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.state import Host
 from core.model import OfferKind, Role
@@ -60,7 +61,7 @@ class SimulatedAgent:
 
     async def start(self) -> None:
         await self.client.connect()
-        await self.client.login(self.agent, "demo")
+        await self.client.login(self.agent, DEMO_PASSWORD)
         await self.client.set_presence("Available")
 
     def pause(self, low: float, high: float) -> float:
@@ -214,7 +215,7 @@ async def run_demo(
     """Run the demo in a temporary data directory, removed at the end. With `console_agent`,
     the console runs in this terminal logged in as that agent and the routing log goes to a
     file in the data directory; without, the routing log is printed here."""
-    config: HostConfig = load_config(config_path)
+    config: HostConfig = with_logins(load_config(config_path))
     with tempfile.TemporaryDirectory(prefix="inbox-tui-demo-") as tmp:
         host = await open_host(config, Path(tmp))
         runner, url = await serve_loopback(create_app(host))
@@ -223,7 +224,7 @@ async def run_demo(
         banner = (
             f"inbox-tui demo: routing host at {url} (widget: {url}/widget), data in {tmp} "
             f"(removed at exit)\nagents: {', '.join(a.id for a in host.config.agents)} "
-            f"(password: demo); a customer about every {interval:g}s.\n"
+            f"(password: {DEMO_PASSWORD}); a customer about every {interval:g}s.\n"
         )
         log.write(banner)
         demo = Demo(host, agent_url, log, interval=interval, seed=seed, console_agent=console_agent)
@@ -250,7 +251,7 @@ async def run_with_console(demo: Demo, url: str, agent: str, seconds: float | No
     from tui.settings import load_settings
 
     settings = replace(load_settings(), url=url, user=agent)
-    app = InboxApp(settings, password="demo")
+    app = InboxApp(settings, password=DEMO_PASSWORD)
     customers = asyncio.create_task(demo.run(seconds))
     try:
         await app.run_async()

@@ -8,18 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from core.config import (
-    ConfigError,
-    HostConfig,
-    default_config_path,
-    example_config_path,
-    load_config,
-)
+from core.config import ConfigError, HostConfig, default_config_path, load_config
 from core.host.app import StartupError, serve
 from core.paths import default_data_dir
 from store import StoreError
-
-log = logging.getLogger("inbox_tui.host")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -30,17 +22,17 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def resolve_config(path: Path | None) -> HostConfig:
+    """The config given, else the default one. There is no fallback: a host that started on
+    an example would route by someone else's queues, and the demo's agents are not yours."""
     if path is not None:
         return load_config(path)
     default = default_config_path()
-    if default.exists():
-        return load_config(default)
-    log.warning(
-        'event=config_default path=%s reason="no config at %s; using the shipped example"',
-        example_config_path(),
-        default,
-    )
-    return load_config(example_config_path())
+    if not default.exists():
+        raise StartupError(
+            f"no config at {default}. Write a commented one (and the first admin login) with "
+            "`inbox-tui admin init`, or give one with --config FILE"
+        )
+    return load_config(default)
 
 
 def setup_logging() -> None:
