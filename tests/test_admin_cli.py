@@ -294,18 +294,31 @@ def test_queue_list_reports_a_broken_config_at_its_line(
 # -- refusals ---------------------------------------------------------------------------------
 
 
-async def test_a_running_host_is_named_and_left_alone(env: dict[str, str], data: Path) -> None:
+async def test_a_host_that_left_no_admin_file_is_named_and_left_alone(
+    env: dict[str, str], data: Path
+) -> None:
     add_agent(env, data, "bob")
-    store = await open_store(data)  # this test process plays the running host
+    # This test process plays a host that holds the data but says nowhere how to reach it
+    # (a host of an older version): the command must not guess, nor touch the data.
+    store = await open_store(data)
     try:
         for args in (("agent", "list"), ("token", "create", "x")):
             message = one_line_error(admin(env, data, *args), code=3)
-            assert f"running (pid {os.getpid()})" in message and "stop it first" in message
+            assert f"(pid {os.getpid()}) owns {data}" in message
+            assert "admin.json" in message and "stop that host" in message
         run = admin(env, data, "agent", "add", "eve", "--password-stdin", stdin=PASSWORD)
         one_line_error(run, code=3)
     finally:
         await store.close()
     assert [r["ID"] for r in table(ok(admin(env, data, "agent", "list")))] == ["bob"]
+
+
+def test_agent_list_of_data_without_agents_is_an_empty_table(
+    env: dict[str, str], data: Path
+) -> None:
+    ok(admin(env, data, "token", "create", "first"))  # data, but no agent yet
+    out = ok(admin(env, data, "agent", "list"))
+    assert out.split() == ["ID", "NAME", "ROLE", "GROUPS", "CAPACITY", "DISABLED", "PASSWORD"]
 
 
 @pytest.fixture(scope="module")

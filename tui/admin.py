@@ -9,27 +9,36 @@
     inbox-tui admin [--data DIR] token create NAME [--agent ID] [--role ROLE] [--ttl-days N]
     inbox-tui admin [--data DIR] token list | revoke ID
 
-It opens the data directory itself, so it cannot run while a host owns it (exit code 3).
-Exit codes: 0 done, 2 a mistake in the request (one line on stderr says which), 3 the data
-directory is in use, 130 interrupted. A user mistake never prints a traceback.
+On a stopped host it opens the data directory itself; while a host owns it, it asks that host
+through its REST API (core/host/admin_api.py, with the secret the host keeps in
+`<data_dir>/admin.json`), and the change takes effect at once, without a restart.
+`inbox-tui admin init` writes a commented config and makes the first admin login.
+Exit codes: 0 done, 2 a mistake in the request (one line on stderr says which), 3 the host
+that owns the data directory cannot be reached, 130 interrupted. A user mistake never prints a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
+import json
 import re
+import secrets
+import shutil
 import sys
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
+from urllib.parse import quote
 
+import aiohttp
 import msgspec
-from msgspec.structs import replace
 
 from core.auth import Authenticator, check_password_rules
 from core.config import (
@@ -37,11 +46,30 @@ from core.config import (
     MAX_SKILL_LEVEL,
     HostSettings,
     default_config_path,
+    example_config_path,
     load_config,
 )
+from core.host.admin_api import (
+    ADMIN_FILE,
+    ADMIN_PREFIX,
+    AddAgent,
+    AgentList,
+    AgentSwitched,
+    CreateToken,
+    PasswordSet,
+    SetPassword,
+    TokenCreated,
+    TokenList,
+    TokenRevoked,
+)
+from core.host.api import ErrorBody
 from core.model import Agent, Name, Role
-from core.paths import default_data_dir
+from core.paths import default_data_dir, load_secret
+from core.service.admin import AdminError as RefusedError
+from core.service.admin import Administration, AgentInfo, TokenInfo
 from store import DB_FILENAME, Store, StoreError, StoreLocked, open_store
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_MISTAKE = 2
@@ -60,13 +88,125 @@ class AdminError(Exception):
     """A mistake in the request: the message is the whole story, shown as one line."""
 
 
+class HostUnreachable(Exception):
+    """A host owns the data directory but cannot be asked (its admin.json is missing, or it
+    does not answer)."""
+
+
+class RunningHost:
+    """The operations of core.service.admin.Administration, asked of the host that owns the
+    data directory; refusals come back as the same RefusedError."""
+
+    TIMEOUT = 60.0  # a password hash and a commit: seconds at most, unless the host is stuck
+
+    def __init__(self, url: str, secret: str, data_dir: Path) -> None:
+        self.url = url.rstrip("/") + ADMIN_PREFIX
+        self.headers = {"Authorization": f"Bearer {secret}"}
+        self.where = f"the running host (data in {data_dir})"
+        self.http: aiohttp.ClientSession | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def of(cls, data_dir: Path, pid: int | None) -> AsyncIterator[RunningHost]:
+        holder = f" (pid {pid})" if pid is not None else ""
+        try:
+            text = load_secret(data_dir / ADMIN_FILE)
+            found = json.loads(text) if text is not None else None
+        except (OSError, ValueError) as e:
+            raise HostUnreachable(f"cannot read {data_dir / ADMIN_FILE}: {e}") from None
+        if not isinstance(found, dict) or not {"url", "token"} <= found.keys():
+            raise HostUnreachable(
+                f"a routing host{holder} owns {data_dir}, but {data_dir / ADMIN_FILE} "
+                "(where it says how to reach it) is missing: stop that host, then run this again"
+            )
+        host = cls(str(found["url"]), str(found["token"]), data_dir)
+        timeout = aiohttp.ClientTimeout(total=cls.TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout, headers=host.headers) as http:
+            host.http = http
+            yield host
+
+    async def _call(self, method: str, path: str, answer: type[T], body: object = None) -> T:
+        assert self.http is not None
+        data = None if body is None else msgspec.json.encode(body)
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        try:
+            async with self.http.request(
+                method, self.url + path, data=data, headers=headers
+            ) as reply:
+                raw = await reply.read()
+                status = reply.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise HostUnreachable(
+                f"the routing host owns the data directory but {self.url} does not answer: "
+                f"{e or type(e).__name__}"
+            ) from None
+        if status >= 400:
+            try:
+                error = msgspec.json.decode(raw, type=ErrorBody).error
+            except msgspec.DecodeError:
+                raise HostUnreachable(f"the host answered {status} to {method} {path}") from None
+            code = {404: "not_found", 409: "conflict"}.get(status, "invalid")
+            raise RefusedError(code, error.message)  # type: ignore[arg-type]
+        return msgspec.json.decode(raw, type=answer)
+
+    async def check_new_agent(self, agent: Agent) -> None:
+        await self._call("POST", "/agents", dict, AddAgent(agent=agent, dry_run=True))
+
+    async def add_agent(self, agent: Agent, password: str) -> None:
+        await self._call("POST", "/agents", AgentInfo, AddAgent(agent=agent, password=password))
+
+    async def agents(self) -> list[AgentInfo]:
+        return (await self._call("GET", "/agents", AgentList)).agents
+
+    async def check_agent(self, agent_id: str) -> None:
+        await self._call("GET", f"/agents/{quote(agent_id, safe='')}", AgentInfo)
+
+    async def set_disabled(self, agent_id: str, disabled: bool) -> tuple[bool, int]:
+        action = "disable" if disabled else "enable"
+        done = await self._call(
+            "POST", f"/agents/{quote(agent_id, safe='')}/{action}", AgentSwitched
+        )
+        return done.changed, done.ended_sessions
+
+    async def set_password(self, agent_id: str, password: str) -> int:
+        path = f"/agents/{quote(agent_id, safe='')}/password"
+        return (
+            await self._call("PUT", path, PasswordSet, SetPassword(password=password))
+        ).ended_sessions
+
+    async def create_token(
+        self, name: str, agent: str | None, role: Role | None, ttl: float | None
+    ) -> tuple[str, TokenInfo]:
+        body = CreateToken(name=name, agent=agent, role=role, ttl=ttl)
+        created = await self._call("POST", "/tokens", TokenCreated, body)
+        return created.token, created.info
+
+    async def tokens(self) -> list[TokenInfo]:
+        return (await self._call("GET", "/tokens", TokenList)).tokens
+
+    async def revoke_token(self, token_id: str) -> bool:
+        path = f"/tokens/{quote(token_id, safe='')}"
+        return (await self._call("DELETE", path, TokenRevoked)).revoked
+
+
+class _Local(Administration):
+    """The store opened here: the host is stopped."""
+
+    def __init__(self, store: Store, auth: Authenticator, data_dir: Path) -> None:
+        super().__init__(store, auth)
+        self.where = str(data_dir)
+
+
 @dataclass(frozen=True)
 class _Context:
     args: argparse.Namespace
     data_dir: Path
-    store: Store
-    auth: Authenticator
+    admin: _Local | RunningHost
     password: str = ""  # for commands that ask for one
+
+    @property
+    def where(self) -> str:
+        return self.admin.where
 
 
 Handler = Callable[[_Context], Awaitable[None]]
@@ -106,11 +246,28 @@ def add_admin_parser(commands: Any) -> None:
     admin = commands.add_parser(
         "admin",
         parents=[data],
-        help="manage agents, passwords and API tokens (the host must be stopped)",
-        description="Manage agents, passwords and API tokens in a host's data directory. "
-        "The host must be stopped while this runs.",
+        help="set up a host; manage agents, passwords and API tokens",
+        description="Set up a host; manage agents, passwords and API tokens in a host's data "
+        "directory, or through the host that runs on it.",
     )
     topics = admin.add_subparsers(dest="admin_topic", metavar="TOPIC", required=True)
+
+    init = topics.add_parser(
+        "init",
+        parents=[data],
+        help="write a commented config and make the first admin login (a new host)",
+        description="Write a commented config (if there is none) and create the login "
+        "`admin` with a random password, shown once (if no admin can log in yet).",
+    )
+    init.add_argument(
+        "--config",
+        dest="init_config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="where to write the config (default: $XDG_CONFIG_HOME/inbox-tui/inbox.toml)",
+    )
+    init.set_defaults(admin_command=_Command(_init, creates=True))
 
     agent = topics.add_parser("agent", help="add, list, disable agents; set passwords")
     actions = agent.add_subparsers(dest="admin_action", metavar="ACTION", required=True)
@@ -238,22 +395,21 @@ def run_admin(args: argparse.Namespace) -> int:
         if command.validate is not None:
             command.validate(args)
         if command.check is None:
-            asyncio.run(_with_store(args, command, command.run))
+            asyncio.run(_with_admin(args, command, command.run))
         else:
-            asyncio.run(_with_store(args, command, command.check))
+            asyncio.run(_with_admin(args, command, command.check))
             password = _read_password(args)
-            asyncio.run(_with_store(args, command, command.run, password))
+            asyncio.run(_with_admin(args, command, command.run, password))
         return EXIT_OK
     except KeyboardInterrupt:
         print("\ninbox-tui: interrupted; nothing more was changed", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except StoreLocked as e:
-        holder = f" (pid {e.pid})" if e.pid is not None else ""
-        _error(
-            f"the routing host is running{holder} and owns {_data_dir(args)}; stop it first, "
-            "then run this again (admin through a running host is not available yet)"
-        )
+    except HostUnreachable as e:
+        _error(str(e))
         return EXIT_LOCKED
+    except RefusedError as e:
+        _error(e.message)
+        return EXIT_MISTAKE
     except (AdminError, StoreError, ValueError) as e:
         # ValueError includes ConfigError, PasswordError and Authenticator's input checks.
         _error(str(e))
@@ -265,19 +421,25 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return (data if data is not None else default_data_dir()).expanduser()
 
 
-async def _with_store(
+async def _with_admin(
     args: argparse.Namespace, command: _Command, run: Handler, password: str = ""
 ) -> None:
+    """Run `run` on the data directory's store, or through the host that owns it."""
     data_dir = _data_dir(args)
     if not command.creates and not (data_dir / DB_FILENAME).exists():
         raise AdminError(
             f"no inbox-tui data in {data_dir}; give the host's data directory with --data"
         )
-    store = await open_store(data_dir)
+    try:
+        store = await open_store(data_dir)
+    except StoreLocked as e:
+        async with RunningHost.of(data_dir, e.pid) as host:
+            await run(_Context(args, data_dir, host, password))
+        return
     try:
         # Nobody logs in through the admin command; the ttl only satisfies the constructor.
         auth = Authenticator(store, session_ttl=HostSettings().session_ttl)
-        await run(_Context(args, data_dir, store, auth, password))
+        await run(_Context(args, data_dir, _Local(store, auth, data_dir), password))
     finally:
         await store.close()
 
@@ -302,15 +464,55 @@ def _read_password(args: argparse.Namespace) -> str:
     return password
 
 
-async def _existing_agent(ctx: _Context) -> Agent:
-    agent = await ctx.store.get_agent(ctx.args.name)
-    if agent is None:
-        raise AdminError(f"no agent {ctx.args.name!r} in {ctx.data_dir}")
-    return agent
-
-
 async def _existing(ctx: _Context) -> None:
-    await _existing_agent(ctx)
+    await ctx.admin.check_agent(ctx.args.name)
+
+
+# -- init -------------------------------------------------------------------------------------
+
+FIRST_ADMIN = Agent(id="admin", display_name="Administrator", role=Role.ADMIN)
+
+
+async def _init(ctx: _Context) -> None:
+    if isinstance(ctx.admin, RunningHost):
+        raise AdminError(f"a routing host already runs on {ctx.data_dir}: init is for a new one")
+    config = ctx.args.init_config or default_config_path()
+    if config.exists():
+        print(f"kept the config at {config}")
+    else:
+        config.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(example_config_path(), config)
+        print(f"wrote a commented config to {config}: adapt it to your service desk")
+    admins = [
+        i.agent.id
+        for i in await ctx.admin.agents()
+        if i.agent.role == Role.ADMIN and i.has_password
+    ]
+    if admins:
+        print(f"an admin login exists already in {ctx.data_dir} ({', '.join(admins)})")
+    else:
+        if await ctx.admin.store.get_agent(FIRST_ADMIN.id) is not None:
+            raise AdminError(
+                f"an agent {FIRST_ADMIN.id!r} exists without admin login in {ctx.data_dir}; "
+                "add an admin with: inbox-tui admin agent add NAME --role admin"
+            )
+        password = secrets.token_urlsafe(12)
+        await ctx.admin.add_agent(FIRST_ADMIN, password)
+        print(
+            f"created the login {FIRST_ADMIN.id!r} (role admin) in {ctx.data_dir}; its password "
+            f"is\n\n    {password}\n\nIt is shown only this once and stored only as a hash. "
+            f"Change it with: inbox-tui admin agent passwd {FIRST_ADMIN.id}"
+        )
+    start = ["inbox-tui", "--server"]
+    if ctx.args.init_config is not None:
+        start += ["--config", str(config)]
+    if getattr(ctx.args, "data", None) is not None:
+        start += ["--data", str(ctx.data_dir)]
+    print(
+        f"Start the host with: {' '.join(start)}\n"
+        "Add agents with: inbox-tui admin agent add NAME --groups support "
+        "--capacity chat=3,messaging=5 (also while the host runs)"
+    )
 
 
 # -- agent ------------------------------------------------------------------------------------
@@ -333,68 +535,49 @@ def _agent_from_args(args: argparse.Namespace) -> Agent:
 
 
 async def _agent_add_check(ctx: _Context) -> None:
-    agent = _agent_from_args(ctx.args)
-    if await ctx.store.get_agent(agent.id) is not None:
-        raise AdminError(f"agent {agent.id} already exists in {ctx.data_dir}")
-    # Channels are known once a host has run on this data; before that any name is taken.
-    channels = [c.name for c in await ctx.store.list_channels()]
-    unknown = [c for c in agent.capacity if channels and c not in channels]
-    if unknown:
-        raise AdminError(
-            f"--capacity: unknown channel {unknown[0]!r} (known: {', '.join(channels)})"
-        )
+    await ctx.admin.check_new_agent(_agent_from_args(ctx.args))
 
 
 async def _agent_add(ctx: _Context) -> None:
-    await _agent_add_check(ctx)
     agent = _agent_from_args(ctx.args)
-    await ctx.store.upsert_agents([agent])
-    await ctx.auth.set_password(agent.id, ctx.password)
-    print(f"added {agent.role.value} {agent.id} to {ctx.data_dir}")
+    await ctx.admin.add_agent(agent, ctx.password)
+    print(f"added {agent.role.value} {agent.id} to {ctx.where}")
 
 
 async def _agent_list(ctx: _Context) -> None:
-    rows = []
-    for a in await ctx.store.list_agents():
-        has_password = await ctx.store.get_agent_password_hash(a.id) is not None
-        rows.append(
-            [
-                a.id,
-                a.display_name,
-                a.role.value,
-                ",".join(a.groups),
-                ",".join(f"{k}={v}" for k, v in a.capacity.items()),
-                "yes" if a.disabled else "no",
-                "yes" if has_password else "no",
-            ]
-        )
+    rows = [
+        [
+            a.id,
+            a.display_name,
+            a.role.value,
+            ",".join(a.groups),
+            ",".join(f"{k}={v}" for k, v in a.capacity.items()),
+            "yes" if a.disabled else "no",
+            "yes" if info.has_password else "no",
+        ]
+        for info in await ctx.admin.agents()
+        for a in [info.agent]
+    ]
     headers = ["ID", "NAME", "ROLE", "GROUPS", "CAPACITY", "DISABLED", "PASSWORD"]
     _table(headers, rows)
 
 
 async def _agent_disable(ctx: _Context) -> None:
-    agent = await _existing_agent(ctx)
-    if agent.disabled:
-        print(f"{agent.id} is already disabled")
+    changed, ended = await ctx.admin.set_disabled(ctx.args.name, True)
+    if not changed:
+        print(f"{ctx.args.name} is already disabled")
         return
-    await ctx.store.upsert_agents([replace(agent, disabled=True)])
-    ended = await ctx.store.revoke_agent_sessions(agent.id, time.time())
-    print(f"disabled {agent.id}; ended {_count(ended, 'session')}")
+    print(f"disabled {ctx.args.name}; ended {_count(ended, 'session')}")
 
 
 async def _agent_enable(ctx: _Context) -> None:
-    agent = await _existing_agent(ctx)
-    if not agent.disabled:
-        print(f"{agent.id} is already enabled")
-        return
-    await ctx.store.upsert_agents([replace(agent, disabled=False)])
-    print(f"enabled {agent.id}")
+    changed, _ = await ctx.admin.set_disabled(ctx.args.name, False)
+    print(f"enabled {ctx.args.name}" if changed else f"{ctx.args.name} is already enabled")
 
 
 async def _agent_passwd(ctx: _Context) -> None:
-    agent = await _existing_agent(ctx)
-    ended = await ctx.auth.set_password(agent.id, ctx.password)
-    print(f"changed the password of {agent.id}; ended {_count(ended, 'session')}")
+    ended = await ctx.admin.set_password(ctx.args.name, ctx.password)
+    print(f"changed the password of {ctx.args.name}; ended {_count(ended, 'session')}")
 
 
 # -- queue ------------------------------------------------------------------------------------
@@ -425,16 +608,13 @@ def _queue_list(args: argparse.Namespace) -> None:
 
 async def _token_create(ctx: _Context) -> None:
     args = ctx.args
-    role = args.role
-    if role is None:
-        agent = await ctx.store.get_agent(args.agent) if args.agent is not None else None
-        role = agent.role if agent is not None else Role.AGENT
     if args.ttl_days is not None and not 0 < args.ttl_days <= MAX_TTL_DAYS:
         raise AdminError(
             f"--ttl-days must be more than 0 and at most {MAX_TTL_DAYS}, not {args.ttl_days:g}"
         )
     ttl = None if args.ttl_days is None else args.ttl_days * _DAY
-    token, record = await ctx.auth.create_api_token(args.name, args.agent, Role(role), ttl)
+    role = None if args.role is None else Role(args.role)
+    token, record = await ctx.admin.create_token(args.name, args.agent, role, ttl)
     expires = (
         "never expires" if record.expires_at is None else f"expires {_when(record.expires_at)}"
     )
@@ -451,7 +631,7 @@ async def _token_create(ctx: _Context) -> None:
 async def _token_list(ctx: _Context) -> None:
     now = time.time()
     rows = []
-    for t in await ctx.store.list_api_tokens():
+    for t in await ctx.admin.tokens():
         if t.revoked_at is not None:
             status = f"revoked {_when(t.revoked_at)}"
         elif t.expires_at is not None and t.expires_at <= now:
@@ -474,13 +654,10 @@ async def _token_list(ctx: _Context) -> None:
 
 async def _token_revoke(ctx: _Context) -> None:
     token_id = ctx.args.token_id
-    if await ctx.auth.revoke_api_token(token_id):
+    if await ctx.admin.revoke_token(token_id):
         print(f"revoked {token_id}")
-        return
-    if any(t.id == token_id for t in await ctx.store.list_api_tokens()):
+    else:
         print(f"{token_id} was already revoked")
-        return
-    raise AdminError(f"no API token {token_id!r}; see: inbox-tui admin token list")
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -503,6 +680,6 @@ def _cell(text: str) -> str:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     cells = [[_cell(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     for row in [list(headers), *cells]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

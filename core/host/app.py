@@ -21,7 +21,7 @@ from msgspec.structs import replace
 
 from core.auth import Authenticator
 from core.config import HostConfig
-from core.host import agent_socket, api, metrics, widget
+from core.host import admin_api, agent_socket, api, metrics, widget
 from core.host.state import HOST, Host
 from core.protocol import MAX_FRAME_BYTES
 from core.service.inbox import Inbox
@@ -116,6 +116,7 @@ def create_app(host: Host) -> web.Application:
     app.router.add_get("/healthz", healthz)
     agent_socket.setup(app)
     api.setup(app)
+    admin_api.setup(app)
     metrics.setup(app)
     widget.setup(app)
     return app
@@ -184,6 +185,7 @@ async def serve(config: HostConfig, listen: tuple[str, int], data_dir: Path) -> 
     log.info(
         "event=listening address=%s:%s data=%s pid=%s", actual[0], actual[1], data_dir, os.getpid()
     )
+    admin_api.publish(app, data_dir, actual)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,6 +194,7 @@ async def serve(config: HostConfig, listen: tuple[str, int], data_dir: Path) -> 
         await stop.wait()
         log.info("event=stopping reason=signal")
     finally:
+        admin_api.withdraw(data_dir)
         with contextlib.suppress(Exception):
             await runner.cleanup()
         await close_host(host)

@@ -21,6 +21,7 @@ from msgspec.structs import replace
 from core.config import HostConfig
 from core.model import (
     OFFLINE,
+    Agent,
     ChannelMode,
     InteractionRecord,
     InteractionState,
@@ -252,6 +253,21 @@ class Inbox:
             self.supervisors.discard(session.agent)
             with contextlib.suppress(RoutingError):
                 await self.routing.submit(ev.AgentLoggedOut(agent=session.agent))
+
+    async def update_agent(self, agent: Agent) -> None:
+        """An admin added or changed an agent while the host runs: routing serves it at once,
+        and a disabled agent's sessions end (an attached console is closed with 4002)."""
+        self.agent_names[agent.id] = agent.display_name or agent.id
+        await self.routing.update_agent(agent)
+        if agent.disabled:
+            await self.end_sessions(agent.id)
+
+    async def end_sessions(self, agent: str) -> int:
+        """End every live session of `agent` (disabled, or its password changed); how many."""
+        sessions = list(self.sessions.get(agent, ()))
+        for session in sessions:
+            await self.close_session(session)
+        return len(sessions)
 
     async def _reaper(self) -> None:
         while True:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.model import AgentStatus, Offer, WorkItem
+from core.model import Agent, AgentStatus, Offer, WorkItem
 from core.routing.decisions import (
     AnyDecision,
     ItemChanged,
@@ -33,7 +34,7 @@ from core.routing.decisions import (
     audit_entry,
 )
 from core.routing.engine import Router, RoutingConfig
-from core.routing.events import AnyEvent
+from core.routing.events import AgentUpdated, AnyEvent
 from store.base import Store, StoreError
 
 log = logging.getLogger("inbox_tui.routing")
@@ -84,6 +85,13 @@ class RoutingService:
             offers=await self.store.load_pending_offers(),
             last_served=await self.store.load_affinity(),
         )
+
+    async def update_agent(self, agent: Agent) -> list[AnyDecision]:
+        """An agent added or changed while the host runs (`inbox-tui admin`). The config
+        keeps it too, so a rebuild after a failed commit does not forget it."""
+        others = tuple(a for a in self.config.agents if a.id != agent.id)
+        self.config = dataclasses.replace(self.config, agents=(*others, agent))
+        return await self.submit(AgentUpdated(agent=agent))
 
     async def submit(self, event: AnyEvent) -> list[AnyDecision]:
         """Handle one event; returns after its decisions are committed and announced.
