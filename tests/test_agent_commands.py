@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from core.client import ClientError, InboxClient
+from core.config import parse_config
 from core.demo import DEMO_PASSWORD
 from core.protocol import (
     AddWorkNote,
@@ -46,7 +47,7 @@ from core.protocol import (
     UseTemplate,
 )
 from core.service import sessions
-from tests.hosting import RunningHost, running_host
+from tests.hosting import RunningHost, fast_config_text, running_host
 
 
 async def accepted_chat(h: RunningHost, owner: InboxClient, customer: str) -> str:
@@ -245,10 +246,16 @@ async def test_messaging_conversation_collects_unread_while_the_agent_is_away(
         offer = await alice.next_event(OfferEvent)
         await alice.accept(offer.view.offer.id)
         await inbox.customer_message(record.number, "sms-1", "Hello?", "s1")
-        card = (await alice.next_event(OngoingEvent)).cards[0]
+        # Events are in order: once the unread message shows, any 0 after it is the reply's.
+        unread = await alice.next_event(OngoingEvent)
+        while unread.unread_conversations != 1:
+            unread = await alice.next_event(OngoingEvent)
+        assert unread.cards[0].unread == 1 and unread.cards[0].preview == "Hello?"
         await alice.send_message(record.number, "Hi Sam, on it")  # replying clears unread
         cleared = await alice.next_event(OngoingEvent)
-        assert cleared.unread_conversations == 0
+        while cleared.unread_conversations != 0:
+            cleared = await alice.next_event(OngoingEvent)
+        assert cleared.cards[0].unread == 0
         await alice.set_presence("Away")
         for i in range(3):
             await inbox.customer_message(record.number, "sms-1", f"still there? {i}", f"s{i + 2}")
@@ -340,3 +347,30 @@ async def test_a_console_that_stops_reading_is_dropped_and_others_are_not_slowed
         assert stuck_sessions, "the stuck console was never dropped"
         await alice.close()
         await stuck.close()
+
+
+async def test_a_customer_waiting_past_max_wait_is_told_once_that_they_keep_their_place(
+    tmp_path: Path,
+) -> None:
+    # The general queue with a short max_wait and no overflow, and nobody Available: the
+    # routing decision (tests/test_routing_scenarios.py) must reach the customer's side.
+    text = fast_config_text().replace(
+        "offer_timeout = 1.5\n", "offer_timeout = 1.5\nmax_wait = 0.3\n"
+    )
+    async with running_host(tmp_path, parse_config(text, name="max-wait.toml")) as h:
+        inbox = h.host.inbox
+        record = await inbox.start_conversation(channel="chat", customer="c-1", customer_name="C")
+        seen: list[object] = []
+        inbox.watch(record.number, seen.append)
+        notice = "All our agents are busy right now. Thank you for waiting: you keep your place."
+
+        def notices() -> list[object]:
+            return [e for e in seen if isinstance(e, MessageEvent) and e.message.body == notice]
+
+        async with asyncio.timeout(10):
+            while not notices():
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # three times max_wait: a second notice would be here by now
+        assert len(notices()) == 1
+        stored = await h.host.store.list_messages(record.number)
+        assert [m.body for m in stored if m.kind == "message"] == [notice]

@@ -10,7 +10,7 @@ import pytest
 
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
-from core.protocol import OfferEvent
+from core.protocol import InvitationEvent, OfferEvent
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
@@ -134,6 +134,10 @@ async def test_accept_reply_template_end_and_close(tmp_path: Path) -> None:
                     or app.state.chats[number].record.state == "closed_complete"
                 ),
             )
+        # Closed, not merely gone from the screen: the stored record says so.
+        stored = await h.host.store.get_interaction(number)
+        assert stored is not None and stored.state == "closed_complete"
+        assert stored.closed_at is not None
 
 
 async def test_reject_with_a_reason_reaches_another_agent(tmp_path: Path) -> None:
@@ -171,6 +175,9 @@ async def test_transfer_and_invite_pickers(tmp_path: Path) -> None:
             await until(pilot, lambda: isinstance(app.screen, Picker))
             await pilot.press(*"bob", "enter")
             await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            invitation = await bob.next_event(InvitationEvent)
+            assert invitation.interaction.number == number
+            assert invitation.from_agent == "alice"
             await pilot.press("t")
             await until(pilot, lambda: isinstance(app.screen, Picker))
             await pilot.press(*"Bob Ok", "enter")
