@@ -3,10 +3,12 @@ guessed (a quoted "false" is not taken as true)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from bench.host_process import INBOX_TUI, console_env
 from tui.settings import ConsoleSettings, SettingsError, load_settings
 
 
@@ -55,3 +57,34 @@ def test_bytes_that_are_not_text_are_refused(tmp_path: Path) -> None:
     path.write_bytes(b"user = '\xff'")
     with pytest.raises(SettingsError, match=r"console\.toml: "):
         load_settings(path)
+
+
+def test_an_unknown_keymap_id_is_named_with_the_closest_one(tmp_path: Path) -> None:
+    from tui.app import binding_ids
+
+    path = tmp_path / "console.toml"
+    path.write_text('[keymap]\n"offer.acept" = "f2"\n', encoding="utf-8")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(path, binding_ids=binding_ids())
+    assert str(refused.value) == (
+        f"{path}: [keymap]: unknown binding id 'offer.acept' (did you mean 'offer.accept'?)"
+    )
+    path.write_text('[keymap]\n"offer.accept" = "f2"\n', encoding="utf-8")
+    assert load_settings(path, binding_ids=binding_ids()).keymap == {"offer.accept": "f2"}
+
+
+def test_the_console_refuses_an_unknown_keymap_id_before_it_starts(tmp_path: Path) -> None:
+    env = console_env(tmp_path)
+    config = Path(env["XDG_CONFIG_HOME"]) / "inbox-tui"
+    config.mkdir(parents=True)
+    (config / "console.toml").write_text('[keymap]\n"chat.nxt_unread" = "u"\n')
+    run = subprocess.run(
+        [INBOX_TUI, "--connect", "127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "unknown binding id 'chat.nxt_unread' (did you mean 'chat.next_unread'?)" in run.stderr

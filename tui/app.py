@@ -18,6 +18,12 @@ from tui.settings import ConsoleSettings, forget_token, save_token, saved_token
 from tui.state import ConsoleState
 
 
+def binding_ids() -> set[str]:
+    """The ids a [keymap] in console.toml may remap."""
+    owners = (InboxApp, MainScreen)
+    return {b.id for o in owners for b in o.BINDINGS if isinstance(b, Binding) and b.id}
+
+
 class StateChanged(Message):
     def __init__(self, areas: set[str]) -> None:
         super().__init__()

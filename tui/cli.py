@@ -81,11 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run_console(url: str | None, user: str | None) -> int:
     from dataclasses import replace
 
-    from tui.app import InboxApp
+    from tui.app import InboxApp, binding_ids
     from tui.settings import load_settings, normalise_url
 
     try:
-        settings = load_settings()
+        settings = load_settings(binding_ids=binding_ids())
     except SettingsError as e:
         print(f"inbox-tui: {e}", file=sys.stderr)
         return 2

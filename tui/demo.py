@@ -247,10 +247,10 @@ async def run_demo(
 
 
 async def run_with_console(demo: Demo, url: str, agent: str, seconds: float | None) -> None:
-    from tui.app import InboxApp
+    from tui.app import InboxApp, binding_ids
     from tui.settings import load_settings
 
-    settings = replace(load_settings(), url=url, user=agent)
+    settings = replace(load_settings(binding_ids=binding_ids()), url=url, user=agent)
     app = InboxApp(settings, password=DEMO_PASSWORD)
     customers = asyncio.create_task(demo.run(seconds))
     try:

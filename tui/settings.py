@@ -13,9 +13,11 @@ host and user, so a console restarted after a crash logs in without the password
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +62,11 @@ SETTING_TYPES: dict[str, tuple[type, str]] = {
 }
 
 
-def load_settings(path: Path | None = None) -> ConsoleSettings:
+def load_settings(
+    path: Path | None = None, *, binding_ids: Collection[str] | None = None
+) -> ConsoleSettings:
+    """Read console.toml; with `binding_ids`, a [keymap] id that is none of them is named
+    (with the closest one), since a silently ignored remap looks like a broken key."""
     path = path or default_config_dir() / "console.toml"
     data: dict[str, object] = {}
     if path.exists():
@@ -81,6 +87,14 @@ def load_settings(path: Path | None = None) -> ConsoleSettings:
         isinstance(k, str) and isinstance(v, str) for k, v in keymap.items()
     ):
         raise SettingsError(f"{path}: [keymap] maps binding ids to keys, both strings")
+    if binding_ids is not None:
+        for binding_id in keymap:
+            if binding_id not in binding_ids:
+                close = difflib.get_close_matches(binding_id, sorted(binding_ids), n=1)
+                hint = (
+                    f"did you mean {close[0]!r}?" if close else "see the ids with ? in the console"
+                )
+                raise SettingsError(f"{path}: [keymap]: unknown binding id {binding_id!r} ({hint})")
     url = os.environ.get("INBOX_TUI_URL") or str(data.get("url") or DEFAULT_URL)
     return ConsoleSettings(
         url=normalise_url(url),
