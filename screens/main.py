@@ -38,6 +38,7 @@ from core.protocol import (
     UseTemplate,
 )
 from core.protocol import Transcript as TranscriptReply
+from screens.confirm import Confirm
 from screens.history import HistoryScreen
 from screens.picker import Picker
 from screens.prompt import Prompt
@@ -58,6 +59,8 @@ from tui.widgets.virtual_list import VirtualList
 if TYPE_CHECKING:
     from tui.app import InboxApp
 
+# A customer is still in these: ending or closing them asks first.
+LIVE_STATES = ("new", "work_in_progress")
 NARROW = 110  # below this many columns the panes become tabs (80x24 terminals)
 PANES = ("pane-queues", "pane-chat", "pane-record")
 
@@ -502,14 +505,25 @@ class MainScreen(Screen[None]):
     @work
     async def action_chat_end(self) -> None:
         number = self.chat_or_say()
-        if number is not None:
+        if number is not None and await self.confirm_live(number, "End"):
             await self.call(EndChat(interaction=number))
 
     @work
     async def action_record_close(self) -> None:
         number = self.chat_or_say()
-        if number is not None:
+        if number is not None and await self.confirm_live(number, "Close"):
             await self.call(CloseRecord(interaction=number))
+
+    async def confirm_live(self, number: str, verb: str) -> bool:
+        """Ask before ending or closing a conversation whose customer is still in it; one
+        that has ended (wrap-up) closes on one key."""
+        chat = self.app.state.chats.get(number)
+        if chat is None or chat.record.state not in LIVE_STATES:
+            return True
+        who = chat.record.customer_name or "the customer"
+        return bool(
+            await self.app.push_screen_wait(Confirm(f"{verb} the conversation with {who}?"))
+        )
 
     @work
     async def action_record_archive(self) -> None:

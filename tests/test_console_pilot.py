@@ -11,6 +11,7 @@ import pytest
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
 from core.protocol import InvitationEvent, OfferEvent
+from screens.confirm import Confirm
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
@@ -125,8 +126,10 @@ async def test_accept_reply_template_end_and_close(tmp_path: Path) -> None:
             await pilot.press("enter")
             await until(pilot, lambda: "I'm Alice Martin" in transcript_text(app))
             await pilot.press("escape", "e")
+            await until(pilot, lambda: isinstance(app.screen, Confirm))
+            await pilot.press("y")
             await until(pilot, lambda: app.state.chats[number].record.state == "wrap_up")
-            await pilot.press("w")
+            await pilot.press("w")  # after the end, closing is one key
             await until(
                 pilot,
                 lambda: (
@@ -138,6 +141,35 @@ async def test_accept_reply_template_end_and_close(tmp_path: Path) -> None:
         stored = await h.host.store.get_interaction(number)
         assert stored is not None and stored.state == "closed_complete"
         assert stored.closed_at is not None
+
+
+async def test_one_key_neither_ends_nor_closes_a_live_chat(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            for key in ("e", "w"):
+                # A reply typed ahead of the question (as a burst arrives over SSH) runs
+                # nothing: not History (h), not Close (w), not Enter as a yes.
+                await pilot.press("escape", key, *"Sure, which bill?", "enter")
+                await until(pilot, lambda: isinstance(app.screen, Confirm))
+                await pilot.press("n")
+                await until(pilot, lambda: isinstance(app.screen, MainScreen))
+                assert app.state.chats[number].record.state == "work_in_progress"
+            stored = await h.host.store.get_interaction(number)
+            assert stored is not None and stored.state == "work_in_progress"
+            await pilot.press("w")
+            await until(pilot, lambda: isinstance(app.screen, Confirm))
+            await pilot.press("y")  # closing a live chat ends it too
+            await until(
+                pilot,
+                lambda: (
+                    number not in app.state.chats
+                    or app.state.chats[number].record.state == "closed_complete"
+                ),
+            )
+        stored = await h.host.store.get_interaction(number)
+        assert stored is not None and stored.state == "closed_complete"
 
 
 async def test_reject_with_a_reason_reaches_another_agent(tmp_path: Path) -> None:
