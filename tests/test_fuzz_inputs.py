@@ -160,7 +160,8 @@ PLAUSIBLE = st.one_of(
         ]
     ),
     st.integers(-5, 5),
-    st.sampled_from([2**53, 2**53 + 1, 2**63 - 1, -(2**63)]),
+    # Past SQLite's signed 64 bits: an offset or after_seq this large once dropped the socket.
+    st.sampled_from([2**53, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63)]),
     st.booleans(),
     st.none(),
     st.text(max_size=12),
@@ -768,7 +769,11 @@ def rest_request(draw: st.DrawFn, number: str) -> dict[str, Any]:
         )
         | PATH_TEXT.map(lambda s: "/" + quote(s, safe="/"))
     )
-    query = draw(st.none() | st.text(max_size=20).map(lambda s: "?" + quote(s, safe="=&")))
+    query = draw(
+        st.none()
+        | st.text(max_size=20).map(lambda s: "?" + quote(s, safe="=&"))
+        | st.sampled_from(["after_seq", "limit"]).map(lambda k: f"?{k}={2**63}")
+    )
     body = draw(
         st.none()
         | st.binary(max_size=60)
