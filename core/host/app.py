@@ -132,9 +132,9 @@ IDLE_TIMEOUT = 30.0
 
 class ServerLog(logging.LoggerAdapter[logging.Logger]):
     """aiohttp's server log, but a request its parser refuses (a NUL byte in a header, a bad
-    request line) is one line, `event=bad_request`: aiohttp answers it 400 and logged it as an
-    ERROR with the parser's traceback, a dozen lines any client could write into the host log
-    at will. Everything else keeps aiohttp's message and traceback."""
+    request line) is one line, `event=bad_request`. aiohttp answers it 400 and would log it as
+    an ERROR with the parser's traceback: a dozen lines any client can write into the host log
+    at will, for its own mistake. Everything else keeps aiohttp's message and traceback."""
 
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info")
@@ -142,8 +142,8 @@ class ServerLog(logging.LoggerAdapter[logging.Logger]):
             self.logger.exception(msg, *args, **kwargs)
             return
         # aiohttp's only argument here is the client's address ("Error handling request
-        # from %s"); the message's first line says what was wrong without echoing the
-        # client's bytes, which follow on the next lines.
+        # from %s"). The parser's message names the fault on its first line and quotes the
+        # client's bytes on the next ones, which stay out of the log.
         address = args[0] if len(args) == 1 else "?"
         reason = " ".join(exc.message.partition("\n")[0].split()).rstrip(":")[:200]
         reason = reason.replace('"', "'")
