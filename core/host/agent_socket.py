@@ -180,10 +180,13 @@ class Connection:
             elif isinstance(frame, Logout):
                 await self.host.auth.logout(self.token)
                 # `ok` before the session closes: closing it kicks this socket (4002, the
-                # documented end of a logout), and nothing can be sent after the close.
-                await self.send(Ok(ref=ref))
-                session, self.session = self.session, None
-                await self.host.inbox.close_session(session)
+                # documented end of a logout), and nothing can be sent after the close. The
+                # session ends even if the console is already gone.
+                try:
+                    await self.send(Ok(ref=ref))
+                finally:
+                    session, self.session = self.session, None
+                    await self.host.inbox.close_session(session)
             elif isinstance(frame, Hello):
                 await self.send(Error(ref=ref, code="bad_frame", message="hello was already said"))
             else:
