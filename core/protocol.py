@@ -42,7 +42,12 @@ CLOSE_NOT_READING = 1008  # its queue filled: resume to catch up
 CLOSE_REPLACED = 4001  # another console resumed the same session: do not reconnect
 CLOSE_SESSION_ENDED = 4002  # logged out or expired: log in again
 
-Ref = Annotated[int, Meta(ge=0, le=2**53)]
+# Every integer a client sends has an upper bound: the store binds them as SQLite INTEGERs
+# (signed 64-bit), and 2**63 or more raised OverflowError there. 2**53 is also the largest
+# integer a JSON or JavaScript client holds exactly.
+MAX_INT = 2**53
+Ref = Annotated[int, Meta(ge=0, le=MAX_INT)]
+Seq = Annotated[int, Meta(ge=0, le=MAX_INT)]  # an event or message number, or an offset
 Number = Annotated[str, Meta(min_length=1, max_length=32)]
 Secret = Annotated[str, Meta(min_length=1, max_length=1024)]
 Reason = Annotated[str, Meta(max_length=200)]
@@ -56,7 +61,7 @@ class ClientFrame(Struct, frozen=True, gc=False, kw_only=True, tag_field="t"):
 
 
 class Hello(ClientFrame, tag="hello", kw_only=True):
-    version: int
+    version: Annotated[int, Meta(ge=0, le=MAX_INT)]
     client: Label = ""
 
 
@@ -73,7 +78,7 @@ class Authenticate(ClientFrame, tag="authenticate", kw_only=True):
 
 class Resume(ClientFrame, tag="resume", kw_only=True):
     token: Secret
-    last_seq: Annotated[int, Meta(ge=0)]
+    last_seq: Seq
 
 
 class Logout(ClientFrame, tag="logout", kw_only=True):
@@ -109,7 +114,7 @@ class Typing(ClientFrame, tag="typing", kw_only=True):
 
 class MarkRead(ClientFrame, tag="mark_read", kw_only=True):
     interaction: Number
-    seq: Annotated[int, Meta(ge=0)]
+    seq: Seq
 
 
 class AttachFile(ClientFrame, tag="attach_file", kw_only=True):
@@ -189,7 +194,7 @@ class GetTranscript(ClientFrame, tag="get_transcript", kw_only=True):
     """Messages after `after_seq`, oldest first; with `newest`, the last `limit` instead."""
 
     interaction: Number
-    after_seq: Annotated[int, Meta(ge=0)] = 0
+    after_seq: Seq = 0
     limit: Annotated[int, Meta(ge=1, le=1000)] = 500
     newest: bool = False
 
@@ -197,7 +202,7 @@ class GetTranscript(ClientFrame, tag="get_transcript", kw_only=True):
 class ListInteractions(ClientFrame, tag="list_interactions", kw_only=True):
     archived: bool | None = None
     limit: Annotated[int, Meta(ge=1, le=1000)] = 200
-    offset: Annotated[int, Meta(ge=0)] = 0
+    offset: Seq = 0
 
 
 class ListAgents(ClientFrame, tag="list_agents", kw_only=True):

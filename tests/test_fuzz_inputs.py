@@ -160,7 +160,8 @@ PLAUSIBLE = st.one_of(
         ]
     ),
     st.integers(-5, 5),
-    st.sampled_from([2**53, 2**53 + 1, 2**63 - 1, -(2**63)]),
+    # Past SQLite's signed 64 bits: an offset or after_seq this large once dropped the socket.
+    st.sampled_from([2**53, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63)]),
     st.booleans(),
     st.none(),
     st.text(max_size=12),
@@ -305,11 +306,28 @@ class AgentPeer:
         return answer
 
 
+def sent_ref(data: bytes) -> int | None:
+    """The frame's `ref` as a plain msgpack reader sees it (0 when it has none in range), or
+    None when such a reader cannot say: not msgpack, or a map keyed by more than strings."""
+    try:
+        value = decoding.decode(msgspec.msgpack.decode, data)
+    except Exception:
+        return None
+    if not isinstance(value, dict):
+        return 0
+    if not all(isinstance(key, str) for key in value):
+        return None
+    ref = value.get("ref")
+    return ref if type(ref) is int and 0 <= ref <= 2**53 else 0
+
+
 def check_agent_answer(data: bytes, answer: ServerFrame | None, authenticated: bool) -> None:
     try:
         frame = decoding.decode(client_decoder.decode, data)
     except agent_socket.UNREADABLE:
         assert isinstance(answer, Error) and answer.code == "bad_frame", (data[:200], answer)
+        # The refused call must fail at once, so its error answers the ref it was sent with.
+        assert sent_ref(data) in (None, answer.ref), (data[:200], answer)
         SEEN_CODES["agent"].add(answer.code)
         return
     if isinstance(frame, Logout) and authenticated:
@@ -768,7 +786,11 @@ def rest_request(draw: st.DrawFn, number: str) -> dict[str, Any]:
         )
         | PATH_TEXT.map(lambda s: "/" + quote(s, safe="/"))
     )
-    query = draw(st.none() | st.text(max_size=20).map(lambda s: "?" + quote(s, safe="=&")))
+    query = draw(
+        st.none()
+        | st.text(max_size=20).map(lambda s: "?" + quote(s, safe="=&"))
+        | st.sampled_from(["after_seq", "limit"]).map(lambda k: f"?{k}={2**63}")
+    )
     body = draw(
         st.none()
         | st.binary(max_size=60)

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 
-import msgspec
 from aiohttp import WSMsgType, web
 
 from core.auth import AuthError, token_digest
@@ -55,9 +54,7 @@ KICKS = {
     Kick.REPLACED: (CLOSE_REPLACED, b"another console resumed this session"),
     Kick.ENDED: (CLOSE_SESSION_ENDED, b"session ended: log in again"),
 }
-# msgspec reports a string that is not UTF-8 as UnicodeDecodeError, not as a DecodeError, and
-# nesting deeper than the interpreter's recursion limit as RecursionError (core.host.decoding).
-UNREADABLE = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+UNREADABLE = decoding.UNREADABLE
 
 
 SOCKETS = web.AppKey("agent_sockets", set[web.WebSocketResponse])
@@ -128,7 +125,9 @@ class Connection:
                 try:
                     frame = decoding.decode(client_decoder.decode, msg.data)
                 except UNREADABLE as e:
-                    await self.send(Error(code="bad_frame", message=f"unreadable frame: {e}"))
+                    ref = decoding.ref_of(msg.data)
+                    error = Error(ref=ref, code="bad_frame", message=f"unreadable frame: {e}")
+                    await self.send(error)
                     continue
                 await self.dispatch(frame)
         finally:
@@ -180,10 +179,14 @@ class Connection:
                 await self.send(Error(ref=ref, code="unauthenticated", message="log in first"))
             elif isinstance(frame, Logout):
                 await self.host.auth.logout(self.token)
-                session, self.session = self.session, None
-                await self.host.inbox.close_session(session)
-                await self.send(Ok(ref=ref))
-                await self.ws.close()
+                # `ok` before the session closes: closing it kicks this socket (4002, the
+                # documented end of a logout), and nothing can be sent after the close. The
+                # session ends even if the console is already gone.
+                try:
+                    await self.send(Ok(ref=ref))
+                finally:
+                    session, self.session = self.session, None
+                    await self.host.inbox.close_session(session)
             elif isinstance(frame, Hello):
                 await self.send(Error(ref=ref, code="bad_frame", message="hello was already said"))
             else:
@@ -198,6 +201,17 @@ class Connection:
             log.error("event=agent_store_unavailable agent=%s error=%s", self.agent, e)
             await self.send(
                 Error(ref=ref, code="unavailable", message="the host cannot store that now; retry")
+            )
+        except ConnectionResetError:
+            raise  # the console is gone: nobody to answer
+        except Exception:
+            # A bug must not drop the socket: the console would reconnect, send the same
+            # command again and drop it again, for ever. It gets an answer instead.
+            log.exception(
+                "event=agent_command_failed agent=%s frame=%s", self.agent, type(frame).__name__
+            )
+            await self.send(
+                Error(ref=ref, code="internal", message="internal error; the host log has details")
             )
 
     async def authenticate(self, frame: Login | Authenticate | Resume) -> None:

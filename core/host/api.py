@@ -53,7 +53,7 @@ from core.model import (
     Name,
     Role,
 )
-from core.protocol import QueueStats
+from core.protocol import QueueStats, Seq
 from core.service.inbox import InboxError
 from store.base import StoreUnavailable
 
@@ -127,7 +127,7 @@ class MessagePosted(Struct, frozen=True, kw_only=True):
 
 
 class TranscriptQuery(Struct, frozen=True, kw_only=True):
-    after_seq: Annotated[int, Meta(ge=0)] = 0
+    after_seq: Seq = 0
     limit: Annotated[int, Meta(ge=1, le=1000)] = 500
 
 

@@ -15,8 +15,11 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger
 from msgspec.structs import replace
 
 from core.auth import Authenticator
@@ -128,8 +131,34 @@ def create_app(host: Host) -> web.Application:
 IDLE_TIMEOUT = 30.0
 
 
+class ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log, but a request its parser refuses (a NUL byte in a header, a bad
+    request line) is one line, `event=bad_request`. aiohttp answers it 400 and would log it as
+    an ERROR with the parser's traceback: a dozen lines any client can write into the host log
+    at will, for its own mistake. Everything else keeps aiohttp's message and traceback."""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if not isinstance(exc, HttpProcessingError):
+            self.logger.exception(msg, *args, **kwargs)
+            return
+        # aiohttp's only argument here is the client's address ("Error handling request
+        # from %s"). The parser's message names the fault on its first line and quotes the
+        # client's bytes on the next ones, which stay out of the log.
+        address = args[0] if len(args) == 1 else "?"
+        reason = " ".join(exc.message.partition("\n")[0].split()).rstrip(":")[:200]
+        reason = reason.replace('"', "'")
+        log.info('event=bad_request address=%s status=%s reason="%s"', address, exc.code, reason)
+
+
 def runner_for(app: web.Application, **kwargs: object) -> web.AppRunner:
-    return web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT, **kwargs)
+    return web.AppRunner(
+        app,
+        access_log=None,
+        keepalive_timeout=IDLE_TIMEOUT,
+        logger=ServerLog(server_logger),
+        **kwargs,
+    )
 
 
 async def serve_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
