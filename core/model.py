@@ -21,8 +21,11 @@ Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@
 Label = Annotated[str, Meta(max_length=200)]
 Body = Annotated[str, Meta(max_length=16_000)]
 ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64)]
-AttrValue = str | int | float | bool
-Attributes = Annotated[dict[str, AttrValue], Meta(max_length=64)]
+# Integers within ±2**53: exact as JSON numbers everywhere, and far inside SQLite's and
+# msgpack's 64 bits (2**63 in an attribute used to reach the agent socket's encoder).
+AttrInt = Annotated[int, Meta(ge=-(2**53), le=2**53)]
+AttrValue = Label | AttrInt | float | bool
+Attributes = Annotated[dict[Annotated[str, Meta(max_length=64)], AttrValue], Meta(max_length=64)]
 
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 

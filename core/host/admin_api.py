@@ -18,13 +18,16 @@ import hmac
 import json
 import logging
 import secrets
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import msgspec
 from aiohttp import hdrs, web
 from msgspec import Meta, Struct
 
 from core.auth import PasswordError
+from core.host import openapi
 from core.host.api import PREFIX, ApiError, _body, _json, _principal
 from core.host.state import HOST
 from core.model import Agent, Label, Name, Role
@@ -149,16 +152,15 @@ async def add_agent(request: web.Request) -> web.Response:
     return _json(AgentInfo(agent=body.agent, has_password=True), 201)
 
 
-async def switch_agent(request: web.Request) -> web.Response:
+async def switch_agent(request: web.Request, *, disabled: bool) -> web.Response:
     admin = await _admin(request)
     agent_id = request.match_info["agent"]
-    disabled = request.match_info["action"] == "disable"
     try:
         changed, ended = await admin.set_disabled(agent_id, disabled)
     except AdminError as e:
         raise _refused(e) from e
     if changed:
-        log.info("event=admin_agent_%s agent=%s", request.match_info["action"] + "d", agent_id)
+        log.info("event=admin_agent_%s agent=%s", "disabled" if disabled else "enabled", agent_id)
     return _json(AgentSwitched(changed=changed, ended_sessions=ended))
 
 
@@ -201,6 +203,118 @@ async def revoke_token(request: web.Request) -> web.Response:
     return _json(TokenRevoked(revoked=revoked))
 
 
+# ---------------------------------------------------------------------------- OpenAPI
+
+MODELS = (AddAgent, AgentInfo, AgentList, AgentSwitched, SetPassword, PasswordSet)
+MODELS += (CreateToken, TokenCreated, TokenList, TokenRevoked)
+AUTH = (
+    "Administration (docs/admin.md): an admin-role token (api_ or ses_), or the secret in "
+    "<data_dir>/admin.json that the host writes at start for `inbox-tui admin`."
+)
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    ok: tuple[str, str, str | None],
+    errors: tuple[str, ...] = (),
+    body: str | None = None,
+    parameter: str | None = None,
+) -> dict[str, Any]:
+    status, description, schema = ok
+    answer: dict[str, Any] = {"description": description}
+    if schema is not None:
+        answer["content"] = openapi.json_content(schema)
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": AUTH,
+        "responses": openapi.responses({status: answer}, "403", *errors),
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": openapi.json_content(body)}
+    if parameter is not None:
+        op["parameters"] = [
+            {"name": parameter, "in": "path", "required": True, "schema": {"type": "string"}}
+        ]
+    return op
+
+
+def openapi_part() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(paths, component schemas) of the admin API, for the REST API's OpenAPI document."""
+    _, schemas = msgspec.json.schema_components(MODELS, ref_template=openapi.REF)
+    agents, tokens = f"{ADMIN_PREFIX}/agents", f"{ADMIN_PREFIX}/tokens"
+    paths = {
+        agents: {
+            "get": _operation("adminListAgents", "List agents", ("200", "Agents", "AgentList")),
+            "post": _operation(
+                "adminAddAgent",
+                "Add an agent (dry_run: check only, 200 {})",
+                ("201", "Added; it can log in and be routed to at once", "AgentInfo"),
+                ("400", "409"),
+                body="AddAgent",
+            ),
+        },
+        agents + "/{agent}": {
+            "get": _operation(
+                "adminGetAgent",
+                "One agent",
+                ("200", "The agent", "AgentInfo"),
+                ("404",),
+                parameter="agent",
+            )
+        },
+        agents + "/{agent}/disable": {
+            "post": _operation(
+                "adminDisableAgent",
+                "Disable an agent; their sessions end",
+                ("200", "Done (changed: false if it already was)", "AgentSwitched"),
+                ("404",),
+                parameter="agent",
+            )
+        },
+        agents + "/{agent}/enable": {
+            "post": _operation(
+                "adminEnableAgent",
+                "Enable an agent",
+                ("200", "Done (changed: false if it already was)", "AgentSwitched"),
+                ("404",),
+                parameter="agent",
+            )
+        },
+        agents + "/{agent}/password": {
+            "put": _operation(
+                "adminSetPassword",
+                "Set an agent's password; their sessions end",
+                ("200", "Set", "PasswordSet"),
+                ("400", "404"),
+                body="SetPassword",
+                parameter="agent",
+            )
+        },
+        tokens: {
+            "get": _operation("adminListTokens", "List API tokens", ("200", "Tokens", "TokenList")),
+            "post": _operation(
+                "adminCreateToken",
+                "Create an API token (its secret is shown only here)",
+                ("201", "Created", "TokenCreated"),
+                ("400",),
+                body="CreateToken",
+            ),
+        },
+        tokens + "/{token}": {
+            "delete": _operation(
+                "adminRevokeToken",
+                "Revoke an API token",
+                ("200", "Revoked (revoked: false if it already was)", "TokenRevoked"),
+                ("404",),
+                parameter="token",
+            )
+        },
+    }
+    return paths, schemas
+
+
 def setup(app: web.Application) -> None:
     host = app[HOST]
     app[SECRET] = SECRET_PREFIX + secrets.token_urlsafe(32)
@@ -209,7 +323,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get(agents, list_agents)
     app.router.add_post(agents, add_agent)
     app.router.add_get(agents + "/{agent}", get_agent)
-    app.router.add_post(agents + "/{agent}/{action:disable|enable}", switch_agent)
+    app.router.add_post(agents + "/{agent}/disable", partial(switch_agent, disabled=True))
+    app.router.add_post(agents + "/{agent}/enable", partial(switch_agent, disabled=False))
     app.router.add_put(agents + "/{agent}/password", set_password)
     tokens = f"{ADMIN_PREFIX}/tokens"
     app.router.add_get(tokens, list_tokens)

@@ -30,9 +30,9 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from aiohttp import hdrs, web
@@ -457,8 +457,11 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
-def setup(app: web.Application) -> None:
-    """Add the API's routes and middleware; calling it again on the same app does nothing."""
+def setup(
+    app: web.Application, openapi_parts: Iterable[tuple[dict[str, Any], dict[str, Any]]] = ()
+) -> None:
+    """Add the API's routes and middleware (`openapi_parts`: other families' paths for the
+    document); calling it again on the same app does nothing."""
     if LIMITS in app:
         return
     app[LIMITS] = RateLimits()
@@ -469,6 +472,7 @@ def setup(app: web.Application) -> None:
             max_body_bytes=MAX_BODY_BYTES,
             token_rate=(TOKEN_RATE, TOKEN_BURST),
             address_rate=(ADDRESS_RATE, ADDRESS_BURST),
+            parts=openapi_parts,
         )
     )
     app.middlewares.append(_middleware)

@@ -118,7 +118,7 @@ def create_app(host: Host) -> web.Application:
     app.on_response_prepare.append(bound_send_buffer)
     app.router.add_get("/healthz", healthz)
     agent_socket.setup(app)
-    api.setup(app)
+    api.setup(app, openapi_parts=[admin_api.openapi_part()])
     admin_api.setup(app)
     metrics.setup(app)
     widget.setup(app)

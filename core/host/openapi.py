@@ -45,15 +45,15 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": REF.format(name=name)}
 
 
-def _json_content(schema: str) -> dict[str, Any]:
+def json_content(schema: str) -> dict[str, Any]:
     return {"application/json": {"schema": _ref(schema)}}
 
 
 def _error(description: str, **extra: Any) -> dict[str, Any]:
-    return {"description": description, "content": _json_content("ErrorBody"), **extra}
+    return {"description": description, "content": json_content("ErrorBody"), **extra}
 
 
-def _responses(ok: dict[str, dict[str, Any]], *errors: str) -> dict[str, Any]:
+def responses(ok: dict[str, dict[str, Any]], *errors: str) -> dict[str, Any]:
     shared = {code: {"$ref": f"#/components/responses/{code}"} for code in ("401", "429", "500")}
     return {**ok, **{code: {"$ref": f"#/components/responses/{code}"} for code in errors}, **shared}
 
@@ -65,8 +65,10 @@ def document(
     max_body_bytes: int,
     token_rate: tuple[float, float],
     address_rate: tuple[float, float],
+    parts: Iterable[tuple[dict[str, Any], dict[str, Any]]] = (),
 ) -> dict[str, Any]:
-    """The whole document; `models` are the request and response Structs named in paths."""
+    """The whole document; `models` are the request and response Structs named in paths,
+    `parts` the (paths, schemas) of other endpoint families (the admin API)."""
     _, schemas = msgspec.json.schema_components(list(models), ref_template=REF)
     number = {
         "name": "number",
@@ -90,8 +92,8 @@ def document(
                     "another system, or a messaging conversation from a webhook. Integration "
                     "token required."
                 ),
-                "requestBody": {"required": True, "content": _json_content("CreateItem")},
-                "responses": _responses(
+                "requestBody": {"required": True, "content": json_content("CreateItem")},
+                "responses": responses(
                     {
                         "201": {
                             "description": "Stored and routed.",
@@ -101,7 +103,7 @@ def document(
                                     "schema": {"type": "string"},
                                 }
                             },
-                            "content": _json_content("ItemCreated"),
+                            "content": json_content("ItemCreated"),
                         }
                     },
                     "400",
@@ -126,16 +128,16 @@ def document(
                     "not this customer's. Integration token required."
                 ),
                 "parameters": [number],
-                "requestBody": {"required": True, "content": _json_content("PostMessage")},
-                "responses": _responses(
+                "requestBody": {"required": True, "content": json_content("PostMessage")},
+                "responses": responses(
                     {
                         "201": {
                             "description": "Stored.",
-                            "content": _json_content("MessagePosted"),
+                            "content": json_content("MessagePosted"),
                         },
                         "200": {
                             "description": "A retry: the message first stored under this id.",
-                            "content": _json_content("MessagePosted"),
+                            "content": json_content("MessagePosted"),
                         },
                     },
                     "400",
@@ -179,8 +181,8 @@ def document(
                         },
                     },
                 ],
-                "responses": _responses(
-                    {"200": {"description": "Found.", "content": _json_content("InteractionView")}},
+                "responses": responses(
+                    {"200": {"description": "Found.", "content": json_content("InteractionView")}},
                     "400",
                     "403",
                     "404",
@@ -196,11 +198,11 @@ def document(
                     "Waiting and active items, waits and available agents per queue: an "
                     "agent's token sees the agent's queues, others see every queue."
                 ),
-                "responses": _responses(
+                "responses": responses(
                     {
                         "200": {
                             "description": "The statistics.",
-                            "content": _json_content("QueueList"),
+                            "content": json_content("QueueList"),
                         }
                     }
                 ),
@@ -221,16 +223,21 @@ def document(
             }
         },
     }
-    responses = {
+    for more_paths, more_schemas in parts:
+        paths.update(more_paths)
+        schemas.update(more_schemas)
+    shared = {
         "400": _error("The body or query is not valid JSON or breaks the schema."),
         "401": _error(
             "No token, or an unknown, revoked or expired one.",
             headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
         ),
         "403": _error("The token may not do this (see the authorization rules)."),
-        "404": _error("No such interaction visible to this token."),
+        "404": _error("No such interaction (or agent, or token) visible to this token."),
         "408": _error("The body did not arrive within 30 seconds."),
-        "409": _error("The request conflicts with the item's current state."),
+        "409": _error(
+            "The request conflicts with the current state (the item's, or an agent that exists)."
+        ),
         "413": _error(f"The body is larger than {max_body_bytes} bytes."),
         "415": _error("The body is not sent as application/json."),
         "422": _error("Well-formed but not possible: an unknown channel, or no queue matches."),
@@ -258,7 +265,7 @@ def document(
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "responses": responses,
+            "responses": shared,
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
