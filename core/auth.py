@@ -27,6 +27,8 @@ until the oldest of those leaves the window: one address trying many usernames i
 while dozens of agents mistyping behind one office NAT are not. A refused attempt does not
 count. The Authenticator refuses with `rate_limited` and the seconds to wait.
 
+Ended sessions. `Authenticator.prune_forever` deletes expired and revoked sessions from the
+store when the host starts and every `PRUNE_INTERVAL` (an hour) after.
 """
 
 from __future__ import annotations
@@ -86,6 +88,10 @@ API_TOKEN_ID_PREFIX = "tok_"
 MAX_TOKEN_LENGTH = 128
 MAX_TOKEN_NAME_LENGTH = 200
 HASH_THREADS = min(4, os.cpu_count() or 1)
+# Ended sessions are only dead rows (a token is checked against its expiry and revocation on
+# every use), so deleting them hourly is often enough to keep the table the size of the
+# sessions alive.
+PRUNE_INTERVAL = 3600.0
 
 DEFAULT_HASHER = PasswordHasher()
 _hash_pool = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="argon2")
@@ -497,6 +503,20 @@ class Authenticator:
     async def prune(self) -> int:
         """Delete expired and revoked sessions; returns how many."""
         return await self._store.prune_sessions(self._clock())
+
+    async def prune_forever(self, every: float = PRUNE_INTERVAL) -> None:
+        """Prune now, then every `every` seconds, until cancelled."""
+        while True:
+            try:
+                pruned = await self.prune()
+            except Exception:
+                # A failing disk must not end pruning for the life of the host: the next
+                # round tries again.
+                log.exception("pruning sessions failed; trying again in %g s", every)
+            else:
+                if pruned:
+                    log.info("pruned %d expired or revoked sessions", pruned)
+            await asyncio.sleep(every)
 
     async def create_api_token(
         self, name: str, agent: str | None, role: Role, ttl: float | None

@@ -345,6 +345,30 @@ async def test_prune_deletes_expired_and_revoked_sessions(
     await auth.authenticate(live.token, None)
 
 
+async def test_prune_forever_prunes_at_once_and_then_again_each_interval(
+    auth: Authenticator, store: SQLiteStore
+) -> None:
+    first = await auth.login("alice", PASSWORD, None)
+    await auth.logout(first.token)
+    pruning = asyncio.create_task(auth.prune_forever(every=0.05))
+    try:
+        await until_gone(store, first.token)
+        second = await auth.login("alice", PASSWORD, None)
+        await auth.logout(second.token)
+        await until_gone(store, second.token)  # a later round found it
+    finally:
+        pruning.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pruning
+
+
+async def until_gone(store: SQLiteStore, token: str) -> None:
+    deadline = time.monotonic() + 10.0
+    while await store.get_session(token_digest(token)) is not None:
+        assert time.monotonic() < deadline, "the session was not pruned"
+        await asyncio.sleep(0.01)
+
+
 async def test_the_database_holds_no_token_and_no_password(
     tmp_path: Path, auth: Authenticator, store: SQLiteStore
 ) -> None:

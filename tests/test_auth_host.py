@@ -1,5 +1,6 @@
 """Logins against a real `inbox-tui --server` subprocess: a guesser slows down only its own
-(username, address) pair, and agents behind one address do not lock each other out.
+(username, address) pair, agents behind one address do not lock each other out, and the host
+prunes ended sessions from its store.
 
 Clients act from other loopback addresses by binding a source address (Linux routes all of
 127.0.0.0/8 to lo), so the host sees them as other machines.
@@ -9,13 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from bench.host_process import HostProcess, start_host, stop_host
-from core.demo import DEMO_PASSWORD
+from core.auth import SESSION_PREFIX, new_token, token_digest
+from core.client import InboxClient
+from core.demo import DEMO_PASSWORD, demo_config
+from core.model import Role
 from core.protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -28,6 +35,7 @@ from core.protocol import (
     encoder,
     server_decoder,
 )
+from store import DB_FILENAME, SessionRecord, open_store
 
 ALICE_HOME = "127.0.0.1"
 ATTACKER = "127.0.0.2"
@@ -121,3 +129,59 @@ async def test_agents_behind_one_address_do_not_lock_each_other_out(host: HostPr
     replies = await asyncio.gather(*(agent(n) for n in names))
     assert [r.snapshot.me.id if isinstance(r, LoggedIn) else r for r in replies] == list(names)
     assert host.log_text().count(f"from {OFFICE}") >= len(names) * (typos + 1)
+
+
+def stored_sessions(data_dir: Path) -> set[str]:
+    # Read-only, beside the running host (WAL lets a reader in while it writes).
+    db = sqlite3.connect(f"file:{data_dir / DB_FILENAME}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in db.execute("SELECT token_digest FROM sessions")}
+    finally:
+        db.close()
+
+
+async def test_the_host_prunes_ended_sessions_from_its_store(tmp_path: Path) -> None:
+    now = time.time()
+    valid = new_token(SESSION_PREFIX)
+
+    def session(token: str, expires_at: float, revoked_at: float | None = None) -> SessionRecord:
+        return SessionRecord(
+            token_digest=token_digest(token),
+            agent="alice",
+            role=Role.AGENT,
+            created_at=now - 7200,
+            expires_at=expires_at,
+            revoked_at=revoked_at,
+        )
+
+    # Left by an earlier run of the host, as the data directory of a host restarted would be.
+    store = await open_store(tmp_path / "data")
+    try:
+        await store.upsert_agents(demo_config().agents)
+        await store.save_session(session(new_token(SESSION_PREFIX), expires_at=now - 60))
+        await store.save_session(
+            session(new_token(SESSION_PREFIX), expires_at=now + 3600, revoked_at=now - 60)
+        )
+        await store.save_session(session(valid, expires_at=now + 3600))
+    finally:
+        await store.close()
+    assert len(stored_sessions(tmp_path / "data")) == 3
+
+    host = await asyncio.to_thread(start_host, tmp_path)
+    try:
+        deadline = time.monotonic() + 15.0
+        while (left := stored_sessions(tmp_path / "data")) != {token_digest(valid)}:
+            assert time.monotonic() < deadline, f"still stored: {left}"
+            await asyncio.sleep(0.05)
+        client = InboxClient(host.agent_url)
+        try:
+            await client.connect()
+            assert (await client.login_token(valid)).token == valid
+        finally:
+            await client.close()
+    finally:
+        await asyncio.to_thread(stop_host, host)
+    # The pruning task ended with the host rather than holding up or breaking its shutdown.
+    assert host.proc.returncode == 0, host.log_text()
+    assert "pruned 2 expired or revoked sessions" in host.log_text()
+    assert "event=stopped" in host.log_text()
