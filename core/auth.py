@@ -88,9 +88,9 @@ API_TOKEN_ID_PREFIX = "tok_"
 MAX_TOKEN_LENGTH = 128
 MAX_TOKEN_NAME_LENGTH = 200
 HASH_THREADS = min(4, os.cpu_count() or 1)
-# Ended sessions are only dead rows (a token is checked against its expiry and revocation on
-# every use), so deleting them hourly is often enough to keep the table the size of the
-# sessions alive.
+# Ended sessions are dead rows, never trusted (every use of a token checks its expiry and
+# revocation): pruning only keeps the table from growing with every login, and hourly is
+# often enough for that.
 PRUNE_INTERVAL = 3600.0
 
 DEFAULT_HASHER = PasswordHasher()
