@@ -17,8 +17,18 @@ at once what it opens and what to revoke. The store keeps only sha256(token): a 
 lets no one in, and since a token is random rather than chosen by a person, a fast unsalted
 hash is enough (there is no dictionary to try).
 
-Guessing. `LoginLimiter` counts failed logins per username and per client address in a sliding
-window; the Authenticator refuses further attempts until the window lets one through.
+Guessing. `LoginLimiter` slows failed logins down per (username, client address) pair, so a
+guesser slows only itself: the real user at another address logs in as usual. A pair's first 5
+failures in a row cost nothing; after the 5th the next attempt must wait 2 s from the latest
+failure, after the 6th 4 s, doubling with each further failure up to 300 s. A success from that
+address clears the pair, and a pair with no failure for an hour starts over. Separately an
+address that failed 100 times within the last 300 s, whatever usernames it named, is refused
+until the oldest of those leaves the window: one address trying many usernames is stopped,
+while dozens of agents mistyping behind one office NAT are not. A refused attempt does not
+count. The Authenticator refuses with `rate_limited` and the seconds to wait.
+
+Ended sessions. `Authenticator.prune_forever` deletes expired and revoked sessions from the
+store when the host starts and every `PRUNE_INTERVAL` (an hour) after.
 """
 
 from __future__ import annotations
@@ -78,6 +88,10 @@ API_TOKEN_ID_PREFIX = "tok_"
 MAX_TOKEN_LENGTH = 128
 MAX_TOKEN_NAME_LENGTH = 200
 HASH_THREADS = min(4, os.cpu_count() or 1)
+# Ended sessions are dead rows, never trusted (every use of a token checks its expiry and
+# revocation): pruning only keeps the table from growing with every login, and hourly is
+# often enough for that.
+PRUNE_INTERVAL = 3600.0
 
 DEFAULT_HASHER = PasswordHasher()
 _hash_pool = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="argon2")
@@ -214,18 +228,33 @@ class _Window:
             if not times:
                 del self.failures[key]  # eviction relies on every entry holding a time
 
-    def clear(self, key: str) -> None:
-        self.failures.pop(key, None)
+
+class _Streak:
+    """One (username, address) pair's failures in a row, and when the latest was."""
+
+    __slots__ = ("failures", "latest")
+
+    def __init__(self, latest: float) -> None:
+        self.failures = 0
+        self.latest = latest
 
 
 class LoginLimiter:
-    """Failed-login counting per username and per client address; sans-I/O, clock passed in.
+    """Growing delays per (username, address) pair, under a high ceiling per address;
+    sans-I/O, the clock passed in.
 
-    An attempt is refused while either key has `per_user` / `per_address` failures within the
-    last `window` seconds; `check` says how long to wait. A success clears the username's
-    count but not the address's: otherwise one account the attacker owns would reset the
-    address limit for guessing everyone else's. Keys are truncated and at most `max_keys`
-    of each kind are tracked, so memory stays bounded whatever is thrown at it.
+    The pair's first `free` failures in a row cost nothing. From then on the next attempt
+    waits `pause_after(failures)` from the latest failure: `delay` seconds after the
+    `free`-th, doubling with each further failure up to `max_delay`. A success clears the
+    pair; a pair with no failure for `forget_after` seconds starts over. Apart from that an
+    address is refused while it has `per_address` failures within the last `window`
+    seconds, whichever usernames they named; a success does not clear that count, or one
+    account the attacker owns would reset it for guessing everyone else's.
+
+    `check` says how long to wait. A refused attempt is not a failure, so retrying too early
+    does not push the wait further out. Keys are truncated and at most `max_keys` pairs and
+    `max_keys` addresses are tracked, least recently failing first to go: past that many
+    busy keys some counts are forgotten, a bounded leak rather than unbounded memory.
     """
 
     KEY_LENGTH = 256
@@ -233,48 +262,87 @@ class LoginLimiter:
     def __init__(
         self,
         *,
-        per_user: int = 5,
-        per_address: int = 20,
+        free: int = 5,
+        delay: float = 2.0,
+        max_delay: float = 300.0,
+        forget_after: float = 3600.0,
+        per_address: int = 100,
         window: float = 300.0,
         max_keys: int = 10_000,
     ) -> None:
-        if per_user < 1 or per_address < 1 or window <= 0 or max_keys < 1:
-            raise ValueError("LoginLimiter limits, window and max_keys must be positive")
-        self._users = _Window(per_user, window, max_keys)
+        if free < 1 or not 0 < delay <= max_delay or forget_after <= 0:
+            raise ValueError(
+                "LoginLimiter needs free >= 1, 0 < delay <= max_delay and forget_after > 0"
+            )
+        if per_address < 1 or window <= 0 or max_keys < 1:
+            raise ValueError("LoginLimiter per_address, window and max_keys must be positive")
+        self.free = free
+        self.delay = delay
+        self.max_delay = max_delay
+        self.forget_after = forget_after
+        self.max_keys = max_keys
+        # Ordered by latest failure, oldest first, so eviction looks at the front only.
+        self._pairs: OrderedDict[tuple[str, str | None], _Streak] = OrderedDict()
         self._addresses = _Window(per_address, window, max_keys)
 
-    def _keys(self, user: str | None, address: str | None) -> tuple[str | None, str | None]:
-        n = self.KEY_LENGTH
-        return (None if user is None else user[:n]), (None if address is None else address[:n])
+    def pause_after(self, failures: int) -> float:
+        """How long a pair waits after its `failures`-th failure in a row."""
+        if failures < self.free:
+            return 0.0
+        # The exponent is capped so that years of failures cannot overflow a float.
+        return min(self.max_delay, self.delay * 2.0 ** min(failures - self.free, 64))
 
-    def check(self, user: str | None, address: str | None, now: float) -> float | None:
+    def _key(self, user: str, address: str | None) -> tuple[str, str | None]:
+        n = self.KEY_LENGTH
+        return user[:n], (None if address is None else address[:n])
+
+    def _streak(self, key: tuple[str, str | None], now: float) -> _Streak | None:
+        streak = self._pairs.get(key)
+        if streak is not None and now - streak.latest >= self.forget_after:
+            del self._pairs[key]
+            return None
+        return streak
+
+    def check(self, user: str, address: str | None, now: float) -> float | None:
         """None if an attempt is allowed now, else the seconds to wait."""
-        user, address = self._keys(user, address)
-        wait = max(
-            self._users.wait(user, now) if user is not None else 0.0,
-            self._addresses.wait(address, now) if address is not None else 0.0,
-        )
+        key = self._key(user, address)
+        wait = 0.0
+        streak = self._streak(key, now)
+        if streak is not None:
+            pause = self.pause_after(streak.failures)
+            # min(): a clock stepping backwards must not stretch the wait past the pause.
+            wait = min(pause, streak.latest + pause - now)
+        if key[1] is not None:
+            wait = max(wait, self._addresses.wait(key[1], now))
         return wait if wait > 0 else None
 
-    def record_failure(self, user: str | None, address: str | None, now: float) -> None:
-        user, address = self._keys(user, address)
-        if user is not None:
-            self._users.add(user, now)
-        if address is not None:
-            self._addresses.add(address, now)
+    def record_failure(self, user: str, address: str | None, now: float) -> None:
+        key = self._key(user, address)
+        streak = self._streak(key, now) or _Streak(now)
+        streak.failures += 1
+        streak.latest = max(streak.latest, now)
+        self._pairs.pop(key, None)
+        self._pairs[key] = streak
+        while self._pairs:
+            oldest = next(iter(self._pairs.values()))
+            stale = now - oldest.latest >= self.forget_after
+            if not stale and len(self._pairs) <= self.max_keys:
+                break
+            self._pairs.popitem(last=False)
+        if key[1] is not None:
+            self._addresses.add(key[1], now)
 
-    def record_success(self, user: str | None, address: str | None, now: float) -> None:
-        """Clear the user's failures, and take back an address failure recorded at `now`.
+    def record_success(self, user: str, address: str | None, now: float) -> None:
+        """Clear the pair, and take back the address failure recorded at `now`.
 
         The Authenticator records every attempt as a failure before verifying it (so that
         parallel guesses cannot all pass `check` while their hashes run) and takes it back
         here when the password was right.
         """
-        user, address = self._keys(user, address)
-        if user is not None:
-            self._users.clear(user)
-        if address is not None:
-            self._addresses.take_back(address, now)
+        key = self._key(user, address)
+        self._pairs.pop(key, None)
+        if key[1] is not None:
+            self._addresses.take_back(key[1], now)
 
 
 # -- the authenticator ------------------------------------------------------------------------
@@ -435,6 +503,20 @@ class Authenticator:
     async def prune(self) -> int:
         """Delete expired and revoked sessions; returns how many."""
         return await self._store.prune_sessions(self._clock())
+
+    async def prune_forever(self, every: float = PRUNE_INTERVAL) -> None:
+        """Prune now, then every `every` seconds, until cancelled."""
+        while True:
+            try:
+                pruned = await self.prune()
+            except Exception:
+                # A failing disk must not end pruning for the life of the host: the next
+                # round tries again.
+                log.exception("pruning sessions failed; trying again in %g s", every)
+            else:
+                if pruned:
+                    log.info("pruned %d expired or revoked sessions", pruned)
+            await asyncio.sleep(every)
 
     async def create_api_token(
         self, name: str, agent: str | None, role: Role, ttl: float | None

@@ -207,29 +207,33 @@ async def test_a_disabled_agent_is_told_so_only_with_the_right_password(
     assert (await refused(auth.login("gone", PASSWORD, None))).code == "disabled"
 
 
-async def test_failed_logins_are_limited_per_user(auth: Authenticator, clock: Clock) -> None:
-    for i in range(5):
-        await refused(auth.login("alice", "wrong", f"10.0.0.{i}"))
-    limited = await refused(auth.login("alice", PASSWORD, "10.0.0.99"))  # even the right one
-    assert limited.code == "rate_limited" and "300 seconds" in limited.message
-    assert limited.retry_after == 300
-    await auth.login("dan", PASSWORD, "10.0.0.0")  # other users are not affected
-    clock.now += 100
-    assert (await refused(auth.login("alice", PASSWORD, None))).retry_after == 200
-    clock.now += 200
-    await auth.login("alice", PASSWORD, None)
+async def test_failed_logins_slow_down_that_address_not_the_user(
+    auth: Authenticator, clock: Clock
+) -> None:
+    for _ in range(5):
+        await refused(auth.login("alice", "wrong", "10.0.0.66"))
+    limited = await refused(auth.login("alice", PASSWORD, "10.0.0.66"))  # even the right one
+    assert limited.code == "rate_limited" and "2 seconds" in limited.message
+    assert limited.retry_after == 2
+    # The real alice, elsewhere, is not held up by someone guessing her password.
+    await auth.login("alice", PASSWORD, "10.0.0.1")
+    clock.now += 2
+    await refused(auth.login("alice", "wrong", "10.0.0.66"))
+    assert (await refused(auth.login("alice", PASSWORD, "10.0.0.66"))).retry_after == 4
+    clock.now += 4
+    await auth.login("alice", PASSWORD, "10.0.0.66")
 
 
-async def test_a_success_clears_the_users_failures(auth: Authenticator) -> None:
+async def test_a_success_clears_the_pairs_failures(auth: Authenticator) -> None:
     for _ in range(4):
-        await refused(auth.login("alice", "wrong", None))
-    await auth.login("alice", PASSWORD, None)
-    for _ in range(4):
-        assert (await refused(auth.login("alice", "wrong", None))).code == "bad_credentials"
+        await refused(auth.login("alice", "wrong", "10.0.0.1"))
+    await auth.login("alice", PASSWORD, "10.0.0.1")
+    for _ in range(5):
+        assert (await refused(auth.login("alice", "wrong", "10.0.0.1"))).code == "bad_credentials"
 
 
 async def test_failed_logins_are_limited_per_address(store: SQLiteStore, clock: Clock) -> None:
-    auth = make_auth(store, clock, limiter=LoginLimiter(per_user=5, per_address=3))
+    auth = make_auth(store, clock, limiter=LoginLimiter(per_address=3))
     for user in ("alice", "dan", "nobody"):
         await refused(auth.login(user, "wrong", "203.0.113.7"))
     assert (await refused(auth.login("root", PASSWORD, "203.0.113.7"))).code == "rate_limited"
@@ -339,6 +343,30 @@ async def test_prune_deletes_expired_and_revoked_sessions(
     assert await auth.prune() == 1
     assert await store.get_session(token_digest(ended.token)) is None
     await auth.authenticate(live.token, None)
+
+
+async def test_prune_forever_prunes_at_once_and_then_again_each_interval(
+    auth: Authenticator, store: SQLiteStore
+) -> None:
+    first = await auth.login("alice", PASSWORD, None)
+    await auth.logout(first.token)
+    pruning = asyncio.create_task(auth.prune_forever(every=0.05))
+    try:
+        await until_gone(store, first.token)
+        second = await auth.login("alice", PASSWORD, None)
+        await auth.logout(second.token)
+        await until_gone(store, second.token)  # a later round found it
+    finally:
+        pruning.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pruning
+
+
+async def until_gone(store: SQLiteStore, token: str) -> None:
+    deadline = time.monotonic() + 10.0
+    while await store.get_session(token_digest(token)) is not None:
+        assert time.monotonic() < deadline, "the session was not pruned"
+        await asyncio.sleep(0.01)
 
 
 async def test_the_database_holds_no_token_and_no_password(
@@ -457,35 +485,144 @@ async def test_seed_passwords_obey_the_password_rules(tmp_path: Path, clock: Clo
 # -- the limiter alone ------------------------------------------------------------------------
 
 
-def test_the_limiter_window_slides() -> None:
-    limiter = LoginLimiter(per_user=2, per_address=100, window=10.0)
-    limiter.record_failure("u", "a", 0.0)
-    assert limiter.check("u", "a", 1.0) is None
-    limiter.record_failure("u", "a", 4.0)
-    assert limiter.check("u", "a", 5.0) == 5.0
-    assert limiter.check("u", "a", 10.0) is None  # the first failure left the window
-    assert limiter.check("u", None, 10.0) is None and limiter.check(None, "a", 10.0) is None
-    limiter.record_failure("u", "a", 10.0)
-    assert limiter.check("u", "a", 11.0) == 3.0
+def test_the_limiter_follows_the_documented_rule() -> None:
+    # security.md and the module docstring: 5 free, then 2 s doubling up to 300 s; 100
+    # failures per address within 300 s.
+    limiter = LoginLimiter()
+    assert [limiter.pause_after(n) for n in range(1, 15)] == [
+        *[0.0] * 4,
+        *[2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        300.0,
+        300.0,
+    ]
+    assert limiter.pause_after(10**6) == 300.0  # no float overflow after years of guessing
+    for i in range(100):
+        assert limiter.check(f"user-{i}", "office", 0.0) is None
+        limiter.record_failure(f"user-{i}", "office", 0.0)
+    assert limiter.check("user-100", "office", 10.0) == 290.0
+    assert limiter.check("user-100", "office", 300.0) is None
+
+
+def test_the_limiter_delays_grow_per_pair() -> None:
+    limiter = LoginLimiter(free=3, delay=1.0, max_delay=10.0)
+    now = 0.0
+    for _ in range(3):
+        assert limiter.check("alice", "a", now) is None
+        limiter.record_failure("alice", "a", now)
+    waits = []
+    for _ in range(6):
+        wait = limiter.check("alice", "a", now)
+        assert wait is not None
+        waits.append(wait)
+        assert limiter.check("alice", "a", now + wait / 2) == wait / 2  # it counts down
+        now += wait
+        assert limiter.check("alice", "a", now) is None
+        limiter.record_failure("alice", "a", now)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_the_limiter_leaves_the_same_user_at_another_address_alone() -> None:
+    limiter = LoginLimiter(free=2, delay=5.0, max_delay=60.0)
+    for _ in range(10):
+        limiter.record_failure("alice", "attacker", 0.0)
+    assert limiter.check("alice", "attacker", 0.0) == 60.0
+    assert limiter.check("alice", "office", 0.0) is None
+    assert limiter.check("alice", None, 0.0) is None  # no address is a pair of its own too
+    assert limiter.check("bob", "attacker", 0.0) is None
+
+
+def test_the_limiter_lets_many_users_behind_one_address_fail_until_the_ceiling() -> None:
+    limiter = LoginLimiter(free=5, per_address=50, window=300.0)
+    # An office NAT: a dozen agents, each mistyping four times, none held up.
+    for round_ in range(4):
+        for user in range(12):
+            now = round_ * 10.0 + user
+            assert limiter.check(f"agent-{user}", "nat", now) is None
+            limiter.record_failure(f"agent-{user}", "nat", now)
+    assert all(limiter.check(f"agent-{u}", "nat", 50.0) is None for u in range(12))
+    limiter.record_failure("agent-12", "nat", 50.0)
+    limiter.record_failure("agent-13", "nat", 50.0)  # the 50th failure from that address
+    # Now everyone there waits until the first of them (at t=0) leaves the window.
+    assert limiter.check("agent-0", "nat", 60.0) == 240.0
+    assert limiter.check("someone-new", "nat", 60.0) == 240.0
+    assert limiter.check("agent-0", "home", 60.0) is None
+    assert limiter.check("agent-0", "nat", 300.0) is None
+
+
+def test_the_limiter_ceiling_is_not_reset_by_the_attackers_own_success() -> None:
+    limiter = LoginLimiter(per_address=10, window=100.0)
+    for i in range(9):
+        limiter.record_failure(f"victim-{i}", "evil", float(i))
+    # Its own account: the attempt is recorded as a failure first, then taken back.
+    limiter.record_failure("mine", "evil", 9.0)
+    assert limiter.check("victim-0", "evil", 9.0) == 91.0
+    limiter.record_success("mine", "evil", 9.0)
+    assert limiter.check("victim-9", "evil", 9.0) is None
+    limiter.record_failure("victim-9", "evil", 9.0)
+    assert limiter.check("victim-10", "evil", 9.0) == 91.0
+
+
+def test_a_success_clears_the_pair() -> None:
+    limiter = LoginLimiter(free=2, delay=5.0)
+    for t in range(4):
+        limiter.record_failure("alice", "a", float(t))
+    limiter.record_failure("alice", "b", 3.0)
+    assert limiter.check("alice", "a", 4.0) is not None
+    limiter.record_failure("alice", "a", 100.0)  # the attempt, before its password is checked
+    limiter.record_success("alice", "a", 100.0)
+    assert limiter.check("alice", "a", 100.0) is None
+    limiter.record_failure("alice", "a", 100.0)
+    assert limiter.check("alice", "a", 100.0) is None  # free failures again
+    limiter.record_failure("alice", "b", 3.0)
+    assert limiter.check("alice", "b", 3.0) == 5.0  # only that address's pair was cleared
+
+
+def test_a_quiet_pair_starts_over() -> None:
+    limiter = LoginLimiter(free=1, delay=10.0, forget_after=3600.0)
+    for _ in range(3):
+        limiter.record_failure("alice", "a", 0.0)
+    assert limiter.check("alice", "a", 0.0) == 40.0
+    limiter.record_failure("alice", "a", 3600.0)
+    assert limiter.check("alice", "a", 3600.0) == 10.0
+
+
+def test_a_clock_stepping_back_does_not_stretch_the_wait() -> None:
+    limiter = LoginLimiter(free=1, delay=5.0)
+    limiter.record_failure("alice", "a", 1000.0)
+    assert limiter.check("alice", "a", 10.0) == 5.0
 
 
 def test_the_limiter_memory_is_bounded() -> None:
-    limiter = LoginLimiter(per_user=1, per_address=1, window=60.0, max_keys=100)
+    limiter = LoginLimiter(free=1, per_address=1, window=60.0, forget_after=60.0, max_keys=100)
     for i in range(10_000):
-        limiter.record_failure(f"user-{i}" + "x" * 1000, f"addr-{i}", float(i) / 1000)
-    assert len(limiter._users.failures) == 100 and len(limiter._addresses.failures) == 100
-    assert all(len(k) <= LoginLimiter.KEY_LENGTH for k in limiter._users.failures)
+        limiter.record_failure(f"user-{i}" + "x" * 1000, f"addr-{i}" + "y" * 1000, i / 1000)
+    assert len(limiter._pairs) == 100 and len(limiter._addresses.failures) == 100
+    assert all(
+        len(user) <= LoginLimiter.KEY_LENGTH and len(address or "") <= LoginLimiter.KEY_LENGTH
+        for user, address in limiter._pairs
+    )
     # The newest stay tracked; the oldest were let go.
-    assert limiter.check("user-9999" + "x" * 1000, None, 10.0) is not None
-    assert limiter.check("user-0" + "x" * 1000, None, 10.0) is None
+    assert limiter.check("user-9999" + "x" * 1000, None, 10.0) is None
+    assert limiter.check("user-9999" + "x" * 1000, "addr-9999" + "y" * 1000, 10.0) is not None
+    assert limiter.check("user-0" + "x" * 1000, "addr-0" + "y" * 1000, 10.0) is None
     # Stale entries go first, whatever the cap.
     limiter.record_failure("late", "late", 1000.0)
-    assert list(limiter._users.failures) == ["late"]
+    assert list(limiter._pairs) == [("late", "late")]
+    assert list(limiter._addresses.failures) == ["late"]
 
 
 def test_the_limiter_rejects_nonsense_settings() -> None:
-    with pytest.raises(ValueError):
-        LoginLimiter(per_user=0)
+    for settings in (
+        {"free": 0},
+        {"delay": 0},
+        {"delay": 600.0, "max_delay": 300.0},
+        {"forget_after": 0},
+        {"per_address": 0},
+        {"window": 0},
+        {"max_keys": 0},
+    ):
+        with pytest.raises(ValueError):
+            LoginLimiter(**settings)
 
 
 # -- where a console keeps its session token --------------------------------------------------

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +113,21 @@ async def bound_send_buffer(request: web.Request, response: web.StreamResponse) 
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
 
 
+async def prune_sessions(app: web.Application) -> AsyncIterator[None]:
+    """Expired and revoked sessions leave the store at start and hourly after, for as long as
+    the app runs (core.auth.PRUNE_INTERVAL)."""
+    task = asyncio.create_task(app[HOST].auth.prune_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(host: Host) -> web.Application:
     app = web.Application(client_max_size=MAX_FRAME_BYTES)
     app[HOST] = host
     app.on_response_prepare.append(bound_send_buffer)
+    app.cleanup_ctx.append(prune_sessions)
     app.router.add_get("/healthz", healthz)
     agent_socket.setup(app)
     api.setup(app, openapi_parts=[admin_api.openapi_part()])
