@@ -252,7 +252,7 @@ async def test_attach_work_note_incident_and_archive(tmp_path: Path) -> None:
             await pilot.press("ctrl+s")
             await until(pilot, lambda: app.state.chats[number].record.case == "CS0001001")
 
-            await pilot.press("e")
+            await pilot.press("e", "y")
             await until(pilot, lambda: app.state.chats[number].record.state == "wrap_up")
             await pilot.press("w")
             await until(pilot, lambda: app.state.chats[number].record.state == "closed_complete")

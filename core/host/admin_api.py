@@ -13,7 +13,6 @@ Errors are the REST API's (`{"error": {"code", "message"}}`, core/host/api.py).
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
@@ -335,19 +334,25 @@ def setup(app: web.Application) -> None:
 # ---------------------------------------------------------------------------- admin.json
 
 
-def publish(app: web.Application, data_dir: Path, address: tuple[str, int]) -> Path:
+def publish(app: web.Application, data_dir: Path, address: tuple[str, int]) -> None:
     """Write `<data_dir>/admin.json` for `inbox-tui admin` on this machine: the URL to reach
-    this host and the secret, readable by the data directory's owner only."""
+    this host and the secret, readable by the data directory's owner only. A disk that refuses
+    it costs only that (admin commands then say the host cannot be reached), not the start."""
     listen_host, port = address[0], address[1]
     # A host listening on every address is reached on loopback.
     connect = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(listen_host, listen_host)
     url_host = f"[{connect}]" if ":" in connect else connect
     text = json.dumps({"url": f"http://{url_host}:{port}", "token": app[SECRET]})
-    path = data_dir / ADMIN_FILE
-    save_secret(path, text)
-    return path
+    try:
+        save_secret(data_dir / ADMIN_FILE, text)
+    except OSError as e:
+        log.warning("event=admin_file_unwritten path=%s error=%s", data_dir / ADMIN_FILE, e)
 
 
 def withdraw(data_dir: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (data_dir / ADMIN_FILE).unlink()
+    """Remove admin.json at a stop. A disk turned read-only keeps it: the next admin command
+    finds the data directory unlocked and works on it directly."""
+    try:
+        (data_dir / ADMIN_FILE).unlink(missing_ok=True)
+    except OSError as e:
+        log.warning("event=admin_file_kept path=%s error=%s", data_dir / ADMIN_FILE, e)

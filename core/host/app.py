@@ -235,8 +235,8 @@ async def serve(config: HostConfig, listen: tuple[str, int], data_dir: Path) -> 
         await stop.wait()
         log.info("event=stopping reason=signal")
     finally:
-        admin_api.withdraw(data_dir)
         with contextlib.suppress(Exception):
             await runner.cleanup()
         await close_host(host)
+        admin_api.withdraw(data_dir)
         log.info("event=stopped")
