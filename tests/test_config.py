@@ -169,11 +169,15 @@ def test_file_tables_cover_every_model_field() -> None:
 
     assert names(config_module._QueueTable) == names(Queue)
     assert names(config_module._AgentTable) == names(Agent) | {"password"}
-    assert names(config_module._ChannelTable) == names(ServiceChannel)
+    # customer_attributes is the widget's business, kept in HostConfig.customer_attributes.
+    assert names(config_module._ChannelTable) == names(ServiceChannel) | {"customer_attributes"}
     assert names(config_module._PresenceTable) == names(PresenceState)
     assert names(config_module._TemplateTable) == names(Template)
     assert names(config_module._HostTable) == names(config_module.HostSettings)
-    assert names(config_module._WidgetTable) == names(config_module.WidgetSettings)
+    # The file names the secret's file; the settings hold the secret read from it.
+    assert names(config_module._WidgetTable) - {"identity_secret_file"} == names(
+        config_module.WidgetSettings
+    ) - {"identity_secret"}
 
 
 # ---------------------------------------------------------------------------- paths
