@@ -232,13 +232,6 @@ class Refused(Exception):
 # ---------------------------------------------------------------------------- identities
 
 
-def sign_identity(secret: bytes, payload: dict[str, Any]) -> str:
-    """The identity text an embedding site's server makes (documented above; tests use it)."""
-    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
-    mac = hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
-    return f"{body}.{mac}"
-
-
 def verify_identity(secret: bytes | None, text: str, now: float) -> Identity:
     """The identity `text` proves, or Refused(bad_identity). The reason stays in the log:
     the customer can do nothing with it, and it would help someone probing the format."""
