@@ -850,6 +850,11 @@ def test_origins_are_normalised_as_browsers_send_them(tmp_path: Path) -> None:
     assert config.widget.identity_secret is None
 
 
+def chat_and(tmp_path: Path, text: str) -> Path:
+    """A file of one chat channel (lines 1-3), then `text` from line 4."""
+    return write(tmp_path, '[[channel]]\nname = "chat"\nmode = "sync"\n' + textwrap.dedent(text))
+
+
 @pytest.mark.parametrize(
     ("origin", "reason"),
     [
@@ -866,13 +871,9 @@ def test_origins_are_normalised_as_browsers_send_them(tmp_path: Path) -> None:
     ],
 )
 def test_bad_origins_name_their_line(tmp_path: Path, origin: str, reason: str) -> None:
-    path = write(
+    path = chat_and(
         tmp_path,
         f"""
-        [[channel]]
-        name = "chat"
-        mode = "sync"
-
         [widget]
         embed_origins = [
           "https://fine.example",
@@ -896,27 +897,20 @@ def test_bad_origins_name_their_line(tmp_path: Path, origin: str, reason: str) -
     ],
 )
 def test_bad_customer_attributes(tmp_path: Path, key: str, reason: str) -> None:
-    path = write(
+    path = chat_and(
         tmp_path,
         f"""
-        [[channel]]
-        name = "chat"
-        mode = "sync"
         customer_attributes = ["language", "{key}"]
         """,
     )
     e = error(path)
-    assert str(e) == f'{path}:4: channel "chat": customer_attributes[1] {reason}'
+    assert str(e) == f'{path}:5: channel "chat": customer_attributes[1] {reason}'
 
 
 def identity_config(tmp_path: Path) -> Path:
-    return write(
+    return chat_and(
         tmp_path,
         """
-        [[channel]]
-        name = "chat"
-        mode = "sync"
-
         [widget]
         identity_secret_file = "keys/identity.secret"
         """,

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -37,10 +36,10 @@ from core.protocol import (
     encoder,
     server_decoder,
 )
+from tests.test_widget_browser import launch_chromium, needs_chromium
 
 TIMEOUT = 10.0
 WAIT_MS = 10_000
-CHROMIUM = Path("/usr/bin/chromium")
 SECRET = "5f" * 32  # what `openssl rand -hex 32` writes: 64 characters, the key as text
 FOREIGN = "127.0.0.2"
 OTHER_FOREIGN = "127.0.0.3"
@@ -309,6 +308,7 @@ async def test_forged_or_expired_identities_get_bad_identity_and_start_nothing(
         "too far ahead": identity(exp=int(time.time()) + 2 * 24 * 3600),
         "no mac": body,
         "garbage": "ü.ü",
+        "too long": identity(attributes={"tier": "platinum", "note": "x" * 4000}),
     }
     try:
         async with http.ws_connect(host.widget_url) as ws:
@@ -363,11 +363,6 @@ async def test_widget_page_headers_allow_framing_only_by_embedding_sites(
 
 # ---------------------------------------------------------------------------- in Chromium
 
-browser_only = pytest.mark.skipif(
-    not CHROMIUM.exists() and not os.environ.get("CI"),
-    reason="needs /usr/bin/chromium (run .ci/ensure-chromium)",
-)
-
 
 @dataclass
 class Foreign:
@@ -410,25 +405,22 @@ async def foreign_sites() -> AsyncIterator[list[Foreign]]:
 
 
 @pytest.fixture
-async def chromium() -> AsyncIterator[playwright_api.BrowserContext]:
+async def browsing(foreign_sites: list[Foreign]) -> AsyncIterator[Web]:
     async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-            headless=True,
-        )
+        browser = await launch_chromium(p)
         try:
-            yield await browser.new_context(viewport={"width": 800, "height": 800})
+            context = await browser.new_context(viewport={"width": 800, "height": 800})
+            yield Web(sites=foreign_sites, browser=context)
         finally:
             await browser.close()
+
+
+@dataclass
+class Web:
+    """Foreign sites and a browser to visit them with."""
+
+    sites: list[Foreign]
+    browser: playwright_api.BrowserContext
 
 
 def socket_page(url: str, frames: list[bytes]) -> str:
@@ -465,16 +457,14 @@ LOGIN = [
 ]
 
 
-@browser_only
+@needs_chromium
 async def test_a_foreign_page_in_chromium_cannot_open_the_agent_socket(
-    run_host: Any,
-    foreign_sites: list[Foreign],
-    chromium: playwright_api.BrowserContext,
+    run_host: Any, browsing: Web
 ) -> None:
-    site = foreign_sites[0]
+    site = browsing.sites[0]
     host = await run_host()
     site.pages["/steal"] = socket_page(host.agent_url, LOGIN)
-    page = await chromium.new_page()
+    page = await browsing.browser.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     await page.goto(site.url("/steal"))
@@ -487,33 +477,29 @@ async def test_a_foreign_page_in_chromium_cannot_open_the_agent_socket(
     assert "event=agent_connected" not in host.log_text()
 
 
-@browser_only
+@needs_chromium
 async def test_a_page_of_an_allowed_origin_in_chromium_logs_in(
-    run_host: Any,
-    foreign_sites: list[Foreign],
-    chromium: playwright_api.BrowserContext,
+    run_host: Any, browsing: Web
 ) -> None:
-    site = foreign_sites[0]
+    site = browsing.sites[0]
     host = await run_host(allowed=(site.origin,))
     site.pages["/console"] = socket_page(host.agent_url, LOGIN)
-    page = await chromium.new_page()
+    page = await browsing.browser.new_page()
     await page.goto(site.url("/console"))
     result = await socket_result(page, "window.result.received.length >= 2")
     welcome, logged_in = decoded(result)[:2]
     assert isinstance(welcome, Welcome) and isinstance(logged_in, LoggedIn)
 
 
-@browser_only
+@needs_chromium
 async def test_the_widget_socket_in_chromium_honours_embed_origins(
-    run_host: Any,
-    foreign_sites: list[Foreign],
-    chromium: playwright_api.BrowserContext,
+    run_host: Any, browsing: Web
 ) -> None:
-    listed, other = foreign_sites
+    listed, other = browsing.sites
     host = await run_host(embed=(listed.origin,))
-    for site in foreign_sites:
+    for site in browsing.sites:
         site.pages["/chat"] = socket_page(host.widget_url, [])
-    page = await chromium.new_page()
+    page = await browsing.browser.new_page()
     await page.goto(listed.url("/chat"))
     assert (await socket_result(page, "window.result.opened"))["opened"] is True
     await page.goto(other.url("/chat"))
@@ -527,16 +513,14 @@ def frame_page(src: str) -> str:
     return f'<!doctype html><title>shop</title><iframe src="{src}" width="420" height="640">'
 
 
-@browser_only
+@needs_chromium
 async def test_chromium_blocks_a_foreign_page_framing_the_widget(
-    run_host: Any,
-    foreign_sites: list[Foreign],
-    chromium: playwright_api.BrowserContext,
+    run_host: Any, browsing: Web
 ) -> None:
-    site = foreign_sites[0]
+    site = browsing.sites[0]
     host = await run_host()
     site.pages["/frame"] = frame_page(host.base_url + "/widget")
-    page = await chromium.new_page()
+    page = await browsing.browser.new_page()
     async with page.expect_console_message(
         lambda m: "frame-ancestors" in m.text, timeout=WAIT_MS
     ) as refusal:
@@ -546,7 +530,7 @@ async def test_chromium_blocks_a_foreign_page_framing_the_widget(
     assert await page.frame_locator("iframe").locator("#greeting").count() == 0
     # The host's own pages may still frame it ('self'). The widget page forbids frames inside
     # itself (default-src 'none'), so another of the host's documents does the framing.
-    own = await chromium.new_page()
+    own = await browsing.browser.new_page()
     await own.goto(host.base_url + "/healthz")
     await own.evaluate(
         "src => { const f = document.createElement('iframe'); f.src = src;"
@@ -557,20 +541,18 @@ async def test_chromium_blocks_a_foreign_page_framing_the_widget(
     await playwright_api.expect(greeting).to_have_text("Hi! How can we help you today?")
 
 
-@browser_only
+@needs_chromium
 async def test_an_embedding_site_frames_the_widget_and_its_signed_identity_routes(
-    run_host: Any,
-    foreign_sites: list[Foreign],
-    chromium: playwright_api.BrowserContext,
+    run_host: Any, browsing: Web
 ) -> None:
-    site = foreign_sites[0]
+    site = browsing.sites[0]
     host = await run_host(embed=(site.origin,))
     bob = await desk(host)
     try:
         # As a shop's server would write it: the signed identity, and (ignored) a typed tier.
         src = f"{host.base_url}/widget?identity={identity()}&tier=gold&language=fr"
         site.pages["/shop"] = frame_page(src)
-        page = await chromium.new_page()
+        page = await browsing.browser.new_page()
         page.set_default_timeout(WAIT_MS)
         await page.goto(site.url("/shop"))
         frame = page.frame_locator("iframe")

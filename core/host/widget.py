@@ -52,8 +52,10 @@ may be reloading the page, and resumes with the ticket kept in localStorage.
 
 Signed identity. What a customer types is never trusted for routing privilege (tier, account,
 a verified address). The embedding site's server, which knows its logged-in user, signs what
-it vouches for with the secret in `[widget] identity_secret_file` (the file's text, surrounding
-whitespace removed, used as the key bytes as is; make it with `openssl rand -hex 32`):
+it vouches for with the secret in `[widget] identity_secret_file`. The key is that file's
+content with surrounding whitespace removed, as bytes: for a file made with
+`openssl rand -hex 32 > widget-identity.secret`, the 64 hex characters themselves (not the 32
+bytes they spell). The site and the host hold the same file.
 
     identity = B + "." + hex(HMAC-SHA256(key=secret, message=B))
     B = base64url(UTF-8 JSON payload), "=" padding removed (kept is accepted too)
@@ -62,13 +64,14 @@ whitespace removed, used as the key bytes as is; make it with `openssl rand -hex
                "name": 1-80 characters (optional), "email": an address (optional),
                "attributes": {key: string value} (optional, same rules as above)}
 
-The whole identity is at most 4096 characters; the hex is lower case. Sent as `identity` in
-`start`; widget.js takes it from the page's URL (`/widget?identity=...`, which is how a site
-embedding the page in an iframe passes it). A valid identity's attributes are all used for
-routing and override typed ones of the same key; its name and e-mail replace the typed ones
-(the e-mail becomes the contact); the host adds `verified_id` = sub, and `email_verified` =
-"true" when it has an e-mail. A forged, malformed or expired identity, or one sent to a host
-with no secret, gets `bad_identity` and starts nothing (why is logged, not told). In Python::
+Other payload fields are ignored. The whole identity is at most 4096 characters; the hex is
+lower case. Sent as `identity` in `start`; widget.js takes it from the page's URL
+(`/widget?identity=...`, which is how a site embedding the page in an iframe passes it).
+A valid identity's attributes are all used for routing and override typed ones of the same key;
+its name and e-mail replace the typed ones (the e-mail becomes the contact); the host adds
+`verified_id` = sub, and `email_verified` = "true" when it has an e-mail. A forged, malformed
+or expired identity, or one sent to a host with no secret, gets `bad_identity` and starts
+nothing (why is logged, not told). In Python::
 
     import base64, hashlib, hmac, json, time
     def widget_identity(secret: bytes, user_id: str, email: str, tier: str) -> str:
@@ -170,7 +173,8 @@ class Start(msgspec.Struct, kw_only=True):
     name: str
     email: str
     attributes: dict[str, str] = msgspec.field(default_factory=dict)
-    identity: Annotated[str, Meta(min_length=1, max_length=IDENTITY_MAX)] | None = None
+    # Its size is checked with the rest of it, so that every bad identity is bad_identity.
+    identity: str | None = None
 
 
 class IdentityPayload(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -243,6 +247,8 @@ def verify_identity(secret: bytes | None, text: str, now: float) -> Identity:
 
     if secret is None:
         raise bad("no identity_secret_file is configured")
+    if len(text) > IDENTITY_MAX:
+        raise bad(f"longer than {IDENTITY_MAX} characters")
     body, dot, mac = text.rpartition(".")
     if not dot or not body:
         raise bad("not <payload>.<mac>")
