@@ -19,11 +19,15 @@ commented example; core/examples/demo.toml is the demo's)::
     synchronous = "FULL"           # SQLite durability: "FULL" or "NORMAL"
     session_ttl = 43200            # seconds an agent session stays valid
     max_pending_offers = 1         # routed offers one agent may have pending at once
+    allowed_origins = ["https://agents.example.com"]  # browser origins, besides the host's
+                                   # own, that may open /agent; scheme://host[:port], no path
 
     [[channel]]                    # at least one
     name = "chat"                  # unique; letters, digits and . _ @ + -
     mode = "sync"                  # sync | async | record
     label = "Web chat"             # optional
+    customer_attributes = ["language"]  # widget attributes a customer may set for routing
+                                   # (default none; others are dropped, see core/host/widget.py)
 
     [[presence]]                   # optional; Available, Away and Offline always exist
     name = "Available"
@@ -77,6 +81,12 @@ commented example; core/examples/demo.toml is the demo's)::
     max_message_length = 2000      # characters, at most 16000
     channel = "chat"               # default: the first sync channel
     new_chats_per_address = 20     # new chats one client address may start a minute
+    embed_origins = ["https://www.example.com"]  # sites that may frame /widget and open
+                                   # /widget/ws; default none: any origin may open the socket,
+                                   # only the host itself may frame the page
+    identity_secret_file = "widget-identity.secret"  # HMAC key of signed customer identities;
+                                   # relative to the config's directory; at least 32 bytes,
+                                   # not world-readable (make one: openssl rand -hex 32)
 
 Presence defaults: a missing Available lists every channel, a missing Away or Offline lists
 none; a declared Available without `channels` also lists every channel. Offline can never
@@ -92,6 +102,7 @@ import ipaddress
 import json
 import os
 import re
+import stat
 import tomllib
 import types
 from collections.abc import Mapping, Sequence
@@ -99,6 +110,7 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta, Struct
@@ -130,10 +142,12 @@ __all__ = [
     "Group",
     "HostConfig",
     "HostSettings",
+    "Secret",
     "WidgetSettings",
     "default_config_path",
     "example_config_path",
     "load_config",
+    "normalize_origin",
     "parse_config",
 ]
 
@@ -158,6 +172,14 @@ _HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 # other text ({1234}, "{ }") are left alone, as render_template leaves them.
 _TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _NAME_PATTERN = get_args(Name)[1].pattern
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# The widget protocol's attribute keys (core/host/widget.py ATTRIBUTE_KEY).
+_ATTRIBUTE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+# Attributes only the host sets (from a signed identity): allowing customers to type them
+# would defeat the signature.
+RESERVED_ATTRIBUTES = frozenset({"email_verified", "verified_id"})
+MIN_SECRET_BYTES = 32
+MAX_SECRET_BYTES = 4096
 
 
 class ConfigError(ValueError):
@@ -179,6 +201,15 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------- results
 
 
+class Secret(bytes):
+    """Key bytes that never show in a repr, a log line or a traceback."""
+
+    def __repr__(self) -> str:
+        return "Secret(...)"
+
+    __str__ = __repr__
+
+
 class Group(Struct, frozen=True, kw_only=True):
     name: Name
     label: Label = ""
@@ -190,6 +221,9 @@ class HostSettings(Struct, frozen=True, kw_only=True):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     session_ttl: float = 12 * 3600.0
     max_pending_offers: int = 1
+    # Browser origins besides the host's own that may open /agent (normalised, see
+    # normalize_origin); a page from any other origin could act with an agent's login.
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def listen_host(self) -> str:
@@ -207,6 +241,10 @@ class WidgetSettings(Struct, frozen=True, kw_only=True):
     max_message_length: int = 2000
     channel: str | None = None  # where widget chats arrive; None when there is no channel
     new_chats_per_address: int = 20  # a minute, from one client address
+    embed_origins: tuple[str, ...] = ()  # normalised; empty: any origin, framing by 'self'
+    # The key that signs customer identities (the file's text, surrounding whitespace removed);
+    # None: no identity is accepted. Secret keeps it out of reprs and tracebacks.
+    identity_secret: Secret | None = None
 
 
 class HostConfig(Struct, frozen=True, kw_only=True):
@@ -221,6 +259,9 @@ class HostConfig(Struct, frozen=True, kw_only=True):
     widget: WidgetSettings
     host: HostSettings
     path: Path | None = None
+    # Channel -> the attribute keys a widget customer may set for routing ([[channel]]
+    # customer_attributes); a channel missing here allows none.
+    customer_attributes: dict[str, tuple[str, ...]] = {}
 
     def routing_config(self) -> RoutingConfig:
         return RoutingConfig(
@@ -251,6 +292,7 @@ class _HostTable(_Table):
     synchronous: str = "FULL"
     session_ttl: Seconds = 12 * 3600.0
     max_pending_offers: Annotated[int, Meta(ge=1, le=100)] = 1
+    allowed_origins: list[str] = []
 
 
 class _WidgetTable(_Table):
@@ -260,12 +302,15 @@ class _WidgetTable(_Table):
     max_message_length: Annotated[int, Meta(ge=1, le=16_000)] = 2000
     channel: Name | None = None
     new_chats_per_address: Annotated[int, Meta(ge=1, le=1_000_000)] = 20
+    embed_origins: list[str] = []
+    identity_secret_file: Annotated[str, Meta(min_length=1)] | None = None
 
 
 class _ChannelTable(_Table):
     name: Name
     mode: str
     label: Label = ""
+    customer_attributes: list[str] = []
 
 
 class _PresenceTable(_Table):
@@ -411,6 +456,37 @@ def parse_config(
         line = _first_deep_line(text)
         raise ConfigError(name, line, "", "arrays or inline tables nested too deeply") from e
     return _Loader(name, text, doc, base_dir, path).load()
+
+
+def normalize_origin(text: str) -> str:
+    """`scheme://host[:port]` as browsers send it in `Origin`: lower case, the scheme's
+    default port left out. ValueError says what is wrong (a path, "null", another scheme)."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"is not scheme://host[:port] ({e})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.netloc:
+        raise ValueError("must be http://host[:port] or https://host[:port]")
+    if parts.path or parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ValueError("must be an origin only, scheme://host[:port], with no path")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain a user name or password")
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"has a bad IPv6 address {host!r}") from None
+        host = f"[{host}]"
+    elif not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"has a bad host name {host!r}")
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    if port == 0:
+        raise ValueError("port must be 1 to 65535")
+    return f"{scheme}://{host}:{port}"
 
 
 def _first_deep_line(text: str, limit: int = 100) -> int | None:
@@ -837,6 +913,7 @@ class _Loader:
         agents, passwords = self._agents(raw.agent, channel_names, groups)
         templates = self._templates(raw.template, queues, agents)
         widget = self._widget(raw.widget, channels)
+        customer_attributes = self._customer_attributes(raw.channel)
         config = HostConfig(
             channels=channels,
             presences=presences,
@@ -848,6 +925,7 @@ class _Loader:
             widget=widget,
             host=host,
             path=self.path,
+            customer_attributes=customer_attributes,
         )
         self._check_router(config)
         return config
@@ -869,7 +947,56 @@ class _Loader:
             synchronous=synchronous,  # type: ignore[arg-type]
             session_ttl=t.session_ttl,
             max_pending_offers=t.max_pending_offers,
+            allowed_origins=self._origins(("host", "allowed_origins"), t.allowed_origins),
         )
+
+    def _origins(self, path: KeyPath, origins: list[str]) -> tuple[str, ...]:
+        normalized: list[str] = []
+        for i, origin in enumerate(origins):
+            try:
+                normalized.append(normalize_origin(origin))
+            except ValueError as e:
+                self.fail((*path, i), f"{self._key(path)}: {_show(origin)} {e}")
+        return tuple(dict.fromkeys(normalized))
+
+    def _customer_attributes(self, tables: list[_ChannelTable]) -> dict[str, tuple[str, ...]]:
+        allowed: dict[str, tuple[str, ...]] = {}
+        for i, t in enumerate(tables):
+            for j, key in enumerate(t.customer_attributes):
+                path = ("channel", i, "customer_attributes", j)
+                if not _ATTRIBUTE_KEY.fullmatch(key):
+                    self.bad(
+                        path, f"must be a key like [A-Za-z][A-Za-z0-9_]{{0,31}}, got {_show(key)}"
+                    )
+                if key in RESERVED_ATTRIBUTES:
+                    self.bad(path, f"{_show(key)} is set only from a signed identity")
+            if t.customer_attributes:
+                allowed[t.name] = tuple(dict.fromkeys(t.customer_attributes))
+        return allowed
+
+    def _secret(self, path: KeyPath, name: str) -> Secret:
+        file = Path(name).expanduser()
+        if not file.is_absolute():
+            file = (self.base_dir or Path.cwd()) / file
+        try:
+            # Its mode is read from the open file, so the file checked is the file read.
+            with file.open("rb") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                data = f.read(MAX_SECRET_BYTES + 1)
+        except OSError as e:
+            self.bad(path, f"cannot read {file}: {e.strerror or e}")
+        if not stat.S_ISREG(mode):
+            self.bad(path, f"{file} is not a regular file")
+        if mode & stat.S_IROTH:
+            self.bad(path, f"{file} is readable by every user: chmod o-r (or 600) it")
+        secret = data.strip()
+        if len(secret) < MIN_SECRET_BYTES or len(secret) > MAX_SECRET_BYTES:
+            self.bad(
+                path,
+                f"{file} holds {len(secret)} bytes; a secret is {MIN_SECRET_BYTES} to "
+                f"{MAX_SECRET_BYTES} bytes (make one: openssl rand -hex 32 > {file.name})",
+            )
+        return Secret(secret)
 
     def _channels(self, tables: list[_ChannelTable]) -> list[ServiceChannel]:
         if not tables:
@@ -1116,6 +1243,12 @@ class _Loader:
             max_message_length=t.max_message_length,
             channel=channel,
             new_chats_per_address=t.new_chats_per_address,
+            embed_origins=self._origins(("widget", "embed_origins"), t.embed_origins),
+            identity_secret=(
+                None
+                if t.identity_secret_file is None
+                else self._secret(("widget", "identity_secret_file"), t.identity_secret_file)
+            ),
         )
 
     def _check_router(self, config: HostConfig) -> None:

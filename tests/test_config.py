@@ -169,11 +169,15 @@ def test_file_tables_cover_every_model_field() -> None:
 
     assert names(config_module._QueueTable) == names(Queue)
     assert names(config_module._AgentTable) == names(Agent) | {"password"}
-    assert names(config_module._ChannelTable) == names(ServiceChannel)
+    # customer_attributes is the widget's business, kept in HostConfig.customer_attributes.
+    assert names(config_module._ChannelTable) == names(ServiceChannel) | {"customer_attributes"}
     assert names(config_module._PresenceTable) == names(PresenceState)
     assert names(config_module._TemplateTable) == names(Template)
     assert names(config_module._HostTable) == names(config_module.HostSettings)
-    assert names(config_module._WidgetTable) == names(config_module.WidgetSettings)
+    # The file names the secret's file; the settings hold the secret read from it.
+    assert names(config_module._WidgetTable) - {"identity_secret_file"} == names(
+        config_module.WidgetSettings
+    ) - {"identity_secret"}
 
 
 # ---------------------------------------------------------------------------- paths
@@ -818,3 +822,130 @@ def test_parse_config_names_the_source_in_errors() -> None:
         str(info.value)
         == 'demo.toml:3: channel "chat": mode must be one of sync, async, record, got "live"'
     )
+
+
+# ---------------------------------------------------------------------------- cross-site keys
+
+
+def test_origins_are_normalised_as_browsers_send_them(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [host]
+        allowed_origins = ["https://Agents.Example.com:443", "http://127.0.0.1:8080"]
+
+        [[channel]]
+        name = "chat"
+        mode = "sync"
+        customer_attributes = ["language", "topic", "language"]
+
+        [widget]
+        embed_origins = ["http://[::1]:80", "https://shop.example.com"]
+        """,
+    )
+    config = load_config(path)
+    assert config.host.allowed_origins == ("https://agents.example.com", "http://127.0.0.1:8080")
+    assert config.widget.embed_origins == ("http://[::1]", "https://shop.example.com")
+    assert config.customer_attributes == {"chat": ("language", "topic")}
+    assert config.widget.identity_secret is None
+
+
+def chat_and(tmp_path: Path, text: str) -> Path:
+    """A file of one chat channel (lines 1-3), then `text` from line 4."""
+    return write(tmp_path, '[[channel]]\nname = "chat"\nmode = "sync"\n' + textwrap.dedent(text))
+
+
+@pytest.mark.parametrize(
+    ("origin", "reason"),
+    [
+        ("https://a.example/", "must be an origin only, scheme://host[:port], with no path"),
+        ("https://a.example/chat", "must be an origin only, scheme://host[:port], with no path"),
+        ("https://a.example?x=1", "must be an origin only, scheme://host[:port], with no path"),
+        ("null", "must be http://host[:port] or https://host[:port]"),
+        ("*", "must be http://host[:port] or https://host[:port]"),
+        ("ftp://a.example", "must be http://host[:port] or https://host[:port]"),
+        ("https://user@a.example", "must not contain a user name or password"),
+        ("https://a_b.example", "has a bad host name"),
+        ("https://a.example:0", "port must be 1 to 65535"),
+        ("https://a.example:99999", "is not scheme://host[:port]"),
+    ],
+)
+def test_bad_origins_name_their_line(tmp_path: Path, origin: str, reason: str) -> None:
+    path = chat_and(
+        tmp_path,
+        f"""
+        [widget]
+        embed_origins = [
+          "https://fine.example",
+          "{origin}",
+        ]
+        """,
+    )
+    e = error(path)
+    assert e.line == 6 and e.where == "[widget]"  # the key's line: arrays are located whole
+    assert f'embed_origins: "{origin}" {reason}' in str(e)
+    host = write(tmp_path, f'[host]\nallowed_origins = ["{origin}"]\n{CHANNELS}', "host.toml")
+    assert "host.toml:2: [host]: allowed_origins: " in str(error(host))
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("1st", 'must be a key like [A-Za-z][A-Za-z0-9_]{0,31}, got "1st"'),
+        ("email_verified", '"email_verified" is set only from a signed identity'),
+        ("verified_id", '"verified_id" is set only from a signed identity'),
+    ],
+)
+def test_bad_customer_attributes(tmp_path: Path, key: str, reason: str) -> None:
+    path = chat_and(
+        tmp_path,
+        f"""
+        customer_attributes = ["language", "{key}"]
+        """,
+    )
+    e = error(path)
+    assert str(e) == f'{path}:5: channel "chat": customer_attributes[1] {reason}'
+
+
+def identity_config(tmp_path: Path) -> Path:
+    return chat_and(
+        tmp_path,
+        """
+        [widget]
+        identity_secret_file = "keys/identity.secret"
+        """,
+    )
+
+
+def test_identity_secret_is_read_relative_to_the_config(tmp_path: Path) -> None:
+    path = identity_config(tmp_path)
+    (tmp_path / "keys").mkdir()
+    key = tmp_path / "keys" / "identity.secret"
+    key.write_text("ab" * 32 + "\n")  # `openssl rand -hex 32 > file`: the text is the key
+    key.chmod(0o640)
+    secret = load_config(path).widget.identity_secret
+    assert secret == b"ab" * 32
+    assert "ab" not in repr(secret) and "ab" not in repr(load_config(path).widget)
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "reason"),
+    [
+        (None, 0o600, "cannot read"),
+        ("short", 0o600, "holds 5 bytes; a secret is 32 to 4096 bytes (make one: openssl rand"),
+        ("ab" * 32, 0o644, "is readable by every user: chmod o-r (or 600) it"),
+    ],
+)
+def test_bad_identity_secrets_refuse_to_start(
+    tmp_path: Path, content: str | None, mode: int, reason: str
+) -> None:
+    path = identity_config(tmp_path)
+    (tmp_path / "keys").mkdir()
+    key = tmp_path / "keys" / "identity.secret"
+    if content is not None:
+        key.write_text(content)
+        key.chmod(mode)
+    e = error(path)
+    assert e.line == 6 and e.where == "[widget]"
+    assert str(e).startswith(f"{path}:6: [widget]: identity_secret_file ")
+    assert str(key) in str(e) and reason in str(e)

@@ -522,6 +522,7 @@ async def test_unroutable_start_is_refused_and_attributes_route(
 [[channel]]
 name = "chat"
 mode = "sync"
+customer_attributes = ["language"]
 
 [[group]]
 name = "fr"

@@ -39,28 +39,34 @@ CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 10_000
 
 # A developer without Chromium may skip; CI installs it (.ci/ensure-chromium) and must not.
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("CI"),
     reason="needs /usr/bin/chromium (run .ci/ensure-chromium)",
 )
+pytestmark = needs_chromium
+
+
+async def launch_chromium(p: playwright_api.Playwright) -> playwright_api.Browser:
+    """Debian's Chromium, headless, making no connection of its own beyond loopback."""
+    return await p.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+        headless=True,
+    )
 
 
 @pytest.fixture
 async def page(served: Served) -> AsyncIterator[playwright_api.Page]:  # noqa: F811
     async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-            headless=True,
-        )
+        browser = await launch_chromium(p)
         try:
             context = await browser.new_context(viewport={"width": 420, "height": 680})
             page = await context.new_page()

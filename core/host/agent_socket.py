@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from core.auth import AuthError, token_digest
 from core.host import decoding
+from core.host.origins import check_origin
 from core.host.state import HOST, Host
 from core.protocol import (
     CLOSE_NOT_READING,
@@ -75,6 +76,9 @@ async def close_sockets(app: web.Application) -> None:
 
 async def handle(request: web.Request) -> web.WebSocketResponse:
     host = request.app[HOST]
+    # A page from another site, opened in an agent's browser, could log in (or use a saved
+    # session) and read customers' data: only the host's own pages and listed origins.
+    check_origin(request, host.config.host.allowed_origins)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
     conn = Connection(host, ws, request.remote or "?")

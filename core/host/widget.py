@@ -9,9 +9,18 @@ Protocol: JSON text frames, one object each, its type in "t". Browsers cannot se
 a WebSocket handshake, so the customer authenticates with the first frame, which must be
 `start` or `resume` within 10 s (else `error` code start_timeout, and the host closes).
 
+Origins: with `[widget] embed_origins` empty (the default) a page on any site may open the
+socket, since the widget is public; with sites listed, only pages of the host itself and of
+those sites may (others get HTTP 403 before the upgrade; clients that send no Origin are not
+browsers and are let through). The page may be framed by the host and those sites only.
+
 client → host
-    {"t":"start","name","email","attributes":{...}}   name 1-80 characters, e-mail required;
-        attributes optional: at most 10, keys [A-Za-z][A-Za-z0-9_]{0,31}, string values
+    {"t":"start","name","email","attributes":{...},"identity"}
+        name 1-80 characters, e-mail required; attributes optional: at most 10, keys
+        [A-Za-z][A-Za-z0-9_]{0,31}, string values of at most 200 characters. Only the keys the
+        widget's channel lists in `customer_attributes` are used for routing; the others are
+        dropped (logged as event=widget_attributes_dropped), not refused, as a campaign
+        parameter in the page's URL must not stop a chat. identity optional (below).
         → {"t":"started","conversation":"IMS0001001","ticket":"web-<16 hex>.<hmac>"},
           then the current `state` and any `message`s already in the conversation
     {"t":"resume","conversation","ticket"}
@@ -31,8 +40,8 @@ host → client
     {"t":"typing","name"}
     {"t":"error","code","message"} (plus "client_msg_id" when about one message)
         bad_json, too_large, bad_field, unknown_type, not_started, already_started,
-        bad_ticket, unknown_conversation, unroutable, unavailable, conversation_closed,
-        duplicate_id, rate_limited: the socket keeps serving;
+        bad_identity, bad_ticket, unknown_conversation, unroutable, unavailable,
+        conversation_closed, duplicate_id, rate_limited: the socket keeps serving;
         start_timeout: the host closes.
 
 Frames over 32 KiB get `too_large`; over 128 KiB the transport closes the socket (1009).
@@ -40,6 +49,36 @@ Each connection may send 10 frames a second (bursts of 20), and each client addr
 `[widget] new_chats_per_address` chats a minute; the excess gets `rate_limited` and is not
 acted on. Closing the socket without `leave` does not end the chat: the customer
 may be reloading the page, and resumes with the ticket kept in localStorage.
+
+Signed identity. What a customer types is never trusted for routing privilege (tier, account,
+a verified address). The embedding site's server, which knows its logged-in user, signs what
+it vouches for with the secret in `[widget] identity_secret_file`. The key is that file's
+content with surrounding whitespace removed, as bytes: for a file made with
+`openssl rand -hex 32 > widget-identity.secret`, the 64 hex characters themselves (not the 32
+bytes they spell). The site and the host hold the same file.
+
+    identity = B + "." + hex(HMAC-SHA256(key=secret, message=B))
+    B = base64url(UTF-8 JSON payload), "=" padding removed (kept is accepted too)
+    payload = {"sub": the site's user id, 1-200 characters (required),
+               "exp": expiry, integer seconds since the epoch (required, at most 24 h ahead),
+               "name": 1-80 characters (optional), "email": an address (optional),
+               "attributes": {key: string value} (optional, same rules as above)}
+
+Other payload fields are ignored. The whole identity is at most 4096 characters; the hex is
+lower case. Sent as `identity` in `start`; widget.js takes it from the page's URL
+(`/widget?identity=...`, which is how a site embedding the page in an iframe passes it).
+A valid identity's attributes are all used for routing and override typed ones of the same key;
+its name and e-mail replace the typed ones (the e-mail becomes the contact); the host adds
+`verified_id` = sub, and `email_verified` = "true" when it has an e-mail. A forged, malformed
+or expired identity, or one sent to a host with no secret, gets `bad_identity` and starts
+nothing (why is logged, not told). In Python::
+
+    import base64, hashlib, hmac, json, time
+    def widget_identity(secret: bytes, user_id: str, email: str, tier: str) -> str:
+        payload = {"sub": user_id, "email": email, "attributes": {"tier": tier},
+                   "exp": int(time.time()) + 3600}
+        b = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=")
+        return b.decode() + "." + hmac.new(secret, b, hashlib.sha256).hexdigest()
 
 The ticket is `<customer>.<hex HMAC-SHA256("<conversation>|<customer>")>` under a key kept in
 `<data_dir>/widget.key`, so resuming needs no server-side session and survives a restart.
@@ -49,6 +88,7 @@ Customers never see work notes nor agents' ids, only their display names.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -72,6 +112,7 @@ from msgspec import Meta
 
 from core.config import WidgetSettings
 from core.host import decoding
+from core.host.origins import check_origin
 from core.host.ratelimit import TokenBuckets
 from core.host.state import HOST, Host
 from core.model import InteractionRecord, InteractionState, Message, SenderKind
@@ -107,15 +148,22 @@ CLOSED_STATES = (InteractionState.CLOSED_COMPLETE, InteractionState.CLOSED_ABAND
 LEAVABLE_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS)
 
 # Headers for the page: nothing but our own script may run, even if escaping ever slipped.
+# frame-ancestors is added per config (page_headers): a page framed by any site could be
+# overlaid and clicked through without the customer knowing whose chat they are in.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+)
 PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
-        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
-    ),
+    "Content-Security-Policy": PAGE_CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+
+IDENTITY_MAX = 4096  # characters of the whole identity text
+IDENTITY_LIFETIME = 24 * 3600  # the furthest ahead an identity's exp may be, in seconds
+IDENTITY_SUB_MAX = 200
 
 
 # ---------------------------------------------------------------------------- client frames
@@ -125,6 +173,26 @@ class Start(msgspec.Struct, kw_only=True):
     name: str
     email: str
     attributes: dict[str, str] = msgspec.field(default_factory=dict)
+    # Its size is checked with the rest of it, so that every bad identity is bad_identity.
+    identity: str | None = None
+
+
+class IdentityPayload(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    sub: Annotated[str, Meta(min_length=1, max_length=IDENTITY_SUB_MAX)]
+    exp: int
+    name: str | None = None
+    email: str | None = None
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the embedding site vouches for: trusted for routing, unlike typed attributes."""
+
+    sub: str
+    name: str | None
+    email: str | None
+    attributes: dict[str, str]
 
 
 class Resume(msgspec.Struct, kw_only=True):
@@ -155,11 +223,76 @@ json_encoder = msgspec.json.Encoder()
 class Refused(Exception):
     """A frame the host will not act on; becomes an `error` frame and the socket carries on."""
 
-    def __init__(self, code: str, message: str, client_msg_id: str | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, client_msg_id: str | None = None, *, reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.client_msg_id = client_msg_id
+        self.reason = reason  # for the log only
+
+
+# ---------------------------------------------------------------------------- identities
+
+
+def verify_identity(secret: bytes | None, text: str, now: float) -> Identity:
+    """The identity `text` proves, or Refused(bad_identity). The reason stays in the log:
+    the customer can do nothing with it, and it would help someone probing the format."""
+
+    def bad(reason: str) -> Refused:
+        return Refused(
+            "bad_identity", "We could not confirm who you are. Reload the page.", reason=reason
+        )
+
+    if secret is None:
+        raise bad("no identity_secret_file is configured")
+    if len(text) > IDENTITY_MAX:
+        raise bad(f"longer than {IDENTITY_MAX} characters")
+    body, dot, mac = text.rpartition(".")
+    if not dot or not body:
+        raise bad("not <payload>.<mac>")
+    expected = hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
+    # Compared as bytes of equal kind: compare_digest refuses non-ASCII str.
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
+        raise bad("signature does not match")
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        payload = msgspec.json.decode(raw, type=IdentityPayload)
+    except (ValueError, msgspec.DecodeError) as e:  # binascii.Error is a ValueError
+        raise bad(f"payload unreadable: {str(e)[:80]}") from None
+    if payload.exp <= now:
+        raise bad("expired")
+    if payload.exp > now + IDENTITY_LIFETIME:
+        raise bad(f"exp more than {IDENTITY_LIFETIME} s ahead")
+    name = payload.name.strip() if payload.name is not None else None
+    if name is not None and not 1 <= len(name) <= NAME_MAX:
+        raise bad("name: 1 to 80 characters")
+    email = payload.email.strip() if payload.email is not None else None
+    if email is not None and (len(email) > EMAIL_MAX or not EMAIL.fullmatch(email)):
+        raise bad("email: not an address")
+    try:
+        attributes = check_attributes(payload.attributes)
+    except Refused as e:
+        raise bad(e.message) from None
+    return Identity(sub=payload.sub, name=name, email=email, attributes=attributes)
+
+
+def routing_attributes(
+    typed: dict[str, str], allowed: tuple[str, ...], identity: Identity | None
+) -> tuple[dict[str, str], list[str]]:
+    """The attributes a chat is routed with, and the typed keys dropped.
+
+    Typed ones count only if the channel allows them; signed ones always, and win.
+    """
+    kept = {k: v for k, v in typed.items() if k in allowed}
+    dropped = sorted(k for k in typed if k not in allowed)
+    if identity is not None:
+        kept.update(identity.attributes)
+        kept["verified_id"] = identity.sub
+        if identity.email is not None:
+            kept["email_verified"] = "true"
+    return kept, dropped
 
 
 # ---------------------------------------------------------------------------- tickets
@@ -249,22 +382,39 @@ async def close_sockets(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"host shutting down")
 
 
-def page_config(w: WidgetSettings) -> str:
+def page_config(w: WidgetSettings, attributes: tuple[str, ...] = ()) -> str:
     settings = {
         "title": w.title,
         "greeting": w.greeting,
         "accent": w.accent,
         "max_message_length": w.max_message_length,
         "available": w.channel is not None,
+        # The script sends only these from the page's URL, so marketing parameters neither
+        # crowd them out of the 10 allowed nor reach the host.
+        "attributes": list(attributes),
     }
     # Inside <script type="application/json"> only "<" can end the element early.
     return json.dumps(settings).replace("<", "\\u003c").replace(">", "\\u003e")
 
 
+def page_headers(w: WidgetSettings) -> dict[str, str]:
+    """Framing only by the host and the configured embedding sites."""
+    ancestors = " ".join(("'self'", *w.embed_origins))
+    headers = dict(PAGE_HEADERS)
+    headers["Content-Security-Policy"] = f"{PAGE_CSP}; frame-ancestors {ancestors}"
+    if not w.embed_origins:
+        # For browsers without frame-ancestors; it cannot list sites, so only when none are.
+        headers["X-Frame-Options"] = "SAMEORIGIN"
+    return headers
+
+
 async def page(request: web.Request) -> web.Response:
+    config = request.app[HOST].config
+    w = config.widget
+    allowed = config.customer_attributes.get(w.channel, ()) if w.channel else ()
     html = (STATIC / "widget.html").read_text(encoding="utf-8")
-    html = html.replace("__WIDGET_CONFIG__", page_config(request.app[HOST].config.widget))
-    return web.Response(text=html, content_type="text/html", headers=PAGE_HEADERS)
+    html = html.replace("__WIDGET_CONFIG__", page_config(w, allowed))
+    return web.Response(text=html, content_type="text/html", headers=page_headers(w))
 
 
 async def script(request: web.Request) -> web.FileResponse:
@@ -279,6 +429,10 @@ async def script(request: web.Request) -> web.FileResponse:
 
 
 async def socket(request: web.Request) -> web.WebSocketResponse:
+    # The widget is public, so by default any site may speak to it; a host that lists its
+    # embedding sites wants no other site's page (a look-alike, say) collecting chats.
+    embed = request.app[HOST].config.widget.embed_origins
+    check_origin(request, embed, any_origin=not embed)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=TRANSPORT_MAX_FRAME)
     await ws.prepare(request)
     widget = request.app[WIDGET]
@@ -463,7 +617,29 @@ class CustomerConnection:
             raise Refused("bad_field", f"name: 1 to {NAME_MAX} characters")
         if len(email) > EMAIL_MAX or not EMAIL.fullmatch(email):
             raise Refused("bad_field", "email: an address like name@example.com")
-        attributes = check_attributes(frame.attributes)
+        typed = check_attributes(frame.attributes)
+        identity = None
+        if frame.identity is not None:
+            try:
+                identity = verify_identity(settings.identity_secret, frame.identity, time.time())
+            except Refused as e:
+                log.info(
+                    "event=widget_refused address=%s code=bad_identity reason=%r",
+                    self.address,
+                    e.reason,
+                )
+                raise
+            name = identity.name or name
+            email = identity.email or email
+        allowed = self.host.config.customer_attributes.get(settings.channel, ())
+        attributes, dropped = routing_attributes(typed, allowed, identity)
+        if dropped:
+            # Not refused: a campaign parameter in the page's URL must not stop a chat.
+            log.info(
+                "event=widget_attributes_dropped address=%s keys=%s",
+                self.address,
+                ",".join(dropped),
+            )
         wait = self.widget.new_chats.take(self.address, time.monotonic())
         if wait:
             log.info("event=widget_refused address=%s code=rate_limited", self.address)

@@ -306,13 +306,25 @@
   // ------------------------------------------------------------------ form and composer
 
   function attributes() {
-    // Routing hints come from the page's URL (?language=fr&tier=gold): strings, at most 10.
+    // Routing hints come from the page's URL (?language=fr), only the keys the channel lets
+    // customers set: the host would drop the others, and campaign parameters must not crowd
+    // them out of the 10 allowed.
+    const allowed = new Set(cfg.attributes || []);
     const out = {};
     for (const [key, value] of new URLSearchParams(location.search)) {
       if (Object.keys(out).length >= MAX_ATTRIBUTES) break;
-      if (ATTRIBUTE_KEY.test(key) && !(key in out)) out[key] = value.slice(0, 200);
+      if (allowed.has(key) && ATTRIBUTE_KEY.test(key) && !(key in out)) out[key] = value.slice(0, 200);
     }
     return out;
+  }
+
+  function startFrame(name, email) {
+    // A signed identity from the embedding site (?identity=...), passed on untouched: only
+    // the host can check it.
+    const frame = { t: "start", name, email, attributes: attributes() };
+    const identity = new URLSearchParams(location.search).get("identity");
+    if (identity) frame.identity = identity;
+    return frame;
   }
 
   $("start-form").addEventListener("submit", (e) => {
@@ -329,7 +341,7 @@
     $("start").disabled = true;
     resetChat();
     phase = "starting";
-    connect(() => ({ t: "start", name, email, attributes: attributes() }));
+    connect(() => startFrame(name, email));
   });
 
   body.maxLength = cfg.max_message_length;
