@@ -901,7 +901,8 @@ class Inbox:
         entry[1] += 1
         try:
             async with entry[0]:
-                stored = await self.store.get_idempotency_key(*slot, self.clock())
+                # The key's own time, as the store's insert uses: both agree on what expired.
+                stored = await self.store.get_idempotency_key(*slot, idempotency.created_at)
                 if stored is None:
                     record = await self.start_conversation(idempotency=idempotency, **request)
                     return record, False
