@@ -296,16 +296,21 @@ async def test_an_items_creator_survives_a_restart(tmp_path: Path) -> None:
         assert status == 201, posted
 
 
+def run_admin(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`inbox-tui admin --data <root>/data ...`: through the host if one runs there."""
+    return subprocess.run(
+        [str(INBOX_TUI), "admin", "--data", str(root / "data"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=console_env(root / "env"),
+        check=False,
+    )
+
+
 def test_admin_token_create_with_channels_and_list_shows_them(tmp_path: Path) -> None:
     def admin(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(INBOX_TUI), "admin", "--data", str(tmp_path / "data"), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=console_env(tmp_path / "env"),
-            check=False,
-        )
+        return run_admin(tmp_path, *args)
 
     made = admin("token", "create", "ticketing", "--channels", "case,incident", "--role", "agent")
     assert made.returncode == 0 and made.stdout.strip().startswith("api_"), made.stderr
@@ -320,3 +325,18 @@ def test_admin_token_create_with_channels_and_list_shows_them(tmp_path: Path) ->
         ("ticketing", "case,incident"),
         ("crm", "own items"),
     ]
+
+
+async def test_a_token_made_through_a_running_host_is_scoped_at_once(tmp_path: Path) -> None:
+    async with host(tmp_path) as h, aiohttp.ClientSession(timeout=TIMEOUT) as http:
+        create = ("token", "create", "ticketing", "--channels", "case", "--role", "agent")
+        made = await asyncio.to_thread(run_admin, tmp_path, *create)
+        assert made.returncode == 0, made.stderr
+        secret = made.stdout.strip()
+        url = h.base_url + "/api/v1/items"
+        status, error, _ = await call(http, "POST", url, secret, item("cust-l", "chat"))
+        assert status == 403 and error["error"]["code"] == "forbidden", error
+        status, created, _ = await call(http, "POST", url, secret, item("cust-l", "case"))
+        assert status == 201, created
+        listed = await asyncio.to_thread(run_admin, tmp_path, "token", "list")
+        assert re.search(r"\bticketing\b.*\bcase$", listed.stdout, re.M), listed.stdout
