@@ -38,11 +38,12 @@ import hashlib
 import logging
 import math
 import os
+import re
 import secrets
 import time
 import unicodedata
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -366,6 +367,13 @@ class Principal:
     role: Role
     kind: TokenKind
     token_id: str  # the session's token digest, or the API token's tok_ id
+    # An API token's channel list (store.base.ApiToken.channels); None for none.
+    channels: tuple[str, ...] | None = None
+
+
+MAX_TOKEN_CHANNELS = 20
+# As core.model.Name, the type of a service channel's name.
+_CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 
 
 def _bad_credentials(username: str, address: str | None) -> AuthError:
@@ -474,7 +482,7 @@ class Authenticator:
                 role = api.role
                 if api.agent is not None:
                     role = await self._agent_role(api.agent, api.role)
-                return Principal(api.agent, role, "api", api.id)
+                return Principal(api.agent, role, "api", api.id, api.channels)
         log.info("unknown or revoked token from %s", address)
         raise AuthError("bad_token", "unknown or revoked token; log in again")
 
@@ -519,13 +527,28 @@ class Authenticator:
             await asyncio.sleep(every)
 
     async def create_api_token(
-        self, name: str, agent: str | None, role: Role, ttl: float | None
+        self,
+        name: str,
+        agent: str | None,
+        role: Role,
+        ttl: float | None,
+        *,
+        channels: Iterable[str] | None = None,
     ) -> tuple[str, ApiToken]:
         """A new API token: (the secret, shown once; its stored record). ValueError for a bad
-        name, an unknown or disabled agent, a role above the agent's, or a ttl <= 0."""
+        name, an unknown or disabled agent, a role above the agent's, a ttl <= 0, or a bad
+        channel list (1 to MAX_TOKEN_CHANNELS channel names; the host's configuration is not
+        consulted, so a channel added later can be listed now)."""
         name = name.strip()
         if not name or len(name) > MAX_TOKEN_NAME_LENGTH:
             raise ValueError(f"a token name must be 1 to {MAX_TOKEN_NAME_LENGTH} characters")
+        listed = None if channels is None else tuple(dict.fromkeys(channels))
+        if listed is not None:
+            if not 1 <= len(listed) <= MAX_TOKEN_CHANNELS:
+                raise ValueError(f"list 1 to {MAX_TOKEN_CHANNELS} channels, or none at all")
+            bad = [c for c in listed if not _CHANNEL_NAME.match(c)]
+            if bad:
+                raise ValueError(f"not a channel name: {bad[0]!r} (1-64 of A-Z a-z 0-9 _ . @ + -)")
         if ttl is not None and not ttl > 0:
             raise ValueError(f"a token lifetime must be positive, not {ttl}")
         role = Role(role)
@@ -550,6 +573,7 @@ class Authenticator:
             role=role,
             created_at=now,
             expires_at=None if ttl is None else now + ttl,
+            channels=listed,
         )
         await self._store.save_api_token(record)
         return token, record

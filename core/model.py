@@ -210,6 +210,9 @@ class InteractionRecord(Struct, frozen=True, gc=False, kw_only=True):
     case: str | None = None
     incident: str | None = None
     closed_at: float | None = None
+    # The API token (tok_...) whose integration created it; None for the widget and older
+    # records. Integrations without channels write only into what they created.
+    created_by: str | None = None
 
 
 class SenderKind(StrEnum):

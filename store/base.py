@@ -145,6 +145,27 @@ class ApiToken(Struct, frozen=True, kw_only=True):
     agent: str | None = None
     expires_at: float | None = None  # None: until revoked
     revoked_at: float | None = None
+    # The service channels its integration may write to; None: any channel for new items,
+    # but only into the conversations this token created (docs/security.md).
+    channels: tuple[str, ...] | None = None
+
+
+# How long a REST client may retry a request under the same Idempotency-Key; older keys are
+# forgotten (and pruned a bounded number at a time as new ones are stored).
+IDEMPOTENCY_TTL = 24 * 3600.0
+IDEMPOTENCY_PRUNE_BATCH = 100
+
+
+class IdempotencyKey(Struct, frozen=True, kw_only=True):
+    """A client's key for one request, stored in the transaction that did the work, so a
+    retry after a crash finds either both or neither. `fingerprint` is the request body's
+    digest: the same key with another body is a client bug, not a retry."""
+
+    scope: str  # whose key: the calling token's id, so two integrations never collide
+    key: str
+    fingerprint: str
+    created_at: float
+    interaction: str = ""  # filled in by the store when it commits the interaction
 
 
 _PATH_SEPARATORS = re.compile(r"[/\\]")
@@ -335,8 +356,18 @@ class Store(Protocol):
         customer_name: str = "",
         customer_contact: str = "",
         participants: tuple[Participant, ...] = (),
+        created_by: str | None = None,
+        idempotency: IdempotencyKey | None = None,
     ) -> InteractionRecord:
-        """Store a new interaction under the next number: IMS0001001, IMS0001002, ..."""
+        """Store a new interaction under the next number: IMS0001001, IMS0001002, ...
+
+        With `idempotency`, the key is stored in the same transaction; StoreConflict (and
+        nothing stored) if that (scope, key) is already stored and younger than
+        IDEMPOTENCY_TTL."""
+        ...
+
+    async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:
+        """The stored key, unless it is older than IDEMPOTENCY_TTL at `now`."""
         ...
 
     async def save_interaction(self, record: InteractionRecord) -> None:

@@ -144,7 +144,26 @@ CREATE TABLE api_tokens (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# REST Idempotency-Key: written in the transaction that creates the interaction, so a crash
+# never leaves an item without its key. A rowid table so expired keys can be pruned by age.
+_V3 = """
+CREATE TABLE idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    interaction TEXT NOT NULL REFERENCES interactions (number),
+    created_at REAL NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+"""
+
+# The channels an API token may write to, as a JSON array; NULL: no channel list.
+_V4 = """
+ALTER TABLE api_tokens ADD COLUMN channels TEXT;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 
 
 def latest_version() -> int:

@@ -61,7 +61,10 @@ from core.model import (
 )
 from store import migrations
 from store.base import (
+    IDEMPOTENCY_PRUNE_BATCH,
+    IDEMPOTENCY_TTL,
     ApiToken,
+    IdempotencyKey,
     NotFound,
     SessionRecord,
     StoreClosed,
@@ -380,7 +383,9 @@ def _write_participants(conn: sqlite3.Connection, record: InteractionRecord) -> 
 
 
 _SESSION_COLUMNS = "token_digest, agent, role, created_at, expires_at, revoked_at"
-_API_TOKEN_COLUMNS = "id, token_digest, name, agent, role, created_at, expires_at, revoked_at"
+_API_TOKEN_COLUMNS = (
+    "id, token_digest, name, agent, role, created_at, expires_at, revoked_at, channels"
+)
 
 
 def _session_row(row: Any) -> SessionRecord:
@@ -396,7 +401,7 @@ def _session_row(row: Any) -> SessionRecord:
 
 
 def _api_token_row(row: Any) -> ApiToken:
-    token_id, digest, name, agent, role, created_at, expires_at, revoked_at = row
+    token_id, digest, name, agent, role, created_at, expires_at, revoked_at, channels = row
     return ApiToken(
         id=token_id,
         token_digest=digest,
@@ -406,7 +411,32 @@ def _api_token_row(row: Any) -> ApiToken:
         created_at=created_at,
         expires_at=expires_at,
         revoked_at=revoked_at,
+        channels=None if channels is None else tuple(msgspec.json.decode(channels)),
     )
+
+
+def _insert_idempotency_key(conn: sqlite3.Connection, key: IdempotencyKey) -> None:
+    expired = key.created_at - IDEMPOTENCY_TTL
+    # Bounded per insert, so a backlog of expired keys is worked off without one long write.
+    conn.execute(
+        "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys "
+        "WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+        (expired, IDEMPOTENCY_PRUNE_BATCH),
+    )
+    conn.execute(
+        "DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND created_at < ?",
+        (key.scope, key.key, expired),
+    )
+    try:
+        conn.execute(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, interaction, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (key.scope, key.key, key.fingerprint, key.interaction, key.created_at),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise StoreConflict(
+            f"idempotency key {key.key!r} of {key.scope} is already stored"
+        ) from exc
 
 
 def _insert_login(
@@ -810,8 +840,9 @@ class SQLiteStore:
             token.created_at,
             token.expires_at,
             token.revoked_at,
+            None if token.channels is None else msgspec.json.encode(token.channels).decode(),
         )
-        sql = f"INSERT INTO api_tokens ({_API_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        sql = f"INSERT INTO api_tokens ({_API_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         what = f"API token {token.id}"
         await self._write(lambda conn: _insert_login(conn, what, token.agent, sql, row))
 
@@ -938,6 +969,8 @@ class SQLiteStore:
         customer_name: str = "",
         customer_contact: str = "",
         participants: tuple[Participant, ...] = (),
+        created_by: str | None = None,
+        idempotency: IdempotencyKey | None = None,
     ) -> InteractionRecord:
         def op(conn: sqlite3.Connection) -> InteractionRecord:
             record = InteractionRecord(
@@ -951,15 +984,38 @@ class SQLiteStore:
                 customer_name=customer_name,
                 customer_contact=customer_contact,
                 participants=participants,
+                created_by=created_by,
             )
             conn.execute(
                 "INSERT INTO interactions (number, archived, opened_at, data) VALUES (?, ?, ?, ?)",
                 (record.number, int(record.archived), record.opened_at, _dump(record)),
             )
             _write_participants(conn, record)
+            if idempotency is not None:
+                # A conflict rolls this op's savepoint back: the number is not used up either.
+                _insert_idempotency_key(
+                    conn, msgspec.structs.replace(idempotency, interaction=record.number)
+                )
             return record
 
         return await self._write(op)
+
+    async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:
+        rows = await self._rows(
+            "SELECT fingerprint, interaction, created_at FROM idempotency_keys "
+            "WHERE scope = ? AND key = ? AND created_at >= ?",
+            (scope, key, now - IDEMPOTENCY_TTL),
+        )
+        if not rows:
+            return None
+        fingerprint, interaction, created_at = rows[0]
+        return IdempotencyKey(
+            scope=scope,
+            key=key,
+            fingerprint=fingerprint,
+            created_at=created_at,
+            interaction=interaction,
+        )
 
     async def save_interaction(self, record: InteractionRecord) -> None:
         data = _dump(record)

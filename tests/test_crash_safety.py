@@ -3,12 +3,16 @@ at random moments and restarted on the same data directory, then the clients' re
 was acknowledged is checked against the store.
 
 The clients keep their own history: a REST integration records each work item and each
-customer message the host acknowledged (201); agents on the agent socket record each message
-the host acknowledged (MessageAck). They retry through the outages with the same
-client_msg_id, as real clients do. Afterwards:
+customer message the host acknowledged (201, or 200 for a replay); agents on the agent socket
+record each message the host acknowledged (MessageAck). They retry through the outages with
+the same client_msg_id, and the same Idempotency-Key for an item, as real clients do; an item
+is retried until acknowledged, however long the outages last. Afterwards:
 
 - every acknowledged message is stored exactly once, with its body;
-- every acknowledged work item and its interaction exist;
+- every acknowledged work item and its interaction exist, exactly once, routed (its work item
+  stored), and they are the ones acknowledged;
+- no REST interaction is stored that was not acknowledged: none was left behind by a request
+  whose answer was lost, which a retry would have duplicated;
 - no work item is held by two agents and no agent is over capacity;
 - after a restart, nothing that fell due while the host was down is still pending: offers,
   first-reply and wrap-up deadlines fire on start (re-armed), so no pending offer or deadline
@@ -52,6 +56,8 @@ CUSTOMERS = 6
 LINES = 4  # per side of each conversation
 OFFER_TIMEOUT = 1.5  # tests/hosting.py FAST_QUEUES
 RETRY = 0.1
+# How long, after the last restart, a customer keeps retrying an item not yet acknowledged.
+ITEM_PATIENCE = 30.0
 
 
 @dataclass
@@ -59,6 +65,7 @@ class History:
     """What the clients were told was durable."""
 
     items: dict[str, str] = field(default_factory=dict)  # customer id -> interaction
+    item_ids: dict[str, str] = field(default_factory=dict)  # customer id -> work item
     messages: dict[tuple[str, str], str] = field(default_factory=dict)  # (number, id) -> body
     retries: Counter[str] = field(default_factory=Counter)
 
@@ -83,24 +90,33 @@ async def integration_token(root: Path) -> str:
 async def customer(
     n: int, base: str, token: str, history: History, stop: asyncio.Event, spread: float = 0.0
 ) -> None:
-    """A REST integration's customer: one chat, LINES messages, each retried until 201."""
-    headers = {"Authorization": f"Bearer {token}"}
+    """A REST integration's customer: one chat, retried under one Idempotency-Key until
+    acknowledged (even after the last kill, so none is left half-made), then LINES messages,
+    each retried until 201 while the run lasts."""
     cid = f"crash-customer-{n}"
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"item-{cid}"}
     await asyncio.sleep(random.uniform(0, spread))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
         number = None
-        while number is None and not stop.is_set():
+        give_up: float | None = None
+        while number is None:
+            if stop.is_set():
+                give_up = give_up or time.monotonic() + ITEM_PATIENCE
+                assert time.monotonic() < give_up, f"{cid}: no item acknowledged"
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 body = {"channel": "chat", "customer": {"id": cid, "name": cid}}
                 async with http.post(f"{base}/api/v1/items", json=body, headers=headers) as r:
-                    if r.status == 201:
-                        number = (await r.json())["interaction"]
-                        history.items[cid] = number
+                    if r.status in (200, 201):
+                        created = await r.json()
+                        number = history.items[cid] = created["interaction"]
+                        history.item_ids[cid] = created["item"]
+                        if r.status == 200:  # a retry whose first answer was lost
+                            history.retries["item_replayed"] += 1
                         break
+                    # The host stopping (503) or this token over its rate: retried. No other 4xx.
+                    assert r.status >= 500 or r.status == 429, (r.status, await r.text())
             history.retries["item"] += 1
             await asyncio.sleep(RETRY)
-        if number is None:
-            return
         for i in range(LINES):
             msg_id, text = f"{cid}-{i}", f"customer line {cid} {i}"
             while not stop.is_set():
@@ -184,11 +200,20 @@ async def check_store(root: Path, history: History, up_until: float) -> dict[str
     capacity = {a.id: (a.capacity, a.universal_capacity) for a in config.agents}
     store = await open_store(root / "data")
     try:
-        # Every acknowledged item and message, exactly once.
+        # Every acknowledged item and message, exactly once; no item nobody was told of.
         for cid, number in history.items.items():
             record = await store.get_interaction(number)
             assert record is not None and record.customer == cid, (cid, number)
+            assert record.item == history.item_ids[cid], (record, history.item_ids[cid])
             assert await store.get_item(record.item) is not None, record.item
+        rest = Counter(
+            r.customer
+            for r in await store.list_interactions(limit=100_000)
+            if r.customer.startswith("crash-customer-")
+        )
+        twice = {cid: n for cid, n in rest.items() if n > 1}
+        assert not twice, f"items stored more than once: {twice}"
+        assert set(rest) == set(history.items), set(rest) ^ set(history.items)
         stored_bodies: Counter[tuple[str, str]] = Counter()
         for number in set(history.items.values()) | {n for n, _ in history.messages}:
             for m in await store.list_messages(number, limit=10_000):
@@ -224,7 +249,11 @@ async def check_store(root: Path, history: History, up_until: float) -> dict[str
         for item in items:
             for due in (item.reply_by, item.wrap_up_until):
                 assert due is None or due > cutoff, item
-        return {"open_items": len(items), "stored_messages": sum(stored_bodies.values())}
+        return {
+            "open_items": len(items),
+            "stored_rest_interactions": sum(rest.values()),
+            "stored_messages": sum(stored_bodies.values()),
+        }
     finally:
         await store.close()
 

@@ -40,6 +40,10 @@ from core.model import (
 )
 from store import migrations
 from store.base import (
+    IDEMPOTENCY_PRUNE_BATCH,
+    IDEMPOTENCY_TTL,
+    ApiToken,
+    IdempotencyKey,
     NotFound,
     Store,
     StoreClosed,
@@ -459,6 +463,73 @@ async def test_case_and_incident_numbers_count_separately(store: SQLiteStore) ->
     with pytest.raises(NotFound):
         await store.save_record(replace(case, number="CS0009999"))
     assert await store.get_record("INC0000001") is None
+
+
+# -- idempotency keys and API token channels ----------------------------------------------
+
+
+def idem(key: str, created_at: float = 100.0, fingerprint: str = "f1") -> IdempotencyKey:
+    return IdempotencyKey(scope="tok_a", key=key, fingerprint=fingerprint, created_at=created_at)
+
+
+async def test_an_idempotency_key_commits_with_its_interaction_or_not_at_all(
+    store: SQLiteStore,
+) -> None:
+    number = await new_interaction(store, created_by="tok_a", idempotency=idem("k"))
+    stored = await store.get_idempotency_key("tok_a", "k", 100.0)
+    assert stored == replace(idem("k"), interaction=number)
+    record = await store.get_interaction(number)
+    assert record is not None and record.created_by == "tok_a"
+    # The same key again stores neither the interaction nor the key, nor uses up a number.
+    with pytest.raises(StoreConflict, match="idempotency key 'k' of tok_a"):
+        await new_interaction(store, "item-2", idempotency=idem("k", fingerprint="f2"))
+    assert await store.get_idempotency_key("tok_a", "k", 100.0) == stored
+    assert await new_interaction(store, "item-3") == "IMS0001002"
+    assert [r.item for r in await store.list_interactions()] == ["item-3", "item-1"]
+    # Scoped: another token's key of the same name is another key.
+    other = replace(idem("k"), scope="tok_b")
+    assert await new_interaction(store, "item-4", idempotency=other) == "IMS0001003"
+
+
+async def test_idempotency_keys_expire_and_are_pruned_a_bounded_batch_at_a_time(
+    store: SQLiteStore,
+) -> None:
+    for n in range(IDEMPOTENCY_PRUNE_BATCH + 50):
+        key = idem(f"k{n}", created_at=1.0 + n / 1000)
+        await new_interaction(store, f"old-{n}", idempotency=key)
+    later = 2.0 + IDEMPOTENCY_TTL
+    assert await store.get_idempotency_key("tok_a", "k0", IDEMPOTENCY_TTL) is not None
+    assert await store.get_idempotency_key("tok_a", "k0", later) is None
+    # An expired key may be used again; each insert prunes at most one batch, oldest first.
+    number = await new_interaction(store, "new", idempotency=idem("k7", created_at=later))
+    stored = await store.get_idempotency_key("tok_a", "k7", later)
+    assert stored is not None and stored.interaction == number
+    count = "SELECT count(*) FROM idempotency_keys"
+    assert await store._rows(count) == [(50 + 1,)]
+    await new_interaction(store, "newer", idempotency=idem("k8", created_at=later))
+    assert await store._rows(count) == [(2,)]
+
+
+async def test_api_token_channels_round_trip_and_old_tokens_have_none(tmp_path: Path) -> None:
+    token = ApiToken(
+        id="tok_old", token_digest="d1", name="old", role=Role.SUPERVISOR, created_at=1.0
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        # A database written before step 4 added the column.
+        mp.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+        async with make_store(tmp_path) as s:
+            await s._write(
+                lambda c: c.execute(
+                    "INSERT INTO api_tokens (id, token_digest, name, agent, role, created_at) "
+                    "VALUES ('tok_old', 'd1', 'old', NULL, 'supervisor', 1.0)"
+                )
+            )
+    async with make_store(tmp_path) as s:
+        assert await s.get_api_token("d1") == token
+        scoped = replace(token, id="tok_new", token_digest="d2", channels=("case", "incident"))
+        await s.save_api_token(scoped)
+        assert await s.get_api_token("d2") == scoped
+        assert [t.channels for t in await s.list_api_tokens()] == [None, ("case", "incident")]
 
 
 # -- messages -----------------------------------------------------------------------------

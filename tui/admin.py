@@ -175,9 +175,14 @@ class RunningHost:
         ).ended_sessions
 
     async def create_token(
-        self, name: str, agent: str | None, role: Role | None, ttl: float | None
+        self,
+        name: str,
+        agent: str | None,
+        role: Role | None,
+        ttl: float | None,
+        channels: list[str] | None = None,
     ) -> tuple[str, TokenInfo]:
-        body = CreateToken(name=name, agent=agent, role=role, ttl=ttl)
+        body = CreateToken(name=name, agent=agent, role=role, ttl=ttl, channels=channels)
         created = await self._call("POST", "/tokens", TokenCreated, body)
         return created.token, created.info
 
@@ -334,6 +339,13 @@ def add_admin_parser(commands: Any) -> None:
     )
     create.add_argument(
         "--ttl-days", type=float, default=None, metavar="N", help="expire after N days"
+    )
+    create.add_argument(
+        "--channels",
+        type=lambda v: [c.strip() for c in v.split(",")],
+        default=None,
+        metavar="LIST",
+        help="e.g. case,incident: create items and post only on these (docs/security.md)",
     )
     create.set_defaults(admin_command=_Command(_token_create, creates=True))
     tokens = token_actions.add_parser("list", parents=[data], help="list API tokens")
@@ -614,7 +626,9 @@ async def _token_create(ctx: _Context) -> None:
         )
     ttl = None if args.ttl_days is None else args.ttl_days * _DAY
     role = None if args.role is None else Role(args.role)
-    token, record = await ctx.admin.create_token(args.name, args.agent, role, ttl)
+    token, record = await ctx.admin.create_token(
+        args.name, args.agent, role, ttl, channels=args.channels
+    )
     expires = (
         "never expires" if record.expires_at is None else f"expires {_when(record.expires_at)}"
     )
@@ -647,9 +661,10 @@ async def _token_list(ctx: _Context) -> None:
                 _when(t.created_at),
                 _when(t.expires_at) if t.expires_at is not None else "never",
                 status,
+                ",".join(t.channels) if t.channels is not None else "own items",
             ]
         )
-    _table(["ID", "NAME", "AGENT", "ROLE", "CREATED", "EXPIRES", "STATUS"], rows)
+    _table(["ID", "NAME", "AGENT", "ROLE", "CREATED", "EXPIRES", "STATUS", "CHANNELS"], rows)
 
 
 async def _token_revoke(ctx: _Context) -> None:

@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import hdrs, web
 from msgspec import Meta, Struct
 
-from core.auth import PasswordError
+from core.auth import MAX_TOKEN_CHANNELS, PasswordError
 from core.host import openapi
 from core.host.api import PREFIX, ApiError, _body, _json, _principal
 from core.host.state import HOST
@@ -66,6 +66,8 @@ class CreateToken(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     agent: Name | None = None
     role: Role | None = None
     ttl: Annotated[float, Meta(gt=0, le=MAX_TTL)] | None = None
+    # The channels the token may write to (docs/security.md); absent: its own items only.
+    channels: Annotated[list[Name], Meta(min_length=1, max_length=MAX_TOKEN_CHANNELS)] | None = None
 
 
 class AgentList(Struct, frozen=True, kw_only=True):
@@ -184,7 +186,9 @@ async def create_token(request: web.Request) -> web.Response:
     admin = await _admin(request)
     body = await _body(request, CreateToken)
     try:
-        secret, info = await admin.create_token(body.name, body.agent, body.role, body.ttl)
+        secret, info = await admin.create_token(
+            body.name, body.agent, body.role, body.ttl, body.channels
+        )
     except AdminError as e:
         raise _refused(e) from e
     log.info("event=admin_token_created token=%s role=%s", info.id, info.role)

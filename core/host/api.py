@@ -7,6 +7,16 @@ Who may do what (the OpenAPI descriptions say the same to clients):
 - Creating work items and posting customer messages needs an *integration* token: an API token
   not bound to an agent, of any role. It speaks for customers; an agent's own token must not be
   able to put words in a customer's mouth.
+- An integration writes only where it is meant to. A token with channels listed
+  (`inbox-tui admin token create NAME --channels case,incident`) creates items only on those
+  channels (403 otherwise) and may post into any conversation on them; a token without
+  channels creates items on any channel and posts only into the conversations it created.
+  Posting anywhere else is 404, as for a number that does not exist, so a number never
+  confirms that another integration's or a widget customer's conversation exists.
+- `POST /items` takes an optional `Idempotency-Key` header (1-255 printable ASCII characters,
+  no spaces), kept 24 h per token: a retry with the same key and body returns the first
+  item with status 200 and `Idempotent-Replayed: true`; the same key with another body is
+  422 `idempotency_key_reused`.
 - Reading an interaction: supervisors and admins (any token kind) read every interaction; a
   token bound to an agent with the agent role reads only interactions that agent takes or took
   part in, and gets 404 for the others, exactly as for numbers that do not exist, so a number
@@ -26,6 +36,7 @@ token.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import re
@@ -55,7 +66,7 @@ from core.model import (
 )
 from core.protocol import QueueStats, Seq
 from core.service.inbox import InboxError
-from store.base import StoreUnavailable
+from store.base import IdempotencyKey, StoreUnavailable
 
 log = logging.getLogger("inbox_tui.api")
 
@@ -77,6 +88,11 @@ Priority = Annotated[int, Meta(ge=0, le=10, description="Larger is more urgent."
 NonEmptyBody = Annotated[str, Meta(min_length=1, max_length=16_000)]
 
 SHORT_DESCRIPTION = "short_description"
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IDEMPOTENT_REPLAYED = "Idempotent-Replayed"  # Stripe's name for the same answer
+# Printable ASCII without spaces: UUIDs, ULIDs and "order-1234:v2" fit; no header tricks do.
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 # ---------------------------------------------------------------------------- bodies
@@ -104,12 +120,17 @@ class CreateItem(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 
 class ItemCreated(Struct, frozen=True, kw_only=True):
-    """The item was stored and routed; `state` is the work item's, e.g. queued or offered."""
+    """The item was stored and routed; `state` is the work item's, e.g. queued or offered.
+
+    `replayed` is true (status 200, header `Idempotent-Replayed: true`) when this answers a
+    retry: the `Idempotency-Key` was already stored with the same body, and this is the item
+    created then, not a new one."""
 
     interaction: str
     item: str
     state: ItemState
     queue: str | None
+    replayed: bool = False
 
 
 class PostMessage(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -352,16 +373,53 @@ async def _body(request: web.Request, model: type[T]) -> T:
 
 
 def _inbox_error(e: InboxError) -> ApiError:
-    status = {"not_found": 404, "unroutable": 422, "unknown_channel": 422}.get(e.code, 409)
+    status = {
+        "not_found": 404,
+        "unroutable": 422,
+        "unknown_channel": 422,
+        "idempotency_key_reused": 422,
+    }.get(e.code, 409)
     return ApiError(status, e.code, e.message)
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"{IDEMPOTENCY_KEY} must be 1 to 255 printable ASCII characters without spaces",
+        )
+    return key
+
+
+def fingerprint(body: CreateItem) -> str:
+    """What makes a retry the same request: the decoded body, keys sorted, so a client that
+    re-serialises it (another key order, other whitespace) still retries."""
+    return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
+
+
+def _may_write(principal: Principal, record: InteractionRecord) -> bool:
+    if principal.channels is not None and record.channel in principal.channels:
+        return True
+    return record.created_by == principal.token_id
 
 
 # ---------------------------------------------------------------------------- endpoints
 
 
 async def create_item(request: web.Request) -> web.Response:
-    _require_integration(await _principal(request))
+    principal = await _principal(request)
+    _require_integration(principal)
+    key = _idempotency_key(request)
     body = await _body(request, CreateItem)
+    if principal.channels is not None and body.channel not in principal.channels:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this token may create items only on the channels {', '.join(principal.channels)}",
+            field="$.channel",
+        )
     attributes = dict(body.attributes)
     if body.short_description is not None:
         if SHORT_DESCRIPTION in attributes:
@@ -383,15 +441,27 @@ async def create_item(request: web.Request) -> web.Response:
                 field="$.attributes",
             ) from e
     inbox = request.app[HOST].inbox
+    item_request = {
+        "channel": body.channel,
+        "customer": body.customer.id,
+        "customer_name": body.customer.name,
+        "customer_contact": body.customer.contact,
+        "attributes": attributes,
+        "priority": body.priority,
+        "created_by": principal.token_id,
+    }
+    replayed = False
     try:
-        record = await inbox.start_conversation(
-            channel=body.channel,
-            customer=body.customer.id,
-            customer_name=body.customer.name,
-            customer_contact=body.customer.contact,
-            attributes=attributes,
-            priority=body.priority,
-        )
+        if key is None:
+            record = await inbox.start_conversation(**item_request)
+        else:
+            idempotency = IdempotencyKey(
+                scope=principal.token_id,
+                key=key,
+                fingerprint=fingerprint(body),
+                created_at=inbox.clock(),
+            )
+            record, replayed = await inbox.start_conversation_once(idempotency, **item_request)
     except InboxError as e:
         raise _inbox_error(e) from e
     item = inbox.routing.router.items.get(record.item)
@@ -400,17 +470,34 @@ async def create_item(request: web.Request) -> web.Response:
     if item is None:
         raise RuntimeError(f"work item {record.item} of {record.number} vanished")
     created = ItemCreated(
-        interaction=record.number, item=item.id, state=item.state, queue=item.queue
+        interaction=record.number,
+        item=item.id,
+        state=item.state,
+        queue=item.queue,
+        replayed=replayed,
     )
-    return _json(created, 201, {hdrs.LOCATION: f"{PREFIX}/interactions/{record.number}"})
+    headers = {hdrs.LOCATION: f"{PREFIX}/interactions/{record.number}"}
+    if replayed:
+        headers[IDEMPOTENT_REPLAYED] = "true"
+    return _json(created, 200 if replayed else 201, headers)
 
 
 async def post_message(request: web.Request) -> web.Response:
-    _require_integration(await _principal(request))
+    principal = await _principal(request)
+    _require_integration(principal)
     number = request.match_info["number"]
     body = await _body(request, PostMessage)
+    inbox = request.app[HOST].inbox
     try:
-        message, duplicate = await request.app[HOST].inbox.customer_message(
+        conv = inbox.customer_conversation(number, body.customer_id)
+        if not _may_write(principal, conv.record):
+            # The same answer as for a number that does not exist: see the module docstring.
+            raise InboxError(
+                "not_found",
+                f"no open conversation {number} this token may write to (a token writes "
+                "into conversations it created, or on the channels listed on it)",
+            )
+        message, duplicate = await inbox.customer_message(
             number, body.customer_id, body.body, body.client_msg_id
         )
     except InboxError as e:

@@ -20,6 +20,10 @@ agent's console session token (`ses_...`).
 
 - Creating work items and posting customer messages needs an **integration** token: an API token
   not bound to an agent, of any role.
+- A token with channels listed creates items only on those channels (403 otherwise) and posts
+  into any conversation on them; a token without channels creates items on any channel and
+  posts only into the conversations it created. Anywhere else is 404, as if the conversation
+  did not exist.
 - Reading an interaction: supervisors and admins read every interaction. A token bound to an
   agent with role `agent` reads only interactions that agent takes or took part in; any other
   number is 404, as if it did not exist. An integration token with role `agent` reads none
@@ -35,8 +39,9 @@ Every error has the body `{"error": {"code", "message", "field"?}}`. Codes: `una
 (401), `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `request_timeout`
 (408), `too_large` (413),
 `unsupported_media_type` (415), `invalid_json` and `invalid_request` (400, with `field`, the
-JSON path of the offending field, e.g. `$.customer.id`), `unroutable` and `unknown_channel`
-(422), `rate_limited` (429, with `Retry-After`), other conflicts with the item's state (409),
+JSON path of the offending field, e.g. `$.customer.id`), `invalid_idempotency_key` (400),
+`unroutable`, `unknown_channel` and `idempotency_key_reused` (422), `rate_limited` (429, with
+`Retry-After`), other conflicts with the item's state (409),
 `unavailable` (503) and `internal` (500).
 """
 
@@ -90,8 +95,24 @@ def document(
                 "description": (
                     "A work item on a service channel, routed at once: a case or incident from "
                     "another system, or a messaging conversation from a webhook. Integration "
-                    "token required."
+                    "token required; a token with channels listed may use only those. Send an "
+                    "`Idempotency-Key` to retry safely: the same key and body again (within "
+                    "24 h, per token) return the first item with status 200 and "
+                    "`Idempotent-Replayed: true`, and create nothing; the same key with another "
+                    "body is 422 `idempotency_key_reused`."
                 ),
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": (
+                            "A key of the client's choosing, unique per item it means to create "
+                            "(a UUID, say). Kept 24 h per token."
+                        ),
+                        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                    }
+                ],
                 "requestBody": {"required": True, "content": json_content("CreateItem")},
                 "responses": responses(
                     {
@@ -104,7 +125,23 @@ def document(
                                 }
                             },
                             "content": json_content("ItemCreated"),
-                        }
+                        },
+                        "200": {
+                            "description": (
+                                "A retry under a stored Idempotency-Key: the item created then."
+                            ),
+                            "headers": {
+                                "Location": {
+                                    "description": "The interaction's URL.",
+                                    "schema": {"type": "string"},
+                                },
+                                "Idempotent-Replayed": {
+                                    "description": "Always `true`.",
+                                    "schema": {"type": "string"},
+                                },
+                            },
+                            "content": json_content("ItemCreated"),
+                        },
                     },
                     "400",
                     "403",
@@ -124,8 +161,9 @@ def document(
                 "description": (
                     "Appends a customer message to an open conversation. Idempotent by "
                     "`client_msg_id`: a retry returns 200 with `duplicate: true` and the "
-                    "message first stored. 404 when the conversation is closed, unknown or "
-                    "not this customer's. Integration token required."
+                    "message first stored. 404 when the conversation is closed, unknown, "
+                    "not this customer's, or not one this token may write to (it created it, "
+                    "or its channel is listed on the token). Integration token required."
                 ),
                 "parameters": [number],
                 "requestBody": {"required": True, "content": json_content("PostMessage")},

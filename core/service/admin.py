@@ -52,6 +52,7 @@ class TokenInfo(Struct, frozen=True, kw_only=True):
     agent: Name | None = None
     expires_at: float | None = None
     revoked_at: float | None = None
+    channels: tuple[str, ...] | None = None  # see store.base.ApiToken
 
     @classmethod
     def of(cls, token: ApiToken) -> TokenInfo:
@@ -63,6 +64,7 @@ class TokenInfo(Struct, frozen=True, kw_only=True):
             agent=token.agent,
             expires_at=token.expires_at,
             revoked_at=token.revoked_at,
+            channels=token.channels,
         )
 
 
@@ -140,14 +142,21 @@ class Administration:
         return ended
 
     async def create_token(
-        self, name: str, agent: str | None, role: Role | None, ttl: float | None
+        self,
+        name: str,
+        agent: str | None,
+        role: Role | None,
+        ttl: float | None,
+        channels: list[str] | None = None,
     ) -> tuple[str, TokenInfo]:
         """(the secret, shown once; the token). Without `role`: the agent's, else agent."""
         if role is None:
             bound = await self.store.get_agent(agent) if agent is not None else None
             role = bound.role if bound is not None else Role.AGENT
         try:
-            secret, record = await self.auth.create_api_token(name, agent, role, ttl)
+            secret, record = await self.auth.create_api_token(
+                name, agent, role, ttl, channels=channels
+            )
         except ValueError as e:
             raise AdminError("invalid", str(e)) from None
         return secret, TokenInfo.of(record)

@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from msgspec.structs import replace
 
@@ -101,7 +102,7 @@ from core.routing.decisions import (
 from core.routing.engine import RoutingError
 from core.service.routing import RoutingService
 from core.service.sessions import AgentSession, Kick
-from store.base import Store
+from store.base import IdempotencyKey, Store
 
 log = logging.getLogger("inbox_tui.inbox")
 
@@ -162,6 +163,8 @@ class Inbox:
         self.read_marks: dict[tuple[str, str], int] = {}
         self.invitations: dict[str, dict[str, str]] = {}
         self._last_stats: dict[str, QueueStats] = {}
+        # (scope, Idempotency-Key) -> [lock, requests using it]: only while requests are.
+        self._intake: dict[tuple[str, str], list[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # Metrics hook: (name, seconds); "message" is receipt to fan-out, commit included.
         self.observe: Callable[[str, float], None] | None = None
@@ -824,28 +827,44 @@ class Inbox:
         customer_contact: str = "",
         attributes: dict[str, str | int | float | bool] | None = None,
         priority: int = 0,
+        created_by: str | None = None,
+        idempotency: IdempotencyKey | None = None,
     ) -> InteractionRecord:
-        """A customer (widget, REST, webhook) starts a work item; it is routed at once."""
+        """A customer (widget, REST, webhook) starts a work item; it is routed at once.
+
+        With `idempotency` (REST), the key is committed with the interaction; StoreConflict
+        if another request stored it first (use start_conversation_once)."""
         if channel not in self.channels:
             raise InboxError("unknown_channel", f"no service channel {channel!r}")
         now = self.clock()
-        item_id = f"W{secrets.token_hex(6)}"
         record = await self.store.create_interaction(
-            item=item_id,
+            item=f"W{secrets.token_hex(6)}",
             channel=channel,
             customer=customer,
             opened_at=now,
             customer_name=customer_name,
             customer_contact=customer_contact,
+            created_by=created_by,
+            idempotency=idempotency,
         )
-        conv = Conversation(record=record, item=item_id, last_update=now)
+        return await self._route_new(record, attributes or {}, priority)
+
+    async def _route_new(
+        self,
+        record: InteractionRecord,
+        attributes: dict[str, str | int | float | bool],
+        priority: int,
+    ) -> InteractionRecord:
+        """Route the work item of a stored interaction whose item is not stored yet."""
+        now = self.clock()
+        conv = Conversation(record=record, item=record.item, last_update=now)
         self.conversations[record.number] = conv
         item = WorkItem(
-            id=item_id,
-            channel=channel,
-            customer=customer,
-            created_at=now,
-            attributes=attributes or {},
+            id=record.item,
+            channel=record.channel,
+            customer=record.customer,
+            created_at=record.opened_at,
+            attributes=attributes,
             priority=priority,
             interaction=record.number,
         )
@@ -860,11 +879,61 @@ class Inbox:
             closed = replace(record, state=InteractionState.CLOSED_ABANDONED, closed_at=now)
             await self.store.save_interaction(closed)
             raise InboxError("unroutable", unroutable.reason)
-        queued = self.routing.router.items.get(item_id)
+        queued = self.routing.router.items.get(record.item)
         if queued is not None and queued.queue != record.queue:
             async with conv.lock:
                 await self._save(conv, replace(conv.record, queue=queued.queue))
         return conv.record
+
+    async def start_conversation_once(
+        self, idempotency: IdempotencyKey, **request: Any
+    ) -> tuple[InteractionRecord, bool]:
+        """start_conversation under a client's idempotency key: (record, replayed).
+
+        A retry gets the interaction the key was first stored with (replayed=True). If the
+        host died between committing that interaction and routing's commit of its item, the
+        item was never stored and no restart knows of it: the retry routes it now, under its
+        original id, with this request's body (the same, as the fingerprint says). The same
+        key with another body is `idempotency_key_reused`. Requests with one key take turns,
+        so two concurrent retries never route the same item twice."""
+        slot = (idempotency.scope, idempotency.key)
+        entry = self._intake.setdefault(slot, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                # The key's own time, as the store's insert uses: both agree on what expired.
+                stored = await self.store.get_idempotency_key(*slot, idempotency.created_at)
+                if stored is None:
+                    record = await self.start_conversation(idempotency=idempotency, **request)
+                    return record, False
+                if stored.fingerprint != idempotency.fingerprint:
+                    raise InboxError(
+                        "idempotency_key_reused",
+                        f"Idempotency-Key {idempotency.key!r} was first used with another "
+                        "request body; use a new key for a new item",
+                    )
+                return await self._replay(stored.interaction, request), True
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._intake[slot]
+
+    async def _replay(self, number: str, request: dict[str, Any]) -> InteractionRecord:
+        conv = self.conversations.get(number)
+        if conv is not None:
+            return conv.record
+        record = await self.store.get_interaction(number)
+        if record is None:
+            raise RuntimeError(f"idempotency key of {number}, which is not stored")
+        routed = record.item in self.routing.router.items
+        if routed or await self.store.get_item(record.item) is not None:
+            return record
+        if record.state == InteractionState.CLOSED_ABANDONED:
+            # What the first request was told: no queue took its item.
+            raise InboxError("unroutable", f"no queue took the item of {number}")
+        return await self._route_new(
+            record, request.get("attributes") or {}, request.get("priority", 0)
+        )
 
     def customer_conversation(self, number: str, customer: str) -> Conversation:
         conv = self.conversations.get(number)
