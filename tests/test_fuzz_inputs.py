@@ -843,12 +843,13 @@ async def test_rest_api_answers_json_errors_and_serves_on(tmp_path: Path) -> Non
     h = RunningHost(host=host, url=url)
     try:
         async with aiohttp.ClientSession() as http:
-            tokens = {
-                "valid": await api_token(h, None, Role.SUPERVISOR),
-                "agent": await api_token(h, "alice"),
-            }
+            valid, integration = await host.auth.create_api_token(
+                "fuzz-valid", None, Role.SUPERVISOR, None
+            )
+            tokens = {"valid": valid, "agent": await api_token(h, "alice")}
+            # Created by the valid token, so that its well-formed posts may succeed.
             record = await host.inbox.start_conversation(
-                channel="messaging", customer="cust-1", customer_name="C"
+                channel="messaging", customer="cust-1", customer_name="C", created_by=integration.id
             )
             before = len(await host.store.list_messages(record.number, 0, 1000))
             posted = 0

@@ -6,7 +6,9 @@
     inbox-tui admin [--data DIR] agent list | disable NAME | enable NAME
     inbox-tui admin [--data DIR] agent passwd NAME [--password-stdin]
     inbox-tui admin queue list [--config FILE]
+    inbox-tui admin [--data DIR] init [--config FILE]
     inbox-tui admin [--data DIR] token create NAME [--agent ID] [--role ROLE] [--ttl-days N]
+                                                   [--channels case,incident]
     inbox-tui admin [--data DIR] token list | revoke ID
 
 On a stopped host it opens the data directory itself; while a host owns it, it asks that host
