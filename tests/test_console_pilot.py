@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual import events
 
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
-from core.protocol import InvitationEvent, OfferEvent
+from core.protocol import GetTranscript, InvitationEvent, OfferEvent
 from screens.confirm import Confirm
 from screens.help import HelpScreen
 from screens.login import LoginScreen
@@ -404,3 +405,49 @@ async def test_alt_keys_work_while_typing_in_the_composer(tmp_path: Path) -> Non
             await pilot.press("alt+a")  # accept without leaving the composer
             await until(pilot, lambda: len(app.state.chats) == 2)
             assert composer.value == "half a sent" and number in app.state.chats
+
+
+def toasts(app: InboxApp) -> str:
+    return "\n".join(str(n.message) for n in app._notifications)
+
+
+async def test_composer_keeps_pasted_lines_and_sends_them(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            await pilot.press("c")
+            composer = app.screen.query_one(Composer)
+            await until(pilot, lambda: composer.has_focus)
+            # To the app, as a terminal's bracketed paste arrives: it hands it to the focus.
+            app.post_message(events.Paste("First line\nsecond line"))
+            await until(pilot, lambda: composer.text == "First line\nsecond line")
+            # ctrl+j is the newline key: Enter would send.
+            await pilot.press("ctrl+j", *"third")
+            await until(pilot, lambda: composer.text == "First line\nsecond line\nthird")
+            await pilot.press("enter")
+            await until(pilot, lambda: composer.text == "")
+            body = "First line\nsecond line\nthird"
+
+            async def stored() -> list[str]:
+                got = await app.client.request(GetTranscript(interaction=number))
+                return [m.body for m in got.messages]  # type: ignore[attr-defined]
+
+            deadline = asyncio.get_running_loop().time() + 5
+            while body not in await stored():
+                assert asyncio.get_running_loop().time() < deadline, await stored()
+                await pilot.pause(0.1)
+            await until(pilot, lambda: "second line" in transcript_text(app))
+
+
+async def test_composer_says_when_a_paste_is_over_the_limit(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await chat_ready(h, app, pilot)
+            await pilot.press("c", *"Dear Ana")
+            composer = app.screen.query_one(Composer)
+            await until(pilot, lambda: composer.text == "Dear Ana")
+            app.post_message(events.Paste("x" * 108_000))
+            await until(pilot, lambda: "at most 16,000 characters" in toasts(app))
+            assert composer.text == "Dear Ana"  # the draft is kept, nothing half-pasted

@@ -78,16 +78,14 @@ class Composer(TextArea):
             event.stop()
             event.prevent_default()
             self.insert("\n")
-            return
-        await super()._on_key(event)
+        # Anything else: Textual goes on to TextArea._on_key itself (handlers run per class
+        # along the MRO until one prevents the default), so calling super would type twice.
 
     async def _on_paste(self, event: events.Paste) -> None:
         selected = len(self.selected_text)
         if self.too_long(len(self.text) - selected + len(event.text)):
             event.stop()
             event.prevent_default()
-            return
-        await super()._on_paste(event)
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
         if event.text_area is self and self.text == "/":
