@@ -451,3 +451,17 @@ async def test_composer_says_when_a_paste_is_over_the_limit(tmp_path: Path) -> N
             app.post_message(events.Paste("x" * 108_000))
             await until(pilot, lambda: "at most 16,000 characters" in toasts(app))
             assert composer.text == "Dear Ana"  # the draft is kept, nothing half-pasted
+
+
+async def test_editor_key_without_an_editor_says_how_to_set_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.delenv("EDITOR", raising=False)
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await chat_ready(h, app, pilot)
+            await pilot.press("c", *"kept", "ctrl+o")
+            await until(pilot, lambda: "Set $VISUAL or $EDITOR" in toasts(app))
+            assert app.screen.query_one(Composer).text == "kept"
