@@ -9,7 +9,6 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import aiohttp
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -46,6 +45,7 @@ from screens.picker import Picker
 from screens.prompt import Prompt
 from screens.record_form import RecordForm
 from screens.supervisor import SupervisorScreen
+from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.attachments_panel import AttachmentsPanel
 from tui.widgets.chat_list import ChatList
 from tui.widgets.composer import Composer
@@ -285,12 +285,9 @@ class MainScreen(Screen[None]):
         of a worker ends the whole app."""
         try:
             return await request
-        except ClientError as e:
-            self.notify(e.message, title=e.code, severity="error")
-        except TimeoutError:
-            self.notify("The host did not answer in time", severity="error")
-        except (OSError, aiohttp.ClientError) as e:
-            self.notify(f"Cannot reach the host: {e}", severity="error")
+        except CALL_FAILURES as e:
+            title = e.code if isinstance(e, ClientError) else None
+            self.notify(failure_text(e), title=title or "", severity="error")
         return None
 
     def chat_or_say(self) -> str | None:
@@ -327,12 +324,9 @@ class MainScreen(Screen[None]):
         state = self.inbox.state
         try:
             await self.inbox.client.deliver_message(number, body, msg_id)
-        except ClientError as e:
-            areas = state.reply_failed(msg_id, e.message)
-            self.notify(e.message, title=e.code, severity="error")
-        except (OSError, aiohttp.ClientError) as e:
-            areas = state.reply_failed(msg_id, str(e))
-            self.notify(f"Not sent: {e}", severity="error")
+        except CALL_FAILURES as e:
+            areas = state.reply_failed(msg_id, failure_text(e))
+            self.notify(f"Not sent: {failure_text(e)}", severity="error")
         else:
             areas = state.reply_sent(msg_id)
         if areas:
