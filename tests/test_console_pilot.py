@@ -50,6 +50,20 @@ async def until(pilot, check: Callable[[], object], timeout: float = 5.0) -> Non
         await pilot.pause(0.05)
 
 
+async def until_closed(h: RunningHost, app: InboxApp, pilot, number: str) -> None:  # type: ignore[no-untyped-def]
+    """Closed, not merely gone from the screen: the stored record says so too."""
+    await until(
+        pilot,
+        lambda: (
+            number not in app.state.chats
+            or app.state.chats[number].record.state == "closed_complete"
+        ),
+    )
+    stored = await h.host.store.get_interaction(number)
+    assert stored is not None and stored.state == "closed_complete"
+    assert stored.closed_at is not None
+
+
 def main(app: InboxApp) -> MainScreen:
     assert isinstance(app.screen, MainScreen), app.screen
     return app.screen
@@ -131,17 +145,7 @@ async def test_accept_reply_template_end_and_close(tmp_path: Path) -> None:
             await pilot.press("y")
             await until(pilot, lambda: app.state.chats[number].record.state == "wrap_up")
             await pilot.press("w")  # after the end, closing is one key
-            await until(
-                pilot,
-                lambda: (
-                    number not in app.state.chats
-                    or app.state.chats[number].record.state == "closed_complete"
-                ),
-            )
-        # Closed, not merely gone from the screen: the stored record says so.
-        stored = await h.host.store.get_interaction(number)
-        assert stored is not None and stored.state == "closed_complete"
-        assert stored.closed_at is not None
+            await until_closed(h, app, pilot, number)
 
 
 async def test_one_key_neither_ends_nor_closes_a_live_chat(tmp_path: Path) -> None:
@@ -162,15 +166,7 @@ async def test_one_key_neither_ends_nor_closes_a_live_chat(tmp_path: Path) -> No
             await pilot.press("w")
             await until(pilot, lambda: isinstance(app.screen, Confirm))
             await pilot.press("y")  # closing a live chat ends it too
-            await until(
-                pilot,
-                lambda: (
-                    number not in app.state.chats
-                    or app.state.chats[number].record.state == "closed_complete"
-                ),
-            )
-        stored = await h.host.store.get_interaction(number)
-        assert stored is not None and stored.state == "closed_complete"
+            await until_closed(h, app, pilot, number)
 
 
 async def test_reject_with_a_reason_reaches_another_agent(tmp_path: Path) -> None:
