@@ -192,6 +192,7 @@ class MainScreen(Screen[None]):
                 role = "" if me.role == "agent" else f" [{me.role}]"
                 self.query_one("#whoami", Static).update(f"[b]{me.display_name}[/]{role}")
                 self.query_one("#presence", PresenceSwitcher).show(state.presences, me.presence)
+        if every or areas & {"me", "agents", "ongoing"}:
             self.query_one("#ongoing").display = state.has_messaging()
         if every or "queues" in areas:
             stats = [state.queue_stats[q] for q in state.queues if q in state.queue_stats]
@@ -292,6 +293,17 @@ class MainScreen(Screen[None]):
             self.show_current()
         if isinstance(event, VirtualList.Selected):
             self.query_one("#composer", Composer).focus()
+
+    @on(OngoingTray.Opened)
+    def ongoing_opened(self, event: OngoingTray.Opened) -> None:
+        """A card in the ongoing tray opens its conversation in the chat pane."""
+        if event.interaction not in self.inbox.state.chats:
+            self.notify(f"{event.interaction} is no longer yours", severity="warning")
+            return
+        self.current = event.interaction
+        self.action_show_pane("pane-chat")
+        self.refresh_areas({"chats"})
+        self.query_one("#composer", Composer).focus()
 
     @on(Composer.Send)
     async def send(self, event: Composer.Send) -> None:

@@ -22,6 +22,7 @@ from tests.hosting import RunningHost, running_host
 from tui.app import InboxApp
 from tui.settings import ConsoleSettings
 from tui.widgets.composer import Composer
+from tui.widgets.ongoing_tray import OngoingTray
 from tui.widgets.transcript import Transcript
 
 SIZE = (160, 50)
@@ -404,3 +405,55 @@ async def test_alt_keys_work_while_typing_in_the_composer(tmp_path: Path) -> Non
             await pilot.press("alt+a")  # accept without leaving the composer
             await until(pilot, lambda: len(app.state.chats) == 2)
             assert composer.value == "half a sent" and number in app.state.chats
+
+
+async def messaging_ready(h: RunningHost, app: InboxApp, pilot, customer: str) -> str:  # type: ignore[no-untyped-def]
+    """A messaging customer writes and the (Available) agent accepts; returns the number."""
+    record = await h.host.inbox.start_conversation(
+        channel="messaging", customer=f"msg-{customer.lower()}", customer_name=customer
+    )
+    await h.host.inbox.customer_message(record.number, f"msg-{customer.lower()}", "Hi", "m1")
+    await until(pilot, lambda: app.state.offers)
+    await pilot.press("a")
+    await until(pilot, lambda: any(c.interaction == record.number for c in app.state.ongoing))
+    return record.number
+
+
+async def test_ongoing_tray_stays_while_away_and_its_cards_open(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            screen = main(app)
+            await until(pilot, lambda: screen.drawn)
+            tray = screen.query_one(OngoingTray)
+            # The demo's presences include messaging (Available, Messaging-only): the tray
+            # shows even before any conversation, and whatever the current presence is.
+            assert app.state.async_channels == ["messaging"]
+            await until(pilot, lambda: tray.display)
+            await pilot.press("f5")
+            await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+            first = await messaging_ready(h, app, pilot, "Ana")
+            second = await messaging_ready(h, app, pilot, "Bea")
+            await pilot.press("f6")
+            await until(pilot, lambda: app.state.me and app.state.me.presence == "Away")
+            await pilot.pause(0.1)
+            assert tray.display, "the tray must stay while Away, when unread piles up"
+            assert {c.interaction for c in tray.cards} == {first, second}
+            tray.focus()
+            await until(pilot, lambda: app.focused is tray)
+            # The cursor follows its card as news re-sorts them; j moves to the other one.
+            chosen = tray.selected()
+            assert chosen is not None
+            target = first if chosen.interaction == second else second
+            await pilot.press("j")
+            await until(pilot, lambda: tray.selected() and tray.selected().interaction == target)  # type: ignore[union-attr]
+            await pilot.press("enter")
+            await until(pilot, lambda: screen.current == target)
+            await until(pilot, lambda: target in str(screen.query_one("#chat-title").render()))
+            assert isinstance(app.focused, Composer)
+            # k wraps back to the other card, and Enter opens that one.
+            tray.focus()
+            await until(pilot, lambda: app.focused is tray)
+            await pilot.press("k", "enter")
+            await until(pilot, lambda: screen.current == chosen.interaction)

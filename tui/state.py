@@ -58,6 +58,7 @@ class Chat:
 class ConsoleState:
     me: AgentView | None = None
     presences: list[PresenceState] = field(default_factory=list)
+    async_channels: list[str] = field(default_factory=list)  # messaging-based channels
     offers: dict[str, OfferView] = field(default_factory=dict)
     chats: dict[str, Chat] = field(default_factory=dict)
     ongoing: list[OngoingCard] = field(default_factory=list)
@@ -86,11 +87,14 @@ class ConsoleState:
         return sorted(self.offers.values(), key=lambda o: o.offer.deadline)
 
     def has_messaging(self) -> bool:
-        """The ongoing-messages tray shows only when my presence includes a messaging channel."""
+        """The ongoing-messages tray shows when any presence state I may use includes a
+        messaging-based (asynchronous) channel: whatever my presence is now, so it stays while
+        I am Away, when unread piles up. Conversations already in it keep it shown too (a host
+        that predates `async_channels` names none)."""
         if self.me is None:
             return False
-        presence = next((p for p in self.presences if p.name == self.me.presence), None)
-        return presence is not None and any(c == "messaging" for c in presence.channels)
+        tray = set(self.async_channels)
+        return bool(self.ongoing) or any(tray.intersection(p.channels) for p in self.presences)
 
     def next_unread(self, after: str | None) -> str | None:
         """The next chat needing a reply after `after`, wrapping around (weechat's smart jump)."""
@@ -109,6 +113,7 @@ class ConsoleState:
     def load(self, snapshot: Snapshot) -> None:
         self.me = snapshot.me
         self.presences = list(snapshot.presences)
+        self.async_channels = list(snapshot.async_channels)
         self.offers = {o.offer.id: o for o in snapshot.offers}
         kept = self.chats
         self.chats = {}
