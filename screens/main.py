@@ -398,8 +398,17 @@ class MainScreen(Screen[None]):
             except ClientError as e:
                 self.notify(e.message, title=e.code, severity="error")
 
-    def action_next_unread(self) -> None:
-        number = self.inbox.state.next_unread(self.current)
+    @work(exclusive=True, group="next-unread")
+    async def action_next_unread(self) -> None:
+        state = self.inbox.state
+        # Whether a customer's question is unanswered is in the transcript: fetch those of
+        # live chats never shown here (accepted in the background, or before a restart).
+        for chat in state.open_chats():
+            if not chat.loaded and chat.record.state in LIVE_STATES:
+                reply = await self.call(GetTranscript(interaction=chat.number, newest=True))
+                if isinstance(reply, TranscriptReply):
+                    state.set_transcript(chat.number, reply.messages, reply.attachments)
+        number = state.next_unread(self.current)
         if number is None:
             self.notify("Nothing unread")
             return

@@ -10,7 +10,7 @@ import pytest
 
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
-from core.protocol import InvitationEvent, OfferEvent
+from core.protocol import InvitationEvent, MarkRead, OfferEvent
 from screens.confirm import Confirm
 from screens.help import HelpScreen
 from screens.login import LoginScreen
@@ -457,3 +457,40 @@ async def test_ongoing_tray_stays_while_away_and_its_cards_open(tmp_path: Path) 
             await until(pilot, lambda: app.focused is tray)
             await pilot.press("k", "enter")
             await until(pilot, lambda: screen.current == chosen.interaction)
+
+
+async def test_next_unread_reaches_unanswered_live_chats_in_priority_order(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            ana = await chat_ready(h, app, pilot, "Ana")
+            cy = await chat_ready(h, app, pilot, "Cy")
+            # A gold customer's chat: routed with a higher priority, answered first by `n`.
+            record = await h.host.inbox.start_conversation(
+                channel="chat", customer="web-bea", customer_name="Bea", priority=1
+            )
+            await h.host.inbox.customer_message(record.number, "web-bea", "Urgent!", "c1")
+            bea = record.number
+            await until(pilot, lambda: app.state.offers)
+            await pilot.press("a")
+            await until(pilot, lambda: bea in app.state.chats)
+            await app.client.send_message(cy, "Hello Cy, how can I help?")
+            state = app.state
+            await until(pilot, lambda: state.unanswered_since(state.chats[cy]) is None)
+            # Read but unanswered: marking read does not take a chat out of `n`'s reach.
+            for number in (ana, bea):
+                await until(pilot, lambda n=number: state.chats[n].messages)
+                await app.client.request(
+                    MarkRead(interaction=number, seq=max(state.chats[number].messages))
+                )
+            await until(pilot, lambda: not state.chats[ana].unread and not state.chats[bea].unread)
+            screen = main(app)
+            screen.current = cy
+            await pilot.press("escape", "n")
+            await until(pilot, lambda: screen.current == bea)
+            await pilot.press("n")
+            await until(pilot, lambda: screen.current == ana)
+            await pilot.press("n")
+            await until(pilot, lambda: screen.current == bea)

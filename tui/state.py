@@ -12,6 +12,7 @@ from core.model import (
     InteractionState,
     Message,
     PresenceState,
+    SenderKind,
     Template,
 )
 from core.protocol import (
@@ -35,6 +36,7 @@ from core.protocol import (
 )
 
 OPEN_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS, InteractionState.WRAP_UP)
+LIVE_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS)  # the customer is there
 
 
 @dataclass
@@ -69,6 +71,9 @@ class ConsoleState:
     queues: list[str] = field(default_factory=list)
     invitations: dict[str, str] = field(default_factory=dict)  # interaction -> inviter
     notes: list[str] = field(default_factory=list)  # one-line notices for toasts
+    # The routing priority of the items I was offered, by interaction: `n` answers the more
+    # urgent customer first (records do not carry it).
+    priorities: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading
 
@@ -96,9 +101,33 @@ class ConsoleState:
         tray = set(self.async_channels)
         return bool(self.ongoing) or any(tray.intersection(p.channels) for p in self.presences)
 
+    def unanswered_since(self, chat: Chat) -> float | None:
+        """When a live chat's customer started waiting for an answer: the first of the
+        customer's messages after the last agent's reply, or None when the last message the
+        customer can see is not theirs (work notes and system lines do not count)."""
+        if chat.record.channel in self.async_channels or chat.record.state not in LIVE_STATES:
+            return None
+        since = None
+        for m in reversed(chat.ordered()):
+            if m.kind != "message" or m.sender_kind == SenderKind.SYSTEM:
+                continue
+            if m.sender_kind != SenderKind.CUSTOMER:
+                break
+            since = m.created_at
+        return since
+
     def next_unread(self, after: str | None) -> str | None:
-        """The next chat needing a reply after `after`, wrapping around (weechat's smart jump)."""
-        waiting = [c.number for c in self.open_chats() if c.unread]
+        """The next chat needing a reply after `after`, wrapping around (weechat's smart jump):
+        live chats whose customer's question is unanswered first (higher routing priority,
+        then the longest waiting), then chats with unread messages, then messaging
+        conversations with news in the ongoing tray's order."""
+        asked = []
+        for chat in self.open_chats():
+            since = self.unanswered_since(chat)
+            if since is not None:
+                asked.append((-self.priorities.get(chat.number, 0), since, chat.number))
+        waiting = [number for _, _, number in sorted(asked)]
+        waiting += [c.number for c in self.open_chats() if c.unread and c.number not in waiting]
         waiting += [
             c.interaction for c in self.ongoing if c.unread and c.interaction not in waiting
         ]
@@ -115,12 +144,19 @@ class ConsoleState:
         self.presences = list(snapshot.presences)
         self.async_channels = list(snapshot.async_channels)
         self.offers = {o.offer.id: o for o in snapshot.offers}
+        for o in snapshot.offers:
+            if o.interaction:
+                self.priorities[o.interaction] = o.item.priority
         kept = self.chats
         self.chats = {}
         for record in snapshot.interactions:
             chat = kept.get(record.number) or Chat(record=record)
             chat.record = record
             self.chats[record.number] = chat
+        offered = {o.interaction for o in snapshot.offers}
+        self.priorities = {
+            n: p for n, p in self.priorities.items() if n in self.chats or n in offered
+        }
         self.ongoing = list(snapshot.ongoing)
         self.unread_conversations = sum(1 for c in self.ongoing if c.unread)
         for card in self.ongoing:
@@ -139,6 +175,8 @@ class ConsoleState:
             return {"all"}
         if isinstance(event, OfferEvent):
             self.offers[event.view.offer.id] = event.view
+            if event.view.interaction:
+                self.priorities[event.view.interaction] = event.view.item.priority
             return {"offers"}
         if isinstance(event, OfferClosed):
             view = self.offers.pop(event.offer, None)
@@ -198,6 +236,7 @@ class ConsoleState:
         number = event.record.number
         if event.change == "left":
             self.chats.pop(number, None)
+            self.priorities.pop(number, None)
             return {"chats", f"chat:{number}"}
         chat = self.chats.get(number)
         if chat is None:
