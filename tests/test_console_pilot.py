@@ -10,7 +10,7 @@ import pytest
 
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
-from core.protocol import InvitationEvent, MarkRead, OfferEvent
+from core.protocol import AttachFile, InvitationEvent, MarkRead, OfferEvent, TransferToAgent
 from screens.confirm import Confirm
 from screens.help import HelpScreen
 from screens.login import LoginScreen
@@ -494,3 +494,32 @@ async def test_next_unread_reaches_unanswered_live_chats_in_priority_order(
             await until(pilot, lambda: screen.current == ana)
             await pilot.press("n")
             await until(pilot, lambda: screen.current == bea)
+
+
+def panel_text(app: InboxApp, selector: str) -> str:
+    return str(app.screen.query_one(selector).render())
+
+
+async def test_attachments_panel_and_ongoing_tray_follow_the_conversation(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            assert "none" in panel_text(app, "#attachments")
+            await app.client.request(
+                AttachFile(interaction=number, name="invoice.pdf", data=b"%PDF-1.4 demo")
+            )
+            # Shown at once, not after a restart.
+            await until(pilot, lambda: "invoice.pdf" in panel_text(app, "#attachments"))
+            conversation = await messaging_ready(h, app, pilot, "Mia")
+            await until(pilot, lambda: conversation in panel_text(app, "#ongoing"))
+            bob = await h.agent("bob")  # only now, or routing would give bob the conversation
+            await app.client.request(TransferToAgent(interaction=conversation, agent="bob"))
+            transfer = None
+            while transfer is None or transfer.view.interaction != conversation:
+                transfer = await bob.next_event(OfferEvent)
+            await bob.accept(transfer.view.offer.id)
+            # Transferred away: its card leaves the tray.
+            await until(pilot, lambda: conversation not in panel_text(app, "#ongoing"))
+            assert not app.state.ongoing and app.state.unread_conversations == 0
+        await bob.close()

@@ -237,6 +237,13 @@ class ConsoleState:
         if event.change == "left":
             self.chats.pop(number, None)
             self.priorities.pop(number, None)
+            # Transferred away (or taken over): the host does not send this console the
+            # tray again, so its card goes here.
+            cards = [c for c in self.ongoing if c.interaction != number]
+            if len(cards) != len(self.ongoing):
+                self.ongoing = cards
+                self.unread_conversations = sum(1 for c in cards if c.unread)
+                return {"chats", f"chat:{number}", "ongoing"}
             return {"chats", f"chat:{number}"}
         chat = self.chats.get(number)
         if chat is None:
@@ -251,6 +258,10 @@ class ConsoleState:
             return set()
         chat.messages[message.seq] = message
         chat.typing = ""
+        if message.attachment and all(a.sha256 != message.attachment for a in chat.attachments):
+            # A file came (from either side): the attachments list, name and size, comes with
+            # the transcript, so fetch it again when this chat is next shown.
+            chat.loaded = False
         if message.sender_kind == "customer":
             chat.unread += 1
         elif self.me is not None and message.sender == self.me.id:
