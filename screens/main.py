@@ -130,6 +130,8 @@ class MainScreen(Screen[None]):
         self._shown: str | None = None  # the conversation the transcript widget holds
         self.drawn = False
         self.shown_pane = "pane-chat"
+        # The conversation of the offer just accepted: selected as soon as its chat arrives.
+        self.accepted: str | None = None
 
     @property
     def inbox(self) -> InboxApp:
@@ -203,6 +205,8 @@ class MainScreen(Screen[None]):
             self.query_one("#ongoing", OngoingTray).show(state.ongoing, state.unread_conversations)
         if every or "chats" in areas:
             chats = state.open_chats()
+            if self.accepted in state.chats:
+                self.current, self.accepted = self.accepted, None
             if self.current not in state.chats:
                 self.current = chats[0].number if chats else None
             self.query_one("#chat-list", ChatList).show(chats, self.current)
@@ -375,13 +379,19 @@ class MainScreen(Screen[None]):
         if view is None:
             self.notify("No offer to accept", severity="warning")
             return
-        await self.call_accept(view.offer.id)
+        self.accepted = view.interaction
+        if not await self.call_accept(view.offer.id):
+            self.accepted = None
+        elif self.accepted in self.inbox.state.chats:  # the chat arrived before the answer
+            self.refresh_areas({"chats"})
 
-    async def call_accept(self, offer_id: str) -> None:
+    async def call_accept(self, offer_id: str) -> bool:
         try:
             await self.inbox.client.accept(offer_id)
         except ClientError as e:
             self.notify(e.message, title=e.code, severity="error")
+            return False
+        return True
 
     @work
     async def action_reject_offer(self) -> None:

@@ -22,6 +22,7 @@ from tests.hosting import RunningHost, running_host
 from tui.app import InboxApp
 from tui.settings import ConsoleSettings
 from tui.widgets.composer import Composer
+from tui.widgets.offer_list import OfferList
 from tui.widgets.ongoing_tray import OngoingTray
 from tui.widgets.transcript import Transcript
 
@@ -523,3 +524,41 @@ async def test_attachments_panel_and_ongoing_tray_follow_the_conversation(tmp_pa
             await until(pilot, lambda: conversation not in panel_text(app, "#ongoing"))
             assert not app.state.ongoing and app.state.unread_conversations == 0
         await bob.close()
+
+
+async def test_accepting_an_offer_selects_its_chat(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            first = await chat_ready(h, app, pilot, "Ana")
+            screen = main(app)
+            assert screen.current == first
+            second = await chat_ready(h, app, pilot, "Bea")
+            await until(pilot, lambda: screen.current == second)
+            await until(pilot, lambda: second in str(screen.query_one("#chat-title").render()))
+
+
+async def test_offer_cards_say_what_the_customer_wants_and_why_on_r(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("f5")
+            await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+            record = await h.host.inbox.start_conversation(
+                channel="chat",
+                customer="web-ana",
+                customer_name="Ana",
+                attributes={"subject": "Charged twice for order 1234"},
+            )
+            await h.host.inbox.customer_message(record.number, "web-ana", "Hello", "c1")
+            await until(pilot, lambda: app.state.offers)
+            offers = main(app).query_one(OfferList)
+            await until(pilot, lambda: "Charged twice" in str(offers.render()))
+            reason = next(iter(app.state.offers.values())).offer.reason
+            assert reason[:20] not in str(offers.render())
+            offers.focus()
+            await until(pilot, lambda: app.focused is offers)
+            await pilot.press("r")
+            await until(pilot, lambda: reason[:20] in str(offers.render()))
+            assert "Charged twice" in str(offers.render())

@@ -177,6 +177,9 @@ class Demo:
             attributes["language"] = "fr"
         if self.rng.random() < 0.2:
             attributes["tier"] = self.rng.choice(["gold", "platinum"])
+        question = self.rng.choice(QUESTIONS)
+        # What the customer wants, shown on the offer card before the routing reason.
+        attributes["subject"] = question
         customer = f"web-{self.rng.randrange(1, 10**6):06d}"
         inbox = self.host.inbox
         messaging = self.rng.random() < 0.25
@@ -188,9 +191,7 @@ class Demo:
                 attributes=attributes,
                 priority=1 if attributes.get("tier") else 0,
             )
-            await inbox.customer_message(
-                record.number, customer, self.rng.choice(QUESTIONS), f"{customer}-1"
-            )
+            await inbox.customer_message(record.number, customer, question, f"{customer}-1")
             self.messages += 1
             if messaging:
                 # Messaging customers come back later: that is what fills the ongoing tray's
