@@ -61,11 +61,16 @@ def transcript_text(app: InboxApp) -> str:
     return "\n".join(t.render_line(y).text for y in range(t.size.height))
 
 
-async def chat_ready(h: RunningHost, app: InboxApp, pilot, customer: str = "Ana") -> str:  # type: ignore[no-untyped-def]
-    """Presence Available, a customer arrives, the agent presses `a`; returns the number."""
+async def available(app: InboxApp, pilot) -> None:  # type: ignore[no-untyped-def]
+    """On the main screen, F5: Available."""
     await until(pilot, lambda: isinstance(app.screen, MainScreen))
     await pilot.press("f5")
     await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+
+
+async def chat_ready(h: RunningHost, app: InboxApp, pilot, customer: str = "Ana") -> str:  # type: ignore[no-untyped-def]
+    """Presence Available, a customer arrives, the agent presses `a`; returns the number."""
+    await available(app, pilot)
     record = await h.host.inbox.start_conversation(
         channel="chat", customer=f"web-{customer.lower()}", customer_name=customer
     )
@@ -181,9 +186,7 @@ async def test_reject_with_a_reason_reaches_another_agent(tmp_path: Path) -> Non
         await bob.login("bob", DEMO_PASSWORD)
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: isinstance(app.screen, MainScreen))
-            await pilot.press("f5")
-            await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+            await available(app, pilot)
             await h.host.inbox.start_conversation(channel="chat", customer="c", customer_name="C")
             await until(pilot, lambda: app.state.offers)
             await bob.set_presence("Available")
@@ -542,9 +545,7 @@ async def test_offer_cards_say_what_the_customer_wants_and_why_on_r(tmp_path: Pa
     async with running_host(tmp_path) as h:
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: isinstance(app.screen, MainScreen))
-            await pilot.press("f5")
-            await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+            await available(app, pilot)
             record = await h.host.inbox.start_conversation(
                 channel="chat",
                 customer="web-ana",
