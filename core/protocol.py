@@ -296,6 +296,9 @@ class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     agents: list[AgentView]
     templates: list[Template]
     queues: list[str]
+    # The asynchronous (messaging) channels by name: the console shows the ongoing tray when
+    # any presence state lists one, without knowing the host's channel names.
+    async_channels: list[str] = []
 
 
 class OfferView(Struct, frozen=True, gc=False, kw_only=True):

@@ -13,6 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Select, Static
 
@@ -134,6 +135,8 @@ class MainScreen(Screen[None]):
         self._shown: str | None = None  # the conversation the transcript widget holds
         self.drawn = False
         self.shown_pane = "pane-chat"
+        # The conversation of the offer just accepted: selected as soon as its chat arrives.
+        self.accepted: str | None = None
 
     @property
     def inbox(self) -> InboxApp:
@@ -189,6 +192,14 @@ class MainScreen(Screen[None]):
     def refresh_areas(self, areas: set[str]) -> None:
         if not self.drawn:
             return  # an event raced the screen's compose; on_mount draws everything
+        try:
+            self._refresh_areas(areas)
+        except NoMatches:
+            # An event that arrives while the app shuts down finds the panes already
+            # removed (seen in the Pilot tests' teardown): there is nothing left to draw.
+            return
+
+    def _refresh_areas(self, areas: set[str]) -> None:
         state = self.inbox.state
         every = "all" in areas
         if every or areas & {"me", "agents"}:
@@ -197,6 +208,7 @@ class MainScreen(Screen[None]):
                 role = "" if me.role == "agent" else f" [{me.role}]"
                 self.query_one("#whoami", Static).update(f"[b]{me.display_name}[/]{role}")
                 self.query_one("#presence", PresenceSwitcher).show(state.presences, me.presence)
+        if every or areas & {"me", "agents", "ongoing"}:
             self.query_one("#ongoing").display = state.has_messaging()
         if every or "queues" in areas:
             stats = [state.queue_stats[q] for q in state.queues if q in state.queue_stats]
@@ -207,6 +219,8 @@ class MainScreen(Screen[None]):
             self.query_one("#ongoing", OngoingTray).show(state.ongoing, state.unread_conversations)
         if every or "chats" in areas:
             chats = state.open_chats()
+            if self.accepted in state.chats:
+                self.current, self.accepted = self.accepted, None
             if self.current not in state.chats:
                 self.current = chats[0].number if chats else None
             self.query_one("#chat-list", ChatList).show(chats, self.current)
@@ -305,6 +319,17 @@ class MainScreen(Screen[None]):
         if isinstance(event, VirtualList.Selected):
             self.query_one("#composer", Composer).focus()
 
+    @on(OngoingTray.Opened)
+    def ongoing_opened(self, event: OngoingTray.Opened) -> None:
+        """A card in the ongoing tray opens its conversation in the chat pane."""
+        if event.interaction not in self.inbox.state.chats:
+            self.notify(f"{event.interaction} is no longer yours", severity="warning")
+            return
+        self.current = event.interaction
+        self.action_show_pane("pane-chat")
+        self.refresh_areas({"chats"})
+        self.query_one("#composer", Composer).focus()
+
     @on(Composer.Send)
     async def send(self, event: Composer.Send) -> None:
         number = self.chat_or_say()
@@ -389,10 +414,20 @@ class MainScreen(Screen[None]):
         if view is None:
             self.notify("No offer to accept", severity="warning")
             return
-        await self.call_accept(view.offer.id)
+        self.accepted = view.interaction
+        if not await self.call_accept(view.offer.id):
+            self.accepted = None
+        elif self.accepted in self.inbox.state.chats:  # the chat arrived before the answer
+            self.refresh_areas({"chats"})
 
-    async def call_accept(self, offer_id: str) -> None:
-        await self.guarded(self.inbox.client.accept(offer_id))
+    async def call_accept(self, offer_id: str) -> bool:
+        """Whether the host took the offer; a refusal (or no host) is a toast."""
+        try:
+            await self.inbox.client.accept(offer_id)
+        except CALL_FAILURES as e:
+            self.notify(failure_text(e), severity="error")
+            return False
+        return True
 
     @work
     async def action_reject_offer(self) -> None:
@@ -406,8 +441,17 @@ class MainScreen(Screen[None]):
         if reason is not None:
             await self.guarded(self.inbox.client.reject(view.offer.id, reason[:200]))
 
-    def action_next_unread(self) -> None:
-        number = self.inbox.state.next_unread(self.current)
+    @work(exclusive=True, group="next-unread")
+    async def action_next_unread(self) -> None:
+        state = self.inbox.state
+        # Whether a customer's question is unanswered is in the transcript: fetch those of
+        # live chats never shown here (accepted in the background, or before a restart).
+        for chat in state.open_chats():
+            if not chat.loaded and chat.record.state in LIVE_STATES:
+                reply = await self.call(GetTranscript(interaction=chat.number, newest=True))
+                if isinstance(reply, TranscriptReply):
+                    state.set_transcript(chat.number, reply.messages, reply.attachments)
+        number = state.next_unread(self.current)
         if number is None:
             self.notify("Nothing unread")
             return

@@ -11,7 +11,14 @@ from textual import events
 
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
-from core.protocol import GetTranscript, InvitationEvent, OfferEvent
+from core.protocol import (
+    AttachFile,
+    GetTranscript,
+    InvitationEvent,
+    MarkRead,
+    OfferEvent,
+    TransferToAgent,
+)
 from screens.confirm import Confirm
 from screens.help import HelpScreen
 from screens.login import LoginScreen
@@ -23,6 +30,8 @@ from tests.hosting import RunningHost, running_host
 from tui.app import InboxApp
 from tui.settings import ConsoleSettings
 from tui.widgets.composer import Composer
+from tui.widgets.offer_list import OfferList
+from tui.widgets.ongoing_tray import OngoingTray
 from tui.widgets.transcript import Transcript
 
 SIZE = (160, 50)
@@ -74,11 +83,16 @@ def transcript_text(app: InboxApp) -> str:
     return "\n".join(t.render_line(y).text for y in range(t.size.height))
 
 
-async def chat_ready(h: RunningHost, app: InboxApp, pilot, customer: str = "Ana") -> str:  # type: ignore[no-untyped-def]
-    """Presence Available, a customer arrives, the agent presses `a`; returns the number."""
+async def available(app: InboxApp, pilot) -> None:  # type: ignore[no-untyped-def]
+    """On the main screen, F5: Available."""
     await until(pilot, lambda: isinstance(app.screen, MainScreen))
     await pilot.press("f5")
     await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+
+
+async def chat_ready(h: RunningHost, app: InboxApp, pilot, customer: str = "Ana") -> str:  # type: ignore[no-untyped-def]
+    """Presence Available, a customer arrives, the agent presses `a`; returns the number."""
+    await available(app, pilot)
     record = await h.host.inbox.start_conversation(
         channel="chat", customer=f"web-{customer.lower()}", customer_name=customer
     )
@@ -176,9 +190,7 @@ async def test_reject_with_a_reason_reaches_another_agent(tmp_path: Path) -> Non
         await bob.login("bob", DEMO_PASSWORD)
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: isinstance(app.screen, MainScreen))
-            await pilot.press("f5")
-            await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+            await available(app, pilot)
             await h.host.inbox.start_conversation(channel="chat", customer="c", customer_name="C")
             await until(pilot, lambda: app.state.offers)
             await bob.set_presence("Available")
@@ -461,3 +473,157 @@ async def test_editor_key_without_an_editor_says_how_to_set_one(
             await pilot.press("c", *"kept", "ctrl+o")
             await until(pilot, lambda: "Set $VISUAL or $EDITOR" in toasts(app))
             assert app.screen.query_one(Composer).text == "kept"
+
+
+async def messaging_ready(h: RunningHost, app: InboxApp, pilot, customer: str) -> str:  # type: ignore[no-untyped-def]
+    """A messaging customer writes and the (Available) agent accepts; returns the number."""
+    record = await h.host.inbox.start_conversation(
+        channel="messaging", customer=f"msg-{customer.lower()}", customer_name=customer
+    )
+    await h.host.inbox.customer_message(record.number, f"msg-{customer.lower()}", "Hi", "m1")
+    await until(pilot, lambda: app.state.offers)
+    await pilot.press("a")
+    await until(pilot, lambda: any(c.interaction == record.number for c in app.state.ongoing))
+    return record.number
+
+
+async def test_ongoing_tray_stays_while_away_and_its_cards_open(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            screen = main(app)
+            await until(pilot, lambda: screen.drawn)
+            tray = screen.query_one(OngoingTray)
+            # The demo's presences include messaging (Available, Messaging-only): the tray
+            # shows even before any conversation, and whatever the current presence is.
+            assert app.state.async_channels == ["messaging"]
+            await until(pilot, lambda: tray.display)
+            await pilot.press("f5")
+            await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+            first = await messaging_ready(h, app, pilot, "Ana")
+            second = await messaging_ready(h, app, pilot, "Bea")
+            await pilot.press("f6")
+            await until(pilot, lambda: app.state.me and app.state.me.presence == "Away")
+            await pilot.pause(0.1)
+            assert tray.display, "the tray must stay while Away, when unread piles up"
+            assert {c.interaction for c in tray.cards} == {first, second}
+            tray.focus()
+            await until(pilot, lambda: app.focused is tray)
+            # The cursor follows its card as news re-sorts them; j moves to the other one.
+            chosen = tray.selected()
+            assert chosen is not None
+            target = first if chosen.interaction == second else second
+            await pilot.press("j")
+            await until(pilot, lambda: tray.selected() and tray.selected().interaction == target)  # type: ignore[union-attr]
+            await pilot.press("enter")
+            await until(pilot, lambda: screen.current == target)
+            await until(pilot, lambda: target in str(screen.query_one("#chat-title").render()))
+            assert isinstance(app.focused, Composer)
+            # k wraps back to the other card, and Enter opens that one.
+            tray.focus()
+            await until(pilot, lambda: app.focused is tray)
+            await pilot.press("k", "enter")
+            await until(pilot, lambda: screen.current == chosen.interaction)
+
+
+async def test_next_unread_reaches_unanswered_live_chats_in_priority_order(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            ana = await chat_ready(h, app, pilot, "Ana")
+            cy = await chat_ready(h, app, pilot, "Cy")
+            # A gold customer's chat: routed with a higher priority, answered first by `n`.
+            record = await h.host.inbox.start_conversation(
+                channel="chat", customer="web-bea", customer_name="Bea", priority=1
+            )
+            await h.host.inbox.customer_message(record.number, "web-bea", "Urgent!", "c1")
+            bea = record.number
+            await until(pilot, lambda: app.state.offers)
+            await pilot.press("a")
+            await until(pilot, lambda: bea in app.state.chats)
+            await app.client.send_message(cy, "Hello Cy, how can I help?")
+            state = app.state
+            await until(pilot, lambda: state.unanswered_since(state.chats[cy]) is None)
+            # Read but unanswered: marking read does not take a chat out of `n`'s reach.
+            for number in (ana, bea):
+                await until(pilot, lambda n=number: state.chats[n].messages)
+                await app.client.request(
+                    MarkRead(interaction=number, seq=max(state.chats[number].messages))
+                )
+            await until(pilot, lambda: not state.chats[ana].unread and not state.chats[bea].unread)
+            screen = main(app)
+            screen.current = cy
+            await pilot.press("escape", "n")
+            await until(pilot, lambda: screen.current == bea)
+            await pilot.press("n")
+            await until(pilot, lambda: screen.current == ana)
+            await pilot.press("n")
+            await until(pilot, lambda: screen.current == bea)
+
+
+def panel_text(app: InboxApp, selector: str) -> str:
+    return str(app.screen.query_one(selector).render())
+
+
+async def test_attachments_panel_and_ongoing_tray_follow_the_conversation(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            assert "none" in panel_text(app, "#attachments")
+            await app.client.request(
+                AttachFile(interaction=number, name="invoice.pdf", data=b"%PDF-1.4 demo")
+            )
+            # Shown at once, not after a restart.
+            await until(pilot, lambda: "invoice.pdf" in panel_text(app, "#attachments"))
+            conversation = await messaging_ready(h, app, pilot, "Mia")
+            await until(pilot, lambda: conversation in panel_text(app, "#ongoing"))
+            bob = await h.agent("bob")  # only now, or routing would give bob the conversation
+            await app.client.request(TransferToAgent(interaction=conversation, agent="bob"))
+            transfer = None
+            while transfer is None or transfer.view.interaction != conversation:
+                transfer = await bob.next_event(OfferEvent)
+            await bob.accept(transfer.view.offer.id)
+            # Transferred away: its card leaves the tray.
+            await until(pilot, lambda: conversation not in panel_text(app, "#ongoing"))
+            assert not app.state.ongoing and app.state.unread_conversations == 0
+        await bob.close()
+
+
+async def test_accepting_an_offer_selects_its_chat(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            first = await chat_ready(h, app, pilot, "Ana")
+            screen = main(app)
+            assert screen.current == first
+            second = await chat_ready(h, app, pilot, "Bea")
+            await until(pilot, lambda: screen.current == second)
+            await until(pilot, lambda: second in str(screen.query_one("#chat-title").render()))
+
+
+async def test_offer_cards_say_what_the_customer_wants_and_why_on_r(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await available(app, pilot)
+            record = await h.host.inbox.start_conversation(
+                channel="chat",
+                customer="web-ana",
+                customer_name="Ana",
+                attributes={"subject": "Charged twice for order 1234"},
+            )
+            await h.host.inbox.customer_message(record.number, "web-ana", "Hello", "c1")
+            await until(pilot, lambda: app.state.offers)
+            offers = main(app).query_one(OfferList)
+            await until(pilot, lambda: "Charged twice" in str(offers.render()))
+            reason = next(iter(app.state.offers.values())).offer.reason
+            assert reason[:20] not in str(offers.render())
+            offers.focus()
+            await until(pilot, lambda: app.focused is offers)
+            await pilot.press("r")
+            await until(pilot, lambda: reason[:20] in str(offers.render()))
+            assert "Charged twice" in str(offers.render())

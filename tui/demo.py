@@ -48,6 +48,14 @@ QUESTIONS = [
     "I was charged twice.",
     "Can I get a refund?",
 ]
+FOLLOW_UPS = [
+    "Any news on this?",
+    "Hello? Still waiting for an answer.",
+    "One more detail: it's urgent.",
+]
+# Played by nobody: a second console logs in as this agent and works beside the demo's. The
+# french queue's chats wait for her (or overflow to everyone after its max_wait).
+SPARE_AGENT = "chloe"
 
 
 class SimulatedAgent:
@@ -130,7 +138,12 @@ class Demo:
         self.tasks: set[asyncio.Task[None]] = set()
         host.inbox.routing.listeners.append(self.print_decisions)
         # The agent at the console is a person: the script plays only the others.
-        staff = [a for a in host.config.agents if a.role != Role.ADMIN and a.id != console_agent]
+        # The spare agent is left for a second console (`--connect … --user chloe`).
+        staff = [
+            a
+            for a in host.config.agents
+            if a.role != Role.ADMIN and a.id not in (console_agent, SPARE_AGENT)
+        ]
         self.agents = [SimulatedAgent(self, a.id) for a in staff]
 
     def spawn(self, coro: object) -> None:
@@ -164,22 +177,34 @@ class Demo:
             attributes["language"] = "fr"
         if self.rng.random() < 0.2:
             attributes["tier"] = self.rng.choice(["gold", "platinum"])
+        question = self.rng.choice(QUESTIONS)
+        # What the customer wants, shown on the offer card before the routing reason.
+        attributes["subject"] = question
         customer = f"web-{self.rng.randrange(1, 10**6):06d}"
         inbox = self.host.inbox
+        messaging = self.rng.random() < 0.25
         try:
             record = await inbox.start_conversation(
-                channel="messaging" if self.rng.random() < 0.25 else "chat",
+                channel="messaging" if messaging else "chat",
                 customer=customer,
                 customer_name=name,
                 attributes=attributes,
                 priority=1 if attributes.get("tier") else 0,
             )
-            await inbox.customer_message(
-                record.number, customer, self.rng.choice(QUESTIONS), f"{customer}-1"
-            )
+            await inbox.customer_message(record.number, customer, question, f"{customer}-1")
             self.messages += 1
+            if messaging:
+                # Messaging customers come back later: that is what fills the ongoing tray's
+                # unread counts while the agent works on live chats.
+                for n in range(2, 4):
+                    await asyncio.sleep(self.rng.uniform(4, 10) * self.interval)
+                    await inbox.customer_message(
+                        record.number, customer, self.rng.choice(FOLLOW_UPS), f"{customer}-{n}"
+                    )
+                    self.messages += 1
         except InboxError as e:
-            self.say(f"{'':12} refused      {e.code}: {e.message}")
+            if e.code not in ("closed", "not_found"):
+                self.say(f"{'':12} refused      {e.code}: {e.message}")
 
     def print_decisions(self, decisions: list[AnyDecision]) -> None:
         for d in decisions:
@@ -246,12 +271,41 @@ async def run_demo(
                 log.close()
 
 
+def console_banner(url: str, agents: list[str], console_agent: str) -> str:
+    """What a newcomer needs on screen: where the host is, how to open a second console and
+    which accounts exist (the routing log is a file they may never find)."""
+    http = url.replace("ws://", "http://").removesuffix("/agent")
+    spare = SPARE_AGENT if SPARE_AGENT in agents else "another agent"
+    return (
+        f"Host {http}  ·  customer widget {http}/widget\n"
+        f"Accounts: {', '.join(agents)}  (password {DEMO_PASSWORD}); "
+        f"{spare} is played by nobody.\n"
+        f"Second console: inbox-tui --connect {http} --user {spare}\n"
+        f"You are {console_agent}, Available: press a to accept an offer, n for the next unread."
+    )
+
+
 async def run_with_console(demo: Demo, url: str, agent: str, seconds: float | None) -> None:
     from tui.app import InboxApp, binding_ids
     from tui.settings import load_settings
 
+    agents = [a.id for a in demo.host.config.agents]
+
+    class DemoApp(InboxApp):
+        """The console as a person uses it, made ready on the demo's first screen: Available
+        (so offers arrive without knowing the presence key) and the banner as a toast."""
+
+        def switch_to_main(self) -> None:
+            super().switch_to_main()
+            self.notify(console_banner(url, agents, agent), title="inbox-tui demo", timeout=45)
+            self.run_worker(self.go_available())
+
+        async def go_available(self) -> None:
+            with contextlib.suppress(ClientError, TimeoutError):
+                await self.client.set_presence("Available")
+
     settings = replace(load_settings(binding_ids=binding_ids()), url=url, user=agent)
-    app = InboxApp(settings, password=DEMO_PASSWORD)
+    app = DemoApp(settings, password=DEMO_PASSWORD)
     customers = asyncio.create_task(demo.run(seconds))
     try:
         await app.run_async()

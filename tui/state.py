@@ -12,6 +12,7 @@ from core.model import (
     InteractionState,
     Message,
     PresenceState,
+    SenderKind,
     Template,
 )
 from core.protocol import (
@@ -50,6 +51,9 @@ class Outgoing:
     failed: str = ""
 
 
+LIVE_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS)  # the customer is there
+
+
 @dataclass
 class Chat:
     record: InteractionRecord
@@ -71,6 +75,7 @@ class Chat:
 class ConsoleState:
     me: AgentView | None = None
     presences: list[PresenceState] = field(default_factory=list)
+    async_channels: list[str] = field(default_factory=list)  # messaging-based channels
     offers: dict[str, OfferView] = field(default_factory=dict)
     chats: dict[str, Chat] = field(default_factory=dict)
     ongoing: list[OngoingCard] = field(default_factory=list)
@@ -82,6 +87,9 @@ class ConsoleState:
     invitations: dict[str, str] = field(default_factory=dict)  # interaction -> inviter
     notes: list[str] = field(default_factory=list)  # one-line notices for toasts
     outbox: dict[str, Outgoing] = field(default_factory=dict)  # client_msg_id -> reply
+    # The routing priority of the items I was offered, by interaction: `n` answers the more
+    # urgent customer first (records do not carry it).
+    priorities: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading
 
@@ -100,15 +108,42 @@ class ConsoleState:
         return sorted(self.offers.values(), key=lambda o: o.offer.deadline)
 
     def has_messaging(self) -> bool:
-        """The ongoing-messages tray shows only when my presence includes a messaging channel."""
+        """The ongoing-messages tray shows when any presence state I may use includes a
+        messaging-based (asynchronous) channel: whatever my presence is now, so it stays while
+        I am Away, when unread piles up. Conversations already in it keep it shown too (a host
+        that predates `async_channels` names none)."""
         if self.me is None:
             return False
-        presence = next((p for p in self.presences if p.name == self.me.presence), None)
-        return presence is not None and any(c == "messaging" for c in presence.channels)
+        tray = set(self.async_channels)
+        return bool(self.ongoing) or any(tray.intersection(p.channels) for p in self.presences)
+
+    def unanswered_since(self, chat: Chat) -> float | None:
+        """When a live chat's customer started waiting for an answer: the first of the
+        customer's messages after the last agent's reply, or None when the last message the
+        customer can see is not theirs (work notes and system lines do not count)."""
+        if chat.record.channel in self.async_channels or chat.record.state not in LIVE_STATES:
+            return None
+        since = None
+        for m in reversed(chat.ordered()):
+            if m.kind != "message" or m.sender_kind == SenderKind.SYSTEM:
+                continue
+            if m.sender_kind != SenderKind.CUSTOMER:
+                break
+            since = m.created_at
+        return since
 
     def next_unread(self, after: str | None) -> str | None:
-        """The next chat needing a reply after `after`, wrapping around (weechat's smart jump)."""
-        waiting = [c.number for c in self.open_chats() if c.unread]
+        """The next chat needing a reply after `after`, wrapping around (weechat's smart jump):
+        live chats whose customer's question is unanswered first (higher routing priority,
+        then the longest waiting), then chats with unread messages, then messaging
+        conversations with news in the ongoing tray's order."""
+        asked = []
+        for chat in self.open_chats():
+            since = self.unanswered_since(chat)
+            if since is not None:
+                asked.append((-self.priorities.get(chat.number, 0), since, chat.number))
+        waiting = [number for _, _, number in sorted(asked)]
+        waiting += [c.number for c in self.open_chats() if c.unread and c.number not in waiting]
         waiting += [
             c.interaction for c in self.ongoing if c.unread and c.interaction not in waiting
         ]
@@ -147,13 +182,21 @@ class ConsoleState:
     def load(self, snapshot: Snapshot) -> None:
         self.me = snapshot.me
         self.presences = list(snapshot.presences)
+        self.async_channels = list(snapshot.async_channels)
         self.offers = {o.offer.id: o for o in snapshot.offers}
+        for o in snapshot.offers:
+            if o.interaction:
+                self.priorities[o.interaction] = o.item.priority
         kept = self.chats
         self.chats = {}
         for record in snapshot.interactions:
             chat = kept.get(record.number) or Chat(record=record)
             chat.record = record
             self.chats[record.number] = chat
+        offered = {o.interaction for o in snapshot.offers}
+        self.priorities = {
+            n: p for n, p in self.priorities.items() if n in self.chats or n in offered
+        }
         self.ongoing = list(snapshot.ongoing)
         self.unread_conversations = sum(1 for c in self.ongoing if c.unread)
         for card in self.ongoing:
@@ -172,6 +215,8 @@ class ConsoleState:
             return {"all"}
         if isinstance(event, OfferEvent):
             self.offers[event.view.offer.id] = event.view
+            if event.view.interaction:
+                self.priorities[event.view.interaction] = event.view.item.priority
             return {"offers"}
         if isinstance(event, OfferClosed):
             view = self.offers.pop(event.offer, None)
@@ -231,6 +276,14 @@ class ConsoleState:
         number = event.record.number
         if event.change == "left":
             self.chats.pop(number, None)
+            self.priorities.pop(number, None)
+            # Transferred away (or taken over): the host does not send this console the
+            # tray again, so its card goes here.
+            cards = [c for c in self.ongoing if c.interaction != number]
+            if len(cards) != len(self.ongoing):
+                self.ongoing = cards
+                self.unread_conversations = sum(1 for c in cards if c.unread)
+                return {"chats", f"chat:{number}", "ongoing"}
             return {"chats", f"chat:{number}"}
         chat = self.chats.get(number)
         if chat is None:
@@ -246,6 +299,10 @@ class ConsoleState:
             return sent
         chat.messages[message.seq] = message
         chat.typing = ""
+        if message.attachment and all(a.sha256 != message.attachment for a in chat.attachments):
+            # A file came (from either side): the attachments list, name and size, comes with
+            # the transcript, so fetch it again when this chat is next shown.
+            chat.loaded = False
         if message.sender_kind == "customer":
             chat.unread += 1
         elif self.me is not None and message.sender == self.me.id:

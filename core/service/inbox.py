@@ -351,6 +351,7 @@ class Inbox:
         return Snapshot(
             me=self.agent_view(session.agent),
             presences=list(self.config.presences),
+            async_channels=[c.name for c in self.config.channels if c.mode == ChannelMode.ASYNC],
             offers=offers,
             interactions=mine,
             ongoing=self._ongoing(session.agent),

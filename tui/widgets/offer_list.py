@@ -1,5 +1,6 @@
-"""(A) Pending offers, each with a live countdown to its accept time limit and the routing
-reason, so the agent knows why it came to them."""
+"""(A) Pending offers, each with a live countdown to its accept time limit and what the
+customer wants (the item's subject or short_description); `r` shows the routing reason too,
+so the agent can see why it came to them."""
 
 from __future__ import annotations
 
@@ -12,15 +13,30 @@ from textual.widgets import Static
 from core.protocol import OfferView
 
 
+def wants(view: OfferView) -> str:
+    """What the customer asks for, as the item's attributes say (channels and integrations set
+    `subject` or `short_description`)."""
+    for key in ("subject", "short_description"):
+        value = view.item.attributes.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""
+
+
 class OfferList(Static, can_focus=True):
     DEFAULT_CSS = "OfferList { height: auto; min-height: 1; }"
-    BINDINGS = [("j,down", "move(1)", "Down"), ("k,up", "move(-1)", "Up")]
+    BINDINGS = [
+        ("j,down", "move(1)", "Down"),
+        ("k,up", "move(-1)", "Up"),
+        ("r", "toggle_reasons", "Why me"),
+    ]
 
     cursor: reactive[int] = reactive(0)
 
     def __init__(self, **kw: object) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]
         self.offers: list[OfferView] = []
+        self.reasons = False  # what the customer wants comes first; the reason on `r`
 
     def on_mount(self) -> None:
         # The countdown is the point of this widget: redraw every second.
@@ -38,6 +54,10 @@ class OfferList(Static, can_focus=True):
         if self.offers:
             self.cursor = (self.cursor + step) % len(self.offers)
             self.redraw()
+
+    def action_toggle_reasons(self) -> None:
+        self.reasons = not self.reasons
+        self.redraw()
 
     def redraw(self) -> None:
         if not self.offers:
@@ -57,5 +77,10 @@ class OfferList(Static, can_focus=True):
             text.append(f"  {kind}  ", style="cyan")
             text.append(f"{left:>3}s", style="bold red" if left <= 10 else "yellow")
             text.append(f"  {view.interaction or ''}\n", style="dim")
-            text.append(f"    {view.offer.reason}\n", style="dim italic")
+            want = wants(view)
+            if want:
+                text.append(f"    {want}\n", style="italic")
+            # Without a subject the reason is all there is to say about the offer.
+            if self.reasons or not want:
+                text.append(f"    {view.offer.reason}\n", style="dim italic")
         self.update(text)
