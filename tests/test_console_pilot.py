@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
@@ -99,13 +100,31 @@ async def test_login_errors_are_shown_on_the_login_screen(tmp_path: Path) -> Non
         )
 
 
-async def test_saved_token_logs_straight_back_in(tmp_path: Path) -> None:
+async def test_saved_token_waits_for_enter_and_a_typed_password_stays_in_the_form(
+    tmp_path: Path,
+) -> None:
     async with running_host(tmp_path) as h:
         async with console(h).run_test(size=SIZE) as pilot:
             await until(pilot, lambda: isinstance(pilot.app.screen, MainScreen))
+        # Restarted: the form is there, saying a saved session exists; Enter alone uses it.
         again = InboxApp(ConsoleSettings(url=h.agent_url, user="alice", bell=False))
         async with again.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(again.screen, LoginScreen))
+            error = again.screen.query_one("#login-error")
+            assert "Saved session for alice" in str(error.render())
+            await pilot.press("enter")
             await until(pilot, lambda: isinstance(again.screen, MainScreen))
+        # Someone who types the password anyway, in one burst: it is a password, not commands
+        # (its "w" once closed a live chat), and it logs in.
+        third = InboxApp(ConsoleSettings(url=h.agent_url, user="alice", bell=False))
+        async with third.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(third.screen, LoginScreen))
+            burst(third, DEMO_PASSWORD)
+            password = third.screen.query_one("#login-password", Input)
+            await until(pilot, lambda: password.value == DEMO_PASSWORD)
+            assert isinstance(third.screen, LoginScreen)
+            burst(third, "\r")
+            await until(pilot, lambda: isinstance(third.screen, MainScreen))
 
 
 async def test_accept_reply_template_end_and_close(tmp_path: Path) -> None:
@@ -404,3 +423,32 @@ async def test_alt_keys_work_while_typing_in_the_composer(tmp_path: Path) -> Non
             await pilot.press("alt+a")  # accept without leaving the composer
             await until(pilot, lambda: len(app.state.chats) == 2)
             assert composer.value == "half a sent" and number in app.state.chats
+
+
+def burst(app: InboxApp, text: str) -> None:
+    """Keys as a terminal delivers a burst (SSH, tmux send-keys -l, a paste): all queued on the
+    app at once, none waiting for the one before it to be handled (Pilot's press does wait)."""
+    from textual import events
+    from textual.keys import _character_to_key
+
+    for ch in text:
+        key = "enter" if ch == "\r" else _character_to_key(ch)
+        app.post_message(events.Key(key, None if ch == "\r" else ch))
+
+
+async def test_keys_typed_behind_c_in_one_burst_are_the_reply(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.focused, Composer))
+            # e ends, w closes, h opens History, ? opens Help, i invites: none of them may run.
+            burst(app, "cSure, which bill?\r")
+            await until(pilot, lambda: "Sure, which bill?" in transcript_text(app))
+            await pilot.pause(0.3)
+            assert isinstance(app.screen, MainScreen), app.screen
+            assert app.screen.query_one(Composer).value == ""
+            stored = [m.body for m in await h.host.store.list_messages(number)]
+            assert stored.count("Sure, which bill?") == 1
+            assert app.state.chats[number].record.state == "work_in_progress"

@@ -50,10 +50,12 @@ class InboxApp(App[None]):
     def on_mount(self) -> None:
         self.theme = self.settings.theme
         self.set_keymap(self.settings.keymap)
-        if self.settings.user and (self.password or self.saved()):
+        if self.settings.user and self.password:
             self.run_worker(self.log_in(self.settings.url, self.settings.user, self.password))
         else:
-            self.push_screen(LoginScreen(self.settings.url, self.settings.user))
+            # A saved token does not skip the form: see LoginScreen.
+            saved = bool(self.settings.user and self.saved())
+            self.push_screen(LoginScreen(self.settings.url, self.settings.user, saved=saved))
 
     def saved(self) -> str | None:
         with contextlib.suppress(OSError, ValueError):
