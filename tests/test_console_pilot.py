@@ -408,7 +408,7 @@ async def test_supervisor_view_is_for_supervisors_only(tmp_path: Path) -> None:
             assert dan.agent.role == "supervisor" and dan.capacity == 4
 
 
-async def test_alt_keys_work_while_typing_in_the_composer(tmp_path: Path) -> None:
+async def test_f8_accepts_while_typing_in_the_composer(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
@@ -420,7 +420,7 @@ async def test_alt_keys_work_while_typing_in_the_composer(tmp_path: Path) -> Non
                 channel="chat", customer="web-bea", customer_name="Bea"
             )
             await until(pilot, lambda: app.state.offers)
-            await pilot.press("alt+a")  # accept without leaving the composer
+            await pilot.press("f8")  # accept without leaving the composer
             await until(pilot, lambda: len(app.state.chats) == 2)
             assert composer.value == "half a sent" and number in app.state.chats
 
@@ -452,3 +452,44 @@ async def test_keys_typed_behind_c_in_one_burst_are_the_reply(tmp_path: Path) ->
             stored = [m.body for m in await h.host.store.list_messages(number)]
             assert stored.count("Sure, which bill?") == 1
             assert app.state.chats[number].record.state == "work_in_progress"
+
+
+def palette_rows(app: InboxApp) -> list[str]:
+    from textual.command import CommandList
+
+    options = app.screen.query_one(CommandList)
+    return [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+
+
+def keys_shown(app: InboxApp, name: str) -> set[str] | None:
+    """The keys the palette shows after `name`, "chat: transfer (t, ^t)" -> {"t", "^t"}."""
+    for row in palette_rows(app):
+        if row.startswith(f"{name} ("):
+            return set(row.removeprefix(f"{name} (").removesuffix(")").split(", "))
+    return None
+
+
+async def test_the_palette_shows_each_actions_keys_as_remapped(tmp_path: Path) -> None:
+    from textual.command import CommandPalette
+
+    async with running_host(tmp_path) as h:
+        app = console(h, keymap={"chat.transfer": "f9"})
+        async with app.run_test(size=SIZE) as pilot:
+            # The remapped key, not the default t; the while-typing key as it is.
+            for typed, name, keys in (
+                ("transfer", "chat: transfer", {"f9", "^t"}),
+                ("accept", "offer: accept", {"a", "f8"}),
+            ):
+                await until(pilot, lambda: isinstance(app.screen, MainScreen))
+                await pilot.press("ctrl+p")
+                await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+                await pilot.press(*typed)
+                await until(pilot, lambda name=name, keys=keys: keys_shown(app, name) == keys)
+                await pilot.press("escape")
+            # Help lists the same keys, from the same place.
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            rows = app.screen.rows  # type: ignore[attr-defined]
+            assert {("chat", "f9", "Transfer"), ("chat", "^t", "Transfer")} <= set(rows), rows
+            assert not any(r[1] == "t" and r[2] == "Transfer" for r in rows), rows
