@@ -493,3 +493,33 @@ async def test_the_palette_shows_each_actions_keys_as_remapped(tmp_path: Path) -
             rows = app.screen.rows  # type: ignore[attr-defined]
             assert {("chat", "f9", "Transfer"), ("chat", "^t", "Transfer")} <= set(rows), rows
             assert not any(r[1] == "t" and r[2] == "Transfer" for r in rows), rows
+
+
+async def test_80x24_shows_the_offer_and_its_countdown_from_every_pane(tmp_path: Path) -> None:
+    from textual.widgets import Footer
+
+    from tui.widgets.offer_line import OfferLine
+
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("f5")
+            await until(pilot, lambda: app.state.me.presence == "Available")
+            await h.host.inbox.start_conversation(
+                channel="chat", customer="web-cara", customer_name="Cara"
+            )
+            await until(pilot, lambda: app.state.offers)
+            line = app.screen.query_one(OfferLine)
+            footer = app.screen.query_one(Footer)
+            for key, pane in (("f2", "pane-queues"), ("f4", "pane-record"), ("f3", "pane-chat")):
+                await pilot.press(key)
+                await until(pilot, lambda pane=pane: main(app).shown_pane == pane)
+                assert line.display and line.region.height == 1 and line.region.y == 22
+                shown = str(line.render())
+                assert shown.startswith("Offer: Cara  chat") and shown.rstrip().endswith("s")
+                seconds = int(shown.rstrip().removesuffix("s").split()[-1])
+                assert 0 < seconds <= 60, shown
+            # The footer names the pane keys on a terminal this small.
+            keys = {k.key_display for k in footer.query("FooterKey")}  # type: ignore[attr-defined]
+            assert {"F2", "F3", "F4"} <= keys, keys
