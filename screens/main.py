@@ -72,7 +72,8 @@ class MainScreen(Screen[None]):
     # Plain letters act while no text field has the focus. The "_alt" keys work while typing
     # in the composer too: ctrl+letters its editing keys leave free, and function keys, since
     # alt+letter is eaten or rewritten by tmux, screen and some terminals. ctrl+a (screen) and
-    # ctrl+b (tmux) are multiplexer prefixes; ctrl+h/i/j/m are Backspace/Tab/Enter.
+    # ctrl+b (tmux) are multiplexer prefixes; ctrl+h/i/j/m are Backspace/Tab/Enter; ctrl+o is
+    # the composer's $EDITOR key.
     BINDINGS = [
         # First, so a narrow footer keeps them (it cuts from the right), and on narrow
         # terminals only (check_action): wide, every pane is on screen.
@@ -128,7 +129,7 @@ class MainScreen(Screen[None]):
             "ctrl+g", "chat_invite", "Add agent", id="chat.invite_alt", show=False, priority=True
         ),
         Binding("f", "chat_attach", "Attach", id="chat.attach", show=False),
-        Binding("ctrl+o", "chat_attach", "Attach", id="chat.attach_alt", show=False, priority=True),
+        Binding("ctrl+l", "chat_attach", "Attach", id="chat.attach_alt", show=False, priority=True),
         Binding("slash", "chat_template", "Template", id="chat.template", show=False),
         Binding(
             "ctrl+r",

@@ -147,7 +147,7 @@ async def test_composer_shortcuts_arrive_through_tmux_while_typing(tmp_path: Pat
             dialogs = (
                 ("C-t", "Transfer to an agent or a queue"),
                 ("C-g", "Add an agent"),
-                ("C-o", "Attach a file: path"),
+                ("C-l", "Attach a file: path"),
                 ("C-r", "Insert a template"),
                 ("C-f", "End the conversation with Ana Lima?"),
                 ("C-y", "Close the conversation with Ana Lima?"),
