@@ -54,6 +54,8 @@ log = logging.getLogger("inbox_tui.client")
 F = TypeVar("F", bound=ServerFrame)
 EventHandler = Callable[[Event], Awaitable[None] | None]
 StatusHandler = Callable[[str], None]
+# While the status is one of these the client still gets back to the host by itself.
+RETRYING = ("connected", "reconnecting")
 
 
 class ClientError(Exception):
@@ -313,6 +315,21 @@ class InboxClient:
         msg_id = client_msg_id or secrets.token_hex(12)
         frame = SendMessage(interaction=interaction, body=body, client_msg_id=msg_id)
         return await self.request(frame, MessageAck)
+
+    async def deliver_message(self, interaction: str, body: str, client_msg_id: str) -> MessageAck:
+        """`send_message` until the host acknowledges it, however long the host is away.
+
+        A request times out after `request_timeout`; while the socket is only reconnecting,
+        that says nothing about the message, so it is asked again with the same id (the host
+        stores it once, and acks a repeat as `duplicate`). It gives up only when the client
+        can no longer reconnect (closed, logged out, replaced): ClientError("undelivered").
+        A refusal by the host (ClientError) is final and raised as is."""
+        while True:
+            try:
+                return await self.send_message(interaction, body, client_msg_id)
+            except TimeoutError:
+                if self._closing or self.status not in RETRYING:
+                    raise ClientError("undelivered", f"not sent: {self.status}") from None
 
     async def end_chat(self, interaction: str) -> None:
         await self.request(EndChat(interaction=interaction))

@@ -13,10 +13,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label
 
-from core.client import ClientError
 from core.model import InteractionRecord
 from core.protocol import GetTranscript, InteractionList, ListInteractions
 from core.protocol import Transcript as TranscriptReply
+from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.transcript import Transcript
 from tui.widgets.virtual_list import VirtualList
 
@@ -65,8 +65,8 @@ class HistoryScreen(Screen[None]):
                 page = await app.client.request(
                     ListInteractions(limit=PAGE, offset=len(self.records)), InteractionList
                 )
-            except ClientError as e:
-                self.notify(e.message, severity="error")
+            except CALL_FAILURES as e:
+                self.notify(failure_text(e), severity="error")
                 return
             first = not self.records
             self.records += page.interactions
@@ -89,8 +89,8 @@ class HistoryScreen(Screen[None]):
             reply = await app.client.request(
                 GetTranscript(interaction=record.number), TranscriptReply
             )
-        except ClientError as e:
-            self.notify(e.message, severity="error")
+        except CALL_FAILURES as e:
+            self.notify(failure_text(e), severity="error")
             return
         names = {a: v.display_name for a, v in app.state.agents.items()}
         self.query_one("#history-transcript", Transcript).set_messages(

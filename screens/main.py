@@ -5,8 +5,9 @@ client only; what they change comes back as events and redraws through `refresh_
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -44,12 +45,14 @@ from screens.picker import Picker
 from screens.prompt import Prompt
 from screens.record_form import RecordForm
 from screens.supervisor import SupervisorScreen
+from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.attachments_panel import AttachmentsPanel
 from tui.widgets.chat_list import ChatList
 from tui.widgets.composer import Composer
 from tui.widgets.offer_line import OfferLine
 from tui.widgets.offer_list import OfferList
 from tui.widgets.ongoing_tray import OngoingTray
+from tui.widgets.outbox_view import OutboxView
 from tui.widgets.presence_switcher import PresenceSwitcher
 from tui.widgets.queue_stats import QueueStatsView
 from tui.widgets.record_pane import RecordPane
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
 LIVE_STATES = ("new", "work_in_progress")
 NARROW = 110  # below this many columns the panes become tabs (80x24 terminals)
 PANES = ("pane-queues", "pane-chat", "pane-record")
+T = TypeVar("T")
 PANE_KEYS = Binding.Group("Panes")  # one footer entry, "F2 F3 F4 Panes"
 
 
@@ -188,6 +192,7 @@ class MainScreen(Screen[None]):
                 yield ChatList(id="chat-list")
                 yield Static(id="chat-title")
                 yield Transcript(id="transcript")
+                yield OutboxView(id="outbox")
                 yield Static(id="typing")
                 yield Composer(id="composer")
                 yield Toolbar(id="toolbar")
@@ -278,6 +283,7 @@ class MainScreen(Screen[None]):
         if chat is None:
             title.update("[dim]No chat selected: accept an offer with a[/]")
             transcript.clear()
+            self.query_one("#outbox", OutboxView).show([])
             self._shown = None
             self.query_one("#typing", Static).update("")
             return
@@ -298,6 +304,7 @@ class MainScreen(Screen[None]):
                 chat.ordered(), names, customer_name=r.customer_name or "Customer"
             )
             self._shown = chat.number
+        self.query_one("#outbox", OutboxView).show(state.pending(chat.number))
         typing = f"[dim italic]{chat.typing} is typing…[/]" if chat.typing else ""
         self.query_one("#typing", Static).update(typing)
         if not chat.loaded:
@@ -316,12 +323,17 @@ class MainScreen(Screen[None]):
 
     async def call(self, frame: object) -> object | None:
         """Send a command; a refusal becomes a toast, never a crash."""
+        return await self.guarded(self.inbox.client.request(frame))  # type: ignore[arg-type]
+
+    async def guarded(self, request: Awaitable[T]) -> T | None:
+        """Await a client call; what can go wrong talking to a host becomes a toast and None.
+        Every client call from a key handler or worker goes through here: an exception out
+        of a worker ends the whole app."""
         try:
-            return await self.inbox.client.request(frame)  # type: ignore[arg-type]
-        except ClientError as e:
-            self.notify(e.message, title=e.code, severity="error")
-        except TimeoutError:
-            self.notify("The host did not answer in time", severity="error")
+            return await request
+        except CALL_FAILURES as e:
+            title = e.code if isinstance(e, ClientError) else None
+            self.notify(failure_text(e), title=title or "", severity="error")
         return None
 
     def chat_or_say(self) -> str | None:
@@ -342,15 +354,29 @@ class MainScreen(Screen[None]):
     @on(Composer.Send)
     async def send(self, event: Composer.Send) -> None:
         number = self.chat_or_say()
-        if number is not None:
-            # The client queues it while disconnected and sends it after, with the same id.
-            self.run_worker(self.call_send(number, event.body))
+        if number is None:
+            return
+        msg_id = secrets.token_hex(12)
+        if not self.inbox.state.queue_reply(number, event.body, msg_id):
+            self.notify("Too many replies waiting for the host; try again when it is back")
+            self.query_one("#composer", Composer).value = event.body
+            return
+        self.show_current()
+        self.run_worker(self.call_send(number, event.body, msg_id))
 
-    async def call_send(self, number: str, body: str) -> None:
+    async def call_send(self, number: str, body: str, msg_id: str) -> None:
+        """Deliver one reply from the outbox; it stays there, shown as pending, until the
+        host acks it, however long the host is away (the client retries with the same id)."""
+        state = self.inbox.state
         try:
-            await self.inbox.client.send_message(number, body)
-        except ClientError as e:
-            self.notify(e.message, title=e.code, severity="error")
+            await self.inbox.client.deliver_message(number, body, msg_id)
+        except CALL_FAILURES as e:
+            areas = state.reply_failed(msg_id, failure_text(e))
+            self.notify(f"Not sent: {failure_text(e)}", severity="error")
+        else:
+            areas = state.reply_sent(msg_id)
+        if areas:
+            self.refresh_areas(areas)
 
     @on(Composer.WantsTemplate)
     def wants_template(self) -> None:
@@ -420,10 +446,7 @@ class MainScreen(Screen[None]):
         await self.call_accept(view.offer.id)
 
     async def call_accept(self, offer_id: str) -> None:
-        try:
-            await self.inbox.client.accept(offer_id)
-        except ClientError as e:
-            self.notify(e.message, title=e.code, severity="error")
+        await self.guarded(self.inbox.client.accept(offer_id))
 
     @work
     async def action_reject_offer(self) -> None:
@@ -435,10 +458,7 @@ class MainScreen(Screen[None]):
             Prompt("Reject this offer: why?", placeholder="busy, wrong language, …")
         )
         if reason is not None:
-            try:
-                await self.inbox.client.reject(view.offer.id, reason[:200])
-            except ClientError as e:
-                self.notify(e.message, title=e.code, severity="error")
+            await self.guarded(self.inbox.client.reject(view.offer.id, reason[:200]))
 
     def action_next_unread(self) -> None:
         number = self.inbox.state.next_unread(self.current)
@@ -611,10 +631,7 @@ class MainScreen(Screen[None]):
 
     @work
     async def action_presence(self, presence: str) -> None:
-        try:
-            await self.inbox.client.set_presence(presence)
-        except ClientError as e:
-            self.notify(e.message, title=e.code, severity="error")
+        await self.guarded(self.inbox.client.set_presence(presence))
 
     @work
     async def action_pick_presence(self) -> None:

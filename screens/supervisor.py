@@ -10,8 +10,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
-from core.client import ClientError
 from core.protocol import AgentList, AgentLoad, ListAgents
+from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.queue_stats import QueueStatsView
 
 if TYPE_CHECKING:
@@ -43,8 +43,8 @@ class SupervisorScreen(Screen[None]):
         self.query_one("#all-queues", QueueStatsView).show(list(app.state.queue_stats.values()))
         try:
             reply = await app.client.request(ListAgents(), AgentList)
-        except ClientError as e:
-            self.query_one("#agents", Static).update(f"[red]{e.message}[/]")
+        except CALL_FAILURES as e:
+            self.query_one("#agents", Static).update(f"[red]{failure_text(e)}[/]")
             return
         self.loads = reply.agents
         table = Table(expand=True, header_style="bold", box=None)

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.widgets import Input
 
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
-from core.protocol import InvitationEvent, OfferEvent
+from core.protocol import GetTranscript, InvitationEvent, OfferEvent
 from screens.confirm import Confirm
 from screens.help import HelpScreen
 from screens.login import LoginScreen
@@ -48,6 +49,20 @@ async def until(pilot, check: Callable[[], object], timeout: float = 5.0) -> Non
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("the console never got there")
         await pilot.pause(0.05)
+
+
+async def until_closed(h: RunningHost, app: InboxApp, pilot, number: str) -> None:  # type: ignore[no-untyped-def]
+    """Closed, not merely gone from the screen: the stored record says so too."""
+    await until(
+        pilot,
+        lambda: (
+            number not in app.state.chats
+            or app.state.chats[number].record.state == "closed_complete"
+        ),
+    )
+    stored = await h.host.store.get_interaction(number)
+    assert stored is not None and stored.state == "closed_complete"
+    assert stored.closed_at is not None
 
 
 def main(app: InboxApp) -> MainScreen:
@@ -149,17 +164,7 @@ async def test_accept_reply_template_end_and_close(tmp_path: Path) -> None:
             await pilot.press("y")
             await until(pilot, lambda: app.state.chats[number].record.state == "wrap_up")
             await pilot.press("w")  # after the end, closing is one key
-            await until(
-                pilot,
-                lambda: (
-                    number not in app.state.chats
-                    or app.state.chats[number].record.state == "closed_complete"
-                ),
-            )
-        # Closed, not merely gone from the screen: the stored record says so.
-        stored = await h.host.store.get_interaction(number)
-        assert stored is not None and stored.state == "closed_complete"
-        assert stored.closed_at is not None
+            await until_closed(h, app, pilot, number)
 
 
 async def test_one_key_neither_ends_nor_closes_a_live_chat(tmp_path: Path) -> None:
@@ -180,15 +185,7 @@ async def test_one_key_neither_ends_nor_closes_a_live_chat(tmp_path: Path) -> No
             await pilot.press("w")
             await until(pilot, lambda: isinstance(app.screen, Confirm))
             await pilot.press("y")  # closing a live chat ends it too
-            await until(
-                pilot,
-                lambda: (
-                    number not in app.state.chats
-                    or app.state.chats[number].record.state == "closed_complete"
-                ),
-            )
-        stored = await h.host.store.get_interaction(number)
-        assert stored is not None and stored.state == "closed_complete"
+            await until_closed(h, app, pilot, number)
 
 
 async def test_reject_with_a_reason_reaches_another_agent(tmp_path: Path) -> None:
@@ -423,6 +420,66 @@ async def test_f8_accepts_while_typing_in_the_composer(tmp_path: Path) -> None:
             await pilot.press("f8")  # accept without leaving the composer
             await until(pilot, lambda: len(app.state.chats) == 2)
             assert composer.value == "half a sent" and number in app.state.chats
+
+
+def toasts(app: InboxApp) -> str:
+    return "\n".join(str(n.message) for n in app._notifications)
+
+
+async def test_composer_keeps_pasted_lines_and_sends_them(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            await pilot.press("c")
+            composer = app.screen.query_one(Composer)
+            await until(pilot, lambda: composer.has_focus)
+            # To the app, as a terminal's bracketed paste arrives: it hands it to the focus.
+            app.post_message(events.Paste("First line\nsecond line"))
+            await until(pilot, lambda: composer.text == "First line\nsecond line")
+            # ctrl+j is the newline key: Enter would send.
+            await pilot.press("ctrl+j", *"third")
+            await until(pilot, lambda: composer.text == "First line\nsecond line\nthird")
+            await pilot.press("enter")
+            await until(pilot, lambda: composer.text == "")
+            body = "First line\nsecond line\nthird"
+
+            async def stored() -> list[str]:
+                got = await app.client.request(GetTranscript(interaction=number))
+                return [m.body for m in got.messages]  # type: ignore[attr-defined]
+
+            deadline = asyncio.get_running_loop().time() + 5
+            while body not in await stored():
+                assert asyncio.get_running_loop().time() < deadline, await stored()
+                await pilot.pause(0.1)
+            await until(pilot, lambda: "second line" in transcript_text(app))
+
+
+async def test_composer_says_when_a_paste_is_over_the_limit(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await chat_ready(h, app, pilot)
+            await pilot.press("c", *"Dear Ana")
+            composer = app.screen.query_one(Composer)
+            await until(pilot, lambda: composer.text == "Dear Ana")
+            app.post_message(events.Paste("x" * 108_000))
+            await until(pilot, lambda: "at most 16,000 characters" in toasts(app))
+            assert composer.text == "Dear Ana"  # the draft is kept, nothing half-pasted
+
+
+async def test_editor_key_without_an_editor_says_how_to_set_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.delenv("EDITOR", raising=False)
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await chat_ready(h, app, pilot)
+            await pilot.press("c", *"kept", "ctrl+o")
+            await until(pilot, lambda: "Set $VISUAL or $EDITOR" in toasts(app))
+            assert app.screen.query_one(Composer).text == "kept"
 
 
 def burst(app: InboxApp, text: str) -> None:

@@ -6,6 +6,7 @@ place through a real pty, and that the screen a real terminal gets shows what it
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -192,3 +193,52 @@ async def test_a_restarted_console_takes_a_typed_password_as_a_password(tmp_path
                 await customer.say("still there?")
                 await again.wait_for("Ana Lima: still there?")
                 assert not ended(customer), customer.frames
+
+
+def lines_follow(screen: str, first: str, second: str) -> bool:
+    """`second` on the screen line right under the one holding `first` (a wrapped message)."""
+    rows = screen.splitlines()
+    return any(first in a and second in b for a, b in itertools.pairwise(rows))
+
+
+async def test_composer_newline_key_and_editor_through_tmux(tmp_path: Path) -> None:
+    # The editor is a script that writes known text: the console's part (suspend, run
+    # $EDITOR on a file holding the draft, read it back) is what is tested, with a real pty.
+    editor = tmp_path / "editor.sh"
+    editor.write_text(
+        '#!/bin/sh\ngrep -q "draft to edit" "$1" || exit 3\n'
+        "printf 'Written in the editor\\nwith a second line\\n' > \"$1\"\n"
+    )
+    editor.chmod(0o755)
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
+        env = console_env(tmp_path / "console")
+        env["EDITOR"] = str(editor)
+        env.pop("VISUAL", None)
+        term.start([str(INBOX_TUI), "--connect", host.agent_url, "--user", "alice"], env)
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
+        await take_chat_and_reply(term, host, "Hi Ana")  # leaves the composer focused
+
+        # ctrl+j arrives as a plain LF through tmux: a new line in the draft, not a send.
+        term.type("first line")
+        term.send_keys("C-j")
+        term.type("second line")
+        await term.wait_for("second line")
+        assert "Alice Martin: first line" not in term.capture()
+        term.send_keys("Enter")
+        await term.wait_until(
+            lambda s: lines_follow(s, "Alice Martin: first line", "second line"),
+            "the two-line reply in the transcript",
+        )
+
+        term.type("draft to edit")
+        await term.wait_for("draft to edit")
+        term.send_keys("C-o")
+        await term.wait_until(
+            lambda s: "Written in the editor" in s and "draft to edit" not in s,
+            "the editor's text in the composer",
+        )
+        term.send_keys("Enter")
+        await term.wait_until(
+            lambda s: lines_follow(s, "Alice Martin: Written in the editor", "with a second"),
+            "the edited reply in the transcript",
+        )

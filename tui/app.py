@@ -137,6 +137,10 @@ class InboxApp(App[None]):
         self.post_message(StateChanged({"connection"}))
 
     def on_state_changed(self, message: StateChanged) -> None:
+        if not self._running:
+            # Shutting down: the screens' widgets are being removed under the redraw (it
+            # raised NoMatches when events came in as the console quit).
+            return
         screen = self.screen
         if isinstance(screen, MainScreen):
             screen.refresh_areas(message.areas)

@@ -35,6 +35,19 @@ from core.protocol import (
 )
 
 OPEN_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS, InteractionState.WRAP_UP)
+# Replies typed while the host is away wait here; past this many the composer says no rather
+# than letting an agent type into a pile that grows without a bound.
+MAX_OUTBOX = 100
+
+
+@dataclass
+class Outgoing:
+    """A reply the host has not acknowledged yet; `failed` when it refused it for good."""
+
+    interaction: str
+    body: str
+    client_msg_id: str
+    failed: str = ""
 
 
 @dataclass
@@ -68,6 +81,7 @@ class ConsoleState:
     queues: list[str] = field(default_factory=list)
     invitations: dict[str, str] = field(default_factory=dict)  # interaction -> inviter
     notes: list[str] = field(default_factory=list)  # one-line notices for toasts
+    outbox: dict[str, Outgoing] = field(default_factory=dict)  # client_msg_id -> reply
 
     # ------------------------------------------------------------------ reading
 
@@ -104,7 +118,31 @@ class ConsoleState:
             return waiting[(waiting.index(after) + 1) % len(waiting)]
         return waiting[0]
 
+    def pending(self, number: str) -> list[Outgoing]:
+        """Replies to `number` not yet acknowledged by the host, oldest first."""
+        return [o for o in self.outbox.values() if o.interaction == number]
+
     # ------------------------------------------------------------------ writing
+
+    def queue_reply(self, number: str, body: str, client_msg_id: str) -> bool:
+        """Keep a reply until the host acks it; False (and nothing kept) when the outbox is
+        full."""
+        if len(self.outbox) >= MAX_OUTBOX:
+            return False
+        self.outbox[client_msg_id] = Outgoing(number, body, client_msg_id)
+        return True
+
+    def reply_sent(self, client_msg_id: str) -> set[str]:
+        """The host stored it (its ack, or the message event that says so)."""
+        sent = self.outbox.pop(client_msg_id, None)
+        return {f"chat:{sent.interaction}"} if sent else set()
+
+    def reply_failed(self, client_msg_id: str, why: str) -> set[str]:
+        failed = self.outbox.get(client_msg_id)
+        if failed is None:
+            return set()
+        failed.failed = why
+        return {f"chat:{failed.interaction}"}
 
     def load(self, snapshot: Snapshot) -> None:
         self.me = snapshot.me
@@ -202,9 +240,10 @@ class ConsoleState:
         return {"chats", f"chat:{number}"}
 
     def _message(self, message: Message) -> set[str]:
+        sent = self.reply_sent(message.client_msg_id) if message.client_msg_id else set()
         chat = self.chats.get(message.interaction)
         if chat is None:
-            return set()
+            return sent
         chat.messages[message.seq] = message
         chat.typing = ""
         if message.sender_kind == "customer":

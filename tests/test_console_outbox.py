@@ -1,0 +1,87 @@
+"""A reply sent while the host is down: kept as pending, the console alive, delivered once.
+
+The host is a real `inbox-tui --server` subprocess, stopped and restarted on the same data
+directory, as an operator would; the console is driven by Pilot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.host_process import start_host, stop_host
+from core.demo import DEMO_PASSWORD
+from core.protocol import GetTranscript, Transcript
+from tests.console_terminal import widget_customer
+from tests.test_console_pilot import SIZE, main, transcript_text, until
+from tui.app import InboxApp
+from tui.settings import ConsoleSettings
+from tui.state import MAX_OUTBOX, ConsoleState
+from tui.widgets.outbox_view import OutboxView
+
+REPLY = "Your parcel left the depot this morning"
+DOWN = 40.0  # seconds without a host: past the client's 30 s request timeout
+
+
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+def outbox_text(app: InboxApp) -> str:
+    view = app.screen.query_one("#outbox", OutboxView)
+    return str(view.render()) if view.display else ""
+
+
+async def test_reply_sent_while_the_host_is_down_is_delivered_once(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    host = start_host(root)
+    try:
+        app = InboxApp(
+            ConsoleSettings(url=host.agent_url, user="alice", bell=False), password=DEMO_PASSWORD
+        )
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.state.me is not None, timeout=10)
+            await pilot.press("f5")
+            await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+            async with widget_customer(host.widget_url) as customer:
+                number = await customer.start("Ana Lima", "ana@example.com")
+                await customer.say("Hello, my parcel is late")
+                await until(pilot, lambda: app.state.offers, timeout=10)
+                await pilot.press("a")
+                await until(pilot, lambda: "joined" in transcript_text(app), timeout=10)
+
+            stop_host(host)
+            await until(pilot, lambda: app.connection == "reconnecting", timeout=10)
+            await pilot.press("c", *REPLY, "enter")
+            await until(pilot, lambda: "pending" in outbox_text(app))
+            assert REPLY in outbox_text(app)
+
+            await pilot.pause(DOWN)
+            assert app.is_running and main(app), "the console died without its host"
+            assert "pending" in outbox_text(app) and REPLY in outbox_text(app)
+
+            host = start_host(root, port=host.port)
+            await until(pilot, lambda: app.connection == "connected", timeout=15)
+            await until(pilot, lambda: not app.state.outbox, timeout=15)
+            await until(pilot, lambda: REPLY in transcript_text(app), timeout=10)
+            assert outbox_text(app) == ""
+            # The store has it once, however many times the client asked.
+            stored = await app.client.request(GetTranscript(interaction=number), Transcript)
+            assert [m.body for m in stored.messages].count(REPLY) == 1
+    finally:
+        stop_host(host)
+
+
+def test_the_outbox_is_bounded_and_forgets_what_the_host_stored() -> None:
+    state = ConsoleState()
+    for n in range(MAX_OUTBOX):
+        assert state.queue_reply("IMS1", f"reply {n}", f"id{n}")
+    assert not state.queue_reply("IMS1", "one too many", "idx")
+    assert "idx" not in state.outbox
+    assert state.reply_failed("id0", "conversation_closed") == {"chat:IMS1"}
+    assert state.pending("IMS1")[0].failed == "conversation_closed"
+    assert state.reply_sent("id1") == {"chat:IMS1"}
+    assert state.reply_sent("id1") == set()  # an ack and its message event: once is enough
+    assert len(state.pending("IMS1")) == MAX_OUTBOX - 1
