@@ -18,7 +18,12 @@ class HelpScreen(ModalScreen[None]):
         self.rows = rows
 
     def compose(self) -> ComposeResult:
-        table = Table(title="Keys (Escape closes)", expand=True, header_style="bold")
+        table = Table(
+            title="Keys (Escape closes)",
+            caption="Letters act outside text fields; ctrl+ (^) and F keys work while typing too",
+            expand=True,
+            header_style="bold",
+        )
         table.add_column("Context", style="cyan", no_wrap=True)
         table.add_column("Keys", style="bold", no_wrap=True)
         table.add_column("Action")

@@ -11,9 +11,14 @@ from textual.widgets import Button, Footer, Input, Label, Static
 class LoginScreen(Screen[None]):
     BINDINGS = [("escape", "app.quit", "Quit")]
 
-    def __init__(self, url: str, user: str, error: str = "") -> None:
+    def __init__(self, url: str, user: str, error: str = "", *, saved: bool = False) -> None:
+        """`saved`: a session token for `user` is on disk. The form still waits for the user:
+        someone used to typing a password would otherwise type it into the main screen,
+        where its letters are commands (a `w` closed a live chat)."""
         super().__init__()
-        self.url, self.user, self.error = url, user, error
+        self.url, self.user, self.error, self.saved = url, user, error, saved
+        if saved and not error:
+            self.error = f"Saved session for {user}: Enter continues, or type the password."
 
     def compose(self) -> ComposeResult:
         with Vertical(id="login-box"):
@@ -45,11 +50,13 @@ class LoginScreen(Screen[None]):
         url = self.query_one("#login-url", Input).value
         user = self.query_one("#login-user", Input).value.strip()
         password = self.query_one("#login-password", Input).value
-        if not user or not password:
+        # The saved token is for the user it was saved under: another name needs a password.
+        token = self.saved and not password and user == self.user
+        if not user or not (password or token):
             self.show_error("Enter your user name and password.")
             return
         self.show_error("Connecting…")
-        self.app.run_worker(self.app.log_in(url, user, password), exclusive=True)  # type: ignore[attr-defined]
+        self.app.run_worker(self.app.log_in(url, user, password or None), exclusive=True)  # type: ignore[attr-defined]
 
     def show_error(self, text: str) -> None:
         self.query_one("#login-error", Static).update(text)

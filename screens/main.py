@@ -50,6 +50,7 @@ from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.attachments_panel import AttachmentsPanel
 from tui.widgets.chat_list import ChatList
 from tui.widgets.composer import Composer
+from tui.widgets.offer_line import OfferLine
 from tui.widgets.offer_list import OfferList
 from tui.widgets.ongoing_tray import OngoingTray
 from tui.widgets.outbox_view import OutboxView
@@ -68,40 +69,75 @@ LIVE_STATES = ("new", "work_in_progress")
 NARROW = 110  # below this many columns the panes become tabs (80x24 terminals)
 PANES = ("pane-queues", "pane-chat", "pane-record")
 T = TypeVar("T")
+PANE_KEYS = Binding.Group("Panes")  # one footer entry, "F2 F3 F4 Panes"
 
 
 class MainScreen(Screen[None]):
     # Stable ids ("area.action") so people can remap keys in console.toml's [keymap].
+    # Plain letters act while no text field has the focus. The "_alt" keys work while typing
+    # in the composer too: ctrl+letters its editing keys leave free, and function keys, since
+    # alt+letter is eaten or rewritten by tmux, screen and some terminals. ctrl+a (screen) and
+    # ctrl+b (tmux) are multiplexer prefixes; ctrl+h/i/j/m are Backspace/Tab/Enter; ctrl+o is
+    # the composer's $EDITOR key.
     BINDINGS = [
-        Binding("a", "accept_offer", "Accept", id="offer.accept"),
+        # First, so a narrow footer keeps them (it cuts from the right), and on narrow
+        # terminals only (check_action): wide, every pane is on screen.
         Binding(
-            "alt+a", "accept_offer", "Accept", id="offer.accept_alt", show=False, priority=True
+            "f2",
+            "show_pane('pane-queues')",
+            "Queues",
+            id="pane.queues",
+            key_display="F2",
+            group=PANE_KEYS,
+            priority=True,
         ),
+        Binding(
+            "f3",
+            "show_pane('pane-chat')",
+            "Chat",
+            id="pane.chat",
+            key_display="F3",
+            group=PANE_KEYS,
+            priority=True,
+        ),
+        Binding(
+            "f4",
+            "show_pane('pane-record')",
+            "Record",
+            id="pane.record",
+            key_display="F4",
+            group=PANE_KEYS,
+            priority=True,
+        ),
+        Binding("a", "accept_offer", "Accept", id="offer.accept"),
+        Binding("f8", "accept_offer", "Accept", id="offer.accept_alt", show=False, priority=True),
         Binding("x", "reject_offer", "Reject", id="offer.reject"),
         Binding("n", "next_unread", "Next unread", id="chat.next_unread"),
         Binding(
-            "alt+n",
+            "ctrl+n",
             "next_unread",
             "Next unread",
             id="chat.next_unread_alt",
             show=False,
             priority=True,
         ),
-        Binding("c", "compose", "Compose", id="chat.compose"),
+        # Priority: run when the app takes the key from the terminal, before it routes the
+        # keys typed behind it, so that those reach the composer (see action_compose).
+        Binding("c", "compose", "Compose", id="chat.compose", priority=True),
         Binding("m", "mark_read", "Mark read", id="chat.mark_read", show=False),
         Binding("t", "chat_transfer", "Transfer", id="chat.transfer", show=False),
         Binding(
-            "alt+t", "chat_transfer", "Transfer", id="chat.transfer_alt", show=False, priority=True
+            "ctrl+t", "chat_transfer", "Transfer", id="chat.transfer_alt", show=False, priority=True
         ),
         Binding("i", "chat_invite", "Add agent", id="chat.invite", show=False),
         Binding(
-            "alt+i", "chat_invite", "Add agent", id="chat.invite_alt", show=False, priority=True
+            "ctrl+g", "chat_invite", "Add agent", id="chat.invite_alt", show=False, priority=True
         ),
         Binding("f", "chat_attach", "Attach", id="chat.attach", show=False),
-        Binding("alt+f", "chat_attach", "Attach", id="chat.attach_alt", show=False, priority=True),
+        Binding("ctrl+l", "chat_attach", "Attach", id="chat.attach_alt", show=False, priority=True),
         Binding("slash", "chat_template", "Template", id="chat.template", show=False),
         Binding(
-            "alt+slash",
+            "ctrl+r",
             "chat_template",
             "Template",
             id="chat.template_alt",
@@ -109,11 +145,13 @@ class MainScreen(Screen[None]):
             priority=True,
         ),
         Binding("e", "chat_end", "End chat", id="chat.end", show=False),
-        Binding("alt+e", "chat_end", "End chat", id="chat.end_alt", show=False, priority=True),
+        Binding("ctrl+f", "chat_end", "End chat", id="chat.end_alt", show=False, priority=True),
         Binding("o", "work_note", "Work note", id="chat.work_note", show=False),
         Binding("y", "join", "Join invite", id="chat.join", show=False),
         Binding("w", "record_close", "Close", id="record.close", show=False),
-        Binding("alt+w", "record_close", "Close", id="record.close_alt", show=False, priority=True),
+        Binding(
+            "ctrl+y", "record_close", "Close", id="record.close_alt", show=False, priority=True
+        ),
         Binding("I", "record_incident", "Incident", id="record.incident", show=False),
         Binding("C", "record_case", "Case", id="record.case", show=False),
         Binding("A", "record_archive", "Archive", id="record.archive", show=False),
@@ -121,9 +159,6 @@ class MainScreen(Screen[None]):
         Binding("f5", "presence('Available')", "Available", id="presence.available", show=False),
         Binding("f6", "presence('Away')", "Away", id="presence.away", show=False),
         Binding("f7", "presence('Offline')", "Offline", id="presence.offline", show=False),
-        Binding("f2", "show_pane('pane-queues')", "Queues", id="pane.queues", show=False),
-        Binding("f3", "show_pane('pane-chat')", "Chat", id="pane.chat", show=False),
-        Binding("f4", "show_pane('pane-record')", "Record", id="pane.record", show=False),
         Binding("h", "history", "History", id="view.history"),
         Binding("s", "supervise", "Supervise", id="view.supervisor", show=False),
         Binding("escape", "back", "Back", id="app.back", show=False),
@@ -147,12 +182,13 @@ class MainScreen(Screen[None]):
             yield Static(id="whoami")
             yield Static(id="connection")
             yield PresenceSwitcher(id="presence")
+        offers = OfferList(id="offers")
         with Horizontal(id="panes"):
             with Vertical(id="pane-queues", classes="pane"):
                 yield Label("Queues", classes="pane-title")
                 yield QueueStatsView(id="queue-stats")
                 yield Label("Offers", classes="pane-title")
-                yield OfferList(id="offers")
+                yield offers
                 yield OngoingTray(id="ongoing")
             with Vertical(id="pane-chat", classes="pane"):
                 yield Label("Chats", classes="pane-title")
@@ -167,6 +203,7 @@ class MainScreen(Screen[None]):
                 yield Label("Interaction record", classes="pane-title")
                 yield RecordPane(id="record")
                 yield AttachmentsPanel(id="attachments")
+        yield OfferLine(offers, id="offer-line")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -183,9 +220,17 @@ class MainScreen(Screen[None]):
 
     def on_resize(self, event: object = None) -> None:
         narrow = self.app.size.width < NARROW  # the terminal, known before layout
-        self.set_class(narrow, "narrow")
+        if narrow != self.has_class("narrow"):
+            self.set_class(narrow, "narrow")
+            self.refresh_bindings()  # F2/F3/F4 come and go in the footer
         for pane in PANES:
             self.query_one(f"#{pane}").set_class(pane == self.shown_pane, "shown")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "show_pane":
+            # Wide: all panes are on screen, so the keys are no use and stay out of the footer.
+            return self.has_class("narrow")
+        return True
 
     # ------------------------------------------------------------------ redraw
 
@@ -215,6 +260,7 @@ class MainScreen(Screen[None]):
             self.query_one("#queue-stats", QueueStatsView).show(stats)
         if every or "offers" in areas:
             self.query_one("#offers", OfferList).show(state.sorted_offers())
+            self.query_one("#offer-line", OfferLine).redraw()
         if every or "ongoing" in areas:
             self.query_one("#ongoing", OngoingTray).show(state.ongoing, state.unread_conversations)
         if every or "chats" in areas:
@@ -317,7 +363,7 @@ class MainScreen(Screen[None]):
             self.current = number
             self.show_current()
         if isinstance(event, VirtualList.Selected):
-            self.query_one("#composer", Composer).focus()
+            self.set_focus(self.query_one("#composer", Composer))
 
     @on(OngoingTray.Opened)
     def ongoing_opened(self, event: OngoingTray.Opened) -> None:
@@ -386,10 +432,12 @@ class MainScreen(Screen[None]):
         self.shown_pane = pane
         self.on_resize()
         if self.has_class("narrow"):
-            # Keys must act on what is visible, not on a widget in a hidden pane.
+            # Keys must act on what is visible, not on a widget in a hidden pane. Focus moves
+            # now (set_focus), not after the queued keys as widget.focus() would: see
+            # action_compose.
             focusable = [w for w in self.query_one(f"#{pane}").query("*") if w.can_focus]
             if focusable:
-                focusable[0].focus()
+                self.set_focus(focusable[0])
 
     def action_history(self) -> None:
         self.app.push_screen(HistoryScreen())
@@ -405,8 +453,14 @@ class MainScreen(Screen[None]):
         self.query_one("#chat-list", ChatList).focus()
 
     def action_compose(self) -> None:
+        """Keys typed behind `c` in one burst (SSH, tmux, paste) are the reply. Textual routes a
+        key to the widget focused when the app takes it from the terminal, and
+        `widget.focus()` only queues the change behind the keys already waiting, so they ran
+        as commands ("Sure, which bill?" ended the chat, opened History and Help). The
+        binding has priority, so it runs as the app takes `c`, and `set_focus` moves the
+        focus before the app takes the next key."""
         self.action_show_pane("pane-chat")
-        self.query_one("#composer", Composer).focus()
+        self.set_focus(self.query_one("#composer", Composer))
 
     @work
     async def action_accept_offer(self) -> None:

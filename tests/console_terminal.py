@@ -273,37 +273,45 @@ async def log_in(term: Tmux, password: str, display_name: str) -> None:
     )
 
 
-async def take_chat_and_reply(term: Tmux, host: HostProcess, reply: str) -> None:
-    """Logged in as alice: go Available, accept Ana's chat, reply; both sides see the reply."""
+async def accept_chat(term: Tmux, customer: WidgetCustomer) -> str:
+    """Logged in as alice: go Available; Ana starts a chat; `a` accepts it. The number."""
     term.send_keys("F5")
     await term.wait_until(lambda s: "Available" in s.splitlines()[0], "Available in the top bar")
+    number = await customer.start("Ana Lima", "ana@example.com")
+    await customer.say("Hello, my parcel is late")
+    # "▶" marks the selected offer: what `a` accepts.
+    await term.wait_for("▶ Ana Lima")
+    term.send_keys("a")
+    await term.wait_for(f"Ana Lima  {number}")  # the chat's title
+    await term.wait_for("Alice Martin joined")
+    # What came before the accept arrives with the transcript, fetched after the chat
+    # opens: a moment later than the live "joined" line.
+    await term.wait_for("Ana Lima: Hello, my parcel is late")
+    await customer.expect(
+        lambda f: f["t"] == "state" and f["agent"] == "Alice Martin", "state (accepted)"
+    )
+    return number
+
+
+async def reply_arrives(term: Tmux, customer: WidgetCustomer, reply: str) -> None:
+    """The customer gets `reply` from Alice, and the agent's transcript shows it."""
+    got = await customer.expect(
+        lambda f: f["t"] == "message" and f["from"] == "agent" and f["body"] == reply,
+        f"agent message {reply!r}",
+    )
+    assert got["name"] == "Alice Martin"
+    await term.wait_for(f"Alice Martin: {reply}")
+
+
+async def take_chat_and_reply(term: Tmux, host: HostProcess, reply: str) -> None:
+    """Logged in as alice: go Available, accept Ana's chat, reply; both sides see the reply."""
     async with widget_customer(host.widget_url) as customer:
-        number = await customer.start("Ana Lima", "ana@example.com")
-        await customer.say("Hello, my parcel is late")
-        # "▶" marks the selected offer: what `a` accepts.
-        await term.wait_for("▶ Ana Lima")
-        term.send_keys("a")
-        await term.wait_for(f"Ana Lima  {number}")  # the chat's title
-        await term.wait_for("Alice Martin joined")
-        # What came before the accept arrives with the transcript, fetched after the chat
-        # opens: a moment later than the live "joined" line.
-        await term.wait_for("Ana Lima: Hello, my parcel is late")
-        await customer.expect(
-            lambda f: f["t"] == "state" and f["agent"] == "Alice Martin", "state (accepted)"
-        )
+        await accept_chat(term, customer)
         term.send_keys("c")
-        # Focus moves after the key is handled; until it has, typed letters would be taken as
-        # commands (i invites, t transfers…). The footer drops the letter keys once an input
-        # has the focus (and still shows ^q, so it is not merely half drawn).
         await term.wait_until(
             lambda s: MAIN_FOOTER not in s and "^q Quit" in s, "the composer focused"
         )
         term.type(reply)
         await term.wait_for(reply)
         term.send_keys("Enter")
-        got = await customer.expect(
-            lambda f: f["t"] == "message" and f["from"] == "agent", "agent message"
-        )
-        assert got["body"] == reply
-        assert got["name"] == "Alice Martin"
-        await term.wait_for(f"Alice Martin: {reply}")
+        await reply_arrives(term, customer, reply)

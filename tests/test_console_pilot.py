@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual import events
+from textual.widgets import Input
 
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
@@ -128,13 +129,31 @@ async def test_login_errors_are_shown_on_the_login_screen(tmp_path: Path) -> Non
         )
 
 
-async def test_saved_token_logs_straight_back_in(tmp_path: Path) -> None:
+async def test_saved_token_waits_for_enter_and_a_typed_password_stays_in_the_form(
+    tmp_path: Path,
+) -> None:
     async with running_host(tmp_path) as h:
         async with console(h).run_test(size=SIZE) as pilot:
             await until(pilot, lambda: isinstance(pilot.app.screen, MainScreen))
+        # Restarted: the form is there, saying a saved session exists; Enter alone uses it.
         again = InboxApp(ConsoleSettings(url=h.agent_url, user="alice", bell=False))
         async with again.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(again.screen, LoginScreen))
+            error = again.screen.query_one("#login-error")
+            assert "Saved session for alice" in str(error.render())
+            await pilot.press("enter")
             await until(pilot, lambda: isinstance(again.screen, MainScreen))
+        # Someone who types the password anyway, in one burst: it is a password, not commands
+        # (its "w" once closed a live chat), and it logs in.
+        third = InboxApp(ConsoleSettings(url=h.agent_url, user="alice", bell=False))
+        async with third.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(third.screen, LoginScreen))
+            burst(third, DEMO_PASSWORD)
+            password = third.screen.query_one("#login-password", Input)
+            await until(pilot, lambda: password.value == DEMO_PASSWORD)
+            assert isinstance(third.screen, LoginScreen)
+            burst(third, "\r")
+            await until(pilot, lambda: isinstance(third.screen, MainScreen))
 
 
 async def test_accept_reply_template_end_and_close(tmp_path: Path) -> None:
@@ -398,7 +417,7 @@ async def test_supervisor_view_is_for_supervisors_only(tmp_path: Path) -> None:
             assert dan.agent.role == "supervisor" and dan.capacity == 4
 
 
-async def test_alt_keys_work_while_typing_in_the_composer(tmp_path: Path) -> None:
+async def test_f8_accepts_while_typing_in_the_composer(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
@@ -410,7 +429,7 @@ async def test_alt_keys_work_while_typing_in_the_composer(tmp_path: Path) -> Non
                 channel="chat", customer="web-bea", customer_name="Bea"
             )
             await until(pilot, lambda: app.state.offers)
-            await pilot.press("alt+a")  # accept without leaving the composer
+            await pilot.press("f8")  # accept without leaving the composer
             await until(pilot, lambda: len(app.state.chats) == 2)
             assert composer.value == "half a sent" and number in app.state.chats
 
@@ -627,3 +646,103 @@ async def test_offer_cards_say_what_the_customer_wants_and_why_on_r(tmp_path: Pa
             await pilot.press("r")
             await until(pilot, lambda: reason[:20] in str(offers.render()))
             assert "Charged twice" in str(offers.render())
+
+
+def burst(app: InboxApp, text: str) -> None:
+    """Keys as a terminal delivers a burst (SSH, tmux send-keys -l, a paste): all queued on the
+    app at once, none waiting for the one before it to be handled (Pilot's press does wait)."""
+    from textual import events
+    from textual.keys import _character_to_key
+
+    for ch in text:
+        key = "enter" if ch == "\r" else _character_to_key(ch)
+        app.post_message(events.Key(key, None if ch == "\r" else ch))
+
+
+async def test_keys_typed_behind_c_in_one_burst_are_the_reply(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.focused, Composer))
+            # e ends, w closes, h opens History, ? opens Help, i invites: none of them may run.
+            burst(app, "cSure, which bill?\r")
+            await until(pilot, lambda: "Sure, which bill?" in transcript_text(app))
+            await pilot.pause(0.3)
+            assert isinstance(app.screen, MainScreen), app.screen
+            assert app.screen.query_one(Composer).value == ""
+            stored = [m.body for m in await h.host.store.list_messages(number)]
+            assert stored.count("Sure, which bill?") == 1
+            assert app.state.chats[number].record.state == "work_in_progress"
+
+
+def palette_rows(app: InboxApp) -> list[str]:
+    from textual.command import CommandList
+
+    options = app.screen.query_one(CommandList)
+    return [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+
+
+def keys_shown(app: InboxApp, name: str) -> set[str] | None:
+    """The keys the palette shows after `name`, "chat: transfer (t, ^t)" -> {"t", "^t"}."""
+    for row in palette_rows(app):
+        if row.startswith(f"{name} ("):
+            return set(row.removeprefix(f"{name} (").removesuffix(")").split(", "))
+    return None
+
+
+async def test_the_palette_shows_each_actions_keys_as_remapped(tmp_path: Path) -> None:
+    from textual.command import CommandPalette
+
+    async with running_host(tmp_path) as h:
+        app = console(h, keymap={"chat.transfer": "f9"})
+        async with app.run_test(size=SIZE) as pilot:
+            # The remapped key, not the default t; the while-typing key as it is.
+            for typed, name, keys in (
+                ("transfer", "chat: transfer", {"f9", "^t"}),
+                ("accept", "offer: accept", {"a", "f8"}),
+            ):
+                await until(pilot, lambda: isinstance(app.screen, MainScreen))
+                await pilot.press("ctrl+p")
+                await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+                await pilot.press(*typed)
+                await until(pilot, lambda name=name, keys=keys: keys_shown(app, name) == keys)
+                await pilot.press("escape")
+            # Help lists the same keys, from the same place.
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            rows = app.screen.rows  # type: ignore[attr-defined]
+            assert {("chat", "f9", "Transfer"), ("chat", "^t", "Transfer")} <= set(rows), rows
+            assert not any(r[1] == "t" and r[2] == "Transfer" for r in rows), rows
+
+
+async def test_80x24_shows_the_offer_and_its_countdown_from_every_pane(tmp_path: Path) -> None:
+    from textual.widgets import Footer
+
+    from tui.widgets.offer_line import OfferLine
+
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("f5")
+            await until(pilot, lambda: app.state.me.presence == "Available")
+            await h.host.inbox.start_conversation(
+                channel="chat", customer="web-cara", customer_name="Cara"
+            )
+            await until(pilot, lambda: app.state.offers)
+            line = app.screen.query_one(OfferLine)
+            footer = app.screen.query_one(Footer)
+            for key, pane in (("f2", "pane-queues"), ("f4", "pane-record"), ("f3", "pane-chat")):
+                await pilot.press(key)
+                await until(pilot, lambda pane=pane: main(app).shown_pane == pane)
+                assert line.display and line.region.height == 1 and line.region.y == 22
+                shown = str(line.render())
+                assert shown.startswith("Offer: Cara  chat") and shown.rstrip().endswith("s")
+                seconds = int(shown.rstrip().removesuffix("s").split()[-1])
+                assert 0 < seconds <= 60, shown
+            # The footer names the pane keys on a terminal this small.
+            keys = {k.key_display for k in footer.query("FooterKey")}  # type: ignore[attr-defined]
+            assert {"F2", "F3", "F4"} <= keys, keys

@@ -15,13 +15,18 @@ import pytest
 from bench.host_process import INBOX_TUI, HostProcess, console_env
 from core.demo import DEMO_PASSWORD
 from tests.console_terminal import (
+    MAIN_FOOTER,
     TMUX,
     Tmux,
+    WidgetCustomer,
+    accept_chat,
     host_process,
     log_in,
+    reply_arrives,
     require_tool,
     take_chat_and_reply,
     tmux_session,
+    widget_customer,
 )
 
 
@@ -96,6 +101,98 @@ async def test_256_colour_terminal_and_no_color(tmp_path: Path, no_color: bool) 
             assert colours <= GREYS, f"colours despite NO_COLOR: {sorted(colours - GREYS)}"
         else:
             assert colours - GREYS, "a 256-colour terminal should get some colour"
+
+
+def ended(customer: WidgetCustomer) -> bool:
+    """Did the customer hear that the chat ended (wrap-up) or was closed?"""
+    over = ("wrap_up", "closed_complete", "closed_abandoned")
+    return any(f["t"] == "state" and f["state"] in over for f in customer.frames)
+
+
+def chat_still_live(screen: str, number: str) -> bool:
+    """The chat's title line says it is still in progress, and no dialog covers it."""
+    return f"Ana Lima  {number}  work_in_progress" in screen and "Keys (Escape" not in screen
+
+
+async def test_keys_typed_behind_c_in_one_burst_are_one_reply(tmp_path: Path) -> None:
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
+        start_console(term, host, tmp_path / "console", "alice")
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
+        async with widget_customer(host.widget_url) as customer:
+            number = await accept_chat(term, customer)
+            await term.wait_for(MAIN_FOOTER)  # the chat list has the focus: letters are keys
+            # One send-keys -l: `c`, the reply and Enter reach the console as one burst, as
+            # over SSH. e (end), w (close), h (History), ? (Help), i (invite) must not run.
+            term.type("cSure, which bill?\r")
+            await reply_arrives(term, customer, "Sure, which bill?")
+            screen = await term.wait_until(
+                lambda s: chat_still_live(s, number), "the chat, live, with no dialog"
+            )
+            for other in ("History", "End the conversation", "Close the conversation"):
+                assert other not in screen, screen
+            assert not ended(customer), customer.frames
+
+
+async def test_composer_shortcuts_arrive_through_tmux_while_typing(tmp_path: Path) -> None:
+    """The while-typing keys by the names tmux sends: none is text, each opens its dialog, and
+    the half-written reply is still there after it (alt+letters never arrived at all)."""
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
+        start_console(term, host, tmp_path / "console", "alice")
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
+        async with widget_customer(host.widget_url) as customer:
+            number = await accept_chat(term, customer)
+            term.send_keys("c")
+            await term.wait_until(lambda s: MAIN_FOOTER not in s, "the composer focused")
+            term.type("half a reply")
+            await term.wait_for("half a reply")
+            dialogs = (
+                ("C-t", "Transfer to an agent or a queue"),
+                ("C-g", "Add an agent"),
+                ("C-l", "Attach a file: path"),
+                ("C-r", "Insert a template"),
+                ("C-f", "End the conversation with Ana Lima?"),
+                ("C-y", "Close the conversation with Ana Lima?"),
+            )
+            for key, title in dialogs:
+                term.send_keys(key)
+                await term.wait_for(title)
+                term.send_keys("Escape")
+                await term.wait_gone(title)
+                await term.wait_for("half a reply")
+            term.send_keys("C-n")
+            await term.wait_for("Nothing unread")
+            term.send_keys("F8")
+            await term.wait_for("No offer to accept")
+            # The reply was never sent, and the chat is as it was.
+            term.send_keys("Enter")
+            await reply_arrives(term, customer, "half a reply")
+            await term.wait_until(lambda s: chat_still_live(s, number), "the chat still live")
+
+
+async def test_a_restarted_console_takes_a_typed_password_as_a_password(tmp_path: Path) -> None:
+    """With a saved session the console once skipped the form: the password typed from habit
+    ran as commands on the main screen (its w closed a live chat)."""
+    console_root = tmp_path / "console"
+    with host_process(tmp_path / "host") as host:
+        async with widget_customer(host.widget_url) as customer:
+            with tmux_session(tmp_path / "tmux1") as first:
+                start_console(first, host, console_root, "alice")
+                await log_in(first, DEMO_PASSWORD, "Alice Martin")
+                number = await accept_chat(first, customer)
+                first.send_keys("C-q")
+                await first.wait_for("[exited with status 0]")
+            with tmux_session(tmp_path / "tmux2") as again:
+                start_console(again, host, console_root, "alice")
+                await again.wait_for("Saved session for alice")
+                # demo-pass: a (accept), s, p (presence), e (end)… and Enter, in one burst.
+                again.type(DEMO_PASSWORD + "\r")
+                await again.wait_until(
+                    lambda s: chat_still_live(s, number) and MAIN_FOOTER in s,
+                    "the main screen with the chat still live",
+                )
+                await customer.say("still there?")
+                await again.wait_for("Ana Lima: still there?")
+                assert not ended(customer), customer.frames
 
 
 def lines_follow(screen: str, first: str, second: str) -> bool:

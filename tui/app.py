@@ -6,7 +6,9 @@ import contextlib
 
 from textual.app import App
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.message import Message
+from textual.screen import Screen
 
 from core.client import ClientError, InboxClient
 from core.protocol import Event, OfferEvent
@@ -50,10 +52,12 @@ class InboxApp(App[None]):
     def on_mount(self) -> None:
         self.theme = self.settings.theme
         self.set_keymap(self.settings.keymap)
-        if self.settings.user and (self.password or self.saved()):
+        if self.settings.user and self.password:
             self.run_worker(self.log_in(self.settings.url, self.settings.user, self.password))
         else:
-            self.push_screen(LoginScreen(self.settings.url, self.settings.user))
+            # A saved token does not skip the form: see LoginScreen.
+            saved = bool(self.settings.user and self.saved())
+            self.push_screen(LoginScreen(self.settings.url, self.settings.user, saved=saved))
 
     def saved(self) -> str | None:
         with contextlib.suppress(OSError, ValueError):
@@ -133,6 +137,10 @@ class InboxApp(App[None]):
         self.post_message(StateChanged({"connection"}))
 
     def on_state_changed(self, message: StateChanged) -> None:
+        if not self._running:
+            # Shutting down: the screens' widgets are being removed under the redraw (it
+            # raised NoMatches when events came in as the console quit).
+            return
         screen = self.screen
         if isinstance(screen, MainScreen):
             screen.refresh_areas(message.areas)
@@ -141,21 +149,33 @@ class InboxApp(App[None]):
                 if isinstance(s, MainScreen):
                     s.refresh_areas(message.areas)
 
+    def bindings_in_force(self, *nodes: DOMNode) -> list[Binding]:
+        """The bindings of `nodes` with the user's [keymap] applied. Textual applies it to the
+        copies it looks keys up in, never to the classes' BINDINGS: what help and the palette
+        show must come from the same place, or they teach keys that do nothing."""
+        found: list[Binding] = []
+        for node in nodes:
+            bindings = node._bindings.copy()
+            bindings.apply_keymap(self._keymap)
+            found += [b for group in bindings.key_to_bindings.values() for b in group]
+        return found
+
+    def keys_for(self, action: str, screen: Screen[object]) -> str:
+        """The keys that run `action` on `screen` (or app-wide), as the footer writes them."""
+        keys = [
+            self.get_key_display(b)
+            for b in self.bindings_in_force(screen, self)
+            if b.action == action
+        ]
+        return ", ".join(dict.fromkeys(keys))
+
     def action_help(self) -> None:
-        rows = []
-        keymap: dict[str, str] = getattr(self, "_keymap", {})
-        for screen in (*self.screen_stack, self):
-            for key, bindings in screen._bindings.key_to_bindings.items():
-                for b in bindings:
-                    if not b.description:
-                        continue
-                    context = (b.id or "app").split(".")[0]
-                    # The keymap is applied when keys are looked up, not to the class bindings.
-                    remapped = keymap.get(b.id, "") if b.id else ""
-                    rows.append(
-                        (context, remapped or self.get_key_display(b) or key, b.description)
-                    )
-        self.push_screen(HelpScreen(sorted(set(rows))))
+        rows = {
+            ((b.id or "app").split(".")[0], self.get_key_display(b), b.description)
+            for b in self.bindings_in_force(*self.screen_stack, self)
+            if b.description
+        }
+        self.push_screen(HelpScreen(sorted(rows)))
 
     async def on_unmount(self) -> None:
         await self.client.close()

@@ -1,4 +1,6 @@
-"""The command palette: every action as "area: action", so nothing needs a key to be found."""
+"""The command palette: every action as "area: action", so nothing needs a key to be found, and
+with the keys that run it, "chat: transfer (t, ^t)", so the palette teaches them. The keys come
+from the bindings in force (the user's [keymap] included), never from a table here."""
 
 from __future__ import annotations
 
@@ -36,16 +38,25 @@ COMMANDS = [
 
 
 class InboxCommands(Provider):
-    async def discover(self) -> Hits:
+    def named(self) -> list[tuple[str, str]]:
+        """(name with its keys, action) for each command."""
+        keys_for = self.app.keys_for  # type: ignore[attr-defined]
+        out = []
         for name, action in COMMANDS:
-            yield DiscoveryHit(name, partial(self.run, action))
+            keys = keys_for(action, self.screen)
+            out.append((f"{name} ({keys})" if keys else name, action))
+        return out
+
+    async def discover(self) -> Hits:
+        for name, action in self.named():
+            yield DiscoveryHit(name, partial(self.run, action), text=name)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for name, action in COMMANDS:
+        for name, action in self.named():
             score = matcher.match(name)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), partial(self.run, action))
+                yield Hit(score, matcher.highlight(name), partial(self.run, action), text=name)
 
     async def run(self, action: str) -> None:
         await self.screen.run_action(action)

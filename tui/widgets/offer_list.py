@@ -23,6 +23,12 @@ def wants(view: OfferView) -> str:
     return ""
 
 
+def countdown(view: OfferView) -> Text:
+    """Seconds left to accept `view`, red in the last ten: shared by the list and the line."""
+    left = max(0, int(view.offer.deadline - time.time()))
+    return Text(f"{left:>3}s", style="bold red" if left <= 10 else "yellow")
+
+
 class OfferList(Static, can_focus=True):
     DEFAULT_CSS = "OfferList { height: auto; min-height: 1; }"
     BINDINGS = [
@@ -63,10 +69,8 @@ class OfferList(Static, can_focus=True):
         if not self.offers:
             self.update(Text("No offers", style="dim"))
             return
-        now = time.time()
         text = Text()
         for i, view in enumerate(self.offers):
-            left = max(0, int(view.offer.deadline - now))
             marker = "▶ " if i == self.cursor else "  "
             kind = "transfer" if view.offer.kind == "transfer" else view.item.channel
             who = view.customer_name or view.item.customer
@@ -75,7 +79,7 @@ class OfferList(Static, can_focus=True):
             style = "bold reverse" if i == self.cursor else "bold"
             text.append(f"{marker}{who}", style=style)
             text.append(f"  {kind}  ", style="cyan")
-            text.append(f"{left:>3}s", style="bold red" if left <= 10 else "yellow")
+            text.append_text(countdown(view))
             text.append(f"  {view.interaction or ''}\n", style="dim")
             want = wants(view)
             if want:
