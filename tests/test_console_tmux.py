@@ -143,6 +143,11 @@ async def test_composer_shortcuts_arrive_through_tmux_while_typing(tmp_path: Pat
             number = await accept_chat(term, customer)
             term.send_keys("c")
             await term.wait_until(lambda s: MAIN_FOOTER not in s, "the composer focused")
+            # Answered first, so that next-unread (ctrl+n, last below) has nothing to go to
+            # and says so: an unanswered chat is where it would go.
+            term.type("Hello Ana, one moment")
+            term.send_keys("Enter")
+            await term.wait_for("Alice Martin: Hello Ana, one moment")
             term.type("half a reply")
             await term.wait_for("half a reply")
             dialogs = (
