@@ -31,6 +31,7 @@ from core.protocol import (
     Hello,
     InteractionEvent,
     InteractionList,
+    InvitationDeclined,
     InvitationEvent,
     InviteAgent,
     ListInteractions,
@@ -51,6 +52,8 @@ from core.protocol import (
     Resync,
     SendMessage,
     SetPresence,
+    TransferDeclined,
+    TransferToAgent,
     TransferToQueue,
     Typing,
     TypingEvent,
@@ -503,3 +506,42 @@ async def test_after_a_restart_agents_keep_presence_but_get_work_only_once_back(
         assert router.status["alice"].presence == "Offline"
         assert router.status["bob"].presence == "Available"
         await bob.close()
+
+
+async def test_the_sender_hears_when_a_transfer_is_declined_or_expires(tmp_path: Path) -> None:
+    async with running_host(tmp_path, fast_config()) as h:
+        alice = await h.agent("alice")
+        bob = await h.agent("bob")
+        number = await accepted_chat(h, alice, "cust-a")
+        drain(bob)
+        await alice.request(TransferToAgent(interaction=number, agent="bob"))
+        offer = await bob.next_event(OfferEvent)
+        await bob.reject(offer.view.offer.id, "on a call")
+        declined = await alice.next_event(TransferDeclined)
+        assert (declined.interaction, declined.to_agent, declined.state) == (
+            number,
+            "bob",
+            "rejected",
+        )
+        assert "on a call" in declined.reason
+        # Unanswered: it expires after the queue's offer timeout, and alice hears that too.
+        await alice.request(TransferToAgent(interaction=number, agent="bob"))
+        declined = await alice.next_event(TransferDeclined, timeout=10.0)
+        assert (declined.to_agent, declined.state) == ("bob", "expired")
+        assert h.host.inbox.routing.router.items[offer.view.item.id].agent == "alice"
+        await alice.close()
+        await bob.close()
+
+
+async def test_the_inviter_hears_when_an_invitation_is_declined(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        chloe = await h.agent("chloe")
+        number = await accepted_chat(h, alice, "cust-a")
+        await alice.request(InviteAgent(interaction=number, agent="chloe"))
+        await chloe.next_event(InvitationEvent)
+        await chloe.request(AnswerInvitation(interaction=number, accept=False))
+        declined = await alice.next_event(InvitationDeclined)
+        assert (declined.interaction, declined.agent) == (number, "chloe")
+        await alice.close()
+        await chloe.close()

@@ -28,6 +28,8 @@ from core.model import (
     InteractionState,
     ItemState,
     Message,
+    OfferKind,
+    OfferState,
     Participant,
     RecordKind,
     Role,
@@ -54,6 +56,7 @@ from core.protocol import (
     GetTranscript,
     InteractionEvent,
     InteractionList,
+    InvitationDeclined,
     InvitationEvent,
     InviteAgent,
     ListAgents,
@@ -84,6 +87,7 @@ from core.protocol import (
     SubscribeQueueStats,
     TemplateText,
     Transcript,
+    TransferDeclined,
     TransferToAgent,
     TransferToQueue,
     Typing,
@@ -699,6 +703,9 @@ class Inbox:
             raise InboxError("not_invited", f"no invitation to {frame.interaction} for you")
         inviter = pending.pop(session.agent)
         if not frame.accept:
+            self._push(
+                inviter, InvitationDeclined(interaction=conv.record.number, agent=session.agent)
+            )
             await self._system(conv, f"{self._name(session.agent)} declined to join", note=True)
             return Ok(ref=frame.ref)
         joined = Participant(agent=session.agent, role="invited", joined_at=self.clock())
@@ -1044,6 +1051,23 @@ class Inbox:
                         offer=d.offer.id, item=d.item.id, state=d.offer.state, reason=d.reason
                     ),
                 )
+                offer = d.offer
+                if (
+                    offer.kind == OfferKind.TRANSFER
+                    and offer.from_agent is not None
+                    and offer.state != OfferState.ACCEPTED
+                ):
+                    # The sender is still the owner and would otherwise wait for nothing.
+                    self._push(
+                        offer.from_agent,
+                        TransferDeclined(
+                            interaction=d.item.interaction,
+                            item=d.item.id,
+                            to_agent=offer.agent,
+                            state=offer.state,
+                            reason=d.reason,
+                        ),
+                    )
             elif isinstance(d, ItemChanged):
                 conv = self.conversations.get(d.item.interaction or "")
                 if conv is not None and self._changes_record(conv, d):
