@@ -20,6 +20,7 @@ from core.protocol import (
     InviteAgent,
     MarkRead,
     OfferEvent,
+    TransferDeclined,
     TransferToAgent,
 )
 from screens.confirm import Confirm
@@ -32,6 +33,7 @@ from screens.record_form import RecordForm
 from tests.hosting import RunningHost, running_host
 from tui.app import InboxApp
 from tui.settings import ConsoleSettings
+from tui.state import ConsoleState
 from tui.widgets.composer import Composer
 from tui.widgets.offer_list import OfferList
 from tui.widgets.ongoing_tray import OngoingTray
@@ -262,6 +264,27 @@ async def test_an_invitation_is_declined_with_shift_y_and_a_declined_one_is_told
             assert (declined.interaction, declined.agent) == (record.number, "alice")
             await until(pilot, lambda: not app.state.invitations)
         await bob.close()
+
+
+def test_declined_transfers_and_invitations_become_one_line_notes() -> None:
+    state = ConsoleState()
+    assert (
+        state.apply(
+            TransferDeclined(
+                interaction="IMS0001001",
+                item="W1",
+                to_agent="bob",
+                state="expired",
+                reason="bob did not answer in time",
+            )
+        )
+        == set()
+    )
+    state.apply(InvitationDeclined(interaction="IMS0001001", agent="chloe"))
+    assert state.notes == [
+        "Transfer of IMS0001001 to bob expired: bob did not answer in time; the chat stays yours",
+        "chloe declined to join IMS0001001",
+    ]
 
 
 async def test_attach_work_note_incident_and_archive(tmp_path: Path) -> None:
