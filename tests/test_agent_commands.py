@@ -545,3 +545,26 @@ async def test_the_inviter_hears_when_an_invitation_is_declined(tmp_path: Path) 
         assert (declined.interaction, declined.agent) == (number, "chloe")
         await alice.close()
         await chloe.close()
+
+
+async def test_one_of_two_consoles_dropping_keeps_the_agent_on_until_the_last_goes(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path, fast_config()) as h, aiohttp.ClientSession() as http:
+        router = h.host.inbox.routing.router
+        consoles = []
+        for ref in (1, 2):
+            console = await RawConsole.open(http, h)
+            await console.send(Login(ref=ref, username="alice", password=DEMO_PASSWORD))
+            await console.next(LoggedIn)
+            consoles.append(console)
+        await consoles[0].send(SetPresence(ref=3, presence="Available"))
+        record = await h.host.inbox.start_conversation(channel="chat", customer="cust-1")
+        await consoles[1].next(OfferEvent)
+        consoles[0].drop()
+        await wait_until(lambda: h.host.inbox.sessions["alice"][0].detached_at is not None)
+        # Her other console is still there: the offer stands.
+        assert router.items[record.item].state == "offered"
+        consoles[1].drop()
+        await wait_until(lambda: router.items[record.item].state == "queued")
+        assert "alice" in router.detached
