@@ -446,6 +446,23 @@ class InvitationEvent(Event, tag="invitation", kw_only=True):
     from_agent: str
 
 
+class TransferDeclined(Event, tag="transfer_declined", kw_only=True):
+    """A transfer the agent asked for did not happen; the chat stays theirs."""
+
+    interaction: str | None
+    item: str
+    to_agent: str
+    state: str  # rejected | expired | rescinded
+    reason: str
+
+
+class InvitationDeclined(Event, tag="invitation_declined", kw_only=True):
+    """An agent the recipient invited into a chat said no."""
+
+    interaction: str
+    agent: str
+
+
 class Resync(Event, tag="resync", kw_only=True):
     """The events after the client's last one are gone: redraw from this snapshot."""
 
@@ -476,6 +493,8 @@ AnyServerFrame = (
     | QueueStatsEvent
     | PresenceEvent
     | InvitationEvent
+    | TransferDeclined
+    | InvitationDeclined
     | Resync
 )
 

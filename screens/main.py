@@ -148,6 +148,7 @@ class MainScreen(Screen[None]):
         Binding("ctrl+f", "chat_end", "End chat", id="chat.end_alt", show=False, priority=True),
         Binding("o", "work_note", "Work note", id="chat.work_note", show=False),
         Binding("y", "join", "Join invite", id="chat.join", show=False),
+        Binding("Y", "join(False)", "Decline invite", id="chat.decline", show=False),
         Binding("w", "record_close", "Close", id="record.close", show=False),
         Binding(
             "ctrl+y", "record_close", "Close", id="record.close_alt", show=False, priority=True
@@ -581,13 +582,16 @@ class MainScreen(Screen[None]):
             self.notify(f"Invited {self.inbox.state.name(agent)}")
 
     @work
-    async def action_join(self) -> None:
+    async def action_join(self, accept: bool = True) -> None:
         invitations = self.inbox.state.invitations
         if not invitations:
             self.notify("No invitation waiting")
             return
         number = next(iter(invitations))
-        await self.call(AnswerInvitation(interaction=number, accept=True))
+        answered = await self.call(AnswerInvitation(interaction=number, accept=accept))
+        if answered is not None and not accept:
+            # Joining clears it when the chat opens; a decline brings no event to do that.
+            invitations.pop(number, None)
 
     @work
     async def action_chat_attach(self) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,6 +15,7 @@ from core.client import ClientError, InboxClient
 from core.config import parse_config
 from core.demo import DEMO_PASSWORD
 from core.protocol import (
+    PROTOCOL_VERSION,
     AddWorkNote,
     AnswerInvitation,
     Archive,
@@ -22,16 +25,22 @@ from core.protocol import (
     CloseRecord,
     CreateRecord,
     EndChat,
+    Event,
     GetPrefill,
     GetTranscript,
+    Hello,
     InteractionEvent,
     InteractionList,
+    InvitationDeclined,
     InvitationEvent,
     InviteAgent,
     ListInteractions,
     ListOnlineAgents,
+    LoggedIn,
+    Login,
     MarkRead,
     MessageEvent,
+    OfferClosed,
     OfferEvent,
     OngoingEvent,
     OnlineAgents,
@@ -39,15 +48,23 @@ from core.protocol import (
     PresenceEvent,
     QueueStatsEvent,
     RecordCreated,
+    Resume,
     Resync,
     SendMessage,
+    SetPresence,
+    TransferDeclined,
+    TransferToAgent,
     TransferToQueue,
     Typing,
     TypingEvent,
     UseTemplate,
+    Welcome,
+    encoder,
+    server_decoder,
 )
 from core.service import sessions
-from tests.hosting import RunningHost, fast_config_text, running_host
+from core.service.inbox import RESUME_WINDOW
+from tests.hosting import RunningHost, fast_config, fast_config_text, running_host
 
 
 async def accepted_chat(h: RunningHost, owner: InboxClient, customer: str) -> str:
@@ -308,6 +325,9 @@ async def test_too_far_behind_gets_a_resync_snapshot(tmp_path: Path, monkeypatch
         number = await accepted_chat(h, alice, "cust-a")
         await asyncio.sleep(0.1)
         drain(alice)
+        # Back only after the 20 messages below have overrun her 5-event buffer: with the
+        # default backoff she sometimes resumed in time to miss nothing, and no resync came.
+        alice.backoff = (1.0, 1.0)
         await alice._ws.close()  # type: ignore[union-attr]
         for i in range(20):
             await h.host.inbox.customer_message(number, "cust-a", f"m{i}", f"c{i}")
@@ -374,3 +394,177 @@ async def test_a_customer_waiting_past_max_wait_is_told_once_that_they_keep_thei
         assert len(notices()) == 1
         stored = await h.host.store.list_messages(record.number)
         assert [m.body for m in stored if m.kind == "message"] == [notice]
+
+
+class RawConsole:
+    """An agent's console on a bare socket: the test decides when it drops and when it
+    resumes (InboxClient would reconnect by itself within milliseconds)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.last_seq = 0
+
+    @classmethod
+    async def open(cls, http: aiohttp.ClientSession, h: RunningHost) -> RawConsole:
+        console = cls(await http.ws_connect(h.agent_url))
+        await console.send(Hello(version=PROTOCOL_VERSION))
+        assert isinstance(await console.frame(), Welcome)
+        return console
+
+    async def send(self, frame: ClientFrame) -> None:
+        await self.ws.send_bytes(encoder.encode(frame))
+
+    async def frame(self, timeout: float = 10.0) -> Any:
+        msg = await self.ws.receive(timeout=timeout)
+        assert msg.type == aiohttp.WSMsgType.BINARY, msg
+        frame = server_decoder.decode(msg.data)
+        if isinstance(frame, Event):
+            self.last_seq = frame.seq
+        return frame
+
+    async def next(self, kind: type, timeout: float = 10.0) -> Any:
+        async with asyncio.timeout(timeout):
+            while not isinstance(frame := await self.frame(), kind):
+                pass
+            return frame
+
+    def drop(self) -> None:
+        """Gone without a goodbye, as a laptop lid closing or a network cable pulled."""
+        self.ws._conn.transport.abort()  # type: ignore[union-attr]
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_dropped_console_loses_its_offer_at_once_and_gets_work_on_resume(
+    tmp_path: Path,
+) -> None:
+    config = fast_config()
+    timeout = config.queues[0].offer_timeout
+    async with running_host(tmp_path, config) as h, aiohttp.ClientSession() as http:
+        router = h.host.inbox.routing.router
+        alice = await RawConsole.open(http, h)
+        await alice.send(Login(ref=1, username="alice", password=DEMO_PASSWORD))
+        token = (await alice.next(LoggedIn)).token
+        await alice.send(SetPresence(ref=2, presence="Available"))
+        bob = await h.agent("bob")
+
+        async def chat(customer: str) -> str:
+            record = await h.host.inbox.start_conversation(channel="chat", customer=customer)
+            return record.item
+
+        first = await chat("cust-1")  # alice: most capacity (3 chats to bob's 2)
+        assert (await alice.next(OfferEvent)).view.item.id == first
+        second = await chat("cust-2")  # bob: alice has her one pending offer
+        to_bob = await bob.next_event(OfferEvent)
+        assert to_bob.view.item.id == second
+        third = await chat("cust-3")  # waits: both have an offer pending
+        assert router.items[third].state == "queued"
+
+        seen = alice.last_seq
+        alice.drop()
+        dropped = time.monotonic()
+        await wait_until(lambda: router.items[first].state == "queued", timeout=timeout)
+        # Rescinded, not expired: alice is no rejecter and the customer kept their place.
+        assert router.items[first].rejected_by == ()
+        await bob.accept(to_bob.view.offer.id)
+        offer = await bob.next_event(OfferEvent)
+        assert offer.view.item.id == first  # before the later third
+        assert time.monotonic() - dropped < timeout
+        assert router.status["alice"].presence == "Available"
+
+        # Her console resumes: it hears what happened while away, and gets work again.
+        alice = await RawConsole.open(http, h)
+        await alice.send(Resume(ref=3, token=token, last_seq=seen))
+        closed = await alice.next(OfferClosed)
+        assert (closed.item, closed.state) == (first, "rescinded")
+        assert (await alice.next(OfferEvent)).view.item.id == third
+        await bob.close()
+
+
+async def test_after_a_restart_agents_keep_presence_but_get_work_only_once_back(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path, fast_config()) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        await alice.close()
+        await bob.close()
+    async with running_host(tmp_path, fast_config()) as h:
+        inbox = h.host.inbox
+        router = inbox.routing.router
+        assert router.status["alice"].presence == router.status["bob"].presence == "Available"
+        assert inbox.queue_stats()["general"].agents_available == 0
+        record = await inbox.start_conversation(channel="chat", customer="cust-1")
+        assert router.items[record.item].state == "queued"  # nobody is at a console yet
+        bob = await h.agent("bob", presence=None)  # back with the presence he had
+        assert (await bob.next_event(OfferEvent)).view.item.id == record.item
+        # Alice never came back: once the resume window has passed she is logged out.
+        await inbox.reap(time.time() + RESUME_WINDOW + 1)
+        assert router.status["alice"].presence == "Offline"
+        assert router.status["bob"].presence == "Available"
+        await bob.close()
+
+
+async def test_the_sender_hears_when_a_transfer_is_declined_or_expires(tmp_path: Path) -> None:
+    async with running_host(tmp_path, fast_config()) as h:
+        alice = await h.agent("alice")
+        bob = await h.agent("bob")
+        number = await accepted_chat(h, alice, "cust-a")
+        drain(bob)
+        await alice.request(TransferToAgent(interaction=number, agent="bob"))
+        offer = await bob.next_event(OfferEvent)
+        await bob.reject(offer.view.offer.id, "on a call")
+        declined = await alice.next_event(TransferDeclined)
+        assert (declined.interaction, declined.to_agent, declined.state) == (
+            number,
+            "bob",
+            "rejected",
+        )
+        assert "on a call" in declined.reason
+        # Unanswered: it expires after the queue's offer timeout, and alice hears that too.
+        await alice.request(TransferToAgent(interaction=number, agent="bob"))
+        declined = await alice.next_event(TransferDeclined, timeout=10.0)
+        assert (declined.to_agent, declined.state) == ("bob", "expired")
+        assert h.host.inbox.routing.router.items[offer.view.item.id].agent == "alice"
+        await alice.close()
+        await bob.close()
+
+
+async def test_the_inviter_hears_when_an_invitation_is_declined(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        chloe = await h.agent("chloe")
+        number = await accepted_chat(h, alice, "cust-a")
+        await alice.request(InviteAgent(interaction=number, agent="chloe"))
+        await chloe.next_event(InvitationEvent)
+        await chloe.request(AnswerInvitation(interaction=number, accept=False))
+        declined = await alice.next_event(InvitationDeclined)
+        assert (declined.interaction, declined.agent) == (number, "chloe")
+        await alice.close()
+        await chloe.close()
+
+
+async def test_one_of_two_consoles_dropping_keeps_the_agent_on_until_the_last_goes(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path, fast_config()) as h, aiohttp.ClientSession() as http:
+        router = h.host.inbox.routing.router
+        consoles = []
+        for ref in (1, 2):
+            console = await RawConsole.open(http, h)
+            await console.send(Login(ref=ref, username="alice", password=DEMO_PASSWORD))
+            await console.next(LoggedIn)
+            consoles.append(console)
+        await consoles[0].send(SetPresence(ref=3, presence="Available"))
+        record = await h.host.inbox.start_conversation(channel="chat", customer="cust-1")
+        await consoles[1].next(OfferEvent)
+        consoles[0].drop()
+        await wait_until(lambda: h.host.inbox.sessions["alice"][0].detached_at is not None)
+        # Her other console is still there: the offer stands.
+        assert router.items[record.item].state == "offered"
+        consoles[1].drop()
+        await wait_until(lambda: router.items[record.item].state == "queued")
+        assert "alice" in router.detached

@@ -13,11 +13,15 @@ from textual.widgets import Input
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
 from core.protocol import (
+    AnswerInvitation,
     AttachFile,
     GetTranscript,
+    InvitationDeclined,
     InvitationEvent,
+    InviteAgent,
     MarkRead,
     OfferEvent,
+    TransferDeclined,
     TransferToAgent,
 )
 from screens.confirm import Confirm
@@ -30,6 +34,7 @@ from screens.record_form import RecordForm
 from tests.hosting import RunningHost, running_host
 from tui.app import InboxApp
 from tui.settings import ConsoleSettings
+from tui.state import ConsoleState
 from tui.widgets.composer import Composer
 from tui.widgets.offer_list import OfferList
 from tui.widgets.ongoing_tray import OngoingTray
@@ -248,6 +253,57 @@ async def test_transfer_and_invite_pickers(tmp_path: Path) -> None:
             await bob.accept(transfer.view.offer.id)
             await until(pilot, lambda: number not in app.state.chats)
         await bob.close()
+
+
+async def test_an_invitation_is_declined_with_shift_y_and_a_declined_one_is_told(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        bob = await h.agent("bob")
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            # Bob declines alice's invitation: her console says so.
+            await main(app).inbox.client.request(InviteAgent(interaction=number, agent="bob"))
+            await bob.next_event(InvitationEvent)
+            await bob.request(AnswerInvitation(interaction=number, accept=False))
+            await until(
+                pilot,
+                lambda: any("declined to join" in n.message for n in app._notifications),
+            )
+            # Bob's own chat, and an invitation for alice, which she declines with Y.
+            record = await h.host.inbox.start_conversation(channel="chat", customer="web-bo")
+            while (offer := await bob.next_event(OfferEvent)).view.item.id != record.item:
+                pass
+            await bob.accept(offer.view.offer.id)
+            await bob.request(InviteAgent(interaction=record.number, agent="alice"))
+            await until(pilot, lambda: record.number in app.state.invitations)
+            await pilot.press("escape", "Y")
+            declined = await bob.next_event(InvitationDeclined)
+            assert (declined.interaction, declined.agent) == (record.number, "alice")
+            await until(pilot, lambda: not app.state.invitations)
+        await bob.close()
+
+
+def test_declined_transfers_and_invitations_become_one_line_notes() -> None:
+    state = ConsoleState()
+    assert (
+        state.apply(
+            TransferDeclined(
+                interaction="IMS0001001",
+                item="W1",
+                to_agent="bob",
+                state="expired",
+                reason="bob did not answer in time",
+            )
+        )
+        == set()
+    )
+    state.apply(InvitationDeclined(interaction="IMS0001001", agent="chloe"))
+    assert state.notes == [
+        "Transfer of IMS0001001 to bob expired: bob did not answer in time; the chat stays yours",
+        "chloe declined to join IMS0001001",
+    ]
 
 
 async def test_attach_work_note_incident_and_archive(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 from collections import Counter
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -42,6 +43,8 @@ from core.model import (
 from core.routing.decisions import OfferMade, PresenceSet
 from core.routing.engine import Router, RoutingConfig, RoutingError
 from core.routing.events import (
+    AgentConnected,
+    AgentDisconnected,
     AgentLoggedOut,
     AgentReplied,
     AgentUpdated,
@@ -189,6 +192,7 @@ class RoutingMachine(RuleBasedStateMachine):
         self.router = Router(self.config)
         self.now = 1000.0
         self.presence = {a: "Offline" for a in self.agents}
+        self.detached: set[str] = set()  # agents with no console attached
         self.next_item = 0
         self.step_offers: list[OfferMade] = []
         for agent in (a for a in present if a in self.agents):
@@ -355,6 +359,30 @@ class RoutingMachine(RuleBasedStateMachine):
     def log_out(self, agent) -> None:
         self.apply(AgentLoggedOut(agent=agent))
 
+    @rule(agent=st.sampled_from(AGENT_IDS))
+    def console_drops(self, agent) -> None:
+        r = self.router
+        offered = {
+            o.item: (r.items[o.item].enqueued_at, r.items[o.item].priority)
+            for o in r.offers.values()
+            if o.agent == agent and o.kind == OfferKind.ROUTED
+        }
+        self.apply(AgentDisconnected(agent=agent))
+        if agent not in self.agents:
+            return
+        self.detached.add(agent)
+        assert not any(o.agent == agent for o in r.offers.values())
+        for item_id, place in offered.items():
+            # Rescinded, not rejected: the item keeps its place and the agent is no rejecter.
+            item = r.items[item_id]
+            assert (item.enqueued_at, item.priority) == place
+            assert agent not in item.rejected_by
+
+    @rule(agent=st.sampled_from(AGENT_IDS))
+    def console_returns(self, agent) -> None:
+        self.apply(AgentConnected(agent=agent))
+        self.detached.discard(agent)
+
     @rule(
         agent=st.sampled_from(AGENT_IDS),
         skills=st.dictionaries(st.sampled_from(SKILLS), st.integers(1, 3)),
@@ -392,7 +420,18 @@ class RoutingMachine(RuleBasedStateMachine):
     def restart(self) -> None:
         """Rebuild from what a store would hold; the new engine must agree with the old one."""
         r = self.router
-        fresh = Router(
+        fresh = self.rebuilt(self.detached)
+        decisions = fresh.resume(self.now)
+        assert decisions == [], decisions
+        assert self.snapshot_of(fresh) == self.snapshot_of(r)
+        fresh._rr_last = dict(r._rr_last)  # round-robin position is advisory, not stored
+        self.router = fresh
+        self.observe([])
+
+    def rebuilt(self, detached: Iterable[str]) -> Router:
+        """A new engine from what a store would hold."""
+        r = self.router
+        return Router(
             RoutingConfig(
                 channels=CHANNELS,
                 presences=PRESENCES,
@@ -404,13 +443,28 @@ class RoutingMachine(RuleBasedStateMachine):
             items=r.items.values(),
             offers=r.offers.values(),
             last_served=r.last_served,
+            detached=detached,
         )
-        decisions = fresh.resume(self.now)
-        assert decisions == [], decisions
-        assert self.snapshot_of(fresh) == self.snapshot_of(r)
-        fresh._rr_last = dict(r._rr_last)  # round-robin position is advisory, not stored
+
+    @rule()
+    def host_restart(self) -> None:
+        """A host process starts with no console attached: the engine keeps every presence
+        but takes back every pending offer (the items keep their places) and offers nothing
+        until consoles return."""
+        r = self.router
+        places = {i.id: (i.enqueued_at, i.priority) for i in r.items.values()}
+        fresh = self.rebuilt(AGENT_IDS)
         self.router = fresh
-        self.observe([])
+        self.detached = set(self.agents)
+        # Deadlines that fell due while down fire first, as `resume` does; one at a time so
+        # the checks see every intermediate state.
+        decisions = fresh.resume(self.now)
+        assert not any(isinstance(d, OfferMade) for d in decisions), decisions
+        assert not fresh.offers
+        for item in fresh.items.values():
+            if item.id in places and item.state == ItemState.QUEUED:
+                assert (item.enqueued_at, item.priority) == places[item.id]
+        self.observe(decisions)
 
     def snapshot_of(self, r: Router) -> tuple:
         deadlines = {
@@ -444,7 +498,8 @@ class RoutingMachine(RuleBasedStateMachine):
         return all(skills.get(s.name, 0) >= s.level for s in queue.skills)
 
     def available_for(self, agent: str, channel: str) -> bool:
-        return channel in PRESENCE_CHANNELS[self.presence[agent]]
+        """Present for the channel with a console attached: what an offer needs."""
+        return channel in PRESENCE_CHANNELS[self.presence[agent]] and agent not in self.detached
 
     def reference_load(self) -> dict[str, Counter[str]]:
         load: dict[str, Counter[str]] = {a: Counter() for a in self.agents}

@@ -19,6 +19,8 @@ from core.model import (
 from core.routing.decisions import ItemChanged, ItemUnroutable, OfferEnded, OfferMade, PresenceSet
 from core.routing.engine import Router, RoutingConfig, RoutingConfigError, RoutingError
 from core.routing.events import (
+    AgentConnected,
+    AgentDisconnected,
     AgentLoggedOut,
     AgentReplied,
     ChatEnded,
@@ -478,11 +480,9 @@ def test_logout_requeues_live_chats_and_rescinds_offers() -> None:
     assert any(isinstance(x, OfferEnded) and x.offer.state == "rescinded" for x in d)
 
 
-def test_restart_rearms_an_offer_that_expired_while_the_host_was_down() -> None:
-    r = make([GENERAL], [agent("alice"), agent("bob")], available=("alice", "bob"))
-    r.handle(ItemArrived(item=chat("W1")), 0.0)
-    first = r.offers["W1.1"].agent
-    again = Router(
+def restarted(r: Router, detached: tuple[str, ...] = ()) -> Router:
+    """The engine a host builds from what `r` stored (queue GENERAL, alice and bob)."""
+    return Router(
         RoutingConfig(
             channels=CHANNELS,
             presences=PRESENCES,
@@ -492,8 +492,64 @@ def test_restart_rearms_an_offer_that_expired_while_the_host_was_down() -> None:
         statuses=r.status.values(),
         items=r.items.values(),
         offers=r.offers.values(),
+        detached=detached,
     )
+
+
+def test_restart_rearms_an_offer_that_expired_while_the_host_was_down() -> None:
+    r = make([GENERAL], [agent("alice"), agent("bob")], available=("alice", "bob"))
+    r.handle(ItemArrived(item=chat("W1")), 0.0)
+    first = r.offers["W1.1"].agent
+    again = restarted(r)
     assert again.next_deadline() == 30.0
     d = again.resume(500.0)
     assert [x.offer.state for x in d if isinstance(x, OfferEnded)] == [OfferState.EXPIRED]
     assert offers(d) == [("W1", "bob" if first == "alice" else "alice")]
+
+
+def test_a_dropped_console_gives_its_offer_to_a_colleague_at_once_keeping_the_place() -> None:
+    r = make([GENERAL], [agent("alice", chat=1), agent("bob", chat=1)], available=("alice",))
+    r.handle(ItemArrived(item=chat("W1", priority=1)), 0.0)
+    r.handle(PresenceChanged(agent="bob", presence="Available"), 1.0)
+    r.handle(ItemArrived(item=chat("W2")), 2.0)
+    assert r.offers["W1.1"].agent == "alice" and r.offers["W2.1"].agent == "bob"
+    r.handle(OfferRejected(offer="W2.1"), 3.0)  # bob is free again; W2 waits for alice
+    d = r.handle(AgentDisconnected(agent="alice"), 4.0)
+    ended = [x.offer for x in d if isinstance(x, OfferEnded)]
+    assert [(o.id, o.state) for o in ended] == [("W1.1", OfferState.RESCINDED)]
+    # W1 kept its place (priority, arrival), so it goes before W2; alice is no rejecter.
+    assert offers(d) == [("W1", "bob")]
+    assert r.items["W1"].enqueued_at == 0.0 and r.items["W1"].rejected_by == ()
+    assert r.status["alice"].presence == "Available"
+    # W2: bob rejected it and alice has no console; with alice out of the pool, bob's
+    # rejection no longer counts once he has room again.
+    assert r.items["W2"].state == ItemState.QUEUED
+    d = r.handle(AgentConnected(agent="alice"), 5.0)
+    assert offers(d) == [("W2", "alice")]
+
+
+def test_no_transfer_to_an_agent_whose_console_is_gone() -> None:
+    r = make([GENERAL], [agent("alice"), agent("bob")], available=("alice", "bob"))
+    r.handle(ItemArrived(item=chat("W1")), 0.0)
+    owner = r.offers["W1.1"].agent
+    other = "bob" if owner == "alice" else "alice"
+    r.handle(OfferAccepted(offer="W1.1"), 1.0)
+    r.handle(TransferToAgent(item="W1", to_agent=other), 2.0)
+    d = r.handle(AgentDisconnected(agent=other), 3.0)
+    assert [x.offer.state for x in d if isinstance(x, OfferEnded)] == [OfferState.RESCINDED]
+    assert r.items["W1"].agent == owner
+    with pytest.raises(RoutingError) as e:
+        r.handle(TransferToAgent(item="W1", to_agent=other), 4.0)
+    assert e.value.code == "agent_unavailable"
+
+
+def test_after_a_host_restart_nobody_is_offered_work_until_their_console_is_back() -> None:
+    r = make([GENERAL], [agent("alice"), agent("bob")], available=("alice", "bob"))
+    r.handle(ItemArrived(item=chat("W1")), 0.0)
+    again = restarted(r, detached=("alice", "bob"))
+    d = again.resume(5.0)
+    assert [x.offer.state for x in d if isinstance(x, OfferEnded)] == [OfferState.RESCINDED]
+    assert offers(d) == []
+    assert again.status["alice"].presence == again.status["bob"].presence == "Available"
+    d = again.handle(AgentConnected(agent="bob"), 6.0)
+    assert offers(d) == [("W1", "bob")]

@@ -19,6 +19,7 @@ from core.protocol import (
     AgentView,
     Event,
     InteractionEvent,
+    InvitationDeclined,
     InvitationEvent,
     MessageEvent,
     OfferClosed,
@@ -32,6 +33,7 @@ from core.protocol import (
     ReadEvent,
     Resync,
     Snapshot,
+    TransferDeclined,
     TypingEvent,
 )
 
@@ -270,6 +272,15 @@ class ConsoleState:
                 f"{self.name(event.from_agent)} invites you to {event.interaction.number}"
             )
             return {"invitations"}
+        if isinstance(event, TransferDeclined):
+            self.notes.append(
+                f"Transfer of {event.interaction or event.item} to {self.name(event.to_agent)} "
+                f"{event.state}: {event.reason}; the chat stays yours"
+            )
+            return set()
+        if isinstance(event, InvitationDeclined):
+            self.notes.append(f"{self.name(event.agent)} declined to join {event.interaction}")
+            return set()
         return set()
 
     def _interaction(self, event: InteractionEvent) -> set[str]:

@@ -266,7 +266,7 @@ class Connection:
             asyncio.get_running_loop().create_task(self.ws.close(code=code, message=text))
 
         self.session = session
-        self.queue = session.attach(kick)
+        self.queue = self.host.inbox.attach(session, kick)
         self.writer = asyncio.get_running_loop().create_task(self.write(backlog, self.queue))
 
     async def write(self, backlog: list[Event], queue: asyncio.Queue[Event]) -> None:
@@ -281,4 +281,4 @@ class Connection:
         if self.writer is not None:
             self.writer.cancel()
         if self.session is not None and self.queue is not None:
-            self.session.detach(self.queue, time.time())
+            self.host.inbox.detach(self.session, self.queue, time.time())

@@ -56,6 +56,8 @@ from core.routing.decisions import (
 )
 from core.routing.events import (
     AbandonDue,
+    AgentConnected,
+    AgentDisconnected,
     AgentLoggedOut,
     AgentReplied,
     AgentUpdated,
@@ -128,9 +130,16 @@ class Router:
         items: Iterable[WorkItem] = (),
         offers: Iterable[Offer] = (),
         last_served: dict[str, tuple[str, float]] | None = None,
+        detached: Iterable[str] = (),
     ) -> None:
         """Build the engine; pass the stored state to resume after a restart. Deadlines that
-        passed while the host was down fire on the first `tick`."""
+        passed while the host was down fire on the first `tick`.
+
+        `detached`: agents known to have no console attached (after a host restart, all of
+        them). Connection is a fact of the running host, never stored: an agent not named
+        here counts as attached until `AgentDisconnected` says otherwise, so a caller that
+        knows nothing of consoles (a replay, a test) routes as if everyone were at their desk.
+        Pending offers to detached agents are rescinded by the first step."""
         self.channels = {c.name: c for c in config.channels}
         self.presences = {p.name: p for p in config.presences}
         self.max_pending_offers = config.max_pending_offers
@@ -157,6 +166,7 @@ class Router:
         self.active: dict[str, int] = dict.fromkeys(self.queues, 0)
         self.awaiting_of_agent: dict[str, set[str]] = {}
         self.last_served: dict[str, tuple[str, float]] = dict(last_served or {})
+        self.detached: set[str] = {a for a in detached if a in self.agents}
         self._rr_last: dict[str, str] = {}
         self.deadlines = Deadlines()
         self._members: dict[str, list[str]] = {}
@@ -180,6 +190,9 @@ class Router:
                 self._put_offer(offer)
         self._refresh_touched()
         self._dirty_queues.update(self.queues)
+        # Offers stored as pending may be to agents whose console is not (yet) back: the
+        # first step takes them back, as `AgentDisconnected` would have.
+        self._unattended = any(self.offers_of_agent.get(a) for a in self.detached)
 
     # ------------------------------------------------------------------ configuration
 
@@ -386,9 +399,12 @@ class Router:
         return all(skills.get(s.name, 0) >= s.level for s in queue.skills)
 
     def _in_pool(self, agent: str, queue: Queue) -> bool:
-        """Could serve this queue's items if it had room: the set rejections are counted in."""
+        """Could serve this queue's items if it had room: the set rejections are counted in.
+        An agent without a console is out of it: otherwise their not having rejected an item
+        yet would keep the rejections of everyone present counting, and strand the item."""
         return (
             not self.agents[agent].disabled
+            and agent not in self.detached
             and self._presence_has(agent, queue.channel)
             and self._skills_ok(agent, queue)
         )
@@ -444,6 +460,8 @@ class Router:
         a = self.agents[agent]
         if a.disabled:
             return "disabled"
+        if agent in self.detached:
+            return "no console"
         if not self._presence_has(agent, queue.channel):
             return self.status[agent].presence.lower()
         for s in queue.skills:
@@ -571,6 +589,10 @@ class Router:
     def _finish(self, now: float) -> list[AnyDecision]:
         """Spend freed capacity: first on returning customers owed to their agent, then on
         the queues. Repeats because each step can free or take room for the other."""
+        if self._unattended:
+            self._unattended = False
+            for agent in sorted(self.detached):
+                self._rescind_all(agent, f"{agent} has no console attached", now)
         while self._dirty_agents or self._dirty_queues:
             agents, self._dirty_agents = self._dirty_agents, set()
             for agent in sorted(agents):
@@ -814,10 +836,30 @@ class Router:
         self._agent(e.agent)
         self._withdraw_agent(e.agent, "logged out", now)
 
+    def _on_agent_disconnected(self, e: AgentDisconnected, now: float) -> None:
+        self._agent(e.agent)
+        if e.agent in self.detached:
+            return
+        self.detached.add(e.agent)
+        self._touched.add(e.agent)
+        self._dirty_agents.add(e.agent)
+        self._rescind_all(e.agent, f"{e.agent}'s console disconnected", now)
+
+    def _on_agent_connected(self, e: AgentConnected, now: float) -> None:
+        self._agent(e.agent)
+        if e.agent not in self.detached:
+            return
+        self.detached.discard(e.agent)
+        self._touched.add(e.agent)
+        self._dirty_agents.add(e.agent)
+
+    def _rescind_all(self, agent: str, why: str, now: float) -> None:
+        for offer_id in sorted(self.offers_of_agent.get(agent, ())):
+            self._rescind(self.offers[offer_id], why, now)
+
     def _withdraw_agent(self, agent: str, why: str, now: float) -> None:
         """The agent is gone: live customers must not wait on them, records may."""
-        for offer_id in sorted(self.offers_of_agent.get(agent, ())):
-            self._rescind(self.offers[offer_id], f"{agent} {why}", now)
+        self._rescind_all(agent, f"{agent} {why}", now)
         held = sorted((i for i in self.items.values() if i.agent == agent), key=lambda i: i.id)
         for item in held:
             mode = self.channels[item.channel].mode
@@ -903,6 +945,10 @@ class Router:
                 "agent_unavailable",
                 f"{target.id} is {self.status[target.id].presence}: transfers go only to agents "
                 f"available for {item.channel}",
+            )
+        if target.id in self.detached:
+            raise RoutingError(
+                "agent_unavailable", f"{target.id} has no console attached: try again later"
             )
         if self._spare(target.id, item.channel) < item.weight:
             raise RoutingError("no_capacity", f"{target.id} has no room for another {item.channel}")
@@ -1025,6 +1071,8 @@ class Router:
         OfferExpired: _on_offer_expired,
         PresenceChanged: _on_presence_changed,
         AgentLoggedOut: _on_agent_logged_out,
+        AgentDisconnected: _on_agent_disconnected,
+        AgentConnected: _on_agent_connected,
         AgentUpdated: _on_agent_updated,
         ChatEnded: _on_chat_ended,
         ItemClosed: _on_item_closed,

@@ -44,6 +44,21 @@ class AgentLoggedOut(Event, tag="agent_logged_out"):
     agent: str
 
 
+class AgentDisconnected(Event, tag="agent_disconnected"):
+    """The agent's last console went away (its socket dropped; sessions may resume). Their
+    pending offers are rescinded and they get no new ones until a console is attached again;
+    their presence is kept, so a console back within seconds finds everything as it was."""
+
+    agent: str
+
+
+class AgentConnected(Event, tag="agent_connected"):
+    """A console of the agent is attached again (resume or new login): eligible again with the
+    presence they had."""
+
+    agent: str
+
+
 class AgentUpdated(Event, tag="agent_updated"):
     agent: Agent
 
@@ -99,6 +114,8 @@ AnyEvent = (
     | OfferExpired
     | PresenceChanged
     | AgentLoggedOut
+    | AgentDisconnected
+    | AgentConnected
     | AgentUpdated
     | ChatEnded
     | ItemClosed

@@ -28,6 +28,8 @@ from core.model import (
     InteractionState,
     ItemState,
     Message,
+    OfferKind,
+    OfferState,
     Participant,
     RecordKind,
     Role,
@@ -54,6 +56,7 @@ from core.protocol import (
     GetTranscript,
     InteractionEvent,
     InteractionList,
+    InvitationDeclined,
     InvitationEvent,
     InviteAgent,
     ListAgents,
@@ -84,6 +87,7 @@ from core.protocol import (
     SubscribeQueueStats,
     TemplateText,
     Transcript,
+    TransferDeclined,
     TransferToAgent,
     TransferToQueue,
     Typing,
@@ -151,6 +155,11 @@ class Inbox:
         self.clock = clock
         self.routing = RoutingService(config.routing_config(), store, clock=clock)
         self.routing.listeners.append(self._on_decisions)
+        self.routing.detached_agents = lambda: [
+            a.id for a in self.routing.config.agents if not self.attached(a.id)
+        ]
+        # Set at start: since then no console of the agents present before has come back.
+        self._absent_since: float | None = None
         self.channels = {c.name: c for c in config.channels}
         self.agent_names = {a.id: a.display_name or a.id for a in config.agents}
         self.conversations: dict[str, Conversation] = {}
@@ -208,6 +217,7 @@ class Inbox:
             self.conversations[record.number] = conv
             self._file(record.number, self._current(record), joined=True)
         await self.routing.start()
+        self._absent_since = self.clock()
         self._tasks = [
             asyncio.create_task(self.routing.run_timers()),
             asyncio.create_task(self._stats_loop()),
@@ -220,6 +230,7 @@ class Inbox:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.routing.drain()
 
     # ------------------------------------------------------------------ sessions
 
@@ -232,7 +243,39 @@ class Inbox:
         self.sessions.setdefault(agent, []).append(session)
         if session.supervisor:
             self.supervisors.add(agent)
+        # Opened by its console (or by a caller acting as one): attached until it detaches.
+        self._consoles_changed(agent)
         return session
+
+    def attach(self, session: AgentSession, kick: Callable[[Kick], None]) -> asyncio.Queue[Event]:
+        """A socket takes over the session (see AgentSession.attach)."""
+        queue = session.attach(kick)
+        self._consoles_changed(session.agent)
+        return queue
+
+    def detach(self, session: AgentSession, queue: asyncio.Queue[Event], now: float) -> None:
+        """The session's socket is gone; the session waits RESUME_WINDOW for a console."""
+        session.detach(queue, now)
+        self._consoles_changed(session.agent)
+
+    def attached(self, agent: str) -> bool:
+        """Whether a console of the agent is attached to one of their live sessions."""
+        return any(s.detached_at is None and not s.closed for s in self.sessions.get(agent, ()))
+
+    def _consoles_changed(self, agent: str) -> None:
+        """Tell routing when the agent's first console arrives or their last one leaves: offers
+        go only to someone at a console, and a customer must not wait out an offer timeout
+        for an agent whose console is gone (a second console still open keeps them on)."""
+        router = self.routing.router
+        if agent not in router.agents:
+            return
+        attached = self.attached(agent)
+        if attached == (agent not in router.detached):
+            return
+        with contextlib.suppress(RoutingError):
+            self.routing.post(
+                ev.AgentConnected(agent=agent) if attached else ev.AgentDisconnected(agent=agent)
+            )
 
     def find_session(self, token_digest: str) -> AgentSession | None:
         for sessions in self.sessions.values():
@@ -251,6 +294,7 @@ class Inbox:
         sessions = self.sessions.get(session.agent, [])
         if session in sessions:
             sessions.remove(session)
+        self._consoles_changed(session.agent)
         if not sessions:
             self.sessions.pop(session.agent, None)
             self.supervisors.discard(session.agent)
@@ -262,6 +306,7 @@ class Inbox:
         and a disabled agent's sessions end (an attached console is closed with 4002)."""
         self.agent_names[agent.id] = agent.display_name or agent.id
         await self.routing.update_agent(agent)
+        self._consoles_changed(agent.id)  # a new agent has no console yet
         if agent.disabled:
             await self.end_sessions(agent.id)
 
@@ -275,12 +320,24 @@ class Inbox:
     async def _reaper(self) -> None:
         while True:
             await asyncio.sleep(5.0)
-            now = self.clock()
-            for sessions in list(self.sessions.values()):
-                for s in list(sessions):
-                    gone = s.detached_at is not None and now - s.detached_at > RESUME_WINDOW
-                    if gone or now > s.expires_at:
-                        await self.close_session(s)
+            await self.reap(self.clock())
+
+    async def reap(self, now: float) -> None:
+        """Close the sessions whose console stayed away longer than RESUME_WINDOW, or that
+        expired. After a host restart no session exists, so the agents still present from
+        before get the same window to come back before they are logged out (Offline)."""
+        for sessions in list(self.sessions.values()):
+            for s in list(sessions):
+                gone = s.detached_at is not None and now - s.detached_at > RESUME_WINDOW
+                if gone or now > s.expires_at:
+                    await self.close_session(s)
+        if self._absent_since is not None and now - self._absent_since > RESUME_WINDOW:
+            self._absent_since = None
+            router = self.routing.router
+            for agent in sorted(router.agents):
+                if router.status[agent].presence != OFFLINE and not self.sessions.get(agent):
+                    with contextlib.suppress(RoutingError):
+                        await self.routing.submit(ev.AgentLoggedOut(agent=agent))
 
     def _push(self, agent: str, event: Event) -> None:
         for session in self.sessions.get(agent, ()):
@@ -646,6 +703,9 @@ class Inbox:
             raise InboxError("not_invited", f"no invitation to {frame.interaction} for you")
         inviter = pending.pop(session.agent)
         if not frame.accept:
+            self._push(
+                inviter, InvitationDeclined(interaction=conv.record.number, agent=session.agent)
+            )
             await self._system(conv, f"{self._name(session.agent)} declined to join", note=True)
             return Ok(ref=frame.ref)
         joined = Participant(agent=session.agent, role="invited", joined_at=self.clock())
@@ -991,6 +1051,23 @@ class Inbox:
                         offer=d.offer.id, item=d.item.id, state=d.offer.state, reason=d.reason
                     ),
                 )
+                offer = d.offer
+                if (
+                    offer.kind == OfferKind.TRANSFER
+                    and offer.from_agent is not None
+                    and offer.state != OfferState.ACCEPTED
+                ):
+                    # The sender is still the owner and would otherwise wait for nothing.
+                    self._push(
+                        offer.from_agent,
+                        TransferDeclined(
+                            interaction=d.item.interaction,
+                            item=d.item.id,
+                            to_agent=offer.agent,
+                            state=offer.state,
+                            reason=d.reason,
+                        ),
+                    )
             elif isinstance(d, ItemChanged):
                 conv = self.conversations.get(d.item.interaction or "")
                 if conv is not None and self._changes_record(conv, d):
@@ -1122,6 +1199,7 @@ class Inbox:
                     1
                     for a in router.members(name)
                     if queue.channel in router.presences[router.status[a].presence].channels
+                    and a not in router.detached
                 ),
             )
         return out

@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from core.routing.decisions import (
     audit_entry,
 )
 from core.routing.engine import Router, RoutingConfig
-from core.routing.events import AgentUpdated, AnyEvent
+from core.routing.events import AgentConnected, AgentDisconnected, AgentUpdated, AnyEvent
 from store.base import Store, StoreError
 
 log = logging.getLogger("inbox_tui.routing")
@@ -69,6 +69,9 @@ class RoutingService:
         self._decided: list[_Step] = []  # decided in memory, not yet handed to the store
         self._committer: asyncio.Task[None] | None = None
         self._reloading: asyncio.Future[None] | None = None
+        # Who has no console attached, asked at every rebuild: connection is a fact of the
+        # running host, not stored. The inbox sets it; without it, everyone counts as attached.
+        self.detached_agents: Callable[[], Iterable[str]] = tuple
 
     async def start(self) -> list[AnyDecision]:
         """Rebuild from the store and route what fell due while the host was down."""
@@ -84,6 +87,8 @@ class RoutingService:
             items=await self.store.load_open_items(),
             offers=await self.store.load_pending_offers(),
             last_served=await self.store.load_affinity(),
+            # Asked last, after the awaits: the rebuilt engine starts from the consoles of now.
+            detached=self.detached_agents(),
         )
 
     async def update_agent(self, agent: Agent) -> list[AnyDecision]:
@@ -105,6 +110,24 @@ class RoutingService:
         if self.observe is not None:
             self.observe("routing_step", time.perf_counter() - started)
         return decisions
+
+    def post(self, event: AgentConnected | AgentDisconnected) -> None:
+        """A console came or went: decided now, committed and announced in the background
+        (nobody waits for an answer, and a socket's teardown cannot wait for an fsync).
+        During a rebuild the event is dropped: the rebuilt engine asks `detached_agents`."""
+        if self._reloading is not None:
+            return
+        step = self._decide(self.router.handle(event, self.clock()))
+        self._wake.set()
+        if step is not None:
+            step.committed.add_done_callback(_consume)
+
+    async def drain(self) -> None:
+        """Wait until every step decided so far is stored (or failed): a host stopping must
+        not close the store under the commit of a console's departure."""
+        while self._committer is not None and not self._committer.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._committer)
 
     async def tick(self) -> list[AnyDecision]:
         while self._reloading is not None:
@@ -218,6 +241,12 @@ class RoutingService:
             and d.change in ("assigned", "transferred")
             and d.item.agent is not None
         }
+
+
+def _consume(committed: asyncio.Future[list[Awaitable[Any]]]) -> None:
+    # A posted step has no submitter to hear of a failed commit: the reload is the answer.
+    if not committed.cancelled() and committed.exception() is not None:
+        log.warning("a console step was not stored: %s", committed.exception())
 
 
 def _log_line(d: Any) -> str:
