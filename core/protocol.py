@@ -299,6 +299,10 @@ class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     # The asynchronous (messaging) channels by name: the console shows the ongoing tray when
     # any presence state lists one, without knowing the host's channel names.
     async_channels: list[str] = []
+    # First-reply deadlines of my live chats not yet answered: interaction -> epoch seconds.
+    reply_by: dict[str, float] = {}
+    # Invitations to join a chat that wait for my answer: interaction -> inviting agent.
+    invitations: dict[str, str] = {}
 
 
 class OfferView(Struct, frozen=True, gc=False, kw_only=True):
@@ -306,6 +310,9 @@ class OfferView(Struct, frozen=True, gc=False, kw_only=True):
     item: WorkItem
     customer_name: str = ""
     interaction: str | None = None
+    # The customer's first message (up to 200 characters), once it has arrived: the offer is
+    # sent again when it does.
+    first_message: str = ""
 
 
 # ---------------------------------------------------------------------------- host → client
@@ -410,6 +417,9 @@ class OfferClosed(Event, tag="offer_closed", kw_only=True):
 class InteractionEvent(Event, tag="interaction", kw_only=True):
     change: Literal["opened", "updated", "closed", "left"]
     record: InteractionRecord
+    # On "opened" of a live chat: when the host takes it back unless the agent has replied
+    # (epoch seconds, the queue's reply_deadline after accepting); None when there is none.
+    reply_by: float | None = None
 
 
 class MessageEvent(Event, tag="message", kw_only=True):
@@ -463,6 +473,13 @@ class InvitationDeclined(Event, tag="invitation_declined", kw_only=True):
     agent: str
 
 
+class InvitationWithdrawn(Event, tag="invitation_withdrawn", kw_only=True):
+    """An invitation the recipient had not answered is void: the chat closed."""
+
+    interaction: str
+    reason: str
+
+
 class Resync(Event, tag="resync", kw_only=True):
     """The events after the client's last one are gone: redraw from this snapshot."""
 
@@ -495,6 +512,7 @@ AnyServerFrame = (
     | InvitationEvent
     | TransferDeclined
     | InvitationDeclined
+    | InvitationWithdrawn
     | Resync
 )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from textual import on, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -50,6 +51,7 @@ from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.attachments_panel import AttachmentsPanel
 from tui.widgets.chat_list import ChatList
 from tui.widgets.composer import Composer
+from tui.widgets.invitation_bar import InvitationBar
 from tui.widgets.offer_line import OfferLine
 from tui.widgets.offer_list import OfferList
 from tui.widgets.ongoing_tray import OngoingTray
@@ -57,6 +59,7 @@ from tui.widgets.outbox_view import OutboxView
 from tui.widgets.presence_switcher import PresenceSwitcher
 from tui.widgets.queue_stats import QueueStatsView
 from tui.widgets.record_pane import RecordPane
+from tui.widgets.reply_countdown import ReplyCountdown
 from tui.widgets.toolbar import ACTIONS, Toolbar
 from tui.widgets.transcript import Transcript
 from tui.widgets.virtual_list import VirtualList
@@ -124,6 +127,9 @@ class MainScreen(Screen[None]):
         # Priority: run when the app takes the key from the terminal, before it routes the
         # keys typed behind it, so that those reach the composer (see action_compose).
         Binding("c", "compose", "Compose", id="chat.compose", priority=True),
+        # Priority for the same reason: Enter on the chat list or an ongoing card opens the
+        # chat in the composer before the keys typed behind it are routed (action_open_chat).
+        Binding("enter", "open_chat", "Open", id="chat.open", show=False, priority=True),
         Binding("m", "mark_read", "Mark read", id="chat.mark_read", show=False),
         Binding("t", "chat_transfer", "Transfer", id="chat.transfer", show=False),
         Binding(
@@ -195,6 +201,7 @@ class MainScreen(Screen[None]):
                 yield Label("Chats", classes="pane-title")
                 yield ChatList(id="chat-list")
                 yield Static(id="chat-title")
+                yield ReplyCountdown(id="reply-due")
                 yield Transcript(id="transcript")
                 yield OutboxView(id="outbox")
                 yield Static(id="typing")
@@ -204,6 +211,7 @@ class MainScreen(Screen[None]):
                 yield Label("Interaction record", classes="pane-title")
                 yield RecordPane(id="record")
                 yield AttachmentsPanel(id="attachments")
+        yield InvitationBar(id="invitation")
         yield OfferLine(offers, id="offer-line")
         yield Footer()
 
@@ -262,6 +270,10 @@ class MainScreen(Screen[None]):
         if every or "offers" in areas:
             self.query_one("#offers", OfferList).show(state.sorted_offers())
             self.query_one("#offer-line", OfferLine).redraw()
+        if every or "invitations" in areas:
+            self.query_one("#invitation", InvitationBar).show(
+                [(n, state.name(a)) for n, a in state.invitations.items()]
+            )
         if every or "ongoing" in areas:
             self.query_one("#ongoing", OngoingTray).show(state.ongoing, state.unread_conversations)
         if every or "chats" in areas:
@@ -297,6 +309,7 @@ class MainScreen(Screen[None]):
         title = self.query_one("#chat-title", Static)
         if chat is None:
             title.update("[dim]No chat selected: accept an offer with a[/]")
+            self.query_one("#reply-due", ReplyCountdown).show(None)
             transcript.clear()
             self.query_one("#outbox", OutboxView).show([])
             self._shown = None
@@ -304,6 +317,7 @@ class MainScreen(Screen[None]):
             return
         r = chat.record
         title.update(f"[b]{r.customer_name or r.customer}[/]  {r.number}  [dim]{r.state}[/]")
+        self.query_one("#reply-due", ReplyCountdown).show(chat.reply_by)
         shown = transcript.messages
         if self._shown == chat.number and len(shown) <= len(chat.messages):
             # Same conversation: add what is new instead of re-laying out every message.
@@ -368,14 +382,31 @@ class MainScreen(Screen[None]):
 
     @on(OngoingTray.Opened)
     def ongoing_opened(self, event: OngoingTray.Opened) -> None:
-        """A card in the ongoing tray opens its conversation in the chat pane."""
-        if event.interaction not in self.inbox.state.chats:
-            self.notify(f"{event.interaction} is no longer yours", severity="warning")
+        self.open_chat(event.interaction)
+
+    def open_chat(self, number: str) -> None:
+        """Show `number` in the chat pane with the composer focused (set_focus, not focus():
+        see action_compose)."""
+        if number not in self.inbox.state.chats:
+            self.notify(f"{number} is no longer yours", severity="warning")
             return
-        self.current = event.interaction
+        if number != self.current:
+            self.current = number
+            self.refresh_areas({"chats"})
         self.action_show_pane("pane-chat")
-        self.refresh_areas({"chats"})
-        self.query_one("#composer", Composer).focus()
+        self.set_focus(self.query_one("#composer", Composer))
+
+    def action_open_chat(self) -> None:
+        """Enter on the chat list or on an ongoing card, as the app takes the key: keys typed
+        behind it in one burst are the reply, not commands. Elsewhere Enter is the focused
+        widget's (send, pick, submit)."""
+        focused = self.focused
+        if isinstance(focused, ChatList) and (chat := focused.highlighted()) is not None:
+            self.open_chat(chat.number)
+        elif isinstance(focused, OngoingTray) and (card := focused.selected()) is not None:
+            self.open_chat(card.interaction)
+        else:
+            raise SkipAction()
 
     @on(Composer.Send)
     async def send(self, event: Composer.Send) -> None:
@@ -592,6 +623,7 @@ class MainScreen(Screen[None]):
         if answered is not None and not accept:
             # Joining clears it when the chat opens; a decline brings no event to do that.
             invitations.pop(number, None)
+            self.refresh_areas({"invitations"})
 
     @work
     async def action_chat_attach(self) -> None:

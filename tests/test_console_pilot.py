@@ -15,6 +15,7 @@ from core.demo import DEMO_PASSWORD
 from core.protocol import (
     AnswerInvitation,
     AttachFile,
+    CloseRecord,
     GetTranscript,
     InvitationDeclined,
     InvitationEvent,
@@ -704,6 +705,28 @@ async def test_offer_cards_say_what_the_customer_wants_and_why_on_r(tmp_path: Pa
             assert "Charged twice" in str(offers.render())
 
 
+async def test_an_offer_without_a_subject_shows_the_customers_first_message(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await available(app, pilot)
+            record = await h.host.inbox.start_conversation(
+                channel="chat", customer="web-ana", customer_name="Ana"
+            )
+            # The offer goes out before the customer has typed anything: the reason is all.
+            await until(pilot, lambda: app.state.offers)
+            offers = main(app).query_one(OfferList)
+            reason = next(iter(app.state.offers.values())).offer.reason
+            assert reason[:20] in str(offers.render())
+            await h.host.inbox.customer_message(
+                record.number, "web-ana", "My parcel\nnever arrived, order 88", "c1"
+            )
+            await until(pilot, lambda: "My parcel never arrived, order 88" in str(offers.render()))
+            assert reason[:20] not in str(offers.render())
+
+
 def burst(app: InboxApp, text: str) -> None:
     """Keys as a terminal delivers a burst (SSH, tmux send-keys -l, a paste): all queued on the
     app at once, none waiting for the one before it to be handled (Pilot's press does wait)."""
@@ -715,15 +738,26 @@ def burst(app: InboxApp, text: str) -> None:
         app.post_message(events.Key(key, None if ch == "\r" else ch))
 
 
-async def test_keys_typed_behind_c_in_one_burst_are_the_reply(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "opener",
+    [
+        pytest.param("c", id="c"),
+        pytest.param("\r", id="enter-on-the-chat-list"),
+    ],
+)
+async def test_keys_typed_behind_the_key_that_opens_the_composer_are_the_reply(
+    tmp_path: Path, opener: str
+) -> None:
+    from tui.widgets.chat_list import ChatList
+
     async with running_host(tmp_path) as h:
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
             number = await chat_ready(h, app, pilot)
             await pilot.press("escape")
-            await until(pilot, lambda: not isinstance(app.focused, Composer))
+            await until(pilot, lambda: isinstance(app.focused, ChatList))
             # e ends, w closes, h opens History, ? opens Help, i invites: none of them may run.
-            burst(app, "cSure, which bill?\r")
+            burst(app, f"{opener}Sure, which bill?\r")
             await until(pilot, lambda: "Sure, which bill?" in transcript_text(app))
             await pilot.pause(0.3)
             assert isinstance(app.screen, MainScreen), app.screen
@@ -802,3 +836,81 @@ async def test_80x24_shows_the_offer_and_its_countdown_from_every_pane(tmp_path:
             # The footer names the pane keys on a terminal this small.
             keys = {k.key_display for k in footer.query("FooterKey")}  # type: ignore[attr-defined]
             assert {"F2", "F3", "F4"} <= keys, keys
+
+
+async def test_an_invitation_stays_on_screen_from_every_pane_until_answered(
+    tmp_path: Path,
+) -> None:
+    from tui.widgets.invitation_bar import InvitationBar
+
+    async with running_host(tmp_path) as h:
+        bob = await h.agent("bob")
+        app = console(h)
+        async with app.run_test(size=(80, 24)) as pilot:
+            # Away: online, so she can be invited, but bob's customers are not offered to her.
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await main(app).inbox.client.set_presence("Away")
+            await until(pilot, lambda: app.state.me and app.state.me.presence == "Away")
+
+            async def bobs_chat(customer: str) -> str:
+                record = await h.host.inbox.start_conversation(channel="chat", customer=customer)
+                while (offer := await bob.next_event(OfferEvent)).view.item.id != record.item:
+                    pass
+                await bob.accept(offer.view.offer.id)
+                return record.number
+
+            first = await bobs_chat("web-bo")
+            await bob.request(InviteAgent(interaction=first, agent="alice"))
+            bar = app.screen.query_one(InvitationBar)
+            await until(pilot, lambda: bar.display)
+            # Longer than a toast lives, on each pane of a small terminal.
+            await pilot.pause(6)
+            for key, pane in (("f2", "pane-queues"), ("f4", "pane-record"), ("f3", "pane-chat")):
+                await pilot.press(key)
+                await until(pilot, lambda pane=pane: main(app).shown_pane == pane)
+                assert bar.display and bar.region.height == 1
+                shown = str(bar.render())
+                assert f"bob asks you to join {first}" in shown, shown
+                assert "y join · Y decline" in shown
+            await pilot.press("escape", "y")
+            await until(pilot, lambda: first in app.state.chats)
+            await until(pilot, lambda: not bar.display)
+            joined = await h.host.store.get_interaction(first)
+            assert joined is not None
+            assert any(p.agent == "alice" and p.role == "invited" for p in joined.participants)
+
+            # An invitation to a chat that closes before the answer goes away by itself.
+            second = await bobs_chat("web-bea")
+            await bob.request(InviteAgent(interaction=second, agent="alice"))
+            await until(pilot, lambda: second in app.state.invitations and bar.display)
+            await bob.end_chat(second)
+            await bob.request(CloseRecord(interaction=second))
+            await until(pilot, lambda: not app.state.invitations and not bar.display)
+        await bob.close()
+
+
+async def test_a_live_chat_counts_down_to_its_first_reply_deadline(tmp_path: Path) -> None:
+    from tui.widgets.reply_countdown import ReplyCountdown
+
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            due = app.screen.query_one(ReplyCountdown)
+            await until(pilot, lambda: due.display)
+            first = str(due.render())
+            # The demo's chat queue takes a chat back after 120 s without a first reply.
+            assert first.startswith("First reply due in 1:5"), first
+            assert first.endswith("or the chat goes to another agent")
+            await until(pilot, lambda: str(due.render()) != first, timeout=3)  # it counts
+            # A console that logs in afresh learns the same deadline from its snapshot.
+            other = InboxClient(h.agent_url)
+            await other.connect()
+            logged = await other.login("alice", DEMO_PASSWORD)
+            item = h.host.inbox.routing.router.items[app.state.chats[number].record.item]
+            assert item.reply_by is not None
+            assert logged.snapshot.reply_by == {number: item.reply_by}
+            await other.close()
+            await pilot.press("c", *"Hi Ana", "enter")
+            await until(pilot, lambda: not due.display)
+            assert app.state.chats[number].reply_by is None

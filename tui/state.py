@@ -21,6 +21,7 @@ from core.protocol import (
     InteractionEvent,
     InvitationDeclined,
     InvitationEvent,
+    InvitationWithdrawn,
     MessageEvent,
     OfferClosed,
     OfferEvent,
@@ -64,6 +65,7 @@ class Chat:
     loaded: bool = False  # the transcript was fetched; before that only live messages are here
     typing: str = ""
     unread: int = 0  # customer messages since I last replied (live chats count them too)
+    reply_by: float | None = None  # the host takes the chat back then unless I have replied
 
     @property
     def number(self) -> str:
@@ -194,7 +196,9 @@ class ConsoleState:
         for record in snapshot.interactions:
             chat = kept.get(record.number) or Chat(record=record)
             chat.record = record
+            chat.reply_by = snapshot.reply_by.get(record.number)
             self.chats[record.number] = chat
+        self.invitations = dict(snapshot.invitations)
         offered = {o.interaction for o in snapshot.offers}
         self.priorities = {
             n: p for n, p in self.priorities.items() if n in self.chats or n in offered
@@ -278,6 +282,10 @@ class ConsoleState:
                 f"{event.state}: {event.reason}; the chat stays yours"
             )
             return set()
+        if isinstance(event, InvitationWithdrawn):
+            if self.invitations.pop(event.interaction, None) is not None:
+                self.notes.append(f"The invitation to {event.interaction} is void: {event.reason}")
+            return {"invitations"}
         if isinstance(event, InvitationDeclined):
             self.notes.append(f"{self.name(event.agent)} declined to join {event.interaction}")
             return set()
@@ -300,7 +308,10 @@ class ConsoleState:
         if chat is None:
             chat = self.chats[number] = Chat(record=event.record)
         chat.record = event.record
-        self.invitations.pop(number, None)
+        if event.change == "opened":
+            chat.reply_by = event.reply_by
+        if self.invitations.pop(number, None) is not None:
+            return {"chats", f"chat:{number}", "invitations"}
         return {"chats", f"chat:{number}"}
 
     def _message(self, message: Message) -> set[str]:
@@ -318,6 +329,8 @@ class ConsoleState:
             chat.unread += 1
         elif self.me is not None and message.sender == self.me.id:
             chat.unread = 0
+            if message.kind == "message":
+                chat.reply_by = None  # answered: the host stops its clock too
         return {"chats", f"chat:{chat.number}"}
 
     def set_transcript(

@@ -58,6 +58,7 @@ from core.protocol import (
     InteractionList,
     InvitationDeclined,
     InvitationEvent,
+    InvitationWithdrawn,
     InviteAgent,
     ListAgents,
     ListInteractions,
@@ -112,6 +113,7 @@ log = logging.getLogger("inbox_tui.inbox")
 
 RESUME_WINDOW = 120.0  # seconds a detached session waits for its console before logging out
 UNREAD_CAP = 50  # like the peers, count at most this many unread messages per conversation
+OPENING_CHARS = 200  # of the first message, for the offer card: enough to say what it is about
 PREFILL_LINES = 40
 STATS_SLICES = 10
 
@@ -136,6 +138,8 @@ class Conversation:
     customer_seqs: list[int] = field(default_factory=list)
     last_update: float = 0.0
     preview: str = ""
+    # The customer's first message: what an offer card says the customer wants.
+    opening: str = ""
     # Held while the record is read, changed and saved, so concurrent changes (a routing
     # decision, an invitation answered) never overwrite each other; routing's changes take it
     # in decision order.
@@ -409,6 +413,18 @@ class Inbox:
             me=self.agent_view(session.agent),
             presences=list(self.config.presences),
             async_channels=[c.name for c in self.config.channels if c.mode == ChannelMode.ASYNC],
+            reply_by={
+                r.number: due
+                for r in mine
+                if r.item in router.items
+                and (due := router.items[r.item].reply_by) is not None
+                and router.items[r.item].agent == session.agent
+            },
+            invitations={
+                number: inviter
+                for number, pending in self.invitations.items()
+                if (inviter := pending.get(session.agent)) is not None
+            },
             offers=offers,
             interactions=mine,
             ongoing=self._ongoing(session.agent),
@@ -432,6 +448,7 @@ class Inbox:
             item=item,
             customer_name=conv.record.customer_name if conv else "",
             interaction=item.interaction,
+            first_message=conv.opening if conv else "",
         )
 
     @staticmethod
@@ -528,7 +545,17 @@ class Inbox:
     async def _delivered(self, conv: Conversation, message: Message) -> None:
         if self.observe is not None:
             self.observe("message", max(0.0, self.clock() - message.created_at))
+        opened = not conv.opening
         self._note_message(conv, message)
+        if opened and conv.opening:
+            # The offer usually goes out before the customer's first words arrive: send it
+            # again with them, so the agent sees what the customer wants before accepting.
+            router = self.routing.router
+            offer_id = router.offer_of_item.get(conv.item)
+            if offer_id is not None:
+                offer = router.offers[offer_id]
+                view = self._offer_view(offer, router.items[conv.item])
+                self._push(offer.agent, OfferEvent(view=view))
         event = MessageEvent(message=message)
         self._push_participants(conv.record, event)
         if message.kind == "message":
@@ -543,6 +570,8 @@ class Inbox:
             conv.customer_seqs.append(message.seq)
             del conv.customer_seqs[:-UNREAD_CAP]
             conv.preview = message.body[:80]
+            if not conv.opening and message.kind == "message":
+                conv.opening = message.body[:OPENING_CHARS]
 
     async def _typing(self, session: AgentSession, frame: Typing) -> ServerFrame:
         conv = self._writable(session, frame.interaction)
@@ -1122,7 +1151,10 @@ class Inbox:
             await self._save(conv, updated)
             if owner and owner != item.agent:
                 self._push(owner, InteractionEvent(change="left", record=updated))
-            self._push(item.agent, InteractionEvent(change="opened", record=updated))
+            self._push(
+                item.agent,
+                InteractionEvent(change="opened", record=updated, reply_by=item.reply_by),
+            )
             if d.change == "transferred":
                 text = f"Transferred from {self._name(owner or '')} to {self._name(item.agent)}"
             else:
@@ -1165,7 +1197,11 @@ class Inbox:
             self._push_customer(record.number, InteractionEvent(change="closed", record=updated))
             self._file(record.number, self._current(updated), joined=False)
             del self.conversations[record.number]
-            self.invitations.pop(record.number, None)
+            for invitee in self.invitations.pop(record.number, {}):
+                self._push(
+                    invitee,
+                    InvitationWithdrawn(interaction=record.number, reason="the chat closed"),
+                )
             for agent in self._current(updated):
                 if self.channels[record.channel].mode == ChannelMode.ASYNC:
                     self._push_ongoing(agent)

@@ -1,6 +1,6 @@
 """(A) Pending offers, each with a live countdown to its accept time limit and what the
-customer wants (the item's subject or short_description); `r` shows the routing reason too,
-so the agent can see why it came to them."""
+customer wants (the item's subject or short_description, else the first message); `r` shows
+the routing reason too, so the agent can see why it came to them."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from core.protocol import OfferView
 
 
 def wants(view: OfferView) -> str:
-    """What the customer asks for, as the item's attributes say (channels and integrations set
-    `subject` or `short_description`)."""
+    """What the customer asks for: the item's `subject` or `short_description` (set by
+    channels and integrations), else the customer's first message, on one line."""
     for key in ("subject", "short_description"):
         value = view.item.attributes.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    return ""
+    return " ".join(view.first_message.split())
 
 
 def countdown(view: OfferView) -> Text:

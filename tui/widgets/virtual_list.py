@@ -216,6 +216,9 @@ class VirtualList(ScrollView, Generic[T], can_focus=True):
     def action_last(self) -> None:
         self.cursor = len(self._rows) - 1
 
+    def highlighted(self) -> T | None:
+        return self._rows[self.cursor] if 0 <= self.cursor < len(self._rows) else None
+
     def action_select(self) -> None:
         if self._rows:
             self.post_message(self.Selected(self, self.cursor, self._rows[self.cursor]))
