@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, TypeVar
 from textual import on, work
 from textual.actions import SkipAction
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
@@ -47,6 +46,7 @@ from screens.picker import Picker
 from screens.prompt import Prompt
 from screens.record_form import RecordForm
 from screens.supervisor import SupervisorScreen
+from tui.actions import MAIN_ACTIONS, bindings
 from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.attachments_panel import AttachmentsPanel
 from tui.widgets.chat_list import ChatList
@@ -60,7 +60,7 @@ from tui.widgets.presence_switcher import PresenceSwitcher
 from tui.widgets.queue_stats import QueueStatsView
 from tui.widgets.record_pane import RecordPane
 from tui.widgets.reply_countdown import ReplyCountdown
-from tui.widgets.toolbar import ACTIONS, Toolbar
+from tui.widgets.toolbar import Toolbar
 from tui.widgets.transcript import Transcript
 from tui.widgets.virtual_list import VirtualList
 
@@ -72,104 +72,11 @@ LIVE_STATES = ("new", "work_in_progress")
 NARROW = 110  # below this many columns the panes become tabs (80x24 terminals)
 PANES = ("pane-queues", "pane-chat", "pane-record")
 T = TypeVar("T")
-PANE_KEYS = Binding.Group("Panes")  # one footer entry, "F2 F3 F4 Panes"
 
 
 class MainScreen(Screen[None]):
-    # Stable ids ("area.action") so people can remap keys in console.toml's [keymap].
-    # Plain letters act while no text field has the focus. The "_alt" keys work while typing
-    # in the composer too: ctrl+letters its editing keys leave free, and function keys, since
-    # alt+letter is eaten or rewritten by tmux, screen and some terminals. ctrl+a (screen) and
-    # ctrl+b (tmux) are multiplexer prefixes; ctrl+h/i/j/m are Backspace/Tab/Enter; ctrl+o is
-    # the composer's $EDITOR key.
-    BINDINGS = [
-        # First, so a narrow footer keeps them (it cuts from the right), and on narrow
-        # terminals only (check_action): wide, every pane is on screen.
-        Binding(
-            "f2",
-            "show_pane('pane-queues')",
-            "Queues",
-            id="pane.queues",
-            key_display="F2",
-            group=PANE_KEYS,
-            priority=True,
-        ),
-        Binding(
-            "f3",
-            "show_pane('pane-chat')",
-            "Chat",
-            id="pane.chat",
-            key_display="F3",
-            group=PANE_KEYS,
-            priority=True,
-        ),
-        Binding(
-            "f4",
-            "show_pane('pane-record')",
-            "Record",
-            id="pane.record",
-            key_display="F4",
-            group=PANE_KEYS,
-            priority=True,
-        ),
-        Binding("a", "accept_offer", "Accept", id="offer.accept"),
-        Binding("f8", "accept_offer", "Accept", id="offer.accept_alt", show=False, priority=True),
-        Binding("x", "reject_offer", "Reject", id="offer.reject"),
-        Binding("n", "next_unread", "Next unread", id="chat.next_unread"),
-        Binding(
-            "ctrl+n",
-            "next_unread",
-            "Next unread",
-            id="chat.next_unread_alt",
-            show=False,
-            priority=True,
-        ),
-        # Priority: run when the app takes the key from the terminal, before it routes the
-        # keys typed behind it, so that those reach the composer (see action_compose).
-        Binding("c", "compose", "Compose", id="chat.compose", priority=True),
-        # Priority for the same reason: Enter on the chat list or an ongoing card opens the
-        # chat in the composer before the keys typed behind it are routed (action_open_chat).
-        Binding("enter", "open_chat", "Open", id="chat.open", show=False, priority=True),
-        Binding("m", "mark_read", "Mark read", id="chat.mark_read", show=False),
-        Binding("t", "chat_transfer", "Transfer", id="chat.transfer", show=False),
-        Binding(
-            "ctrl+t", "chat_transfer", "Transfer", id="chat.transfer_alt", show=False, priority=True
-        ),
-        Binding("i", "chat_invite", "Add agent", id="chat.invite", show=False),
-        Binding(
-            "ctrl+g", "chat_invite", "Add agent", id="chat.invite_alt", show=False, priority=True
-        ),
-        Binding("f", "chat_attach", "Attach", id="chat.attach", show=False),
-        Binding("ctrl+l", "chat_attach", "Attach", id="chat.attach_alt", show=False, priority=True),
-        Binding("slash", "chat_template", "Template", id="chat.template", show=False),
-        Binding(
-            "ctrl+r",
-            "chat_template",
-            "Template",
-            id="chat.template_alt",
-            show=False,
-            priority=True,
-        ),
-        Binding("e", "chat_end", "End chat", id="chat.end", show=False),
-        Binding("ctrl+f", "chat_end", "End chat", id="chat.end_alt", show=False, priority=True),
-        Binding("o", "work_note", "Work note", id="chat.work_note", show=False),
-        Binding("y", "join", "Join invite", id="chat.join", show=False),
-        Binding("Y", "join(False)", "Decline invite", id="chat.decline", show=False),
-        Binding("w", "record_close", "Close", id="record.close", show=False),
-        Binding(
-            "ctrl+y", "record_close", "Close", id="record.close_alt", show=False, priority=True
-        ),
-        Binding("I", "record_incident", "Incident", id="record.incident", show=False),
-        Binding("C", "record_case", "Case", id="record.case", show=False),
-        Binding("A", "record_archive", "Archive", id="record.archive", show=False),
-        Binding("p", "pick_presence", "Presence", id="presence.pick"),
-        Binding("f5", "presence('Available')", "Available", id="presence.available", show=False),
-        Binding("f6", "presence('Away')", "Away", id="presence.away", show=False),
-        Binding("f7", "presence('Offline')", "Offline", id="presence.offline", show=False),
-        Binding("h", "history", "History", id="view.history"),
-        Binding("s", "supervise", "Supervise", id="view.supervisor", show=False),
-        Binding("escape", "back", "Back", id="app.back", show=False),
-    ]
+    # From the one table of actions (tui/actions.py): ids, keys, labels, help and palette.
+    BINDINGS = bindings(MAIN_ACTIONS)
 
     def __init__(self) -> None:
         super().__init__()
@@ -439,19 +346,10 @@ class MainScreen(Screen[None]):
     def wants_template(self) -> None:
         self.action_chat_template()
 
-    @on(Button.Pressed, "#toolbar Button")
-    def toolbar_pressed(self, event: Button.Pressed) -> None:
-        self.run_action(ACTIONS[event.button.id or ""][1])  # type: ignore[arg-type]
-
-    @on(Button.Pressed, "#record Button")
-    def record_pressed(self, event: Button.Pressed) -> None:
-        action = {
-            "record-incident": "record_incident",
-            "record-case": "record_case",
-            "record-close": "record_close",
-            "record-archive": "record_archive",
-        }[event.button.id or ""]
-        self.run_action(action)
+    @on(Button.Pressed, "#toolbar Button, #record Button")
+    def button_pressed(self, event: Button.Pressed) -> None:
+        # Toolbar and record buttons carry their action's name (tui/actions.py).
+        self.run_action(event.button.name or "")
 
     @on(Select.Changed, "#presence")
     def presence_picked(self, event: Select.Changed) -> None:

@@ -360,8 +360,9 @@ async def test_presence_help_palette_and_remapped_keys(tmp_path: Path) -> None:
             await pilot.press("question_mark")
             await until(pilot, lambda: isinstance(app.screen, HelpScreen))
             rows = app.screen.rows  # type: ignore[attr-defined]
-            assert ("offer", "f9", "Accept") in rows, rows
-            assert any(r[2] == "Transfer" for r in rows)
+            # The help lines of tui/actions.py, with the keys in force.
+            assert ("offer", "f9", "Accept the selected offer") in rows, rows
+            assert ("chat", "t", "Transfer the chat to an agent or a queue") in rows, rows
             await pilot.press("escape")
             # The command palette reaches every action by name.
             await pilot.press("ctrl+p")
@@ -804,8 +805,9 @@ async def test_the_palette_shows_each_actions_keys_as_remapped(tmp_path: Path) -
             await pilot.press("question_mark")
             await until(pilot, lambda: isinstance(app.screen, HelpScreen))
             rows = app.screen.rows  # type: ignore[attr-defined]
-            assert {("chat", "f9", "Transfer"), ("chat", "^t", "Transfer")} <= set(rows), rows
-            assert not any(r[1] == "t" and r[2] == "Transfer" for r in rows), rows
+            transfer = "Transfer the chat to an agent or a queue"
+            assert {("chat", "f9", transfer), ("chat", "^t", transfer)} <= set(rows), rows
+            assert not any(r[1] == "t" and r[2] == transfer for r in rows), rows
 
 
 async def test_80x24_shows_the_offer_and_its_countdown_from_every_pane(tmp_path: Path) -> None:

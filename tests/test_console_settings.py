@@ -60,7 +60,7 @@ def test_bytes_that_are_not_text_are_refused(tmp_path: Path) -> None:
 
 
 def test_an_unknown_keymap_id_is_named_with_the_closest_one(tmp_path: Path) -> None:
-    from tui.app import binding_ids
+    from tui.actions import binding_ids
 
     path = tmp_path / "console.toml"
     path.write_text('[keymap]\n"offer.acept" = "f2"\n', encoding="utf-8")

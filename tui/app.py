@@ -15,15 +15,10 @@ from core.protocol import Event, OfferEvent
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
+from tui.actions import APP_ACTIONS, bindings
 from tui.commands import InboxCommands
 from tui.settings import ConsoleSettings, forget_token, save_token, saved_token
 from tui.state import ConsoleState
-
-
-def binding_ids() -> set[str]:
-    """The ids a [keymap] in console.toml may remap."""
-    owners = (InboxApp, MainScreen)
-    return {b.id for o in owners for b in o.BINDINGS if isinstance(b, Binding) and b.id}
 
 
 class StateChanged(Message):
@@ -36,10 +31,7 @@ class InboxApp(App[None]):
     CSS_PATH = "../styles/inbox.tcss"
     TITLE = "inbox-tui"
     COMMANDS = App.COMMANDS | {InboxCommands}
-    BINDINGS = [
-        Binding("question_mark", "help", "Help", id="app.help"),
-        Binding("ctrl+q", "quit", "Quit", id="app.quit"),
-    ]
+    BINDINGS = bindings(APP_ACTIONS)
 
     def __init__(self, settings: ConsoleSettings, *, password: str | None = None) -> None:
         super().__init__()
@@ -170,8 +162,10 @@ class InboxApp(App[None]):
         return ", ".join(dict.fromkeys(keys))
 
     def action_help(self) -> None:
+        # The table's help line (the binding's tooltip) where there is one; a dialog's own
+        # bindings have only their label.
         rows = {
-            ((b.id or "app").split(".")[0], self.get_key_display(b), b.description)
+            ((b.id or "app").split(".")[0], self.get_key_display(b), b.tooltip or b.description)
             for b in self.bindings_in_force(*self.screen_stack, self)
             if b.description
         }

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_console(url: str | None, user: str | None) -> int:
     from dataclasses import replace
 
-    from tui.app import InboxApp, binding_ids
+    from tui.actions import binding_ids
+    from tui.app import InboxApp
     from tui.settings import load_settings, normalise_url
 
     try:

@@ -4,6 +4,7 @@ linked case or incident; (E) its buttons."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.table import Table
 from textual.app import ComposeResult
@@ -11,9 +12,16 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Static
 
 from core.model import InteractionState
+from tui.actions import by_id
 from tui.state import Chat
 
 CLOSED = (InteractionState.CLOSED_COMPLETE, InteractionState.CLOSED_ABANDONED)
+
+
+def record_button(action_id: str, **kw: Any) -> Button:
+    """A button for a record action of the table; its name is the action it runs."""
+    a = by_id(action_id)
+    return Button(a.label, id=action_id.replace(".", "-"), name=a.action, **kw)
 
 
 class RecordPane(Vertical):
@@ -26,11 +34,11 @@ class RecordPane(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="record-details")
         with Horizontal():
-            yield Button("Incident", id="record-incident", variant="warning")
-            yield Button("Case", id="record-case")
+            yield record_button("record.incident", variant="warning")
+            yield record_button("record.case")
         with Horizontal():
-            yield Button("Close", id="record-close", variant="success")
-            yield Button("Archive", id="record-archive")
+            yield record_button("record.close", variant="success")
+            yield record_button("record.archive")
 
     def show(self, chat: Chat | None, names: dict[str, str]) -> None:
         details = self.query_one("#record-details", Static)

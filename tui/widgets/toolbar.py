@@ -7,16 +7,8 @@ from textual.containers import Horizontal
 from textual.widgets import Button
 
 from core.model import InteractionState
+from tui.actions import When, toolbar_actions
 from tui.state import Chat
-
-# button id -> (label, action on the main screen)
-ACTIONS = {
-    "tool-attach": ("Attach", "chat_attach"),
-    "tool-invite": ("Add agent", "chat_invite"),
-    "tool-transfer": ("Transfer", "chat_transfer"),
-    "tool-template": ("Template", "chat_template"),
-    "tool-end": ("End chat", "chat_end"),
-}
 
 
 class Toolbar(Horizontal):
@@ -26,11 +18,11 @@ class Toolbar(Horizontal):
     """
 
     def compose(self) -> ComposeResult:
-        for button_id, (label, _) in ACTIONS.items():
-            yield Button(label, id=button_id, compact=True)
+        for a in toolbar_actions():
+            # The button's name is the action the main screen runs when it is pressed.
+            yield Button(a.label, id=f"tool-{a.id.split('.')[-1]}", name=a.action, compact=True)
 
     def show(self, chat: Chat | None, mine: bool) -> None:
         live = chat is not None and chat.record.state == InteractionState.WORK_IN_PROGRESS
-        for button in self.query(Button):
-            owner_only = button.id in ("tool-transfer", "tool-end")
-            button.disabled = not live or (owner_only and not mine)
+        for a, button in zip(toolbar_actions(), self.query(Button), strict=True):
+            button.disabled = not live or (a.when == When.OWN_LIVE_CHAT and not mine)

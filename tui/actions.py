@@ -1,0 +1,373 @@
+"""Every action of the console in one table: its id (what console.toml's [keymap] remaps), its
+keys, its label, what the help says, its name in the palette and when it applies. The screen's
+bindings, the help, the palette, the footer and the toolbar are all derived from it, so an
+action is spelled once and they cannot teach different words or keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from textual.binding import Binding
+
+
+class When(StrEnum):
+    """When an action applies; the toolbar greys out its buttons outside it."""
+
+    ALWAYS = "always"
+    NARROW = "narrow"  # pane keys: on a wide terminal every pane is on screen
+    LIVE_CHAT = "live chat"  # a chat in progress is selected
+    OWN_LIVE_CHAT = "own live chat"  # ... and I am its owner
+
+
+PANE_KEYS = Binding.Group("Panes")  # one footer entry, "F2 F3 F4 Panes"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsoleAction:
+    id: str  # "area.action", stable: people remap it in [keymap]
+    action: str  # the Textual action run on the main screen
+    key: str  # plain keys act while no text field has the focus
+    label: str  # footer, toolbar button and help
+    help: str = ""  # the help's longer line; the label when empty
+    palette: str = ""  # "area: what", empty when the palette does not list it
+    # A second key that also works while typing in the composer (its binding id is id + "_alt").
+    typing_key: str = ""
+    footer: bool = False
+    # Runs as the app takes the key, before it routes the keys typed behind it (see
+    # MainScreen.action_compose); function and ctrl keys take priority so they work while typing.
+    priority: bool = False
+    key_display: str | None = None
+    toolbar: bool = False
+    when: When = When.ALWAYS
+
+    def bindings(self) -> list[Binding]:
+        group = PANE_KEYS if self.when == When.NARROW else None
+        main = Binding(
+            self.key,
+            self.action,
+            self.label,
+            tooltip=self.description,
+            id=self.id,
+            show=self.footer,
+            priority=self.priority,
+            key_display=self.key_display,
+            group=group,
+        )
+        if not self.typing_key:
+            return [main]
+        typing = Binding(
+            self.typing_key,
+            self.action,
+            self.label,
+            tooltip=self.description,
+            id=f"{self.id}_alt",
+            show=False,
+            priority=True,
+        )
+        return [main, typing]
+
+    @property
+    def description(self) -> str:
+        return self.help or self.label
+
+
+# The order is the footer's: a narrow footer cuts from the right, so the pane keys come first.
+# Keys that work while typing: ctrl+letters the composer's editing keys leave free, and function
+# keys, since alt+letter is eaten or rewritten by tmux, screen and some terminals. ctrl+a
+# (screen) and ctrl+b (tmux) are multiplexer prefixes; ctrl+h/i/j/m are Backspace/Tab/Enter;
+# ctrl+o is the composer's $EDITOR key.
+MAIN_ACTIONS = [
+    ConsoleAction(
+        id="pane.queues",
+        action="show_pane('pane-queues')",
+        key="f2",
+        key_display="F2",
+        label="Queues",
+        help="Show the queues pane (small terminals)",
+        palette="view: queues pane",
+        footer=True,
+        priority=True,
+        when=When.NARROW,
+    ),
+    ConsoleAction(
+        id="pane.chat",
+        action="show_pane('pane-chat')",
+        key="f3",
+        key_display="F3",
+        label="Chat",
+        help="Show the chat pane (small terminals)",
+        palette="view: chat pane",
+        footer=True,
+        priority=True,
+        when=When.NARROW,
+    ),
+    ConsoleAction(
+        id="pane.record",
+        action="show_pane('pane-record')",
+        key="f4",
+        key_display="F4",
+        label="Record",
+        help="Show the record pane (small terminals)",
+        palette="view: record pane",
+        footer=True,
+        priority=True,
+        when=When.NARROW,
+    ),
+    ConsoleAction(
+        id="offer.accept",
+        action="accept_offer",
+        key="a",
+        typing_key="f8",
+        label="Accept",
+        help="Accept the selected offer",
+        palette="offer: accept",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="offer.reject",
+        action="reject_offer",
+        key="x",
+        label="Reject",
+        help="Reject the selected offer",
+        palette="offer: reject",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="chat.next_unread",
+        action="next_unread",
+        key="n",
+        typing_key="ctrl+n",
+        label="Next unread",
+        help="Go to the next conversation waiting for a reply",
+        palette="chat: next unread",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="chat.compose",
+        action="compose",
+        key="c",
+        label="Compose",
+        help="Write a reply in the selected chat",
+        palette="chat: compose",
+        footer=True,
+        priority=True,
+    ),
+    # Priority for the same reason as `c`: keys typed behind Enter are the reply.
+    ConsoleAction(
+        id="chat.open",
+        action="open_chat",
+        key="enter",
+        label="Open",
+        help="Open the chat under the cursor (chat list, ongoing tray)",
+        priority=True,
+    ),
+    ConsoleAction(
+        id="chat.mark_read",
+        action="mark_read",
+        key="m",
+        label="Mark read",
+        help="Mark the selected conversation read",
+        palette="chat: mark read",
+    ),
+    ConsoleAction(
+        id="chat.attach",
+        action="chat_attach",
+        key="f",
+        typing_key="ctrl+l",
+        label="Attach",
+        help="Attach a file to the chat",
+        palette="chat: attach file",
+        toolbar=True,
+        when=When.LIVE_CHAT,
+    ),
+    ConsoleAction(
+        id="chat.invite",
+        action="chat_invite",
+        key="i",
+        typing_key="ctrl+g",
+        label="Add agent",
+        help="Invite another agent into the chat",
+        palette="chat: add agent",
+        toolbar=True,
+        when=When.LIVE_CHAT,
+    ),
+    ConsoleAction(
+        id="chat.transfer",
+        action="chat_transfer",
+        key="t",
+        typing_key="ctrl+t",
+        label="Transfer",
+        help="Transfer the chat to an agent or a queue",
+        palette="chat: transfer",
+        toolbar=True,
+        when=When.OWN_LIVE_CHAT,
+    ),
+    ConsoleAction(
+        id="chat.template",
+        action="chat_template",
+        key="slash",
+        typing_key="ctrl+r",
+        label="Template",
+        help="Insert a reply template",
+        palette="chat: insert template",
+        toolbar=True,
+        when=When.LIVE_CHAT,
+    ),
+    ConsoleAction(
+        id="chat.end",
+        action="chat_end",
+        key="e",
+        typing_key="ctrl+f",
+        label="End chat",
+        help="End the chat (asks first while the customer is there)",
+        palette="chat: end",
+        toolbar=True,
+        when=When.OWN_LIVE_CHAT,
+    ),
+    ConsoleAction(
+        id="chat.work_note",
+        action="work_note",
+        key="o",
+        label="Work note",
+        help="Add a work note only agents see",
+        palette="chat: work note",
+    ),
+    ConsoleAction(
+        id="chat.join",
+        action="join",
+        key="y",
+        label="Join invite",
+        help="Join the chat you are invited to",
+        palette="chat: join invitation",
+    ),
+    ConsoleAction(
+        id="chat.decline",
+        action="join(False)",
+        key="Y",
+        label="Decline invite",
+        help="Decline the invitation to join a chat",
+        palette="chat: decline invitation",
+    ),
+    ConsoleAction(
+        id="record.close",
+        action="record_close",
+        key="w",
+        typing_key="ctrl+y",
+        label="Close",
+        help="Close the record (asks first while the customer is there)",
+        palette="record: close",
+    ),
+    ConsoleAction(
+        id="record.incident",
+        action="record_incident",
+        key="I",
+        label="Incident",
+        help="Create an incident from the interaction",
+        palette="record: create incident",
+    ),
+    ConsoleAction(
+        id="record.case",
+        action="record_case",
+        key="C",
+        label="Case",
+        help="Create a case from the interaction",
+        palette="record: create case",
+    ),
+    ConsoleAction(
+        id="record.archive",
+        action="record_archive",
+        key="A",
+        label="Archive",
+        help="Archive the closed record",
+        palette="record: archive",
+    ),
+    ConsoleAction(
+        id="presence.pick",
+        action="pick_presence",
+        key="p",
+        label="Presence",
+        help="Choose a presence state",
+        palette="presence: choose",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="presence.available",
+        action="presence('Available')",
+        key="f5",
+        label="Available",
+        help="Presence: Available",
+        palette="presence: available",
+    ),
+    ConsoleAction(
+        id="presence.away",
+        action="presence('Away')",
+        key="f6",
+        label="Away",
+        help="Presence: Away",
+        palette="presence: away",
+    ),
+    ConsoleAction(
+        id="presence.offline",
+        action="presence('Offline')",
+        key="f7",
+        label="Offline",
+        help="Presence: Offline",
+        palette="presence: offline",
+    ),
+    ConsoleAction(
+        id="view.history",
+        action="history",
+        key="h",
+        label="History",
+        help="Search past interactions",
+        palette="view: history",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="view.supervisor",
+        action="supervise",
+        key="s",
+        label="Supervise",
+        help="All queues and agents (supervisors)",
+        palette="view: supervisor (all queues and agents)",
+    ),
+    ConsoleAction(
+        id="app.back", action="back", key="escape", label="Back", help="Back to the chat list"
+    ),
+]
+
+APP_ACTIONS = [
+    ConsoleAction(
+        id="app.help",
+        action="help",
+        key="question_mark",
+        label="Help",
+        help="List every key",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="app.quit", action="quit", key="ctrl+q", label="Quit", help="Quit", footer=True
+    ),
+]
+
+
+def bindings(actions: list[ConsoleAction]) -> list[Binding]:
+    return [b for a in actions for b in a.bindings()]
+
+
+def toolbar_actions() -> list[ConsoleAction]:
+    return [a for a in MAIN_ACTIONS if a.toolbar]
+
+
+def palette_actions() -> list[ConsoleAction]:
+    return [a for a in MAIN_ACTIONS if a.palette]
+
+
+def by_id(action_id: str) -> ConsoleAction:
+    return next(a for a in MAIN_ACTIONS + APP_ACTIONS if a.id == action_id)
+
+
+def binding_ids() -> set[str]:
+    """The ids a [keymap] in console.toml may remap."""
+    return {b.id for b in bindings(MAIN_ACTIONS + APP_ACTIONS) if b.id}
