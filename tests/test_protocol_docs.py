@@ -10,12 +10,14 @@ without the document changing fails here, and the failure prints the row to writ
 Error codes are compared with the code too: every code the agent socket's layers can raise is
 in the error table, and nothing else is; each command's "Errors:" line names at least the
 codes its handler can raise (found by reading the inbox's and the router's source), and
-names nothing but codes; the widget section names every code the widget can send.
+names nothing but codes; the widget section names every code the widget can send. Last, the
+document's example client runs, as written, against a real host.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import json
 import re
@@ -30,10 +32,12 @@ import msgspec.inspect as mi
 import pytest
 
 from core import protocol
+from core.demo import DEMO_PASSWORD
 from core.host import widget
 from core.model import Name
 from core.routing import engine
 from core.service import inbox
+from tests.hosting import running_host
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "protocol.md"
@@ -599,3 +603,27 @@ def test_every_widget_error_code_is_documented(doc: dict[str, dict[str, Section]
     documented = {unquote(r["code"]) for r in section.rows}
     assert codes - documented == set(), "widget codes missing from the document"
     assert documented - codes == set(), "documented codes the widget never sends"
+
+
+# ---------------------------------------------------------------------------- the example
+
+
+async def test_the_minimal_client_takes_a_chat_from_a_real_host(tmp_path: Path) -> None:
+    """The document's example client, run as written against a host on a loopback port."""
+    text = DOC.read_text(encoding="utf-8")
+    chapter = text.split("\n## A minimal client\n", 1)[1].split("\n## ", 1)[0]
+    code = chapter.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, f"{DOC}:A minimal client", "exec"), namespace)
+    async with running_host(tmp_path) as h:
+        agent = asyncio.create_task(namespace["first_chat"](h.url, "alice", DEMO_PASSWORD))
+        while h.host.inbox.routing.router.status["alice"].presence != "Available":
+            assert not agent.done(), agent.result()
+            await asyncio.sleep(0.02)
+        record = await h.host.inbox.start_conversation(
+            channel="chat", customer="web-doc", customer_name="Ana"
+        )
+        number = await asyncio.wait_for(agent, timeout=30)
+        assert number == record.number
+        messages = await h.host.store.list_messages(number)
+        assert [m.body for m in messages if m.sender == "alice"] == ["Hello!"]
