@@ -4,7 +4,9 @@ Every client frame carries `ref`, echoed by the server's reply (`Ok`, `Error` or
 result) so a client can match answers to requests. Every server *event* carries `seq`, numbered
 per session from 1; a reconnecting client sends `Resume(token, last_seq)` and gets exactly the
 events after it, or a `Resync` with a fresh snapshot when the server no longer holds them.
-docs/protocol.md describes each message.
+docs/protocol.md describes each message, field by field; tests/test_protocol_docs.py fails
+when a Struct here (or a record in core/model.py that a frame carries) and its table there
+differ, so change both together.
 
 Unknown tags, wrong types and values over their limits fail decoding with a message naming the
 field, which the host returns as `Error(code="bad_frame")`.
