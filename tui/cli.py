@@ -8,9 +8,9 @@ import contextlib
 import sys
 from pathlib import Path
 
+from core.admin_cli import add_admin_parser, run_admin
 from core.config import ConfigError
 from core.demo import demo_config_path
-from tui.admin import add_admin_parser, run_admin
 from tui.settings import SettingsError
 
 
