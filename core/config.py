@@ -132,8 +132,13 @@ from core.model import (
     SkillRequirement,
     Template,
 )
-from core.routing.condition import ConditionError, compile_condition
-from core.routing.engine import Router, RoutingConfig, RoutingConfigError
+from core.routing.engine import RoutingConfig
+from core.routing.queues import (
+    RoutingConfigError,
+    check_overflow_cycles,
+    check_queue,
+    unknown_name,
+)
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -927,7 +932,6 @@ class _Loader:
             path=self.path,
             customer_attributes=customer_attributes,
         )
-        self._check_router(config)
         return config
 
     def _host(self, t: _HostTable) -> HostSettings:
@@ -1014,8 +1018,7 @@ class _Loader:
 
     def _known(self, path: KeyPath, kind: str, name: str, known: Sequence[str]) -> None:
         if name not in known:
-            listed = _choices(known) if known else "none are declared"
-            self.bad(path, f"names unknown {kind} {_show(name)} (known: {listed})")
+            self.bad(path, unknown_name(kind, name, known))
 
     def _presences(self, tables: list[_PresenceTable], channels: list[str]) -> list[PresenceState]:
         self._unique("presence", [t.name for t in tables])
@@ -1057,14 +1060,29 @@ class _Loader:
         queues: list[Queue] = []
         for i, t in enumerate(tables):
             at: KeyPath = ("queue", i)
-            self._known((*at, "channel"), "channel", t.channel, channel_names)
             rule = self._enum((*at, "rule"), t.rule, rules)
+            queue = Queue(
+                name=t.name,
+                channel=t.channel,
+                condition=t.condition,
+                order=t.order,
+                rule=AssignmentRule(rule),
+                skills=tuple(SkillRequirement(name=s.name, level=s.level) for s in t.skills),
+                prefer_skill_level=t.prefer_skill_level,
+                groups=tuple(t.groups),
+                offer_timeout=t.offer_timeout,
+                timeout_presence=t.timeout_presence,
+                max_wait=t.max_wait,
+                overflow=t.overflow,
+                reply_deadline=t.reply_deadline,
+                wrap_up_time=t.wrap_up_time,
+                affinity_window=t.affinity_window,
+                abandon_after=t.abandon_after,
+            )
             try:
-                compile_condition(t.condition)
-            except ConditionError as e:
-                if str(e).startswith("condition "):  # already names itself ("... too long")
-                    self.fail((*at, "condition"), str(e))
-                self.bad((*at, "condition"), f"is invalid: {e}")
+                check_queue(queue, channel_names, presence_names, by_name)
+            except RoutingConfigError as e:
+                self.fail((*at, e.field), e.reason)
             seen_skills: set[str] = set()
             for j, skill in enumerate(t.skills):
                 if skill.name in seen_skills:
@@ -1072,12 +1090,7 @@ class _Loader:
                 seen_skills.add(skill.name)
             for j, group in enumerate(t.groups):
                 self._known((*at, "groups", j), "group", group, group_names)
-            if t.timeout_presence is not None:
-                self._known(
-                    (*at, "timeout_presence"), "presence", t.timeout_presence, presence_names
-                )
             if t.overflow is not None:
-                self._known((*at, "overflow"), "queue", t.overflow, list(by_name))
                 target = by_name[t.overflow][1]
                 if target.channel != t.channel:
                     self.bad(
@@ -1087,41 +1100,12 @@ class _Loader:
                     )
                 if t.max_wait is None:
                     self.bad((*at, "overflow"), "needs max_wait: the wait that triggers it")
-            queues.append(
-                Queue(
-                    name=t.name,
-                    channel=t.channel,
-                    condition=t.condition,
-                    order=t.order,
-                    rule=AssignmentRule(rule),
-                    skills=tuple(SkillRequirement(name=s.name, level=s.level) for s in t.skills),
-                    prefer_skill_level=t.prefer_skill_level,
-                    groups=tuple(t.groups),
-                    offer_timeout=t.offer_timeout,
-                    timeout_presence=t.timeout_presence,
-                    max_wait=t.max_wait,
-                    overflow=t.overflow,
-                    reply_deadline=t.reply_deadline,
-                    wrap_up_time=t.wrap_up_time,
-                    affinity_window=t.affinity_window,
-                    abandon_after=t.abandon_after,
-                )
-            )
-        self._check_cycles(tables)
+            queues.append(queue)
+        try:
+            check_overflow_cycles(queues)
+        except RoutingConfigError as e:
+            self.fail(("queue", by_name[e.queue][0], e.field), e.reason)
         return queues
-
-    def _check_cycles(self, tables: list[_QueueTable]) -> None:
-        overflow = {t.name: t.overflow for t in tables}
-        index = {t.name: i for i, t in enumerate(tables)}
-        for t in tables:  # file order, so the cycle is named from its first queue in the file
-            chain = [t.name]
-            nxt = t.overflow
-            while nxt is not None and nxt not in chain:
-                chain.append(nxt)
-                nxt = overflow[nxt]
-            if nxt == t.name:
-                cycle = " -> ".join([*chain, t.name])
-                self.fail(("queue", index[t.name], "overflow"), f"overflow cycle {cycle}")
 
     def _int_map(
         self,
@@ -1250,17 +1234,3 @@ class _Loader:
                 else self._secret(("widget", "identity_secret_file"), t.identity_secret_file)
             ),
         )
-
-    def _check_router(self, config: HostConfig) -> None:
-        """The engine has the last word: its own checks run on exactly what it will get."""
-        try:
-            Router(config.routing_config())
-        except RoutingConfigError as e:
-            message = str(e)
-            index = {q.name: i for i, q in enumerate(config.queues)}
-            m = re.match(r"(?:queue (\S+?): |overflow cycle: (\S+) )", message)
-            name = (m.group(1) or m.group(2)) if m else None
-            if name in index:
-                reason = message.removeprefix(f"queue {name}: ")
-                self.fail(("queue", index[name]), reason)  # type: ignore[index]
-            self.fail((), f"routing: {message}")

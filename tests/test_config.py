@@ -36,7 +36,8 @@ from core.model import (
     Template,
     render_template,
 )
-from core.routing.engine import Router, RoutingConfigError
+from core.routing.engine import Router, RoutingConfig
+from core.routing.queues import RoutingConfigError
 
 
 def write(tmp_path: Path, text: str, name: str = "inbox.toml") -> Path:
@@ -743,20 +744,17 @@ def test_dotted_and_quoted_keys_are_located(tmp_path: Path) -> None:
     )
 
 
-def test_routing_config_errors_are_placed_at_their_queue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The loader checks everything the engine checks, so make the engine disagree on purpose:
-    # whatever it rejects in the future must still come out as file:line.
-    def refuse(config: object) -> None:
-        raise RoutingConfigError("queue b: something the engine dislikes")
-
-    monkeypatch.setattr(config_module, "Router", refuse)
+def test_the_loader_and_the_engine_refuse_a_queue_for_the_same_reason(tmp_path: Path) -> None:
+    # One source for the rules: what the file is refused for is what the engine would say.
     path = with_channels(
-        tmp_path,
-        '[[queue]]\nname = "a"\nchannel = "chat"\n\n[[queue]]\nname = "b"\nchannel = "chat"\n',
+        tmp_path, '[[queue]]\nname = "q"\nchannel = "chat"\ntimeout_presence = "Gone"\n'
     )
-    assert str(error(path)) == f'{path}:12: queue "b": something the engine dislikes'
+    queue = Queue(name="q", channel="chat", timeout_presence="Gone")
+    channels = [ServiceChannel(name="chat", mode=ChannelMode.SYNC)]
+    presences = [PresenceState(name=p) for p in (AVAILABLE, AWAY, OFFLINE)]
+    with pytest.raises(RoutingConfigError) as caught:
+        Router(RoutingConfig(channels=channels, presences=presences, queues=[queue]))
+    assert error(path).reason == caught.value.reason
 
 
 # ---------------------------------------------------------------------------- the file itself
