@@ -12,14 +12,17 @@ from pathlib import Path
 import msgspec
 import pytest
 
-import core.config as config_module
 from core.config import (
     MAX_CONFIG_BYTES,
     ConfigError,
     HostConfig,
+    HostSettings,
+    WidgetSettings,
     default_config_path,
     example_config_path,
     load_config,
+    parse_config,
+    schema,
 )
 from core.demo import DEMO_PASSWORD, demo_config, demo_config_path
 from core.model import (
@@ -168,17 +171,17 @@ def test_file_tables_cover_every_model_field() -> None:
     def names(cls: type[msgspec.Struct]) -> set[str]:
         return {f.name for f in msgspec.structs.fields(cls)}
 
-    assert names(config_module._QueueTable) == names(Queue)
-    assert names(config_module._AgentTable) == names(Agent) | {"password"}
+    assert names(schema.QueueTable) == names(Queue)
+    assert names(schema.AgentTable) == names(Agent) | {"password"}
     # customer_attributes is the widget's business, kept in HostConfig.customer_attributes.
-    assert names(config_module._ChannelTable) == names(ServiceChannel) | {"customer_attributes"}
-    assert names(config_module._PresenceTable) == names(PresenceState)
-    assert names(config_module._TemplateTable) == names(Template)
-    assert names(config_module._HostTable) == names(config_module.HostSettings)
+    assert names(schema.ChannelTable) == names(ServiceChannel) | {"customer_attributes"}
+    assert names(schema.PresenceTable) == names(PresenceState)
+    assert names(schema.TemplateTable) == names(Template)
+    assert names(schema.HostTable) == names(HostSettings)
     # The file names the secret's file; the settings hold the secret read from it.
-    assert names(config_module._WidgetTable) - {"identity_secret_file"} == names(
-        config_module.WidgetSettings
-    ) - {"identity_secret"}
+    assert names(schema.WidgetTable) - {"identity_secret_file"} == names(WidgetSettings) - {
+        "identity_secret"
+    }
 
 
 # ---------------------------------------------------------------------------- paths
@@ -815,7 +818,7 @@ def test_braces_that_are_not_fields_are_left_alone(tmp_path: Path) -> None:
 def test_parse_config_names_the_source_in_errors() -> None:
     text = '[[channel]]\nname = "chat"\nmode = "live"\n'
     with pytest.raises(ConfigError) as info:
-        config_module.parse_config(text, name="demo.toml")
+        parse_config(text, name="demo.toml")
     assert (
         str(info.value)
         == 'demo.toml:3: channel "chat": mode must be one of sync, async, record, got "live"'
