@@ -81,7 +81,8 @@ _ACCENT = re.compile(r"#[0-9A-Fa-f]{6}")  # used with fullmatch: "$" would allow
 # Anything shaped like a field is checked, so {Customer.Name} is caught, while braces around
 # other text ({1234}, "{ }") are left alone, as render_template leaves them.
 _TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
-_NAME_PATTERN = get_args(Name)[1].pattern
+# The model's rule for a Name; map keys (skills) are checked by hand against it.
+_NAME = get_args(Name)[1]
 # The widget protocol's attribute keys (core/host/widget.py ATTRIBUTE_KEY).
 _ATTRIBUTE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 # Attributes only the host sets (from a signed identity): allowing customers to type them
@@ -266,7 +267,7 @@ class _Loader:
             size = len(value) if isinstance(value, str | list | dict) else "?"
             self.bad(path, f"is too long: {size} {unit}, at most {limit}")
         if pattern := re.fullmatch(r"Expected `str` matching regex '(.*)'", reason, re.S):
-            if pattern.group(1) == _NAME_PATTERN:
+            if pattern.group(1) == _NAME.pattern:
                 self.bad(
                     path,
                     "must be a name of letters, digits and . _ @ + - (no spaces), "
@@ -505,7 +506,7 @@ class _Loader:
             at = (*path, key)
             if keys is not None:
                 self._known(at, "channel", key, keys)
-            elif not re.fullmatch(_NAME_PATTERN, key) or len(key) > 64:
+            elif not re.fullmatch(_NAME.pattern, key) or len(key) > _NAME.max_length:
                 self.bad(at, "is not a valid name: use letters, digits and . _ @ + -")
             # bool is an int in Python, but `french = true` is a mistake, not level 1.
             if isinstance(value, bool) or not isinstance(value, int):
