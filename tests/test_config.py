@@ -12,14 +12,17 @@ from pathlib import Path
 import msgspec
 import pytest
 
-import core.config as config_module
 from core.config import (
     MAX_CONFIG_BYTES,
     ConfigError,
     HostConfig,
+    HostSettings,
+    WidgetSettings,
     default_config_path,
     example_config_path,
     load_config,
+    parse_config,
+    schema,
 )
 from core.demo import DEMO_PASSWORD, demo_config, demo_config_path
 from core.model import (
@@ -36,7 +39,8 @@ from core.model import (
     Template,
     render_template,
 )
-from core.routing.engine import Router, RoutingConfigError
+from core.routing.engine import Router, RoutingConfig
+from core.routing.queues import RoutingConfigError
 
 
 def write(tmp_path: Path, text: str, name: str = "inbox.toml") -> Path:
@@ -167,17 +171,17 @@ def test_file_tables_cover_every_model_field() -> None:
     def names(cls: type[msgspec.Struct]) -> set[str]:
         return {f.name for f in msgspec.structs.fields(cls)}
 
-    assert names(config_module._QueueTable) == names(Queue)
-    assert names(config_module._AgentTable) == names(Agent) | {"password"}
+    assert names(schema.QueueTable) == names(Queue)
+    assert names(schema.AgentTable) == names(Agent) | {"password"}
     # customer_attributes is the widget's business, kept in HostConfig.customer_attributes.
-    assert names(config_module._ChannelTable) == names(ServiceChannel) | {"customer_attributes"}
-    assert names(config_module._PresenceTable) == names(PresenceState)
-    assert names(config_module._TemplateTable) == names(Template)
-    assert names(config_module._HostTable) == names(config_module.HostSettings)
+    assert names(schema.ChannelTable) == names(ServiceChannel) | {"customer_attributes"}
+    assert names(schema.PresenceTable) == names(PresenceState)
+    assert names(schema.TemplateTable) == names(Template)
+    assert names(schema.HostTable) == names(HostSettings)
     # The file names the secret's file; the settings hold the secret read from it.
-    assert names(config_module._WidgetTable) - {"identity_secret_file"} == names(
-        config_module.WidgetSettings
-    ) - {"identity_secret"}
+    assert names(schema.WidgetTable) - {"identity_secret_file"} == names(WidgetSettings) - {
+        "identity_secret"
+    }
 
 
 # ---------------------------------------------------------------------------- paths
@@ -743,20 +747,17 @@ def test_dotted_and_quoted_keys_are_located(tmp_path: Path) -> None:
     )
 
 
-def test_routing_config_errors_are_placed_at_their_queue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The loader checks everything the engine checks, so make the engine disagree on purpose:
-    # whatever it rejects in the future must still come out as file:line.
-    def refuse(config: object) -> None:
-        raise RoutingConfigError("queue b: something the engine dislikes")
-
-    monkeypatch.setattr(config_module, "Router", refuse)
+def test_the_loader_and_the_engine_refuse_a_queue_for_the_same_reason(tmp_path: Path) -> None:
+    # One source for the rules: what the file is refused for is what the engine would say.
     path = with_channels(
-        tmp_path,
-        '[[queue]]\nname = "a"\nchannel = "chat"\n\n[[queue]]\nname = "b"\nchannel = "chat"\n',
+        tmp_path, '[[queue]]\nname = "q"\nchannel = "chat"\ntimeout_presence = "Gone"\n'
     )
-    assert str(error(path)) == f'{path}:12: queue "b": something the engine dislikes'
+    queue = Queue(name="q", channel="chat", timeout_presence="Gone")
+    channels = [ServiceChannel(name="chat", mode=ChannelMode.SYNC)]
+    presences = [PresenceState(name=p) for p in (AVAILABLE, AWAY, OFFLINE)]
+    with pytest.raises(RoutingConfigError) as caught:
+        Router(RoutingConfig(channels=channels, presences=presences, queues=[queue]))
+    assert error(path).reason == caught.value.reason
 
 
 # ---------------------------------------------------------------------------- the file itself
@@ -817,7 +818,7 @@ def test_braces_that_are_not_fields_are_left_alone(tmp_path: Path) -> None:
 def test_parse_config_names_the_source_in_errors() -> None:
     text = '[[channel]]\nname = "chat"\nmode = "live"\n'
     with pytest.raises(ConfigError) as info:
-        config_module.parse_config(text, name="demo.toml")
+        parse_config(text, name="demo.toml")
     assert (
         str(info.value)
         == 'demo.toml:3: channel "chat": mode must be one of sync, async, record, got "live"'

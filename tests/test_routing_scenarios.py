@@ -17,7 +17,7 @@ from core.model import (
     WorkItem,
 )
 from core.routing.decisions import ItemChanged, ItemUnroutable, OfferEnded, OfferMade, PresenceSet
-from core.routing.engine import Router, RoutingConfig, RoutingConfigError, RoutingError
+from core.routing.engine import Router, RoutingConfig, RoutingError
 from core.routing.events import (
     AgentConnected,
     AgentDisconnected,
@@ -34,6 +34,7 @@ from core.routing.events import (
     TransferToAgent,
     TransferToQueue,
 )
+from core.routing.queues import RoutingConfigError
 
 CHANNELS = [
     ServiceChannel(name="chat", mode=ChannelMode.SYNC),
@@ -224,12 +225,14 @@ def test_queue_selection_by_condition_and_order_with_mandatory_skill() -> None:
 
 def test_bad_conditions_and_overflow_cycles_are_config_errors() -> None:
     bad = Queue(name="q", channel="chat", condition='language == "fr" and')
-    with pytest.raises(RoutingConfigError, match="queue q: condition"):
+    with pytest.raises(RoutingConfigError, match="queue q: condition is invalid") as caught:
         make([bad], [])
+    assert (caught.value.queue, caught.value.field) == ("q", "condition")
     a = Queue(name="a", channel="chat", overflow="b")
     b = Queue(name="b", channel="chat", overflow="a")
-    with pytest.raises(RoutingConfigError, match="overflow cycle: a -> b -> a"):
+    with pytest.raises(RoutingConfigError, match="queue a: overflow cycle a -> b -> a") as caught:
         make([a, b], [])
+    assert (caught.value.queue, caught.value.field) == ("a", "overflow")
 
 
 def test_unroutable_item_is_reported_not_kept() -> None:

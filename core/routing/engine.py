@@ -45,7 +45,7 @@ from core.model import (
     ServiceChannel,
     WorkItem,
 )
-from core.routing.condition import Condition, ConditionError, compile_condition
+from core.routing.condition import Condition
 from core.routing.decisions import (
     AnyDecision,
     ItemChanged,
@@ -77,6 +77,7 @@ from core.routing.events import (
     TransferToQueue,
     WrapUpEnded,
 )
+from core.routing.queues import check_overflow_cycles, check_queue
 from core.routing.ready import ReadyIndex
 from core.timers import DeadlineKind, Deadlines
 
@@ -91,10 +92,6 @@ class RoutingError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class RoutingConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,8 @@ class Router:
         detached: Iterable[str] = (),
     ) -> None:
         """Build the engine; pass the stored state to resume after a restart. Deadlines that
-        passed while the host was down fire on the first `tick`.
+        passed while the host was down fire on the first `tick`. Queues it cannot route with
+        raise RoutingConfigError (core.routing.queues).
 
         `detached`: agents known to have no console attached (after a host restart, all of
         them). Connection is a fact of the running host, never stored: an agent not named
@@ -147,7 +145,9 @@ class Router:
         self._conditions: dict[str, Condition] = {}
         for q in sorted(config.queues, key=lambda q: (q.order, q.name)):
             self.queues[q.name] = q
-        self._validate_queues()
+        for q in self.queues.values():
+            self._conditions[q.name] = check_queue(q, self.channels, self.presences, self.queues)
+        check_overflow_cycles(list(self.queues.values()))
         self.agents: dict[str, Agent] = {a.id: a for a in config.agents}
         self.status: dict[str, AgentStatus] = {a: AgentStatus(agent=a) for a in self.agents}
         for s in statuses:
@@ -195,31 +195,6 @@ class Router:
         self._unattended = any(self.offers_of_agent.get(a) for a in self.detached)
 
     # ------------------------------------------------------------------ configuration
-
-    def _validate_queues(self) -> None:
-        for q in self.queues.values():
-            if q.channel not in self.channels:
-                raise RoutingConfigError(f"queue {q.name}: unknown channel {q.channel!r}")
-            if q.overflow is not None and q.overflow not in self.queues:
-                raise RoutingConfigError(f"queue {q.name}: unknown overflow queue {q.overflow!r}")
-            if q.timeout_presence is not None and q.timeout_presence not in self.presences:
-                raise RoutingConfigError(
-                    f"queue {q.name}: unknown timeout presence {q.timeout_presence!r}"
-                )
-            try:
-                self._conditions[q.name] = compile_condition(q.condition)
-            except ConditionError as e:
-                raise RoutingConfigError(f"queue {q.name}: condition: {e}") from e
-        for q in self.queues.values():
-            seen = [q.name]
-            nxt = q.overflow
-            while nxt is not None:
-                if nxt in seen:
-                    raise RoutingConfigError(
-                        "overflow cycle: " + " -> ".join([*seen[seen.index(nxt) :], nxt])
-                    )
-                seen.append(nxt)
-                nxt = self.queues[nxt].overflow
 
     def _index_members(self) -> None:
         self._members = {}
