@@ -286,7 +286,8 @@ def console_banner(url: str, agents: list[str], console_agent: str) -> str:
 
 
 async def run_with_console(demo: Demo, url: str, agent: str, seconds: float | None) -> None:
-    from tui.app import InboxApp, binding_ids
+    from tui.actions import binding_ids
+    from tui.app import InboxApp
     from tui.settings import load_settings
 
     agents = [a.id for a in demo.host.config.agents]
