@@ -62,125 +62,125 @@ class ClientFrame(Struct, frozen=True, gc=False, kw_only=True, tag_field="t"):
     ref: Ref = 0
 
 
-class Hello(ClientFrame, tag="hello", kw_only=True):
+class Hello(ClientFrame, tag="hello", frozen=True, kw_only=True):
     version: Annotated[int, Meta(ge=0, le=MAX_INT)]
     client: Label = ""
 
 
-class Login(ClientFrame, tag="login", kw_only=True):
+class Login(ClientFrame, tag="login", frozen=True, kw_only=True):
     username: Name
     password: Secret
 
 
-class Authenticate(ClientFrame, tag="authenticate", kw_only=True):
+class Authenticate(ClientFrame, tag="authenticate", frozen=True, kw_only=True):
     """Log in with a saved session token or an API token."""
 
     token: Secret
 
 
-class Resume(ClientFrame, tag="resume", kw_only=True):
+class Resume(ClientFrame, tag="resume", frozen=True, kw_only=True):
     token: Secret
     last_seq: Seq
 
 
-class Logout(ClientFrame, tag="logout", kw_only=True):
+class Logout(ClientFrame, tag="logout", frozen=True, kw_only=True):
     pass
 
 
-class Ping(ClientFrame, tag="ping", kw_only=True):
+class Ping(ClientFrame, tag="ping", frozen=True, kw_only=True):
     pass
 
 
-class SetPresence(ClientFrame, tag="set_presence", kw_only=True):
+class SetPresence(ClientFrame, tag="set_presence", frozen=True, kw_only=True):
     presence: Name
 
 
-class AcceptOffer(ClientFrame, tag="accept_offer", kw_only=True):
+class AcceptOffer(ClientFrame, tag="accept_offer", frozen=True, kw_only=True):
     offer: Number
 
 
-class RejectOffer(ClientFrame, tag="reject_offer", kw_only=True):
+class RejectOffer(ClientFrame, tag="reject_offer", frozen=True, kw_only=True):
     offer: Number
     reason: Reason = ""
 
 
-class SendMessage(ClientFrame, tag="send_message", kw_only=True):
+class SendMessage(ClientFrame, tag="send_message", frozen=True, kw_only=True):
     interaction: Number
     body: Body
     client_msg_id: ClientMsgId
 
 
-class Typing(ClientFrame, tag="typing", kw_only=True):
+class Typing(ClientFrame, tag="typing", frozen=True, kw_only=True):
     interaction: Number
 
 
-class MarkRead(ClientFrame, tag="mark_read", kw_only=True):
+class MarkRead(ClientFrame, tag="mark_read", frozen=True, kw_only=True):
     interaction: Number
     seq: Seq
 
 
-class AttachFile(ClientFrame, tag="attach_file", kw_only=True):
+class AttachFile(ClientFrame, tag="attach_file", frozen=True, kw_only=True):
     interaction: Number
     name: Label
     content_type: Label = "application/octet-stream"
     data: Annotated[bytes, Meta(max_length=MAX_ATTACHMENT_BYTES)]
 
 
-class UseTemplate(ClientFrame, tag="use_template", kw_only=True):
+class UseTemplate(ClientFrame, tag="use_template", frozen=True, kw_only=True):
     """Render a template with the interaction's fields; the agent edits and sends the text."""
 
     interaction: Number
     shortcut: Name
 
 
-class InviteAgent(ClientFrame, tag="invite_agent", kw_only=True):
+class InviteAgent(ClientFrame, tag="invite_agent", frozen=True, kw_only=True):
     interaction: Number
     agent: Name
 
 
-class AnswerInvitation(ClientFrame, tag="answer_invitation", kw_only=True):
+class AnswerInvitation(ClientFrame, tag="answer_invitation", frozen=True, kw_only=True):
     interaction: Number
     accept: bool
 
 
-class TransferToAgent(ClientFrame, tag="transfer_to_agent", kw_only=True):
+class TransferToAgent(ClientFrame, tag="transfer_to_agent", frozen=True, kw_only=True):
     interaction: Number
     agent: Name
 
 
-class TransferToQueue(ClientFrame, tag="transfer_to_queue", kw_only=True):
+class TransferToQueue(ClientFrame, tag="transfer_to_queue", frozen=True, kw_only=True):
     interaction: Number
     queue: Name
 
 
-class EndChat(ClientFrame, tag="end_chat", kw_only=True):
+class EndChat(ClientFrame, tag="end_chat", frozen=True, kw_only=True):
     interaction: Number
 
 
-class CloseRecord(ClientFrame, tag="close_record", kw_only=True):
+class CloseRecord(ClientFrame, tag="close_record", frozen=True, kw_only=True):
     """Close the interaction (ends wrap-up and frees the capacity it held)."""
 
     interaction: Number
 
 
-class Archive(ClientFrame, tag="archive", kw_only=True):
+class Archive(ClientFrame, tag="archive", frozen=True, kw_only=True):
     interaction: Number
 
 
-class AddWorkNote(ClientFrame, tag="add_work_note", kw_only=True):
+class AddWorkNote(ClientFrame, tag="add_work_note", frozen=True, kw_only=True):
     interaction: Number
     body: Body
     client_msg_id: ClientMsgId
 
 
-class GetPrefill(ClientFrame, tag="get_prefill", kw_only=True):
+class GetPrefill(ClientFrame, tag="get_prefill", frozen=True, kw_only=True):
     """The create-incident / create-case form, prefilled from the transcript."""
 
     interaction: Number
     kind: RecordKind
 
 
-class CreateRecord(ClientFrame, tag="create_record", kw_only=True):
+class CreateRecord(ClientFrame, tag="create_record", frozen=True, kw_only=True):
     interaction: Number
     kind: RecordKind
     short_description: Label
@@ -188,11 +188,11 @@ class CreateRecord(ClientFrame, tag="create_record", kw_only=True):
     priority: Annotated[int, Meta(ge=1, le=5)] = 3
 
 
-class SubscribeQueueStats(ClientFrame, tag="subscribe_queue_stats", kw_only=True):
+class SubscribeQueueStats(ClientFrame, tag="subscribe_queue_stats", frozen=True, kw_only=True):
     subscribe: bool = True
 
 
-class GetTranscript(ClientFrame, tag="get_transcript", kw_only=True):
+class GetTranscript(ClientFrame, tag="get_transcript", frozen=True, kw_only=True):
     """Messages after `after_seq`, oldest first; with `newest`, the last `limit` instead."""
 
     interaction: Number
@@ -201,17 +201,17 @@ class GetTranscript(ClientFrame, tag="get_transcript", kw_only=True):
     newest: bool = False
 
 
-class ListInteractions(ClientFrame, tag="list_interactions", kw_only=True):
+class ListInteractions(ClientFrame, tag="list_interactions", frozen=True, kw_only=True):
     archived: bool | None = None
     limit: Annotated[int, Meta(ge=1, le=1000)] = 200
     offset: Seq = 0
 
 
-class ListAgents(ClientFrame, tag="list_agents", kw_only=True):
+class ListAgents(ClientFrame, tag="list_agents", frozen=True, kw_only=True):
     """Supervisors: every agent's presence and load."""
 
 
-class ListOnlineAgents(ClientFrame, tag="list_online_agents", kw_only=True):
+class ListOnlineAgents(ClientFrame, tag="list_online_agents", frozen=True, kw_only=True):
     """Colleagues not Offline, with their presence: whom a chat can go to."""
 
 
@@ -324,23 +324,23 @@ class ServerFrame(Struct, frozen=True, gc=False, kw_only=True, tag_field="t"):
     pass
 
 
-class Welcome(ServerFrame, tag="welcome", kw_only=True):
+class Welcome(ServerFrame, tag="welcome", frozen=True, kw_only=True):
     version: int
     server: str
     heartbeat: float
 
 
-class Error(ServerFrame, tag="error", kw_only=True):
+class Error(ServerFrame, tag="error", frozen=True, kw_only=True):
     ref: int = 0
     code: str
     message: str
 
 
-class Ok(ServerFrame, tag="ok", kw_only=True):
+class Ok(ServerFrame, tag="ok", frozen=True, kw_only=True):
     ref: int
 
 
-class LoggedIn(ServerFrame, tag="logged_in", kw_only=True):
+class LoggedIn(ServerFrame, tag="logged_in", frozen=True, kw_only=True):
     ref: int
     token: str  # session token: keep it to resume or log in again without the password
     expires_at: float
@@ -348,7 +348,7 @@ class LoggedIn(ServerFrame, tag="logged_in", kw_only=True):
     snapshot: Snapshot
 
 
-class MessageAck(ServerFrame, tag="message_ack", kw_only=True):
+class MessageAck(ServerFrame, tag="message_ack", frozen=True, kw_only=True):
     """The message is committed; `duplicate` when the client_msg_id was already stored."""
 
     ref: int
@@ -356,67 +356,67 @@ class MessageAck(ServerFrame, tag="message_ack", kw_only=True):
     duplicate: bool = False
 
 
-class AttachmentAck(ServerFrame, tag="attachment_ack", kw_only=True):
+class AttachmentAck(ServerFrame, tag="attachment_ack", frozen=True, kw_only=True):
     ref: int
     attachment: Attachment
     message: Message
 
 
-class TemplateText(ServerFrame, tag="template_text", kw_only=True):
+class TemplateText(ServerFrame, tag="template_text", frozen=True, kw_only=True):
     ref: int
     text: str
 
 
-class Prefill(ServerFrame, tag="prefill", kw_only=True):
+class Prefill(ServerFrame, tag="prefill", frozen=True, kw_only=True):
     ref: int
     short_description: str
     description: str
 
 
-class RecordCreated(ServerFrame, tag="record_created", kw_only=True):
+class RecordCreated(ServerFrame, tag="record_created", frozen=True, kw_only=True):
     ref: int
     record: ServiceRecord
     interaction: InteractionRecord
 
 
-class Transcript(ServerFrame, tag="transcript", kw_only=True):
+class Transcript(ServerFrame, tag="transcript", frozen=True, kw_only=True):
     ref: int
     interaction: InteractionRecord
     messages: list[Message]
     attachments: list[Attachment]
 
 
-class InteractionList(ServerFrame, tag="interaction_list", kw_only=True):
+class InteractionList(ServerFrame, tag="interaction_list", frozen=True, kw_only=True):
     ref: int
     interactions: list[InteractionRecord]
 
 
-class AgentList(ServerFrame, tag="agent_list", kw_only=True):
+class AgentList(ServerFrame, tag="agent_list", frozen=True, kw_only=True):
     ref: int
     agents: list[AgentLoad]
 
 
-class OnlineAgents(ServerFrame, tag="online_agents", kw_only=True):
+class OnlineAgents(ServerFrame, tag="online_agents", frozen=True, kw_only=True):
     ref: int
     agents: list[AgentView]
 
 
-class Event(ServerFrame, kw_only=True):
+class Event(ServerFrame, frozen=True, kw_only=True):
     seq: int = 0  # set by the session when the event is queued for it
 
 
-class OfferEvent(Event, tag="offer", kw_only=True):
+class OfferEvent(Event, tag="offer", frozen=True, kw_only=True):
     view: OfferView
 
 
-class OfferClosed(Event, tag="offer_closed", kw_only=True):
+class OfferClosed(Event, tag="offer_closed", frozen=True, kw_only=True):
     offer: str
     item: str
     state: str  # accepted | rejected | expired | rescinded
     reason: str
 
 
-class InteractionEvent(Event, tag="interaction", kw_only=True):
+class InteractionEvent(Event, tag="interaction", frozen=True, kw_only=True):
     change: Literal["opened", "updated", "closed", "left"]
     record: InteractionRecord
     # On "opened" of a live chat: when the host takes it back unless the agent has replied
@@ -424,41 +424,41 @@ class InteractionEvent(Event, tag="interaction", kw_only=True):
     reply_by: float | None = None
 
 
-class MessageEvent(Event, tag="message", kw_only=True):
+class MessageEvent(Event, tag="message", frozen=True, kw_only=True):
     message: Message
 
 
-class ReadEvent(Event, tag="read", kw_only=True):
+class ReadEvent(Event, tag="read", frozen=True, kw_only=True):
     interaction: str
     reader: str
     read_seq: int
 
 
-class TypingEvent(Event, tag="typing", kw_only=True):
+class TypingEvent(Event, tag="typing", frozen=True, kw_only=True):
     interaction: str
     who: str
 
 
-class OngoingEvent(Event, tag="ongoing", kw_only=True):
+class OngoingEvent(Event, tag="ongoing", frozen=True, kw_only=True):
     cards: list[OngoingCard]
     unread_conversations: int
 
 
-class QueueStatsEvent(Event, tag="queue_stats", kw_only=True):
+class QueueStatsEvent(Event, tag="queue_stats", frozen=True, kw_only=True):
     stats: list[QueueStats]
 
 
-class PresenceEvent(Event, tag="presence", kw_only=True):
+class PresenceEvent(Event, tag="presence", frozen=True, kw_only=True):
     agent: AgentView
     reason: str = ""
 
 
-class InvitationEvent(Event, tag="invitation", kw_only=True):
+class InvitationEvent(Event, tag="invitation", frozen=True, kw_only=True):
     interaction: InteractionRecord
     from_agent: str
 
 
-class TransferDeclined(Event, tag="transfer_declined", kw_only=True):
+class TransferDeclined(Event, tag="transfer_declined", frozen=True, kw_only=True):
     """A transfer the agent asked for did not happen; the chat stays theirs."""
 
     interaction: str | None
@@ -468,21 +468,21 @@ class TransferDeclined(Event, tag="transfer_declined", kw_only=True):
     reason: str
 
 
-class InvitationDeclined(Event, tag="invitation_declined", kw_only=True):
+class InvitationDeclined(Event, tag="invitation_declined", frozen=True, kw_only=True):
     """An agent the recipient invited into a chat said no."""
 
     interaction: str
     agent: str
 
 
-class InvitationWithdrawn(Event, tag="invitation_withdrawn", kw_only=True):
+class InvitationWithdrawn(Event, tag="invitation_withdrawn", frozen=True, kw_only=True):
     """An invitation the recipient had not answered is void: the chat closed."""
 
     interaction: str
     reason: str
 
 
-class Resync(Event, tag="resync", kw_only=True):
+class Resync(Event, tag="resync", frozen=True, kw_only=True):
     """The events after the client's last one are gone: redraw from this snapshot."""
 
     snapshot: Snapshot
