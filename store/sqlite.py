@@ -1,13 +1,8 @@
 """The embedded store: one SQLite file in WAL mode, one writer thread with group commit.
 
-Write path. Every write is a plain function of a sqlite3 connection, queued as an op with a
-future. A writer task takes the first op, drains whatever else is already queued (up to
-`max_batch`), and runs the whole batch in the writer thread in ONE transaction: one thread hop
-and one fsync'd commit for all of them. Only after COMMIT returns are the futures resolved, so
-an awaited write is durable. Each op runs inside its own SAVEPOINT, so an op that fails (a
-constraint, an unknown interaction) is rolled back alone and the rest of its batch commits. A
-failed COMMIT fails every op of the batch and acknowledges none; the writer keeps going, and
-later batches succeed once the cause (say, a full disk) is gone.
+Write path. Every write is a plain function of a sqlite3 connection, submitted to the group
+commit (store/group_commit.py), which hands each batch to the writer thread: BEGIN IMMEDIATE, a
+SAVEPOINT per op, COMMIT. One thread hop and one fsync'd commit for the whole batch.
 
 Read path. A separate aiosqlite connection; in WAL it reads the last committed state without
 waiting for the writer, and since writes resolve only after their commit, a caller always reads
@@ -25,8 +20,7 @@ import os
 import re
 import sqlite3
 import tempfile
-import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +71,7 @@ from store.base import (
     Synchronous,
     sanitize_attachment_name,
 )
+from store.group_commit import GroupCommit, Outcome
 
 T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
@@ -451,17 +446,6 @@ def _insert_login(
         raise StoreConflict(f"{what}: already stored ({exc})") from exc
 
 
-class _Op:
-    __slots__ = ("fn", "future")
-
-    def __init__(self, fn: WriteFn, future: asyncio.Future[Any]) -> None:
-        self.fn = fn
-        self.future = future
-
-
-_STOP = object()
-
-
 class SQLiteStore:
     """`store.base.Store` on one SQLite file; see the module docstring for the write path."""
 
@@ -476,22 +460,19 @@ class SQLiteStore:
         if synchronous not in _SYNCHRONOUS:
             # OFF is not offered: an acknowledged write must survive a crash.
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self._path = Path(path)
         self._data_dir = Path(data_dir)
         self._blobs = self._data_dir / ATTACHMENTS_DIRNAME
         self._synchronous = synchronous
-        self._max_batch = max_batch
         self.stats = StoreStats()
+        self._writer: GroupCommit[WriteFn] = GroupCommit(
+            self._commit, self.stats, max_batch=max_batch, where=str(self._path)
+        )
         self._schema_version = 0
         self._lock_fd: int | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._wconn: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[Any] | None = None
-        self._writer_task: asyncio.Task[None] | None = None
-        self._closing = False
 
     @property
     def schema_version(self) -> int:
@@ -516,7 +497,7 @@ class SQLiteStore:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._writer_task is not None:
+        if self._writer.started:
             raise StoreError(f"{self._path} is already open")
         loop = asyncio.get_running_loop()
         try:
@@ -537,17 +518,13 @@ class SQLiteStore:
             if isinstance(exc, sqlite3.Error | OSError):
                 raise _classify(exc, f"opening {self._path}") from exc
             raise
-        self._queue = asyncio.Queue()
-        self._closing = False
-        self._writer_task = loop.create_task(self._run_writer(), name="store-writer")
+        self._writer.start()
 
     async def close(self) -> None:
-        if self._writer_task is None or self._queue is None or self._closing:
-            return
-        self._closing = True
-        self._queue.put_nowait(_STOP)
+        if not self._writer.started or self._writer.stopping:
+            return  # never opened, or another close() is already under way
         try:
-            await self._writer_task
+            await self._writer.stop()
         finally:
             await self._release()
 
@@ -586,86 +563,21 @@ class SQLiteStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-        self._writer_task = None
-        self._queue = None
 
     # -- the write path -------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue `fn` for the writer thread; returns its result once committed."""
-        queue, task = self._queue, self._writer_task
-        if queue is None or task is None or self._closing or task.done():
-            raise StoreClosed(f"{self._path} is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        # Unbounded on purpose: each caller awaits its own op, so the queue never holds more
-        # than the number of concurrent callers.
-        queue.put_nowait(_Op(fn, future))
-        return await future
+        """Run `fn` in the writer thread in the next batch; returns its result once committed."""
+        return await self._writer.submit(fn)  # type: ignore[no-any-return]
 
-    async def _run_writer(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        try:
-            while True:
-                first = await queue.get()
-                if first is _STOP:
-                    return
-                batch: list[_Op] = [first]
-                stop = False
-                while len(batch) < self._max_batch and not queue.empty():
-                    op = queue.get_nowait()
-                    if op is _STOP:
-                        stop = True
-                        break
-                    batch.append(op)
-                # A caller that stopped waiting before its batch began gets no write: it
-                # cannot have acted on a result it never received.
-                live = [op for op in batch if not op.future.done()]
-                if live:
-                    await self._commit_batch(live)
-                if stop:
-                    return
-        finally:
-            # Only reached with ops still queued if the writer is cancelled or broken.
-            while not queue.empty():
-                op = queue.get_nowait()
-                if op is not _STOP and not op.future.done():
-                    op.future.set_exception(StoreClosed(f"{self._path}: the writer stopped"))
+    def _commit(self, fns: list[WriteFn]) -> Awaitable[tuple[list[Outcome], bool]]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, fns)
 
-    async def _commit_batch(self, batch: list[_Op]) -> None:
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            outcomes, committed = await loop.run_in_executor(
-                self._executor, self._run_batch, [op.fn for op in batch]
-            )
-        except BaseException:
-            # Cancelled while the thread ran: the batch may still commit, but it is not
-            # acknowledged, which is allowed (retries are deduplicated).
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(StoreClosed(f"{self._path}: the writer stopped"))
-            raise
-        error = None if committed or not outcomes else str(outcomes[0][1])
-        self.stats.record_batch(
-            len(batch), time.perf_counter() - started, committed=committed, error=error
-        )
-        for op, (ok, value) in zip(batch, outcomes, strict=True):
-            if op.future.done():
-                continue
-            if ok:
-                op.future.set_result(value)
-            else:
-                op.future.set_exception(value)
-
-    def _run_batch(self, fns: list[WriteFn]) -> tuple[list[tuple[bool, Any]], bool]:
-        """Writer thread: run `fns` in one transaction, one SAVEPOINT each, then COMMIT.
-
-        Returns per-op (ok, result-or-exception) and whether the batch was committed.
-        """
+    def _run_batch(self, fns: list[WriteFn]) -> tuple[list[Outcome], bool]:
+        """Writer thread: run `fns` in one transaction, one SAVEPOINT each, then COMMIT."""
         conn = self._wconn
         assert conn is not None
-        outcomes: list[tuple[bool, Any]] = []
+        outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn in fns:
