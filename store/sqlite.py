@@ -17,14 +17,13 @@ import errno
 import fcntl
 import hashlib
 import os
-import re
 import sqlite3
 import tempfile
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import aiosqlite
 import msgspec
@@ -68,7 +67,6 @@ from store.base import (
     StoreLocked,
     StoreStats,
     StoreUnavailable,
-    Synchronous,
     sanitize_attachment_name,
 )
 from store.group_commit import GroupCommit, Outcome
@@ -76,6 +74,8 @@ from store.group_commit import GroupCommit, Outcome
 T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
 WriteFn = Callable[[sqlite3.Connection], Any]
+# The PRAGMA synchronous levels on offer (SQLiteStore.__init__ says why not OFF).
+Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 
 LOCK_FILENAME = "inbox-tui.lock"
 ATTACHMENTS_DIRNAME = "attachments"
@@ -83,8 +83,7 @@ ATTACHMENTS_DIRNAME = "attachments"
 # transaction (and the wait of its first op) stays in the low milliseconds.
 DEFAULT_MAX_BATCH = 1000
 BUSY_TIMEOUT_S = 5.0
-_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SYNCHRONOUS = get_args(Synchronous)
 _TMP_PREFIX = ".tmp-"
 # Errors that mean the storage itself is failing rather than the request being wrong.
 _UNAVAILABLE_CODES = frozenset(
@@ -306,13 +305,6 @@ def _tx_rowcount(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connect
     return op
 
 
-def _tx_delete(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], bool]:
-    def op(conn: sqlite3.Connection) -> bool:
-        return conn.execute(sql, params).rowcount > 0
-
-    return op
-
-
 _UPSERT_ITEM = (
     "INSERT INTO work_items (id, state, data) VALUES (?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data"
@@ -468,19 +460,10 @@ class SQLiteStore:
         self._writer: GroupCommit[WriteFn] = GroupCommit(
             self._commit, self.stats, max_batch=max_batch, where=str(self._path)
         )
-        self._schema_version = 0
         self._lock_fd: int | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._wconn: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-
-    @property
-    def schema_version(self) -> int:
-        return self._schema_version
-
-    @property
-    def lock_path(self) -> Path:
-        return self._data_dir / LOCK_FILENAME
 
     async def __aenter__(self) -> SQLiteStore:
         await self.open()
@@ -504,7 +487,7 @@ class SQLiteStore:
             self._data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _classify(exc, f"creating data directory {self._data_dir}") from exc
-        self._lock_fd = _acquire_lock(self.lock_path)
+        self._lock_fd = _acquire_lock(self._data_dir / LOCK_FILENAME)
         try:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
             self._wconn = await loop.run_in_executor(self._executor, self._connect_writer)
@@ -540,7 +523,7 @@ class SQLiteStore:
                 )
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
-            self._schema_version = migrations.migrate(conn, self._path)
+            migrations.migrate(conn, self._path)
         except BaseException:
             conn.close()
             raise
@@ -640,9 +623,6 @@ class SQLiteStore:
     async def list_channels(self) -> list[ServiceChannel]:
         return await self._records(ServiceChannel, "SELECT data FROM channels ORDER BY name")
 
-    async def delete_channel(self, name: str) -> bool:
-        return await self._write(_tx_delete("DELETE FROM channels WHERE name = ?", (name,)))
-
     async def upsert_presence_states(self, states: Iterable[PresenceState]) -> None:
         await self._write(
             _tx_upsert(
@@ -652,12 +632,6 @@ class SQLiteStore:
             )
         )
 
-    async def list_presence_states(self) -> list[PresenceState]:
-        return await self._records(PresenceState, "SELECT data FROM presence_states ORDER BY name")
-
-    async def delete_presence_state(self, name: str) -> bool:
-        return await self._write(_tx_delete("DELETE FROM presence_states WHERE name = ?", (name,)))
-
     async def upsert_queues(self, queues: Iterable[Queue]) -> None:
         await self._write(
             _tx_upsert(
@@ -666,12 +640,6 @@ class SQLiteStore:
                 [(q.name, _dump(q)) for q in queues],
             )
         )
-
-    async def list_queues(self) -> list[Queue]:
-        return await self._records(Queue, "SELECT data FROM queues ORDER BY name")
-
-    async def delete_queue(self, name: str) -> bool:
-        return await self._write(_tx_delete("DELETE FROM queues WHERE name = ?", (name,)))
 
     async def upsert_agents(self, agents: Iterable[Agent]) -> None:
         await self._write(
@@ -781,24 +749,7 @@ class SQLiteStore:
             )
         )
 
-    async def list_templates(self, scope: str | None = None) -> list[Template]:
-        if scope is None:
-            return await self._records(
-                Template, "SELECT data FROM templates ORDER BY scope, shortcut"
-            )
-        return await self._records(
-            Template, "SELECT data FROM templates WHERE scope = ? ORDER BY shortcut", (scope,)
-        )
-
-    async def delete_template(self, shortcut: str, scope: str = "global") -> bool:
-        return await self._write(
-            _tx_delete("DELETE FROM templates WHERE scope = ? AND shortcut = ?", (scope, shortcut))
-        )
-
     # -- routing state --------------------------------------------------------------------
-
-    async def save_items(self, items: Iterable[WorkItem]) -> None:
-        await self._write(_tx_upsert(_UPSERT_ITEM, _item_rows(items)))
 
     async def load_open_items(self) -> list[WorkItem]:
         return await self._records(WorkItem, SQL_OPEN_ITEMS)
@@ -806,40 +757,11 @@ class SQLiteStore:
     async def get_item(self, item_id: str) -> WorkItem | None:
         return await self._record(WorkItem, "SELECT data FROM work_items WHERE id = ?", (item_id,))
 
-    async def save_offers(self, offers: Iterable[Offer]) -> None:
-        rows = _offer_rows(offers)
-        await self._write(lambda conn: _write_offers(conn, rows))
-
     async def load_pending_offers(self) -> list[Offer]:
         return await self._records(Offer, SQL_PENDING_OFFERS)
 
-    async def list_offers(self, item_id: str) -> list[Offer]:
-        return await self._records(
-            Offer, "SELECT data FROM offers WHERE item = ? ORDER BY rowid", (item_id,)
-        )
-
-    async def save_agent_statuses(self, statuses: Iterable[AgentStatus]) -> None:
-        await self._write(_tx_upsert(_UPSERT_STATUS, _status_rows(statuses)))
-
     async def load_agent_statuses(self) -> list[AgentStatus]:
         return await self._records(AgentStatus, "SELECT data FROM agent_statuses ORDER BY agent")
-
-    async def append_audit(self, entries: Iterable[AuditEntry]) -> None:
-        await self._write(_tx_upsert(_INSERT_AUDIT, _audit_rows(entries)))
-
-    async def list_audit(self, item_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
-        if item_id is None:
-            entries = await self._records(
-                AuditEntry, "SELECT data FROM audit ORDER BY id DESC LIMIT ?", (limit,)
-            )
-        else:
-            entries = await self._records(
-                AuditEntry,
-                "SELECT data FROM audit WHERE item = ? ORDER BY id DESC LIMIT ?",
-                (item_id, limit),
-            )
-        entries.reverse()
-        return entries
 
     async def load_affinity(self) -> dict[str, tuple[str, float]]:
         rows = await self._rows("SELECT customer, agent, at FROM affinity")
@@ -1084,20 +1006,6 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    def attachment_path(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        return self._blobs / sha256[:2] / sha256[2:]
-
-    async def open_attachment(self, sha256: str) -> bytes:
-        path = self.attachment_path(sha256)
-        try:
-            return await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            raise NotFound(f"attachment {sha256} is not stored") from None
-        except OSError as exc:
-            raise _classify(exc, f"reading attachment {sha256}") from exc
-
     async def list_attachments(self, interaction: str) -> list[Attachment]:
         return await self._records(
             Attachment,
@@ -1138,21 +1046,3 @@ class SQLiteStore:
             return record
 
         return await self._write(op)
-
-    async def save_record(self, record: ServiceRecord) -> None:
-        data = _dump(record)
-
-        def op(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE service_records SET source_interaction = ?, data = ? WHERE number = ?",
-                (record.source_interaction, data, record.number),
-            )
-            if cur.rowcount == 0:
-                raise NotFound(f"record {record.number} does not exist")
-
-        await self._write(op)
-
-    async def get_record(self, number: str) -> ServiceRecord | None:
-        return await self._record(
-            ServiceRecord, "SELECT data FROM service_records WHERE number = ?", (number,)
-        )
