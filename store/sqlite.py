@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import os
 import sqlite3
-import tempfile
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Literal, TypeVar, get_args
 import aiosqlite
 import msgspec
 
+from core.files import fsync_dir, write_atomically
 from core.model import (
     MAX_ATTACHMENT_BYTES,
     NUMBER_PREFIX,
@@ -84,7 +84,6 @@ ATTACHMENTS_DIRNAME = "attachments"
 DEFAULT_MAX_BATCH = 1000
 BUSY_TIMEOUT_S = 5.0
 _SYNCHRONOUS = get_args(Synchronous)
-_TMP_PREFIX = ".tmp-"
 # Errors that mean the storage itself is failing rather than the request being wrong.
 _UNAVAILABLE_CODES = frozenset(
     {
@@ -199,7 +198,7 @@ def _read_only(path: Path) -> bool:
     by a disk error (errors=remount-ro) still shows rw in statvfs on recent kernels, so a
     tiny file is created to ask. Only called once something has already failed.
     """
-    probe = path.parent / f"{_TMP_PREFIX}probe-{os.getpid()}"
+    probe = path.parent / f".tmp-probe-{os.getpid()}"
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
         os.unlink(probe)
@@ -235,19 +234,11 @@ def _acquire_lock(path: Path) -> int:
     return fd
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_blob(root: Path, data: bytes) -> str:
     """Store `data` under root/ab/cdef... (its sha256) and return the digest.
 
-    Written to a temp file, fsync'd, then renamed: a crash leaves either nothing or the whole
-    file under the final name, never a prefix of it. Existing content is not written again.
+    A crash leaves either nothing or the whole file under the final name, never a prefix of
+    it (core.files). Existing content is not written again.
     """
     digest = hashlib.sha256(data).hexdigest()
     folder = root / digest[:2]
@@ -256,26 +247,16 @@ def _write_blob(root: Path, data: bytes) -> str:
         return digest
     if not folder.exists():
         folder.mkdir(exist_ok=True)
-        _fsync_dir(root)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
+        fsync_dir(root)
+    write_atomically(final, data)
     return digest
 
 
 def _sweep_temp_blobs(root: Path) -> None:
-    # Only the lock holder writes blobs, so any temp file seen at open is a crash leftover.
+    # Only the lock holder writes blobs, so any temporary (dot) file seen at open is a crash
+    # leftover; content is named by hex digits only.
     root.mkdir(exist_ok=True)
-    for tmp in root.glob(f"*/{_TMP_PREFIX}*"):
+    for tmp in root.glob("*/.*"):
         tmp.unlink(missing_ok=True)
 
 

@@ -723,7 +723,7 @@ async def test_attachment_limits_and_bad_references(store: SQLiteStore, tmp_path
     assert exactly.size == MAX_ATTACHMENT_BYTES
     with pytest.raises(NotFound, match="IMS0000000"):
         await store.put_attachment("IMS0000000", "a.txt", "text/plain", b"a", "a", 1.0)
-    assert not list((tmp_path / "attachments").rglob(".tmp-*"))
+    assert not list((tmp_path / "attachments").rglob(".*"))  # no temporary file left
 
 
 @pytest.mark.parametrize(
