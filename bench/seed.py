@@ -42,8 +42,8 @@ async def _one(store: Store, agent: str, queue: str, n: int, now: float) -> None
         queue=queue,
         customer_name=customer,
     )
-    await store.save_items(
-        [
+    await store.apply_routing(
+        items=[
             WorkItem(
                 id=item_id,
                 channel=CHANNEL,

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.model import SenderKind
-from store.base import Synchronous
-from store.sqlite import SQLiteStore
+from store.sqlite import SQLiteStore, Synchronous
 
 INTERACTIONS = 16
 

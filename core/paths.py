@@ -7,11 +7,11 @@ state   $XDG_STATE_HOME/inbox-tui  else ~/.local/state/inbox-tui   the console's
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import tempfile
 from pathlib import Path
+
+from core.files import write_atomically
 
 APP = "inbox-tui"
 # A secret file is a token or similar: anything larger is not one of ours.
@@ -40,23 +40,12 @@ def default_state_dir() -> Path:
 def save_secret(path: Path, text: str) -> None:
     """Write `text` to `path` readable by the owner only, atomically.
 
-    The file is created 0600 (mkstemp) before any byte is written, so the secret is never
-    readable by others, not even for a moment; the rename means a reader sees the old secret
-    or the new one, never half of one. Missing directories are created 0700.
+    The file is never readable by others, not even for a moment, and a reader sees the old
+    secret or the new one, never half of one (core.files). Missing directories are created 0700.
     """
     path = Path(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, text.encode("utf-8"))
 
 
 def load_secret(path: Path) -> str | None:

@@ -17,9 +17,8 @@ from store.base import (
     StoreStats,
     StoreUnavailable,
     StoreVersionError,
-    Synchronous,
 )
-from store.sqlite import SQLiteStore
+from store.sqlite import SQLiteStore, Synchronous
 
 DB_FILENAME = "inbox.db"
 

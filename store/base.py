@@ -184,18 +184,10 @@ def sanitize_attachment_name(name: str) -> str:
     return cleaned[:200]
 
 
-Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
-
-
 class Store(Protocol):
     """Persistence for the host. Every method is a coroutine; writes return once committed."""
 
     stats: StoreStats
-
-    @property
-    def schema_version(self) -> int:
-        """The schema version of the open database."""
-        ...
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -213,19 +205,9 @@ class Store(Protocol):
 
     async def list_channels(self) -> list[ServiceChannel]: ...
 
-    async def delete_channel(self, name: str) -> bool: ...
-
     async def upsert_presence_states(self, states: Iterable[PresenceState]) -> None: ...
 
-    async def list_presence_states(self) -> list[PresenceState]: ...
-
-    async def delete_presence_state(self, name: str) -> bool: ...
-
     async def upsert_queues(self, queues: Iterable[Queue]) -> None: ...
-
-    async def list_queues(self) -> list[Queue]: ...
-
-    async def delete_queue(self, name: str) -> bool: ...
 
     async def upsert_agents(self, agents: Iterable[Agent]) -> None:
         """Insert or replace agents; a stored password hash is kept. Agents are disabled
@@ -282,13 +264,7 @@ class Store(Protocol):
         """Templates are keyed by (scope, shortcut): an agent may shadow a global shortcut."""
         ...
 
-    async def list_templates(self, scope: str | None = None) -> list[Template]: ...
-
-    async def delete_template(self, shortcut: str, scope: str = "global") -> bool: ...
-
     # -- routing state ----------------------------------------------------------------------
-
-    async def save_items(self, items: Iterable[WorkItem]) -> None: ...
 
     async def load_open_items(self) -> list[WorkItem]:
         """Items in queued, offered, accepted or wrap_up, in first-saved order."""
@@ -305,25 +281,9 @@ class Store(Protocol):
 
     async def get_item(self, item_id: str) -> WorkItem | None: ...
 
-    async def save_offers(self, offers: Iterable[Offer]) -> None:
-        """Upsert offers. At most one pending offer per item (StoreConflict otherwise); offers
-        leaving `pending` are written first, so ending one and making the next in one call
-        is fine."""
-        ...
-
     async def load_pending_offers(self) -> list[Offer]: ...
 
-    async def list_offers(self, item_id: str) -> list[Offer]: ...
-
-    async def save_agent_statuses(self, statuses: Iterable[AgentStatus]) -> None: ...
-
     async def load_agent_statuses(self) -> list[AgentStatus]: ...
-
-    async def append_audit(self, entries: Iterable[AuditEntry]) -> None: ...
-
-    async def list_audit(self, item_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
-        """The newest `limit` entries (of one item, or of all), oldest first."""
-        ...
 
     async def load_affinity(self) -> dict[str, tuple[str, float]]:
         """customer -> (agent who last served them, when)."""
@@ -338,8 +298,12 @@ class Store(Protocol):
         audit: Iterable[AuditEntry] = (),
         affinity: Mapping[str, tuple[str, float]] | None = None,
     ) -> None:
-        """Persist routing decisions all-or-nothing (items before their offers); `affinity`
-        is customer -> (agent who last served them, when)."""
+        """Persist routing decisions all-or-nothing; `affinity` is customer -> (agent who
+        last served them, when).
+
+        Items are written before their offers (NotFound for an offer of an unknown item), and
+        offers leaving `pending` before new pending ones: at most one pending offer per item
+        (StoreConflict otherwise), so ending one and making the next in one call is fine."""
         ...
 
     # -- interactions -----------------------------------------------------------------------
@@ -432,10 +396,6 @@ class Store(Protocol):
         """
         ...
 
-    async def open_attachment(self, sha256: str) -> bytes:
-        """ValueError for a malformed digest, NotFound for unknown content."""
-        ...
-
     async def list_attachments(self, interaction: str) -> list[Attachment]: ...
 
     # -- cases and incidents ----------------------------------------------------------------
@@ -455,9 +415,3 @@ class Store(Protocol):
         Linking it onto the source interaction is the caller's save_interaction.
         """
         ...
-
-    async def save_record(self, record: ServiceRecord) -> None:
-        """Replace a created record; raises NotFound for an unknown number."""
-        ...
-
-    async def get_record(self, number: str) -> ServiceRecord | None: ...

@@ -170,8 +170,8 @@ def latest_version() -> int:
     return len(MIGRATIONS)
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> int:
-    """Bring the database at `path` to the latest version; returns that version.
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the database at `path` to the latest version.
 
     `conn` must be in autocommit mode (isolation_level=None): each step runs in its own
     explicit transaction together with its user_version bump, so a failed step leaves the
@@ -194,4 +194,3 @@ def migrate(conn: sqlite3.Connection, path: Path) -> int:
             if conn.in_transaction:
                 conn.rollback()
             raise StoreError(f"migrating {path} to schema version {version} failed: {exc}") from exc
-    return latest

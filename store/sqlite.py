@@ -1,13 +1,8 @@
 """The embedded store: one SQLite file in WAL mode, one writer thread with group commit.
 
-Write path. Every write is a plain function of a sqlite3 connection, queued as an op with a
-future. A writer task takes the first op, drains whatever else is already queued (up to
-`max_batch`), and runs the whole batch in the writer thread in ONE transaction: one thread hop
-and one fsync'd commit for all of them. Only after COMMIT returns are the futures resolved, so
-an awaited write is durable. Each op runs inside its own SAVEPOINT, so an op that fails (a
-constraint, an unknown interaction) is rolled back alone and the rest of its batch commits. A
-failed COMMIT fails every op of the batch and acknowledges none; the writer keeps going, and
-later batches succeed once the cause (say, a full disk) is gone.
+Write path. Every write is a plain function of a sqlite3 connection, submitted to the group
+commit (store/group_commit.py), which hands each batch to the writer thread: BEGIN IMMEDIATE, a
+SAVEPOINT per op, COMMIT. One thread hop and one fsync'd commit for the whole batch.
 
 Read path. A separate aiosqlite connection; in WAL it reads the last committed state without
 waiting for the writer, and since writes resolve only after their commit, a caller always reads
@@ -22,19 +17,17 @@ import errno
 import fcntl
 import hashlib
 import os
-import re
 import sqlite3
-import tempfile
-import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import aiosqlite
 import msgspec
 
+from core.files import fsync_dir, write_atomically
 from core.model import (
     MAX_ATTACHMENT_BYTES,
     NUMBER_PREFIX,
@@ -74,13 +67,15 @@ from store.base import (
     StoreLocked,
     StoreStats,
     StoreUnavailable,
-    Synchronous,
     sanitize_attachment_name,
 )
+from store.group_commit import GroupCommit, Outcome
 
 T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
 WriteFn = Callable[[sqlite3.Connection], Any]
+# The PRAGMA synchronous levels on offer (SQLiteStore.__init__ says why not OFF).
+Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 
 LOCK_FILENAME = "inbox-tui.lock"
 ATTACHMENTS_DIRNAME = "attachments"
@@ -88,9 +83,7 @@ ATTACHMENTS_DIRNAME = "attachments"
 # transaction (and the wait of its first op) stays in the low milliseconds.
 DEFAULT_MAX_BATCH = 1000
 BUSY_TIMEOUT_S = 5.0
-_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_TMP_PREFIX = ".tmp-"
+_SYNCHRONOUS = get_args(Synchronous)
 # Errors that mean the storage itself is failing rather than the request being wrong.
 _UNAVAILABLE_CODES = frozenset(
     {
@@ -205,7 +198,7 @@ def _read_only(path: Path) -> bool:
     by a disk error (errors=remount-ro) still shows rw in statvfs on recent kernels, so a
     tiny file is created to ask. Only called once something has already failed.
     """
-    probe = path.parent / f"{_TMP_PREFIX}probe-{os.getpid()}"
+    probe = path.parent / f".tmp-probe-{os.getpid()}"
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
         os.unlink(probe)
@@ -241,19 +234,11 @@ def _acquire_lock(path: Path) -> int:
     return fd
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_blob(root: Path, data: bytes) -> str:
     """Store `data` under root/ab/cdef... (its sha256) and return the digest.
 
-    Written to a temp file, fsync'd, then renamed: a crash leaves either nothing or the whole
-    file under the final name, never a prefix of it. Existing content is not written again.
+    A crash leaves either nothing or the whole file under the final name, never a prefix of
+    it (core.files). Existing content is not written again.
     """
     digest = hashlib.sha256(data).hexdigest()
     folder = root / digest[:2]
@@ -262,26 +247,16 @@ def _write_blob(root: Path, data: bytes) -> str:
         return digest
     if not folder.exists():
         folder.mkdir(exist_ok=True)
-        _fsync_dir(root)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
+        fsync_dir(root)
+    write_atomically(final, data)
     return digest
 
 
 def _sweep_temp_blobs(root: Path) -> None:
-    # Only the lock holder writes blobs, so any temp file seen at open is a crash leftover.
+    # Only the lock holder writes blobs, so any temporary (dot) file seen at open is a crash
+    # leftover; content is named by hex digits only.
     root.mkdir(exist_ok=True)
-    for tmp in root.glob(f"*/{_TMP_PREFIX}*"):
+    for tmp in root.glob("*/.*"):
         tmp.unlink(missing_ok=True)
 
 
@@ -307,13 +282,6 @@ def _tx_upsert(sql: str, rows: list[tuple[Any, ...]]) -> WriteFn:
 def _tx_rowcount(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], int]:
     def op(conn: sqlite3.Connection) -> int:
         return conn.execute(sql, params).rowcount
-
-    return op
-
-
-def _tx_delete(sql: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], bool]:
-    def op(conn: sqlite3.Connection) -> bool:
-        return conn.execute(sql, params).rowcount > 0
 
     return op
 
@@ -451,17 +419,6 @@ def _insert_login(
         raise StoreConflict(f"{what}: already stored ({exc})") from exc
 
 
-class _Op:
-    __slots__ = ("fn", "future")
-
-    def __init__(self, fn: WriteFn, future: asyncio.Future[Any]) -> None:
-        self.fn = fn
-        self.future = future
-
-
-_STOP = object()
-
-
 class SQLiteStore:
     """`store.base.Store` on one SQLite file; see the module docstring for the write path."""
 
@@ -476,30 +433,18 @@ class SQLiteStore:
         if synchronous not in _SYNCHRONOUS:
             # OFF is not offered: an acknowledged write must survive a crash.
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self._path = Path(path)
         self._data_dir = Path(data_dir)
         self._blobs = self._data_dir / ATTACHMENTS_DIRNAME
         self._synchronous = synchronous
-        self._max_batch = max_batch
         self.stats = StoreStats()
-        self._schema_version = 0
+        self._writer: GroupCommit[WriteFn] = GroupCommit(
+            self._commit, self.stats, max_batch=max_batch, where=str(self._path)
+        )
         self._lock_fd: int | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._wconn: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[Any] | None = None
-        self._writer_task: asyncio.Task[None] | None = None
-        self._closing = False
-
-    @property
-    def schema_version(self) -> int:
-        return self._schema_version
-
-    @property
-    def lock_path(self) -> Path:
-        return self._data_dir / LOCK_FILENAME
 
     async def __aenter__(self) -> SQLiteStore:
         await self.open()
@@ -516,14 +461,14 @@ class SQLiteStore:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._writer_task is not None:
+        if self._writer.started:
             raise StoreError(f"{self._path} is already open")
         loop = asyncio.get_running_loop()
         try:
             self._data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _classify(exc, f"creating data directory {self._data_dir}") from exc
-        self._lock_fd = _acquire_lock(self.lock_path)
+        self._lock_fd = _acquire_lock(self._data_dir / LOCK_FILENAME)
         try:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
             self._wconn = await loop.run_in_executor(self._executor, self._connect_writer)
@@ -537,17 +482,13 @@ class SQLiteStore:
             if isinstance(exc, sqlite3.Error | OSError):
                 raise _classify(exc, f"opening {self._path}") from exc
             raise
-        self._queue = asyncio.Queue()
-        self._closing = False
-        self._writer_task = loop.create_task(self._run_writer(), name="store-writer")
+        self._writer.start()
 
     async def close(self) -> None:
-        if self._writer_task is None or self._queue is None or self._closing:
-            return
-        self._closing = True
-        self._queue.put_nowait(_STOP)
+        if not self._writer.started or self._writer.stopping:
+            return  # never opened, or another close() is already under way
         try:
-            await self._writer_task
+            await self._writer.stop()
         finally:
             await self._release()
 
@@ -563,7 +504,7 @@ class SQLiteStore:
                 )
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
-            self._schema_version = migrations.migrate(conn, self._path)
+            migrations.migrate(conn, self._path)
         except BaseException:
             conn.close()
             raise
@@ -586,86 +527,21 @@ class SQLiteStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-        self._writer_task = None
-        self._queue = None
 
     # -- the write path -------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue `fn` for the writer thread; returns its result once committed."""
-        queue, task = self._queue, self._writer_task
-        if queue is None or task is None or self._closing or task.done():
-            raise StoreClosed(f"{self._path} is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        # Unbounded on purpose: each caller awaits its own op, so the queue never holds more
-        # than the number of concurrent callers.
-        queue.put_nowait(_Op(fn, future))
-        return await future
+        """Run `fn` in the writer thread in the next batch; returns its result once committed."""
+        return await self._writer.submit(fn)  # type: ignore[no-any-return]
 
-    async def _run_writer(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        try:
-            while True:
-                first = await queue.get()
-                if first is _STOP:
-                    return
-                batch: list[_Op] = [first]
-                stop = False
-                while len(batch) < self._max_batch and not queue.empty():
-                    op = queue.get_nowait()
-                    if op is _STOP:
-                        stop = True
-                        break
-                    batch.append(op)
-                # A caller that stopped waiting before its batch began gets no write: it
-                # cannot have acted on a result it never received.
-                live = [op for op in batch if not op.future.done()]
-                if live:
-                    await self._commit_batch(live)
-                if stop:
-                    return
-        finally:
-            # Only reached with ops still queued if the writer is cancelled or broken.
-            while not queue.empty():
-                op = queue.get_nowait()
-                if op is not _STOP and not op.future.done():
-                    op.future.set_exception(StoreClosed(f"{self._path}: the writer stopped"))
+    def _commit(self, fns: list[WriteFn]) -> Awaitable[tuple[list[Outcome], bool]]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, fns)
 
-    async def _commit_batch(self, batch: list[_Op]) -> None:
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            outcomes, committed = await loop.run_in_executor(
-                self._executor, self._run_batch, [op.fn for op in batch]
-            )
-        except BaseException:
-            # Cancelled while the thread ran: the batch may still commit, but it is not
-            # acknowledged, which is allowed (retries are deduplicated).
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(StoreClosed(f"{self._path}: the writer stopped"))
-            raise
-        error = None if committed or not outcomes else str(outcomes[0][1])
-        self.stats.record_batch(
-            len(batch), time.perf_counter() - started, committed=committed, error=error
-        )
-        for op, (ok, value) in zip(batch, outcomes, strict=True):
-            if op.future.done():
-                continue
-            if ok:
-                op.future.set_result(value)
-            else:
-                op.future.set_exception(value)
-
-    def _run_batch(self, fns: list[WriteFn]) -> tuple[list[tuple[bool, Any]], bool]:
-        """Writer thread: run `fns` in one transaction, one SAVEPOINT each, then COMMIT.
-
-        Returns per-op (ok, result-or-exception) and whether the batch was committed.
-        """
+    def _run_batch(self, fns: list[WriteFn]) -> tuple[list[Outcome], bool]:
+        """Writer thread: run `fns` in one transaction, one SAVEPOINT each, then COMMIT."""
         conn = self._wconn
         assert conn is not None
-        outcomes: list[tuple[bool, Any]] = []
+        outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn in fns:
@@ -728,9 +604,6 @@ class SQLiteStore:
     async def list_channels(self) -> list[ServiceChannel]:
         return await self._records(ServiceChannel, "SELECT data FROM channels ORDER BY name")
 
-    async def delete_channel(self, name: str) -> bool:
-        return await self._write(_tx_delete("DELETE FROM channels WHERE name = ?", (name,)))
-
     async def upsert_presence_states(self, states: Iterable[PresenceState]) -> None:
         await self._write(
             _tx_upsert(
@@ -740,12 +613,6 @@ class SQLiteStore:
             )
         )
 
-    async def list_presence_states(self) -> list[PresenceState]:
-        return await self._records(PresenceState, "SELECT data FROM presence_states ORDER BY name")
-
-    async def delete_presence_state(self, name: str) -> bool:
-        return await self._write(_tx_delete("DELETE FROM presence_states WHERE name = ?", (name,)))
-
     async def upsert_queues(self, queues: Iterable[Queue]) -> None:
         await self._write(
             _tx_upsert(
@@ -754,12 +621,6 @@ class SQLiteStore:
                 [(q.name, _dump(q)) for q in queues],
             )
         )
-
-    async def list_queues(self) -> list[Queue]:
-        return await self._records(Queue, "SELECT data FROM queues ORDER BY name")
-
-    async def delete_queue(self, name: str) -> bool:
-        return await self._write(_tx_delete("DELETE FROM queues WHERE name = ?", (name,)))
 
     async def upsert_agents(self, agents: Iterable[Agent]) -> None:
         await self._write(
@@ -869,24 +730,7 @@ class SQLiteStore:
             )
         )
 
-    async def list_templates(self, scope: str | None = None) -> list[Template]:
-        if scope is None:
-            return await self._records(
-                Template, "SELECT data FROM templates ORDER BY scope, shortcut"
-            )
-        return await self._records(
-            Template, "SELECT data FROM templates WHERE scope = ? ORDER BY shortcut", (scope,)
-        )
-
-    async def delete_template(self, shortcut: str, scope: str = "global") -> bool:
-        return await self._write(
-            _tx_delete("DELETE FROM templates WHERE scope = ? AND shortcut = ?", (scope, shortcut))
-        )
-
     # -- routing state --------------------------------------------------------------------
-
-    async def save_items(self, items: Iterable[WorkItem]) -> None:
-        await self._write(_tx_upsert(_UPSERT_ITEM, _item_rows(items)))
 
     async def load_open_items(self) -> list[WorkItem]:
         return await self._records(WorkItem, SQL_OPEN_ITEMS)
@@ -894,40 +738,11 @@ class SQLiteStore:
     async def get_item(self, item_id: str) -> WorkItem | None:
         return await self._record(WorkItem, "SELECT data FROM work_items WHERE id = ?", (item_id,))
 
-    async def save_offers(self, offers: Iterable[Offer]) -> None:
-        rows = _offer_rows(offers)
-        await self._write(lambda conn: _write_offers(conn, rows))
-
     async def load_pending_offers(self) -> list[Offer]:
         return await self._records(Offer, SQL_PENDING_OFFERS)
 
-    async def list_offers(self, item_id: str) -> list[Offer]:
-        return await self._records(
-            Offer, "SELECT data FROM offers WHERE item = ? ORDER BY rowid", (item_id,)
-        )
-
-    async def save_agent_statuses(self, statuses: Iterable[AgentStatus]) -> None:
-        await self._write(_tx_upsert(_UPSERT_STATUS, _status_rows(statuses)))
-
     async def load_agent_statuses(self) -> list[AgentStatus]:
         return await self._records(AgentStatus, "SELECT data FROM agent_statuses ORDER BY agent")
-
-    async def append_audit(self, entries: Iterable[AuditEntry]) -> None:
-        await self._write(_tx_upsert(_INSERT_AUDIT, _audit_rows(entries)))
-
-    async def list_audit(self, item_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
-        if item_id is None:
-            entries = await self._records(
-                AuditEntry, "SELECT data FROM audit ORDER BY id DESC LIMIT ?", (limit,)
-            )
-        else:
-            entries = await self._records(
-                AuditEntry,
-                "SELECT data FROM audit WHERE item = ? ORDER BY id DESC LIMIT ?",
-                (item_id, limit),
-            )
-        entries.reverse()
-        return entries
 
     async def load_affinity(self) -> dict[str, tuple[str, float]]:
         rows = await self._rows("SELECT customer, agent, at FROM affinity")
@@ -1172,20 +987,6 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    def attachment_path(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        return self._blobs / sha256[:2] / sha256[2:]
-
-    async def open_attachment(self, sha256: str) -> bytes:
-        path = self.attachment_path(sha256)
-        try:
-            return await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            raise NotFound(f"attachment {sha256} is not stored") from None
-        except OSError as exc:
-            raise _classify(exc, f"reading attachment {sha256}") from exc
-
     async def list_attachments(self, interaction: str) -> list[Attachment]:
         return await self._records(
             Attachment,
@@ -1226,21 +1027,3 @@ class SQLiteStore:
             return record
 
         return await self._write(op)
-
-    async def save_record(self, record: ServiceRecord) -> None:
-        data = _dump(record)
-
-        def op(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE service_records SET source_interaction = ?, data = ? WHERE number = ?",
-                (record.source_interaction, data, record.number),
-            )
-            if cur.rowcount == 0:
-                raise NotFound(f"record {record.number} does not exist")
-
-        await self._write(op)
-
-    async def get_record(self, number: str) -> ServiceRecord | None:
-        return await self._record(
-            ServiceRecord, "SELECT data FROM service_records WHERE number = ?", (number,)
-        )

@@ -65,6 +65,7 @@ from core.protocol import (
 from core.service import sessions
 from core.service.inbox import RESUME_WINDOW
 from tests.hosting import RunningHost, fast_config, fast_config_text, running_host
+from tests.store_helpers import attachment_file, get_record
 
 
 async def accepted_chat(h: RunningHost, owner: InboxClient, customer: str) -> str:
@@ -178,7 +179,8 @@ async def test_template_attachment_work_note_record_and_archive(tmp_path: Path) 
             AttachmentAck,
         )
         assert ack.attachment.name == "passwd" and ack.attachment.size == 9
-        assert await h.host.store.open_attachment(ack.attachment.sha256) == b"log line\n"
+        stored = attachment_file(h.host.data_dir, ack.attachment.sha256)
+        assert stored.read_bytes() == b"log line\n"
 
         seen_by_customer: list[str] = []
         inbox.watch(number, lambda e: seen_by_customer.append(str(getattr(e, "message", ""))))
@@ -202,7 +204,7 @@ async def test_template_attachment_work_note_record_and_archive(tmp_path: Path) 
         )
         assert created.record.number == "INC0001001"
         assert created.interaction.incident == "INC0001001"
-        assert (await h.host.store.get_record("INC0001001")).source_interaction == number
+        assert (await get_record(h.host.store, "INC0001001")).source_interaction == number
 
         with pytest.raises(ClientError) as e:
             await alice.request(Archive(interaction=number))

@@ -73,6 +73,7 @@ from core.protocol import (
 )
 from core.service.inbox import InboxError
 from tests.hosting import RunningHost, running_host
+from tests.store_helpers import attachment_file
 
 OK = "ok"
 AGENTS = ("owner", "guest", "other", "supervisor", "admin")
@@ -707,9 +708,8 @@ async def test_widget_rest_and_attachment_rows(tmp_path: Path) -> None:
             AttachmentAck,
         )
         assert ack.attachment.name == "passwd"
-        blob = w.h.host.store.attachment_path(ack.attachment.sha256)
-        assert blob.read_bytes() == b"secret"
-        assert blob.is_relative_to(w.h.host.data_dir)
+        # Stored under its digest in the data directory, whatever name it was uploaded as.
+        assert attachment_file(w.h.host.data_dir, ack.attachment.sha256).read_bytes() == b"secret"
 
         auth = w.h.host.auth
         integration, _ = await auth.create_api_token("i", None, Role.AGENT, None)

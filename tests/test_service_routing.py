@@ -23,6 +23,7 @@ from core.routing.engine import RoutingConfig, RoutingError
 from core.routing.events import ItemArrived, OfferAccepted, PresenceChanged
 from core.service import RoutingService
 from store import open_store
+from tests.store_helpers import audit_trail, offers_of
 
 CONFIG = RoutingConfig(
     channels=[ServiceChannel(name="chat", mode=ChannelMode.SYNC)],
@@ -54,7 +55,7 @@ async def test_decisions_are_committed_before_listeners_hear_of_them(tmp_path: P
     async def listener(decisions: list) -> None:
         for d in decisions:
             if isinstance(d, OfferMade):
-                stored = await store.list_offers(d.item.id)
+                stored = await offers_of(store, d.item.id)
                 seen_in_store.extend(o.id for o in stored if o.state == OfferState.PENDING)
 
     service.listeners.append(listener)
@@ -62,7 +63,7 @@ async def test_decisions_are_committed_before_listeners_hear_of_them(tmp_path: P
     item = WorkItem(id="W1", channel="chat", customer="c1", created_at=clock.now)
     await service.submit(ItemArrived(item=item))
     assert seen_in_store == ["W1.1"]
-    audit = await store.list_audit(item_id="W1")
+    audit = await audit_trail(store, "W1")
     assert [e.kind for e in audit] == ["item_queued", "offer_made"]
     assert audit[1].reason.startswith("offered to alice: most_capacity 2 free")
     await store.close()
@@ -128,7 +129,7 @@ async def test_restart_expires_an_offer_whose_deadline_passed_while_down(tmp_pat
     decisions = await service.start()
     second = [d.offer.agent for d in decisions if isinstance(d, OfferMade)]
     assert second == ["bob" if first == "alice" else "alice"]
-    offers = {o.id: o for o in await store.list_offers("W1")}
+    offers = {o.id: o for o in await offers_of(store, "W1")}
     assert offers["W1.1"].state == OfferState.EXPIRED
     assert offers["W1.2"].state == OfferState.PENDING
     statuses = {s.agent: s.presence for s in await store.load_agent_statuses()}

@@ -95,10 +95,8 @@ import hmac
 import json
 import logging
 import math
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +109,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from msgspec import Meta
 
 from core.config import WidgetSettings
+from core.files import write_atomically
 from core.host import decoding
 from core.host.origins import check_origin
 from core.host.ratelimit import TokenBuckets
@@ -301,19 +300,9 @@ def routing_attributes(
 def load_key(data_dir: Path) -> bytes:
     """The host's widget secret: created once (0600), then reused so tickets outlive restarts."""
     path = data_dir / KEY_FILE
-    if not path.exists():
-        # Write a complete key under a temporary name, then link it into place: a crash never
-        # leaves a short key behind, and of two hosts racing on first use one key wins.
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".widget-key-")
-        try:
-            os.write(fd, secrets.token_bytes(KEY_BYTES))
-            os.fsync(fd)
-            os.close(fd)
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-                log.info("event=widget_key_created path=%s", path)
-        finally:
-            os.unlink(tmp)
+    # Never replaced: of two hosts creating it on first use, one key wins and both use it.
+    if not path.exists() and write_atomically(path, secrets.token_bytes(KEY_BYTES), replace=False):
+        log.info("event=widget_key_created path=%s", path)
     key = path.read_bytes()
     if len(key) != KEY_BYTES:
         raise RuntimeError(
