@@ -1,4 +1,5 @@
-"""Persistence behind one interface (`Store`); SQLite is the embedded default."""
+"""Persistence behind one interface (`Store`): SQLite is the embedded default, PostgreSQL the
+database several hosts share."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from store.base import (
     StoreClosed,
     StoreConflict,
     StoreError,
+    StoreFenced,
     StoreFull,
     StoreLocked,
     StoreStats,
@@ -21,11 +23,25 @@ from store.base import (
 from store.sqlite import SQLiteStore, Synchronous
 
 DB_FILENAME = "inbox.db"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-async def open_store(data_dir: Path, *, synchronous: Synchronous = "FULL") -> Store:
-    """Open (creating and migrating if needed) the store kept in `data_dir`."""
-    store = SQLiteStore(data_dir / DB_FILENAME, data_dir, synchronous)
+def is_postgres_url(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+async def open_store(location: Path | str, *, synchronous: Synchronous = "FULL") -> Store:
+    """Open (creating and migrating if needed) the store at `location`: a postgresql:// DSN
+    for PostgreSQL, else the data directory that holds the SQLite file. `synchronous` is
+    SQLite's; PostgreSQL's durability is the server's own setting."""
+    if is_postgres_url(location):
+        # Imported here: the console and SQLite hosts start without loading asyncpg.
+        from store.postgres import PostgresStore
+
+        store: Store = PostgresStore(str(location))
+    else:
+        data_dir = Path(location)
+        store = SQLiteStore(data_dir / DB_FILENAME, data_dir, synchronous)
     await store.open()
     return store
 
@@ -40,11 +56,13 @@ __all__ = [
     "StoreClosed",
     "StoreConflict",
     "StoreError",
+    "StoreFenced",
     "StoreFull",
     "StoreLocked",
     "StoreStats",
     "StoreUnavailable",
     "StoreVersionError",
     "Synchronous",
+    "is_postgres_url",
     "open_store",
 ]

@@ -78,6 +78,11 @@ class NotFound(StoreError):
     """The record the write refers to does not exist."""
 
 
+class StoreFenced(StoreError):
+    """A routing write from a process that no longer holds the routing role (another took
+    it over, or its lease ended): nothing of it was stored. Stop routing; do not retry."""
+
+
 def _bucket(size: int) -> int:
     # Smallest power of two >= size: cheap, bounded histogram keys (1, 2, 4, ... 1024).
     return 1 << (size - 1).bit_length()

@@ -1,9 +1,10 @@
-"""Child process of the kill -9 test in test_store_sqlite.py.
+"""Child process of the kill -9 test in test_store.py.
 
-Usage: python -m tests.store_crash_child DATA_DIR RUN_TAG
+Usage: python -m tests.store_crash_child DATA_DIR|POSTGRESQL_URL RUN_TAG
 
-Opens the store in DATA_DIR, makes sure a few interactions exist (reusing those of earlier
-runs), then appends messages from many concurrent coroutines so the writer's batches are large.
+Opens the store in DATA_DIR (SQLite) or at POSTGRESQL_URL, makes sure a few interactions exist
+(reusing those of earlier runs), then appends messages from many concurrent coroutines so the
+writer's batches are large.
 Prints `READY` once open, then `ACK <client_msg_id> <seq> <interaction>` for each message, only
 after its append returned, i.e. after its batch committed. It runs until killed, or gives up
 after a safety limit so a broken test can never leave it behind.
@@ -17,19 +18,25 @@ import time
 from pathlib import Path
 
 from core.model import SenderKind
+from store import is_postgres_url
+from store.postgres import PostgresStore
 from store.sqlite import SQLiteStore
 
 INTERACTIONS = 4
-# More appenders than one batch holds: while one batch commits in the writer thread, the next
-# is already queued and the previous one's ACKs are being printed, so the writer is nearly
-# always inside a transaction and the kill lands mid-batch.
+# More appenders than one batch holds: while one batch commits, the next is already queued
+# and the previous one's ACKs are being printed, so the writer is nearly always inside a
+# transaction and the kill lands mid-batch.
 WORKERS = 256
 MAX_BATCH = 64
 SAFETY_LIMIT_S = 60.0
 
 
-async def main(data_dir: Path, tag: str) -> None:
-    store = SQLiteStore(data_dir / "inbox.db", data_dir, max_batch=MAX_BATCH)
+async def main(location: str, tag: str) -> None:
+    store: SQLiteStore | PostgresStore
+    if is_postgres_url(location):
+        store = PostgresStore(location, max_batch=MAX_BATCH)
+    else:
+        store = SQLiteStore(Path(location) / "inbox.db", Path(location), max_batch=MAX_BATCH)
     await store.open()
     numbers = [r.number for r in await store.list_interactions(limit=INTERACTIONS)]
     while len(numbers) < INTERACTIONS:
@@ -66,4 +73,4 @@ async def main(data_dir: Path, tag: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2]))

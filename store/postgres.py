@@ -1,0 +1,1249 @@
+"""The shared store: PostgreSQL through asyncpg, for hosts on several processes or machines.
+
+Write path. As with SQLite, every write is an op (here a coroutine function of an asyncpg
+connection) submitted to the group commit (store/group_commit.py), which hands each batch to
+`_run_batch`: on the writer's own connection, BEGIN, a SAVEPOINT per op, COMMIT. Numbers
+(IMS..., CS..., INC...) and message seqs are allocated inside that transaction under row locks
+(counters, interactions.last_seq), so they stay gap-free and unique with several processes
+writing at once. Each batch takes those row locks first, in one order, so two processes'
+batches on the same conversations queue rather than deadlock; should PostgreSQL still abort an
+op as a deadlock (rows outside that order), that op alone runs again in a transaction of its
+own once the rest of its batch has committed.
+
+Read path. A bounded pool of connections. Writes resolve only after COMMIT, so a caller always
+reads its own writes, whichever pooled connection serves the read.
+
+Router lease and fencing (docs/architecture.md). One process at a time holds the routing role:
+`acquire_router` takes a session advisory lock on a connection of its own, kept open for as
+long as the role is held, and bumps router_lease.epoch. From then on every `apply_routing` of
+this store reads that row FOR SHARE in its own transaction and stores nothing unless the epoch
+is still its own (StoreFenced otherwise): a deposed router can never commit a decision, and a
+new holder's bump waits for any routing transaction already past its check.
+
+Connection loss is StoreUnavailable. Nothing reconnects in the background: the next read takes
+a fresh pooled connection, the next batch a fresh writer connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+
+from core.model import (
+    MAX_ATTACHMENT_BYTES,
+    NUMBER_PREFIX,
+    Agent,
+    AgentStatus,
+    Attachment,
+    AuditEntry,
+    InteractionRecord,
+    InteractionState,
+    Message,
+    Offer,
+    Participant,
+    PresenceState,
+    Queue,
+    RecordKind,
+    SenderKind,
+    ServiceChannel,
+    ServiceRecord,
+    Template,
+    WorkItem,
+    format_number,
+)
+from store import postgres_migrations
+from store.base import (
+    IDEMPOTENCY_PRUNE_BATCH,
+    IDEMPOTENCY_TTL,
+    ApiToken,
+    IdempotencyKey,
+    NotFound,
+    SessionRecord,
+    StoreClosed,
+    StoreConflict,
+    StoreError,
+    StoreFenced,
+    StoreFull,
+    StoreStats,
+    StoreUnavailable,
+    sanitize_attachment_name,
+)
+from store.group_commit import GroupCommit, Outcome
+
+# The record codec (JSON text in `data`, row shapes, offer ordering) is SQLite's, shared so the
+# two backends store byte-identical records.
+from store.sqlite import (
+    _API_TOKEN_COLUMNS,
+    _SESSION_COLUMNS,
+    _api_token_row,
+    _audit_rows,
+    _dump,
+    _item_rows,
+    _load,
+    _offer_rows,
+    _session_row,
+    _status_rows,
+)
+
+T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)
+WriteFn = Callable[[asyncpg.Connection], Awaitable[Any]]
+
+# At most this many savepoints per transaction: PostgreSQL caches 64 subtransaction ids per
+# session (PGPROC_MAX_CACHED_SUBXIDS); past that, every other session's snapshot has to look
+# them up in pg_subtrans for as long as the batch is open. Commits cost little here next to
+# the round trips of the ops, so bigger batches would buy almost nothing.
+DEFAULT_MAX_BATCH = 64
+READ_POOL_SIZE = 8
+CONNECT_TIMEOUT_S = 10.0
+# Every statement is bounded: a database that stops answering fails the write instead of
+# holding it (and every write queued behind it) forever.
+COMMAND_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 10.0
+# How often a batch's deadlocked ops are run again in a transaction of their own.
+RETRY_ROUNDS = 2
+# pg_try_advisory_lock key of the routing role (postgres_migrations uses another).
+ROUTER_LOCK = 0x1B0C_0002
+# The lease connection pings every LEASE_TIMEOUT_S / 5. The server ends it after LEASE_TIMEOUT_S
+# without a ping (idle_session_timeout, tcp_user_timeout), which frees the lock of a holder
+# that froze or lost its network; the holder gives up sooner, after one ping unanswered.
+LEASE_TIMEOUT_S = 10.0
+
+_OPEN_STATES = "('queued', 'offered', 'accepted', 'wrap_up')"
+# Kept identical to the partial index's WHERE in postgres_migrations so the planner uses it.
+SQL_OPEN_ITEMS = f"SELECT data FROM work_items WHERE state IN {_OPEN_STATES} ORDER BY pos"
+SQL_PENDING_OFFERS = "SELECT data FROM offers WHERE state = 'pending' ORDER BY item"
+_OPEN_NUMBERS = (
+    f"SELECT data::json->>'interaction' AS number FROM work_items WHERE state IN {_OPEN_STATES}"
+)
+SQL_OPEN_INTERACTIONS = (
+    f"SELECT i.data FROM interactions i JOIN ({_OPEN_NUMBERS}) o ON o.number = i.number"
+)
+# See store/sqlite.py: the newest $2 customer lines of each open conversation of the channels
+# $1, and its newest line of any kind, in one pass.
+SQL_OPEN_RECENT_MESSAGES = f"""
+SELECT interaction, data FROM (
+    SELECT m.interaction, m.seq, m.data,
+        m.data::json->>'sender_kind' = 'customer' AS from_customer,
+        ROW_NUMBER() OVER (
+            PARTITION BY m.interaction, m.data::json->>'sender_kind' = 'customer'
+            ORDER BY m.seq DESC
+        ) AS newest_of_kind,
+        ROW_NUMBER() OVER (PARTITION BY m.interaction ORDER BY m.seq DESC) AS newest
+    FROM messages m
+        JOIN ({_OPEN_NUMBERS}) o ON o.number = m.interaction
+        JOIN interactions i ON i.number = m.interaction
+    WHERE i.data::json->>'channel' = ANY($1::text[])
+) recent
+WHERE newest = 1 OR (newest_of_kind <= $2 AND from_customer)
+ORDER BY interaction, seq
+"""
+SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+SQL_LAST_MESSAGES = "SELECT data FROM messages WHERE interaction = $1 ORDER BY seq DESC LIMIT $2"
+
+
+def interactions_query(agent: str | None, archived: bool | None) -> tuple[str, list[Any]]:
+    """SQL and its parameters for list_interactions, but for the LIMIT and OFFSET that follow
+    as the last two parameters (as store.sqlite.interactions_query, in PostgreSQL's dialect)."""
+    where: list[str] = []
+    params: list[Any] = []
+    source = "interactions i"
+    if agent is not None:
+        source = "participants p JOIN interactions i ON i.number = p.interaction"
+        params.append(agent)
+        where.append(f"p.agent = ${len(params)}")
+    if archived is not None:
+        params.append(archived)
+        where.append(f"i.archived = ${len(params)}")
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    n = len(params)
+    return (
+        f"SELECT i.data FROM {source} {clause}ORDER BY i.opened_at DESC, i.number DESC "
+        f"LIMIT ${n + 1} OFFSET ${n + 2}",
+        params,
+    )
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password: what error messages and logs may show."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
+# Failures of the database or of the way to it, rather than of the request.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, cancelled by an admin, timeouts
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # pointed at a standby
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidCatalogNameError,  # no such database
+    asyncpg.exceptions.TransactionRollbackError,  # still deadlocked after RETRY_ROUNDS
+    asyncpg.exceptions.InternalClientError,
+)
+_ERRORS = (asyncpg.PostgresError, *_UNAVAILABLE)
+# Of those, the ones after which the connection cannot be trusted to carry on a transaction.
+_BROKEN = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
+)
+# Of those, the ones that mean the session is gone: a statement that met one on a connection
+# that had been idle was never run, and may be run again on a fresh connection.
+_DIED = (
+    ConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
+)
+
+
+def _classify(exc: BaseException, doing: str) -> StoreError:
+    """Turn an asyncpg/OS error into the StoreError a caller can act on."""
+    if isinstance(exc, StoreError):
+        return exc
+    err: StoreError
+    if isinstance(exc, asyncpg.exceptions.DiskFullError):
+        err = StoreFull(f"{doing}: the database's disk is full ({exc}); nothing of it was stored")
+    elif isinstance(exc, _UNAVAILABLE):
+        cause = str(exc) or type(exc).__name__
+        err = StoreUnavailable(f"{doing}: the database failed ({cause}); nothing of it was stored")
+    elif isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        err = StoreConflict(f"{doing}: {exc}")
+    else:
+        err = StoreError(f"{doing}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as 'UPDATE 3'."""
+    return int(status.rpartition(" ")[2])
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """A write, with the rows it will lock: a batch locks all of its ops' rows first, in one
+    order (counters by name, then interactions by number), so two processes' batches that
+    share rows queue one behind the other instead of deadlocking."""
+
+    run: WriteFn
+    counters: tuple[str, ...] = ()
+    interactions: tuple[str, ...] = ()
+
+
+class _Retry(Exception):
+    """An op lost a race with another process's transaction: run it again after this batch."""
+
+
+_TRANSIENT = (asyncpg.exceptions.TransactionRollbackError, _Retry)
+
+
+async def _next_number(conn: asyncpg.Connection, prefix: str) -> str:
+    # The row lock queues other processes' allocations until this transaction ends.
+    value = await conn.fetchval(
+        "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value", prefix
+    )
+    return format_number(prefix, value)
+
+
+def _tx_executemany(sql: str, rows: list[tuple[Any, ...]]) -> WriteFn:
+    async def op(conn: asyncpg.Connection) -> None:
+        if rows:
+            await conn.executemany(sql, rows)
+
+    return op
+
+
+def _tx_count(sql: str, *params: Any) -> Callable[[asyncpg.Connection], Awaitable[int]]:
+    async def op(conn: asyncpg.Connection) -> int:
+        return _count(await conn.execute(sql, *params))
+
+    return op
+
+
+def _upsert_data(table: str, key: str) -> str:
+    return (
+        f"INSERT INTO {table} ({key}, data) VALUES ($1, $2) "
+        f"ON CONFLICT ({key}) DO UPDATE SET data = EXCLUDED.data"
+    )
+
+
+_UPSERT_ITEM = (
+    "INSERT INTO work_items (id, state, data) VALUES ($1, $2, $3) "
+    "ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, data = EXCLUDED.data"
+)
+_UPSERT_OFFER = (
+    "INSERT INTO offers (id, item, state, data) VALUES ($1, $2, $3, $4) ON CONFLICT (id) "
+    "DO UPDATE SET item = EXCLUDED.item, state = EXCLUDED.state, data = EXCLUDED.data"
+)
+_UPSERT_STATUS = _upsert_data("agent_statuses", "agent")
+_INSERT_AUDIT = "INSERT INTO audit (item, data) VALUES ($1, $2)"
+_UPSERT_AFFINITY = (
+    "INSERT INTO affinity (customer, agent, at) VALUES ($1, $2, $3) ON CONFLICT "
+    "(customer) DO UPDATE SET agent = EXCLUDED.agent, at = EXCLUDED.at"
+)
+
+
+async def _write_offers(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    # Row by row so a violation names the offer and says which rule it broke.
+    for offer_id, item, state, data in rows:
+        try:
+            await conn.execute(_UPSERT_OFFER, offer_id, item, state, data)
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(f"offer {offer_id}: work item {item} is not stored") from exc
+        except asyncpg.UniqueViolationError as exc:
+            raise StoreConflict(
+                f"offer {offer_id}: work item {item} already has a pending offer"
+            ) from exc
+
+
+async def _add_participants(conn: asyncpg.Connection, record: InteractionRecord) -> list[str]:
+    agents = list(dict.fromkeys(p.agent for p in record.participants))
+    if agents:
+        await conn.execute(
+            "INSERT INTO participants (agent, interaction) SELECT unnest($1::text[]), $2 "
+            "ON CONFLICT DO NOTHING",
+            agents,
+            record.number,
+        )
+    return agents
+
+
+async def _write_participants(conn: asyncpg.Connection, record: InteractionRecord) -> None:
+    agents = await _add_participants(conn, record)
+    await conn.execute(
+        "DELETE FROM participants WHERE interaction = $1 AND NOT (agent = ANY($2::text[]))",
+        record.number,
+        agents,
+    )
+
+
+async def _update_interaction(
+    conn: asyncpg.Connection, record: InteractionRecord, data: str
+) -> None:
+    status = await conn.execute(
+        "UPDATE interactions SET archived = $1, opened_at = $2, data = $3 WHERE number = $4",
+        record.archived,
+        record.opened_at,
+        data,
+        record.number,
+    )
+    if _count(status) == 0:
+        raise NotFound(
+            f"interaction {record.number} does not exist (create_interaction allocates numbers)"
+        )
+    await _write_participants(conn, record)
+
+
+async def _insert_idempotency_key(conn: asyncpg.Connection, key: IdempotencyKey) -> None:
+    expired = key.created_at - IDEMPOTENCY_TTL
+    # Bounded per insert, so a backlog of expired keys is worked off without one long write;
+    # SKIP LOCKED so two processes pruning at once do not queue on each other's rows.
+    await conn.execute(
+        "DELETE FROM idempotency_keys WHERE (scope, key) IN (SELECT scope, key "
+        "FROM idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2 "
+        "FOR UPDATE SKIP LOCKED)",
+        expired,
+        IDEMPOTENCY_PRUNE_BATCH,
+    )
+    await conn.execute(
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at < $3",
+        key.scope,
+        key.key,
+        expired,
+    )
+    try:
+        await conn.execute(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, interaction, created_at) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            key.scope,
+            key.key,
+            key.fingerprint,
+            key.interaction,
+            key.created_at,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise StoreConflict(
+            f"idempotency key {key.key!r} of {key.scope} is already stored"
+        ) from exc
+
+
+async def _insert_login(
+    conn: asyncpg.Connection, what: str, agent: str | None, sql: str, row: tuple[Any, ...]
+) -> None:
+    try:
+        await conn.execute(sql, *row)
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise NotFound(f"{what}: agent {agent} does not exist") from exc
+    except asyncpg.UniqueViolationError as exc:
+        raise StoreConflict(f"{what}: already stored ({exc})") from exc
+
+
+class PostgresStore:
+    """`store.base.Store` on a PostgreSQL database; see the module docstring."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        pool_size: int = READ_POOL_SIZE,
+        lease_timeout: float = LEASE_TIMEOUT_S,
+    ) -> None:
+        if not 1 <= pool_size <= 100:
+            raise ValueError(f"pool_size must be from 1 to 100, not {pool_size}")
+        if not 1.0 <= lease_timeout <= 600.0:
+            raise ValueError(f"lease_timeout must be from 1 to 600 s, not {lease_timeout}")
+        self._dsn = dsn
+        self.where = redact(dsn)
+        self._pool_size = pool_size
+        self._lease_timeout = lease_timeout
+        self.stats = StoreStats()
+        self._writer: GroupCommit[_Op] = GroupCommit(
+            self._run_batch, self.stats, max_batch=max_batch, where=self.where
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._wconn: asyncpg.Connection | None = None
+        # The routing role: see acquire_router.
+        self._epoch: int | None = None
+        self._lease: asyncpg.Connection | None = None
+        self._lease_watch: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self._lost.set()
+        self.router_lost_reason: str | None = None
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def _connect(self, **settings: str) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=COMMAND_TIMEOUT_S,
+            server_settings={"application_name": "inbox-tui", **settings},
+        )
+
+    async def open(self) -> None:
+        if self._writer.started:
+            raise StoreError(f"{self.where} is already open")
+        try:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    timeout=CONNECT_TIMEOUT_S,
+                    command_timeout=COMMAND_TIMEOUT_S,
+                    server_settings={"application_name": "inbox-tui"},
+                )
+                self._wconn = await self._connect()
+            except _ERRORS as exc:
+                raise _unreachable(exc, self.where) from exc
+            async with self._pool.acquire() as conn:
+                await postgres_migrations.migrate(conn, self.where)
+        except BaseException as exc:
+            await self._release()
+            if isinstance(exc, _ERRORS):
+                raise _classify(exc, f"opening {self.where}") from exc
+            raise
+        self._writer.start()
+
+    async def close(self) -> None:
+        if not self._writer.started or self._writer.stopping:
+            return  # never opened, or another close() is already under way
+        try:
+            await self._writer.stop()
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        """Free whatever open() got: safe on a half-opened store."""
+        await self.release_router()
+        if self._wconn is not None:
+            await _close_connection(self._wconn)
+            self._wconn = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+            except (TimeoutError, *_ERRORS):
+                pool.terminate()
+
+    # -- the write path -------------------------------------------------------------------
+
+    async def _write(
+        self,
+        fn: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        counters: tuple[str, ...] = (),
+        interactions: tuple[str, ...] = (),
+    ) -> T:
+        """Run `fn` in the next batch's transaction; returns its result once committed.
+        `counters` and `interactions` name the rows of those tables it updates (_Op)."""
+        op = _Op(fn, counters, interactions)
+        return await self._writer.submit(op)  # type: ignore[no-any-return]
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        if self._wconn is None or self._wconn.is_closed():
+            self._wconn = None
+            try:
+                self._wconn = await self._connect()
+            except _ERRORS as exc:
+                raise _unreachable(exc, self.where) from exc
+        return self._wconn
+
+    async def _begin(self) -> asyncpg.Connection:
+        """The writer connection, inside a new transaction."""
+        for attempt in (1, 2):
+            conn = await self._writer_connection()
+            try:
+                if conn.is_in_transaction():
+                    # Left so by a batch cancelled halfway: none of it was acknowledged.
+                    await conn.execute("ROLLBACK")
+                await conn.execute("BEGIN")
+                return conn
+            except _DIED:
+                # Died while idle (a database restart, a proxy's timeout). Nothing of this
+                # batch was sent yet, so a fresh connection may take it.
+                await _close_connection(conn)
+                self._wconn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _run_batch(self, ops: list[_Op]) -> tuple[list[Outcome], bool]:
+        """Run `ops` in one transaction, one SAVEPOINT each, then COMMIT; the ops that lost a
+        race with another process (a deadlock, a concurrent duplicate) run again afterwards in
+        a transaction of their own, up to RETRY_ROUNDS times."""
+        outcomes, committed = await self._run_transaction(ops)
+        for _ in range(RETRY_ROUNDS):
+            again = [i for i, (ok, exc) in enumerate(outcomes) if not ok and _transient(exc)]
+            if not committed or not again:
+                break
+            retried, _ = await self._run_transaction([ops[i] for i in again])
+            for i, outcome in zip(again, retried, strict=True):
+                outcomes[i] = outcome
+        for i, (ok, exc) in enumerate(outcomes):
+            if not ok and _transient(exc):
+                outcomes[i] = (False, _classify(exc.__cause__ or exc, f"writing to {self.where}"))
+        return outcomes, committed
+
+    async def _run_transaction(self, ops: list[_Op]) -> tuple[list[Outcome], bool]:
+        outcomes: list[Outcome] = []
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await self._begin()
+            await _lock_rows(conn, ops)
+            # Statements are paired into one round trip where they can be: the savepoint
+            # bookkeeping would otherwise cost as many round trips as the ops themselves.
+            head = "SAVEPOINT op"
+            for op in ops:
+                await conn.execute(head)
+                try:
+                    result = await op.run(conn)
+                except Exception as exc:
+                    if conn.is_closed() or isinstance(exc, _BROKEN):
+                        raise
+                    await conn.execute("ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op")
+                    if isinstance(exc, asyncpg.PostgresError):
+                        exc = _classify(exc, f"writing to {self.where}")
+                    outcomes.append((False, exc))
+                    head = "SAVEPOINT op"
+                else:
+                    outcomes.append((True, result))
+                    head = "RELEASE SAVEPOINT op; SAVEPOINT op"
+            await conn.execute("COMMIT")
+        except Exception as exc:
+            if conn is not None and not conn.is_closed() and conn.is_in_transaction():
+                with contextlib.suppress(*_ERRORS):
+                    await conn.execute("ROLLBACK")
+            if conn is not None and (conn.is_closed() or isinstance(exc, _BROKEN)):
+                # Whatever state it is in, the next batch starts on a fresh connection.
+                await _close_connection(conn)
+                self._wconn = None
+            err = _classify(exc, f"committing {len(ops)} writes to {self.where}")
+            # One exception object per op: several awaiters raising one instance would
+            # pile their tracebacks onto it.
+            return [(False, _copy(err)) for _ in ops], False
+        return outcomes, True
+
+    # -- the read path --------------------------------------------------------------------
+
+    async def _on_pool(self, doing: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """`fn` on a pooled connection; failing to get one is StoreUnavailable. `fn` must be
+        safe to run twice: a pooled connection that died while idle (a database restart)
+        fails it, and it is run once more on a fresh one."""
+        pool = self._pool
+        if pool is None or not self._writer.started:
+            raise StoreClosed(f"{self.where} is not open")
+        for attempt in (1, 2):
+            try:
+                conn = await pool.acquire(timeout=CONNECT_TIMEOUT_S)
+            except _ERRORS as exc:
+                raise _unreachable(exc, self.where) from exc
+            try:
+                return await fn(conn)
+            except _DIED as exc:
+                if attempt == 2:
+                    raise _classify(exc, f"{doing} {self.where}") from exc
+            except _ERRORS as exc:
+                raise _classify(exc, f"{doing} {self.where}") from exc
+            finally:
+                await pool.release(conn)
+        raise AssertionError("unreachable")
+
+    async def _rows(self, sql: str, *params: Any) -> list[asyncpg.Record]:
+        return await self._on_pool("reading", lambda conn: conn.fetch(sql, *params))
+
+    async def _records(self, cls: type[S], sql: str, *params: Any) -> list[S]:
+        return [_load(cls, row[0]) for row in await self._rows(sql, *params)]
+
+    async def _record(self, cls: type[S], sql: str, *params: Any) -> S | None:
+        records = await self._records(cls, sql, *params)
+        return records[0] if records else None
+
+    # -- the routing role -----------------------------------------------------------------
+
+    @property
+    def router_epoch(self) -> int | None:
+        """The fencing epoch of the routing role while this store holds it, else None."""
+        return self._epoch if self._lease is not None else None
+
+    @property
+    def router_lost(self) -> asyncio.Event:
+        """Set whenever this store does not hold the routing role: before acquire_router
+        succeeds, and from the moment the role ends (its connection closed or stopped
+        answering, or release_router). A new Event for each term; `router_lost_reason` says
+        why the last term ended."""
+        return self._lost
+
+    async def acquire_router(self, holder: str) -> int | None:
+        """Try once to take the routing role for `holder` (a name for people: host and pid).
+
+        Returns the new fencing epoch, or None if another session holds the role. The epoch
+        is committed before this returns, so state loaded from the store afterwards includes
+        every decision of earlier holders. From then on apply_routing stores nothing unless
+        the epoch is still this one (StoreFenced), and once the role is lost or released it
+        refuses at once, until a later acquire_router succeeds.
+        """
+        if not self._writer.started:
+            raise StoreClosed(f"{self.where} is not open")
+        if self._lease is not None:
+            raise StoreError(f"{self.where}: this store already holds the routing role")
+        ping = self._lease_timeout / 5
+        try:
+            conn = await self._connect(
+                application_name="inbox-tui router lease",
+                idle_session_timeout=f"{int(self._lease_timeout * 1000)}ms",
+                tcp_user_timeout=f"{int(self._lease_timeout * 1000)}ms",
+                tcp_keepalives_idle=str(max(1, int(ping))),
+                tcp_keepalives_interval=str(max(1, int(ping))),
+            )
+        except _ERRORS as exc:
+            raise _classify(exc, f"taking the routing role in {self.where}") from exc
+        try:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ROUTER_LOCK):
+                await _close_connection(conn)
+                return None
+            epoch = await conn.fetchval(
+                "UPDATE router_lease SET epoch = epoch + 1, holder = $1, since = $2 "
+                "WHERE id = 1 RETURNING epoch",
+                holder[:200],
+                time.time(),
+            )
+        except BaseException as exc:
+            await _close_connection(conn)
+            if isinstance(exc, _ERRORS):
+                raise _classify(exc, f"taking the routing role in {self.where}") from exc
+            raise
+        self._epoch, self._lease = int(epoch), conn
+        self._lost = lost = asyncio.Event()
+        self.router_lost_reason = None
+        conn.add_termination_listener(
+            lambda _conn: self._end_term(conn, lost, "the lease connection closed")
+        )
+        self._lease_watch = asyncio.get_running_loop().create_task(
+            self._watch_lease(conn, lost), name="router-lease"
+        )
+        return self._epoch
+
+    async def release_router(self) -> None:
+        """Give the routing role up (no-op without it): later apply_routing calls raise
+        StoreFenced, and router_lost is set."""
+        conn, watch = self._lease, self._lease_watch
+        self._lease_watch = None
+        if conn is not None:
+            self._end_term(conn, self._lost, "released")
+        if watch is not None:  # also the watcher of a term that ended by itself
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        if conn is not None:
+            # Closing the session frees the advisory lock; no unlock needed.
+            await _close_connection(conn)
+
+    def _end_term(self, conn: asyncpg.Connection, lost: asyncio.Event, reason: str) -> None:
+        if self._lease is not conn:
+            return  # an older term's connection, ended already
+        self._lease = None
+        self.router_lost_reason = reason
+        lost.set()
+
+    async def _watch_lease(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        # The termination listener hears a closed socket; a frozen server or a cut network
+        # says nothing, so the session is pinged, which also keeps idle_session_timeout away.
+        ping = self._lease_timeout / 5
+        reason = "the lease connection closed"
+        try:
+            while not lost.is_set():
+                await asyncio.sleep(ping)
+                await conn.fetchval("SELECT 1", timeout=ping * 2)
+        except _ERRORS as exc:
+            reason = f"the lease connection failed: {exc or type(exc).__name__}"
+        self._end_term(conn, lost, reason)
+        conn.terminate()
+
+    async def _fence(self, conn: asyncpg.Connection, epoch: int) -> None:
+        # FOR SHARE: a new holder's bump waits until this transaction ends, so no routing
+        # decision commits after another process has taken over.
+        current = await conn.fetchval("SELECT epoch FROM router_lease WHERE id = 1 FOR SHARE")
+        if current != epoch:
+            raise StoreFenced(
+                f"routing epoch {epoch} was superseded by epoch {current} in {self.where}: "
+                "another process routes now; nothing of this step was stored"
+            )
+
+    # -- configuration --------------------------------------------------------------------
+
+    async def upsert_channels(self, channels: Iterable[ServiceChannel]) -> None:
+        rows = [(c.name, _dump(c)) for c in channels]
+        await self._write(_tx_executemany(_upsert_data("channels", "name"), rows))
+
+    async def list_channels(self) -> list[ServiceChannel]:
+        return await self._records(ServiceChannel, "SELECT data FROM channels ORDER BY name")
+
+    async def upsert_presence_states(self, states: Iterable[PresenceState]) -> None:
+        rows = [(s.name, _dump(s)) for s in states]
+        await self._write(_tx_executemany(_upsert_data("presence_states", "name"), rows))
+
+    async def upsert_queues(self, queues: Iterable[Queue]) -> None:
+        rows = [(q.name, _dump(q)) for q in queues]
+        await self._write(_tx_executemany(_upsert_data("queues", "name"), rows))
+
+    async def upsert_agents(self, agents: Iterable[Agent]) -> None:
+        await self._write(
+            _tx_executemany(
+                # password_hash is left alone: config reloads must not log everyone out.
+                "INSERT INTO agents (id, disabled, data) VALUES ($1, $2, $3) ON CONFLICT (id) "
+                "DO UPDATE SET disabled = EXCLUDED.disabled, data = EXCLUDED.data",
+                [(a.id, a.disabled, _dump(a)) for a in agents],
+            )
+        )
+
+    async def list_agents(self) -> list[Agent]:
+        return await self._records(Agent, "SELECT data FROM agents ORDER BY id")
+
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        return await self._record(Agent, "SELECT data FROM agents WHERE id = $1", agent_id)
+
+    async def set_agent_password_hash(self, agent_id: str, password_hash: str | None) -> None:
+        async def op(conn: asyncpg.Connection) -> None:
+            status = await conn.execute(
+                "UPDATE agents SET password_hash = $1 WHERE id = $2", password_hash, agent_id
+            )
+            if _count(status) == 0:
+                raise NotFound(f"agent {agent_id} does not exist")
+
+        await self._write(op)
+
+    async def get_agent_password_hash(self, agent_id: str) -> str | None:
+        rows = await self._rows("SELECT password_hash FROM agents WHERE id = $1", agent_id)
+        return rows[0][0] if rows else None
+
+    # -- sessions and API tokens ----------------------------------------------------------
+
+    async def save_session(self, session: SessionRecord) -> None:
+        row = (
+            session.token_digest,
+            session.agent,
+            session.role.value,
+            session.created_at,
+            session.expires_at,
+            session.revoked_at,
+        )
+        sql = f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+        await self._write(lambda conn: _insert_login(conn, "session", session.agent, sql, row))
+
+    async def get_session(self, token_digest: str) -> SessionRecord | None:
+        rows = await self._rows(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE token_digest = $1", token_digest
+        )
+        return _session_row(rows[0]) if rows else None
+
+    async def revoke_session(self, token_digest: str, at: float) -> bool:
+        sql = "UPDATE sessions SET revoked_at = $1 WHERE token_digest = $2 AND revoked_at IS NULL"
+        return await self._write(_tx_count(sql, at, token_digest)) > 0
+
+    async def revoke_agent_sessions(self, agent_id: str, at: float) -> int:
+        sql = "UPDATE sessions SET revoked_at = $1 WHERE agent = $2 AND revoked_at IS NULL"
+        return await self._write(_tx_count(sql, at, agent_id))
+
+    async def prune_sessions(self, now: float) -> int:
+        sql = "DELETE FROM sessions WHERE expires_at <= $1 OR revoked_at <= $1"
+        return await self._write(_tx_count(sql, now))
+
+    async def save_api_token(self, token: ApiToken) -> None:
+        row = (
+            token.id,
+            token.token_digest,
+            token.name,
+            token.agent,
+            token.role.value,
+            token.created_at,
+            token.expires_at,
+            token.revoked_at,
+            None if token.channels is None else msgspec.json.encode(token.channels).decode(),
+        )
+        sql = (
+            f"INSERT INTO api_tokens ({_API_TOKEN_COLUMNS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        )
+        what = f"API token {token.id}"
+        await self._write(lambda conn: _insert_login(conn, what, token.agent, sql, row))
+
+    async def get_api_token(self, token_digest: str) -> ApiToken | None:
+        rows = await self._rows(
+            f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens WHERE token_digest = $1", token_digest
+        )
+        return _api_token_row(rows[0]) if rows else None
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        rows = await self._rows(f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens ORDER BY pos")
+        return [_api_token_row(row) for row in rows]
+
+    async def revoke_api_token(self, token_id: str, at: float) -> bool:
+        sql = "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
+        return await self._write(_tx_count(sql, at, token_id)) > 0
+
+    async def upsert_templates(self, templates: Iterable[Template]) -> None:
+        await self._write(
+            _tx_executemany(
+                "INSERT INTO templates (scope, shortcut, data) VALUES ($1, $2, $3) "
+                "ON CONFLICT (scope, shortcut) DO UPDATE SET data = EXCLUDED.data",
+                [(t.scope, t.shortcut, _dump(t)) for t in templates],
+            )
+        )
+
+    # -- routing state --------------------------------------------------------------------
+
+    async def load_open_items(self) -> list[WorkItem]:
+        return await self._records(WorkItem, SQL_OPEN_ITEMS)
+
+    async def get_item(self, item_id: str) -> WorkItem | None:
+        return await self._record(WorkItem, "SELECT data FROM work_items WHERE id = $1", item_id)
+
+    async def load_pending_offers(self) -> list[Offer]:
+        return await self._records(Offer, SQL_PENDING_OFFERS)
+
+    async def load_agent_statuses(self) -> list[AgentStatus]:
+        return await self._records(AgentStatus, "SELECT data FROM agent_statuses ORDER BY agent")
+
+    async def load_affinity(self) -> dict[str, tuple[str, float]]:
+        rows = await self._rows("SELECT customer, agent, at FROM affinity")
+        return {customer: (agent, at) for customer, agent, at in rows}
+
+    async def apply_routing(
+        self,
+        *,
+        items: Iterable[WorkItem] = (),
+        offers: Iterable[Offer] = (),
+        statuses: Iterable[AgentStatus] = (),
+        audit: Iterable[AuditEntry] = (),
+        affinity: Mapping[str, tuple[str, float]] | None = None,
+        interactions: Iterable[InteractionRecord] = (),
+    ) -> None:
+        epoch = self._epoch
+        if epoch is not None and self._lease is None:
+            raise StoreFenced(
+                f"this process no longer holds the routing role in {self.where} "
+                f"({self.router_lost_reason}); nothing of this step was stored"
+            )
+        item_rows, offer_rows = _item_rows(items), _offer_rows(offers)
+        status_rows, audit_rows = _status_rows(statuses), _audit_rows(audit)
+        affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
+        records = [(r, _dump(r)) for r in interactions]
+
+        async def op(conn: asyncpg.Connection) -> None:
+            if epoch is not None:
+                await self._fence(conn, epoch)
+            if item_rows:
+                await conn.executemany(_UPSERT_ITEM, item_rows)
+            await _write_offers(conn, offer_rows)
+            for sql, rows in (
+                (_UPSERT_STATUS, status_rows),
+                (_INSERT_AUDIT, audit_rows),
+                (_UPSERT_AFFINITY, affinity_rows),
+            ):
+                if rows:
+                    await conn.executemany(sql, rows)
+            for record, data in records:
+                await _update_interaction(conn, record, data)
+
+        await self._write(op, interactions=tuple(r.number for r, _ in records))
+
+    # -- interactions ---------------------------------------------------------------------
+
+    async def create_interaction(
+        self,
+        *,
+        item: str,
+        channel: str,
+        customer: str,
+        opened_at: float,
+        queue: str | None = None,
+        state: InteractionState = InteractionState.NEW,
+        customer_name: str = "",
+        customer_contact: str = "",
+        participants: tuple[Participant, ...] = (),
+        created_by: str | None = None,
+        idempotency: IdempotencyKey | None = None,
+    ) -> InteractionRecord:
+        async def op(conn: asyncpg.Connection) -> InteractionRecord:
+            record = InteractionRecord(
+                number=await _next_number(conn, NUMBER_PREFIX["interaction"]),
+                item=item,
+                channel=channel,
+                customer=customer,
+                opened_at=opened_at,
+                queue=queue,
+                state=state,
+                customer_name=customer_name,
+                customer_contact=customer_contact,
+                participants=participants,
+                created_by=created_by,
+            )
+            await conn.execute(
+                "INSERT INTO interactions (number, archived, opened_at, data) "
+                "VALUES ($1, $2, $3, $4)",
+                record.number,
+                record.archived,
+                record.opened_at,
+                _dump(record),
+            )
+            await _add_participants(conn, record)
+            if idempotency is not None:
+                # A conflict rolls this op's savepoint back: the number is not used up either.
+                await _insert_idempotency_key(
+                    conn, msgspec.structs.replace(idempotency, interaction=record.number)
+                )
+            return record
+
+        return await self._write(op, counters=(NUMBER_PREFIX["interaction"],))
+
+    async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:
+        rows = await self._rows(
+            "SELECT fingerprint, interaction, created_at FROM idempotency_keys "
+            "WHERE scope = $1 AND key = $2 AND created_at >= $3",
+            scope,
+            key,
+            now - IDEMPOTENCY_TTL,
+        )
+        if not rows:
+            return None
+        fingerprint, interaction, created_at = rows[0]
+        return IdempotencyKey(
+            scope=scope,
+            key=key,
+            fingerprint=fingerprint,
+            created_at=created_at,
+            interaction=interaction,
+        )
+
+    async def save_interaction(self, record: InteractionRecord) -> None:
+        data = _dump(record)
+        await self._write(
+            lambda conn: _update_interaction(conn, record, data), interactions=(record.number,)
+        )
+
+    async def load_open_conversations(
+        self, customer_lines: int, channels: Collection[str]
+    ) -> list[tuple[InteractionRecord, list[Message]]]:
+        records = await self._records(InteractionRecord, SQL_OPEN_INTERACTIONS)
+        recent: dict[str, list[Message]] = {r.number: [] for r in records}
+        if channels and any(r.channel in channels for r in records):
+            rows = await self._rows(SQL_OPEN_RECENT_MESSAGES, sorted(channels), customer_lines)
+            for number, data in rows:
+                recent[number].append(_load(Message, data))
+        return [(r, recent[r.number]) for r in records]
+
+    async def get_interaction(self, number: str) -> InteractionRecord | None:
+        return await self._record(
+            InteractionRecord, "SELECT data FROM interactions WHERE number = $1", number
+        )
+
+    async def list_interactions(
+        self,
+        *,
+        agent: str | None = None,
+        archived: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[InteractionRecord]:
+        sql, params = interactions_query(agent, archived)
+        return await self._records(InteractionRecord, sql, *params, limit, offset)
+
+    # -- messages -------------------------------------------------------------------------
+
+    async def append_message(
+        self,
+        interaction: str,
+        sender_kind: SenderKind,
+        sender: str,
+        body: str,
+        client_msg_id: str,
+        created_at: float,
+        kind: Literal["message", "work_note"] = "message",
+        attachment: str | None = None,
+    ) -> tuple[Message, bool]:
+        async def op(conn: asyncpg.Connection) -> tuple[Message, bool]:
+            # The batch holds this interaction's row lock (_lock_rows), so no other process
+            # appends to it until this batch commits, and the look for a duplicate sees
+            # every one committed before.
+            found = await conn.fetchrow(
+                "UPDATE interactions SET last_seq = last_seq + 1 WHERE number = $1 "
+                "RETURNING last_seq, (SELECT data FROM messages "
+                "WHERE interaction = $1 AND client_msg_id = $2)",
+                interaction,
+                client_msg_id,
+            )
+            if found is None:
+                raise NotFound(f"interaction {interaction} does not exist")
+            seq, duplicate = found
+            if duplicate is not None:
+                # Its seq was taken already: hand the one just counted back.
+                await conn.execute(
+                    "UPDATE interactions SET last_seq = last_seq - 1 WHERE number = $1",
+                    interaction,
+                )
+                return _load(Message, duplicate), True
+            message = Message(
+                interaction=interaction,
+                seq=seq,
+                sender_kind=sender_kind,
+                sender=sender,
+                body=body,
+                client_msg_id=client_msg_id,
+                created_at=created_at,
+                kind=kind,
+                attachment=attachment,
+            )
+            try:
+                await conn.execute(
+                    "INSERT INTO messages (interaction, seq, client_msg_id, data) "
+                    "VALUES ($1, $2, $3, $4)",
+                    interaction,
+                    seq,
+                    client_msg_id,
+                    _dump(message),
+                )
+            except asyncpg.UniqueViolationError as exc:
+                # Only if something appended without the row lock: look again after this
+                # batch, which will find the duplicate.
+                raise _Retry(f"message {client_msg_id} of {interaction}") from exc
+            return message, False
+
+        return await self._write(op, interactions=(interaction,))
+
+    async def list_messages(
+        self, interaction: str, after_seq: int = 0, limit: int = 500
+    ) -> list[Message]:
+        return await self._records(Message, SQL_MESSAGES, interaction, after_seq, limit)
+
+    async def last_messages(self, interaction: str, limit: int = 500) -> list[Message]:
+        newest_first = await self._records(Message, SQL_LAST_MESSAGES, interaction, limit)
+        return newest_first[::-1]
+
+    # -- attachments ----------------------------------------------------------------------
+
+    async def put_attachment(
+        self,
+        interaction: str,
+        name: str,
+        content_type: str,
+        data: bytes,
+        uploaded_by: str,
+        created_at: float,
+    ) -> Attachment:
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise ValueError(
+                f"attachment {name!r} is {len(data):,} bytes; the limit is "
+                f"{MAX_ATTACHMENT_BYTES:,} bytes ({MAX_ATTACHMENT_BYTES // 2**20} MiB)"
+            )
+        label = sanitize_attachment_name(name)
+        digest = hashlib.sha256(data).hexdigest()
+        # The content is committed on its own, outside the group commit: ten MiB in a batch
+        # would hold up everyone's commits. As with SQLite's file, it is durable before the
+        # row that points at it commits.
+        if not await self._rows("SELECT 1 FROM attachment_blobs WHERE sha256 = $1", digest):
+            await self._on_pool(
+                f"storing attachment {label!r} in",
+                lambda conn: conn.execute(
+                    "INSERT INTO attachment_blobs (sha256, content) VALUES ($1, $2) "
+                    "ON CONFLICT (sha256) DO NOTHING",
+                    digest,
+                    data,
+                ),
+            )
+
+        async def op(conn: asyncpg.Connection) -> Attachment:
+            row = await conn.fetchrow(
+                "SELECT data FROM attachments WHERE interaction = $1 AND sha256 = $2",
+                interaction,
+                digest,
+            )
+            if row is not None:
+                return _load(Attachment, row[0])
+            record = Attachment(
+                interaction=interaction,
+                name=label,
+                content_type=content_type,
+                size=len(data),
+                sha256=digest,
+                created_at=created_at,
+                uploaded_by=uploaded_by,
+            )
+            try:
+                await conn.execute(
+                    "INSERT INTO attachments (interaction, sha256, data) VALUES ($1, $2, $3)",
+                    interaction,
+                    digest,
+                    _dump(record),
+                )
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise NotFound(f"interaction {interaction} does not exist") from exc
+            except asyncpg.UniqueViolationError as exc:
+                raise _Retry(f"attachment {digest} of {interaction}") from exc
+            return record
+
+        return await self._write(op, interactions=(interaction,))
+
+    async def list_attachments(self, interaction: str) -> list[Attachment]:
+        return await self._records(
+            Attachment,
+            "SELECT data FROM attachments WHERE interaction = $1 ORDER BY id",
+            interaction,
+        )
+
+    # -- cases and incidents --------------------------------------------------------------
+
+    async def create_record(
+        self,
+        kind: RecordKind,
+        short_description: str,
+        description: str = "",
+        priority: int = 3,
+        source_interaction: str | None = None,
+        created_by: str = "",
+        created_at: float = 0.0,
+    ) -> ServiceRecord:
+        kind = RecordKind(kind)
+
+        async def op(conn: asyncpg.Connection) -> ServiceRecord:
+            record = ServiceRecord(
+                number=await _next_number(conn, NUMBER_PREFIX[kind]),
+                kind=kind,
+                short_description=short_description,
+                description=description,
+                priority=priority,
+                source_interaction=source_interaction,
+                created_at=created_at,
+                created_by=created_by,
+            )
+            await conn.execute(
+                "INSERT INTO service_records (number, kind, source_interaction, data) "
+                "VALUES ($1, $2, $3, $4)",
+                record.number,
+                kind.value,
+                source_interaction,
+                _dump(record),
+            )
+            return record
+
+        return await self._write(op, counters=(NUMBER_PREFIX[kind],))
+
+
+async def _lock_rows(conn: asyncpg.Connection, ops: list[_Op]) -> None:
+    counters = sorted({name for op in ops for name in op.counters})
+    if counters:
+        await conn.execute(
+            "SELECT 1 FROM counters WHERE name = ANY($1::text[]) ORDER BY name FOR NO KEY UPDATE",
+            counters,
+        )
+    numbers = sorted({number for op in ops for number in op.interactions})
+    if numbers:
+        await conn.execute(
+            "SELECT 1 FROM interactions WHERE number = ANY($1::text[]) ORDER BY number "
+            "FOR NO KEY UPDATE",
+            numbers,
+        )
+
+
+def _unreachable(exc: BaseException, where: str) -> StoreUnavailable:
+    # Whatever refused the connection (the network, the server, its login rules, a missing
+    # or closed database), nothing can be done with the store until it is back.
+    err = StoreUnavailable(
+        f"cannot connect to {where} ({exc or type(exc).__name__}); nothing of it was stored"
+    )
+    err.__cause__ = exc
+    return err
+
+
+def _copy(err: StoreError) -> StoreError:
+    copy = type(err)(str(err))
+    copy.__cause__ = err.__cause__
+    return copy
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, _TRANSIENT) or isinstance(exc.__cause__, _TRANSIENT)
+
+
+async def _close_connection(conn: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_S)
+    except (TimeoutError, *_ERRORS):
+        conn.terminate()
