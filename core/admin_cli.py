@@ -10,11 +10,14 @@
     inbox-tui admin [--data DIR] token create NAME [--agent ID] [--role ROLE] [--ttl-days N]
                                                    [--channels case,incident]
     inbox-tui admin [--data DIR] token list | revoke ID
+    inbox-tui admin [--data DIR] copy-to postgresql://USER@HOST:PORT/DATABASE
 
 On a stopped host it opens the data directory itself; while a host owns it, it asks that host
 through its REST API (core/host/admin_api.py, with the secret the host keeps in
 `<data_dir>/admin.json`), and the change takes effect at once, without a restart.
 `inbox-tui admin init` writes a commented config and makes the first admin login.
+`inbox-tui admin copy-to URL` copies a stopped host's data into an empty PostgreSQL database
+(store/copy_to_postgres.py); it refuses while a host owns the data directory.
 Exit codes: 0 done, 2 a mistake in the request (one line on stderr says which), 3 the host
 that owns the data directory cannot be reached, 130 interrupted. A user mistake never prints a
 traceback.
@@ -69,7 +72,7 @@ from core.model import Agent, Name, Role
 from core.paths import default_data_dir, load_secret
 from core.service.admin import AdminError as RefusedError
 from core.service.admin import Administration, AgentInfo, TokenInfo
-from store import DB_FILENAME, Store, StoreError, StoreLocked, open_store
+from store import DB_FILENAME, Store, StoreError, StoreLocked, is_postgres_url, open_store
 
 T = TypeVar("T")
 
@@ -356,6 +359,19 @@ def add_admin_parser(commands: Any) -> None:
     revoke.add_argument("token_id", metavar="ID", help="the token's tok_... id")
     revoke.set_defaults(admin_command=_Command(_token_revoke))
 
+    copy = topics.add_parser(
+        "copy-to",
+        parents=[data],
+        help="copy a stopped host's data into an empty PostgreSQL database",
+        description="Copy everything in the data directory (agents and their passwords, "
+        "sessions, API tokens, work items, offers, conversations, attachments, cases and "
+        "incidents, the audit trail, numbering) into an empty PostgreSQL database, for hosts "
+        "that will share it. Stop the host first. The password may come from PGPASSWORD or "
+        "~/.pgpass instead of the URL.",
+    )
+    copy.add_argument("url", metavar="URL", help="postgresql://USER@HOST:PORT/DATABASE")
+    copy.set_defaults(admin_command=_copy_to)
+
 
 def _password_stdin(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -439,11 +455,7 @@ async def _with_admin(
     args: argparse.Namespace, command: _Command, run: Handler, password: str = ""
 ) -> None:
     """Run `run` on the data directory's store, or through the host that owns it."""
-    data_dir = _data_dir(args)
-    if not command.creates and not (data_dir / DB_FILENAME).exists():
-        raise AdminError(
-            f"no inbox-tui data in {data_dir}; give the host's data directory with --data"
-        )
+    data_dir = _data_dir(args) if command.creates else _existing_data(args)
     try:
         store = await open_store(data_dir)
     except StoreLocked as e:
@@ -456,6 +468,15 @@ async def _with_admin(
         await run(_Context(args, data_dir, _Local(store, auth, data_dir), password))
     finally:
         await store.close()
+
+
+def _existing_data(args: argparse.Namespace) -> Path:
+    data_dir = _data_dir(args)
+    if not (data_dir / DB_FILENAME).exists():
+        raise AdminError(
+            f"no inbox-tui data in {data_dir}; give the host's data directory with --data"
+        )
+    return data_dir
 
 
 def _error(message: str) -> None:
@@ -675,6 +696,38 @@ async def _token_revoke(ctx: _Context) -> None:
         print(f"revoked {token_id}")
     else:
         print(f"{token_id} was already revoked")
+
+
+# -- copy-to ----------------------------------------------------------------------------------
+
+
+def _copy_to(args: argparse.Namespace) -> None:
+    # Imported here: asyncpg is loaded only by those who move to PostgreSQL.
+    from store.copy_to_postgres import copy_to_postgres
+    from store.postgres import redact
+
+    url: str = args.url
+    if not is_postgres_url(url):
+        raise AdminError(f"copy-to: expected a postgresql:// URL, got {redact(url)!r}")
+    data_dir = _existing_data(args)
+    try:
+        report = asyncio.run(
+            copy_to_postgres(
+                data_dir, data_dir / DB_FILENAME, url, lambda line: print(line, flush=True)
+            )
+        )
+    except StoreLocked as e:
+        by = f" (pid {e.pid})" if e.pid is not None else ""
+        raise AdminError(
+            f"a routing host{by} owns {data_dir}: stop it, then copy (nothing was copied)"
+        ) from None
+    total = sum(report.rows.values())
+    numbers = ", ".join(report.numbers[prefix] for prefix in sorted(report.numbers))
+    print(
+        f"copied {total:,} rows from {data_dir} into {redact(url)} in {report.seconds:.1f} s; "
+        f"the next numbers are {numbers}.\nStart the hosts on it with --store URL, and keep "
+        f"{data_dir} as it is until they run well: the copy did not change its data."
+    )
 
 
 # -- output -----------------------------------------------------------------------------------

@@ -234,15 +234,20 @@ def _acquire_lock(path: Path) -> int:
     return fd
 
 
-def _write_blob(root: Path, data: bytes) -> str:
-    """Store `data` under root/ab/cdef... (its sha256) and return the digest.
+def blob_path(data_dir: Path, sha256: str) -> Path:
+    """Where attachment content lives: <data>/attachments/ab/cdef..., named by its digest."""
+    return data_dir / ATTACHMENTS_DIRNAME / sha256[:2] / sha256[2:]
+
+
+def _write_blob(data_dir: Path, data: bytes) -> str:
+    """Store `data` at its blob_path and return its digest.
 
     A crash leaves either nothing or the whole file under the final name, never a prefix of
     it (core.files). Existing content is not written again.
     """
     digest = hashlib.sha256(data).hexdigest()
-    folder = root / digest[:2]
-    final = folder / digest[2:]
+    final = blob_path(data_dir, digest)
+    root, folder = final.parent.parent, final.parent
     if final.exists():
         return digest
     if not folder.exists():
@@ -959,7 +964,7 @@ class SQLiteStore:
         try:
             # Off the writer thread: fsyncing 10 MiB must not hold up everyone's commits.
             # The file is durable before the row that points at it commits.
-            digest = await asyncio.to_thread(_write_blob, self._blobs, data)
+            digest = await asyncio.to_thread(_write_blob, self._data_dir, data)
         except OSError as exc:
             raise _classify(exc, f"storing attachment {label!r}", self._path) from exc
 

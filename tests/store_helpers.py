@@ -9,7 +9,6 @@ placeholders and numbered for PostgreSQL.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -17,7 +16,10 @@ import msgspec
 from core.model import AuditEntry, Offer, ServiceRecord
 from store.base import Store
 from store.postgres import PostgresStore
-from store.sqlite import ATTACHMENTS_DIRNAME, SQLiteStore
+from store.sqlite import ATTACHMENTS_DIRNAME, SQLiteStore, blob_path
+
+# Where SQLite keeps an attachment's content: named by its digest, never by its name.
+attachment_file = blob_path
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -71,11 +73,6 @@ async def get_record(store: Store, number: str) -> ServiceRecord | None:
     sql = "SELECT data FROM service_records WHERE number = ?"
     found = await records(store, ServiceRecord, sql, number)
     return found[0] if found else None
-
-
-def attachment_file(data_dir: Path, sha256: str) -> Path:
-    """Where SQLite keeps an attachment's content: named by its digest, never its name."""
-    return data_dir / ATTACHMENTS_DIRNAME / sha256[:2] / sha256[2:]
 
 
 async def attachment_contents(store: Store) -> dict[str, bytes]:

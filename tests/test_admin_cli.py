@@ -14,12 +14,32 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from core.auth import Authenticator, AuthError, Principal
 from core.demo import demo_config_path
-from core.model import Role
-from store import SQLiteStore, open_store
+from core.model import (
+    AgentStatus,
+    AuditEntry,
+    ChannelMode,
+    ItemState,
+    Offer,
+    OfferState,
+    Participant,
+    PresenceState,
+    Queue,
+    RecordKind,
+    Role,
+    SenderKind,
+    ServiceChannel,
+    Template,
+    WorkItem,
+)
+from store import SQLiteStore, Store, open_store
+from store.base import IdempotencyKey
+from store.postgres import PostgresStore
+from tests.store_helpers import attachment_contents, offers_of, rows
 
 PASSWORD = "tr0ub4dor&3"
 
@@ -394,3 +414,175 @@ def test_without_a_command_the_help_is_shown_as_before(env: dict[str, str]) -> N
         [inbox_tui(), "admin"], capture_output=True, text=True, timeout=60, env=env, check=False
     )
     assert run.returncode == 2 and "required: TOPIC" in run.stderr
+
+
+# -- copy-to ----------------------------------------------------------------------------------
+
+COPIED_TABLES = (
+    "counters",
+    "channels",
+    "presence_states",
+    "queues",
+    "agents",
+    "templates",
+    "work_items",
+    "offers",
+    "agent_statuses",
+    "audit",
+    "affinity",
+    "interactions",
+    "participants",
+    "messages",
+    "attachments",
+    "service_records",
+    "sessions",
+    "api_tokens",
+    "idempotency_keys",
+)
+
+
+async def populate(env: dict[str, str], data: Path) -> tuple[str, str]:
+    """A host's data with a row in every table; returns (a login token, an API token)."""
+    add_agent(env, data, "bob", "--role", "supervisor", "--capacity", "chat=3")
+    add_agent(env, data, "carol")
+    api_token = ok(admin(env, data, "token", "create", "crm", "--agent", "bob")).strip()
+    ok(admin(env, data, "token", "create", "cases", "--channels", "case,incident"))
+    async with SQLiteStore(data / "inbox.db", data) as store:
+        login = (await Authenticator(store, session_ttl=3600).login("carol", PASSWORD, None)).token
+        await store.upsert_channels([ServiceChannel(name="chat", mode=ChannelMode.SYNC)])
+        await store.upsert_presence_states([PresenceState(name="Available", channels=("chat",))])
+        await store.upsert_queues([Queue(name="general", channel="chat")])
+        await store.upsert_templates([Template(shortcut="hi", text="Hello!")])
+        numbers = []
+        for i in range(30):
+            key = IdempotencyKey(scope="tok_x", key=f"k{i}", fingerprint="f", created_at=1e9)
+            record = await store.create_interaction(
+                item=f"w{i}",
+                channel="chat",
+                customer=f"cust-{i}",
+                opened_at=float(i),
+                participants=(Participant(agent="bob"),),
+                idempotency=key if i % 3 == 0 else None,
+            )
+            numbers.append(record.number)
+            for n in range(i % 5 + 1):
+                await store.append_message(
+                    record.number, SenderKind.CUSTOMER, f"cust-{i}", f"line {n}", f"m{n}", 2.0
+                )
+        await store.put_attachment(numbers[0], "a.pdf", "application/pdf", b"%PDF", "bob", 3.0)
+        await store.put_attachment(numbers[1], "a.pdf", "application/pdf", b"%PDF", "bob", 3.0)
+        await store.put_attachment(numbers[1], "b.bin", "x/y", bytes(range(256)) * 9, "bob", 4.0)
+        await store.create_record(RecordKind.CASE, "Refund", source_interaction=numbers[0])
+        await store.create_record(RecordKind.INCIDENT, "Outage")
+        items = [
+            WorkItem(
+                id=f"w{i}",
+                channel="chat",
+                customer=f"cust-{i}",
+                created_at=float(i),
+                interaction=numbers[i],
+                state=ItemState.QUEUED if i % 2 else ItemState.CLOSED,
+            )
+            for i in range(30)
+        ]
+        offers = [
+            Offer(id="o1", item="w1", agent="bob", created_at=5.0, deadline=6.0),
+            Offer(
+                id="o0",
+                item="w3",
+                agent="bob",
+                created_at=1.0,
+                deadline=2.0,
+                state=OfferState.EXPIRED,
+            ),
+        ]
+        await store.apply_routing(
+            items=items,
+            offers=offers,
+            statuses=[AgentStatus(agent="bob", presence="Available")],
+            audit=[AuditEntry(at=1.0, kind="offer_made", item="w1", offer="o1")],
+            affinity={"cust-1": ("bob", 5.0)},
+        )
+    return login, api_token
+
+
+async def counts(store: Store) -> dict[str, int]:
+    return {t: (await rows(store, f"SELECT count(*) FROM {t}"))[0][0] for t in COPIED_TABLES}
+
+
+async def test_copy_to_moves_everything_into_postgresql_and_numbering_continues(
+    env: dict[str, str], data: Path, postgres_url: str
+) -> None:
+    login, api_token = await populate(env, data)
+    run = admin(env, data, "copy-to", postgres_url)
+    out = ok(run)
+    assert f"copying {data / 'inbox.db'} to {postgres_url}" in out
+    assert "  messages: 90\n" in out and "  attachment_blobs: 2 (the attachment files)" in out
+    assert "the next numbers are CS0001002, IMS0001031, INC0001002" in out
+
+    async with (
+        SQLiteStore(data / "inbox.db", data) as source,
+        PostgresStore(postgres_url) as target,
+    ):
+        assert await counts(target) == await counts(source)
+        assert await attachment_contents(target) == await attachment_contents(source)
+        for number in ("IMS0001001", "IMS0001002", "IMS0001030"):
+            assert await target.get_interaction(number) == await source.get_interaction(number)
+            assert await target.list_messages(number) == await source.list_messages(number)
+            assert await target.list_attachments(number) == await source.list_attachments(number)
+        assert await target.list_interactions(agent="bob", limit=100) == (
+            await source.list_interactions(agent="bob", limit=100)
+        )
+        assert await target.load_open_items() == await source.load_open_items()
+        assert await target.load_pending_offers() == await source.load_pending_offers()
+        assert await offers_of(target, "w3") == await offers_of(source, "w3")
+        assert await target.load_agent_statuses() == await source.load_agent_statuses()
+        assert await target.load_affinity() == await source.load_affinity()
+        assert await target.list_api_tokens() == await source.list_api_tokens()
+        assert await target.list_agents() == await source.list_agents()
+        assert await target.get_idempotency_key("tok_x", "k3", 1e9) == (
+            await source.get_idempotency_key("tok_x", "k3", 1e9)
+        )
+        # Logins carry over: the session, the API token, the password.
+        auth = Authenticator(target, session_ttl=3600)
+        assert (await auth.authenticate(login, None)).agent == "carol"
+        assert (await auth.authenticate(api_token, None)).agent == "bob"
+        assert (await auth.login("bob", PASSWORD, None)).role == Role.SUPERVISOR
+        # Numbering and seqs continue where SQLite stopped.
+        made = await target.create_interaction(
+            item="new", channel="chat", customer="c", opened_at=99.0
+        )
+        assert made.number == "IMS0001031"
+        case = await target.create_record(RecordKind.CASE, "Another")
+        assert case.number == "CS0001002"
+        message, _ = await target.append_message(
+            "IMS0001005", SenderKind.AGENT, "bob", "hello", "a1", 5.0
+        )
+        assert message.seq == 6
+
+    # The data directory is untouched, and the target is no longer empty.
+    assert ok(admin(env, data, "agent", "list")).count("\n") == 3
+    message = one_line_error(admin(env, data, "copy-to", postgres_url))
+    assert "already holds inbox-tui data" in message and "nothing was changed" in message
+
+
+async def test_copy_to_refuses_a_running_host_a_foreign_database_and_other_urls(
+    env: dict[str, str], data: Path, postgres_url: str
+) -> None:
+    add_agent(env, data, "bob")
+    assert "is not" not in ok(admin(env, data, "agent", "list"))
+    store = await open_store(data)  # this test process plays the host
+    try:
+        message = one_line_error(admin(env, data, "copy-to", postgres_url))
+        assert f"(pid {os.getpid()}) owns {data}: stop it, then copy" in message
+    finally:
+        await store.close()
+    message = one_line_error(admin(env, data, "copy-to", "mysql://h/db"))
+    assert "expected a postgresql:// URL" in message
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("CREATE TABLE crm_contacts (id integer)")
+    finally:
+        await conn.close()
+    message = one_line_error(admin(env, data, "copy-to", postgres_url))
+    assert "not inbox-tui's (crm_contacts)" in message
