@@ -172,12 +172,18 @@ async def test_the_database_fences_a_router_that_has_not_noticed(postgres_url: s
         # Another holder's bump, seen by the database before A hears of anything.
         async with connected(postgres_url) as other:
             await other.execute("UPDATE router_lease SET epoch = 2, holder = 'host-b'")
-        with pytest.raises(StoreFenced, match="epoch 1 was superseded by epoch 2"):
-            await a.apply_routing(items=[item("w1")], offers=[])
+        commits = a.stats.commits
+        fenced, record = await asyncio.gather(
+            a.apply_routing(items=[item("w1")], offers=[]),
+            a.create_interaction(item="w9", channel="chat", customer="c", opened_at=1),
+            return_exceptions=True,
+        )
+        assert isinstance(fenced, StoreFenced)
+        assert "epoch 1 was superseded by epoch 2" in str(fenced)
         assert await a.get_item("w1") is None
-        # Fencing fails the routing op alone: the writes batched with it commit.
-        record = await a.create_interaction(item="w9", channel="chat", customer="c", opened_at=1)
-        assert await a.get_interaction(record.number) == record
+        # Fencing fails the routing op alone: the write batched with it commits.
+        assert a.stats.commits == commits + 1
+        assert await a.get_interaction(record.number) == record  # type: ignore[union-attr]
 
 
 async def test_a_takeover_waits_for_a_routing_transaction_past_its_check(
