@@ -1031,12 +1031,14 @@ class Router:
             return OfferExpired(offer=key) if key in self.offers else None
         if key not in self.items:
             return None
-        return {
+        due: dict[DeadlineKind, type[MaxWaitReached | FirstReplyMissed | WrapUpEnded | AbandonDue]]
+        due = {
             DeadlineKind.MAX_WAIT: MaxWaitReached,
             DeadlineKind.FIRST_REPLY: FirstReplyMissed,
             DeadlineKind.WRAP_UP: WrapUpEnded,
             DeadlineKind.ABANDON: AbandonDue,
-        }[kind](item=key)
+        }
+        return due[kind](item=key)
 
     _handlers: ClassVar[dict[type, Callable[..., None]]] = {
         ItemArrived: _on_item_arrived,
