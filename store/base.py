@@ -337,9 +337,11 @@ class Store(Protocol):
         statuses: Iterable[AgentStatus] = (),
         audit: Iterable[AuditEntry] = (),
         affinity: Mapping[str, tuple[str, float]] | None = None,
+        interactions: Iterable[InteractionRecord] = (),
     ) -> None:
         """Persist routing decisions all-or-nothing (items before their offers); `affinity`
-        is customer -> (agent who last served them, when)."""
+        is customer -> (agent who last served them, when); `interactions` are the records
+        that follow the items, replaced as save_interaction does (NotFound likewise)."""
         ...
 
     # -- interactions -----------------------------------------------------------------------

@@ -24,7 +24,8 @@ from aiohttp import web
 
 from core.host.state import HOST, Host
 from core.model import OfferState
-from core.routing.decisions import AnyDecision, OfferEnded, OfferMade
+from core.routing.decisions import OfferEnded, OfferMade
+from core.service.routing import Step
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 # The store keys batches by the power of two at or above their size; larger ones land in +Inf.
@@ -99,8 +100,8 @@ class Metrics:
             self.observe("gc_pause", time.perf_counter() - self._gc_started)
             self._gc_started = 0.0
 
-    def on_decisions(self, decisions: list[AnyDecision]) -> None:
-        for d in decisions:
+    def on_step(self, step: Step) -> None:
+        for d in step.decisions:
             if isinstance(d, OfferMade):
                 self.offers["made"] += 1
             elif isinstance(d, OfferEnded):
@@ -222,15 +223,15 @@ def setup(app: web.Application) -> None:
     host = app[HOST]
     metrics = app[METRICS] = Metrics()
     listeners = host.inbox.routing.listeners
-    listeners.append(metrics.on_decisions)
+    listeners.append(metrics.on_step)
     host.inbox.routing.observe = metrics.observe
     host.inbox.observe = metrics.observe
     gc.callbacks.append(metrics.on_gc)
 
     async def unhook(app: web.Application) -> None:
         # The host may outlive this app (tests, an embedded demo): stop feeding a dead page.
-        if metrics.on_decisions in listeners:
-            listeners.remove(metrics.on_decisions)
+        if metrics.on_step in listeners:
+            listeners.remove(metrics.on_step)
         if host.inbox.routing.observe == metrics.observe:
             host.inbox.routing.observe = None
         if host.inbox.observe == metrics.observe:

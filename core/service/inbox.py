@@ -1,9 +1,10 @@
 """The inbox: agents' commands and customers' messages in, events out.
 
-Routing decisions arrive from RoutingService already committed; this layer keeps interaction
-records in step with their work items, stores messages (acknowledged only after commit), decides
-who may see and change what (invariant 9), and fans events out to agent sessions and customer
-watchers. It never touches a socket: the host attaches transports to sessions and watchers.
+Routing steps arrive from RoutingService already committed, with the interaction records
+that followed their work items in the same transaction; this layer holds the open records,
+stores messages (acknowledged only after commit), decides who may see and change what
+(invariant 9), and fans events out to agent sessions and customer watchers. It never touches a
+socket: the host attaches transports to sessions and watchers.
 """
 
 from __future__ import annotations
@@ -96,7 +97,6 @@ from core.protocol import (
 )
 from core.routing import events as ev
 from core.routing.decisions import (
-    AnyDecision,
     ItemChanged,
     ItemUnroutable,
     OfferEnded,
@@ -104,7 +104,8 @@ from core.routing.decisions import (
     PresenceSet,
 )
 from core.routing.engine import RoutingError
-from core.service.routing import RoutingService
+from core.routing.records import RecordChange, current, owner_of
+from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession, Kick
 from store.base import IdempotencyKey, Store
 
@@ -116,6 +117,8 @@ PREFILL_LINES = 40
 STATS_SLICES = 10
 
 CustomerWatcher = Callable[[Event], None]
+# Item changes announced although the record stays as it is.
+_ANNOUNCED = frozenset({"notice", "on_hold", "resumed", "awaiting_capacity"})
 
 
 class InboxError(Exception):
@@ -136,9 +139,8 @@ class Conversation:
     customer_seqs: list[int] = field(default_factory=list)
     last_update: float = 0.0
     preview: str = ""
-    # Held while the record is read, changed and saved, so concurrent changes (a routing
-    # decision, an invitation answered) never overwrite each other; routing's changes take it
-    # in decision order.
+    # Held while what follows a record change is announced and written (pushes, system
+    # lines), so one conversation's announcements keep the order of its changes.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -153,8 +155,8 @@ class Inbox:
         self.config = config
         self.store = store
         self.clock = clock
-        self.routing = RoutingService(config.routing_config(), store, clock=clock)
-        self.routing.listeners.append(self._on_decisions)
+        self.routing = RoutingService(config.routing_config(), store, clock=clock, records=self)
+        self.routing.listeners.append(self._on_step)
         self.routing.detached_agents = lambda: [
             a.id for a in self.routing.config.agents if not self.attached(a.id)
         ]
@@ -215,7 +217,7 @@ class Inbox:
             for m in recent:
                 self._note_message(conv, m)
             self.conversations[record.number] = conv
-            self._file(record.number, self._current(record), joined=True)
+            self._file(record.number, current(record), joined=True)
         await self.routing.start()
         self._absent_since = self.clock()
         self._tasks = [
@@ -344,7 +346,7 @@ class Inbox:
             session.push(event)
 
     def _push_participants(self, record: InteractionRecord, event: Event) -> None:
-        for agent in self._current(record):
+        for agent in current(record):
             self._push(agent, event)
 
     def _push_customer(self, number: str, event: Event) -> None:
@@ -391,8 +393,7 @@ class Inbox:
             mine = [
                 c.record
                 for c in self.conversations.values()
-                if session.agent in self._current(c.record)
-                or c.record.state != InteractionState.NEW
+                if session.agent in current(c.record) or c.record.state != InteractionState.NEW
             ]
         else:
             mine = [self.conversations[n].record for n in self.open_of_agent.get(session.agent, ())]
@@ -433,16 +434,6 @@ class Inbox:
             customer_name=conv.record.customer_name if conv else "",
             interaction=item.interaction,
         )
-
-    @staticmethod
-    def _current(record: InteractionRecord) -> list[str]:
-        return [p.agent for p in record.participants if p.left_at is None]
-
-    def _owner(self, record: InteractionRecord) -> str | None:
-        for p in record.participants:
-            if p.left_at is None and p.role == "owner":
-                return p.agent
-        return None
 
     # ------------------------------------------------------------------ agent commands
 
@@ -502,7 +493,7 @@ class Inbox:
 
     def _writable(self, session: AgentSession, number: str) -> Conversation:
         conv = self.conversations.get(number)
-        if conv is None or not (session.agent in self._current(conv.record) or session.supervisor):
+        if conv is None or not (session.agent in current(conv.record) or session.supervisor):
             raise InboxError("not_found", f"no open interaction {number} of yours")
         return conv
 
@@ -520,7 +511,7 @@ class Inbox:
             await self._delivered(conv, message)
             # Replying is what clears "unread": the customer has an answer.
             self._read(conv, session.agent, message.seq, announce=False)
-            if session.agent == self._owner(conv.record):
+            if session.agent == owner_of(conv.record):
                 with contextlib.suppress(RoutingError):
                     await self.routing.submit(ev.AgentReplied(item=conv.item))
         return MessageAck(ref=frame.ref, message=message, duplicate=duplicate)
@@ -534,7 +525,7 @@ class Inbox:
         if message.kind == "message":
             self._push_customer(conv.record.number, event)
         if self.channels[conv.record.channel].mode == ChannelMode.ASYNC:
-            for agent in self._current(conv.record):
+            for agent in current(conv.record):
                 self._push_ongoing(agent)
 
     def _note_message(self, conv: Conversation, message: Message) -> None:
@@ -549,7 +540,7 @@ class Inbox:
         event = TypingEvent(
             interaction=frame.interaction, who=self.agent_names.get(session.agent, session.agent)
         )
-        for agent in self._current(conv.record):
+        for agent in current(conv.record):
             if agent != session.agent:
                 self._push(agent, event)
         self._push_customer(frame.interaction, event)
@@ -658,11 +649,18 @@ class Inbox:
         if not duplicate:
             await self._delivered(conv, message)
 
-    async def _save(self, conv: Conversation, record: InteractionRecord) -> None:
-        await self.store.save_interaction(record)
-        before = set(self._current(conv.record))
+    def open_record(self, number: str) -> InteractionRecord | None:
+        conv = self.conversations.get(number)
+        return conv.record if conv is not None else None
+
+    def record_committed(self, record: InteractionRecord) -> None:
+        """Routing committed a change of an open record (core.service.routing.OpenRecords)."""
+        conv = self.conversations.get(record.number)
+        if conv is None:
+            return
+        before = set(current(conv.record))
         conv.record = record
-        after = set(self._current(record))
+        after = set(current(record))
         self._file(record.number, after - before, joined=True)
         self._file(record.number, before - after, joined=False)
 
@@ -680,7 +678,7 @@ class Inbox:
         conv = self._writable(session, frame.interaction)
         if frame.agent not in self.routing.router.agents:
             raise InboxError("unknown_agent", f"no agent {frame.agent!r}")
-        if frame.agent in self._current(conv.record):
+        if frame.agent in current(conv.record):
             raise InboxError("already_participant", f"{frame.agent} is already in this chat")
         if (
             not self.sessions.get(frame.agent)
@@ -709,12 +707,13 @@ class Inbox:
             await self._system(conv, f"{self._name(session.agent)} declined to join", note=True)
             return Ok(ref=frame.ref)
         joined = Participant(agent=session.agent, role="invited", joined_at=self.clock())
-        async with conv.lock:
-            await self._save(
-                conv, replace(conv.record, participants=(*conv.record.participants, joined))
-            )
-        self._push(session.agent, InteractionEvent(change="opened", record=conv.record))
-        self._push(inviter, InteractionEvent(change="updated", record=conv.record))
+        record = await self.routing.amend(
+            conv.record.number, lambda r: replace(r, participants=(*r.participants, joined))
+        )
+        if record is None:
+            raise InboxError("not_invited", f"{frame.interaction} was closed meanwhile")
+        self._push(session.agent, InteractionEvent(change="opened", record=record))
+        self._push(inviter, InteractionEvent(change="updated", record=record))
         await self._system(conv, f"{self._name(session.agent)} joined")
         return Ok(ref=frame.ref)
 
@@ -723,7 +722,7 @@ class Inbox:
 
     def _owned(self, session: AgentSession, number: str) -> Conversation:
         conv = self._writable(session, number)
-        if not session.supervisor and self._owner(conv.record) != session.agent:
+        if not session.supervisor and owner_of(conv.record) != session.agent:
             raise InboxError("not_owner", "only the agent who owns the chat can do that")
         return conv
 
@@ -813,18 +812,21 @@ class Inbox:
             self.clock(),
         )
         field_name = "case" if frame.kind == RecordKind.CASE else "incident"
-        linked = replace(record, **{field_name: created.number})
+
+        def link(r: InteractionRecord) -> InteractionRecord:
+            return replace(r, **{field_name: created.number})
+
         conv = self.conversations.get(record.number)
-        if conv is not None:
-            async with conv.lock:
-                linked = replace(conv.record, **{field_name: created.number})
-                await self._save(conv, linked)
+        linked = await self.routing.amend(record.number, link) if conv is not None else None
+        if conv is None or linked is None:
+            # Closed, before or meanwhile: routing writes it no more, the store has the newest.
+            linked = link(await self.store.get_interaction(record.number) or record)
+            await self.store.save_interaction(linked)
+        else:
             await self._system(
                 conv, f"{self._name(session.agent)} created {created.number}", note=True
             )
             self._push_participants(linked, InteractionEvent(change="updated", record=linked))
-        else:
-            await self.store.save_interaction(linked)
         return RecordCreated(ref=frame.ref, record=created, interaction=linked)
 
     async def _subscribe_stats(
@@ -936,14 +938,9 @@ class Inbox:
             raise InboxError(e.code, e.message) from e
         unroutable = next((d for d in decisions if isinstance(d, ItemUnroutable)), None)
         if unroutable is not None:
+            # The step stored the record closed_abandoned (records.follow).
             self.conversations.pop(record.number, None)
-            closed = replace(record, state=InteractionState.CLOSED_ABANDONED, closed_at=now)
-            await self.store.save_interaction(closed)
             raise InboxError("unroutable", unroutable.reason)
-        queued = self.routing.router.items.get(record.item)
-        if queued is not None and queued.queue != record.queue:
-            async with conv.lock:
-                await self._save(conv, replace(conv.record, queue=queued.queue))
         return conv.record
 
     async def start_conversation_once(
@@ -1036,12 +1033,12 @@ class Inbox:
 
     # ------------------------------------------------------------------ routing decisions
 
-    def _on_decisions(self, decisions: list[AnyDecision]) -> Awaitable[object] | None:
-        """Called in commit order. Pushes go out at once; a conversation's record and system
-        lines are updated by a task per decision that takes the conversation's lock, so they
-        keep the decisions' order without one conversation's fsync holding up another's."""
-        work: list[asyncio.Task[None]] = []
-        for d in decisions:
+    def _on_step(self, step: Step) -> Awaitable[object] | None:
+        """Called in commit order, records already in memory. Pushes go out at once; what
+        follows a record change is announced by a task per change that takes the
+        conversation's lock, so it keeps the changes' order without one conversation's
+        system-line fsync holding up another's."""
+        for d in step.decisions:
             if isinstance(d, OfferMade):
                 self._push(d.offer.agent, OfferEvent(view=self._offer_view(d.offer, d.item)))
             elif isinstance(d, OfferEnded):
@@ -1068,12 +1065,6 @@ class Inbox:
                             reason=d.reason,
                         ),
                     )
-            elif isinstance(d, ItemChanged):
-                conv = self.conversations.get(d.item.interaction or "")
-                if conv is not None and self._changes_record(conv, d):
-                    task = asyncio.get_running_loop().create_task(self._item_changed(conv, d))
-                    task.add_done_callback(_log_failure)
-                    work.append(task)
             elif isinstance(d, PresenceSet):
                 # The agent and the supervisors hear of it at once; everyone else asks when
                 # they need it (ListOnlineAgents), so a floor logging in is not O(agents²).
@@ -1085,41 +1076,41 @@ class Inbox:
                         for session in self.sessions.get(agent, ()):
                             if session.supervisor:
                                 session.push(event)
+        work: list[asyncio.Task[None]] = []
+        for change in step.records:
+            d = change.cause
+            conv = self.conversations.get(change.after.number)
+            # Amendments are announced by whoever made them; most changes of a chat in
+            # progress (a first reply, say) neither change the record nor announce anything.
+            if (
+                isinstance(d, ItemChanged)
+                and conv is not None
+                and (change.after is not change.before or d.change in _ANNOUNCED)
+            ):
+                task = asyncio.get_running_loop().create_task(self._record_changed(conv, d, change))
+                task.add_done_callback(_log_failure)
+                work.append(task)
         if len(work) > 1:
             return asyncio.gather(*work)
         return work[0] if work else None
 
-    def _changes_record(self, conv: Conversation, d: ItemChanged) -> bool:
-        """Whether `_apply_item_change` has anything to do (most changes of a chat in progress,
-        like a first reply, do not touch its record)."""
-        if d.change in ("queued", "replied"):
-            return d.item.state == ItemState.QUEUED and self._owner(conv.record) is not None
-        return True
-
-    async def _item_changed(self, conv: Conversation, d: ItemChanged) -> None:
+    async def _record_changed(
+        self, conv: Conversation, d: ItemChanged, change: RecordChange
+    ) -> None:
         async with conv.lock:
             if self.conversations.get(conv.record.number) is conv:
-                await self._apply_item_change(conv, d)
+                await self._announce_change(conv, d, change.before, change.after)
 
-    async def _apply_item_change(self, conv: Conversation, d: ItemChanged) -> None:
+    async def _announce_change(
+        self,
+        conv: Conversation,
+        d: ItemChanged,
+        record: InteractionRecord,
+        updated: InteractionRecord,
+    ) -> None:
         item = d.item
-        record = conv.record
-        now = d.at
-        owner = self._owner(record)
+        owner = owner_of(record)
         if d.change in ("assigned", "transferred") and item.agent:
-            participants = [
-                replace(p, left_at=now) if p.agent == owner and p.left_at is None else p
-                for p in record.participants
-                if not (p.agent == item.agent and p.left_at is None)
-            ]
-            participants.append(Participant(agent=item.agent, role="owner", joined_at=now))
-            updated = replace(
-                record,
-                participants=tuple(participants),
-                state=InteractionState.WORK_IN_PROGRESS,
-                queue=item.queue,
-            )
-            await self._save(conv, updated)
             if owner and owner != item.agent:
                 self._push(owner, InteractionEvent(change="left", record=updated))
             self._push(item.agent, InteractionEvent(change="opened", record=updated))
@@ -1132,14 +1123,6 @@ class Inbox:
             if self.channels[record.channel].mode == ChannelMode.ASYNC:
                 self._push_ongoing(item.agent)
         elif item.state == ItemState.QUEUED and owner is not None:
-            # Requeued, reclaimed or transferred to a queue: the owner no longer holds it.
-            participants = tuple(
-                replace(p, left_at=now) if p.left_at is None else p for p in record.participants
-            )
-            updated = replace(
-                record, participants=participants, state=InteractionState.NEW, queue=item.queue
-            )
-            await self._save(conv, updated)
             for p in record.participants:
                 if p.left_at is None:
                     self._push(p.agent, InteractionEvent(change="left", record=updated))
@@ -1148,25 +1131,16 @@ class Inbox:
                 conv, f"{self._name(owner)} left; finding another agent ({d.reason})"
             )
         elif d.change == "wrap_up":
-            updated = replace(record, state=InteractionState.WRAP_UP)
-            await self._save(conv, updated)
             self._push_participants(updated, InteractionEvent(change="updated", record=updated))
             self._push_customer(record.number, InteractionEvent(change="updated", record=updated))
             await self._system(conv, "The chat has ended")
         elif d.change in ("closed", "cancelled", "abandoned"):
-            state = (
-                InteractionState.CLOSED_COMPLETE
-                if d.change == "closed"
-                else InteractionState.CLOSED_ABANDONED
-            )
-            updated = replace(record, state=state, closed_at=now)
-            await self._save(conv, updated)
             self._push_participants(updated, InteractionEvent(change="closed", record=updated))
             self._push_customer(record.number, InteractionEvent(change="closed", record=updated))
-            self._file(record.number, self._current(updated), joined=False)
+            self._file(record.number, current(updated), joined=False)
             del self.conversations[record.number]
             self.invitations.pop(record.number, None)
-            for agent in self._current(updated):
+            for agent in current(updated):
                 if self.channels[record.channel].mode == ChannelMode.ASYNC:
                     self._push_ongoing(agent)
         elif d.change == "notice":
@@ -1174,8 +1148,6 @@ class Inbox:
                 conv,
                 "All our agents are busy right now. Thank you for waiting: you keep your place.",
             )
-        elif d.change == "overflowed":
-            await self._save(conv, replace(record, queue=item.queue))
         elif d.change in ("on_hold", "resumed", "awaiting_capacity") and item.agent:
             self._push_ongoing(item.agent)
 
