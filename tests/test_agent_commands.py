@@ -178,7 +178,7 @@ async def test_template_attachment_work_note_record_and_archive(tmp_path: Path) 
             AttachmentAck,
         )
         assert ack.attachment.name == "passwd" and ack.attachment.size == 9
-        assert await h.host.store.open_attachment(ack.attachment.sha256) == b"log line\n"
+        assert await h.host.inbox.store.open_attachment(ack.attachment.sha256) == b"log line\n"
 
         seen_by_customer: list[str] = []
         inbox.watch(number, lambda e: seen_by_customer.append(str(getattr(e, "message", ""))))
@@ -202,7 +202,7 @@ async def test_template_attachment_work_note_record_and_archive(tmp_path: Path) 
         )
         assert created.record.number == "INC0001001"
         assert created.interaction.incident == "INC0001001"
-        assert (await h.host.store.get_record("INC0001001")).source_interaction == number
+        assert (await h.host.inbox.store.get_record("INC0001001")).source_interaction == number
 
         with pytest.raises(ClientError) as e:
             await alice.request(Archive(interaction=number))
@@ -210,7 +210,7 @@ async def test_template_attachment_work_note_record_and_archive(tmp_path: Path) 
         await alice.end_chat(number)
         await alice.request(CloseRecord(interaction=number))
         await alice.request(Archive(interaction=number))
-        assert (await h.host.store.get_interaction(number)).archived
+        assert (await h.host.inbox.store.get_interaction(number)).archived
 
 
 async def test_invitation_is_accepted_or_declined_by_the_invitee(tmp_path: Path) -> None:
@@ -284,7 +284,7 @@ async def test_messaging_conversation_collects_unread_while_the_agent_is_away(
         assert card.preview == "still there? 2" and card.customer_name == "Sam"
         # It stayed Alice's: nobody else was offered it.
         assert inbox.conversations[record.number].record.participants[-1].agent == "alice"
-        last_seq = (await h.host.store.list_messages(record.number))[-1].seq
+        last_seq = (await h.host.inbox.store.list_messages(record.number))[-1].seq
         await alice.request(MarkRead(interaction=record.number, seq=last_seq))
         while (await alice.next_event(OngoingEvent)).unread_conversations:
             pass
@@ -392,7 +392,7 @@ async def test_a_customer_waiting_past_max_wait_is_told_once_that_they_keep_thei
                 await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # three times max_wait: a second notice would be here by now
         assert len(notices()) == 1
-        stored = await h.host.store.list_messages(record.number)
+        stored = await h.host.inbox.store.list_messages(record.number)
         assert [m.body for m in stored if m.kind == "message"] == [notice]
 
 

@@ -163,7 +163,7 @@ async def test_reconnect_and_resume_lose_and_duplicate_nothing(tmp_path: Path) -
             "sorry, I was cut off",
             *(f"after {i}" for i in range(5)),
         ]
-        stored = await h.host.store.list_messages(number)
+        stored = await h.host.inbox.store.list_messages(number)
         assert [m.body for m in stored].count("sorry, I was cut off") == 1
         assert ack.message.client_msg_id == "late-1"
         await alice.close()

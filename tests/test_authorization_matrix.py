@@ -707,7 +707,7 @@ async def test_widget_rest_and_attachment_rows(tmp_path: Path) -> None:
             AttachmentAck,
         )
         assert ack.attachment.name == "passwd"
-        blob = w.h.host.store.attachment_path(ack.attachment.sha256)
+        blob = w.h.host.inbox.store.attachment_path(ack.attachment.sha256)
         assert blob.read_bytes() == b"secret"
         assert blob.is_relative_to(w.h.host.data_dir)
 

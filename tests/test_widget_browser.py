@@ -224,7 +224,7 @@ async def test_a_whole_chat_with_transfer_reload_and_end(
     assert await page.evaluate("localStorage.getItem('inbox-tui.widget')") is None
     # Bob wraps up: closing the record frees his capacity.
     await bob.do(CloseRecord(interaction=number))
-    stored = await served.host.store.get_interaction(number)
+    stored = await served.host.inbox.store.get_interaction(number)
     assert stored is not None and stored.state == "closed_complete"
     for desk in (alice, bob):
         await desk.client.close()

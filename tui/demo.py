@@ -136,7 +136,7 @@ class Demo:
         self.customers = 0
         self.messages = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        host.inbox.routing.listeners.append(self.print_step)
+        host.inbox.observe_steps(self.print_step)
         # The agent at the console is a person: the script plays only the others.
         # The spare agent is left for a second console (`--connect … --user chloe`).
         staff = [
@@ -260,7 +260,7 @@ async def run_demo(
             else:
                 await run_with_console(demo, agent_url, console_agent, seconds)
         finally:
-            stats = host.store.stats
+            stats = host.inbox.store_stats
             out.write(
                 banner + f"stopped: {demo.customers} customers, {demo.messages} messages, "
                 f"{stats.commits} commits, largest batch {stats.max_batch}\n"

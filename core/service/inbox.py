@@ -24,6 +24,7 @@ from core.config import HostConfig
 from core.model import (
     OFFLINE,
     Agent,
+    Attachment,
     ChannelMode,
     InteractionRecord,
     InteractionState,
@@ -107,7 +108,7 @@ from core.routing.engine import RoutingError
 from core.routing.records import RecordChange, current, owner_of
 from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession, Kick
-from store.base import IdempotencyKey, Store
+from store.base import IdempotencyKey, Store, StoreStats
 
 log = logging.getLogger("inbox_tui.inbox")
 
@@ -155,7 +156,10 @@ class Inbox:
         self.config = config
         self.store = store
         self.clock = clock
-        self.routing = RoutingService(config.routing_config(), store, clock=clock, records=self)
+        self._timing_observers: list[Callable[[str, float], None]] = []
+        self.routing = RoutingService(
+            config.routing_config(), store, clock=clock, records=self, observe=self._timed
+        )
         self.routing.listeners.append(self._on_step)
         self.routing.detached_agents = lambda: [
             a.id for a in self.routing.config.agents if not self.attached(a.id)
@@ -177,8 +181,6 @@ class Inbox:
         # (scope, Idempotency-Key) -> [lock, requests using it]: only while requests are.
         self._intake: dict[tuple[str, str], list[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        # Metrics hook: (name, seconds); "message" is receipt to fan-out, commit included.
-        self.observe: Callable[[str, float], None] | None = None
         self._handlers: dict[type, Callable[[AgentSession, AnyClientFrame], Awaitable[ServerFrame]]]
         self._handlers = {
             Ping: self._ping,
@@ -233,6 +235,53 @@ class Inbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.routing.drain()
+
+    # ------------------------------------------------------------------ observing
+
+    def observe_steps(self, observer: Callable[[Step], None]) -> Callable[[], None]:
+        """Have `observer` hear every routing step once it is committed, in commit order,
+        with its decisions and the records they changed (metrics, the demo's log). It runs
+        inside the step's announcement: it must not block, and what it raises fails the
+        step for its submitter. Returns the function that stops it."""
+        self.routing.listeners.append(observer)
+        return lambda: _discard(self.routing.listeners, observer)
+
+    def observe_timings(self, observer: Callable[[str, float], None]) -> Callable[[], None]:
+        """Have `observer` hear (name, seconds) of "routing_step" (a step's decision and
+        commit) and "message" (a message's receipt to its fan-out, commit included).
+        Returns the function that stops it."""
+        self._timing_observers.append(observer)
+        return lambda: _discard(self._timing_observers, observer)
+
+    def _timed(self, name: str, seconds: float) -> None:
+        for observer in self._timing_observers:
+            observer(name, seconds)
+
+    # ------------------------------------------------------------------ reads for the host
+
+    @property
+    def store_stats(self) -> StoreStats:
+        """The store's write-path counters; `failing` says why the latest commit failed."""
+        return self.store.stats
+
+    def open_item_count(self) -> int:
+        """Work items queued, offered, accepted or in wrap-up."""
+        return len(self.routing.router.items)
+
+    def queues_of(self, agent: str) -> list[str]:
+        return self.routing.router.queues_of(agent)
+
+    async def work_item(self, item_id: str) -> WorkItem | None:
+        """The item as routing has it while open, else as stored."""
+        item = self.routing.router.items.get(item_id)
+        return item if item is not None else await self.store.get_item(item_id)
+
+    async def messages(self, number: str, after_seq: int = 0, limit: int = 500) -> list[Message]:
+        """A page of the interaction's transcript; the caller has checked visible_record."""
+        return await self.store.list_messages(number, after_seq, limit)
+
+    async def attachments(self, number: str) -> list[Attachment]:
+        return await self.store.list_attachments(number)
 
     # ------------------------------------------------------------------ sessions
 
@@ -517,8 +566,8 @@ class Inbox:
         return MessageAck(ref=frame.ref, message=message, duplicate=duplicate)
 
     async def _delivered(self, conv: Conversation, message: Message) -> None:
-        if self.observe is not None:
-            self.observe("message", max(0.0, self.clock() - message.created_at))
+        if self._timing_observers:
+            self._timed("message", max(0.0, self.clock() - message.created_at))
         self._note_message(conv, message)
         event = MessageEvent(message=message)
         self._push_participants(conv.record, event)
@@ -944,9 +993,10 @@ class Inbox:
         return conv.record
 
     async def start_conversation_once(
-        self, idempotency: IdempotencyKey, **request: Any
+        self, *, scope: str, key: str, fingerprint: str, **request: Any
     ) -> tuple[InteractionRecord, bool]:
-        """start_conversation under a client's idempotency key: (record, replayed).
+        """start_conversation under a client's idempotency key: (record, replayed). `scope`
+        is whose key it is (the calling token), `fingerprint` the request body's digest.
 
         A retry gets the interaction the key was first stored with (replayed=True). If the
         host died between committing that interaction and routing's commit of its item, the
@@ -954,7 +1004,10 @@ class Inbox:
         original id, with this request's body (the same, as the fingerprint says). The same
         key with another body is `idempotency_key_reused`. Requests with one key take turns,
         so two concurrent retries never route the same item twice."""
-        slot = (idempotency.scope, idempotency.key)
+        idempotency = IdempotencyKey(
+            scope=scope, key=key, fingerprint=fingerprint, created_at=self.clock()
+        )
+        slot = (scope, key)
         entry = self._intake.setdefault(slot, [asyncio.Lock(), 0])
         entry[1] += 1
         try:
@@ -964,10 +1017,10 @@ class Inbox:
                 if stored is None:
                     record = await self.start_conversation(idempotency=idempotency, **request)
                     return record, False
-                if stored.fingerprint != idempotency.fingerprint:
+                if stored.fingerprint != fingerprint:
                     raise InboxError(
                         "idempotency_key_reused",
-                        f"Idempotency-Key {idempotency.key!r} was first used with another "
+                        f"Idempotency-Key {key!r} was first used with another "
                         "request body; use a new key for a new item",
                     )
                 return await self._replay(stored.interaction, request), True
@@ -1023,9 +1076,15 @@ class Inbox:
         with contextlib.suppress(RoutingError):
             await self.routing.submit(ev.ItemCancelled(item=conv.item))
 
+    async def customer_record(self, number: str, customer: str) -> InteractionRecord | None:
+        """The customer's own interaction, open or closed; None for anyone else's."""
+        conv = self.conversations.get(number)
+        # Closed conversations leave the inbox's memory; the store keeps their record.
+        record = conv.record if conv else await self.store.get_interaction(number)
+        return record if record is not None and record.customer == customer else None
+
     async def customer_transcript(self, number: str, customer: str) -> list[Message]:
-        record = await self.store.get_interaction(number)
-        if record is None or record.customer != customer:
+        if await self.customer_record(number, customer) is None:
             raise InboxError("not_found", f"no conversation {number}")
         return [
             m for m in await self.store.list_messages(number, limit=1000) if m.kind == "message"
@@ -1205,6 +1264,11 @@ class Inbox:
                     if visible:
                         session.push(QueueStatsEvent(stats=visible))
             await asyncio.sleep(max(0.0, next_round - loop.time()))
+
+
+def _discard(observers: list[Any], observer: object) -> None:
+    if observer in observers:
+        observers.remove(observer)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

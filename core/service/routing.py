@@ -89,6 +89,7 @@ class RoutingService:
         *,
         clock: Callable[[], float] = time.time,
         records: OpenRecords | None = None,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -96,8 +97,8 @@ class RoutingService:
         self.records = records
         self.router = Router(config)
         self.listeners: list[Listener] = []
-        # Metrics hook: called with (name, seconds) for each committed step; the host sets it.
-        self.observe: Callable[[str, float], None] | None = None
+        # Told ("routing_step", seconds) of each submitted step, decision and commit included.
+        self.observe = observe
         self._wake = asyncio.Event()
         self._decided: list[_Step] = []  # decided in memory, not yet handed to the store
         self._committer: asyncio.Task[None] | None = None
