@@ -63,7 +63,7 @@ from core.protocol import (
     server_decoder,
 )
 from core.service import sessions
-from core.service.inbox import RESUME_WINDOW
+from core.service.floor import RESUME_WINDOW
 from tests.hosting import RunningHost, fast_config, fast_config_text, running_host
 
 
@@ -283,7 +283,7 @@ async def test_messaging_conversation_collects_unread_while_the_agent_is_away(
         assert card.interaction == record.number and card.unread == 3
         assert card.preview == "still there? 2" and card.customer_name == "Sam"
         # It stayed Alice's: nobody else was offered it.
-        assert inbox.conversations[record.number].record.participants[-1].agent == "alice"
+        assert inbox.conversations.open[record.number].record.participants[-1].agent == "alice"
         last_seq = (await h.host.inbox.store.list_messages(record.number))[-1].seq
         await alice.request(MarkRead(interaction=record.number, seq=last_seq))
         while (await alice.next_event(OngoingEvent)).unread_conversations:
@@ -363,7 +363,7 @@ async def test_a_console_that_stops_reading_is_dropped_and_others_are_not_slowed
             event = await alice.next_event(MessageEvent)
             if event.message.sender_kind == "customer":
                 received += 1
-        stuck_sessions = [s for s in h.host.inbox.sessions["alice"] if s.overflowed]
+        stuck_sessions = [s for s in h.host.inbox.floor.sessions["alice"] if s.overflowed]
         assert stuck_sessions, "the stuck console was never dropped"
         await alice.close()
         await stuck.close()
@@ -562,7 +562,7 @@ async def test_one_of_two_consoles_dropping_keeps_the_agent_on_until_the_last_go
         record = await h.host.inbox.start_conversation(channel="chat", customer="cust-1")
         await consoles[1].next(OfferEvent)
         consoles[0].drop()
-        await wait_until(lambda: h.host.inbox.sessions["alice"][0].detached_at is not None)
+        await wait_until(lambda: h.host.inbox.floor.sessions["alice"][0].detached_at is not None)
         # Her other console is still there: the offer stands.
         assert router.items[record.item].state == "offered"
         consoles[1].drop()

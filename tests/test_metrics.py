@@ -172,7 +172,7 @@ async def test_values_move_when_routing_happens(running: Running) -> None:
     assert value(later, "inbox_queue_active", queue="incidents") == 1
     # "Bob joined" went through the message path, commit included.
     assert value(later, "inbox_message_seconds_count") >= 1
-    assert number in running.host.inbox.conversations
+    assert number in running.host.inbox.conversations.open
 
 
 async def test_connected_agents_follows_sockets(running: Running) -> None:

@@ -513,13 +513,13 @@ async def get_interaction(request: web.Request) -> web.Response:
     record = await host.inbox.visible_record(principal.agent, _sees_everything(principal), number)
     if record is None:
         raise ApiError(404, "not_found", f"no interaction {number} visible to you")
-    page = await host.inbox.messages(record.number, query.after_seq, query.limit)
+    page = await host.inbox.list_messages(record.number, query.after_seq, query.limit)
     # Work notes are for people at the desk, never for systems fed from this API.
     notes = principal.agent is not None
     view = InteractionView(
         interaction=record,
         messages=[m for m in page if notes or m.kind == "message"],
-        attachments=await host.inbox.attachments(record.number),
+        attachments=await host.inbox.list_attachments(record.number),
         next_after_seq=page[-1].seq if len(page) == query.limit else None,
     )
     return _json(view)

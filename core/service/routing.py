@@ -94,6 +94,7 @@ class RoutingService:
         self.config = config
         self.store = store
         self.clock = clock
+        # Whose records follow the items (the inbox's conversations); None: no records.
         self.records = records
         self.router = Router(config)
         self.listeners: list[Listener] = []
