@@ -297,9 +297,11 @@ class Store(Protocol):
         statuses: Iterable[AgentStatus] = (),
         audit: Iterable[AuditEntry] = (),
         affinity: Mapping[str, tuple[str, float]] | None = None,
+        interactions: Iterable[InteractionRecord] = (),
     ) -> None:
         """Persist routing decisions all-or-nothing; `affinity` is customer -> (agent who
-        last served them, when).
+        last served them, when); `interactions` are the records that follow the items,
+        replaced as save_interaction does (NotFound likewise).
 
         Items are written before their offers (NotFound for an offer of an unknown item), and
         offers leaving `pending` before new pending ones: at most one pending offer per item

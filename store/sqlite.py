@@ -342,6 +342,18 @@ def _write_offers(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None
             raise
 
 
+def _update_interaction(conn: sqlite3.Connection, record: InteractionRecord, data: str) -> None:
+    cur = conn.execute(
+        "UPDATE interactions SET archived = ?, opened_at = ?, data = ? WHERE number = ?",
+        (int(record.archived), record.opened_at, data, record.number),
+    )
+    if cur.rowcount == 0:
+        raise NotFound(
+            f"interaction {record.number} does not exist (create_interaction allocates numbers)"
+        )
+    _write_participants(conn, record)
+
+
 def _write_participants(conn: sqlite3.Connection, record: InteractionRecord) -> None:
     conn.execute("DELETE FROM participants WHERE interaction = ?", (record.number,))
     conn.executemany(
@@ -756,10 +768,12 @@ class SQLiteStore:
         statuses: Iterable[AgentStatus] = (),
         audit: Iterable[AuditEntry] = (),
         affinity: Mapping[str, tuple[str, float]] | None = None,
+        interactions: Iterable[InteractionRecord] = (),
     ) -> None:
         item_rows, offer_rows = _item_rows(items), _offer_rows(offers)
         status_rows, audit_rows = _status_rows(statuses), _audit_rows(audit)
         affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
+        records = [(r, _dump(r)) for r in interactions]
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(_UPSERT_ITEM, item_rows)
@@ -767,6 +781,8 @@ class SQLiteStore:
             conn.executemany(_UPSERT_STATUS, status_rows)
             conn.executemany(_INSERT_AUDIT, audit_rows)
             conn.executemany(_UPSERT_AFFINITY, affinity_rows)
+            for record, data in records:
+                _update_interaction(conn, record, data)
 
         await self._write(op)
 
@@ -834,20 +850,7 @@ class SQLiteStore:
 
     async def save_interaction(self, record: InteractionRecord) -> None:
         data = _dump(record)
-
-        def op(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE interactions SET archived = ?, opened_at = ?, data = ? WHERE number = ?",
-                (int(record.archived), record.opened_at, data, record.number),
-            )
-            if cur.rowcount == 0:
-                raise NotFound(
-                    f"interaction {record.number} does not exist (create_interaction "
-                    "allocates numbers)"
-                )
-            _write_participants(conn, record)
-
-        await self._write(op)
+        await self._write(lambda conn: _update_interaction(conn, record, data))
 
     async def load_open_conversations(
         self, customer_lines: int, channels: Collection[str]

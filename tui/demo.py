@@ -32,7 +32,6 @@ from core.protocol import (
     PresenceEvent,
 )
 from core.routing.decisions import (
-    AnyDecision,
     ItemChanged,
     ItemUnroutable,
     OfferEnded,
@@ -40,6 +39,7 @@ from core.routing.decisions import (
     audit_entry,
 )
 from core.service.inbox import InboxError
+from core.service.routing import Step
 
 CUSTOMERS = ["Ana", "Bruno", "Chen", "Dara", "Elif", "Femi", "Gus", "Hana", "Ivo", "June"]
 QUESTIONS = [
@@ -136,7 +136,7 @@ class Demo:
         self.customers = 0
         self.messages = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        host.inbox.routing.listeners.append(self.print_decisions)
+        host.inbox.observe_steps(self.print_step)
         # The agent at the console is a person: the script plays only the others.
         # The spare agent is left for a second console (`--connect … --user chloe`).
         staff = [
@@ -206,8 +206,8 @@ class Demo:
             if e.code not in ("closed", "not_found"):
                 self.say(f"{'':12} refused      {e.code}: {e.message}")
 
-    def print_decisions(self, decisions: list[AnyDecision]) -> None:
-        for d in decisions:
+    def print_step(self, step: Step) -> None:
+        for d in step.decisions:
             if isinstance(d, OfferEnded) and d.offer.state == "accepted":
                 continue  # the "assigned" line that follows says the same
             e = audit_entry(d)
@@ -260,7 +260,7 @@ async def run_demo(
             else:
                 await run_with_console(demo, agent_url, console_agent, seconds)
         finally:
-            stats = host.store.stats
+            stats = host.inbox.store_stats
             out.write(
                 banner + f"stopped: {demo.customers} customers, {demo.messages} messages, "
                 f"{stats.commits} commits, largest batch {stats.max_batch}\n"

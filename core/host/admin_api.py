@@ -321,7 +321,7 @@ def openapi_part() -> tuple[dict[str, Any], dict[str, Any]]:
 def setup(app: web.Application) -> None:
     host = app[HOST]
     app[SECRET] = SECRET_PREFIX + secrets.token_urlsafe(32)
-    app[ADMIN] = Administration(host.store, host.auth, host.inbox)
+    app[ADMIN] = host.admin
     agents = f"{ADMIN_PREFIX}/agents"
     app.router.add_get(agents, list_agents)
     app.router.add_post(agents, add_agent)

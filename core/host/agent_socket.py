@@ -39,9 +39,9 @@ from core.protocol import (
     client_decoder,
     encoder,
 )
+from core.service import StoreUnavailable
 from core.service.inbox import InboxError
 from core.service.sessions import AgentSession, Kick
-from store.base import StoreUnavailable
 
 log = logging.getLogger("inbox_tui.host")
 
