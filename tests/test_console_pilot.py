@@ -228,6 +228,19 @@ async def test_reject_with_a_reason_reaches_another_agent(tmp_path: Path) -> Non
         await bob.close()
 
 
+async def test_the_toolbar_and_record_buttons_run_their_actions(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await chat_ready(h, app, pilot)
+            await pilot.click("#tool-transfer")
+            await until(pilot, lambda: isinstance(app.screen, Picker))
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.click("#record-incident")
+            await until(pilot, lambda: isinstance(app.screen, RecordForm))
+
+
 async def test_transfer_and_invite_pickers(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
         bob = InboxClient(h.agent_url)

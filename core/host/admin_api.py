@@ -208,8 +208,18 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------------------- OpenAPI
 
-MODELS = (AddAgent, AgentInfo, AgentList, AgentSwitched, SetPassword, PasswordSet)
-MODELS += (CreateToken, TokenCreated, TokenList, TokenRevoked)
+MODELS: tuple[type[msgspec.Struct], ...] = (
+    AddAgent,
+    AgentInfo,
+    AgentList,
+    AgentSwitched,
+    SetPassword,
+    PasswordSet,
+    CreateToken,
+    TokenCreated,
+    TokenList,
+    TokenRevoked,
+)
 AUTH = (
     "Administration (docs/admin.md): an admin-role token (api_ or ses_), or the secret in "
     "<data_dir>/admin.json that the host writes at start for `inbox-tui admin`."

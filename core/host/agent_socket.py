@@ -70,7 +70,8 @@ def setup(app: web.Application) -> None:
 async def close_sockets(app: web.Application) -> None:
     """On shutdown, tell consoles to come back later (1001 "going away") instead of letting
     the server wait out its shutdown timeout on open sockets; they will resume."""
-    for ws in list(app[SOCKETS]):
+    sockets = app[SOCKETS]
+    for ws in list(sockets):  # closing one takes it out of the set
         await ws.close(code=1001, message=b"host shutting down")
 
 

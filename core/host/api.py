@@ -269,7 +269,7 @@ _HTTP_CODES = {
 
 def _from_http(e: web.HTTPException) -> web.Response:
     code, message = _HTTP_CODES.get(e.status, ("http_error", e.reason))
-    headers = {}
+    headers: dict[str, str] = {}
     if isinstance(e, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(e.allowed_methods))
         headers[hdrs.ALLOW] = allowed
@@ -311,7 +311,7 @@ async def _middleware(
 async def _principal(request: web.Request) -> Principal:
     scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
     token = token.strip()
-    challenge = {hdrs.WWW_AUTHENTICATE: 'Bearer realm="inbox-tui"'}
+    challenge: dict[str, str] = {hdrs.WWW_AUTHENTICATE: 'Bearer realm="inbox-tui"'}
     if scheme.lower() != "bearer" or not token:
         raise ApiError(
             401,
@@ -441,7 +441,7 @@ async def create_item(request: web.Request) -> web.Response:
                 field="$.attributes",
             ) from e
     inbox = request.app[HOST].inbox
-    item_request = {
+    item_request: dict[str, Any] = {
         "channel": body.channel,
         "customer": body.customer.id,
         "customer_name": body.customer.name,
@@ -471,7 +471,7 @@ async def create_item(request: web.Request) -> web.Response:
         queue=item.queue,
         replayed=replayed,
     )
-    headers = {hdrs.LOCATION: f"{PREFIX}/interactions/{record.number}"}
+    headers: dict[str, str] = {hdrs.LOCATION: f"{PREFIX}/interactions/{record.number}"}
     if replayed:
         headers[IDEMPOTENT_REPLAYED] = "true"
     return _json(created, 200 if replayed else 201, headers)

@@ -138,13 +138,13 @@ class ServerLog(logging.LoggerAdapter[logging.Logger]):
         log.info('event=bad_request address=%s status=%s reason="%s"', address, exc.code, reason)
 
 
-def runner_for(app: web.Application, **kwargs: object) -> web.AppRunner:
+def runner_for(app: web.Application, *, handle_signals: bool = True) -> web.AppRunner:
     return web.AppRunner(
         app,
         access_log=None,
         keepalive_timeout=IDLE_TIMEOUT,
         logger=ServerLog(server_logger),
-        **kwargs,
+        handle_signals=handle_signals,
     )
 
 

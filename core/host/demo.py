@@ -14,9 +14,9 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from core.client import ClientError, InboxClient
 from core.config import HostConfig, load_config
@@ -155,8 +155,8 @@ class Demo:
         ]
         self.agents = [SimulatedAgent(self, a.id) for a in staff]
 
-    def spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -644,7 +644,7 @@ class CustomerConnection:
                 customer=customer,
                 customer_name=name,
                 customer_contact=email,
-                attributes=attributes,
+                attributes=dict(attributes),
             )
         except InboxError as e:
             log.info("event=widget_refused address=%s code=%s reason=%s", self.address, e.code, e)

@@ -67,12 +67,10 @@ def follow(record: InteractionRecord, d: ItemChanged | ItemUnroutable) -> Intera
         )
     if item.state == ItemState.QUEUED and owner is not None:
         # Requeued, reclaimed or transferred to a queue: the owner no longer holds it.
-        participants = tuple(
+        left = tuple(
             replace(p, left_at=now) if p.left_at is None else p for p in record.participants
         )
-        return replace(
-            record, participants=participants, state=InteractionState.NEW, queue=item.queue
-        )
+        return replace(record, participants=left, state=InteractionState.NEW, queue=item.queue)
     if d.change == "wrap_up":
         return replace(record, state=InteractionState.WRAP_UP)
     if d.change in _CLOSED:

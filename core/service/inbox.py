@@ -285,17 +285,17 @@ class Inbox:
                 floor.push_supervisors(event, but=d.agent)
         work: list[asyncio.Task[None]] = []
         for change in step.records:
-            d = change.cause
+            cause = change.cause
             conv = self.conversations.open.get(change.after.number)
             # Amendments are announced by whoever made them; most changes of a chat in
             # progress (a first reply, say) neither change the record nor announce anything.
             if (
-                isinstance(d, ItemChanged)
+                isinstance(cause, ItemChanged)
                 and conv is not None
-                and (change.after is not change.before or d.change in _ANNOUNCED)
+                and (change.after is not change.before or cause.change in _ANNOUNCED)
             ):
                 task = asyncio.get_running_loop().create_task(
-                    self.records.announce(conv, d, change)
+                    self.records.announce(conv, cause, change)
                 )
                 task.add_done_callback(_log_failure)
                 work.append(task)
