@@ -603,8 +603,8 @@ class Router:
     def _queue_of(self, item: WorkItem) -> Queue:
         """The queue of an item the engine holds: an arrival no queue takes is refused, so a
         held item always has one."""
-        if item.queue is None:
-            raise RoutingError("unknown_item", f"{item.id} is in no queue")
+        if item.queue is None:  # a broken invariant, not a client's mistake
+            raise RuntimeError(f"{item.id} is held but in no queue")
         return self.queues[item.queue]
 
     def _max_wait_passed(self, item: WorkItem, now: float) -> tuple[WorkItem, str, str]:
