@@ -124,7 +124,7 @@ async def until(check: Callable[[], bool], what: str) -> float:
 
 async def seed(host: Host, conversations: int, messages: int) -> tuple[str, dict[str, float]]:
     """alice's live chat with `messages` messages, and `conversations` closed ones before it."""
-    inbox, store = host.inbox, host.store
+    inbox, store = host.inbox, host.inbox.store
     timings: dict[str, float] = {}
     # A direct session (no socket) to act as alice; it stays open so her chat stays hers.
     session = inbox.open_session(AGENT, Role.AGENT, "bench-setup", time.time() + 3600)

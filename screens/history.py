@@ -80,7 +80,7 @@ class HistoryScreen(Screen[None]):
 
     @on(VirtualList.Highlighted, "#history-list")
     def show(self, event: VirtualList.Highlighted) -> None:
-        record: InteractionRecord = event.row  # type: ignore[assignment]
+        record: InteractionRecord = event.row
         self.run_worker(self.transcript(record), exclusive=True, group="transcript")
 
     async def transcript(self, record: InteractionRecord) -> None:

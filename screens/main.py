@@ -280,7 +280,7 @@ class MainScreen(Screen[None]):
     @on(VirtualList.Highlighted, "#chat-list")
     @on(VirtualList.Selected, "#chat-list")
     def chat_chosen(self, event: VirtualList.Highlighted) -> None:
-        number = event.row.number  # type: ignore[attr-defined]
+        number = event.row.number
         if number != self.current:
             self.current = number
             self.show_current()
@@ -347,9 +347,10 @@ class MainScreen(Screen[None]):
         self.action_chat_template()
 
     @on(Button.Pressed, "#toolbar Button, #record Button")
-    def button_pressed(self, event: Button.Pressed) -> None:
-        # Toolbar and record buttons carry their action's name (tui/actions.py).
-        self.run_action(event.button.name or "")
+    async def button_pressed(self, event: Button.Pressed) -> None:
+        # Toolbar and record buttons carry their action's name (tui/actions.py). run_action is
+        # a coroutine: called without await, a button did nothing at all.
+        await self.run_action(event.button.name or "")
 
     @on(Select.Changed, "#presence")
     def presence_picked(self, event: Select.Changed) -> None:
@@ -493,6 +494,7 @@ class MainScreen(Screen[None]):
         target = await self.app.push_screen_wait(Picker("Transfer to an agent or a queue", choices))
         if target is None:
             return
+        frame: TransferToQueue | TransferToAgent
         if target.startswith("queue:"):
             frame = TransferToQueue(interaction=chat.number, queue=target.removeprefix("queue:"))
         else:
@@ -569,13 +571,14 @@ class MainScreen(Screen[None]):
     async def confirm_live(self, number: str, verb: str) -> bool:
         """Ask before ending or closing a conversation whose customer is still in it; one
         that has ended (wrap-up) closes on one key."""
-        chat = self.app.state.chats.get(number)
+        chat = self.inbox.state.chats.get(number)
         if chat is None or chat.record.state not in LIVE_STATES:
             return True
         who = chat.record.customer_name or "the customer"
-        return bool(
-            await self.app.push_screen_wait(Confirm(f"{verb} the conversation with {who}?"))
+        answer: bool = await self.app.push_screen_wait(
+            Confirm(f"{verb} the conversation with {who}?")
         )
+        return answer
 
     @work
     async def action_record_archive(self) -> None:

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from core.model import (
     MAX_ATTACHMENT_BYTES,
@@ -473,8 +474,7 @@ class PostgresStore:
                 self._wconn = await self._connect()
             except _ERRORS as exc:
                 raise _unreachable(exc, self.where) from exc
-            async with self._pool.acquire() as conn:
-                await postgres_migrations.migrate(conn, self.where)
+            await postgres_migrations.migrate(self._wconn, self.where)
         except BaseException as exc:
             await self._release()
             if isinstance(exc, _ERRORS):
@@ -515,7 +515,7 @@ class PostgresStore:
         """Run `fn` in the next batch's transaction; returns its result once committed.
         `counters` and `interactions` name the rows of those tables it updates (_Op)."""
         op = _Op(fn, counters, interactions)
-        return await self._writer.submit(op)  # type: ignore[no-any-return]
+        return await self._writer.submit(op)
 
     async def _writer_connection(self) -> asyncpg.Connection:
         if self._wconn is None or self._wconn.is_closed():
@@ -603,7 +603,9 @@ class PostgresStore:
 
     # -- the read path --------------------------------------------------------------------
 
-    async def _on_pool(self, doing: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def _on_pool(
+        self, doing: str, fn: Callable[[PoolConnectionProxy[Any]], Awaitable[T]]
+    ) -> T:
         """`fn` on a pooled connection; failing to get one is StoreUnavailable. `fn` must be
         safe to run twice: a pooled connection that died while idle (a database restart)
         fails it, and it is run once more on a fresh one."""

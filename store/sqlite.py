@@ -164,7 +164,7 @@ def _load(cls: type[S], data: str) -> S:
     decoder = _DECODERS.get(cls)
     if decoder is None:
         decoder = _DECODERS[cls] = msgspec.json.Decoder(cls)
-    return decoder.decode(data)  # type: ignore[no-any-return]
+    return decoder.decode(data)
 
 
 def _classify(exc: BaseException, doing: str, path: Path | None = None) -> StoreError:
@@ -549,7 +549,7 @@ class SQLiteStore:
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the writer thread in the next batch; returns its result once committed."""
-        return await self._writer.submit(fn)  # type: ignore[no-any-return]
+        return await self._writer.submit(fn)
 
     def _commit(self, fns: list[WriteFn]) -> Awaitable[tuple[list[Outcome], bool]]:
         return asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, fns)

@@ -63,7 +63,7 @@ from core.protocol import (
     server_decoder,
 )
 from core.service import sessions
-from core.service.inbox import RESUME_WINDOW
+from core.service.floor import RESUME_WINDOW
 from tests.hosting import RunningHost, fast_config, fast_config_text, running_host
 from tests.store_helpers import attachment_file, get_record
 
@@ -204,7 +204,7 @@ async def test_template_attachment_work_note_record_and_archive(tmp_path: Path) 
         )
         assert created.record.number == "INC0001001"
         assert created.interaction.incident == "INC0001001"
-        assert (await get_record(h.host.store, "INC0001001")).source_interaction == number
+        assert (await get_record(h.host.inbox.store, "INC0001001")).source_interaction == number
 
         with pytest.raises(ClientError) as e:
             await alice.request(Archive(interaction=number))
@@ -212,7 +212,7 @@ async def test_template_attachment_work_note_record_and_archive(tmp_path: Path) 
         await alice.end_chat(number)
         await alice.request(CloseRecord(interaction=number))
         await alice.request(Archive(interaction=number))
-        assert (await h.host.store.get_interaction(number)).archived
+        assert (await h.host.inbox.store.get_interaction(number)).archived
 
 
 async def test_invitation_is_accepted_or_declined_by_the_invitee(tmp_path: Path) -> None:
@@ -285,8 +285,8 @@ async def test_messaging_conversation_collects_unread_while_the_agent_is_away(
         assert card.interaction == record.number and card.unread == 3
         assert card.preview == "still there? 2" and card.customer_name == "Sam"
         # It stayed Alice's: nobody else was offered it.
-        assert inbox.conversations[record.number].record.participants[-1].agent == "alice"
-        last_seq = (await h.host.store.list_messages(record.number))[-1].seq
+        assert inbox.conversations.open[record.number].record.participants[-1].agent == "alice"
+        last_seq = (await h.host.inbox.store.list_messages(record.number))[-1].seq
         await alice.request(MarkRead(interaction=record.number, seq=last_seq))
         while (await alice.next_event(OngoingEvent)).unread_conversations:
             pass
@@ -365,7 +365,7 @@ async def test_a_console_that_stops_reading_is_dropped_and_others_are_not_slowed
             event = await alice.next_event(MessageEvent)
             if event.message.sender_kind == "customer":
                 received += 1
-        stuck_sessions = [s for s in h.host.inbox.sessions["alice"] if s.overflowed]
+        stuck_sessions = [s for s in h.host.inbox.floor.sessions["alice"] if s.overflowed]
         assert stuck_sessions, "the stuck console was never dropped"
         await alice.close()
         await stuck.close()
@@ -394,7 +394,7 @@ async def test_a_customer_waiting_past_max_wait_is_told_once_that_they_keep_thei
                 await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # three times max_wait: a second notice would be here by now
         assert len(notices()) == 1
-        stored = await h.host.store.list_messages(record.number)
+        stored = await h.host.inbox.store.list_messages(record.number)
         assert [m.body for m in stored if m.kind == "message"] == [notice]
 
 
@@ -564,7 +564,7 @@ async def test_one_of_two_consoles_dropping_keeps_the_agent_on_until_the_last_go
         record = await h.host.inbox.start_conversation(channel="chat", customer="cust-1")
         await consoles[1].next(OfferEvent)
         consoles[0].drop()
-        await wait_until(lambda: h.host.inbox.sessions["alice"][0].detached_at is not None)
+        await wait_until(lambda: h.host.inbox.floor.sessions["alice"][0].detached_at is not None)
         # Her other console is still there: the offer stands.
         assert router.items[record.item].state == "offered"
         consoles[1].drop()

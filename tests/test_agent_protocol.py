@@ -163,7 +163,7 @@ async def test_reconnect_and_resume_lose_and_duplicate_nothing(tmp_path: Path) -
             "sorry, I was cut off",
             *(f"after {i}" for i in range(5)),
         ]
-        stored = await h.host.store.list_messages(number)
+        stored = await h.host.inbox.store.list_messages(number)
         assert [m.body for m in stored].count("sorry, I was cut off") == 1
         assert ack.message.client_msg_id == "late-1"
         await alice.close()
@@ -269,7 +269,7 @@ async def test_an_expired_session_drops_its_socket(
                 await asyncio.sleep(0.1)
         # The host closed the socket saying the session ended; the session is gone.
         assert alice._ws is not None and alice._ws.close_code == CLOSE_SESSION_ENDED
-        assert not h.host.inbox.sessions.get("alice")
+        assert not h.host.inbox.floor.sessions.get("alice")
         await alice.close()
 
 
@@ -300,7 +300,7 @@ async def test_a_console_replaced_by_a_resume_does_not_take_its_session_back(
             seqs.append(event.seq)  # type: ignore[union-attr]
         assert seqs == list(range(first.last_seq + 1, first.last_seq + 1 + len(seqs)))
         assert first.status == "replaced by another console"
-        assert len(h.host.inbox.sessions["alice"]) == 1
+        assert len(h.host.inbox.floor.sessions["alice"]) == 1
         await first.close()
         await second.close()
 

@@ -114,7 +114,7 @@ async def test_rest_incident_is_routed_to_incidents_and_offered_to_tier2(server:
     assert offer.view.item.attributes["severity"] == 2
     assert offer.view.customer_name == "Acme Ltd"
     assert offers(alice) == []
-    record = await server.host.store.get_interaction(body["interaction"])
+    record = await server.host.inbox.store.get_interaction(body["interaction"])
     assert record is not None and record.customer == "crm-acme"
     assert record.customer_contact == "ops@acme.example"
 
@@ -468,14 +468,14 @@ async def test_store_outage_and_bugs_answer_in_json(
     async def unavailable(number: str) -> None:
         raise StoreUnavailable("disk I/O error")
 
-    monkeypatch.setattr(server.host.store, "get_interaction", unavailable)
+    monkeypatch.setattr(server.host.inbox.store, "get_interaction", unavailable)
     status, error, _ = await server.call("GET", path, token)
     assert status == 503 and error["error"]["code"] == "unavailable"
 
     async def bug(number: str) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(server.host.store, "get_interaction", bug)
+    monkeypatch.setattr(server.host.inbox.store, "get_interaction", bug)
     status, error, _ = await server.call("GET", path, token)
     assert status == 500 and error["error"]["code"] == "internal"
     assert "secret" not in error["error"]["message"]

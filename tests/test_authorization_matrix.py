@@ -226,7 +226,7 @@ class World:
         for frame in (EndChat(interaction=number), CloseRecord(interaction=number)):
             with contextlib.suppress(InboxError):
                 await self.inbox.handle(session, frame)
-        conv = self.inbox.conversations.get(number)
+        conv = self.inbox.conversations.open.get(number)
         if conv is not None:
             await self.inbox.customer_left(number, conv.record.customer)
         await self.inbox.close_session(session)
@@ -529,7 +529,7 @@ async def test_every_event_reaches_exactly_its_audience(tmp_path: Path) -> None:
 
         got["offer"] = await receivers(w, customers, start, lambda e: isinstance(e, OfferEvent))
         number = await conversation_of("customer")
-        offer_id = w.inbox.routing.router.offer_of_item[w.inbox.conversations[number].item]
+        offer_id = w.inbox.routing.router.offer_of_item[w.inbox.conversations.open[number].item]
         in_number: Match = lambda e: getattr(e, "interaction", None) == number  # noqa: E731
 
         def interaction(change: str) -> Match:
@@ -620,7 +620,7 @@ async def test_every_event_reaches_exactly_its_audience(tmp_path: Path) -> None:
         )
 
         async_number = await w.owned("messaging")
-        record = w.inbox.conversations[async_number].record
+        record = w.inbox.conversations.open[async_number].record
         got["ongoing"] = await receivers(
             w,
             customers,
@@ -701,7 +701,7 @@ async def test_widget_rest_and_attachment_rows(tmp_path: Path) -> None:
         await ws.close()
 
         number = ana.number
-        offer = w.inbox.routing.router.offer_of_item[w.inbox.conversations[number].item]
+        offer = w.inbox.routing.router.offer_of_item[w.inbox.conversations.open[number].item]
         await w.clients["owner"].accept(offer)
         ack = await w.clients["owner"].request(
             AttachFile(interaction=number, name="../../etc/pass\x00wd", data=b"secret"),

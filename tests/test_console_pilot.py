@@ -75,7 +75,7 @@ async def until_closed(h: RunningHost, app: InboxApp, pilot, number: str) -> Non
             or app.state.chats[number].record.state == "closed_complete"
         ),
     )
-    stored = await h.host.store.get_interaction(number)
+    stored = await h.host.inbox.store.get_interaction(number)
     assert stored is not None and stored.state == "closed_complete"
     assert stored.closed_at is not None
 
@@ -200,7 +200,7 @@ async def test_one_key_neither_ends_nor_closes_a_live_chat(tmp_path: Path) -> No
                 await pilot.press("n")
                 await until(pilot, lambda: isinstance(app.screen, MainScreen))
                 assert app.state.chats[number].record.state == "work_in_progress"
-            stored = await h.host.store.get_interaction(number)
+            stored = await h.host.inbox.store.get_interaction(number)
             assert stored is not None and stored.state == "work_in_progress"
             await pilot.press("w")
             await until(pilot, lambda: isinstance(app.screen, Confirm))
@@ -226,6 +226,19 @@ async def test_reject_with_a_reason_reaches_another_agent(tmp_path: Path) -> Non
             assert "alice rejected" in offer.view.offer.reason
             await until(pilot, lambda: not app.state.offers)
         await bob.close()
+
+
+async def test_the_toolbar_and_record_buttons_run_their_actions(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await chat_ready(h, app, pilot)
+            await pilot.click("#tool-transfer")
+            await until(pilot, lambda: isinstance(app.screen, Picker))
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.click("#record-incident")
+            await until(pilot, lambda: isinstance(app.screen, RecordForm))
 
 
 async def test_transfer_and_invite_pickers(tmp_path: Path) -> None:
@@ -318,7 +331,7 @@ async def test_attach_work_note_incident_and_archive(tmp_path: Path) -> None:
             await until(pilot, lambda: isinstance(app.screen, Prompt))
             await pilot.press(*str(file), "enter")
             await until(pilot, lambda: "sent a file: receipt.txt" in transcript_text(app))
-            attachments = await h.host.store.list_attachments(number)
+            attachments = await h.host.inbox.store.list_attachments(number)
             assert [a.name for a in attachments] == ["receipt.txt"]
 
             await pilot.press("o")
@@ -343,7 +356,7 @@ async def test_attach_work_note_incident_and_archive(tmp_path: Path) -> None:
             await until(pilot, lambda: app.state.chats[number].record.state == "closed_complete")
             await pilot.press("A")
             await until(pilot, lambda: app.state.chats[number].record.archived)
-            stored = await h.host.store.get_interaction(number)
+            stored = await h.host.inbox.store.get_interaction(number)
             assert stored.state == "closed_complete" and stored.incident == "INC0001001"
             assert stored.case == "CS0001001" and stored.archived
 
@@ -404,7 +417,7 @@ async def test_disconnect_is_shown_and_typed_messages_are_sent_after(tmp_path: P
             await pilot.press("c", *"sorry, my line dropped", "enter")
             await until(pilot, lambda: app.connection == "connected")
             await until(pilot, lambda: "sorry, my line dropped" in transcript_text(app))
-            stored = [m.body for m in await h.host.store.list_messages(number)]
+            stored = [m.body for m in await h.host.inbox.store.list_messages(number)]
             assert stored.count("sorry, my line dropped") == 1
 
 
@@ -434,7 +447,7 @@ async def test_history_lists_my_past_interactions(tmp_path: Path) -> None:
 
     async with running_host(tmp_path) as h:
         for i in range(25):
-            await h.host.store.create_interaction(
+            await h.host.inbox.store.create_interaction(
                 item=f"old{i}",
                 channel="chat",
                 customer=f"c{i}",
@@ -763,7 +776,7 @@ async def test_keys_typed_behind_the_key_that_opens_the_composer_are_the_reply(
             await pilot.pause(0.3)
             assert isinstance(app.screen, MainScreen), app.screen
             assert app.screen.query_one(Composer).value == ""
-            stored = [m.body for m in await h.host.store.list_messages(number)]
+            stored = [m.body for m in await h.host.inbox.store.list_messages(number)]
             assert stored.count("Sure, which bill?") == 1
             assert app.state.chats[number].record.state == "work_in_progress"
 
@@ -877,7 +890,7 @@ async def test_an_invitation_stays_on_screen_from_every_pane_until_answered(
             await pilot.press("escape", "y")
             await until(pilot, lambda: first in app.state.chats)
             await until(pilot, lambda: not bar.display)
-            joined = await h.host.store.get_interaction(first)
+            joined = await h.host.inbox.store.get_interaction(first)
             assert joined is not None
             assert any(p.agent == "alice" and p.role == "invited" for p in joined.participants)
 

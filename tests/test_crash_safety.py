@@ -16,7 +16,11 @@ is retried until acknowledged, however long the outages last. Afterwards:
 - no work item is held by two agents and no agent is over capacity;
 - after a restart, nothing that fell due while the host was down is still pending: offers,
   first-reply and wrap-up deadlines fire on start (re-armed), so no pending offer or deadline
-  is in the past once the host has been up longer than the offer timeout.
+  is in the past once the host has been up longer than the offer timeout;
+- every work item and its interaction record agree (state, owner).
+
+A second test kills at the worst moment rather than a random one: right after a routing step's
+commit returns (tests/routing_crash_child.py), and checks that the record agrees with its item.
 
 INBOX_CRASH_KILLS sets the number of kills (CI default below; run with 25 locally), and
 INBOX_CRASH_REPORT names a file that receives the run's figures as JSON.
@@ -29,26 +33,38 @@ import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, stop_host
 from core.auth import Authenticator
 from core.client import ClientError, InboxClient
 from core.config import HostSettings, load_config
 from core.demo import DEMO_PASSWORD
-from core.model import OPEN_ITEM_STATES, ItemState, OfferState, Role
+from core.model import (
+    OPEN_ITEM_STATES,
+    InteractionRecord,
+    InteractionState,
+    ItemState,
+    OfferState,
+    Role,
+    WorkItem,
+)
 from core.protocol import CloseRecord, OfferEvent
 from store import DB_FILENAME, open_store
 from tests.hosting import fast_config_text
 
+ROOT = Path(__file__).resolve().parent.parent
 KILLS = int(os.environ.get("INBOX_CRASH_KILLS", "4"))
 REPORT = os.environ.get("INBOX_CRASH_REPORT")
 AGENTS = ("alice", "bob", "chloe")
@@ -193,6 +209,30 @@ async def killer(
     return restarts
 
 
+# The record state each item state must come with.
+RECORD_STATE = {
+    ItemState.QUEUED: InteractionState.NEW,
+    ItemState.OFFERED: InteractionState.NEW,
+    ItemState.ACCEPTED: InteractionState.WORK_IN_PROGRESS,
+    ItemState.WRAP_UP: InteractionState.WRAP_UP,
+    ItemState.CLOSED: InteractionState.CLOSED_COMPLETE,
+    ItemState.CANCELLED: InteractionState.CLOSED_ABANDONED,
+    ItemState.ABANDONED: InteractionState.CLOSED_ABANDONED,
+}
+
+
+def disagreement(item: WorkItem, record: InteractionRecord) -> str | None:
+    """How the stored record contradicts its stored work item, if it does: its state, or who
+    owns it (an item held by an agent has that agent as the record's one owner)."""
+    if record.state != RECORD_STATE[item.state]:
+        return f"{record.number} is {record.state} but its item {item.id} is {item.state}"
+    owners = [p.agent for p in record.participants if p.left_at is None and p.role == "owner"]
+    held = item.state in (ItemState.ACCEPTED, ItemState.WRAP_UP)
+    if owners != ([item.agent] if held else []) and item.state in OPEN_ITEM_STATES:
+        return f"{record.number} is owned by {owners} but its item {item.id} by {item.agent}"
+    return None
+
+
 async def check_store(root: Path, history: History, up_until: float) -> dict[str, int]:
     """`up_until`: when the last host was still running, longer than the offer timeout after
     its start: anything due before then should have fired."""
@@ -205,7 +245,9 @@ async def check_store(root: Path, history: History, up_until: float) -> dict[str
             record = await store.get_interaction(number)
             assert record is not None and record.customer == cid, (cid, number)
             assert record.item == history.item_ids[cid], (record, history.item_ids[cid])
-            assert await store.get_item(record.item) is not None, record.item
+            item = await store.get_item(record.item)
+            assert item is not None, record.item
+            assert disagreement(item, record) is None, disagreement(item, record)
         rest = Counter(
             r.customer
             for r in await store.list_interactions(limit=100_000)
@@ -294,6 +336,30 @@ async def test_sigkill_under_load_loses_and_doubles_nothing(tmp_path: Path) -> N
     }
     if REPORT:
         Path(REPORT).write_text(json.dumps(report, indent=2))
+
+
+@pytest.mark.parametrize("state", [ItemState.ACCEPTED, ItemState.WRAP_UP, ItemState.CLOSED])
+async def test_a_kill_right_after_a_routing_commit_leaves_item_and_record_in_step(
+    tmp_path: Path, state: ItemState
+) -> None:
+    child = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tests.routing_crash_child", str(tmp_path), state.value],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.stdout == "COMMITTED\n", (child.stdout, child.stderr)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    store = await open_store(tmp_path)
+    try:
+        (record,) = await store.list_interactions()
+        item = await store.get_item(record.item)
+        assert item is not None and item.state == state
+        assert disagreement(item, record) is None, disagreement(item, record)
+    finally:
+        await store.close()
 
 
 async def test_a_second_host_on_the_same_data_is_refused_and_corrupts_nothing(

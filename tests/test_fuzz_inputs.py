@@ -362,12 +362,12 @@ async def still_serving(h: RunningHost, http: aiohttp.ClientSession) -> None:
 async def agent_messages(h: RunningHost) -> int:
     total = 0
     for number in await interaction_numbers(h):
-        total += len(await h.host.store.list_messages(number, 0, 1000))
+        total += len(await h.host.inbox.store.list_messages(number, 0, 1000))
     return total
 
 
 async def interaction_numbers(h: RunningHost) -> list[str]:
-    return [r.number for r in await h.host.store.list_interactions(limit=10_000)]
+    return [r.number for r in await h.host.inbox.store.list_interactions(limit=10_000)]
 
 
 async def test_agent_socket_answers_every_frame_and_serves_on(tmp_path: Path) -> None:
@@ -555,7 +555,7 @@ async def test_agent_commands_out_of_order_are_refused_cleanly(tmp_path: Path) -
         await one_chat([*fixed, "send", "archive"])
         assert {"offer_not_pending"} <= set(led.codes), led.codes
         for number, ids in led.acks.items():
-            stored = await h.host.store.list_messages(number, 0, 1000)
+            stored = await h.host.inbox.store.list_messages(number, 0, 1000)
             mine = [m for m in stored if m.sender == "alice"]  # messages and work notes
             assert sorted(m.client_msg_id for m in mine) == sorted(ids), (number, stored)
         await alice.close()
@@ -753,7 +753,7 @@ async def test_widget_socket_answers_every_frame_and_serves_on(
         stored = [
             (number, m.client_msg_id)
             for number in await interaction_numbers(h)
-            for m in await h.host.store.list_messages(number, 0, 1000)
+            for m in await h.host.inbox.store.list_messages(number, 0, 1000)
             if m.sender_kind == "customer"
         ]
         assert sorted(stored) == sorted(acked)
@@ -851,7 +851,7 @@ async def test_rest_api_answers_json_errors_and_serves_on(tmp_path: Path) -> Non
             record = await host.inbox.start_conversation(
                 channel="messaging", customer="cust-1", customer_name="C", created_by=integration.id
             )
-            before = len(await host.store.list_messages(record.number, 0, 1000))
+            before = len(await host.inbox.store.list_messages(record.number, 0, 1000))
             posted = 0
 
             async def send(req: dict[str, Any]) -> tuple[int, Any]:
@@ -895,7 +895,7 @@ async def test_rest_api_answers_json_errors_and_serves_on(tmp_path: Path) -> Non
 
             bridge_run = bridge(asyncio.get_running_loop())
             await fuzz_in_thread(fuzz)
-            after = len(await host.store.list_messages(record.number, 0, 1000))
+            after = len(await host.inbox.store.list_messages(record.number, 0, 1000))
             assert after == before + posted
             async with http.get(
                 url + "/api/v1/queues", headers={"Authorization": f"Bearer {tokens['valid']}"}

@@ -172,7 +172,7 @@ async def test_values_move_when_routing_happens(running: Running) -> None:
     assert value(later, "inbox_queue_active", queue="incidents") == 1
     # "Bob joined" went through the message path, commit included.
     assert value(later, "inbox_message_seconds_count") >= 1
-    assert number in running.host.inbox.conversations
+    assert number in running.host.inbox.conversations.open
 
 
 async def test_connected_agents_follows_sockets(running: Running) -> None:
@@ -200,18 +200,20 @@ def test_label_values_are_escaped() -> None:
     assert hist.cumulative() == [(0.1, 1), (1.0, 2), (float("inf"), 3)]
 
 
-async def test_hooks_are_removed_with_the_app(tmp_path: Path) -> None:
+async def test_observers_are_removed_with_the_app(tmp_path: Path) -> None:
     config = replace(demo_config(), seed_passwords={})
     host = await open_host(config, tmp_path / "data")
     try:
-        listeners = list(host.inbox.routing.listeners)
         app = create_app(host)
         metrics.setup(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        assert host.inbox.observe is not None and host.inbox.routing.observe is not None
+        counts = app[metrics.METRICS].histograms["routing_step"]
+        session = host.inbox.open_session("alice", Role.AGENT, "m", time.time() + 60)
+        await host.inbox.handle(session, SetPresence(presence="Available"))
+        assert counts.count == 1
         await runner.cleanup()
-        assert host.inbox.routing.listeners == listeners
-        assert host.inbox.observe is None and host.inbox.routing.observe is None
+        await host.inbox.handle(session, SetPresence(presence="Away"))
+        assert counts.count == 1  # a page no longer served hears nothing more
     finally:
         await close_host(host)

@@ -625,5 +625,5 @@ async def test_the_minimal_client_takes_a_chat_from_a_real_host(tmp_path: Path) 
         )
         number = await asyncio.wait_for(agent, timeout=30)
         assert number == record.number
-        messages = await h.host.store.list_messages(number)
+        messages = await h.host.inbox.store.list_messages(number)
         assert [m.body for m in messages if m.sender == "alice"] == ["Hello!"]

@@ -7,12 +7,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from core.model import (
     Agent,
     ChannelMode,
+    InteractionRecord,
+    InteractionState,
     ItemState,
     OfferState,
+    Participant,
     PresenceState,
     Queue,
     ServiceChannel,
@@ -22,6 +26,7 @@ from core.routing.decisions import OfferMade
 from core.routing.engine import RoutingConfig, RoutingError
 from core.routing.events import ItemArrived, OfferAccepted, PresenceChanged
 from core.service import RoutingService
+from core.service.routing import Step
 from store import open_store
 from tests.store_helpers import audit_trail, offers_of
 
@@ -52,8 +57,8 @@ async def test_decisions_are_committed_before_listeners_hear_of_them(tmp_path: P
     await service.start()
     seen_in_store: list[str] = []
 
-    async def listener(decisions: list) -> None:
-        for d in decisions:
+    async def listener(step: Step) -> None:
+        for d in step.decisions:
             if isinstance(d, OfferMade):
                 stored = await offers_of(store, d.item.id)
                 seen_in_store.extend(o.id for o in stored if o.state == OfferState.PENDING)
@@ -77,8 +82,8 @@ async def test_steps_decided_together_commit_together_and_a_broken_listener_fail
     await service.start()
     calls: list[int] = []
 
-    def listener(decisions: list) -> None:
-        calls.append(len(decisions))
+    def listener(step: Step) -> None:
+        calls.append(len(step.decisions))
         if len(calls) == 1:
             raise RuntimeError("a listener's bug")
 
@@ -136,4 +141,54 @@ async def test_restart_expires_an_offer_whose_deadline_passed_while_down(tmp_pat
     assert statuses[first] == "Away"  # the queue's timeout presence, stored
     (stored,) = await store.load_open_items()
     assert stored.state == ItemState.OFFERED and stored.rejected_by == (first,)
+    await store.close()
+
+
+class Records:
+    """The OpenRecords an inbox would be: committed records by number."""
+
+    def __init__(self) -> None:
+        self.by_number: dict[str, InteractionRecord] = {}
+
+    def open_record(self, number: str) -> InteractionRecord | None:
+        return self.by_number.get(number)
+
+    def record_committed(self, record: InteractionRecord) -> None:
+        self.by_number[record.number] = record
+
+
+async def test_records_follow_their_items_and_amendments_take_turns(tmp_path: Path) -> None:
+    clock = Clock()
+    store = await open_store(tmp_path)
+    records = Records()
+    service = RoutingService(CONFIG, store, clock=clock, records=records)
+    await service.start()
+    await service.submit(PresenceChanged(agent="alice", presence="Available"))
+    created = await store.create_interaction(
+        item="W1", channel="chat", customer="c1", opened_at=clock.now
+    )
+    records.by_number[created.number] = created
+    item = WorkItem(
+        id="W1", channel="chat", customer="c1", created_at=clock.now, interaction=created.number
+    )
+    decisions = await service.submit(ItemArrived(item=item))
+    offer = next(d.offer for d in decisions if isinstance(d, OfferMade))
+    assert (await store.get_interaction(created.number)).queue == "general"  # type: ignore[union-attr]
+
+    heard: list[Step] = []
+    service.listeners.append(heard.append)
+    # Decided together, committed together: the amendment is worked out from the record the
+    # accept left, so neither change overwrites the other, in memory or on disk.
+    invited = Participant(agent="bob", role="invited")
+    _, amended = await asyncio.gather(
+        service.submit(OfferAccepted(offer=offer.id)),
+        service.amend(created.number, lambda r: replace(r, case="CS1")),
+    )
+    stored = await store.get_interaction(created.number)
+    assert stored == amended == records.by_number[created.number]
+    assert stored is not None and stored.case == "CS1"
+    assert stored.state == InteractionState.WORK_IN_PROGRESS
+    assert [p.agent for p in stored.participants] == ["alice"]
+    assert [c.cause is None for s in heard for c in s.records] == [False, True]
+    assert await service.amend("IMS9999999", lambda r: replace(r, participants=(invited,))) is None
     await store.close()

@@ -260,7 +260,7 @@ async def test_duplicate_client_msg_id_is_stored_once(
     first = await c.say("hello", "same-id")
     again = await c.say("hello", "same-id")
     assert first["seq"] == again["seq"]
-    stored = await served.host.store.list_messages(number, limit=100)
+    stored = await served.host.inbox.store.list_messages(number, limit=100)
     assert [m.body for m in stored if m.sender_kind == SenderKind.CUSTOMER] == ["hello"]
 
 
@@ -339,9 +339,9 @@ async def test_markup_is_stored_and_echoed_verbatim(
     ack = await c.say(SCRIPT, "c-1")
     echo = await c.expect("message", seq=ack["seq"])
     assert echo["body"] == SCRIPT and echo["name"] == SCRIPT
-    record = await served.host.store.get_interaction(number)
+    record = await served.host.inbox.store.get_interaction(number)
     assert record is not None and record.customer_name == SCRIPT
-    stored = await served.host.store.list_messages(number, limit=10)
+    stored = await served.host.inbox.store.list_messages(number, limit=10)
     assert stored[-1].body == SCRIPT
 
 
@@ -400,7 +400,7 @@ async def test_bad_frames_get_clear_errors_and_the_socket_keeps_serving(
     await c.expect_error("bad_field")
     await c.send(t="typing")
     assert (await c.say("y" * limit, "c-max"))["seq"] >= 1
-    stored = await served.host.store.list_messages(number, limit=100)
+    stored = await served.host.inbox.store.list_messages(number, limit=100)
     assert [m.client_msg_id for m in stored if m.sender_kind == SenderKind.CUSTOMER] == ["c-max"]
 
 
@@ -440,7 +440,7 @@ async def test_rate_limit_refuses_the_excess_and_stores_nothing_of_it(
             assert frame["code"] == "rate_limited"
             limited.add(frame["client_msg_id"])
     assert limited and len(acked) <= widget.RATE_BURST + 5
-    stored = await served.host.store.list_messages(number, limit=1000)
+    stored = await served.host.inbox.store.list_messages(number, limit=1000)
     assert {m.client_msg_id for m in stored if m.sender_kind == SenderKind.CUSTOMER} == acked
 
 
@@ -460,7 +460,7 @@ async def test_one_address_may_start_only_so_many_chats(
         error = await refused.expect_error("rate_limited")
         assert "try again in 20 seconds" in error["message"], error  # a minute's budget of 3
         # Nothing was created for the refused start, and its socket still answers.
-        records = await served.host.store.list_interactions(limit=100)
+        records = await served.host.inbox.store.list_interactions(limit=100)
         assert sorted(r.number for r in records) == sorted(started)
         await refused.send(t="dance")
         await refused.expect_error("unknown_type")
@@ -480,7 +480,7 @@ async def test_leave_while_queued_abandons_and_closes(
     assert (await c.expect("state", state="closed_abandoned"))["agent"] is None
     msg = await c.ws.receive(timeout=TIMEOUT)
     assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
-    record = await served.host.store.get_interaction(number)
+    record = await served.host.inbox.store.get_interaction(number)
     assert record is not None and record.state == "closed_abandoned"
 
 
@@ -546,7 +546,7 @@ groups = ["fr"]
         await c.send(t="start", name="Ada", email="ada@example.com")
         await c.expect_error("unroutable")
         started = await c.start(attributes={"language": "fr"})
-        record = await s.host.store.get_interaction(started["conversation"])
+        record = await s.host.inbox.store.get_interaction(started["conversation"])
         assert record is not None and record.queue == "french"
     finally:
         await stop(s)

@@ -116,7 +116,7 @@ async def test_form_refuses_bad_input_before_connecting(
     await page.click("#start")
     await expect(page.locator("#form-error")).to_have_text("Please enter a valid e-mail address.")
     await expect(page.locator("#intro")).to_be_visible()
-    assert served.host.inbox.conversations == {}
+    assert served.host.inbox.conversations.open == {}
 
 
 class SocketDesk:
@@ -224,7 +224,7 @@ async def test_a_whole_chat_with_transfer_reload_and_end(
     assert await page.evaluate("localStorage.getItem('inbox-tui.widget')") is None
     # Bob wraps up: closing the record frees his capacity.
     await bob.do(CloseRecord(interaction=number))
-    stored = await served.host.store.get_interaction(number)
+    stored = await served.host.inbox.store.get_interaction(number)
     assert stored is not None and stored.state == "closed_complete"
     for desk in (alice, bob):
         await desk.client.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 
 class When(StrEnum):
@@ -352,7 +352,7 @@ APP_ACTIONS = [
 ]
 
 
-def bindings(actions: list[ConsoleAction]) -> list[Binding]:
+def bindings(actions: list[ConsoleAction]) -> list[BindingType]:
     return [b for a in actions for b in a.bindings()]
 
 
@@ -370,4 +370,4 @@ def by_id(action_id: str) -> ConsoleAction:
 
 def binding_ids() -> set[str]:
     """The ids a [keymap] in console.toml may remap."""
-    return {b.id for b in bindings(MAIN_ACTIONS + APP_ACTIONS) if b.id}
+    return {b.id for a in MAIN_ACTIONS + APP_ACTIONS for b in a.bindings() if b.id}

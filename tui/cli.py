@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().print_help()
             return 2
         return run_console(args.connect, args.user)
-    from tui.demo import run_demo
+    from core.host.demo import run_demo
+    from tui.demo import run_demo_console
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     console_agent=None
                     if args.log_only or not sys.stdout.isatty()
                     else args.user or "alice",
+                    console=run_demo_console,
                 )
             )
     except (ConfigError, SettingsError) as e:  # the demo's console reads console.toml too

@@ -31,7 +31,7 @@ class Table(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     pass
 
 
-class HostTable(Table):
+class HostTable(Table, frozen=True):
     listen: str = DEFAULT_LISTEN
     data_dir: Annotated[str, Meta(min_length=1)] | None = None
     synchronous: str = "FULL"
@@ -40,7 +40,7 @@ class HostTable(Table):
     allowed_origins: list[str] = []
 
 
-class WidgetTable(Table):
+class WidgetTable(Table, frozen=True):
     title: Label = "Support"
     greeting: Label = "Hi! How can we help?"
     accent: str = "#2f6fde"
@@ -51,30 +51,30 @@ class WidgetTable(Table):
     identity_secret_file: Annotated[str, Meta(min_length=1)] | None = None
 
 
-class ChannelTable(Table):
+class ChannelTable(Table, frozen=True):
     name: Name
     mode: str
     label: Label = ""
     customer_attributes: list[str] = []
 
 
-class PresenceTable(Table):
+class PresenceTable(Table, frozen=True):
     name: Name
     channels: list[Name] | None = None
     label: Label = ""
 
 
-class GroupTable(Table):
+class GroupTable(Table, frozen=True):
     name: Name
     label: Label = ""
 
 
-class SkillTable(Table):
+class SkillTable(Table, frozen=True):
     name: Name
     level: Level = 1
 
 
-class QueueTable(Table):
+class QueueTable(Table, frozen=True):
     name: Name
     channel: Name
     condition: str = ""
@@ -93,7 +93,7 @@ class QueueTable(Table):
     abandon_after: Seconds | None = None
 
 
-class AgentTable(Table):
+class AgentTable(Table, frozen=True):
     id: Name
     display_name: Label = ""
     role: str = Role.AGENT.value
@@ -106,14 +106,14 @@ class AgentTable(Table):
     password: str | None = None  # checked by check_password_rules, for its message
 
 
-class TemplateTable(Table):
+class TemplateTable(Table, frozen=True):
     shortcut: Name
     text: NonEmptyBody
     title: Label = ""
     scope: str = "global"
 
 
-class FileTable(Table):
+class FileTable(Table, frozen=True):
     host: HostTable = msgspec.field(default_factory=HostTable)
     widget: WidgetTable = msgspec.field(default_factory=WidgetTable)
     channel: list[ChannelTable] = []

@@ -208,8 +208,18 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------------------- OpenAPI
 
-MODELS = (AddAgent, AgentInfo, AgentList, AgentSwitched, SetPassword, PasswordSet)
-MODELS += (CreateToken, TokenCreated, TokenList, TokenRevoked)
+MODELS: tuple[type[msgspec.Struct], ...] = (
+    AddAgent,
+    AgentInfo,
+    AgentList,
+    AgentSwitched,
+    SetPassword,
+    PasswordSet,
+    CreateToken,
+    TokenCreated,
+    TokenList,
+    TokenRevoked,
+)
 AUTH = (
     "Administration (docs/admin.md): an admin-role token (api_ or ses_), or the secret in "
     "<data_dir>/admin.json that the host writes at start for `inbox-tui admin`."
@@ -321,7 +331,7 @@ def openapi_part() -> tuple[dict[str, Any], dict[str, Any]]:
 def setup(app: web.Application) -> None:
     host = app[HOST]
     app[SECRET] = SECRET_PREFIX + secrets.token_urlsafe(32)
-    app[ADMIN] = Administration(host.store, host.auth, host.inbox)
+    app[ADMIN] = host.admin
     agents = f"{ADMIN_PREFIX}/agents"
     app.router.add_get(agents, list_agents)
     app.router.add_post(agents, add_agent)

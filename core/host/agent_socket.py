@@ -39,9 +39,9 @@ from core.protocol import (
     client_decoder,
     encoder,
 )
+from core.service import StoreUnavailable
 from core.service.inbox import InboxError
 from core.service.sessions import AgentSession, Kick
-from store.base import StoreUnavailable
 
 log = logging.getLogger("inbox_tui.host")
 
@@ -70,7 +70,8 @@ def setup(app: web.Application) -> None:
 async def close_sockets(app: web.Application) -> None:
     """On shutdown, tell consoles to come back later (1001 "going away") instead of letting
     the server wait out its shutdown timeout on open sockets; they will resume."""
-    for ws in list(app[SOCKETS]):
+    sockets = app[SOCKETS]
+    for ws in list(sockets):  # closing one takes it out of the set
         await ws.close(code=1001, message=b"host shutting down")
 
 

@@ -65,8 +65,8 @@ from core.model import (
     Role,
 )
 from core.protocol import QueueStats, Seq
+from core.service import StoreUnavailable
 from core.service.inbox import InboxError
-from store.base import IdempotencyKey, StoreUnavailable
 
 log = logging.getLogger("inbox_tui.api")
 
@@ -269,7 +269,7 @@ _HTTP_CODES = {
 
 def _from_http(e: web.HTTPException) -> web.Response:
     code, message = _HTTP_CODES.get(e.status, ("http_error", e.reason))
-    headers = {}
+    headers: dict[str, str] = {}
     if isinstance(e, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(e.allowed_methods))
         headers[hdrs.ALLOW] = allowed
@@ -311,7 +311,7 @@ async def _middleware(
 async def _principal(request: web.Request) -> Principal:
     scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
     token = token.strip()
-    challenge = {hdrs.WWW_AUTHENTICATE: 'Bearer realm="inbox-tui"'}
+    challenge: dict[str, str] = {hdrs.WWW_AUTHENTICATE: 'Bearer realm="inbox-tui"'}
     if scheme.lower() != "bearer" or not token:
         raise ApiError(
             401,
@@ -441,7 +441,7 @@ async def create_item(request: web.Request) -> web.Response:
                 field="$.attributes",
             ) from e
     inbox = request.app[HOST].inbox
-    item_request = {
+    item_request: dict[str, Any] = {
         "channel": body.channel,
         "customer": body.customer.id,
         "customer_name": body.customer.name,
@@ -455,18 +455,13 @@ async def create_item(request: web.Request) -> web.Response:
         if key is None:
             record = await inbox.start_conversation(**item_request)
         else:
-            idempotency = IdempotencyKey(
-                scope=principal.token_id,
-                key=key,
-                fingerprint=fingerprint(body),
-                created_at=inbox.clock(),
+            record, replayed = await inbox.start_conversation_once(
+                scope=principal.token_id, key=key, fingerprint=fingerprint(body), **item_request
             )
-            record, replayed = await inbox.start_conversation_once(idempotency, **item_request)
     except InboxError as e:
         raise _inbox_error(e) from e
-    item = inbox.routing.router.items.get(record.item)
-    if item is None:  # already closed or cancelled by another request
-        item = await request.app[HOST].store.get_item(record.item)
+    # Already closed or cancelled by another request, it is the stored one.
+    item = await inbox.work_item(record.item)
     if item is None:
         raise RuntimeError(f"work item {record.item} of {record.number} vanished")
     created = ItemCreated(
@@ -476,7 +471,7 @@ async def create_item(request: web.Request) -> web.Response:
         queue=item.queue,
         replayed=replayed,
     )
-    headers = {hdrs.LOCATION: f"{PREFIX}/interactions/{record.number}"}
+    headers: dict[str, str] = {hdrs.LOCATION: f"{PREFIX}/interactions/{record.number}"}
     if replayed:
         headers[IDEMPOTENT_REPLAYED] = "true"
     return _json(created, 200 if replayed else 201, headers)
@@ -518,13 +513,13 @@ async def get_interaction(request: web.Request) -> web.Response:
     record = await host.inbox.visible_record(principal.agent, _sees_everything(principal), number)
     if record is None:
         raise ApiError(404, "not_found", f"no interaction {number} visible to you")
-    page = await host.store.list_messages(record.number, query.after_seq, query.limit)
+    page = await host.inbox.list_messages(record.number, query.after_seq, query.limit)
     # Work notes are for people at the desk, never for systems fed from this API.
     notes = principal.agent is not None
     view = InteractionView(
         interaction=record,
         messages=[m for m in page if notes or m.kind == "message"],
-        attachments=await host.store.list_attachments(record.number),
+        attachments=await host.inbox.list_attachments(record.number),
         next_after_seq=page[-1].seq if len(page) == query.limit else None,
     )
     return _json(view)
@@ -535,7 +530,7 @@ async def list_queues(request: web.Request) -> web.Response:
     inbox = request.app[HOST].inbox
     stats = inbox.queue_stats()
     if principal.agent is not None and not _sees_everything(principal):
-        mine = inbox.routing.router.queues_of(principal.agent)
+        mine = inbox.queues_of(principal.agent)
         stats = {q: s for q, s in stats.items() if q in mine}
     return _json(QueueList(queues=list(stats.values())))
 

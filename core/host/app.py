@@ -1,4 +1,5 @@
-"""The routing host: wires the store, the inbox and the authenticator into one aiohttp app.
+"""The routing host: wires the service (inbox, authenticator, administration) into one aiohttp
+app.
 
 Only wiring lives here; each endpoint family is its own module with a `setup(app)`.
 """
@@ -21,15 +22,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger
-from msgspec.structs import replace
 
-from core.auth import Authenticator
 from core.config import HostConfig
 from core.host import admin_api, agent_socket, api, metrics, widget
 from core.host.state import HOST, Host
 from core.protocol import MAX_FRAME_BYTES
-from core.service.inbox import Inbox
-from store import open_store
+from core.service.boot import close_service, open_service
 
 log = logging.getLogger("inbox_tui.host")
 
@@ -50,36 +48,13 @@ def check_data_dir(data_dir: Path) -> None:
 
 
 async def open_host(config: HostConfig, data_dir: Path) -> Host:
-    """Open the store, bring the config into it, seed demo passwords and start routing."""
     check_data_dir(data_dir)
-    store = await open_store(data_dir, synchronous=config.host.synchronous)
-    try:
-        await store.upsert_channels(config.channels)
-        await store.upsert_presence_states(config.presences)
-        await store.upsert_queues(config.queues)
-        await store.upsert_templates(config.templates)
-        # The config defines its agents, but whether one is disabled is the admin's call
-        # (inbox-tui admin agent disable), kept across restarts; agents added with the admin
-        # command are routed too.
-        stored = {a.id: a for a in await store.list_agents()}
-        await store.upsert_agents(
-            replace(a, disabled=stored[a.id].disabled) if a.id in stored else a
-            for a in config.agents
-        )
-        auth = Authenticator(store, session_ttl=config.host.session_ttl)
-        await auth.seed(config)
-        config = replace(config, agents=await store.list_agents())
-        inbox = Inbox(config, store)
-        await inbox.start()
-    except BaseException:
-        await store.close()
-        raise
-    return Host(config=config, store=store, inbox=inbox, auth=auth, data_dir=data_dir)
+    inbox, auth, admin = await open_service(config, data_dir)
+    return Host(config=inbox.config, inbox=inbox, auth=auth, admin=admin, data_dir=data_dir)
 
 
 async def close_host(host: Host) -> None:
-    await host.inbox.stop()
-    await host.store.close()
+    await close_service(host.inbox)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -87,12 +62,12 @@ async def healthz(request: web.Request) -> web.Response:
     disk): the host still serves reads, but a load balancer should send new work elsewhere.
     The next successful commit (a retry, once the disk is fixed) clears it."""
     host = request.app[HOST]
-    failing = host.store.stats.failing
+    failing = host.inbox.store_stats.failing
     body = {
         "status": "degraded" if failing else "ok",
         "uptime": round(time.time() - host.started_at, 3),
         "connected_agents": host.connected_agents,
-        "open_items": len(host.inbox.routing.router.items),
+        "open_items": host.inbox.open_item_count(),
     }
     if failing:
         body["store"] = failing
@@ -163,13 +138,13 @@ class ServerLog(logging.LoggerAdapter[logging.Logger]):
         log.info('event=bad_request address=%s status=%s reason="%s"', address, exc.code, reason)
 
 
-def runner_for(app: web.Application, **kwargs: object) -> web.AppRunner:
+def runner_for(app: web.Application, *, handle_signals: bool = True) -> web.AppRunner:
     return web.AppRunner(
         app,
         access_log=None,
         keepalive_timeout=IDLE_TIMEOUT,
         logger=ServerLog(server_logger),
-        **kwargs,
+        handle_signals=handle_signals,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -27,7 +27,8 @@ __all__ = ["UNREADABLE", "decode", "ref_of"]
 UNREADABLE = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
-def decode(decoder: Callable[[bytes | str], T], data: bytes | str) -> T:
+def decode(decoder: Callable[[Any], T], data: bytes | str) -> T:
+    # Any: msgpack decoders take a buffer, JSON ones text or bytes; `data` says what comes.
     paused = gc.isenabled()
     gc.disable()
     try:

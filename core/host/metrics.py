@@ -24,7 +24,8 @@ from aiohttp import web
 
 from core.host.state import HOST, Host
 from core.model import OfferState
-from core.routing.decisions import AnyDecision, OfferEnded, OfferMade
+from core.routing.decisions import OfferEnded, OfferMade
+from core.service.routing import Step
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 # The store keys batches by the power of two at or above their size; larger ones land in +Inf.
@@ -99,8 +100,8 @@ class Metrics:
             self.observe("gc_pause", time.perf_counter() - self._gc_started)
             self._gc_started = 0.0
 
-    def on_decisions(self, decisions: list[AnyDecision]) -> None:
-        for d in decisions:
+    def on_step(self, step: Step) -> None:
+        for d in step.decisions:
             if isinstance(d, OfferMade):
                 self.offers["made"] += 1
             elif isinstance(d, OfferEnded):
@@ -184,7 +185,7 @@ def render(host: Host, metrics: Metrics, now: float) -> str:
         h = metrics.histograms[name]
         w.histogram(f"inbox_{name}_seconds", help_text, h.cumulative(), h.sum, h.count)
 
-    store = host.store.stats
+    store = host.inbox.store_stats
     w.family("inbox_store_commits_total", "counter", "Store transactions committed.")
     w.sample("inbox_store_commits_total", store.commits)
     w.histogram(
@@ -204,7 +205,7 @@ def render(host: Host, metrics: Metrics, now: float) -> str:
     w.sample("inbox_store_failed_commits_total", store.failed_commits)
 
     w.family("inbox_open_items", "gauge", "Work items queued, offered, accepted or in wrap-up.")
-    w.sample("inbox_open_items", len(host.inbox.routing.router.items))
+    w.sample("inbox_open_items", host.inbox.open_item_count())
     w.family("inbox_uptime_seconds", "gauge", "Seconds since the host started.")
     w.sample("inbox_uptime_seconds", round(now - host.started_at, 3))
     return w.text()
@@ -221,20 +222,16 @@ def setup(app: web.Application) -> None:
         return
     host = app[HOST]
     metrics = app[METRICS] = Metrics()
-    listeners = host.inbox.routing.listeners
-    listeners.append(metrics.on_decisions)
-    host.inbox.routing.observe = metrics.observe
-    host.inbox.observe = metrics.observe
+    unobserve = (
+        host.inbox.observe_steps(metrics.on_step),
+        host.inbox.observe_timings(metrics.observe),
+    )
     gc.callbacks.append(metrics.on_gc)
 
     async def unhook(app: web.Application) -> None:
         # The host may outlive this app (tests, an embedded demo): stop feeding a dead page.
-        if metrics.on_decisions in listeners:
-            listeners.remove(metrics.on_decisions)
-        if host.inbox.routing.observe == metrics.observe:
-            host.inbox.routing.observe = None
-        if host.inbox.observe == metrics.observe:
-            host.inbox.observe = None
+        for stop in unobserve:
+            stop()
         if metrics.on_gc in gc.callbacks:
             gc.callbacks.remove(metrics.on_gc)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from core.config import ConfigError, HostConfig, default_config_path, load_config
 from core.host.app import StartupError, serve
 from core.paths import default_data_dir
-from store import StoreError
+from core.service import StoreError
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -10,16 +10,16 @@ from aiohttp import web
 
 from core.auth import Authenticator
 from core.config import HostConfig
+from core.service.admin import Administration
 from core.service.inbox import Inbox
-from store import Store
 
 
 @dataclass
 class Host:
     config: HostConfig
-    store: Store
     inbox: Inbox
     auth: Authenticator
+    admin: Administration
     data_dir: Path
     started_at: float = field(default_factory=time.time)
     connected_agents: int = 0

@@ -116,8 +116,8 @@ from core.host.ratelimit import TokenBuckets
 from core.host.state import HOST, Host
 from core.model import InteractionRecord, InteractionState, Message, SenderKind
 from core.protocol import Event, InteractionEvent, MessageEvent, TypingEvent
+from core.service import StoreUnavailable
 from core.service.inbox import InboxError
-from store.base import StoreUnavailable
 
 log = logging.getLogger("inbox_tui.host")
 
@@ -644,7 +644,7 @@ class CustomerConnection:
                 customer=customer,
                 customer_name=name,
                 customer_contact=email,
-                attributes=attributes,
+                attributes=dict(attributes),
             )
         except InboxError as e:
             log.info("event=widget_refused address=%s code=%s reason=%s", self.address, e.code, e)
@@ -745,15 +745,10 @@ class CustomerConnection:
             self.on_event(event)
 
     async def record_of(self, number: str, customer: str) -> InteractionRecord:
-        inbox = self.host.inbox
-        try:
-            return inbox.customer_conversation(number, customer).record
-        except InboxError:
-            # Closed conversations leave the inbox's memory; the store keeps their record.
-            record = await self.host.store.get_interaction(number)
-            if record is None or record.customer != customer:
-                raise Refused("unknown_conversation", f"no conversation {number}") from None
-            return record
+        record = await self.host.inbox.customer_record(number, customer)
+        if record is None:
+            raise Refused("unknown_conversation", f"no conversation {number}")
+        return record
 
     def on_event(self, event: Event) -> None:
         if self.held is not None:

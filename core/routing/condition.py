@@ -63,7 +63,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
-from typing import NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 __all__ = ["Condition", "ConditionError", "compile_condition"]
 
@@ -257,7 +257,9 @@ def _kind(value: object) -> str | None:
     return None
 
 
-_COMPARE_OPS: dict[str, Callable[[object, object], bool]] = {
+# Ordering operators are only applied to values of one kind (_ORDERING checks), so the
+# loose signature is safe; typeshed types them with the comparison protocols.
+_COMPARE_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
     "<": operator.lt,

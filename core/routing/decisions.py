@@ -16,19 +16,19 @@ class Decision(Struct, frozen=True, gc=False, tag_field="decision", kw_only=True
     reason: str = ""
 
 
-class OfferMade(Decision, tag="offer_made"):
+class OfferMade(Decision, tag="offer_made", frozen=True):
     offer: Offer
     item: WorkItem
 
 
-class OfferEnded(Decision, tag="offer_ended"):
+class OfferEnded(Decision, tag="offer_ended", frozen=True):
     """The offer left `pending`: accepted, rejected, expired or rescinded (see offer.state)."""
 
     offer: Offer
     item: WorkItem
 
 
-class ItemChanged(Decision, tag="item_changed"):
+class ItemChanged(Decision, tag="item_changed", frozen=True):
     """`change` names what happened: queued, assigned, transferred, requeued, reclaimed,
     overflowed, notice, on_hold, resumed, awaiting_capacity, wrap_up, closed, cancelled,
     abandoned."""
@@ -37,13 +37,13 @@ class ItemChanged(Decision, tag="item_changed"):
     change: str
 
 
-class ItemUnroutable(Decision, tag="item_unroutable"):
+class ItemUnroutable(Decision, tag="item_unroutable", frozen=True):
     """An arriving item that matches no queue; it is not kept."""
 
     item: WorkItem
 
 
-class PresenceSet(Decision, tag="presence_set"):
+class PresenceSet(Decision, tag="presence_set", frozen=True):
     """The router moved an agent to another presence (timeout presence state, logout)."""
 
     agent: str

@@ -600,8 +600,15 @@ class Router:
             reason = f"{reason}; {more}"
         self._emit_item(item, change, reason, now)
 
+    def _queue_of(self, item: WorkItem) -> Queue:
+        """The queue of an item the engine holds: an arrival no queue takes is refused, so a
+        held item always has one."""
+        if item.queue is None:  # a broken invariant, not a client's mistake
+            raise RuntimeError(f"{item.id} is held but in no queue")
+        return self.queues[item.queue]
+
     def _max_wait_passed(self, item: WorkItem, now: float) -> tuple[WorkItem, str, str]:
-        queue = self.queues[item.queue]  # type: ignore[index]
+        queue = self._queue_of(item)
         waited = f"waited over {queue.max_wait:g}s in {queue.name}"
         if queue.overflow is None:
             return replace(item, max_wait_at=None, notice_sent=True), "notice", waited
@@ -749,7 +756,7 @@ class Router:
     def _on_offer_accepted(self, e: OfferAccepted, now: float) -> None:
         offer = self._pending(e.offer)
         item = self.items[offer.item]
-        queue = self.queues[item.queue]  # type: ignore[index]
+        queue = self._queue_of(item)
         live = self.channels[item.channel].mode == ChannelMode.SYNC
         reply_by = now + queue.reply_deadline if live and queue.reply_deadline else None
         self._end_offer(offer, OfferState.ACCEPTED, "accepted", now)
@@ -782,7 +789,7 @@ class Router:
     def _on_offer_expired(self, e: OfferExpired, now: float) -> None:
         offer = self._pending(e.offer)
         self._refused(offer, OfferState.EXPIRED, f"{offer.agent} did not answer in time", now)
-        queue = self.queues[self.items[offer.item].queue]  # type: ignore[index]
+        queue = self._queue_of(self.items[offer.item])
         agent = offer.agent
         presence = queue.timeout_presence
         if (
@@ -860,7 +867,7 @@ class Router:
             return
         for offer_id in sorted(self.offers_of_agent.get(agent.id, ())):
             offer = self.offers[offer_id]
-            queue = self.queues[self.items[offer.item].queue]  # type: ignore[index]
+            queue = self._queue_of(self.items[offer.item])
             if offer.kind == OfferKind.ROUTED and not (
                 agent.id in self.members(queue.name) and self._skills_ok(agent.id, queue)
             ):
@@ -872,7 +879,7 @@ class Router:
 
     def _end_chat(self, item: WorkItem, why: str, now: float) -> None:
         self._rescind_transfer(item, why, now)
-        queue = self.queues[item.queue]  # type: ignore[index]
+        queue = self._queue_of(item)
         until = None if queue.wrap_up_time is None else now + queue.wrap_up_time
         self._emit_item(
             replace(
@@ -927,7 +934,7 @@ class Router:
             )
         if self._spare(target.id, item.channel) < item.weight:
             raise RoutingError("no_capacity", f"{target.id} has no room for another {item.channel}")
-        queue = self.queues[item.queue]  # type: ignore[index]
+        queue = self._queue_of(item)
         numbered = replace(item, offers_made=item.offers_made + 1)
         self._put_item(numbered)
         reason = f"transfer from {item.agent} to {target.id}"
@@ -969,7 +976,7 @@ class Router:
         if self.channels[item.channel].mode == ChannelMode.ASYNC:
             if item.on_hold:
                 return
-            queue = self.queues[item.queue]  # type: ignore[index]
+            queue = self._queue_of(item)
             until = None if queue.abandon_after is None else now + queue.abandon_after
             held = replace(item, replied=True, reply_by=None, on_hold=True, abandon_at=until)
             self._emit_item(held, "on_hold", "waiting on the customer", now)
@@ -1012,7 +1019,7 @@ class Router:
         item = self.items.get(e.item)
         if item is None or item.state != ItemState.ACCEPTED or item.replied or not item.agent:
             return
-        queue = self.queues[item.queue]  # type: ignore[index]
+        queue = self._queue_of(item)
         self._release_to_queue(
             replace(item, rejected_by=(*item.rejected_by, item.agent)),
             "reclaimed",
@@ -1031,12 +1038,14 @@ class Router:
             return OfferExpired(offer=key) if key in self.offers else None
         if key not in self.items:
             return None
-        return {
+        due: dict[DeadlineKind, type[MaxWaitReached | FirstReplyMissed | WrapUpEnded | AbandonDue]]
+        due = {
             DeadlineKind.MAX_WAIT: MaxWaitReached,
             DeadlineKind.FIRST_REPLY: FirstReplyMissed,
             DeadlineKind.WRAP_UP: WrapUpEnded,
             DeadlineKind.ABANDON: AbandonDue,
-        }[kind](item=key)
+        }
+        return due[kind](item=key)
 
     _handlers: ClassVar[dict[type, Callable[..., None]]] = {
         ItemArrived: _on_item_arrived,

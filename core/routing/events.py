@@ -11,40 +11,40 @@ class Event(Struct, frozen=True, gc=False, tag_field="event", kw_only=True):
     pass
 
 
-class ItemArrived(Event, tag="item_arrived"):
+class ItemArrived(Event, tag="item_arrived", frozen=True):
     item: WorkItem
 
 
-class ItemCancelled(Event, tag="item_cancelled"):
+class ItemCancelled(Event, tag="item_cancelled", frozen=True):
     """The customer withdrew: before acceptance the item is cancelled, after it the chat ends."""
 
     item: str
     reason: str = "customer left"
 
 
-class OfferAccepted(Event, tag="offer_accepted"):
+class OfferAccepted(Event, tag="offer_accepted", frozen=True):
     offer: str
 
 
-class OfferRejected(Event, tag="offer_rejected"):
+class OfferRejected(Event, tag="offer_rejected", frozen=True):
     offer: str
     reason: str = ""
 
 
-class OfferExpired(Event, tag="offer_expired"):
+class OfferExpired(Event, tag="offer_expired", frozen=True):
     offer: str
 
 
-class PresenceChanged(Event, tag="presence_changed"):
+class PresenceChanged(Event, tag="presence_changed", frozen=True):
     agent: str
     presence: str
 
 
-class AgentLoggedOut(Event, tag="agent_logged_out"):
+class AgentLoggedOut(Event, tag="agent_logged_out", frozen=True):
     agent: str
 
 
-class AgentDisconnected(Event, tag="agent_disconnected"):
+class AgentDisconnected(Event, tag="agent_disconnected", frozen=True):
     """The agent's last console went away (its socket dropped; sessions may resume). Their
     pending offers are rescinded and they get no new ones until a console is attached again;
     their presence is kept, so a console back within seconds finds everything as it was."""
@@ -52,57 +52,57 @@ class AgentDisconnected(Event, tag="agent_disconnected"):
     agent: str
 
 
-class AgentConnected(Event, tag="agent_connected"):
+class AgentConnected(Event, tag="agent_connected", frozen=True):
     """A console of the agent is attached again (resume or new login): eligible again with the
     presence they had."""
 
     agent: str
 
 
-class AgentUpdated(Event, tag="agent_updated"):
+class AgentUpdated(Event, tag="agent_updated", frozen=True):
     agent: Agent
 
 
-class ChatEnded(Event, tag="chat_ended"):
+class ChatEnded(Event, tag="chat_ended", frozen=True):
     item: str
     reason: str = "ended by agent"
 
 
-class ItemClosed(Event, tag="item_closed"):
+class ItemClosed(Event, tag="item_closed", frozen=True):
     item: str
 
 
-class WrapUpEnded(Event, tag="wrap_up_ended"):
+class WrapUpEnded(Event, tag="wrap_up_ended", frozen=True):
     item: str
 
 
-class TransferToAgent(Event, tag="transfer_to_agent"):
+class TransferToAgent(Event, tag="transfer_to_agent", frozen=True):
     item: str
     to_agent: str
 
 
-class TransferToQueue(Event, tag="transfer_to_queue"):
+class TransferToQueue(Event, tag="transfer_to_queue", frozen=True):
     item: str
     queue: str
 
 
-class AgentReplied(Event, tag="agent_replied"):
+class AgentReplied(Event, tag="agent_replied", frozen=True):
     item: str
 
 
-class CustomerReplied(Event, tag="customer_replied"):
+class CustomerReplied(Event, tag="customer_replied", frozen=True):
     item: str
 
 
-class MaxWaitReached(Event, tag="max_wait_reached"):
+class MaxWaitReached(Event, tag="max_wait_reached", frozen=True):
     item: str
 
 
-class FirstReplyMissed(Event, tag="first_reply_missed"):
+class FirstReplyMissed(Event, tag="first_reply_missed", frozen=True):
     item: str
 
 
-class AbandonDue(Event, tag="abandon_due"):
+class AbandonDue(Event, tag="abandon_due", frozen=True):
     item: str
 
 

@@ -1,9 +1,19 @@
 """The inbox: agents' commands and customers' messages in, events out.
 
-Routing decisions arrive from RoutingService already committed; this layer keeps interaction
-records in step with their work items, stores messages (acknowledged only after commit), decides
-who may see and change what (invariant 9), and fans events out to agent sessions and customer
-watchers. It never touches a socket: the host attaches transports to sessions and watchers.
+A façade over one part per concept, each in a module of its own name:
+
+    floor.py          who is here and who hears what: sessions, consoles, customer watchers
+    conversations.py  the open conversations, their messages as delivered, the ongoing tray
+    access.py         who may see and change what (invariant 9)
+    messages.py       an agent's commands on messages: write, note, attach, read, transcripts
+    records.py        the commands on a record (invite, transfer, end, close, cases) and what
+                      follows a committed record change
+    customers.py      the customer's side: start, write, leave, read their own transcript
+    views.py          what a console is shown: snapshot, agents, offers, queue statistics
+
+Routing steps arrive from RoutingService already committed, with the interaction records that
+followed their work items in the same transaction; here they fan out. Nothing in the inbox
+touches a socket: the host attaches transports to sessions and watchers.
 """
 
 from __future__ import annotations
@@ -11,139 +21,68 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from msgspec.structs import replace
-
 from core.config import HostConfig
-from core.model import (
-    OFFLINE,
-    Agent,
-    ChannelMode,
-    InteractionRecord,
-    InteractionState,
-    ItemState,
-    Message,
-    OfferKind,
-    OfferState,
-    Participant,
-    RecordKind,
-    Role,
-    SenderKind,
-    WorkItem,
-    render_template,
-)
+from core.model import Attachment, Message, OfferKind, OfferState, WorkItem
 from core.protocol import (
     AcceptOffer,
     AddWorkNote,
-    AgentList,
-    AgentLoad,
-    AgentView,
     AnswerInvitation,
     AnyClientFrame,
     Archive,
     AttachFile,
-    AttachmentAck,
     CloseRecord,
     CreateRecord,
     EndChat,
-    Event,
     GetPrefill,
     GetTranscript,
-    InteractionEvent,
-    InteractionList,
-    InvitationDeclined,
-    InvitationEvent,
-    InvitationWithdrawn,
     InviteAgent,
     ListAgents,
     ListInteractions,
     ListOnlineAgents,
     MarkRead,
-    MessageAck,
-    MessageEvent,
     OfferClosed,
     OfferEvent,
-    OfferView,
     Ok,
-    OngoingCard,
-    OngoingEvent,
-    OnlineAgents,
     Ping,
-    Prefill,
     PresenceEvent,
-    QueueStats,
-    QueueStatsEvent,
-    ReadEvent,
-    RecordCreated,
     RejectOffer,
     SendMessage,
     ServerFrame,
     SetPresence,
-    Snapshot,
     SubscribeQueueStats,
-    TemplateText,
-    Transcript,
     TransferDeclined,
     TransferToAgent,
     TransferToQueue,
     Typing,
-    TypingEvent,
     UseTemplate,
 )
 from core.routing import events as ev
-from core.routing.decisions import (
-    AnyDecision,
-    ItemChanged,
-    ItemUnroutable,
-    OfferEnded,
-    OfferMade,
-    PresenceSet,
-)
+from core.routing.decisions import ItemChanged, OfferEnded, OfferMade, PresenceSet
 from core.routing.engine import RoutingError
-from core.service.routing import RoutingService
-from core.service.sessions import AgentSession, Kick
-from store.base import IdempotencyKey, Store
+from core.service.access import Access
+from core.service.conversations import Conversation, Conversations
+from core.service.customers import Customers
+from core.service.errors import InboxError
+from core.service.floor import Floor
+from core.service.messages import Messages
+from core.service.records import Records
+from core.service.routing import RoutingService, Step
+from core.service.sessions import AgentSession
+from core.service.views import Views
+from store.base import Store, StoreStats
+
+__all__ = ["Inbox", "InboxError"]
 
 log = logging.getLogger("inbox_tui.inbox")
 
-RESUME_WINDOW = 120.0  # seconds a detached session waits for its console before logging out
-UNREAD_CAP = 50  # like the peers, count at most this many unread messages per conversation
-OPENING_CHARS = 200  # of the first message, for the offer card: enough to say what it is about
-PREFILL_LINES = 40
-STATS_SLICES = 10
+# Item changes announced although the record stays as it is.
+_ANNOUNCED = frozenset({"notice", "on_hold", "resumed", "awaiting_capacity"})
 
-CustomerWatcher = Callable[[Event], None]
-
-
-class InboxError(Exception):
-    """A refused command; `code` is stable for the wire and the REST API."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass
-class Conversation:
-    """What the inbox keeps in memory about an open interaction besides its record."""
-
-    record: InteractionRecord
-    item: str
-    customer_seqs: list[int] = field(default_factory=list)
-    last_update: float = 0.0
-    preview: str = ""
-    # The customer's first message: what an offer card says the customer wants.
-    opening: str = ""
-    # Held while the record is read, changed and saved, so concurrent changes (a routing
-    # decision, an invitation answered) never overwrite each other; routing's changes take it
-    # in decision order.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+Handler = Callable[[AgentSession, Any], Awaitable[ServerFrame]]
 
 
 class Inbox:
@@ -157,75 +96,116 @@ class Inbox:
         self.config = config
         self.store = store
         self.clock = clock
-        self.routing = RoutingService(config.routing_config(), store, clock=clock)
-        self.routing.listeners.append(self._on_decisions)
-        self.routing.detached_agents = lambda: [
-            a.id for a in self.routing.config.agents if not self.attached(a.id)
-        ]
-        # Set at start: since then no console of the agents present before has come back.
-        self._absent_since: float | None = None
-        self.channels = {c.name: c for c in config.channels}
-        self.agent_names = {a.id: a.display_name or a.id for a in config.agents}
-        self.conversations: dict[str, Conversation] = {}
-        # agent -> the open conversations they are in now, in the order they joined: the
-        # tray and a login's snapshot look only at these, never at the whole floor's.
-        self.open_of_agent: dict[str, dict[str, None]] = {}
-        self.sessions: dict[str, list[AgentSession]] = {}
-        self.supervisors: set[str] = set()  # agents logged in with a supervisor's session
-        self.watchers: dict[str, set[CustomerWatcher]] = {}
-        self.read_marks: dict[tuple[str, str], int] = {}
-        self.invitations: dict[str, dict[str, str]] = {}
-        self._last_stats: dict[str, QueueStats] = {}
-        # (scope, Idempotency-Key) -> [lock, requests using it]: only while requests are.
-        self._intake: dict[tuple[str, str], list[Any]] = {}
+        self._timing_observers: list[Callable[[str, float], None]] = []
+        self.routing = RoutingService(
+            config.routing_config(), store, clock=clock, observe=self._timed
+        )
+        self.floor = Floor(self.routing, config.agents, clock)
+        self.conversations = Conversations(store, self.floor, config.channels, clock, self._timed)
+        self.access = Access(self.conversations, self.routing, store)
+        self.messages = Messages(
+            self.conversations,
+            self.access,
+            self.floor,
+            self.routing,
+            store,
+            config.templates,
+            clock,
+        )
+        self.records = Records(
+            self.routing, self.conversations, self.access, self.floor, store, clock
+        )
+        self.customers = Customers(self.routing, self.conversations, self.floor, store, clock)
+        self.views = Views(
+            config,
+            self.routing,
+            self.conversations,
+            self.floor,
+            clock,
+            invitations_of=self.records.invitations_of,
+        )
+        self.conversations.on_opening = self._opening_arrived
+        # Routing asks these of the parts built on top of it: which records follow items, and
+        # who has no console (at every rebuild).
+        self.routing.records = self.conversations
+        self.routing.detached_agents = self.floor.detached_agents
+        self.routing.listeners.append(self._on_step)
         self._tasks: list[asyncio.Task[None]] = []
-        # Metrics hook: (name, seconds); "message" is receipt to fan-out, commit included.
-        self.observe: Callable[[str, float], None] | None = None
-        self._handlers: dict[type, Callable[[AgentSession, AnyClientFrame], Awaitable[ServerFrame]]]
-        self._handlers = {
+
+        # What the host calls, named by the part that owns it (its contract is there).
+        floor, customers = self.floor, self.customers
+        self.open_session = floor.open_session
+        self.attach = floor.attach
+        self.detach = floor.detach
+        self.find_session = floor.find_session
+        self.close_session = floor.close_session
+        self.end_sessions = floor.end_sessions
+        self.update_agent = floor.update_agent
+        self.reap = floor.reap
+        self.watch = floor.watch
+        self.agent_names = floor.names
+        self.snapshot = self.views.snapshot
+        self.queue_stats = self.views.queue_stats
+        self.visible_record = self.access.visible_record
+        self.start_conversation = customers.start_conversation
+        self.start_conversation_once = customers.start_conversation_once
+        self.customer_conversation = customers.customer_conversation
+        self.customer_message = customers.customer_message
+        self.customer_typing = customers.customer_typing
+        self.customer_left = customers.customer_left
+        self.customer_record = customers.customer_record
+        self.customer_transcript = customers.customer_transcript
+
+        # Every agent command, by frame type: the protocol's whole surface in one table.
+        m, r, v = self.messages, self.records, self.views
+        self._handlers: dict[type, Handler] = {
             Ping: self._ping,
             SetPresence: self._set_presence,
             AcceptOffer: self._accept,
             RejectOffer: self._reject,
-            SendMessage: self._send_message,
-            Typing: self._typing,
-            MarkRead: self._mark_read,
-            AttachFile: self._attach,
-            UseTemplate: self._use_template,
-            InviteAgent: self._invite,
-            AnswerInvitation: self._answer_invitation,
-            TransferToAgent: self._transfer_to_agent,
-            TransferToQueue: self._transfer_to_queue,
-            EndChat: self._end_chat,
-            CloseRecord: self._close_record,
-            Archive: self._archive,
-            AddWorkNote: self._work_note,
-            GetPrefill: self._prefill,
-            CreateRecord: self._create_record,
-            SubscribeQueueStats: self._subscribe_stats,
-            GetTranscript: self._transcript,
-            ListInteractions: self._list_interactions,
-            ListAgents: self._list_agents,
-            ListOnlineAgents: self._list_online,
+            SendMessage: m.send,
+            Typing: m.typing,
+            MarkRead: m.mark_read,
+            AttachFile: m.attach,
+            UseTemplate: m.use_template,
+            AddWorkNote: m.work_note,
+            GetTranscript: m.transcript,
+            ListInteractions: m.list_interactions,
+            InviteAgent: r.invite,
+            AnswerInvitation: r.answer_invitation,
+            TransferToAgent: r.transfer_to_agent,
+            TransferToQueue: r.transfer_to_queue,
+            EndChat: r.end_chat,
+            CloseRecord: r.close,
+            Archive: r.archive,
+            GetPrefill: r.prefill,
+            CreateRecord: r.create_record,
+            SubscribeQueueStats: v.subscribe_stats,
+            ListAgents: v.list_agents,
+            ListOnlineAgents: v.list_online,
         }
+
+    def _opening_arrived(self, conv: Conversation) -> None:
+        """The offer usually goes out before the customer's first words arrive: send it again
+        with them, so the agent sees what the customer wants before accepting."""
+        router = self.routing.router
+        offer_id = router.offer_of_item.get(conv.item)
+        if offer_id is not None:
+            offer = router.offers[offer_id]
+            self.floor.push(
+                offer.agent, OfferEvent(view=self.views.offer_view(offer, router.items[conv.item]))
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        # Only the ongoing tray (asynchronous channels) shows unread counts and previews.
-        tray = [c.name for c in self.config.channels if c.mode == ChannelMode.ASYNC]
-        for record, recent in await self.store.load_open_conversations(UNREAD_CAP, tray):
-            conv = Conversation(record=record, item=record.item, last_update=record.opened_at)
-            for m in recent:
-                self._note_message(conv, m)
-            self.conversations[record.number] = conv
-            self._file(record.number, self._current(record), joined=True)
+        await self.conversations.load()
         await self.routing.start()
-        self._absent_since = self.clock()
+        self.floor.opened(self.clock())
         self._tasks = [
             asyncio.create_task(self.routing.run_timers()),
-            asyncio.create_task(self._stats_loop()),
-            asyncio.create_task(self._reaper()),
+            asyncio.create_task(self.views.stats_loop()),
+            asyncio.create_task(self.floor.reaper()),
         ]
 
     async def stop(self) -> None:
@@ -235,231 +215,6 @@ class Inbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.routing.drain()
-
-    # ------------------------------------------------------------------ sessions
-
-    def open_session(
-        self, agent: str, role: Role, token_digest: str, expires_at: float
-    ) -> AgentSession:
-        session = AgentSession(
-            agent=agent, role=role, token_digest=token_digest, expires_at=expires_at
-        )
-        self.sessions.setdefault(agent, []).append(session)
-        if session.supervisor:
-            self.supervisors.add(agent)
-        # Opened by its console (or by a caller acting as one): attached until it detaches.
-        self._consoles_changed(agent)
-        return session
-
-    def attach(self, session: AgentSession, kick: Callable[[Kick], None]) -> asyncio.Queue[Event]:
-        """A socket takes over the session (see AgentSession.attach)."""
-        queue = session.attach(kick)
-        self._consoles_changed(session.agent)
-        return queue
-
-    def detach(self, session: AgentSession, queue: asyncio.Queue[Event], now: float) -> None:
-        """The session's socket is gone; the session waits RESUME_WINDOW for a console."""
-        session.detach(queue, now)
-        self._consoles_changed(session.agent)
-
-    def attached(self, agent: str) -> bool:
-        """Whether a console of the agent is attached to one of their live sessions."""
-        return any(s.detached_at is None and not s.closed for s in self.sessions.get(agent, ()))
-
-    def _consoles_changed(self, agent: str) -> None:
-        """Tell routing when the agent's first console arrives or their last one leaves: offers
-        go only to someone at a console, and a customer must not wait out an offer timeout
-        for an agent whose console is gone (a second console still open keeps them on)."""
-        router = self.routing.router
-        if agent not in router.agents:
-            return
-        attached = self.attached(agent)
-        if attached == (agent not in router.detached):
-            return
-        with contextlib.suppress(RoutingError):
-            self.routing.post(
-                ev.AgentConnected(agent=agent) if attached else ev.AgentDisconnected(agent=agent)
-            )
-
-    def find_session(self, token_digest: str) -> AgentSession | None:
-        for sessions in self.sessions.values():
-            for s in sessions:
-                if s.token_digest == token_digest:
-                    return s
-        return None
-
-    async def close_session(self, session: AgentSession) -> None:
-        """Explicit logout, an expired session, or a console gone longer than the resume
-        window. A socket still attached is dropped: its commands must not outlive the
-        session (security.md)."""
-        session.closed = True
-        if session.kick is not None:
-            session.kick(Kick.ENDED)
-        sessions = self.sessions.get(session.agent, [])
-        if session in sessions:
-            sessions.remove(session)
-        self._consoles_changed(session.agent)
-        if not sessions:
-            self.sessions.pop(session.agent, None)
-            self.supervisors.discard(session.agent)
-            with contextlib.suppress(RoutingError):
-                await self.routing.submit(ev.AgentLoggedOut(agent=session.agent))
-
-    async def update_agent(self, agent: Agent) -> None:
-        """An admin added or changed an agent while the host runs: routing serves it at once,
-        and a disabled agent's sessions end (an attached console is closed with 4002)."""
-        self.agent_names[agent.id] = agent.display_name or agent.id
-        await self.routing.update_agent(agent)
-        self._consoles_changed(agent.id)  # a new agent has no console yet
-        if agent.disabled:
-            await self.end_sessions(agent.id)
-
-    async def end_sessions(self, agent: str) -> int:
-        """End every live session of `agent` (disabled, or its password changed); how many."""
-        sessions = list(self.sessions.get(agent, ()))
-        for session in sessions:
-            await self.close_session(session)
-        return len(sessions)
-
-    async def _reaper(self) -> None:
-        while True:
-            await asyncio.sleep(5.0)
-            await self.reap(self.clock())
-
-    async def reap(self, now: float) -> None:
-        """Close the sessions whose console stayed away longer than RESUME_WINDOW, or that
-        expired. After a host restart no session exists, so the agents still present from
-        before get the same window to come back before they are logged out (Offline)."""
-        for sessions in list(self.sessions.values()):
-            for s in list(sessions):
-                gone = s.detached_at is not None and now - s.detached_at > RESUME_WINDOW
-                if gone or now > s.expires_at:
-                    await self.close_session(s)
-        if self._absent_since is not None and now - self._absent_since > RESUME_WINDOW:
-            self._absent_since = None
-            router = self.routing.router
-            for agent in sorted(router.agents):
-                if router.status[agent].presence != OFFLINE and not self.sessions.get(agent):
-                    with contextlib.suppress(RoutingError):
-                        await self.routing.submit(ev.AgentLoggedOut(agent=agent))
-
-    def _push(self, agent: str, event: Event) -> None:
-        for session in self.sessions.get(agent, ()):
-            session.push(event)
-
-    def _push_participants(self, record: InteractionRecord, event: Event) -> None:
-        for agent in self._current(record):
-            self._push(agent, event)
-
-    def _push_customer(self, number: str, event: Event) -> None:
-        for watcher in list(self.watchers.get(number, ())):
-            watcher(event)
-
-    def watch(self, number: str, watcher: CustomerWatcher) -> Callable[[], None]:
-        self.watchers.setdefault(number, set()).add(watcher)
-
-        def unwatch() -> None:
-            watchers = self.watchers.get(number)
-            if watchers is not None:
-                watchers.discard(watcher)
-                if not watchers:
-                    del self.watchers[number]
-
-        return unwatch
-
-    # ------------------------------------------------------------------ views
-
-    def agent_view(self, agent: str) -> AgentView:
-        router = self.routing.router
-        a = router.agents[agent]
-        return AgentView(
-            id=agent,
-            display_name=a.display_name or agent,
-            role=a.role,
-            presence=router.status[agent].presence,
-            queues=router.queues_of(agent),
-        )
-
-    def _my_queues(self, session: AgentSession) -> list[str]:
-        router = self.routing.router
-        return list(router.queues) if session.supervisor else router.queues_of(session.agent)
-
-    def snapshot(self, session: AgentSession) -> Snapshot:
-        router = self.routing.router
-        offers = [
-            self._offer_view(o, router.items[o.item])
-            for o in router.offers.values()
-            if o.agent == session.agent
-        ]
-        if session.supervisor:
-            mine = [
-                c.record
-                for c in self.conversations.values()
-                if session.agent in self._current(c.record)
-                or c.record.state != InteractionState.NEW
-            ]
-        else:
-            mine = [self.conversations[n].record for n in self.open_of_agent.get(session.agent, ())]
-        queues = self._my_queues(session)
-        known = {session.agent} | {p.agent for r in mine for p in r.participants}
-        templates = [
-            t
-            for t in self.config.templates
-            if t.scope == "global"
-            or t.scope == f"agent:{session.agent}"
-            or t.scope.removeprefix("queue:") in queues
-        ]
-        return Snapshot(
-            me=self.agent_view(session.agent),
-            presences=list(self.config.presences),
-            async_channels=[c.name for c in self.config.channels if c.mode == ChannelMode.ASYNC],
-            reply_by={
-                r.number: due
-                for r in mine
-                if r.item in router.items
-                and (due := router.items[r.item].reply_by) is not None
-                and router.items[r.item].agent == session.agent
-            },
-            invitations={
-                number: inviter
-                for number, pending in self.invitations.items()
-                if (inviter := pending.get(session.agent)) is not None
-            },
-            offers=offers,
-            interactions=mine,
-            ongoing=self._ongoing(session.agent),
-            queue_stats=[s for q, s in self.latest_queue_stats().items() if q in queues],
-            # Everyone for supervisors; an agent gets the colleagues in their conversations
-            # (names to show) and asks for the rest when needed: a floor logging in would
-            # otherwise cost O(agents²).
-            agents=[
-                self.agent_view(a)
-                for a in sorted(router.agents)
-                if session.supervisor or a in known
-            ],
-            templates=templates,
-            queues=queues,
-        )
-
-    def _offer_view(self, offer, item: WorkItem) -> OfferView:  # type: ignore[no-untyped-def]
-        conv = self.conversations.get(item.interaction or "")
-        return OfferView(
-            offer=offer,
-            item=item,
-            customer_name=conv.record.customer_name if conv else "",
-            interaction=item.interaction,
-            first_message=conv.opening if conv else "",
-        )
-
-    @staticmethod
-    def _current(record: InteractionRecord) -> list[str]:
-        return [p.agent for p in record.participants if p.left_at is None]
-
-    def _owner(self, record: InteractionRecord) -> str | None:
-        for p in record.participants:
-            if p.left_at is None and p.role == "owner":
-                return p.agent
-        return None
 
     # ------------------------------------------------------------------ agent commands
 
@@ -479,615 +234,40 @@ class Inbox:
         await self.routing.submit(ev.PresenceChanged(agent=session.agent, presence=frame.presence))
         return Ok(ref=frame.ref)
 
-    def _my_offer(self, session: AgentSession, offer_id: str) -> None:
-        offer = self.routing.router.offers.get(offer_id)
-        if offer is None or offer.agent != session.agent:
-            raise InboxError(
-                "offer_not_pending",
-                f"offer {offer_id} is not pending for you (answered, expired or not yours)",
-            )
-
     async def _accept(self, session: AgentSession, frame: AcceptOffer) -> ServerFrame:
-        self._my_offer(session, frame.offer)
+        self.access.my_offer(session, frame.offer)
         await self.routing.submit(ev.OfferAccepted(offer=frame.offer))
         return Ok(ref=frame.ref)
 
     async def _reject(self, session: AgentSession, frame: RejectOffer) -> ServerFrame:
-        self._my_offer(session, frame.offer)
+        self.access.my_offer(session, frame.offer)
         await self.routing.submit(ev.OfferRejected(offer=frame.offer, reason=frame.reason))
         return Ok(ref=frame.ref)
 
-    async def visible_record(
-        self, agent: str | None, sees_all: bool, number: str
-    ) -> InteractionRecord | None:
-        """The interaction if the caller may read it (invariant 9): a participant, now or
-        before, or someone who sees everything (supervisors). One rule for every transport."""
-        conv = self.conversations.get(number)
-        # An open conversation's newest record is here; the store has the closed ones.
-        record = conv.record if conv else await self.store.get_interaction(number)
-        if record is None:
-            return None
-        if sees_all or any(p.agent == agent for p in record.participants):
-            return record
-        return None
+    # ------------------------------------------------------------------ routing steps
 
-    async def _readable(self, session: AgentSession, number: str) -> InteractionRecord:
-        record = await self.visible_record(session.agent, session.supervisor, number)
-        if record is None:
-            raise InboxError("not_found", f"no interaction {number} visible to you")
-        return record
-
-    def _writable(self, session: AgentSession, number: str) -> Conversation:
-        conv = self.conversations.get(number)
-        if conv is None or not (session.agent in self._current(conv.record) or session.supervisor):
-            raise InboxError("not_found", f"no open interaction {number} of yours")
-        return conv
-
-    async def _send_message(self, session: AgentSession, frame: SendMessage) -> ServerFrame:
-        conv = self._writable(session, frame.interaction)
-        message, duplicate = await self.store.append_message(
-            conv.record.number,
-            SenderKind.AGENT,
-            session.agent,
-            frame.body,
-            frame.client_msg_id,
-            self.clock(),
-        )
-        if not duplicate:
-            await self._delivered(conv, message)
-            # Replying is what clears "unread": the customer has an answer.
-            self._read(conv, session.agent, message.seq, announce=False)
-            if session.agent == self._owner(conv.record):
-                with contextlib.suppress(RoutingError):
-                    await self.routing.submit(ev.AgentReplied(item=conv.item))
-        return MessageAck(ref=frame.ref, message=message, duplicate=duplicate)
-
-    async def _delivered(self, conv: Conversation, message: Message) -> None:
-        if self.observe is not None:
-            self.observe("message", max(0.0, self.clock() - message.created_at))
-        opened = not conv.opening
-        self._note_message(conv, message)
-        if opened and conv.opening:
-            # The offer usually goes out before the customer's first words arrive: send it
-            # again with them, so the agent sees what the customer wants before accepting.
-            router = self.routing.router
-            offer_id = router.offer_of_item.get(conv.item)
-            if offer_id is not None:
-                offer = router.offers[offer_id]
-                view = self._offer_view(offer, router.items[conv.item])
-                self._push(offer.agent, OfferEvent(view=view))
-        event = MessageEvent(message=message)
-        self._push_participants(conv.record, event)
-        if message.kind == "message":
-            self._push_customer(conv.record.number, event)
-        if self.channels[conv.record.channel].mode == ChannelMode.ASYNC:
-            for agent in self._current(conv.record):
-                self._push_ongoing(agent)
-
-    def _note_message(self, conv: Conversation, message: Message) -> None:
-        conv.last_update = message.created_at
-        if message.sender_kind == SenderKind.CUSTOMER:
-            conv.customer_seqs.append(message.seq)
-            del conv.customer_seqs[:-UNREAD_CAP]
-            conv.preview = message.body[:80]
-            if not conv.opening and message.kind == "message":
-                conv.opening = message.body[:OPENING_CHARS]
-
-    async def _typing(self, session: AgentSession, frame: Typing) -> ServerFrame:
-        conv = self._writable(session, frame.interaction)
-        event = TypingEvent(
-            interaction=frame.interaction, who=self.agent_names.get(session.agent, session.agent)
-        )
-        for agent in self._current(conv.record):
-            if agent != session.agent:
-                self._push(agent, event)
-        self._push_customer(frame.interaction, event)
-        return Ok(ref=frame.ref)
-
-    async def _mark_read(self, session: AgentSession, frame: MarkRead) -> ServerFrame:
-        conv = self._writable(session, frame.interaction)
-        self._read(conv, session.agent, frame.seq)
-        return Ok(ref=frame.ref)
-
-    def _read(self, conv: Conversation, agent: str, seq: int, *, announce: bool = True) -> None:
-        key = (conv.record.number, agent)
-        mark = self.read_marks.get(key, 0)
-        if seq <= mark:
-            return
-        self.read_marks[key] = seq
-        # A reply moves the mark past the agent's own line; it is news only if it also passes
-        # customer lines that were unread (a read receipt per reply doubled the frames).
-        if not announce and not (conv.customer_seqs and conv.customer_seqs[-1] > mark):
-            return
-        self._push_participants(
-            conv.record, ReadEvent(interaction=conv.record.number, reader=agent, read_seq=seq)
-        )
-        if self.channels[conv.record.channel].mode == ChannelMode.ASYNC:
-            self._push_ongoing(agent)
-
-    def _ongoing(self, agent: str) -> list[OngoingCard]:
-        cards = []
-        for number in self.open_of_agent.get(agent, ()):
-            conv = self.conversations[number]
-            if self.channels[conv.record.channel].mode != ChannelMode.ASYNC:
-                continue
-            mark = self.read_marks.get((number, agent), 0)
-            cards.append(
-                OngoingCard(
-                    interaction=number,
-                    customer_name=conv.record.customer_name or conv.record.customer,
-                    last_update=conv.last_update,
-                    unread=sum(1 for s in conv.customer_seqs if s > mark),
-                    preview=conv.preview,
-                )
-            )
-        cards.sort(key=lambda c: (-(c.unread > 0), -c.last_update))
-        return cards
-
-    def _push_ongoing(self, agent: str) -> None:
-        cards = self._ongoing(agent)
-        self._push(
-            agent,
-            OngoingEvent(cards=cards, unread_conversations=sum(1 for c in cards if c.unread)),
-        )
-
-    async def _attach(self, session: AgentSession, frame: AttachFile) -> ServerFrame:
-        conv = self._writable(session, frame.interaction)
-        now = self.clock()
-        try:
-            attachment = await self.store.put_attachment(
-                conv.record.number, frame.name, frame.content_type, frame.data, session.agent, now
-            )
-        except ValueError as e:
-            raise InboxError("too_large", str(e)) from e
-        message, duplicate = await self.store.append_message(
-            conv.record.number,
-            SenderKind.AGENT,
-            session.agent,
-            f"sent a file: {attachment.name} ({attachment.size} bytes)",
-            f"attach-{attachment.sha256[:32]}",
-            now,
-            attachment=attachment.sha256,
-        )
-        if not duplicate:
-            await self._delivered(conv, message)
-        return AttachmentAck(ref=frame.ref, attachment=attachment, message=message)
-
-    async def _use_template(self, session: AgentSession, frame: UseTemplate) -> ServerFrame:
-        conv = self._writable(session, frame.interaction)
-        record = conv.record
-        scopes = ("global", f"queue:{record.queue}", f"agent:{session.agent}")
-        found = [
-            t for t in self.config.templates if t.shortcut == frame.shortcut and t.scope in scopes
-        ]
-        if not found:
-            raise InboxError("not_found", f"no template {frame.shortcut!r} for this interaction")
-        # The most specific scope wins: an agent's own version over the queue's over the global.
-        template = max(found, key=lambda t: scopes.index(t.scope))
-        fields = {
-            "customer.name": record.customer_name or record.customer,
-            "customer.contact": record.customer_contact,
-            "agent.name": self.agent_names.get(session.agent, session.agent),
-            "interaction.number": record.number,
-            "queue.name": record.queue or "",
-        }
-        return TemplateText(ref=frame.ref, text=render_template(template.text, fields))
-
-    async def _system(self, conv: Conversation, text: str, *, note: bool = False) -> None:
-        """A system line in the transcript ("Alice joined"), stored like any message."""
-        message, duplicate = await self.store.append_message(
-            conv.record.number,
-            SenderKind.SYSTEM,
-            "system",
-            text,
-            f"sys-{secrets.token_hex(8)}",
-            self.clock(),
-            kind="work_note" if note else "message",
-        )
-        if not duplicate:
-            await self._delivered(conv, message)
-
-    async def _save(self, conv: Conversation, record: InteractionRecord) -> None:
-        await self.store.save_interaction(record)
-        before = set(self._current(conv.record))
-        conv.record = record
-        after = set(self._current(record))
-        self._file(record.number, after - before, joined=True)
-        self._file(record.number, before - after, joined=False)
-
-    def _file(self, number: str, agents: Iterable[str], *, joined: bool) -> None:
-        for agent in agents:
-            if joined:
-                self.open_of_agent.setdefault(agent, {})[number] = None
-            else:
-                numbers = self.open_of_agent.get(agent, {})
-                numbers.pop(number, None)
-                if not numbers:
-                    self.open_of_agent.pop(agent, None)
-
-    async def _invite(self, session: AgentSession, frame: InviteAgent) -> ServerFrame:
-        conv = self._writable(session, frame.interaction)
-        if frame.agent not in self.routing.router.agents:
-            raise InboxError("unknown_agent", f"no agent {frame.agent!r}")
-        if frame.agent in self._current(conv.record):
-            raise InboxError("already_participant", f"{frame.agent} is already in this chat")
-        if (
-            not self.sessions.get(frame.agent)
-            or self.routing.router.status[frame.agent].presence == OFFLINE
-        ):
-            raise InboxError("agent_unavailable", f"{frame.agent} is not online")
-        self.invitations.setdefault(conv.record.number, {})[frame.agent] = session.agent
-        self._push(frame.agent, InvitationEvent(interaction=conv.record, from_agent=session.agent))
-        await self._system(
-            conv, f"{self._name(session.agent)} invited {self._name(frame.agent)}", note=True
-        )
-        return Ok(ref=frame.ref)
-
-    async def _answer_invitation(
-        self, session: AgentSession, frame: AnswerInvitation
-    ) -> ServerFrame:
-        pending = self.invitations.get(frame.interaction, {})
-        conv = self.conversations.get(frame.interaction)
-        if session.agent not in pending or conv is None:
-            raise InboxError("not_invited", f"no invitation to {frame.interaction} for you")
-        inviter = pending.pop(session.agent)
-        if not frame.accept:
-            self._push(
-                inviter, InvitationDeclined(interaction=conv.record.number, agent=session.agent)
-            )
-            await self._system(conv, f"{self._name(session.agent)} declined to join", note=True)
-            return Ok(ref=frame.ref)
-        joined = Participant(agent=session.agent, role="invited", joined_at=self.clock())
-        async with conv.lock:
-            await self._save(
-                conv, replace(conv.record, participants=(*conv.record.participants, joined))
-            )
-        self._push(session.agent, InteractionEvent(change="opened", record=conv.record))
-        self._push(inviter, InteractionEvent(change="updated", record=conv.record))
-        await self._system(conv, f"{self._name(session.agent)} joined")
-        return Ok(ref=frame.ref)
-
-    def _name(self, agent: str) -> str:
-        return self.agent_names.get(agent, agent)
-
-    def _owned(self, session: AgentSession, number: str) -> Conversation:
-        conv = self._writable(session, number)
-        if not session.supervisor and self._owner(conv.record) != session.agent:
-            raise InboxError("not_owner", "only the agent who owns the chat can do that")
-        return conv
-
-    async def _transfer_to_agent(
-        self, session: AgentSession, frame: TransferToAgent
-    ) -> ServerFrame:
-        conv = self._owned(session, frame.interaction)
-        await self.routing.submit(ev.TransferToAgent(item=conv.item, to_agent=frame.agent))
-        await self._system(
-            conv,
-            f"{self._name(session.agent)} asked {self._name(frame.agent)} to take over",
-            note=True,
-        )
-        return Ok(ref=frame.ref)
-
-    async def _transfer_to_queue(
-        self, session: AgentSession, frame: TransferToQueue
-    ) -> ServerFrame:
-        conv = self._owned(session, frame.interaction)
-        await self.routing.submit(ev.TransferToQueue(item=conv.item, queue=frame.queue))
-        return Ok(ref=frame.ref)
-
-    async def _end_chat(self, session: AgentSession, frame: EndChat) -> ServerFrame:
-        conv = self._owned(session, frame.interaction)
-        await self.routing.submit(ev.ChatEnded(item=conv.item))
-        return Ok(ref=frame.ref)
-
-    async def _close_record(self, session: AgentSession, frame: CloseRecord) -> ServerFrame:
-        conv = self._owned(session, frame.interaction)
-        await self.routing.submit(ev.ItemClosed(item=conv.item))
-        return Ok(ref=frame.ref)
-
-    async def _archive(self, session: AgentSession, frame: Archive) -> ServerFrame:
-        record = await self._readable(session, frame.interaction)
-        if record.state not in (
-            InteractionState.CLOSED_COMPLETE,
-            InteractionState.CLOSED_ABANDONED,
-        ):
-            raise InboxError("bad_state", f"{record.number} is {record.state}: close it first")
-        archived = replace(record, archived=True)
-        await self.store.save_interaction(archived)
-        self._push(session.agent, InteractionEvent(change="updated", record=archived))
-        return Ok(ref=frame.ref)
-
-    async def _work_note(self, session: AgentSession, frame: AddWorkNote) -> ServerFrame:
-        conv = self._writable(session, frame.interaction)
-        message, duplicate = await self.store.append_message(
-            conv.record.number,
-            SenderKind.AGENT,
-            session.agent,
-            frame.body,
-            frame.client_msg_id,
-            self.clock(),
-            kind="work_note",
-        )
-        if not duplicate:
-            await self._delivered(conv, message)
-        return MessageAck(ref=frame.ref, message=message, duplicate=duplicate)
-
-    async def _prefill_text(self, record: InteractionRecord) -> tuple[str, str]:
-        messages = await self.store.list_messages(record.number, limit=1000)
-        said = [m for m in messages if m.kind == "message" and m.sender_kind != SenderKind.SYSTEM]
-        first = next((m.body for m in said if m.sender_kind == SenderKind.CUSTOMER), "")
-        short = " ".join(first.split())[:160] or f"Follow-up of {record.number}"
-        customer = record.customer_name or "Customer"
-        lines = [
-            f"{self._name(m.sender) if m.sender_kind == SenderKind.AGENT else customer}: {m.body}"
-            for m in said[-PREFILL_LINES:]
-        ]
-        description = f"From interaction {record.number} ({record.channel}).\n" + "\n".join(lines)
-        return short, description[:16_000]
-
-    async def _prefill(self, session: AgentSession, frame: GetPrefill) -> ServerFrame:
-        record = await self._readable(session, frame.interaction)
-        short, description = await self._prefill_text(record)
-        return Prefill(ref=frame.ref, short_description=short, description=description)
-
-    async def _create_record(self, session: AgentSession, frame: CreateRecord) -> ServerFrame:
-        record = await self._readable(session, frame.interaction)
-        created = await self.store.create_record(
-            frame.kind,
-            frame.short_description,
-            frame.description,
-            frame.priority,
-            record.number,
-            session.agent,
-            self.clock(),
-        )
-        field_name = "case" if frame.kind == RecordKind.CASE else "incident"
-        linked = replace(record, **{field_name: created.number})
-        conv = self.conversations.get(record.number)
-        if conv is not None:
-            async with conv.lock:
-                linked = replace(conv.record, **{field_name: created.number})
-                await self._save(conv, linked)
-            await self._system(
-                conv, f"{self._name(session.agent)} created {created.number}", note=True
-            )
-            self._push_participants(linked, InteractionEvent(change="updated", record=linked))
-        else:
-            await self.store.save_interaction(linked)
-        return RecordCreated(ref=frame.ref, record=created, interaction=linked)
-
-    async def _subscribe_stats(
-        self, session: AgentSession, frame: SubscribeQueueStats
-    ) -> ServerFrame:
-        session.wants_queue_stats = frame.subscribe
-        return Ok(ref=frame.ref)
-
-    async def _transcript(self, session: AgentSession, frame: GetTranscript) -> ServerFrame:
-        record = await self._readable(session, frame.interaction)
-        if frame.newest:
-            messages = await self.store.last_messages(record.number, frame.limit)
-        else:
-            messages = await self.store.list_messages(record.number, frame.after_seq, frame.limit)
-        attachments = await self.store.list_attachments(record.number)
-        return Transcript(
-            ref=frame.ref, interaction=record, messages=messages, attachments=attachments
-        )
-
-    async def _list_agents(self, session: AgentSession, frame: ListAgents) -> ServerFrame:
-        if not session.supervisor:
-            raise InboxError("forbidden", "only supervisors see every agent's load")
-        router = self.routing.router
-        return AgentList(
-            ref=frame.ref,
-            agents=[
-                AgentLoad(
-                    agent=self.agent_view(a),
-                    active=router.used(a).total,
-                    capacity=router.agents[a].universal_capacity,
-                    offers=router.used(a).pending,
-                )
-                for a in sorted(router.agents)
-            ],
-        )
-
-    async def _list_online(self, session: AgentSession, frame: ListOnlineAgents) -> ServerFrame:
-        router = self.routing.router
-        online = [a for a in sorted(router.agents) if router.status[a].presence != OFFLINE]
-        return OnlineAgents(ref=frame.ref, agents=[self.agent_view(a) for a in online])
-
-    async def _list_interactions(
-        self, session: AgentSession, frame: ListInteractions
-    ) -> ServerFrame:
-        records = await self.store.list_interactions(
-            agent=None if session.supervisor else session.agent,
-            archived=frame.archived,
-            limit=frame.limit,
-            offset=frame.offset,
-        )
-        return InteractionList(ref=frame.ref, interactions=records)
-
-    # ------------------------------------------------------------------ customers
-
-    async def start_conversation(
-        self,
-        *,
-        channel: str,
-        customer: str,
-        customer_name: str = "",
-        customer_contact: str = "",
-        attributes: dict[str, str | int | float | bool] | None = None,
-        priority: int = 0,
-        created_by: str | None = None,
-        idempotency: IdempotencyKey | None = None,
-    ) -> InteractionRecord:
-        """A customer (widget, REST, webhook) starts a work item; it is routed at once.
-
-        With `idempotency` (REST), the key is committed with the interaction; StoreConflict
-        if another request stored it first (use start_conversation_once)."""
-        if channel not in self.channels:
-            raise InboxError("unknown_channel", f"no service channel {channel!r}")
-        now = self.clock()
-        record = await self.store.create_interaction(
-            item=f"W{secrets.token_hex(6)}",
-            channel=channel,
-            customer=customer,
-            opened_at=now,
-            customer_name=customer_name,
-            customer_contact=customer_contact,
-            created_by=created_by,
-            idempotency=idempotency,
-        )
-        return await self._route_new(record, attributes or {}, priority)
-
-    async def _route_new(
-        self,
-        record: InteractionRecord,
-        attributes: dict[str, str | int | float | bool],
-        priority: int,
-    ) -> InteractionRecord:
-        """Route the work item of a stored interaction whose item is not stored yet."""
-        now = self.clock()
-        conv = Conversation(record=record, item=record.item, last_update=now)
-        self.conversations[record.number] = conv
-        item = WorkItem(
-            id=record.item,
-            channel=record.channel,
-            customer=record.customer,
-            created_at=record.opened_at,
-            attributes=attributes,
-            priority=priority,
-            interaction=record.number,
-        )
-        try:
-            decisions = await self.routing.submit(ev.ItemArrived(item=item))
-        except RoutingError as e:
-            self.conversations.pop(record.number, None)
-            raise InboxError(e.code, e.message) from e
-        unroutable = next((d for d in decisions if isinstance(d, ItemUnroutable)), None)
-        if unroutable is not None:
-            self.conversations.pop(record.number, None)
-            closed = replace(record, state=InteractionState.CLOSED_ABANDONED, closed_at=now)
-            await self.store.save_interaction(closed)
-            raise InboxError("unroutable", unroutable.reason)
-        queued = self.routing.router.items.get(record.item)
-        if queued is not None and queued.queue != record.queue:
-            async with conv.lock:
-                await self._save(conv, replace(conv.record, queue=queued.queue))
-        return conv.record
-
-    async def start_conversation_once(
-        self, idempotency: IdempotencyKey, **request: Any
-    ) -> tuple[InteractionRecord, bool]:
-        """start_conversation under a client's idempotency key: (record, replayed).
-
-        A retry gets the interaction the key was first stored with (replayed=True). If the
-        host died between committing that interaction and routing's commit of its item, the
-        item was never stored and no restart knows of it: the retry routes it now, under its
-        original id, with this request's body (the same, as the fingerprint says). The same
-        key with another body is `idempotency_key_reused`. Requests with one key take turns,
-        so two concurrent retries never route the same item twice."""
-        slot = (idempotency.scope, idempotency.key)
-        entry = self._intake.setdefault(slot, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                # The key's own time, as the store's insert uses: both agree on what expired.
-                stored = await self.store.get_idempotency_key(*slot, idempotency.created_at)
-                if stored is None:
-                    record = await self.start_conversation(idempotency=idempotency, **request)
-                    return record, False
-                if stored.fingerprint != idempotency.fingerprint:
-                    raise InboxError(
-                        "idempotency_key_reused",
-                        f"Idempotency-Key {idempotency.key!r} was first used with another "
-                        "request body; use a new key for a new item",
-                    )
-                return await self._replay(stored.interaction, request), True
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._intake[slot]
-
-    async def _replay(self, number: str, request: dict[str, Any]) -> InteractionRecord:
-        conv = self.conversations.get(number)
-        if conv is not None:
-            return conv.record
-        record = await self.store.get_interaction(number)
-        if record is None:
-            raise RuntimeError(f"idempotency key of {number}, which is not stored")
-        routed = record.item in self.routing.router.items
-        if routed or await self.store.get_item(record.item) is not None:
-            return record
-        if record.state == InteractionState.CLOSED_ABANDONED:
-            # What the first request was told: no queue took its item.
-            raise InboxError("unroutable", f"no queue took the item of {number}")
-        return await self._route_new(
-            record, request.get("attributes") or {}, request.get("priority", 0)
-        )
-
-    def customer_conversation(self, number: str, customer: str) -> Conversation:
-        conv = self.conversations.get(number)
-        if conv is None or conv.record.customer != customer:
-            raise InboxError("not_found", f"no open conversation {number}")
-        return conv
-
-    async def customer_message(
-        self, number: str, customer: str, body: str, client_msg_id: str
-    ) -> tuple[Message, bool]:
-        conv = self.customer_conversation(number, customer)
-        message, duplicate = await self.store.append_message(
-            number, SenderKind.CUSTOMER, customer, body, client_msg_id, self.clock()
-        )
-        if not duplicate:
-            await self._delivered(conv, message)
-            with contextlib.suppress(RoutingError):
-                await self.routing.submit(ev.CustomerReplied(item=conv.item))
-        return message, duplicate
-
-    def customer_typing(self, number: str, customer: str) -> None:
-        conv = self.customer_conversation(number, customer)
-        event = TypingEvent(interaction=number, who=conv.record.customer_name or "Customer")
-        self._push_participants(conv.record, event)
-
-    async def customer_left(self, number: str, customer: str) -> None:
-        conv = self.customer_conversation(number, customer)
-        await self._system(conv, "The customer left the chat")
-        with contextlib.suppress(RoutingError):
-            await self.routing.submit(ev.ItemCancelled(item=conv.item))
-
-    async def customer_transcript(self, number: str, customer: str) -> list[Message]:
-        record = await self.store.get_interaction(number)
-        if record is None or record.customer != customer:
-            raise InboxError("not_found", f"no conversation {number}")
-        return [
-            m for m in await self.store.list_messages(number, limit=1000) if m.kind == "message"
-        ]
-
-    # ------------------------------------------------------------------ routing decisions
-
-    def _on_decisions(self, decisions: list[AnyDecision]) -> Awaitable[object] | None:
-        """Called in commit order. Pushes go out at once; a conversation's record and system
-        lines are updated by a task per decision that takes the conversation's lock, so they
-        keep the decisions' order without one conversation's fsync holding up another's."""
-        work: list[asyncio.Task[None]] = []
-        for d in decisions:
+    def _on_step(self, step: Step) -> Awaitable[object] | None:
+        """Called in commit order, records already in memory. Pushes go out at once; what
+        follows a record change is announced by a task per change that takes the
+        conversation's lock, so it keeps the changes' order without one conversation's
+        system-line fsync holding up another's."""
+        floor = self.floor
+        for d in step.decisions:
             if isinstance(d, OfferMade):
-                self._push(d.offer.agent, OfferEvent(view=self._offer_view(d.offer, d.item)))
+                floor.push(d.offer.agent, OfferEvent(view=self.views.offer_view(d.offer, d.item)))
             elif isinstance(d, OfferEnded):
-                self._push(
-                    d.offer.agent,
-                    OfferClosed(
-                        offer=d.offer.id, item=d.item.id, state=d.offer.state, reason=d.reason
-                    ),
-                )
                 offer = d.offer
+                floor.push(
+                    offer.agent,
+                    OfferClosed(offer=offer.id, item=d.item.id, state=offer.state, reason=d.reason),
+                )
                 if (
                     offer.kind == OfferKind.TRANSFER
                     and offer.from_agent is not None
                     and offer.state != OfferState.ACCEPTED
                 ):
                     # The sender is still the owner and would otherwise wait for nothing.
-                    self._push(
+                    floor.push(
                         offer.from_agent,
                         TransferDeclined(
                             interaction=d.item.interaction,
@@ -1097,178 +277,85 @@ class Inbox:
                             reason=d.reason,
                         ),
                     )
-            elif isinstance(d, ItemChanged):
-                conv = self.conversations.get(d.item.interaction or "")
-                if conv is not None and self._changes_record(conv, d):
-                    task = asyncio.get_running_loop().create_task(self._item_changed(conv, d))
-                    task.add_done_callback(_log_failure)
-                    work.append(task)
             elif isinstance(d, PresenceSet):
                 # The agent and the supervisors hear of it at once; everyone else asks when
                 # they need it (ListOnlineAgents), so a floor logging in is not O(agents²).
-                event = PresenceEvent(agent=self.agent_view(d.agent), reason=d.reason)
-                self._push(d.agent, event)
-                # Per session: a supervisor may also be logged in with an agent-role token.
-                for agent in self.supervisors:
-                    if agent != d.agent:
-                        for session in self.sessions.get(agent, ()):
-                            if session.supervisor:
-                                session.push(event)
+                event = PresenceEvent(agent=self.views.agent_view(d.agent), reason=d.reason)
+                floor.push(d.agent, event)
+                floor.push_supervisors(event, but=d.agent)
+        work: list[asyncio.Task[None]] = []
+        for change in step.records:
+            cause = change.cause
+            conv = self.conversations.open.get(change.after.number)
+            # Amendments are announced by whoever made them; most changes of a chat in
+            # progress (a first reply, say) neither change the record nor announce anything.
+            if (
+                isinstance(cause, ItemChanged)
+                and conv is not None
+                and (change.after is not change.before or cause.change in _ANNOUNCED)
+            ):
+                task = asyncio.get_running_loop().create_task(
+                    self.records.announce(conv, cause, change)
+                )
+                task.add_done_callback(_log_failure)
+                work.append(task)
         if len(work) > 1:
             return asyncio.gather(*work)
         return work[0] if work else None
 
-    def _changes_record(self, conv: Conversation, d: ItemChanged) -> bool:
-        """Whether `_apply_item_change` has anything to do (most changes of a chat in progress,
-        like a first reply, do not touch its record)."""
-        if d.change in ("queued", "replied"):
-            return d.item.state == ItemState.QUEUED and self._owner(conv.record) is not None
-        return True
+    # ------------------------------------------------------------------ observing
 
-    async def _item_changed(self, conv: Conversation, d: ItemChanged) -> None:
-        async with conv.lock:
-            if self.conversations.get(conv.record.number) is conv:
-                await self._apply_item_change(conv, d)
+    def observe_steps(self, observer: Callable[[Step], None]) -> Callable[[], None]:
+        """Have `observer` hear every routing step once it is committed, in commit order,
+        with its decisions and the records they changed (metrics, the demo's log). It runs
+        inside the step's announcement: it must not block, and what it raises fails the
+        step for its submitter. Returns the function that stops it."""
+        self.routing.listeners.append(observer)
+        return lambda: _discard(self.routing.listeners, observer)
 
-    async def _apply_item_change(self, conv: Conversation, d: ItemChanged) -> None:
-        item = d.item
-        record = conv.record
-        now = d.at
-        owner = self._owner(record)
-        if d.change in ("assigned", "transferred") and item.agent:
-            participants = [
-                replace(p, left_at=now) if p.agent == owner and p.left_at is None else p
-                for p in record.participants
-                if not (p.agent == item.agent and p.left_at is None)
-            ]
-            participants.append(Participant(agent=item.agent, role="owner", joined_at=now))
-            updated = replace(
-                record,
-                participants=tuple(participants),
-                state=InteractionState.WORK_IN_PROGRESS,
-                queue=item.queue,
-            )
-            await self._save(conv, updated)
-            if owner and owner != item.agent:
-                self._push(owner, InteractionEvent(change="left", record=updated))
-            self._push(
-                item.agent,
-                InteractionEvent(change="opened", record=updated, reply_by=item.reply_by),
-            )
-            if d.change == "transferred":
-                text = f"Transferred from {self._name(owner or '')} to {self._name(item.agent)}"
-            else:
-                text = f"{self._name(item.agent)} joined"
-            self._push_customer(record.number, InteractionEvent(change="updated", record=updated))
-            await self._system(conv, text)
-            if self.channels[record.channel].mode == ChannelMode.ASYNC:
-                self._push_ongoing(item.agent)
-        elif item.state == ItemState.QUEUED and owner is not None:
-            # Requeued, reclaimed or transferred to a queue: the owner no longer holds it.
-            participants = tuple(
-                replace(p, left_at=now) if p.left_at is None else p for p in record.participants
-            )
-            updated = replace(
-                record, participants=participants, state=InteractionState.NEW, queue=item.queue
-            )
-            await self._save(conv, updated)
-            for p in record.participants:
-                if p.left_at is None:
-                    self._push(p.agent, InteractionEvent(change="left", record=updated))
-            self._push_customer(record.number, InteractionEvent(change="updated", record=updated))
-            await self._system(
-                conv, f"{self._name(owner)} left; finding another agent ({d.reason})"
-            )
-        elif d.change == "wrap_up":
-            updated = replace(record, state=InteractionState.WRAP_UP)
-            await self._save(conv, updated)
-            self._push_participants(updated, InteractionEvent(change="updated", record=updated))
-            self._push_customer(record.number, InteractionEvent(change="updated", record=updated))
-            await self._system(conv, "The chat has ended")
-        elif d.change in ("closed", "cancelled", "abandoned"):
-            state = (
-                InteractionState.CLOSED_COMPLETE
-                if d.change == "closed"
-                else InteractionState.CLOSED_ABANDONED
-            )
-            updated = replace(record, state=state, closed_at=now)
-            await self._save(conv, updated)
-            self._push_participants(updated, InteractionEvent(change="closed", record=updated))
-            self._push_customer(record.number, InteractionEvent(change="closed", record=updated))
-            self._file(record.number, self._current(updated), joined=False)
-            del self.conversations[record.number]
-            for invitee in self.invitations.pop(record.number, {}):
-                self._push(
-                    invitee,
-                    InvitationWithdrawn(interaction=record.number, reason="the chat closed"),
-                )
-            for agent in self._current(updated):
-                if self.channels[record.channel].mode == ChannelMode.ASYNC:
-                    self._push_ongoing(agent)
-        elif d.change == "notice":
-            await self._system(
-                conv,
-                "All our agents are busy right now. Thank you for waiting: you keep your place.",
-            )
-        elif d.change == "overflowed":
-            await self._save(conv, replace(record, queue=item.queue))
-        elif d.change in ("on_hold", "resumed", "awaiting_capacity") and item.agent:
-            self._push_ongoing(item.agent)
+    def observe_timings(self, observer: Callable[[str, float], None]) -> Callable[[], None]:
+        """Have `observer` hear (name, seconds) of "routing_step" (a step's decision and
+        commit) and "message" (a message's receipt to its fan-out, commit included).
+        Returns the function that stops it."""
+        self._timing_observers.append(observer)
+        return lambda: _discard(self._timing_observers, observer)
 
-    # ------------------------------------------------------------------ queue statistics
+    def _timed(self, name: str, seconds: float) -> None:
+        for observer in self._timing_observers:
+            observer(name, seconds)
 
-    def queue_stats(self) -> dict[str, QueueStats]:
-        router = self.routing.router
-        now = self.clock()
-        active = router.active
-        out = {}
-        for name, queue in router.queues.items():
-            waits = [now - i.enqueued_at for i in router.waiting_items(name)]
-            out[name] = QueueStats(
-                queue=name,
-                channel=queue.channel,
-                waiting=len(waits),
-                active=active.get(name, 0),
-                average_wait=round(sum(waits) / len(waits), 1) if waits else 0.0,
-                longest_wait=round(max(waits), 1) if waits else 0.0,
-                agents_available=sum(
-                    1
-                    for a in router.members(name)
-                    if queue.channel in router.presences[router.status[a].presence].channels
-                    and a not in router.detached
-                ),
-            )
-        return out
+    # ------------------------------------------------------------------ reads for the host
 
-    def latest_queue_stats(self) -> dict[str, QueueStats]:
-        """What the last statistics update sent (at most a second old): a login's snapshot
-        takes these instead of computing them again for each of a floor of logins."""
-        return self._last_stats or self.queue_stats()
+    @property
+    def store_stats(self) -> StoreStats:
+        """The store's write-path counters; `failing` says why the latest commit failed."""
+        return self.store.stats
 
-    async def _stats_loop(self) -> None:
-        """One update a second, and only of the queues whose figures changed.
+    def open_item_count(self) -> int:
+        """Work items queued, offered, accepted or in wrap-up."""
+        return len(self.routing.router.items)
 
-        The updates of one second are spread over that second in STATS_SLICES slices: a floor
-        of consoles all updated at once blocked the loop for tens of milliseconds, and every
-        message routed in that moment waited."""
-        loop = asyncio.get_running_loop()
-        while True:
-            next_round = loop.time() + 1.0
-            stats = self.queue_stats()
-            changed = {q: s for q, s in stats.items() if self._last_stats.get(q) != s}
-            self._last_stats = stats
-            sessions = [s for group in self.sessions.values() for s in group] if changed else []
-            for i in range(STATS_SLICES):
-                if i:
-                    await asyncio.sleep(1.0 / STATS_SLICES)
-                for session in sessions[i::STATS_SLICES]:
-                    if not session.wants_queue_stats:
-                        continue
-                    mine = self._my_queues(session)
-                    visible = [s for q, s in changed.items() if q in mine]
-                    if visible:
-                        session.push(QueueStatsEvent(stats=visible))
-            await asyncio.sleep(max(0.0, next_round - loop.time()))
+    def queues_of(self, agent: str) -> list[str]:
+        return self.routing.router.queues_of(agent)
+
+    async def work_item(self, item_id: str) -> WorkItem | None:
+        """The item as routing has it while open, else as stored."""
+        item = self.routing.router.items.get(item_id)
+        return item if item is not None else await self.store.get_item(item_id)
+
+    async def list_messages(
+        self, number: str, after_seq: int = 0, limit: int = 500
+    ) -> list[Message]:
+        """A page of the interaction's transcript; the caller has checked visible_record."""
+        return await self.store.list_messages(number, after_seq, limit)
+
+    async def list_attachments(self, number: str) -> list[Attachment]:
+        return await self.store.list_attachments(number)
+
+
+def _discard(observers: list[Any], observer: object) -> None:
+    if observer in observers:
+        observers.remove(observer)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -4,6 +4,11 @@ Order is the contract: the engine decides, the store commits the step, and only 
 listeners hear of it. If a commit fails, the engine's in-memory state is thrown away and rebuilt
 from the store, so memory never runs ahead of what is durable.
 
+The interaction records follow their work items (core/routing/records.py) in the same
+transaction: a step that stores an item accepted stores its record owned, or neither is kept.
+Open records therefore have this one writer: a change to one from elsewhere (an invitation
+answered, a case linked) is `amend`ed in turn with the steps, so no change overwrites another.
+
 The engine's step is pure CPU; the commit is an fsync. Steps therefore do not wait for each
 other's fsync: while one commit is in flight, the next steps are decided in memory and wait to
 be committed together in the next one (at most one routing commit is in flight, so a failed
@@ -21,9 +26,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from core.model import Agent, AgentStatus, Offer, WorkItem
+from core.model import Agent, AgentStatus, InteractionRecord, Offer, WorkItem
 from core.routing.decisions import (
     AnyDecision,
     ItemChanged,
@@ -35,16 +40,42 @@ from core.routing.decisions import (
 )
 from core.routing.engine import Router, RoutingConfig
 from core.routing.events import AgentConnected, AgentDisconnected, AgentUpdated, AnyEvent
+from core.routing.records import RecordChange, follow
 from store.base import Store, StoreError
 
 log = logging.getLogger("inbox_tui.routing")
 
-Listener = Callable[[list[AnyDecision]], Awaitable[Any] | None]
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A routing step as committed: the engine's decisions, and the records that changed with
+    them (and any amendment) in the same transaction, in order."""
+
+    decisions: list[AnyDecision]
+    records: list[RecordChange]
+
+
+Listener = Callable[[Step], Awaitable[Any] | None]
+Edit = Callable[[InteractionRecord], InteractionRecord]
+
+
+class OpenRecords(Protocol):
+    """Where the open interaction records live (the inbox's conversations)."""
+
+    def open_record(self, number: str) -> InteractionRecord | None:
+        """The committed record of an open interaction; None once it is done with, or unknown."""
+        ...
+
+    def record_committed(self, record: InteractionRecord) -> None:
+        """The record as just committed; called before the step's listeners."""
+        ...
 
 
 @dataclass
 class _Step:
     decisions: list[AnyDecision]
+    edit: tuple[str, Edit] | None = None  # an amendment: (record number, change)
+    records: list[RecordChange] = field(default_factory=list)  # worked out at commit
     committed: asyncio.Future[list[Awaitable[Any]]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -57,14 +88,18 @@ class RoutingService:
         store: Store,
         *,
         clock: Callable[[], float] = time.time,
+        records: OpenRecords | None = None,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
+        # Whose records follow the items (the inbox's conversations); None: no records.
+        self.records = records
         self.router = Router(config)
         self.listeners: list[Listener] = []
-        # Metrics hook: called with (name, seconds) for each committed step; the host sets it.
-        self.observe: Callable[[str, float], None] | None = None
+        # Told ("routing_step", seconds) of each submitted step, decision and commit included.
+        self.observe = observe
         self._wake = asyncio.Event()
         self._decided: list[_Step] = []  # decided in memory, not yet handed to the store
         self._committer: asyncio.Task[None] | None = None
@@ -122,6 +157,17 @@ class RoutingService:
         if step is not None:
             step.committed.add_done_callback(_consume)
 
+    async def amend(self, number: str, edit: Edit) -> InteractionRecord | None:
+        """Change an open interaction record outside routing; returns the record as committed,
+        or None if it is not open (any more). `edit` is applied to the newest record when the
+        change's turn comes, so it must be a pure function of the record."""
+        if self._committed_record(number) is None:
+            return None
+        step = _Step([], edit=(number, edit))
+        self._queue(step)
+        await self._settle(step)
+        return step.records[-1].after if step.records else None
+
     async def drain(self) -> None:
         """Wait until every step decided so far is stored (or failed): a host stopping must
         not close the store under the commit of a console's departure."""
@@ -153,10 +199,13 @@ class RoutingService:
         if not decisions:
             return None
         step = _Step(decisions)
+        self._queue(step)
+        return step
+
+    def _queue(self, step: _Step) -> None:
         self._decided.append(step)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
-        return step
 
     @staticmethod
     async def _settle(step: _Step | None) -> None:
@@ -169,7 +218,7 @@ class RoutingService:
         while self._decided:
             group, self._decided = self._decided, []
             try:
-                await self._commit([d for step in group for d in step.decisions])
+                await self._commit(group)
             except Exception as exc:
                 if not isinstance(exc, StoreError):
                     log.exception("committing routing decisions failed")
@@ -189,7 +238,7 @@ class RoutingService:
                 continue
             for step in group:
                 try:
-                    work = self._announce(step.decisions)
+                    work = self._announce(step)
                 except Exception as exc:
                     # A listener's bug fails its own step, never the steps after it.
                     log.exception("a routing listener failed")
@@ -197,21 +246,56 @@ class RoutingService:
                 else:
                     step.committed.set_result(work)
 
-    def _announce(self, decisions: list[AnyDecision]) -> list[Awaitable[Any]]:
-        for d in decisions:
+    def _announce(self, step: _Step) -> list[Awaitable[Any]]:
+        if self.records is not None:
+            for change in step.records:
+                if change.after is not change.before:
+                    self.records.record_committed(change.after)
+        for d in step.decisions:
             if not isinstance(d, ItemUnroutable):
                 log.info("%s", _log_line(d))
+        committed = Step(step.decisions, step.records)
         work = []
         for listener in self.listeners:
-            result = listener(decisions)
+            result = listener(committed)
             if result is not None:
                 work.append(result)
         return work
 
-    async def _commit(self, decisions: list[AnyDecision]) -> None:
+    def _follow(self, step: _Step, newest: dict[str, InteractionRecord]) -> list[RecordChange]:
+        """The step's record changes, each worked out from the newest record: the committed
+        one, or the one an earlier step of this commit left in `newest` (updated here)."""
+        changes = []
+        for d in step.decisions:
+            if isinstance(d, ItemChanged | ItemUnroutable) and d.item.interaction:
+                before = newest.get(d.item.interaction) or self._committed_record(
+                    d.item.interaction
+                )
+                if before is not None:
+                    changes.append(RecordChange(d, before, follow(before, d)))
+                    newest[before.number] = changes[-1].after
+        if step.edit is not None:
+            number, edit = step.edit
+            before = newest.get(number) or self._committed_record(number)
+            if before is not None:
+                changes.append(RecordChange(None, before, edit(before)))
+                newest[number] = changes[-1].after
+        return changes
+
+    def _committed_record(self, number: str) -> InteractionRecord | None:
+        return None if self.records is None else self.records.open_record(number)
+
+    async def _commit(self, group: list[_Step]) -> None:
         items: dict[str, WorkItem] = {}
         offers: dict[str, Offer] = {}
         agents: set[str] = set()
+        newest: dict[str, InteractionRecord] = {}
+        for step in group:
+            step.records = self._follow(step, newest)
+        changed = [r for r in newest.values() if r is not self._committed_record(r.number)]
+        decisions = [d for step in group for d in step.decisions]
+        if not decisions and not changed:
+            return  # only amendments, of records closed meanwhile
         # Decisions come in order, so the last record seen of each item or offer is the newest.
         for d in decisions:
             if isinstance(d, OfferMade | OfferEnded):
@@ -229,6 +313,7 @@ class RoutingService:
             statuses=statuses,
             audit=[audit_entry(d) for d in decisions],
             affinity=self._served(decisions),
+            interactions=changed,
         )
 
     @staticmethod

@@ -14,7 +14,7 @@ import shlex
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import events
 from textual.app import SuspendNotSupported
@@ -39,13 +39,13 @@ class Composer(TextArea):
         Binding("ctrl+o", "edit_externally", "Editor", id="composer.editor"),
     ]
 
-    def __init__(self, **kw: object) -> None:
+    def __init__(self, **kw: Any) -> None:
         super().__init__(
             placeholder=PLACEHOLDER,
             soft_wrap=True,
             show_line_numbers=False,
             tab_behavior="focus",
-            **kw,  # type: ignore[arg-type]
+            **kw,
         )
 
     @property

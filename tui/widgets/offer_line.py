@@ -4,6 +4,8 @@ there, and an offer left unseen times out."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.widgets import Static
 
@@ -13,8 +15,8 @@ from tui.widgets.offer_list import OfferList, countdown
 class OfferLine(Static):
     DEFAULT_CSS = "OfferLine { height: 1; padding: 0 1; }"
 
-    def __init__(self, offers: OfferList, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(self, offers: OfferList, **kw: Any) -> None:
+        super().__init__(**kw)
         # The list owns the offers and the cursor: the line shows the same row `a` accepts.
         self.offers = offers
 

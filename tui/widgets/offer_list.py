@@ -5,6 +5,7 @@ the routing reason too, so the agent can see why it came to them."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.text import Text
 from textual.reactive import reactive
@@ -39,8 +40,8 @@ class OfferList(Static, can_focus=True):
 
     cursor: reactive[int] = reactive(0)
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
         self.offers: list[OfferView] = []
         self.reasons = False  # what the customer wants comes first; the reason on `r`
 

@@ -5,6 +5,7 @@ Focus it to pick a card with j/k; Enter opens that conversation in the chat pane
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.text import Text
 from textual.message import Message
@@ -42,8 +43,8 @@ class OngoingTray(Static, can_focus=True):
             super().__init__()
             self.interaction = interaction
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
         self.cards: list[OngoingCard] = []
         self.unread = 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.widgets import Select
 
 from core.model import PresenceState
@@ -10,8 +12,8 @@ from core.model import PresenceState
 class PresenceSwitcher(Select[str]):
     DEFAULT_CSS = "PresenceSwitcher { width: 26; }"
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__([], allow_blank=True, prompt="Presence", compact=True, **kw)  # type: ignore[arg-type]
+    def __init__(self, **kw: Any) -> None:
+        super().__init__([], allow_blank=True, prompt="Presence", compact=True, **kw)
 
     def show(self, presences: list[PresenceState], current: str) -> None:
         options = [(p.label or p.name, p.name) for p in presences]

@@ -5,6 +5,7 @@ instead of finding the chat gone."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.text import Text
 from textual.widgets import Static
@@ -13,8 +14,8 @@ from textual.widgets import Static
 class ReplyCountdown(Static):
     DEFAULT_CSS = "ReplyCountdown { height: auto; padding: 0 1; }"
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
         self.deadline: float | None = None
 
     def on_mount(self) -> None:

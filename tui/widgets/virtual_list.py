@@ -117,7 +117,7 @@ class VirtualList(ScrollView, Generic[T], can_focus=True):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self._rows: list[T] = list(rows)
-        self._render: RowRenderer[T] = render or _default_render
+        self._row_renderer: RowRenderer[T] = render or _default_render
         # (row index, is cursor) -> strip, for the width in _cache_width.
         self._strips: LRUCache[tuple[int, bool], Strip] = LRUCache(1024)
         self._cache_width = -1
@@ -152,7 +152,7 @@ class VirtualList(ScrollView, Generic[T], can_focus=True):
         """
         self._rows = list(rows)
         if render is not None:
-            self._render = render
+            self._row_renderer = render
         self._strips.clear()
         self._update_virtual_size()
         target = self.validate_cursor(self.cursor if cursor is None else cursor)
@@ -262,7 +262,7 @@ class VirtualList(ScrollView, Generic[T], can_focus=True):
         return strip
 
     def _render_row(self, index: int, width: int, selected: bool) -> Strip:
-        rendered = self._render(self._rows[index], width, selected)
+        rendered = self._row_renderer(self._rows[index], width, selected)
         if isinstance(rendered, Text):
             if "\n" in rendered.plain:
                 rendered = rendered.split("\n")[0]  # one line per row

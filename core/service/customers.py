@@ -1,0 +1,195 @@
+"""Customers: the widget's, REST integrations' and webhooks' side of a conversation.
+
+A customer starts a work item (routed at once), writes into their own open conversation,
+types, leaves, and reads their own transcript, open or closed: they see only what is theirs
+(invariant 9). REST integrations start items under an idempotency key, so a retry after a lost
+answer or a crash never makes a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.model import InteractionRecord, InteractionState, Message, SenderKind, WorkItem
+from core.protocol import TypingEvent
+from core.routing import events as ev
+from core.routing.decisions import ItemUnroutable
+from core.routing.engine import RoutingError
+from core.service.conversations import Conversation, Conversations
+from core.service.errors import InboxError
+from core.service.floor import Floor
+from core.service.routing import RoutingService
+from store.base import IdempotencyKey, Store
+
+
+@dataclass
+class Customers:
+    routing: RoutingService
+    conversations: Conversations
+    floor: Floor
+    store: Store
+    clock: Callable[[], float]
+    # (scope, Idempotency-Key) -> [lock, requests using it]: only while requests are.
+    _intake: dict[tuple[str, str], list[Any]] = field(default_factory=dict, init=False)
+
+    async def start_conversation(
+        self,
+        *,
+        channel: str,
+        customer: str,
+        customer_name: str = "",
+        customer_contact: str = "",
+        attributes: dict[str, str | int | float | bool] | None = None,
+        priority: int = 0,
+        created_by: str | None = None,
+        idempotency: IdempotencyKey | None = None,
+    ) -> InteractionRecord:
+        """A customer (widget, REST, webhook) starts a work item; it is routed at once.
+
+        With `idempotency` (REST), the key is committed with the interaction; StoreConflict
+        if another request stored it first (use start_conversation_once)."""
+        if channel not in self.conversations.channels:
+            raise InboxError("unknown_channel", f"no service channel {channel!r}")
+        record = await self.store.create_interaction(
+            item=f"W{secrets.token_hex(6)}",
+            channel=channel,
+            customer=customer,
+            opened_at=self.clock(),
+            customer_name=customer_name,
+            customer_contact=customer_contact,
+            created_by=created_by,
+            idempotency=idempotency,
+        )
+        return await self._route_new(record, attributes or {}, priority)
+
+    async def _route_new(
+        self,
+        record: InteractionRecord,
+        attributes: dict[str, str | int | float | bool],
+        priority: int,
+    ) -> InteractionRecord:
+        """Route the work item of a stored interaction whose item is not stored yet."""
+        conv = self.conversations.add(record, self.clock())
+        item = WorkItem(
+            id=record.item,
+            channel=record.channel,
+            customer=record.customer,
+            created_at=record.opened_at,
+            attributes=attributes,
+            priority=priority,
+            interaction=record.number,
+        )
+        try:
+            decisions = await self.routing.submit(ev.ItemArrived(item=item))
+        except RoutingError as e:
+            self.conversations.forget(record.number)
+            raise InboxError(e.code, e.message) from e
+        unroutable = next((d for d in decisions if isinstance(d, ItemUnroutable)), None)
+        if unroutable is not None:
+            # The step stored the record closed_abandoned (core/routing/records.py).
+            self.conversations.forget(record.number)
+            raise InboxError("unroutable", unroutable.reason)
+        return conv.record
+
+    async def start_conversation_once(
+        self, *, scope: str, key: str, fingerprint: str, **request: Any
+    ) -> tuple[InteractionRecord, bool]:
+        """start_conversation under a client's idempotency key: (record, replayed). `scope`
+        is whose key it is (the calling token), `fingerprint` the request body's digest.
+
+        A retry gets the interaction the key was first stored with (replayed=True). If the
+        host died between committing that interaction and routing's commit of its item, the
+        item was never stored and no restart knows of it: the retry routes it now, under its
+        original id, with this request's body (the same, as the fingerprint says). The same
+        key with another body is `idempotency_key_reused`. Requests with one key take turns,
+        so two concurrent retries never route the same item twice."""
+        idempotency = IdempotencyKey(
+            scope=scope, key=key, fingerprint=fingerprint, created_at=self.clock()
+        )
+        slot = (scope, key)
+        entry = self._intake.setdefault(slot, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                # The key's own time, as the store's insert uses: both agree on what expired.
+                stored = await self.store.get_idempotency_key(*slot, idempotency.created_at)
+                if stored is None:
+                    record = await self.start_conversation(idempotency=idempotency, **request)
+                    return record, False
+                if stored.fingerprint != fingerprint:
+                    raise InboxError(
+                        "idempotency_key_reused",
+                        f"Idempotency-Key {key!r} was first used with another "
+                        "request body; use a new key for a new item",
+                    )
+                return await self._replay(stored.interaction, request), True
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._intake[slot]
+
+    async def _replay(self, number: str, request: dict[str, Any]) -> InteractionRecord:
+        conv = self.conversations.open.get(number)
+        if conv is not None:
+            return conv.record
+        record = await self.store.get_interaction(number)
+        if record is None:
+            raise RuntimeError(f"idempotency key of {number}, which is not stored")
+        routed = record.item in self.routing.router.items
+        if routed or await self.store.get_item(record.item) is not None:
+            return record
+        if record.state == InteractionState.CLOSED_ABANDONED:
+            # What the first request was told: no queue took its item.
+            raise InboxError("unroutable", f"no queue took the item of {number}")
+        return await self._route_new(
+            record, request.get("attributes") or {}, request.get("priority", 0)
+        )
+
+    def customer_conversation(self, number: str, customer: str) -> Conversation:
+        conv = self.conversations.open.get(number)
+        if conv is None or conv.record.customer != customer:
+            raise InboxError("not_found", f"no open conversation {number}")
+        return conv
+
+    async def customer_message(
+        self, number: str, customer: str, body: str, client_msg_id: str
+    ) -> tuple[Message, bool]:
+        conv = self.customer_conversation(number, customer)
+        message, duplicate = await self.store.append_message(
+            number, SenderKind.CUSTOMER, customer, body, client_msg_id, self.clock()
+        )
+        if not duplicate:
+            await self.conversations.delivered(conv, message)
+            with contextlib.suppress(RoutingError):
+                await self.routing.submit(ev.CustomerReplied(item=conv.item))
+        return message, duplicate
+
+    def customer_typing(self, number: str, customer: str) -> None:
+        conv = self.customer_conversation(number, customer)
+        event = TypingEvent(interaction=number, who=conv.record.customer_name or "Customer")
+        self.floor.push_participants(conv.record, event)
+
+    async def customer_left(self, number: str, customer: str) -> None:
+        conv = self.customer_conversation(number, customer)
+        await self.conversations.system(conv, "The customer left the chat")
+        with contextlib.suppress(RoutingError):
+            await self.routing.submit(ev.ItemCancelled(item=conv.item))
+
+    async def customer_record(self, number: str, customer: str) -> InteractionRecord | None:
+        """The customer's own interaction, open or closed; None for anyone else's."""
+        conv = self.conversations.open.get(number)
+        # Closed conversations leave the inbox's memory; the store keeps their record.
+        record = conv.record if conv else await self.store.get_interaction(number)
+        return record if record is not None and record.customer == customer else None
+
+    async def customer_transcript(self, number: str, customer: str) -> list[Message]:
+        if await self.customer_record(number, customer) is None:
+            raise InboxError("not_found", f"no conversation {number}")
+        return [
+            m for m in await self.store.list_messages(number, limit=1000) if m.kind == "message"
+        ]

@@ -1,0 +1,274 @@
+"""Interaction records: the commands that change who holds a conversation or what it is, and
+what follows a record's change once committed.
+
+An open record has one writer, the routing step (core/routing/records.py works its change out
+of the item's, in the same transaction): ending, closing and transferring are routing events;
+an invitation answered and a case or incident linked are amendments in turn with the steps.
+After the commit, `announce` tells the participants and the customer and writes the system
+line ("Alice joined"); a closed conversation leaves memory there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from msgspec.structs import replace
+
+from core.model import (
+    OFFLINE,
+    InteractionRecord,
+    InteractionState,
+    ItemState,
+    Participant,
+    RecordKind,
+    SenderKind,
+)
+from core.protocol import (
+    AnswerInvitation,
+    Archive,
+    CloseRecord,
+    CreateRecord,
+    EndChat,
+    GetPrefill,
+    InteractionEvent,
+    InvitationDeclined,
+    InvitationEvent,
+    InvitationWithdrawn,
+    InviteAgent,
+    Ok,
+    Prefill,
+    RecordCreated,
+    ServerFrame,
+    TransferToAgent,
+    TransferToQueue,
+)
+from core.routing import events as ev
+from core.routing.decisions import ItemChanged
+from core.routing.records import RecordChange, current, owner_of
+from core.service.access import Access
+from core.service.conversations import Conversation, Conversations
+from core.service.errors import InboxError
+from core.service.floor import Floor
+from core.service.routing import RoutingService
+from core.service.sessions import AgentSession
+from store.base import Store
+
+PREFILL_LINES = 40
+
+
+@dataclass
+class Records:
+    routing: RoutingService
+    conversations: Conversations
+    access: Access
+    floor: Floor
+    store: Store
+    clock: Callable[[], float]
+    # number -> {invited agent: who invited them}, while the invitation is unanswered
+    invitations: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
+
+    def invitations_of(self, agent: str) -> dict[str, str]:
+        """number -> who invited `agent`, for each invitation `agent` has not answered."""
+        return {
+            number: inviter
+            for number, pending in self.invitations.items()
+            if (inviter := pending.get(agent)) is not None
+        }
+
+    # ------------------------------------------------------------------ who holds it
+
+    async def invite(self, session: AgentSession, frame: InviteAgent) -> ServerFrame:
+        conv = self.access.writable(session, frame.interaction)
+        router = self.routing.router
+        if frame.agent not in router.agents:
+            raise InboxError("unknown_agent", f"no agent {frame.agent!r}")
+        if frame.agent in current(conv.record):
+            raise InboxError("already_participant", f"{frame.agent} is already in this chat")
+        online = router.status[frame.agent].presence != OFFLINE
+        if not (online and self.floor.sessions.get(frame.agent)):
+            raise InboxError("agent_unavailable", f"{frame.agent} is not online")
+        self.invitations.setdefault(conv.record.number, {})[frame.agent] = session.agent
+        self.floor.push(
+            frame.agent, InvitationEvent(interaction=conv.record, from_agent=session.agent)
+        )
+        name = self.floor.name
+        await self.conversations.system(
+            conv, f"{name(session.agent)} invited {name(frame.agent)}", note=True
+        )
+        return Ok(ref=frame.ref)
+
+    async def answer_invitation(
+        self, session: AgentSession, frame: AnswerInvitation
+    ) -> ServerFrame:
+        pending = self.invitations.get(frame.interaction, {})
+        conv = self.conversations.open.get(frame.interaction)
+        if session.agent not in pending or conv is None:
+            raise InboxError("not_invited", f"no invitation to {frame.interaction} for you")
+        inviter = pending.pop(session.agent)
+        name = self.floor.name(session.agent)
+        if not frame.accept:
+            self.floor.push(
+                inviter, InvitationDeclined(interaction=conv.record.number, agent=session.agent)
+            )
+            await self.conversations.system(conv, f"{name} declined to join", note=True)
+            return Ok(ref=frame.ref)
+        joined = Participant(agent=session.agent, role="invited", joined_at=self.clock())
+        record = await self.routing.amend(
+            conv.record.number, lambda r: replace(r, participants=(*r.participants, joined))
+        )
+        if record is None:
+            raise InboxError("not_invited", f"{frame.interaction} was closed meanwhile")
+        self.floor.push(session.agent, InteractionEvent(change="opened", record=record))
+        self.floor.push(inviter, InteractionEvent(change="updated", record=record))
+        await self.conversations.system(conv, f"{name} joined")
+        return Ok(ref=frame.ref)
+
+    async def transfer_to_agent(self, session: AgentSession, frame: TransferToAgent) -> ServerFrame:
+        conv = self.access.owned(session, frame.interaction)
+        await self.routing.submit(ev.TransferToAgent(item=conv.item, to_agent=frame.agent))
+        name = self.floor.name
+        await self.conversations.system(
+            conv, f"{name(session.agent)} asked {name(frame.agent)} to take over", note=True
+        )
+        return Ok(ref=frame.ref)
+
+    async def transfer_to_queue(self, session: AgentSession, frame: TransferToQueue) -> ServerFrame:
+        conv = self.access.owned(session, frame.interaction)
+        await self.routing.submit(ev.TransferToQueue(item=conv.item, queue=frame.queue))
+        return Ok(ref=frame.ref)
+
+    # ------------------------------------------------------------------ ending it
+
+    async def end_chat(self, session: AgentSession, frame: EndChat) -> ServerFrame:
+        conv = self.access.owned(session, frame.interaction)
+        await self.routing.submit(ev.ChatEnded(item=conv.item))
+        return Ok(ref=frame.ref)
+
+    async def close(self, session: AgentSession, frame: CloseRecord) -> ServerFrame:
+        conv = self.access.owned(session, frame.interaction)
+        await self.routing.submit(ev.ItemClosed(item=conv.item))
+        return Ok(ref=frame.ref)
+
+    async def archive(self, session: AgentSession, frame: Archive) -> ServerFrame:
+        record = await self.access.readable(session, frame.interaction)
+        if record.state not in (
+            InteractionState.CLOSED_COMPLETE,
+            InteractionState.CLOSED_ABANDONED,
+        ):
+            raise InboxError("bad_state", f"{record.number} is {record.state}: close it first")
+        archived = replace(record, archived=True)
+        await self.store.save_interaction(archived)
+        self.floor.push(session.agent, InteractionEvent(change="updated", record=archived))
+        return Ok(ref=frame.ref)
+
+    # ------------------------------------------------------------------ cases and incidents
+
+    async def prefill(self, session: AgentSession, frame: GetPrefill) -> ServerFrame:
+        """A case or incident's fields, drafted from the conversation."""
+        record = await self.access.readable(session, frame.interaction)
+        messages = await self.store.list_messages(record.number, limit=1000)
+        said = [m for m in messages if m.kind == "message" and m.sender_kind != SenderKind.SYSTEM]
+        first = next((m.body for m in said if m.sender_kind == SenderKind.CUSTOMER), "")
+        short = " ".join(first.split())[:160] or f"Follow-up of {record.number}"
+        customer = record.customer_name or "Customer"
+        lines = [
+            f"{self.floor.name(m.sender) if m.sender_kind == SenderKind.AGENT else customer}: "
+            f"{m.body}"
+            for m in said[-PREFILL_LINES:]
+        ]
+        description = f"From interaction {record.number} ({record.channel}).\n" + "\n".join(lines)
+        return Prefill(ref=frame.ref, short_description=short, description=description[:16_000])
+
+    async def create_record(self, session: AgentSession, frame: CreateRecord) -> ServerFrame:
+        record = await self.access.readable(session, frame.interaction)
+        created = await self.store.create_record(
+            frame.kind,
+            frame.short_description,
+            frame.description,
+            frame.priority,
+            record.number,
+            session.agent,
+            self.clock(),
+        )
+        field_name = "case" if frame.kind == RecordKind.CASE else "incident"
+
+        def link(r: InteractionRecord) -> InteractionRecord:
+            return replace(r, **{field_name: created.number})
+
+        conv = self.conversations.open.get(record.number)
+        linked = await self.routing.amend(record.number, link) if conv is not None else None
+        if conv is None or linked is None:
+            # Closed, before or meanwhile: routing writes it no more, the store has the newest.
+            linked = link(await self.store.get_interaction(record.number) or record)
+            await self.store.save_interaction(linked)
+        else:
+            await self.conversations.system(
+                conv, f"{self.floor.name(session.agent)} created {created.number}", note=True
+            )
+            self.floor.push_participants(linked, InteractionEvent(change="updated", record=linked))
+        return RecordCreated(ref=frame.ref, record=created, interaction=linked)
+
+    # ------------------------------------------------------------------ after a routing step
+
+    async def announce(self, conv: Conversation, d: ItemChanged, change: RecordChange) -> None:
+        """Tell who must know of a committed change, in the conversation's order of changes."""
+        async with conv.lock:
+            if self.conversations.open.get(conv.record.number) is conv:
+                await self._announce(conv, d, change.before, change.after)
+
+    async def _announce(
+        self,
+        conv: Conversation,
+        d: ItemChanged,
+        record: InteractionRecord,
+        updated: InteractionRecord,
+    ) -> None:
+        item, floor, name = d.item, self.floor, self.floor.name
+        owner = owner_of(record)
+        if d.change in ("assigned", "transferred") and item.agent:
+            if owner and owner != item.agent:
+                floor.push(owner, InteractionEvent(change="left", record=updated))
+            floor.push(
+                item.agent,
+                InteractionEvent(change="opened", record=updated, reply_by=item.reply_by),
+            )
+            if d.change == "transferred":
+                text = f"Transferred from {name(owner or '')} to {name(item.agent)}"
+            else:
+                text = f"{name(item.agent)} joined"
+            floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
+            await self.conversations.system(conv, text)
+            if self.conversations.is_async(record):
+                self.conversations.push_ongoing(item.agent)
+        elif item.state == ItemState.QUEUED and owner is not None:
+            for p in record.participants:
+                if p.left_at is None:
+                    floor.push(p.agent, InteractionEvent(change="left", record=updated))
+            floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
+            await self.conversations.system(
+                conv, f"{name(owner)} left; finding another agent ({d.reason})"
+            )
+        elif d.change == "wrap_up":
+            floor.push_participants(updated, InteractionEvent(change="updated", record=updated))
+            floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
+            await self.conversations.system(conv, "The chat has ended")
+        elif d.change in ("closed", "cancelled", "abandoned"):
+            floor.push_participants(updated, InteractionEvent(change="closed", record=updated))
+            floor.push_customer(record.number, InteractionEvent(change="closed", record=updated))
+            self.conversations.forget(record.number)
+            for invitee in self.invitations.pop(record.number, {}):
+                floor.push(
+                    invitee,
+                    InvitationWithdrawn(interaction=record.number, reason="the chat closed"),
+                )
+            if self.conversations.is_async(record):
+                for agent in current(updated):
+                    self.conversations.push_ongoing(agent)
+        elif d.change == "notice":
+            await self.conversations.system(
+                conv,
+                "All our agents are busy right now. Thank you for waiting: you keep your place.",
+            )
+        elif d.change in ("on_hold", "resumed", "awaiting_capacity") and item.agent:
+            self.conversations.push_ongoing(item.agent)

@@ -1,0 +1,213 @@
+"""What an agent's console is shown: the login snapshot, agents, offers and queue statistics.
+
+Reads of routing's state and the open conversations, shaped as the protocol's views; nothing
+here changes anything. Queue statistics also go out by themselves, once a second, to the
+consoles that asked for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core.config import HostConfig
+from core.model import OFFLINE, ChannelMode, InteractionState, Offer, WorkItem
+from core.protocol import (
+    AgentList,
+    AgentLoad,
+    AgentView,
+    ListAgents,
+    ListOnlineAgents,
+    OfferView,
+    Ok,
+    OnlineAgents,
+    QueueStats,
+    QueueStatsEvent,
+    ServerFrame,
+    Snapshot,
+    SubscribeQueueStats,
+)
+from core.routing.records import current
+from core.service.conversations import Conversations
+from core.service.errors import InboxError
+from core.service.floor import Floor
+from core.service.routing import RoutingService
+from core.service.sessions import AgentSession
+
+STATS_SLICES = 10
+
+
+@dataclass
+class Views:
+    config: HostConfig
+    routing: RoutingService
+    conversations: Conversations
+    floor: Floor
+    clock: Callable[[], float]
+    # The invitations an agent has not answered (the records' part owns them).
+    invitations_of: Callable[[str], dict[str, str]] = field(default=lambda agent: {})
+    _last_stats: dict[str, QueueStats] = field(default_factory=dict, init=False)
+
+    def agent_view(self, agent: str) -> AgentView:
+        router = self.routing.router
+        a = router.agents[agent]
+        return AgentView(
+            id=agent,
+            display_name=a.display_name or agent,
+            role=a.role,
+            presence=router.status[agent].presence,
+            queues=router.queues_of(agent),
+        )
+
+    def offer_view(self, offer: Offer, item: WorkItem) -> OfferView:
+        record = self.conversations.open_record(item.interaction or "")
+        conv = self.conversations.open.get(item.interaction or "")
+        return OfferView(
+            offer=offer,
+            item=item,
+            customer_name=record.customer_name if record else "",
+            interaction=item.interaction,
+            first_message=conv.opening if conv else "",
+        )
+
+    def _my_queues(self, session: AgentSession) -> list[str]:
+        router = self.routing.router
+        return list(router.queues) if session.supervisor else router.queues_of(session.agent)
+
+    def snapshot(self, session: AgentSession) -> Snapshot:
+        router = self.routing.router
+        offers = [
+            self.offer_view(o, router.items[o.item])
+            for o in router.offers.values()
+            if o.agent == session.agent
+        ]
+        if session.supervisor:
+            mine = [
+                c.record
+                for c in self.conversations.open.values()
+                if session.agent in current(c.record) or c.record.state != InteractionState.NEW
+            ]
+        else:
+            mine = self.conversations.of_agent(session.agent)
+        queues = self._my_queues(session)
+        known = {session.agent} | {p.agent for r in mine for p in r.participants}
+        templates = [
+            t
+            for t in self.config.templates
+            if t.scope == "global"
+            or t.scope == f"agent:{session.agent}"
+            or t.scope.removeprefix("queue:") in queues
+        ]
+        return Snapshot(
+            me=self.agent_view(session.agent),
+            presences=list(self.config.presences),
+            async_channels=[c.name for c in self.config.channels if c.mode == ChannelMode.ASYNC],
+            reply_by={
+                r.number: due
+                for r in mine
+                if (item := router.items.get(r.item)) is not None
+                and (due := item.reply_by) is not None
+                and item.agent == session.agent
+            },
+            invitations=self.invitations_of(session.agent),
+            offers=offers,
+            interactions=mine,
+            ongoing=self.conversations.ongoing(session.agent),
+            queue_stats=[s for q, s in self.latest_queue_stats().items() if q in queues],
+            # Everyone for supervisors; an agent gets the colleagues in their conversations
+            # (names to show) and asks for the rest when needed: a floor logging in would
+            # otherwise cost O(agents²).
+            agents=[
+                self.agent_view(a)
+                for a in sorted(router.agents)
+                if session.supervisor or a in known
+            ],
+            templates=templates,
+            queues=queues,
+        )
+
+    async def list_agents(self, session: AgentSession, frame: ListAgents) -> ServerFrame:
+        if not session.supervisor:
+            raise InboxError("forbidden", "only supervisors see every agent's load")
+        router = self.routing.router
+        return AgentList(
+            ref=frame.ref,
+            agents=[
+                AgentLoad(
+                    agent=self.agent_view(a),
+                    active=router.used(a).total,
+                    capacity=router.agents[a].universal_capacity,
+                    offers=router.used(a).pending,
+                )
+                for a in sorted(router.agents)
+            ],
+        )
+
+    async def list_online(self, session: AgentSession, frame: ListOnlineAgents) -> ServerFrame:
+        router = self.routing.router
+        online = [a for a in sorted(router.agents) if router.status[a].presence != OFFLINE]
+        return OnlineAgents(ref=frame.ref, agents=[self.agent_view(a) for a in online])
+
+    # ------------------------------------------------------------------ queue statistics
+
+    def queue_stats(self) -> dict[str, QueueStats]:
+        router = self.routing.router
+        now = self.clock()
+        active = router.active
+        out = {}
+        for name, queue in router.queues.items():
+            waits = [now - i.enqueued_at for i in router.waiting_items(name)]
+            out[name] = QueueStats(
+                queue=name,
+                channel=queue.channel,
+                waiting=len(waits),
+                active=active.get(name, 0),
+                average_wait=round(sum(waits) / len(waits), 1) if waits else 0.0,
+                longest_wait=round(max(waits), 1) if waits else 0.0,
+                agents_available=sum(
+                    1
+                    for a in router.members(name)
+                    if queue.channel in router.presences[router.status[a].presence].channels
+                    and a not in router.detached
+                ),
+            )
+        return out
+
+    def latest_queue_stats(self) -> dict[str, QueueStats]:
+        """What the last statistics update sent (at most a second old): a login's snapshot
+        takes these instead of computing them again for each of a floor of logins."""
+        return self._last_stats or self.queue_stats()
+
+    async def subscribe_stats(
+        self, session: AgentSession, frame: SubscribeQueueStats
+    ) -> ServerFrame:
+        session.wants_queue_stats = frame.subscribe
+        return Ok(ref=frame.ref)
+
+    async def stats_loop(self) -> None:
+        """One update a second, and only of the queues whose figures changed.
+
+        The updates of one second are spread over that second in STATS_SLICES slices: a floor
+        of consoles all updated at once blocked the loop for tens of milliseconds, and every
+        message routed in that moment waited."""
+        loop = asyncio.get_running_loop()
+        while True:
+            next_round = loop.time() + 1.0
+            stats = self.queue_stats()
+            changed = {q: s for q, s in stats.items() if self._last_stats.get(q) != s}
+            self._last_stats = stats
+            sessions = (
+                [s for group in self.floor.sessions.values() for s in group] if changed else []
+            )
+            for i in range(STATS_SLICES):
+                if i:
+                    await asyncio.sleep(1.0 / STATS_SLICES)
+                for session in sessions[i::STATS_SLICES]:
+                    if not session.wants_queue_stats:
+                        continue
+                    mine = self._my_queues(session)
+                    visible = [s for q, s in changed.items() if q in mine]
+                    if visible:
+                        session.push(QueueStatsEvent(stats=visible))
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
