@@ -72,12 +72,20 @@ class HostProcess:
 
 
 def start_host(
-    root: Path, timeout: float = 15.0, *, config: Path | None = None, port: int = 0
+    root: Path,
+    timeout: float = 15.0,
+    *,
+    config: Path | None = None,
+    port: int = 0,
+    store: str | None = None,
+    ready: str = "ok",
 ) -> HostProcess:
     """Start `inbox-tui --server` on `port` (by default 0: the kernel picks a free one, so no
     race with other runs) and return once /healthz answers. A restart on the same `root`
     reuses the data directory, as an admin restarting the service would. Without `config`
-    the host runs the demo's, every agent with core.demo.DEMO_PASSWORD."""
+    the host runs the demo's, every agent with core.demo.DEMO_PASSWORD. With `store` (a
+    postgresql:// URL) it is one host of a cluster; `ready` is the /healthz status to wait
+    for ("standby" for a host that another one's routing keeps waiting)."""
     root.mkdir(parents=True, exist_ok=True)
     if config is None:
         config = root / "demo.toml"
@@ -94,6 +102,7 @@ def start_host(
                 str(root / "data"),
                 "--config",
                 str(config),
+                *(["--store", store] if store else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -111,7 +120,7 @@ def start_host(
             match = LISTENING.search(host.log_text())
             if match:
                 host.port = int(match.group(2))
-                if _healthy(host.base_url):
+                if health(host.base_url) == ready:
                     return host
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the host was not healthy in {timeout} s:\n{host.log_text()}")
@@ -121,12 +130,16 @@ def start_host(
         raise
 
 
-def _healthy(base_url: str) -> bool:
+def health(base_url: str) -> str | None:
+    """The host's /healthz status ("ok", "degraded", "standby"), None if it does not answer."""
     try:
         with urllib.request.urlopen(f"{base_url}/healthz", timeout=1.0) as reply:
-            return reply.status == 200 and json.load(reply).get("status") == "ok"
-    except OSError:
-        return False
+            return str(json.load(reply).get("status"))
+    except urllib.error.HTTPError as e:  # 503: degraded or standby, with a body that says so
+        with e:
+            return str(json.load(e).get("status"))
+    except (OSError, ValueError):
+        return None
 
 
 def stop_host(host: HostProcess) -> None:

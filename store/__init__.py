@@ -8,6 +8,7 @@ from pathlib import Path
 from store.base import (
     ApiToken,
     NotFound,
+    RouterLease,
     SessionRecord,
     Store,
     StoreClosed,
@@ -50,6 +51,7 @@ __all__ = [
     "DB_FILENAME",
     "ApiToken",
     "NotFound",
+    "RouterLease",
     "SQLiteStore",
     "SessionRecord",
     "Store",

@@ -11,11 +11,12 @@ this to acknowledge a message only after it is stored ("persist first, then send
 
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from msgspec import Struct
 
@@ -187,6 +188,25 @@ def sanitize_attachment_name(name: str) -> str:
     if cleaned in ("", ".", ".."):
         return "attachment"
     return cleaned[:200]
+
+
+@runtime_checkable
+class RouterLease(Protocol):
+    """A store several hosts share (PostgreSQL) elects the one host that routes: the role is
+    held while a lease lasts, and every routing commit is fenced by its epoch (StoreFenced)."""
+
+    router_lost_reason: str | None
+
+    @property
+    def router_lost(self) -> asyncio.Event:
+        """Set while this store does not hold the role; a new Event for each term."""
+        ...
+
+    async def acquire_router(self, holder: str) -> int | None:
+        """Try once; the new fencing epoch, or None while another host holds the role."""
+        ...
+
+    async def release_router(self) -> None: ...
 
 
 class Store(Protocol):

@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --server: data directory (default $XDG_DATA_HOME/inbox-tui)",
     )
     parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help="with --server: a postgresql:// database several hosts share (default from the "
+        "config's [host] store, else SQLite in the data directory)",
+    )
+    parser.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.server:
         from core.host.run import run_server
 
-        return run_server(args.config, args.listen, args.data)
+        return run_server(args.config, args.listen, args.data, store=args.store)
     if not args.demo:
         if not (args.connect or args.user or (sys.stdin.isatty() and sys.stdout.isatty())):
             # Nothing to talk to: a console needs a terminal. Say how to use the command.

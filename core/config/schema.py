@@ -38,6 +38,8 @@ class HostTable(Table, frozen=True):
     session_ttl: Seconds = 12 * 3600.0
     max_pending_offers: Annotated[int, Meta(ge=1, le=100)] = 1
     allowed_origins: list[str] = []
+    # postgresql://… : the shared database of a cluster of hosts; empty: SQLite in data_dir.
+    store: Annotated[str, Meta(max_length=1000)] = ""
 
 
 class WidgetTable(Table, frozen=True):

@@ -62,6 +62,8 @@ class HostSettings(Struct, frozen=True, kw_only=True):
     # Browser origins besides the host's own that may open /agent (normalised, see
     # normalize_origin); a page from any other origin could act with an agent's login.
     allowed_origins: tuple[str, ...] = ()
+    # A postgresql:// URL: several hosts share it and elect one router; None: SQLite.
+    store: str | None = None
 
     @property
     def listen_host(self) -> str:

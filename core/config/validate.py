@@ -338,7 +338,18 @@ class _Loader:
             session_ttl=t.session_ttl,
             max_pending_offers=t.max_pending_offers,
             allowed_origins=self._origins(("host", "allowed_origins"), t.allowed_origins),
+            store=self._store_url(t.store),
         )
+
+    def _store_url(self, url: str) -> str | None:
+        if not url:
+            return None
+        if not url.startswith(("postgresql://", "postgres://")):
+            self.fail(
+                ("host", "store"),
+                f"host.store: {_show(url)} is not a postgresql:// URL (omit it for SQLite)",
+            )
+        return url
 
     def _origins(self, path: KeyPath, origins: list[str]) -> tuple[str, ...]:
         normalized: list[str] = []

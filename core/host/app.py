@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,10 @@ from aiohttp.log import server_logger
 
 from core.config import HostConfig
 from core.host import admin_api, agent_socket, api, metrics, widget
+from core.host.standby import standby_site
 from core.host.state import HOST, Host
 from core.protocol import MAX_FRAME_BYTES
-from core.service.boot import close_service, open_service
+from core.service.boot import close_service, open_service, open_shared
 
 log = logging.getLogger("inbox_tui.host")
 
@@ -188,30 +189,94 @@ def bind(listen_host: str, port: int) -> socket.socket:
 
 
 async def serve(config: HostConfig, listen: tuple[str, int], data_dir: Path) -> None:
-    """Run until SIGINT or SIGTERM, then drain: stop accepting, close sockets, commit, close."""
+    """Run until SIGINT or SIGTERM, then drain: stop accepting, close sockets, commit, close.
+    With `[host] store` (a database several hosts share), stand by until this host wins the
+    routing role, serve while it holds it, and stand by again if it loses it."""
     sock = bind(*listen)
-    host = await open_host(config, data_dir)
-    app = create_app(host)
-    tune_gc()
-    runner = runner_for(app, handle_signals=False)
-    await runner.setup()
-    site = web.SockSite(runner, sock, shutdown_timeout=5.0)
-    await site.start()
     actual = sock.getsockname()
     log.info(
         "event=listening address=%s:%s data=%s pid=%s", actual[0], actual[1], data_dir, os.getpid()
     )
-    admin_api.publish(app, data_dir, actual)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
-        log.info("event=stopping reason=signal")
+        if config.host.store is None:
+            await _serve_service(config, sock, data_dir, stop)
+        else:
+            await _serve_elected(config, sock, data_dir, stop)
+    finally:
+        sock.close()
+        log.info("event=stopped")
+
+
+async def _serve_service(
+    config: HostConfig, sock: socket.socket, data_dir: Path, stop: asyncio.Event
+) -> None:
+    host = await open_host(config, data_dir)
+    try:
+        await _serve_host(host, sock, data_dir, stop.wait())
+    finally:
+        await close_host(host)
+
+
+async def _serve_host(
+    host: Host, sock: socket.socket, data_dir: Path, until: Awaitable[object]
+) -> None:
+    """Serve `host` on `sock` until `until` is done. The site gets a duplicate of the
+    listening socket, so closing it leaves `sock` listening for the next term (connections
+    wait in its backlog meanwhile)."""
+    app = create_app(host)
+    tune_gc()
+    runner = runner_for(app, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, sock.dup(), shutdown_timeout=5.0).start()
+    log.info("event=serving")
+    admin_api.publish(app, data_dir, sock.getsockname())
+    try:
+        await until
+        log.info("event=stopping")
     finally:
         with contextlib.suppress(Exception):
             await runner.cleanup()
-        await close_host(host)
         admin_api.withdraw(data_dir)
-        log.info("event=stopped")
+
+
+async def _serve_elected(
+    config: HostConfig, sock: socket.socket, data_dir: Path, stop: asyncio.Event
+) -> None:
+    check_data_dir(data_dir)
+    address = sock.getsockname()
+    holder = f"{socket.gethostname()}:{address[1]}:{os.getpid()}"
+    shared = await open_shared(config, holder)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            standby = await standby_site(sock)
+            log.info("event=standing_by holder=%s", holder)
+            try:
+                won = asyncio.ensure_future(shared.election.win())
+                await asyncio.wait({won, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not won.done():
+                    won.cancel()
+                    return
+            finally:
+                await standby.cleanup()
+            inbox, auth, admin = await shared.open_service(config)
+            host = Host(config=inbox.config, inbox=inbox, auth=auth, admin=admin, data_dir=data_dir)
+            lost = asyncio.ensure_future(shared.election.lost())
+            try:
+                either = asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                await _serve_host(host, sock, data_dir, either)
+            finally:
+                await shared.stop_service(inbox)
+            if lost.done():
+                # Fenced already: nothing this host decides from here on is stored. Its
+                # consoles were closed with "going away" and come back through the others.
+                log.warning("event=routing_role_lost holder=%s reason=%s", holder, lost.result())
+            else:
+                lost.cancel()
+    finally:
+        stopping.cancel()
+        await shared.close()

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from msgspec.structs import replace
+
 from core.config import ConfigError, HostConfig, default_config_path, load_config
 from core.host.app import StartupError, serve
 from core.paths import default_data_dir
@@ -61,10 +63,20 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def run_server(config_path: Path | None, listen: str | None, data_dir: Path | None) -> int:
+def run_server(
+    config_path: Path | None,
+    listen: str | None,
+    data_dir: Path | None,
+    *,
+    store: str | None = None,
+) -> int:
     setup_logging()
     try:
         config = resolve_config(config_path)
+        if store is not None:
+            if not store.startswith(("postgresql://", "postgres://")):
+                raise StartupError(f"--store wants a postgresql:// URL, not {store!r}")
+            config = replace(config, host=replace(config.host, store=store))
         address = parse_listen(listen or config.host.listen)
         data = data_dir or (Path(config.host.data_dir) if config.host.data_dir else None)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

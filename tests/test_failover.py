@@ -1,0 +1,134 @@
+"""Hosts sharing one PostgreSQL database: one routes, the others stand by, and when the router
+dies or loses its database session another takes over and carries on from what is stored.
+Real host processes, a real database (a fresh one per test), real sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+from bench.host_process import HostProcess, health, start_host, stop_host
+from core.client import InboxClient
+from core.demo import DEMO_PASSWORD
+from core.protocol import AcceptOffer, GetTranscript, InteractionEvent, OfferEvent, Transcript
+from tests.conftest import postgres_admin
+
+TAKEOVER = 30.0  # seconds allowed for a standby to route; the figure itself is a bench's
+
+
+def wait_for_status(host: HostProcess, status: str, timeout: float = TAKEOVER) -> float:
+    """Seconds until `host`'s /healthz says `status`."""
+    started = time.monotonic()
+    while health(host.base_url) != status:
+        if host.proc.poll() is not None:
+            raise AssertionError(f"the host exited:\n{host.log_text()}")
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"never {status}: {health(host.base_url)}\n{host.log_text()}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as reply:
+            return reply.status, json.load(reply)
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.load(e)
+
+
+async def customer_asks(host: HostProcess, question: str) -> str:
+    """A customer opens the widget on `host` and asks; the interaction number."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(host.widget_url) as ws:
+        await ws.send_str(json.dumps({"t": "start", "name": "Ada", "email": "ada@example.com"}))
+        started = await ws.receive_json(timeout=10)
+        assert started["t"] == "started", started
+        await ws.send_str(json.dumps({"t": "message", "body": question, "client_msg_id": "q1"}))
+        while (await ws.receive_json(timeout=10))["t"] != "ack":
+            pass
+        return str(started["conversation"])
+
+
+async def agent(host: HostProcess, token: str | None = None) -> InboxClient:
+    client = InboxClient(host.agent_url, backoff=(0.05, 0.2))
+    await client.connect()
+    if token is None:
+        await client.login("alice", DEMO_PASSWORD)
+    else:
+        await client.login_token(token)
+    await client.set_presence("Available")
+    return client
+
+
+async def offered(client: InboxClient, number: str) -> str:
+    while (event := await client.next_event(OfferEvent, timeout=TAKEOVER)).view.interaction != (
+        number
+    ):
+        pass
+    return event.view.offer.id
+
+
+async def test_a_standby_takes_over_when_the_router_is_killed(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    a = await asyncio.to_thread(start_host, tmp_path / "a", store=postgres_url)
+    b = await asyncio.to_thread(start_host, tmp_path / "b", store=postgres_url, ready="standby")
+    try:
+        # The standby sends everyone to the router: 503, and /healthz says why.
+        status, body = await asyncio.to_thread(get, f"{b.base_url}/api/v1/interactions")
+        assert status == 503 and body["error"]["code"] == "unavailable", body  # type: ignore[index]
+        alice = await agent(a)
+        number = await customer_asks(a, "My parcel never came")
+        await offered(alice, number)
+        token = alice.token
+        assert token is not None
+
+        a.proc.kill()  # kill -9: nothing drained, the lease connection just drops
+        a.proc.wait()
+        await alice.close()
+        took = await asyncio.to_thread(wait_for_status, b, "ok")
+
+        # The same agent, the same login, on the host that now routes: the item waited in the
+        # database and is offered again; accepting opens the conversation with its message.
+        again = await agent(b, token)
+        offer = await offered(again, number)
+        await again.request(AcceptOffer(offer=offer))
+        opened = await again.next_event(InteractionEvent, timeout=10)
+        assert opened.record.number == number and opened.change == "opened"
+        transcript = await again.request(GetTranscript(interaction=number), Transcript)
+        bodies = [m.body for m in transcript.messages if m.sender_kind == "customer"]
+        assert bodies == ["My parcel never came"]
+        await again.close()
+        print(f"takeover after kill -9: {took:.2f} s")
+    finally:
+        stop_host(a)
+        stop_host(b)
+
+
+async def test_a_router_whose_database_session_is_ended_stops_and_another_takes_over(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    a = await asyncio.to_thread(start_host, tmp_path / "a", store=postgres_url)
+    b = await asyncio.to_thread(start_host, tmp_path / "b", store=postgres_url, ready="standby")
+    name = postgres_url.rsplit("/", 1)[1]
+    try:
+        before = postgres_admin(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "
+            "AND application_name = 'inbox-tui router lease'"
+        )
+        assert before is True
+        # The router stops at once: it stands by (its routing commits are fenced from the
+        # moment its lease ended) and the other host takes the role.
+        await asyncio.to_thread(wait_for_status, a, "standby")
+        await asyncio.to_thread(wait_for_status, b, "ok")
+        assert "event=routing_role_lost" in a.log_text()
+        assert "event=routing_role_won" in b.log_text()
+    finally:
+        stop_host(a)
+        stop_host(b)
