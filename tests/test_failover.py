@@ -132,3 +132,68 @@ async def test_a_router_whose_database_session_is_ended_stops_and_another_takes_
     finally:
         stop_host(a)
         stop_host(b)
+
+
+class CuttableLink:
+    """A loopback TCP relay to PostgreSQL that the test can cut and mend: the database goes
+    away for the host without stopping the server other tests use."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.open: set[asyncio.StreamWriter] = set()
+
+    async def mend(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.open):
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.open |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+                self.open.discard(dst)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_a_host_that_loses_its_database_says_so_and_comes_back_by_itself(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    link = CuttableLink(("127.0.0.1", 5432))
+    await link.mend()
+    through_link = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{link.port}")
+    assert through_link != postgres_url
+    a = await asyncio.to_thread(start_host, tmp_path / "a", store=through_link)
+    try:
+        await link.cut()
+        # No acknowledgement without the database: it stops routing and says why.
+        await asyncio.to_thread(wait_for_status, a, "standby")
+        while "cannot be reached" not in str(
+            (await asyncio.to_thread(get, f"{a.base_url}/healthz"))[1]
+        ):
+            await asyncio.sleep(0.1)
+        status, body = await asyncio.to_thread(get, f"{a.base_url}/api/v1/interactions")
+        assert status == 503 and body["error"]["code"] == "unavailable", body  # type: ignore[index]
+        await link.mend()
+        await asyncio.to_thread(wait_for_status, a, "ok")
+        assert a.log_text().count("event=routing_role_won") == 2
+    finally:
+        stop_host(a)
+        await link.cut()

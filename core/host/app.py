@@ -253,7 +253,7 @@ async def _serve_elected(
     stopping = asyncio.ensure_future(stop.wait())
     try:
         while not stop.is_set():
-            standby = await standby_site(sock)
+            standby = await standby_site(sock, lambda: shared.election.waiting_because)
             log.info("event=standing_by holder=%s", holder)
             try:
                 won = asyncio.ensure_future(shared.election.win())

@@ -6,18 +6,17 @@ after the router is gone starts serving on the same port."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 from aiohttp import web
 
-STANDBY = {
-    "status": "standby",
-    "reason": "another host holds the routing role; this one takes over if it goes",
-}
+WHY: web.AppKey[Callable[[], str]] = web.AppKey("why")
 
 
 async def _standby(request: web.Request) -> web.Response:
     if request.path == "/healthz":
-        return web.json_response(STANDBY, status=503)
+        health = {"status": "standby", "reason": request.app[WHY]()}
+        return web.json_response(health, status=503)
     body = {
         "error": {
             "code": "unavailable",
@@ -27,10 +26,11 @@ async def _standby(request: web.Request) -> web.Response:
     return web.json_response(body, status=503, headers={"Retry-After": "1"})
 
 
-async def standby_site(sock: socket.socket) -> web.AppRunner:
+async def standby_site(sock: socket.socket, why: Callable[[], str]) -> web.AppRunner:
     """Serve the standby answers on a duplicate of `sock` until the returned runner is
-    cleaned up."""
+    cleaned up; `why` says why this host does not route, for /healthz."""
     app = web.Application()
+    app[WHY] = why
     app.router.add_route("*", "/{tail:.*}", _standby)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -28,6 +28,9 @@ class Election:
         self.holder = holder
         self.retry = retry
         self.step_aside = 0.0
+        # Why this host does not route, for /healthz: another holds the role, or the database
+        # cannot be reached.
+        self.waiting_because = "another host holds the routing role"
 
     async def win(self) -> int:
         """Wait until this host holds the routing role; its fencing epoch."""
@@ -37,8 +40,12 @@ class Election:
                 epoch = await self.lease.acquire_router(self.holder)
             except StoreError as e:
                 # The database is away: say so and keep trying, the role waits for us.
-                log.warning("event=election_failed holder=%s reason=%s", self.holder, e)
+                if not self.waiting_because.startswith("the database"):
+                    log.warning("event=election_failed holder=%s reason=%s", self.holder, e)
+                self.waiting_because = f"the database cannot be reached: {e}"
                 epoch = None
+            else:
+                self.waiting_because = "another host holds the routing role"
             if epoch is not None:
                 log.info("event=routing_role_won holder=%s epoch=%s", self.holder, epoch)
                 return epoch
