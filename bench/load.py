@@ -504,11 +504,12 @@ new_chats_per_address = 1000000
 
 
 async def provision(
-    data_dir: Path, agents: int, capacity: int, integrations: int
+    location: Path | str, agents: int, capacity: int, integrations: int
 ) -> tuple[list[tuple[str, str, str]], list[str], float]:
-    """Agents and tokens written into a fresh store before the host opens it."""
+    """Agents and tokens written into a fresh store (a data directory or a postgresql://
+    URL) before the host opens it."""
     started = time.perf_counter()
-    store = await open_store(data_dir)
+    store = await open_store(location)
     try:
         auth = Authenticator(store, session_ttl=HostSettings().session_ttl)
         ids = [f"agent{i:05d}" for i in range(agents)]

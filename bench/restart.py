@@ -83,6 +83,22 @@ async def route_one(host: HostProcess, probe_token: str, api_token: str, n: int)
         await client.close()
 
 
+async def provision_and_seed(
+    location: Path | str, agents: int, conversations: int
+) -> tuple[str, str, float]:
+    """`agents` agents of capacity CAPACITY, one integration and `conversations` open
+    conversations held by all agents but the first two, written into the store at `location`
+    (a data directory or a postgresql:// URL) before any host opens it. Returns the probe
+    agent's token (agent00001, who holds none of them), the integration's token and the
+    seconds the seeding took."""
+    print(f"provisioning {agents} agents...", flush=True)
+    creds, tokens, _ = await provision(location, agents, CAPACITY, 1)
+    owners = [agent for agent, _, _ in creds[2:]]
+    print(f"seeding {conversations} open conversations...", flush=True)
+    seeded = await seed_open_conversations(location, owners, conversations, QUEUE, CAPACITY)
+    return creds[1][2], tokens[0], round(seeded, 1)  # agent00000 logs in with a password
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="inbox-restart-"))
     host: HostProcess | None = None
@@ -92,21 +108,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         data.mkdir()
         config = root / "inbox.toml"
         config.write_text(host_config())
-        print(f"provisioning {args.agents} agents...", flush=True)
-        creds, tokens, _ = await provision(data, args.agents, CAPACITY, 1)
-        owners = [agent for agent, _, _ in creds[2:]]
-        print(f"seeding {args.conversations} open conversations...", flush=True)
-        report["seed_s"] = round(
-            await seed_open_conversations(data, owners, args.conversations, QUEUE, CAPACITY), 1
+        probe_token, api_token, report["seed_s"] = await provision_and_seed(
+            data, args.agents, args.conversations
         )
-        probe_token = creds[1][2]  # agent00001: token login; agent00000 is the password one
         started = time.perf_counter()
         host = await asyncio.to_thread(start_host, root, STARTUP_TIMEOUT, config=config)
         report["first_start_s"] = round(time.perf_counter() - started, 3)
         print(f"first start: healthy in {report['first_start_s']} s", flush=True)
         trials = []
         for n in range(args.trials):
-            await route_one(host, probe_token, tokens[0], 2 * n)
+            await route_one(host, probe_token, api_token, 2 * n)
             host.proc.send_signal(signal.SIGKILL)
             host.proc.wait()
             spawned = time.perf_counter()
@@ -115,7 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             routed = (
                 time.perf_counter()
                 - spawned
-                + await route_one(host, probe_token, tokens[0], 2 * n + 1)
+                + await route_one(host, probe_token, api_token, 2 * n + 1)
             )
             async with aiohttp.ClientSession() as http:
                 metrics = await scrape(http, host.base_url)

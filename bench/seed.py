@@ -72,16 +72,17 @@ async def _one(store: Store, agent: str, queue: str, n: int, now: float) -> None
 
 
 async def seed_open_conversations(
-    data_dir: Path, agents: list[str], count: int, queue: str, per_agent: int
+    location: Path | str, agents: list[str], count: int, queue: str, per_agent: int
 ) -> float:
     """`count` open conversations spread round-robin over `agents`, at most `per_agent`
-    each (their capacity must allow it). Returns the seconds it took."""
+    each (their capacity must allow it), in the store at `location` (a data directory, or a
+    postgresql:// URL: see store.open_store). Returns the seconds it took."""
     if count > len(agents) * per_agent:
         raise ValueError(f"{count} conversations do not fit {len(agents)} x {per_agent}")
     started = time.perf_counter()
     owners = itertools.cycle(agents)
     now = time.time()
-    store = await open_store(data_dir)
+    store = await open_store(location)
     try:
         for first in range(0, count, IN_FLIGHT):
             batch = range(first, min(count, first + IN_FLIGHT))

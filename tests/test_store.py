@@ -753,26 +753,31 @@ async def test_open_conversations_load_with_their_newest_lines(store: Store) -> 
     open_number = await new_interaction(store, "w-open")
     closed_number = await new_interaction(store, "w-closed")
     quiet_number = await new_interaction(store, "w-quiet")
+    waiting_number = await new_interaction(store, "w-waiting")
     await store.apply_routing(
         items=[
             item("w-open", ItemState.ACCEPTED, agent="ann", interaction=open_number),
             item("w-closed", ItemState.CLOSED, interaction=closed_number),
             item("w-quiet", ItemState.QUEUED, interaction=quiet_number),
+            item("w-waiting", ItemState.QUEUED, interaction=waiting_number),
         ]
     )
     for i in range(4):
         await say(store, open_number, f"c{i}", f"customer {i}")
         await store.append_message(open_number, SenderKind.AGENT, "ann", f"a{i}", f"a{i}", 102.0)
+        await say(store, waiting_number, f"c{i}", f"waiting {i}")
     await say(store, closed_number, "c0")
 
     loaded = {r.number: msgs for r, msgs in await store.load_open_conversations(2, ["chat"])}
-    assert set(loaded) == {open_number, quiet_number}
+    assert set(loaded) == {open_number, quiet_number, waiting_number}
     assert loaded[quiet_number] == []
     # The two newest customer lines and the newest line of all (the agent's), oldest first.
     assert [m.body for m in loaded[open_number]] == ["customer 2", "customer 3", "a3"]
+    # The newest line is also a customer line: it comes once.
+    assert [m.body for m in loaded[waiting_number]] == ["waiting 2", "waiting 3"]
     # Conversations of other channels come without their lines.
     loaded = {r.number: msgs for r, msgs in await store.load_open_conversations(2, ["sms"])}
-    assert loaded == {open_number: [], quiet_number: []}
+    assert loaded == {open_number: [], quiet_number: [], waiting_number: []}
 
 
 # -- kill -9 ------------------------------------------------------------------------------
