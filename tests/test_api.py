@@ -25,7 +25,7 @@ from core.host.state import Host
 from core.model import Role
 from core.protocol import AcceptOffer, AddWorkNote, OfferEvent, SetPresence
 from core.service.sessions import AgentSession
-from store.base import StoreUnavailable
+from store.base import StoreFenced, StoreUnavailable
 
 
 @dataclass
@@ -479,3 +479,13 @@ async def test_store_outage_and_bugs_answer_in_json(
     status, error, _ = await server.call("GET", path, token)
     assert status == 500 and error["error"]["code"] == "internal"
     assert "secret" not in error["error"]["message"]
+
+    # A host of a cluster that lost the routing role while answering: its routing step was
+    # refused, and the client is told to retry (on the host that routes now), not of a bug.
+    async def fenced(**records: object) -> None:
+        raise StoreFenced("routing epoch 1 was superseded by epoch 2")
+
+    monkeypatch.setattr(server.host.inbox.store, "apply_routing", fenced)
+    body = {"channel": "chat", "customer": {"id": "c1", "name": "Ada"}}
+    status, error, _ = await server.call("POST", "/api/v1/items", token, json=body)
+    assert status == 503 and error["error"]["code"] == "unavailable", error
