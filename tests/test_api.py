@@ -3,6 +3,7 @@ messages, who may read what, every error class, queue statistics and the OpenAPI
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -489,3 +490,28 @@ async def test_store_outage_and_bugs_answer_in_json(
     body = {"channel": "chat", "customer": {"id": "c1", "name": "Ada"}}
     status, error, _ = await server.call("POST", "/api/v1/items", token, json=body)
     assert status == 503 and error["error"]["code"] == "unavailable", error
+
+
+async def test_a_client_gone_mid_body_is_not_an_error(
+    server: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends half its body and goes (it timed out, its host froze) is logged as
+    gone, not as the host's error with a traceback."""
+    caplog.set_level("INFO")
+    token = await server.token(None, Role.SUPERVISOR)
+    host, port = server.url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /api/v1/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n".encode()
+        + b'{"channel": "ch'
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+    deadline = time.monotonic() + 5
+    while "event=api_client_gone" not in caplog.text and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert "event=api_client_gone method=POST path=/api/v1/items" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
