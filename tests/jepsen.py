@@ -27,7 +27,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,13 @@ from typing import Any
 import aiohttp
 
 from core.auth import Authenticator
-from core.client import ClientError, InboxClient
+from core.client import RETRYING, ClientError, InboxClient
 from core.config import HostConfig, HostSettings
 from core.demo import DEMO_PASSWORD
 from core.model import (
     OPEN_ITEM_STATES,
+    AgentStatus,
+    AuditEntry,
     ChannelMode,
     InteractionRecord,
     InteractionState,
@@ -49,9 +51,21 @@ from core.model import (
     OfferKind,
     OfferState,
     Role,
+    SenderKind,
     WorkItem,
 )
-from core.protocol import CloseRecord, Event, OfferEvent, OfferView, Resync
+from core.protocol import (
+    AcceptOffer,
+    AnyClientFrame,
+    CloseRecord,
+    EndChat,
+    Event,
+    OfferEvent,
+    OfferView,
+    RejectOffer,
+    Resync,
+    SendMessage,
+)
 from store import open_store
 
 LINES = 4  # per side of each conversation
@@ -70,6 +84,8 @@ class History:
     item_ids: dict[str, str] = field(default_factory=dict)  # customer id -> work item
     messages: dict[tuple[str, str], str] = field(default_factory=dict)  # (number, id) -> body
     retries: Counter[str] = field(default_factory=Counter)
+    # Answers no client should ever get: "internal" (a host's bug), on the socket or as a 500.
+    errors: Counter[str] = field(default_factory=Counter)
 
 
 def free_port() -> int:
@@ -146,6 +162,8 @@ async def customer(
                 assert time.monotonic() < give_up, f"{cid}: no item acknowledged"
             body = {"channel": "chat", "customer": {"id": cid, "name": cid}}
             status, reply = await hosts.post(http, "/api/v1/items", body, headers)
+            if status == 500:
+                history.errors[f"POST /api/v1/items: {reply}"] += 1
             if status in (200, 201):
                 number = history.items[cid] = reply["interaction"]
                 history.item_ids[cid] = reply["item"]
@@ -155,14 +173,16 @@ async def customer(
             # No host answered, or one standing by, stopping or failing (5xx), or this token
             # over its rate (429): retried. No other 4xx.
             assert status in (0, 429) or status >= 500, (status, reply)
-            history.retries["item"] += 1
+            history.retries[f"item_retry_{status or 'unreachable'}"] += 1
             await asyncio.sleep(RETRY)
         for i in range(LINES):
             msg_id, text = f"{cid}-{i}", f"customer line {cid} {i}"
             while not stop.is_set():
                 path = f"/api/v1/interactions/{number}/messages"
                 payload = {"customer_id": cid, "body": text, "client_msg_id": msg_id}
-                status, _ = await hosts.post(http, path, payload, headers)
+                status, reply = await hosts.post(http, path, payload, headers)
+                if status == 500:
+                    history.errors[f"POST {path}: {reply}"] += 1
                 if status in (200, 201):
                     history.messages[(number, msg_id)] = text
                     if status == 200:
@@ -170,7 +190,7 @@ async def customer(
                     break
                 if status == 404:  # the chat was closed meanwhile: nothing to say
                     return
-                history.retries["customer_message"] += 1
+                history.retries[f"customer_message_retry_{status or 'unreachable'}"] += 1
                 await asyncio.sleep(RETRY)
             await asyncio.sleep(random.uniform(0.05, 0.3))
 
@@ -252,6 +272,22 @@ async def agent(
                     if record.state == InteractionState.WORK_IN_PROGRESS and owner(record) == name:
                         start(record.number, None)
 
+    async def ask(frame: AnyClientFrame) -> Any:
+        """`frame`'s answer. Asked again while a host answers `unavailable` (it lost its
+        database or the routing role: the next try reaches the host that routes); any other
+        refusal is raised, and an `internal` one also goes to history.errors."""
+        while True:
+            try:
+                return await client.request(frame)
+            except ClientError as e:
+                if e.code == "unavailable" and client.status in RETRYING:
+                    history.retries["agent_unavailable"] += 1
+                    await asyncio.sleep(RETRY)
+                    continue
+                if e.code == "internal":
+                    history.errors[f"agent {name} {type(frame).__name__}: {e.message}"] += 1
+                raise
+
     async def work(number: str, offer: str | None, how: str) -> None:
         history.retries[f"chat_{how}"] += 1
         try:
@@ -260,17 +296,18 @@ async def agent(
             if offer is not None:
                 try:
                     if how == "reject":
-                        await client.reject(offer, "busy")
+                        await ask(RejectOffer(offer=offer, reason="busy"))
                         return
-                    await client.accept(offer)
+                    await ask(AcceptOffer(offer=offer))
                 except (ClientError, TimeoutError):
                     return  # expired or rerouted while the host was away: someone else's
             if how == "silent":
                 return
             for i in range(LINES):
                 msg_id, text = f"{name}-{number}-{i}", f"agent line {name} {number} {i}"
+                line = SendMessage(interaction=number, body=text, client_msg_id=msg_id)
                 try:
-                    ack = await client.send_message(number, text, msg_id)
+                    ack = await ask(line)
                 except (ClientError, TimeoutError):
                     history.retries["agent_message_failed"] += 1
                     return
@@ -278,9 +315,9 @@ async def agent(
                 pause = (1.0, 3.0) if how == "slow" else (0.05, 0.3)
                 await asyncio.sleep(random.uniform(*pause))
             with contextlib.suppress(ClientError, TimeoutError):
-                await client.end_chat(number)
+                await ask(EndChat(interaction=number))
                 if how != "wrap_up":
-                    await client.request(CloseRecord(interaction=number))
+                    await ask(CloseRecord(interaction=number))
         finally:
             working.discard(number)
 
@@ -344,6 +381,14 @@ class Stored:
     items: list[WorkItem]  # every stored work item of those records
     pending_offers: list[Offer]  # every pending offer in the store
     messages: dict[str, list[Message]]  # interaction -> its stored messages
+    audit: list[AuditEntry]  # the routing audit trail, oldest first
+    statuses: list[AgentStatus] = field(default_factory=list)  # agents' presence
+
+
+def check_answers(history: History) -> None:
+    """No client was told "internal error": a host killed answers nothing, and one that lost
+    its database or the routing role answers `unavailable` (retry), never a bug's answer."""
+    assert not history.errors, f"answers no client should get: {dict(history.errors)}"
 
 
 def check_acknowledged(history: History, stored: Stored, prefix: str) -> None:
@@ -390,6 +435,48 @@ def check_items_and_records(stored: Stored) -> None:
         assert disagreement(item, record) is None, disagreement(item, record)
 
 
+# A reply this close to its deadline may lose the race with it, and the chat be reclaimed.
+REPLY_RACE = 1.0
+
+
+def check_replies(stored: Stored, cutoff: float) -> None:
+    """No chat is taken back for want of a first reply from an agent who replied: an agent's
+    stored message, written while they held the chat (from its assignment on), counts as the
+    reply, so it is `replied` while still theirs, and no first-reply reclaim ends their hold
+    later than REPLY_RACE after it."""
+    items = {i.id: i for i in stored.items}
+    records = {r.number: r for r in stored.records}
+
+    def replies(number: str | None, agent: str | None, since: float, until: float) -> list[int]:
+        return [
+            m.seq
+            for m in stored.messages.get(number or "", [])
+            if m.sender_kind == SenderKind.AGENT
+            and m.kind == "message"
+            and m.sender == agent
+            and since <= m.created_at <= until - REPLY_RACE
+        ]
+
+    holder: dict[str, tuple[str | None, float]] = {}
+    for entry in stored.audit:
+        item = items.get(entry.item or "")
+        if item is None:
+            continue
+        if entry.kind in ("item_assigned", "item_transferred"):
+            holder[item.id] = (entry.agent, entry.at)
+        elif entry.kind == "item_reclaimed" and item.id in holder:
+            agent, since = holder.pop(item.id)
+            said = replies(item.interaction, agent, since, entry.at)
+            assert not said, f"{item.id} reclaimed at {entry.at} from {agent}, who wrote {said}"
+    for item in stored.items:
+        if item.state != ItemState.ACCEPTED or item.replied or item.on_hold:
+            continue
+        record = records[item.interaction or ""]
+        since = max((p.joined_at for p in record.participants if p.agent == item.agent), default=0)
+        said = replies(item.interaction, item.agent, since, cutoff)
+        assert not said, f"{item.id} held by {item.agent} counts as unanswered; they wrote {said}"
+
+
 def check_capacity(stored: Stored, config: HostConfig) -> None:
     """Nobody over capacity, per channel or universally: counting what they hold (accepted
     or wrap-up, not on hold), and with their pending offers too, as the router counts."""
@@ -413,6 +500,50 @@ def check_capacity(stored: Stored, config: HostConfig) -> None:
         for agent_id, n in total.items():
             limit = capacity[agent_id].universal_capacity
             assert n <= limit, f"{agent_id} {name} {n} items, universal capacity {limit}"
+
+
+def check_work_conserving(stored: Stored, config: HostConfig, attached: Collection[str]) -> None:
+    """No item waits in its queue while an agent who could take it has room (invariant 5):
+    every agent in `attached` (their console connected to the router) of the queue's groups,
+    with a presence that lists its channel and the skills it needs, who has not rejected it
+    (or everyone has), already has an offer pending or no room left."""
+    presence = {s.agent: s.presence for s in stored.statuses}
+    lists = {p.name: set(p.channels) for p in config.presences}
+    agents = {a.id: a for a in config.agents}
+    queues = {q.name: q for q in config.queues}
+    items = {i.id: i for i in stored.items}
+    load: Counter[tuple[str, str]] = Counter()
+    total: Counter[str] = Counter()
+    pending: Counter[str] = Counter()
+    for item in stored.items:
+        if item.state in HELD and item.agent and not item.on_hold and not item.awaiting_capacity:
+            load[(item.agent, item.channel)] += item.weight
+            total[item.agent] += item.weight
+    for offer in stored.pending_offers:
+        item = items[offer.item]
+        load[(offer.agent, item.channel)] += item.weight
+        total[offer.agent] += item.weight
+        pending[offer.agent] += offer.kind == OfferKind.ROUTED
+    for item in stored.items:
+        if item.state != ItemState.QUEUED or item.queue is None:
+            continue
+        queue = queues[item.queue]
+        pool = {
+            a
+            for a in attached
+            if not agents[a].disabled
+            and (not queue.groups or set(queue.groups) & set(agents[a].groups))
+            and item.channel in lists.get(presence.get(a, ""), set())
+            and all(agents[a].skills.get(s.name, 0) >= s.level for s in queue.skills)
+        }
+        rejected = set(item.rejected_by) if not pool <= set(item.rejected_by) else set()
+        for a in sorted(pool - rejected):
+            spare = min(
+                agents[a].capacity.get(item.channel, 0) - load[(a, item.channel)],
+                agents[a].universal_capacity - total[a],
+            )
+            room = pending[a] < config.host.max_pending_offers and spare >= item.weight
+            assert not room, f"{item.id} waits in {queue.name} while {a} has room ({spare} free)"
 
 
 def check_deadlines(stored: Stored, config: HostConfig, cutoff: float) -> None:

@@ -18,7 +18,9 @@ is retried until acknowledged, however long the outages last. Afterwards:
   first-reply and wrap-up deadlines fire on start (re-armed), so no pending offer or deadline
   is in the past once the host has been up longer than the offer timeout, and every offered
   item has its one pending offer;
-- every work item and its interaction record agree (state, owner).
+- every work item and its interaction record agree (state, owner);
+- no chat is reclaimed for want of a first reply from an agent whose reply is stored;
+- no client was ever answered "internal" (a 500, or the socket's code).
 
 The clients and the checks are tests/jepsen.py's, shared with tests/test_cluster_kills.py
 (the same against three hosts on one PostgreSQL database).
@@ -46,12 +48,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, stop_host
 from core.client import InboxClient
 from core.config import load_config
-from core.model import OPEN_ITEM_STATES, ItemState
+from core.model import OPEN_ITEM_STATES, AuditEntry, ItemState
 from store import DB_FILENAME, open_store
 from tests.hosting import fast_config_text
 from tests.jepsen import (
@@ -60,9 +63,11 @@ from tests.jepsen import (
     Stored,
     agent,
     check_acknowledged,
+    check_answers,
     check_capacity,
     check_deadlines,
     check_items_and_records,
+    check_replies,
     customer,
     disagreement,
     free_port,
@@ -110,18 +115,20 @@ async def check_store(root: Path, history: History, up_until: float) -> dict[str
             r for r in await store.list_interactions(limit=100_000) if r.customer.startswith(PREFIX)
         ]
         items = [i for r in records if (i := await store.get_item(r.item)) is not None]
-        stored = Stored(
-            records=records,
-            items=items,
-            pending_offers=await store.load_pending_offers(),
-            messages={r.number: await store.list_messages(r.number, limit=10_000) for r in records},
-        )
+        pending_offers = await store.load_pending_offers()
+        messages = {r.number: await store.list_messages(r.number, limit=10_000) for r in records}
     finally:
         await store.close()
+    with sqlite3.connect(root / "data" / DB_FILENAME) as db:  # the store has no reader of it
+        rows = db.execute("SELECT data FROM audit ORDER BY id").fetchall()
+    audit = [msgspec.json.decode(data, type=AuditEntry) for (data,) in rows]
+    stored = Stored(records, items, pending_offers, messages, audit)
+    check_answers(history)
     check_acknowledged(history, stored, PREFIX)
     check_items_and_records(stored)
     check_capacity(stored, config)
     check_deadlines(stored, config, up_until - LATENESS)
+    check_replies(stored, up_until - LATENESS)
     return {
         "open_items": sum(i.state in OPEN_ITEM_STATES for i in items),
         "stored_rest_interactions": len(records),
