@@ -79,9 +79,11 @@ class NotFound(StoreError):
     """The record the write refers to does not exist."""
 
 
-class StoreFenced(StoreError):
+class StoreFenced(StoreUnavailable):
     """A routing write from a process that no longer holds the routing role (another took
-    it over, or its lease ended): nothing of it was stored. Stop routing; do not retry."""
+    it over, or its lease ended): nothing of it was stored. The process stops routing and
+    does not retry; to the client whose request it was, like any StoreUnavailable, this host
+    cannot store that now: retry (on the host that routes)."""
 
 
 def _bucket(size: int) -> int:

@@ -21,7 +21,10 @@ is still its own (StoreFenced otherwise): a deposed router can never commit a de
 new holder's bump waits for any routing transaction already past its check.
 
 Connection loss is StoreUnavailable. Nothing reconnects in the background: the next read takes
-a fresh pooled connection, the next batch a fresh writer connection.
+a fresh pooled connection, the next batch a fresh writer connection. A transaction left open
+and silent (a process frozen mid-batch) is ended by the server after the lease timeout
+(idle_in_transaction_session_timeout), so it cannot hold other processes' writes, or a
+takeover (its fencing check's share lock), for longer than a frozen lease would.
 """
 
 from __future__ import annotations
@@ -446,12 +449,23 @@ class PostgresStore:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def _settings(self, **settings: str) -> dict[str, str]:
+        # A transaction this process leaves open and silent (the process froze mid-batch) is
+        # ended by the server after lease_timeout, like a silent lease: its row locks would
+        # otherwise hold up every other process's writes to those rows, and its fencing
+        # check's share lock on router_lease every takeover, for as long as it stays frozen.
+        return {
+            "application_name": "inbox-tui",
+            "idle_in_transaction_session_timeout": f"{int(self._lease_timeout * 1000)}ms",
+            **settings,
+        }
+
     async def _connect(self, **settings: str) -> asyncpg.Connection:
         return await asyncpg.connect(
             self._dsn,
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S,
-            server_settings={"application_name": "inbox-tui", **settings},
+            server_settings=self._settings(**settings),
         )
 
     async def open(self) -> None:
@@ -465,7 +479,7 @@ class PostgresStore:
                     max_size=self._pool_size,
                     timeout=CONNECT_TIMEOUT_S,
                     command_timeout=COMMAND_TIMEOUT_S,
-                    server_settings={"application_name": "inbox-tui"},
+                    server_settings=self._settings(),
                 )
                 self._wconn = await self._connect()
             except _ERRORS as exc:

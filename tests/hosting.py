@@ -52,13 +52,13 @@ class RunningHost:
         )
 
 
-def fast_config_text() -> str:
-    """The demo config (agents with DEMO_PASSWORD), with the chat queues replaced by one quick
-    general queue."""
+def fast_config_text(queues: str = FAST_QUEUES) -> str:
+    """The demo config (agents with DEMO_PASSWORD), with the chat queues replaced by `queues`
+    (by default one quick general queue)."""
     text = demo_config_text()
     start = text.index("[[queue]]")
     end = text.index("# Asynchronous messaging")
-    return text[:start] + FAST_QUEUES + "\n" + text[end:]
+    return text[:start] + queues + "\n" + text[end:]
 
 
 def fast_config() -> HostConfig:

@@ -3,6 +3,7 @@ messages, who may read what, every error class, queue statistics and the OpenAPI
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from core.host.state import Host
 from core.model import Role
 from core.protocol import AcceptOffer, AddWorkNote, OfferEvent, SetPresence
 from core.service.sessions import AgentSession
-from store.base import StoreUnavailable
+from store.base import StoreFenced, StoreUnavailable
 
 
 @dataclass
@@ -479,3 +480,38 @@ async def test_store_outage_and_bugs_answer_in_json(
     status, error, _ = await server.call("GET", path, token)
     assert status == 500 and error["error"]["code"] == "internal"
     assert "secret" not in error["error"]["message"]
+
+    # A host of a cluster that lost the routing role while answering: its routing step was
+    # refused, and the client is told to retry (on the host that routes now), not of a bug.
+    async def fenced(**records: object) -> None:
+        raise StoreFenced("routing epoch 1 was superseded by epoch 2")
+
+    monkeypatch.setattr(server.host.inbox.store, "apply_routing", fenced)
+    body = {"channel": "chat", "customer": {"id": "c1", "name": "Ada"}}
+    status, error, _ = await server.call("POST", "/api/v1/items", token, json=body)
+    assert status == 503 and error["error"]["code"] == "unavailable", error
+
+
+async def test_a_client_gone_mid_body_is_not_an_error(
+    server: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends half its body and goes (it timed out, its host froze) is logged as
+    gone, not as the host's error with a traceback."""
+    caplog.set_level("INFO")
+    token = await server.token(None, Role.SUPERVISOR)
+    host, port = server.url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /api/v1/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n".encode()
+        + b'{"channel": "ch'
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+    deadline = time.monotonic() + 5
+    while "event=api_client_gone" not in caplog.text and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert "event=api_client_gone method=POST path=/api/v1/items" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

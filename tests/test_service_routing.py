@@ -27,7 +27,7 @@ from core.routing.engine import RoutingConfig, RoutingError
 from core.routing.events import ItemArrived, OfferAccepted, PresenceChanged
 from core.service import RoutingService
 from core.service.routing import Step
-from store import open_store
+from store import StoreFenced, open_store
 from tests.store_helpers import audit_trail, offers_of
 
 CONFIG = RoutingConfig(
@@ -113,6 +113,38 @@ async def test_refused_event_stores_nothing(tmp_path: Path) -> None:
     with pytest.raises(RoutingError):
         await service.submit(OfferAccepted(offer="W9.1"))
     assert store.stats.commits == commits
+    await store.close()
+
+
+async def test_a_fenced_deadline_step_stops_the_timers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host that lost the routing role (its steps fenced) leaves the deadlines to the host
+    that routes now: its timer loop ends at the first fenced step, rather than reloading and
+    retrying in a loop until the service stops, a traceback each time."""
+    clock = Clock()
+    store = await open_store(tmp_path)
+    service = RoutingService(CONFIG, store, clock=clock)
+    await service.start()
+    await service.submit(PresenceChanged(agent="alice", presence="Available"))
+    await service.submit(
+        ItemArrived(item=WorkItem(id="W1", channel="chat", customer="c1", created_at=clock.now))
+    )
+    tries = 0
+
+    async def fenced(**records: object) -> None:
+        nonlocal tries
+        tries += 1
+        raise StoreFenced("routing epoch 1 was superseded by epoch 2")
+
+    monkeypatch.setattr(store, "apply_routing", fenced)
+    clock.now += 60  # the offer's deadline has passed: the timer steps at once
+    timers = asyncio.create_task(service.run_timers())
+    await asyncio.wait({timers}, timeout=5)
+    timers.cancel()
+    assert tries == 1, f"the timers went on after a fenced step: {tries} tries"
+    assert "event=timers_stopped reason=fenced" in caplog.text
+    assert "Traceback" not in caplog.text
     await store.close()
 
 

@@ -207,6 +207,34 @@ async def test_a_takeover_waits_for_a_routing_transaction_past_its_check(
         assert [i.id for i in await b.load_open_items()] == ["w1"]
 
 
+async def test_a_routing_transaction_left_open_by_a_frozen_router_does_not_block_a_takeover(
+    postgres_url: str,
+) -> None:
+    """The router froze (SIGSTOP, a stalled VM) in the middle of a routing batch, past its
+    fencing check: its transaction holds router_lease FOR SHARE and its rows, and says
+    nothing more. The server ends that transaction after the lease timeout, as it ends the
+    silent lease, so the next holder's bump goes through and nothing of the frozen batch is
+    kept."""
+    async with (
+        PostgresStore(postgres_url, lease_timeout=1.0) as a,
+        PostgresStore(postgres_url) as b,
+    ):
+        assert await a.acquire_router("a") == 1
+        frozen = await a._writer_connection()  # what A's writer was doing when it froze
+        await frozen.execute("BEGIN")
+        await frozen.execute("SELECT epoch FROM router_lease WHERE id = 1 FOR SHARE")
+        await frozen.execute(
+            "INSERT INTO work_items (id, state, data) VALUES ('w1', 'queued', $1)",
+            '{"id":"w1","channel":"chat","customer":"c","created_at":1.0}',
+        )
+        watch = a._lease_watch
+        assert watch is not None
+        watch.cancel()  # no more pings either: the whole process is frozen
+        async with asyncio.timeout(10):  # not COMMAND_TIMEOUT_S, and not for ever
+            assert await acquire_within(b, "b") == 2
+        assert await b.get_item("w1") is None
+
+
 async def test_release_then_acquire_again(postgres_url: str) -> None:
     async with PostgresStore(postgres_url) as a, PostgresStore(postgres_url) as b:
         assert await a.acquire_router("a") == 1

@@ -303,7 +303,13 @@ async def _middleware(
     except StoreUnavailable as e:
         log.error("event=api_store_unavailable path=%s error=%s", request.path, e)
         return ApiError(503, "unavailable", "storage is unavailable; retry later").response()
-    except Exception:
+    except Exception as e:
+        transport = request.transport
+        if isinstance(e, ConnectionResetError) and (transport is None or transport.is_closing()):
+            # The client went away mid-request (its body cut off): no fault of ours, and
+            # nobody to answer. aiohttp drops the answer and the connection quietly.
+            log.info("event=api_client_gone method=%s path=%s", request.method, request.path)
+            return web.Response(status=499, reason="Client Closed Request")
         log.exception("event=api_error method=%s path=%s", request.method, request.path)
         return ApiError(500, "internal", "internal error; the host log has details").response()
 

@@ -41,7 +41,7 @@ from core.routing.decisions import (
 from core.routing.engine import Router, RoutingConfig
 from core.routing.events import AgentConnected, AgentDisconnected, AgentUpdated, AnyEvent
 from core.routing.records import RecordChange, follow
-from store.base import Store, StoreError
+from store.base import Store, StoreError, StoreFenced
 
 log = logging.getLogger("inbox_tui.routing")
 
@@ -192,6 +192,10 @@ class RoutingService:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             try:
                 await self.tick()
+            except StoreFenced as e:
+                # Another process routes now and fires the deadlines: this one is done.
+                log.warning("event=timers_stopped reason=fenced error=%s", e)
+                return
             except StoreError:
                 log.exception("deadline step not stored; retrying after reload")
 
