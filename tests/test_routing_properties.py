@@ -4,17 +4,29 @@ Hypothesis drives random events over random configurations. After every step the
 the engine against its own reference computations (eligibility, load), written here
 independently of the engine so a shared mistake is less likely.
 
-Budget: INBOX_ROUTING_EXAMPLES x INBOX_ROUTING_STEPS (defaults keep CI quick). The step count of
-a run is written to INBOX_ROUTING_REPORT when set; docs/testing.md records the long runs.
+The same machine runs again on a real store (`test_routing_invariants_on_a_store`, on
+PostgreSQL and SQLite): every step's decisions are committed as RoutingService commits them, a
+`restart` rebuilds the engine from what the store loads as the service's reload does, and a
+`host_restart` does so from a newly opened store, as a new process (or a router taking over)
+does. The rebuilt engine must equal the running one.
+
+Budget: INBOX_ROUTING_EXAMPLES x INBOX_ROUTING_STEPS, and INBOX_ROUTING_STORE_EXAMPLES x
+INBOX_ROUTING_STORE_STEPS on each store (defaults keep CI quick). The step count of a run is
+written to INBOX_ROUTING_REPORT when set; docs/testing.md records the long runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
+import sqlite3
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -24,6 +36,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from core.model import (
@@ -59,10 +72,14 @@ from core.routing.events import (
     TransferToAgent,
     TransferToQueue,
 )
+from core.service.routing import load_router, routing_write
 from core.timers import DeadlineKind
+from store import DB_FILENAME, Store, open_store
 
 EXAMPLES = int(os.environ.get("INBOX_ROUTING_EXAMPLES", "150"))
 STEPS = int(os.environ.get("INBOX_ROUTING_STEPS", "60"))
+STORE_EXAMPLES = int(os.environ.get("INBOX_ROUTING_STORE_EXAMPLES", "20"))
+STORE_STEPS = int(os.environ.get("INBOX_ROUTING_STORE_STEPS", "60"))
 STEP_COUNTER: Counter[str] = Counter()
 
 CHANNELS = [
@@ -428,17 +445,21 @@ class RoutingMachine(RuleBasedStateMachine):
         self.router = fresh
         self.observe([])
 
+    def current_config(self) -> RoutingConfig:
+        """The configuration as it is now (agents updated), as the service keeps it."""
+        return RoutingConfig(
+            channels=CHANNELS,
+            presences=PRESENCES,
+            queues=list(self.queues.values()),
+            agents=list(self.agents.values()),
+            max_pending_offers=self.config.max_pending_offers,
+        )
+
     def rebuilt(self, detached: Iterable[str]) -> Router:
         """A new engine from what a store would hold."""
         r = self.router
         return Router(
-            RoutingConfig(
-                channels=CHANNELS,
-                presences=PRESENCES,
-                queues=list(self.queues.values()),
-                agents=list(self.agents.values()),
-                max_pending_offers=self.config.max_pending_offers,
-            ),
+            self.current_config(),
             statuses=r.status.values(),
             items=r.items.values(),
             offers=r.offers.values(),
@@ -454,6 +475,8 @@ class RoutingMachine(RuleBasedStateMachine):
         r = self.router
         places = {i.id: (i.enqueued_at, i.priority) for i in r.items.values()}
         fresh = self.rebuilt(AGENT_IDS)
+        # Before its first step it holds what the running one held, pending offers included.
+        assert self.snapshot_of(fresh) == self.snapshot_of(r)
         self.router = fresh
         self.detached = set(self.agents)
         # Deadlines that fell due while down fire first, as `resume` does; one at a time so
@@ -482,6 +505,8 @@ class RoutingMachine(RuleBasedStateMachine):
             },
             deadlines,
             {q: list(v) for q, v in r.waiting.items()},
+            dict(r.status),
+            dict(r.last_served),
         )
 
     # ---------------------------------------------------------------- reference model
@@ -648,3 +673,115 @@ RoutingMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_routing_invariants = pytest.mark.filterwarnings("ignore")(RoutingMachine.TestCase)
+
+
+# ------------------------------------------------------------------------ on a real store
+
+T = TypeVar("T")
+
+# What routing writes; emptied between examples (offers first: they refer to items).
+ROUTING_TABLES = ("offers", "work_items", "agent_statuses", "audit", "affinity")
+
+
+class StoreOnLoop:
+    """A real store for a sync state machine: its own event loop (asyncio.Runner), one data
+    location per test function. `empty` clears the routing tables between examples;
+    `reopen` is the store a new process opens on the same data."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.location = location
+        self.runner = asyncio.Runner()
+        self.store: Store = self.run(open_store(location))
+        self._pg: asyncpg.Connection | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.runner.run(coro)
+
+    def reopen(self) -> None:
+        self.run(self.store.close())
+        self.store = self.run(open_store(self.location))
+
+    def empty(self) -> None:
+        if isinstance(self.location, Path):
+            with sqlite3.connect(self.location / DB_FILENAME) as conn:
+                for table in ROUTING_TABLES:
+                    conn.execute(f"DELETE FROM {table}")
+            conn.close()
+            return
+
+        async def delete() -> None:
+            if self._pg is None:
+                self._pg = await asyncpg.connect(str(self.location))
+            async with self._pg.transaction():
+                for table in ROUTING_TABLES:
+                    await self._pg.execute(f"DELETE FROM {table}")
+
+        self.run(delete())
+
+    def close(self) -> None:
+        try:
+            self.run(self.store.close())
+            if self._pg is not None:
+                self.run(self._pg.close())
+        finally:
+            self.runner.close()
+
+
+class StoredRoutingMachine(RoutingMachine):
+    """The machine above on a real store: each step's decisions committed as RoutingService
+    commits them (`routing_write`), engines rebuilt as it rebuilds them (`load_router`)."""
+
+    def __init__(self, db: StoreOnLoop) -> None:
+        super().__init__()
+        self.db = db
+        db.empty()
+
+    def observe(self, decisions: list) -> None:
+        if decisions:
+            write = routing_write(decisions, self.router.status)
+            self.db.run(write.commit(self.db.store))
+        super().observe(decisions)
+
+    def rebuilt(self, detached: Iterable[str]) -> Router:
+        config, detached = self.current_config(), list(detached)
+        return self.db.run(load_router(config, self.db.store, lambda: detached))
+
+    @rule()
+    def host_restart(self) -> None:
+        """A new process: a store opened afresh on the same data, then rebuilt from it."""
+        self.db.reopen()
+        super().host_restart()
+
+    @invariant()
+    def check_store(self) -> None:
+        """After every step the store holds the engine: one rebuilt from it equals it."""
+        if hasattr(self, "router"):
+            fresh = self.rebuilt(self.detached)
+            assert self.snapshot_of(fresh) == self.snapshot_of(self.router)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def routing_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreOnLoop]:
+    """One store per test function, emptied for each example (a database each would cost
+    more than the example)."""
+    if request.param == "postgresql":
+        db = StoreOnLoop(request.getfixturevalue("postgres_url"))
+    else:
+        db = StoreOnLoop(tmp_path)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_routing_invariants_on_a_store(routing_store: StoreOnLoop) -> None:
+    run_state_machine_as_test(
+        lambda: StoredRoutingMachine(routing_store),
+        settings=settings(
+            max_examples=STORE_EXAMPLES,
+            stateful_step_count=STORE_STEPS,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )

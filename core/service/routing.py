@@ -24,11 +24,11 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.model import Agent, AgentStatus, InteractionRecord, Offer, WorkItem
+from core.model import Agent, AgentStatus, AuditEntry, InteractionRecord, Offer, WorkItem
 from core.routing.decisions import (
     AnyDecision,
     ItemChanged,
@@ -116,15 +116,7 @@ class RoutingService:
         return decisions
 
     async def _reload(self) -> None:
-        self.router = Router(
-            self.config,
-            statuses=await self.store.load_agent_statuses(),
-            items=await self.store.load_open_items(),
-            offers=await self.store.load_pending_offers(),
-            last_served=await self.store.load_affinity(),
-            # Asked last, after the awaits: the rebuilt engine starts from the consoles of now.
-            detached=self.detached_agents(),
-        )
+        self.router = await load_router(self.config, self.store, self.detached_agents)
 
     async def update_agent(self, agent: Agent) -> list[AnyDecision]:
         """An agent added or changed while the host runs (`inbox-tui admin`). The config
@@ -290,9 +282,6 @@ class RoutingService:
         return None if self.records is None else self.records.open_record(number)
 
     async def _commit(self, group: list[_Step]) -> None:
-        items: dict[str, WorkItem] = {}
-        offers: dict[str, Offer] = {}
-        agents: set[str] = set()
         newest: dict[str, InteractionRecord] = {}
         for step in group:
             step.records = self._follow(step, newest)
@@ -300,36 +289,81 @@ class RoutingService:
         decisions = [d for step in group for d in step.decisions]
         if not decisions and not changed:
             return  # only amendments, of records closed meanwhile
-        # Decisions come in order, so the last record seen of each item or offer is the newest.
-        for d in decisions:
-            if isinstance(d, OfferMade | OfferEnded):
-                items[d.item.id] = d.item
-                offers[d.offer.id] = d.offer
-                agents.add(d.offer.agent)
-            elif isinstance(d, ItemChanged):
-                items[d.item.id] = d.item
-            elif isinstance(d, PresenceSet):
-                agents.add(d.agent)
-        statuses: list[AgentStatus] = [self.router.status[a] for a in sorted(agents)]
-        await self.store.apply_routing(
-            items=items.values(),
-            offers=offers.values(),
-            statuses=statuses,
-            audit=[audit_entry(d) for d in decisions],
-            affinity=self._served(decisions),
-            interactions=changed,
+        await routing_write(decisions, self.router.status).commit(self.store, changed)
+
+
+async def load_router(
+    config: RoutingConfig, store: Store, detached: Callable[[], Iterable[str]]
+) -> Router:
+    """An engine rebuilt from what the store holds: a host's start, a takeover, the reload
+    after a failed commit. `detached` is asked last, after the reads: the rebuilt engine
+    starts from the consoles of now."""
+    return Router(
+        config,
+        statuses=await store.load_agent_statuses(),
+        items=await store.load_open_items(),
+        offers=await store.load_pending_offers(),
+        last_served=await store.load_affinity(),
+        detached=detached(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingWrite:
+    """What a run of routing decisions changes in the store: one `apply_routing` call."""
+
+    items: list[WorkItem]
+    offers: list[Offer]
+    statuses: list[AgentStatus]
+    audit: list[AuditEntry]
+    affinity: dict[str, tuple[str, float]]
+
+    async def commit(self, store: Store, interactions: Iterable[InteractionRecord] = ()) -> None:
+        """Store it all-or-nothing, with the interaction records that follow the items."""
+        await store.apply_routing(
+            items=self.items,
+            offers=self.offers,
+            statuses=self.statuses,
+            audit=self.audit,
+            affinity=self.affinity,
+            interactions=interactions,
         )
 
-    @staticmethod
-    def _served(decisions: list[AnyDecision]) -> dict[str, tuple[str, float]]:
-        """customer -> (agent, when) for every assignment, the newest winning."""
-        return {
-            d.item.customer: (d.item.agent, d.at)
-            for d in decisions
-            if isinstance(d, ItemChanged)
-            and d.change in ("assigned", "transferred")
-            and d.item.agent is not None
-        }
+
+def routing_write(
+    decisions: Sequence[AnyDecision], status: Mapping[str, AgentStatus]
+) -> RoutingWrite:
+    """The store's write for `decisions` (in the order decided): the newest record of every
+    item and offer they carry, the status (from `status`, the engine's now) of every agent
+    they touch, their audit entries, and who served each customer last."""
+    items: dict[str, WorkItem] = {}
+    offers: dict[str, Offer] = {}
+    agents: set[str] = set()
+    # Decisions come in order, so the last record seen of each item or offer is the newest.
+    for d in decisions:
+        if isinstance(d, OfferMade | OfferEnded):
+            items[d.item.id] = d.item
+            offers[d.offer.id] = d.offer
+            agents.add(d.offer.agent)
+        elif isinstance(d, ItemChanged):
+            items[d.item.id] = d.item
+        elif isinstance(d, PresenceSet):
+            agents.add(d.agent)
+    # customer -> (agent, when) for every assignment, the newest winning.
+    served = {
+        d.item.customer: (d.item.agent, d.at)
+        for d in decisions
+        if isinstance(d, ItemChanged)
+        and d.change in ("assigned", "transferred")
+        and d.item.agent is not None
+    }
+    return RoutingWrite(
+        items=list(items.values()),
+        offers=list(offers.values()),
+        statuses=[status[a] for a in sorted(agents)],
+        audit=[audit_entry(d) for d in decisions],
+        affinity=served,
+    )
 
 
 def _consume(committed: asyncio.Future[list[Awaitable[Any]]]) -> None:
