@@ -570,3 +570,28 @@ async def test_one_of_two_consoles_dropping_keeps_the_agent_on_until_the_last_go
         consoles[1].drop()
         await wait_until(lambda: router.items[record.item].state == "queued")
         assert "alice" in router.detached
+
+
+async def test_a_resent_first_reply_counts_when_the_host_stored_it_but_did_not_route_it(
+    tmp_path: Path,
+) -> None:
+    """The host that stored a reply may die before routing it (AgentReplied); the console
+    resends it with its client_msg_id. That duplicate must still stop the first-reply clock,
+    or the chat is reclaimed from an agent who answered."""
+    from core.model import SenderKind
+
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        number = await accepted_chat(h, alice, "web-rita")
+        inbox = h.host.inbox
+        item = inbox.routing.router.items[inbox.conversations.open[number].item]
+        assert item.reply_by is not None and not item.replied
+        # Stored, as by the host that died, and never routed.
+        await inbox.store.append_message(
+            number, SenderKind.AGENT, "alice", "On it!", "r1", time.time()
+        )
+        ack = await alice.send_message(number, "On it!", "r1")
+        assert ack.duplicate
+        replied = inbox.routing.router.items[item.id]
+        assert replied.replied and replied.reply_by is None
+        await alice.close()

@@ -60,9 +60,14 @@ class Messages:
         if not duplicate:
             # Replying is what clears "unread": the customer has an answer.
             self.conversations.read(conv, session.agent, message.seq, announce=False)
-            if session.agent == owner_of(conv.record):
-                with contextlib.suppress(RoutingError):
-                    await self.routing.submit(ev.AgentReplied(item=conv.item))
+        # A resend of a stored reply still counts as the first reply of a live chat: the host
+        # that stored it may have died before routing it, and without it the chat would be
+        # reclaimed from an agent who did answer (the engine takes it once). On a messaging
+        # channel a reply puts the conversation on hold, so there only the first one counts.
+        counts = not duplicate or not self.conversations.is_async(conv.record)
+        if counts and session.agent == owner_of(conv.record):
+            with contextlib.suppress(RoutingError):
+                await self.routing.submit(ev.AgentReplied(item=conv.item))
         return MessageAck(ref=frame.ref, message=message, duplicate=duplicate)
 
     async def work_note(self, session: AgentSession, frame: AddWorkNote) -> ServerFrame:
