@@ -204,7 +204,7 @@ def config_file(root: Path) -> Path:
 async def test_a_full_disk_refuses_clearly_loses_nothing_and_recovers(tmp_path: Path) -> None:
     config = config_file(tmp_path)
     with small_disk(tmp_path / "data", DISK_BYTES) as data:
-        token = await integration_token(tmp_path)  # before the host takes the data directory
+        token = await integration_token(tmp_path / "data")  # before the host takes it
         traffic = Traffic(start_host(tmp_path, config=config), token)
         try:
             await traffic.open()
@@ -250,7 +250,7 @@ async def test_a_disk_turning_read_only_refuses_clearly_and_loses_nothing(
 ) -> None:
     config = config_file(tmp_path)
     with ext4_disk(tmp_path, tmp_path / "data") as (data, image):
-        token = await integration_token(tmp_path)
+        token = await integration_token(tmp_path / "data")
         traffic = Traffic(start_host(tmp_path, config=config), token)
         try:
             await traffic.open()

@@ -279,6 +279,20 @@ def test_first_reply_reclaim_reroutes_a_chat_nobody_answers() -> None:
     assert r.used("alice").total == 0
 
 
+def test_a_reclaimed_chat_waits_under_the_queues_max_wait_again() -> None:
+    # Found by the cluster kill test: taken back from its agent, the item waited in the queue
+    # with no max-wait deadline, so its customer was never told or overflowed.
+    q = Queue(name="general", channel="chat", reply_deadline=45.0, max_wait=60.0)
+    r = make([q], [agent("alice")], available=("alice",))
+    r.handle(ItemArrived(item=chat("W1")), 0.0)
+    r.handle(OfferAccepted(offer="W1.1"), 1.0)
+    assert r.items["W1"].max_wait_at is None  # an accepted chat waits for nothing
+    d = r.tick(46.0)
+    assert next(x for x in d if isinstance(x, ItemChanged)).change == "reclaimed"
+    # Back in the queue (and offered again, to the only agent there is): its wait is bounded.
+    assert r.items["W1"].max_wait_at == 46.0 + 60.0
+
+
 def test_a_reply_in_time_cancels_the_reclaim() -> None:
     q = Queue(name="general", channel="chat", reply_deadline=45.0)
     r = make([q], [agent("alice")], available=("alice",))

@@ -70,7 +70,7 @@ class Host:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     root = tmp_path_factory.mktemp("wire")
-    token = asyncio.run(integration_token(root))
+    token = asyncio.run(integration_token(root / "data"))
     process = start_host(root)
     try:
         yield Host(process, token)

@@ -623,6 +623,12 @@ class Router:
         offer_id = self.offer_of_item.get(item.id)
         if offer_id is not None:
             self._end_offer(self.offers[offer_id], OfferState.RESCINDED, reason, now)
+        queue = self._queue_of(item)
+        if item.max_wait_at is None and not item.notice_sent and queue.max_wait is not None:
+            # Taken back from an agent (reclaimed, the agent gone), the customer waits in the
+            # queue again: its max wait covers that wait as it covered the first, as a
+            # transfer to a queue does. Without it the item waited with no deadline at all.
+            item = replace(item, max_wait_at=now + queue.max_wait)
         self._enqueue(item, change, reason, now)
 
     def _reactivate(self, agent: str, now: float) -> None:
