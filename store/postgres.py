@@ -86,17 +86,17 @@ from store.group_commit import GroupCommit, Outcome
 
 # The record codec (JSON text in `data`, row shapes, offer ordering) is SQLite's, shared so the
 # two backends store byte-identical records.
-from store.sqlite import (
-    _API_TOKEN_COLUMNS,
-    _SESSION_COLUMNS,
-    _api_token_row,
-    _audit_rows,
-    _dump,
-    _item_rows,
-    _load,
-    _offer_rows,
-    _session_row,
-    _status_rows,
+from store.rows import (
+    API_TOKEN_COLUMNS,
+    SESSION_COLUMNS,
+    api_token_row,
+    audit_rows,
+    dump,
+    item_rows,
+    load,
+    offer_rows,
+    session_row,
+    status_rows,
 )
 
 T = TypeVar("T")
@@ -642,7 +642,7 @@ class PostgresStore:
         return await self._on_pool("reading", lambda conn: conn.fetch(sql, *params))
 
     async def _records(self, cls: type[S], sql: str, *params: Any) -> list[S]:
-        return [_load(cls, row[0]) for row in await self._rows(sql, *params)]
+        return [load(cls, row[0]) for row in await self._rows(sql, *params)]
 
     async def _record(self, cls: type[S], sql: str, *params: Any) -> S | None:
         records = await self._records(cls, sql, *params)
@@ -762,18 +762,18 @@ class PostgresStore:
     # -- configuration --------------------------------------------------------------------
 
     async def upsert_channels(self, channels: Iterable[ServiceChannel]) -> None:
-        rows = [(c.name, _dump(c)) for c in channels]
+        rows = [(c.name, dump(c)) for c in channels]
         await self._write(_tx_executemany(_upsert_data("channels", "name"), rows))
 
     async def list_channels(self) -> list[ServiceChannel]:
         return await self._records(ServiceChannel, "SELECT data FROM channels ORDER BY name")
 
     async def upsert_presence_states(self, states: Iterable[PresenceState]) -> None:
-        rows = [(s.name, _dump(s)) for s in states]
+        rows = [(s.name, dump(s)) for s in states]
         await self._write(_tx_executemany(_upsert_data("presence_states", "name"), rows))
 
     async def upsert_queues(self, queues: Iterable[Queue]) -> None:
-        rows = [(q.name, _dump(q)) for q in queues]
+        rows = [(q.name, dump(q)) for q in queues]
         await self._write(_tx_executemany(_upsert_data("queues", "name"), rows))
 
     async def upsert_agents(self, agents: Iterable[Agent]) -> None:
@@ -782,7 +782,7 @@ class PostgresStore:
                 # password_hash is left alone: config reloads must not log everyone out.
                 "INSERT INTO agents (id, disabled, data) VALUES ($1, $2, $3) ON CONFLICT (id) "
                 "DO UPDATE SET disabled = EXCLUDED.disabled, data = EXCLUDED.data",
-                [(a.id, a.disabled, _dump(a)) for a in agents],
+                [(a.id, a.disabled, dump(a)) for a in agents],
             )
         )
 
@@ -817,14 +817,14 @@ class PostgresStore:
             session.expires_at,
             session.revoked_at,
         )
-        sql = f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+        sql = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
         await self._write(lambda conn: _insert_login(conn, "session", session.agent, sql, row))
 
     async def get_session(self, token_digest: str) -> SessionRecord | None:
         rows = await self._rows(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE token_digest = $1", token_digest
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE token_digest = $1", token_digest
         )
-        return _session_row(rows[0]) if rows else None
+        return session_row(rows[0]) if rows else None
 
     async def revoke_session(self, token_digest: str, at: float) -> bool:
         sql = "UPDATE sessions SET revoked_at = $1 WHERE token_digest = $2 AND revoked_at IS NULL"
@@ -851,7 +851,7 @@ class PostgresStore:
             None if token.channels is None else msgspec.json.encode(token.channels).decode(),
         )
         sql = (
-            f"INSERT INTO api_tokens ({_API_TOKEN_COLUMNS}) "
+            f"INSERT INTO api_tokens ({API_TOKEN_COLUMNS}) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         )
         what = f"API token {token.id}"
@@ -859,13 +859,13 @@ class PostgresStore:
 
     async def get_api_token(self, token_digest: str) -> ApiToken | None:
         rows = await self._rows(
-            f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens WHERE token_digest = $1", token_digest
+            f"SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_digest = $1", token_digest
         )
-        return _api_token_row(rows[0]) if rows else None
+        return api_token_row(rows[0]) if rows else None
 
     async def list_api_tokens(self) -> list[ApiToken]:
-        rows = await self._rows(f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens ORDER BY pos")
-        return [_api_token_row(row) for row in rows]
+        rows = await self._rows(f"SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY pos")
+        return [api_token_row(row) for row in rows]
 
     async def revoke_api_token(self, token_id: str, at: float) -> bool:
         sql = "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
@@ -876,7 +876,7 @@ class PostgresStore:
             _tx_executemany(
                 "INSERT INTO templates (scope, shortcut, data) VALUES ($1, $2, $3) "
                 "ON CONFLICT (scope, shortcut) DO UPDATE SET data = EXCLUDED.data",
-                [(t.scope, t.shortcut, _dump(t)) for t in templates],
+                [(t.scope, t.shortcut, dump(t)) for t in templates],
             )
         )
 
@@ -914,20 +914,20 @@ class PostgresStore:
                 f"this process no longer holds the routing role in {self.where} "
                 f"({self.router_lost_reason}); nothing of this step was stored"
             )
-        item_rows, offer_rows = _item_rows(items), _offer_rows(offers)
-        status_rows, audit_rows = _status_rows(statuses), _audit_rows(audit)
+        item_data, offer_data = item_rows(items), offer_rows(offers)
+        status_data, audit_data = status_rows(statuses), audit_rows(audit)
         affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
-        records = [(r, _dump(r)) for r in interactions]
+        records = [(r, dump(r)) for r in interactions]
 
         async def op(conn: asyncpg.Connection) -> None:
             if epoch is not None:
                 await self._fence(conn, epoch)
-            if item_rows:
-                await conn.executemany(_UPSERT_ITEM, item_rows)
-            await _write_offers(conn, offer_rows)
+            if item_data:
+                await conn.executemany(_UPSERT_ITEM, item_data)
+            await _write_offers(conn, offer_data)
             for sql, rows in (
-                (_UPSERT_STATUS, status_rows),
-                (_INSERT_AUDIT, audit_rows),
+                (_UPSERT_STATUS, status_data),
+                (_INSERT_AUDIT, audit_data),
                 (_UPSERT_AFFINITY, affinity_rows),
             ):
                 if rows:
@@ -974,7 +974,7 @@ class PostgresStore:
                 record.number,
                 record.archived,
                 record.opened_at,
-                _dump(record),
+                dump(record),
             )
             await _add_participants(conn, record)
             if idempotency is not None:
@@ -1006,7 +1006,7 @@ class PostgresStore:
         )
 
     async def save_interaction(self, record: InteractionRecord) -> None:
-        data = _dump(record)
+        data = dump(record)
         await self._write(
             lambda conn: _update_interaction(conn, record, data), interactions=(record.number,)
         )
@@ -1023,7 +1023,7 @@ class PostgresStore:
                 lambda conn: _fetch_without_jit(conn, SQL_RECENT_MESSAGES, numbers, customer_lines),
             )
             for number, data in rows:
-                recent[number].append(_load(Message, data))
+                recent[number].append(load(Message, data))
             for number in numbers:
                 recent[number].sort(key=_seq)  # oldest first
         return [(r, recent[r.number]) for r in records]
@@ -1077,7 +1077,7 @@ class PostgresStore:
                     "UPDATE interactions SET last_seq = last_seq - 1 WHERE number = $1",
                     interaction,
                 )
-                return _load(Message, duplicate), True
+                return load(Message, duplicate), True
             message = Message(
                 interaction=interaction,
                 seq=seq,
@@ -1096,7 +1096,7 @@ class PostgresStore:
                     interaction,
                     seq,
                     client_msg_id,
-                    _dump(message),
+                    dump(message),
                 )
             except asyncpg.UniqueViolationError as exc:
                 # Only if something appended without the row lock: look again after this
@@ -1154,7 +1154,7 @@ class PostgresStore:
                 digest,
             )
             if row is not None:
-                return _load(Attachment, row[0])
+                return load(Attachment, row[0])
             record = Attachment(
                 interaction=interaction,
                 name=label,
@@ -1169,7 +1169,7 @@ class PostgresStore:
                     "INSERT INTO attachments (interaction, sha256, data) VALUES ($1, $2, $3)",
                     interaction,
                     digest,
-                    _dump(record),
+                    dump(record),
                 )
             except asyncpg.ForeignKeyViolationError as exc:
                 raise NotFound(f"interaction {interaction} does not exist") from exc
@@ -1217,7 +1217,7 @@ class PostgresStore:
                 record.number,
                 kind.value,
                 source_interaction,
-                _dump(record),
+                dump(record),
             )
             return record
 

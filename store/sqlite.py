@@ -44,7 +44,6 @@ from core.model import (
     PresenceState,
     Queue,
     RecordKind,
-    Role,
     SenderKind,
     ServiceChannel,
     ServiceRecord,
@@ -70,6 +69,18 @@ from store.base import (
     sanitize_attachment_name,
 )
 from store.group_commit import GroupCommit, Outcome
+from store.rows import (
+    API_TOKEN_COLUMNS,
+    SESSION_COLUMNS,
+    api_token_row,
+    audit_rows,
+    dump,
+    item_rows,
+    load,
+    offer_rows,
+    session_row,
+    status_rows,
+)
 
 T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
@@ -149,22 +160,6 @@ def interactions_query(agent: str | None, archived: bool | None) -> tuple[str, l
     clause = f"WHERE {' AND '.join(where)} " if where else ""
     sql = f"SELECT i.data FROM {source} {clause}ORDER BY i.opened_at DESC, i.number DESC"
     return f"{sql} LIMIT ? OFFSET ?", params
-
-
-def _dump(record: msgspec.Struct) -> str:
-    return msgspec.json.encode(record).decode()
-
-
-_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
-
-
-def _load(cls: type[S], data: str) -> S:
-    # A decoder per record type, made once: a restart decodes every open conversation, and
-    # msgspec.json.decode(data, type=cls) looks the type up again on every call.
-    decoder = _DECODERS.get(cls)
-    if decoder is None:
-        decoder = _DECODERS[cls] = msgspec.json.Decoder(cls)
-    return decoder.decode(data)
 
 
 def _classify(exc: BaseException, doing: str, path: Path | None = None) -> StoreError:
@@ -306,25 +301,6 @@ _UPSERT_STATUS = (
 _INSERT_AUDIT = "INSERT INTO audit (item, data) VALUES (?, ?)"
 
 
-def _item_rows(items: Iterable[WorkItem]) -> list[tuple[Any, ...]]:
-    return [(i.id, i.state.value, _dump(i)) for i in items]
-
-
-def _offer_rows(offers: Iterable[Offer]) -> list[tuple[Any, ...]]:
-    # Offers leaving `pending` first: ending an item's offer and making its next one in the
-    # same call must not trip the one-pending-offer-per-item index.
-    ordered = sorted(offers, key=lambda o: o.state == OfferState.PENDING)
-    return [(o.id, o.item, o.state.value, _dump(o)) for o in ordered]
-
-
-def _status_rows(statuses: Iterable[AgentStatus]) -> list[tuple[Any, ...]]:
-    return [(s.agent, _dump(s)) for s in statuses]
-
-
-def _audit_rows(entries: Iterable[AuditEntry]) -> list[tuple[Any, ...]]:
-    return [(e.item, _dump(e)) for e in entries]
-
-
 _UPSERT_AFFINITY = (
     "INSERT INTO affinity (customer, agent, at) VALUES (?, ?, ?) ON CONFLICT "
     "(customer) DO UPDATE SET agent = excluded.agent, at = excluded.at"
@@ -364,39 +340,6 @@ def _write_participants(conn: sqlite3.Connection, record: InteractionRecord) -> 
     conn.executemany(
         "INSERT OR IGNORE INTO participants (agent, interaction) VALUES (?, ?)",
         [(p.agent, record.number) for p in record.participants],
-    )
-
-
-_SESSION_COLUMNS = "token_digest, agent, role, created_at, expires_at, revoked_at"
-_API_TOKEN_COLUMNS = (
-    "id, token_digest, name, agent, role, created_at, expires_at, revoked_at, channels"
-)
-
-
-def _session_row(row: Any) -> SessionRecord:
-    digest, agent, role, created_at, expires_at, revoked_at = row
-    return SessionRecord(
-        token_digest=digest,
-        agent=agent,
-        role=Role(role),
-        created_at=created_at,
-        expires_at=expires_at,
-        revoked_at=revoked_at,
-    )
-
-
-def _api_token_row(row: Any) -> ApiToken:
-    token_id, digest, name, agent, role, created_at, expires_at, revoked_at, channels = row
-    return ApiToken(
-        id=token_id,
-        token_digest=digest,
-        name=name,
-        agent=agent,
-        role=Role(role),
-        created_at=created_at,
-        expires_at=expires_at,
-        revoked_at=revoked_at,
-        channels=None if channels is None else tuple(msgspec.json.decode(channels)),
     )
 
 
@@ -601,7 +544,7 @@ class SQLiteStore:
             raise _classify(exc, f"reading {self._path}", self._path) from exc
 
     async def _records(self, cls: type[S], sql: str, params: tuple[Any, ...] = ()) -> list[S]:
-        return [_load(cls, row[0]) for row in await self._rows(sql, params)]
+        return [load(cls, row[0]) for row in await self._rows(sql, params)]
 
     async def _record(self, cls: type[S], sql: str, params: tuple[Any, ...]) -> S | None:
         records = await self._records(cls, sql, params)
@@ -614,7 +557,7 @@ class SQLiteStore:
             _tx_upsert(
                 "INSERT INTO channels (name, data) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
-                [(c.name, _dump(c)) for c in channels],
+                [(c.name, dump(c)) for c in channels],
             )
         )
 
@@ -626,7 +569,7 @@ class SQLiteStore:
             _tx_upsert(
                 "INSERT INTO presence_states (name, data) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
-                [(s.name, _dump(s)) for s in states],
+                [(s.name, dump(s)) for s in states],
             )
         )
 
@@ -635,7 +578,7 @@ class SQLiteStore:
             _tx_upsert(
                 "INSERT INTO queues (name, data) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
-                [(q.name, _dump(q)) for q in queues],
+                [(q.name, dump(q)) for q in queues],
             )
         )
 
@@ -645,7 +588,7 @@ class SQLiteStore:
                 # password_hash is left alone: config reloads must not log everyone out.
                 "INSERT INTO agents (id, disabled, data) VALUES (?, ?, ?) ON CONFLICT (id) "
                 "DO UPDATE SET disabled = excluded.disabled, data = excluded.data",
-                [(a.id, int(a.disabled), _dump(a)) for a in agents],
+                [(a.id, int(a.disabled), dump(a)) for a in agents],
             )
         )
 
@@ -680,14 +623,14 @@ class SQLiteStore:
             session.expires_at,
             session.revoked_at,
         )
-        sql = f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        sql = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
         await self._write(lambda conn: _insert_login(conn, "session", session.agent, sql, row))
 
     async def get_session(self, token_digest: str) -> SessionRecord | None:
         rows = await self._rows(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE token_digest = ?", (token_digest,)
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE token_digest = ?", (token_digest,)
         )
-        return _session_row(rows[0]) if rows else None
+        return session_row(rows[0]) if rows else None
 
     async def revoke_session(self, token_digest: str, at: float) -> bool:
         sql = "UPDATE sessions SET revoked_at = ? WHERE token_digest = ? AND revoked_at IS NULL"
@@ -720,19 +663,19 @@ class SQLiteStore:
             token.revoked_at,
             None if token.channels is None else msgspec.json.encode(token.channels).decode(),
         )
-        sql = f"INSERT INTO api_tokens ({_API_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        sql = f"INSERT INTO api_tokens ({API_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         what = f"API token {token.id}"
         await self._write(lambda conn: _insert_login(conn, what, token.agent, sql, row))
 
     async def get_api_token(self, token_digest: str) -> ApiToken | None:
         rows = await self._rows(
-            f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens WHERE token_digest = ?", (token_digest,)
+            f"SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_digest = ?", (token_digest,)
         )
-        return _api_token_row(rows[0]) if rows else None
+        return api_token_row(rows[0]) if rows else None
 
     async def list_api_tokens(self) -> list[ApiToken]:
-        rows = await self._rows(f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens ORDER BY rowid")
-        return [_api_token_row(row) for row in rows]
+        rows = await self._rows(f"SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY rowid")
+        return [api_token_row(row) for row in rows]
 
     async def revoke_api_token(self, token_id: str, at: float) -> bool:
         sql = "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
@@ -743,7 +686,7 @@ class SQLiteStore:
             _tx_upsert(
                 "INSERT INTO templates (scope, shortcut, data) VALUES (?, ?, ?) "
                 "ON CONFLICT (scope, shortcut) DO UPDATE SET data = excluded.data",
-                [(t.scope, t.shortcut, _dump(t)) for t in templates],
+                [(t.scope, t.shortcut, dump(t)) for t in templates],
             )
         )
 
@@ -775,16 +718,16 @@ class SQLiteStore:
         affinity: Mapping[str, tuple[str, float]] | None = None,
         interactions: Iterable[InteractionRecord] = (),
     ) -> None:
-        item_rows, offer_rows = _item_rows(items), _offer_rows(offers)
-        status_rows, audit_rows = _status_rows(statuses), _audit_rows(audit)
+        item_data, offer_data = item_rows(items), offer_rows(offers)
+        status_data, audit_data = status_rows(statuses), audit_rows(audit)
         affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
-        records = [(r, _dump(r)) for r in interactions]
+        records = [(r, dump(r)) for r in interactions]
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(_UPSERT_ITEM, item_rows)
-            _write_offers(conn, offer_rows)
-            conn.executemany(_UPSERT_STATUS, status_rows)
-            conn.executemany(_INSERT_AUDIT, audit_rows)
+            conn.executemany(_UPSERT_ITEM, item_data)
+            _write_offers(conn, offer_data)
+            conn.executemany(_UPSERT_STATUS, status_data)
+            conn.executemany(_INSERT_AUDIT, audit_data)
             conn.executemany(_UPSERT_AFFINITY, affinity_rows)
             for record, data in records:
                 _update_interaction(conn, record, data)
@@ -824,7 +767,7 @@ class SQLiteStore:
             )
             conn.execute(
                 "INSERT INTO interactions (number, archived, opened_at, data) VALUES (?, ?, ?, ?)",
-                (record.number, int(record.archived), record.opened_at, _dump(record)),
+                (record.number, int(record.archived), record.opened_at, dump(record)),
             )
             _write_participants(conn, record)
             if idempotency is not None:
@@ -854,7 +797,7 @@ class SQLiteStore:
         )
 
     async def save_interaction(self, record: InteractionRecord) -> None:
-        data = _dump(record)
+        data = dump(record)
         await self._write(lambda conn: _update_interaction(conn, record, data))
 
     async def load_open_conversations(
@@ -865,7 +808,7 @@ class SQLiteStore:
         if channels and any(r.channel in channels for r in records):
             params = (msgspec.json.encode(sorted(channels)).decode(), customer_lines)
             for number, data in await self._rows(SQL_OPEN_RECENT_MESSAGES, params):
-                recent[number].append(_load(Message, data))
+                recent[number].append(load(Message, data))
         return [(r, recent[r.number]) for r in records]
 
     async def get_interaction(self, number: str) -> InteractionRecord | None:
@@ -905,7 +848,7 @@ class SQLiteStore:
                 (interaction, client_msg_id),
             ).fetchone()
             if row is not None:
-                return _load(Message, row[0]), True
+                return load(Message, row[0]), True
             (last,) = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE interaction = ?",
                 (interaction,),
@@ -925,7 +868,7 @@ class SQLiteStore:
                 conn.execute(
                     "INSERT INTO messages (interaction, seq, client_msg_id, data) "
                     "VALUES (?, ?, ?, ?)",
-                    (interaction, message.seq, client_msg_id, _dump(message)),
+                    (interaction, message.seq, client_msg_id, dump(message)),
                 )
             except sqlite3.IntegrityError as exc:
                 if not _exists(conn, "SELECT 1 FROM interactions WHERE number = ?", interaction):
@@ -974,7 +917,7 @@ class SQLiteStore:
                 (interaction, digest),
             ).fetchone()
             if row is not None:
-                return _load(Attachment, row[0])
+                return load(Attachment, row[0])
             record = Attachment(
                 interaction=interaction,
                 name=label,
@@ -987,7 +930,7 @@ class SQLiteStore:
             try:
                 conn.execute(
                     "INSERT INTO attachments (interaction, sha256, data) VALUES (?, ?, ?)",
-                    (interaction, digest, _dump(record)),
+                    (interaction, digest, dump(record)),
                 )
             except sqlite3.IntegrityError as exc:
                 raise NotFound(f"interaction {interaction} does not exist") from exc
@@ -1030,7 +973,7 @@ class SQLiteStore:
             conn.execute(
                 "INSERT INTO service_records (number, kind, source_interaction, data) "
                 "VALUES (?, ?, ?, ?)",
-                (record.number, kind.value, source_interaction, _dump(record)),
+                (record.number, kind.value, source_interaction, dump(record)),
             )
             return record
 
