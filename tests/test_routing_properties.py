@@ -657,6 +657,10 @@ class RoutingMachine(RuleBasedStateMachine):
                 assert self.spare(load, item.agent, item.channel) < item.weight
             # Invariant 8: item deadlines armed as recorded.
             for kind, at in (
+                (
+                    DeadlineKind.MAX_WAIT,
+                    item.max_wait_at if item.state == ItemState.QUEUED else None,
+                ),
                 (DeadlineKind.FIRST_REPLY, item.reply_by),
                 (DeadlineKind.WRAP_UP, item.wrap_up_until),
                 (DeadlineKind.ABANDON, item.abandon_at),

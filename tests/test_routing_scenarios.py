@@ -570,3 +570,26 @@ def test_after_a_host_restart_nobody_is_offered_work_until_their_console_is_back
     assert again.status["alice"].presence == again.status["bob"].presence == "Available"
     d = again.handle(AgentConnected(agent="bob"), 6.0)
     assert offers(d) == [("W1", "bob")]
+
+
+def test_a_wait_running_out_during_an_offer_is_judged_when_the_item_returns() -> None:
+    # Max wait is a queued item's deadline: an offered item has none armed, so the running
+    # engine holds exactly the deadlines an engine rebuilt from its records arms.
+    q = Queue(name="general", channel="chat", max_wait=60.0, offer_timeout=90.0)
+    config = RoutingConfig(
+        channels=CHANNELS, presences=PRESENCES, queues=[q], agents=[agent("alice")]
+    )
+    r = Router(config)
+    r.handle(PresenceChanged(agent="alice", presence="Available"), 0.0)
+    r.handle(ItemArrived(item=chat("W1")), 0.0)
+    assert r.items["W1"].state == ItemState.OFFERED and r.items["W1"].max_wait_at == 60.0
+    assert r.next_deadline() == 90.0
+    assert r.tick(61.0) == []
+    again = Router(
+        config, statuses=r.status.values(), items=r.items.values(), offers=r.offers.values()
+    )
+    assert again.next_deadline() == r.next_deadline() == 90.0
+    for engine in (r, again):
+        d = engine.handle(OfferRejected(offer="W1.1"), 70.0)
+        assert [x.change for x in d if isinstance(x, ItemChanged)] == ["notice"]
+        assert engine.items["W1"].notice_sent and engine.items["W1"].max_wait_at is None

@@ -318,7 +318,11 @@ class Router:
         else:
             self.items.pop(new.id, None)
         alive = new.state in OPEN_ITEM_STATES
-        self.deadlines.set(DeadlineKind.MAX_WAIT, new.id, new.max_wait_at if alive else None)
+        # Max wait is a queued item's deadline: one that runs out during an offer is judged
+        # when the item comes back (`_enqueue`). Armed only while queued, so the engine holds
+        # exactly the deadlines an engine rebuilt from the records arms.
+        waiting = new.state == ItemState.QUEUED
+        self.deadlines.set(DeadlineKind.MAX_WAIT, new.id, new.max_wait_at if waiting else None)
         self.deadlines.set(DeadlineKind.FIRST_REPLY, new.id, new.reply_by if alive else None)
         self.deadlines.set(DeadlineKind.WRAP_UP, new.id, new.wrap_up_until if alive else None)
         self.deadlines.set(DeadlineKind.ABANDON, new.id, new.abandon_at if alive else None)
