@@ -84,8 +84,8 @@ from store.base import (
 )
 from store.group_commit import GroupCommit, Outcome
 
-# The record codec (JSON text in `data`, row shapes, offer ordering) is SQLite's, shared so the
-# two backends store byte-identical records.
+# The record codec (JSON text in `data`, row shapes, offer ordering) both backends share, so
+# they store byte-identical records.
 from store.rows import (
     API_TOKEN_COLUMNS,
     SESSION_COLUMNS,
