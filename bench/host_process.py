@@ -78,14 +78,18 @@ def start_host(
     config: Path | None = None,
     port: int = 0,
     store: str | None = None,
+    bus: str | None = None,
+    workers: int = 1,
     ready: str = "ok",
 ) -> HostProcess:
     """Start `inbox-tui --server` on `port` (by default 0: the kernel picks a free one, so no
     race with other runs) and return once /healthz answers. A restart on the same `root`
     reuses the data directory, as an admin restarting the service would. Without `config`
     the host runs the demo's, every agent with core.demo.DEMO_PASSWORD. With `store` (a
-    postgresql:// URL) it is one host of a cluster; `ready` is the /healthz status to wait
-    for ("standby" for a host that another one's routing keeps waiting)."""
+    postgresql:// URL) it is one host of a cluster, with `bus` (a nats:// URL) one that serves
+    while another routes, and with `workers` that many processes on its port; `ready` is the
+    /healthz status to wait for ("standby" for a host without a bus that another one's
+    routing keeps waiting; an edge is "ok" once it hears the router)."""
     root.mkdir(parents=True, exist_ok=True)
     if config is None:
         config = root / "demo.toml"
@@ -103,6 +107,8 @@ def start_host(
                 "--config",
                 str(config),
                 *(["--store", store] if store else []),
+                *(["--bus", bus] if bus else []),
+                *(["--workers", str(workers)] if workers != 1 else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,

@@ -210,6 +210,10 @@ class RouterLease(Protocol):
 
     async def release_router(self) -> None: ...
 
+    async def shared_secret(self, name: str, size: int) -> bytes:
+        """A secret every host of the cluster uses alike: `size` random bytes, made once."""
+        ...
+
 
 class Store(Protocol):
     """Persistence for the host. Every method is a coroutine; writes return once committed."""

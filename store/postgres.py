@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -649,6 +650,24 @@ class PostgresStore:
         return records[0] if records else None
 
     # -- the routing role -----------------------------------------------------------------
+
+    async def shared_secret(self, name: str, size: int) -> bytes:
+        """The cluster's secret `name`: `size` random bytes made by the first host to ask,
+        the same for every host after."""
+        made = secrets.token_bytes(size)
+
+        async def get(conn: PoolConnectionProxy[Any]) -> bytes:
+            await conn.execute(
+                "INSERT INTO cluster_secrets (name, value) VALUES ($1, $2) "
+                "ON CONFLICT (name) DO NOTHING",
+                name,
+                made,
+            )
+            return bytes(
+                await conn.fetchval("SELECT value FROM cluster_secrets WHERE name = $1", name)
+            )
+
+        return await self._on_pool("reading a shared secret of", get)
 
     @property
     def router_epoch(self) -> int | None:

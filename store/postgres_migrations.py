@@ -180,7 +180,16 @@ CREATE TABLE router_lease (
 INSERT INTO router_lease (id, epoch, holder, since) VALUES (1, 0, '', 0);
 """
 
-MIGRATIONS: list[str] = [_V1]
+# Secrets every host of the cluster must share, made once at random by the first to ask
+# (the widget's ticket key: a chat resumed through any host, before or after a failover).
+_V2 = """
+CREATE TABLE cluster_secrets (
+    name text PRIMARY KEY,
+    value bytea NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (

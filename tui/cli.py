@@ -57,6 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
         "config's [host] store, else SQLite in the data directory)",
     )
     parser.add_argument(
+        "--bus",
+        metavar="URL",
+        default=None,
+        help="with --server and a postgresql store: a nats:// server the hosts share, so "
+        "every host serves and relays to the one that routes (default from the config's "
+        "[host] bus)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --server on a store and a bus: run N host processes on the same port "
+        "(SO_REUSEPORT), to use N cores (default 1)",
+    )
+    parser.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -112,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.server:
         from core.host.run import run_server
 
-        return run_server(args.config, args.listen, args.data, store=args.store)
+        return run_server(
+            args.config,
+            args.listen,
+            args.data,
+            store=args.store,
+            bus=args.bus,
+            workers=args.workers,
+        )
     if not args.demo:
         if not (args.connect or args.user or (sys.stdin.isatty() and sys.stdout.isatty())):
             # Nothing to talk to: a console needs a terminal. Say how to use the command.

@@ -40,6 +40,8 @@ class HostTable(Table, frozen=True):
     allowed_origins: list[str] = []
     # postgresql://… : the shared database of a cluster of hosts; empty: SQLite in data_dir.
     store: Annotated[str, Meta(max_length=1000)] = ""
+    # nats://… : the bus of a cluster, so every host serves; empty: only the router serves.
+    bus: Annotated[str, Meta(max_length=1000)] = ""
 
 
 class WidgetTable(Table, frozen=True):

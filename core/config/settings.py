@@ -64,6 +64,9 @@ class HostSettings(Struct, frozen=True, kw_only=True):
     allowed_origins: tuple[str, ...] = ()
     # A postgresql:// URL: several hosts share it and elect one router; None: SQLite.
     store: str | None = None
+    # A nats:// URL (with a store): every host serves, relaying to the router; None: the
+    # hosts that do not route stand by.
+    bus: str | None = None
 
     @property
     def listen_host(self) -> str:

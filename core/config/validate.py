@@ -339,7 +339,20 @@ class _Loader:
             max_pending_offers=t.max_pending_offers,
             allowed_origins=self._origins(("host", "allowed_origins"), t.allowed_origins),
             store=self._store_url(t.store),
+            bus=self._bus_url(t.bus, t.store),
         )
+
+    def _bus_url(self, url: str, store: str) -> str | None:
+        if not url:
+            return None
+        if not url.startswith(("nats://", "tls://")):
+            self.fail(("host", "bus"), f"host.bus: {_show(url)} is not a nats:// URL")
+        elif not store:
+            self.fail(
+                ("host", "bus"),
+                "host.bus needs host.store: the hosts on a bus share one PostgreSQL database",
+            )
+        return url
 
     def _store_url(self, url: str) -> str | None:
         if not url:

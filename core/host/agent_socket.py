@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from core.auth import AuthError, token_digest
 from core.host import decoding
+from core.host.frame_socket import FrameSocket
 from core.host.origins import check_origin
 from core.host.state import HOST, Host
 from core.protocol import (
@@ -82,22 +83,31 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
     check_origin(request, host.config.host.allowed_origins)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
-    conn = Connection(host, ws, request.remote or "?")
     request.app[SOCKETS].add(ws)
+    try:
+        await serve_socket(request.app, ws, request.remote or "?")
+    finally:
+        request.app[SOCKETS].discard(ws)
+    return ws
+
+
+async def serve_socket(app: web.Application, ws: FrameSocket, address: str) -> None:
+    """Run one console's connection to its end: a socket of this host's own, or one an edge
+    of the cluster holds and relays (core/host/relay.py)."""
+    host = app[HOST]
+    conn = Connection(host, ws, address)
     host.connected_agents += 1
     log.info("event=agent_connected address=%s", conn.address)
     try:
         await conn.run()
     finally:
-        request.app[SOCKETS].discard(ws)
         host.connected_agents -= 1
         conn.detach()
         log.info("event=agent_disconnected address=%s agent=%s", conn.address, conn.agent)
-    return ws
 
 
 class Connection:
-    def __init__(self, host: Host, ws: web.WebSocketResponse, address: str) -> None:
+    def __init__(self, host: Host, ws: FrameSocket, address: str) -> None:
         self.host = host
         self.ws = ws
         self.address = address

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger
 
 from core.config import HostConfig
-from core.host import admin_api, agent_socket, api, metrics, widget
+from core.host import admin_api, agent_socket, api, metrics, relay, widget
+from core.host.bus import Bus
+from core.host.edge import Edge, create_edge_app
 from core.host.standby import standby_site
 from core.host.state import HOST, Host
 from core.protocol import MAX_FRAME_BYTES
@@ -72,6 +74,9 @@ async def healthz(request: web.Request) -> web.Response:
     }
     if failing:
         body["store"] = failing
+    if host.bus_process is not None:
+        body["role"] = "router"
+        body["process"] = host.bus_process
     return web.json_response(body, status=503 if failing else 200)
 
 
@@ -99,8 +104,11 @@ async def prune_sessions(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def create_app(host: Host) -> web.Application:
-    app = web.Application(client_max_size=MAX_FRAME_BYTES)
+def create_app(host: Host, *, relay_secret: str | None = None) -> web.Application:
+    """The host's app; with `relay_secret`, requests relayed from the edges are served as
+    from the address of their client."""
+    middlewares = [] if relay_secret is None else [relay.trust_relayed(relay_secret)]
+    app = web.Application(client_max_size=MAX_FRAME_BYTES, middlewares=middlewares)
     app[HOST] = host
     app.on_response_prepare.append(bound_send_buffer)
     app.cleanup_ctx.append(prune_sessions)
@@ -168,11 +176,23 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-def bind(listen_host: str, port: int) -> socket.socket:
-    """Bind before anything slow so a taken port is reported at once and clearly."""
+def bind(listen_host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Bind before anything slow so a taken port is reported at once and clearly. With
+    `reuse_port`, the worker processes of one host each bind the same port and the kernel
+    spreads the connections over them."""
+    sock = reserve(listen_host, port, reuse_port=reuse_port)
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def reserve(listen_host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A socket bound to the address, not listening yet."""
     family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((listen_host, port))
     except OSError as e:
@@ -183,16 +203,16 @@ def bind(listen_host: str, port: int) -> socket.socket:
                 "Choose another with --listen HOST:PORT"
             ) from e
         raise StartupError(f"cannot listen on {listen_host}:{port}: {e.strerror}") from e
-    sock.listen(512)
-    sock.setblocking(False)
     return sock
 
 
-async def serve(config: HostConfig, listen: tuple[str, int], data_dir: Path) -> None:
+async def serve(
+    config: HostConfig, listen: tuple[str, int], data_dir: Path, *, reuse_port: bool = False
+) -> None:
     """Run until SIGINT or SIGTERM, then drain: stop accepting, close sockets, commit, close.
     With `[host] store` (a database several hosts share), stand by until this host wins the
     routing role, serve while it holds it, and stand by again if it loses it."""
-    sock = bind(*listen)
+    sock = bind(*listen, reuse_port=reuse_port)
     actual = sock.getsockname()
     log.info(
         "event=listening address=%s:%s data=%s pid=%s", actual[0], actual[1], data_dir, os.getpid()
@@ -222,25 +242,62 @@ async def _serve_service(
 
 
 async def _serve_host(
-    host: Host, sock: socket.socket, data_dir: Path, until: Awaitable[object]
+    host: Host,
+    sock: socket.socket,
+    data_dir: Path,
+    until: Awaitable[object],
+    bus: Bus | None = None,
 ) -> None:
     """Serve `host` on `sock` until `until` is done. The site gets a duplicate of the
     listening socket, so closing it leaves `sock` listening for the next term (connections
-    wait in its backlog meanwhile)."""
-    app = create_app(host)
+    wait in its backlog meanwhile). With a `bus`, the host also serves what the edges relay."""
+    secret = None if bus is None else relay.new_secret()
+    app = create_app(host, relay_secret=secret)
     tune_gc()
     runner = runner_for(app, handle_signals=False)
     await runner.setup()
     await web.SockSite(runner, sock.dup(), shutdown_timeout=5.0).start()
+    relaying = None
+    if bus is not None and secret is not None:
+        # The edges' HTTP requests come in through the app on a loopback port of its own.
+        loopback = bind("127.0.0.1", 0)
+        await web.SockSite(runner, loopback, shutdown_timeout=5.0).start()
+        url = f"http://127.0.0.1:{loopback.getsockname()[1]}"
+        relaying = relay.Relay(bus, app, url, secret)
+        await relaying.start()
     log.info("event=serving")
     admin_api.publish(app, data_dir, sock.getsockname())
     try:
         await until
         log.info("event=stopping")
     finally:
+        if relaying is not None:
+            with contextlib.suppress(Exception):
+                await relaying.stop()
         with contextlib.suppress(Exception):
             await runner.cleanup()
         admin_api.withdraw(data_dir)
+
+
+async def _wait_to_route(
+    config: HostConfig, sock: socket.socket, why: Callable[[], str], bus: Bus | None
+) -> Callable[[], Awaitable[None]]:
+    """Serve what a host that does not route serves: with a bus, everything, relayed to the
+    router (an edge); without, 503 and "standby". Returns the function that stops it."""
+    if bus is None:
+        standby = await standby_site(sock, why)
+        return standby.cleanup
+    edge = Edge(config, bus)
+    await edge.start()
+    runner = runner_for(create_edge_app(edge), handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, sock.dup(), shutdown_timeout=1.0).start()
+
+    async def stop() -> None:
+        await edge.stop()
+        await runner.cleanup()
+
+    return stop
 
 
 async def _serve_elected(
@@ -250,11 +307,26 @@ async def _serve_elected(
     address = sock.getsockname()
     holder = f"{socket.gethostname()}:{address[1]}:{os.getpid()}"
     shared = await open_shared(config, holder)
+    bus = None
     stopping = asyncio.ensure_future(stop.wait())
     try:
+        if config.host.bus is not None:
+            cluster = await shared.shared_secret("bus subjects", 6)
+            bus = Bus(config.host.bus, cluster.hex())
+            connecting = await standby_site(sock, lambda: bus.trouble or "connecting to the bus")
+            try:
+                connected = asyncio.ensure_future(bus.connect())
+                await asyncio.wait({connected, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not connected.done():
+                    connected.cancel()
+                    return
+            finally:
+                await connecting.cleanup()
         while not stop.is_set():
-            standby = await standby_site(sock, lambda: shared.election.waiting_because)
-            log.info("event=standing_by holder=%s", holder)
+            stop_waiting = await _wait_to_route(
+                config, sock, lambda: shared.election.waiting_because, bus
+            )
+            log.info("event=standing_by holder=%s edge=%s", holder, bus is not None)
             try:
                 won = asyncio.ensure_future(shared.election.win())
                 await asyncio.wait({won, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -262,13 +334,22 @@ async def _serve_elected(
                     won.cancel()
                     return
             finally:
-                await standby.cleanup()
+                await stop_waiting()
             inbox, auth, admin = await shared.open_service(config)
-            host = Host(config=inbox.config, inbox=inbox, auth=auth, admin=admin, data_dir=data_dir)
+            host = Host(
+                config=inbox.config,
+                inbox=inbox,
+                auth=auth,
+                admin=admin,
+                data_dir=data_dir,
+                bus_process=None if bus is None else bus.process,
+                # Widget chats resume through any host, before a failover and after.
+                widget_key=await shared.shared_secret(widget.KEY_FILE, widget.KEY_BYTES),
+            )
             lost = asyncio.ensure_future(shared.election.lost())
             try:
                 either = asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                await _serve_host(host, sock, data_dir, either)
+                await _serve_host(host, sock, data_dir, either, bus)
             finally:
                 await shared.stop_service(inbox)
             if lost.done():
@@ -279,4 +360,6 @@ async def _serve_elected(
                 lost.cancel()
     finally:
         stopping.cancel()
+        if bus is not None:
+            await bus.close()
         await shared.close()

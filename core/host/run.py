@@ -12,6 +12,7 @@ from msgspec.structs import replace
 
 from core.config import ConfigError, HostConfig, default_config_path, load_config
 from core.host.app import StartupError, serve
+from core.host.workers import supervise
 from core.paths import default_data_dir
 from core.service import StoreError
 
@@ -69,6 +70,8 @@ def run_server(
     data_dir: Path | None,
     *,
     store: str | None = None,
+    bus: str | None = None,
+    workers: int = 1,
 ) -> int:
     setup_logging()
     try:
@@ -77,11 +80,38 @@ def run_server(
             if not store.startswith(("postgresql://", "postgres://")):
                 raise StartupError(f"--store wants a postgresql:// URL, not {store!r}")
             config = replace(config, host=replace(config.host, store=store))
+        if bus is not None:
+            if not bus.startswith(("nats://", "tls://")):
+                raise StartupError(f"--bus wants a nats:// URL, not {bus!r}")
+            config = replace(config, host=replace(config.host, bus=bus))
+        if config.host.bus is not None and config.host.store is None:
+            raise StartupError(
+                "a bus needs a shared store: give --store postgresql://… (or [host] store)"
+            )
+        if workers != 1 and config.host.bus is None:
+            raise StartupError(
+                "--workers needs a cluster: --store postgresql://… and --bus nats://… "
+                "(on SQLite one process writes, so one process serves)"
+            )
         address = parse_listen(listen or config.host.listen)
         data = data_dir or (Path(config.host.data_dir) if config.host.data_dir else None)
+        data = data or default_data_dir()
+        if workers != 1:
+            return supervise(workers, address, lambda port: _work(config, (address[0], port), data))
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(config, address, data or default_data_dir()))
+            runner.run(serve(config, address, data))
     except (ConfigError, StartupError, StoreError) as e:
         print(f"inbox-tui: cannot start: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _work(config: HostConfig, address: tuple[str, int], data: Path) -> int:
+    """One worker of `--workers`: a whole host on the shared port."""
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(config, address, data, reuse_port=True))
+    except (ConfigError, StartupError, StoreError) as e:
+        print(f"inbox-tui: worker cannot start: {e}", file=sys.stderr)
         return 2
     return 0

@@ -24,6 +24,10 @@ class Host:
     started_at: float = field(default_factory=time.time)
     connected_agents: int = 0
     dropped_consoles: int = 0  # closed for not reading (their queue filled)
+    # On a bus: this process's id there; it routes, and relays for the edges (relay.py).
+    bus_process: str | None = None
+    # The widget's ticket key when the hosts of a cluster share one; None: the data dir's.
+    widget_key: bytes | None = None
 
 
 HOST = web.AppKey("host", Host)

@@ -108,9 +108,10 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 from msgspec import Meta
 
-from core.config import WidgetSettings
+from core.config import HostConfig, WidgetSettings
 from core.files import write_atomically
 from core.host import decoding
+from core.host.frame_socket import FrameSocket
 from core.host.origins import check_origin
 from core.host.ratelimit import TokenBuckets
 from core.host.state import HOST, Host
@@ -347,7 +348,8 @@ class Widget:
 
     @cached_property
     def tickets(self) -> Tickets:
-        return Tickets(load_key(self.host.data_dir))
+        key = self.host.widget_key
+        return Tickets(key if key is not None else load_key(self.host.data_dir))
 
 
 WIDGET = web.AppKey("widget", Widget)
@@ -398,7 +400,10 @@ def page_headers(w: WidgetSettings) -> dict[str, str]:
 
 
 async def page(request: web.Request) -> web.Response:
-    config = request.app[HOST].config
+    return page_response(request.app[HOST].config)
+
+
+def page_response(config: HostConfig) -> web.Response:
     w = config.widget
     allowed = config.customer_attributes.get(w.channel, ()) if w.channel else ()
     html = (STATIC / "widget.html").read_text(encoding="utf-8")
@@ -425,20 +430,28 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=TRANSPORT_MAX_FRAME)
     await ws.prepare(request)
     widget = request.app[WIDGET]
-    conn = CustomerConnection(widget, ws, request.remote or "?")
     widget.sockets.add(ws)
+    try:
+        await serve_socket(request.app, ws, request.remote or "?")
+    finally:
+        widget.sockets.discard(ws)
+    return ws
+
+
+async def serve_socket(app: web.Application, ws: FrameSocket, address: str) -> None:
+    """Run one customer's connection to its end: a socket of this host's own, or one an edge
+    of the cluster holds and relays (core/host/relay.py)."""
+    conn = CustomerConnection(app[WIDGET], ws, address)
     log.info("event=widget_connected address=%s", conn.address)
     try:
         await conn.run()
     finally:
-        widget.sockets.discard(ws)
         await conn.close()
         log.info(
             "event=widget_disconnected address=%s conversation=%s",
             conn.address,
             conn.number or "-",
         )
-    return ws
 
 
 # ---------------------------------------------------------------------------- connection
@@ -453,7 +466,7 @@ class CustomerConnection:
     """One customer socket. A single writer task sends every outgoing frame in order; the
     reader and the inbox's (synchronous) watcher callback only queue them."""
 
-    def __init__(self, widget: Widget, ws: web.WebSocketResponse, address: str) -> None:
+    def __init__(self, widget: Widget, ws: FrameSocket, address: str) -> None:
         self.widget = widget
         self.host = widget.host
         self.ws = ws

@@ -62,9 +62,14 @@ async def _start(config: HostConfig, store: Store) -> Service:
 class SharedStore:
     """The database a cluster of hosts shares, and this host's election in it."""
 
-    def __init__(self, store: Store, election: Election) -> None:
+    def __init__(self, store: Store, lease: RouterLease, election: Election) -> None:
         self._store = store
+        self._lease = lease
         self.election = election
+
+    async def shared_secret(self, name: str, size: int) -> bytes:
+        """A secret all hosts of the cluster share (the widget's ticket key)."""
+        return await self._lease.shared_secret(name, size)
 
     async def open_service(self, config: HostConfig) -> Service:
         """Once the role is won: rebuild from the store and re-arm every deadline."""
@@ -86,7 +91,7 @@ async def open_shared(config: HostConfig, holder: str) -> SharedStore:
     if not isinstance(store, RouterLease):
         await store.close()
         raise ValueError(f"{type(store).__name__} cannot elect a router")
-    return SharedStore(store, Election(store, holder))
+    return SharedStore(store, store, Election(store, holder))
 
 
 async def close_service(inbox: Inbox) -> None:

@@ -1,0 +1,245 @@
+"""Hosts on one PostgreSQL database and one NATS bus: every host serves consoles, customers and
+the REST API, relaying to the one that routes, and when the router dies the others carry on.
+Real host processes, a real database (a fresh one per test), a real nats-server, real sockets
+on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.host_process import HostProcess, start_host, stop_host
+from core.client import InboxClient
+from core.protocol import (
+    AcceptOffer,
+    InteractionEvent,
+    MessageEvent,
+    SendMessage,
+)
+from tests.jepsen import integration_token
+from tests.test_failover import TAKEOVER, agent, get, offered
+
+HEARD = 10.0  # seconds a test waits for a frame that should come at once
+
+
+async def role_of(host: HostProcess) -> dict[str, Any]:
+    _, body = await asyncio.to_thread(get, f"{host.base_url}/healthz")
+    return body
+
+
+class Customer:
+    """A widget customer speaking the widget's JSON protocol, as widget.js does."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.number = ""
+        self.ticket = ""
+
+    async def next(self, kind: str) -> dict[str, Any]:
+        while True:
+            frame = await self.ws.receive_json(timeout=HEARD)
+            if frame["t"] == kind:
+                return dict(frame)
+            assert frame["t"] != "error", frame
+
+    async def start(self, question: str) -> None:
+        await self.ws.send_str(json.dumps({"t": "start", "name": "Ada", "email": "a@example.com"}))
+        started = await self.next("started")
+        self.number, self.ticket = started["conversation"], started["ticket"]
+        await self.say(question, "q1")
+
+    async def resume(self, number: str, ticket: str) -> None:
+        self.number, self.ticket = number, ticket
+        frame = {"t": "resume", "conversation": number, "ticket": ticket}
+        await self.ws.send_str(json.dumps(frame))
+        await self.next("resumed")
+
+    async def say(self, body: str, client_msg_id: str) -> None:
+        await self.ws.send_str(
+            json.dumps({"t": "message", "body": body, "client_msg_id": cid(client_msg_id)})
+        )
+        assert (await self.next("ack"))["client_msg_id"] == cid(client_msg_id)
+
+    async def hears(self, body: str) -> None:
+        while (frame := await self.next("message"))["body"] != body:
+            pass
+        assert frame["from"] == "agent", frame
+
+
+def cid(name: str) -> str:
+    return f"test-{name}"
+
+
+@asynccontextmanager
+async def customer_on(host: HostProcess) -> AsyncIterator[Customer]:
+    async with aiohttp.ClientSession() as http, http.ws_connect(host.widget_url) as ws:
+        yield Customer(ws)
+
+
+async def agent_hears(client: InboxClient, number: str, body: str) -> None:
+    while True:
+        event = await client.next_event(MessageEvent, timeout=TAKEOVER)
+        if event.message.interaction == number and event.message.body == body:
+            return
+
+
+async def start_cluster(
+    root: Path, postgres_url: str, nats_url: str, count: int = 3
+) -> list[HostProcess]:
+    """`count` hosts; the first routes (it starts alone, so it wins), the others are edges."""
+    hosts = [await asyncio.to_thread(start_host, root / "h0", store=postgres_url, bus=nats_url)]
+    try:
+        for i in range(1, count):
+            hosts.append(
+                await asyncio.to_thread(
+                    start_host, root / f"h{i}", store=postgres_url, bus=nats_url
+                )
+            )
+    except BaseException:
+        for host in hosts:
+            stop_host(host)
+        raise
+    return hosts
+
+
+async def test_every_host_serves_consoles_customers_and_the_api(
+    tmp_path: Path, postgres_url: str, nats_url: str
+) -> None:
+    token = await integration_token(postgres_url)
+    router, b, c = await start_cluster(tmp_path, postgres_url, nats_url)
+    try:
+        roles = [await role_of(h) for h in (router, b, c)]
+        assert [r["role"] for r in roles] == ["router", "edge", "edge"], roles
+        assert roles[1]["router"] == roles[2]["router"] == roles[0]["process"], roles
+
+        # The agent's console is on one edge, the customer's widget on the other.
+        alice = await agent(b)
+        async with customer_on(c) as ada:
+            await ada.start("My parcel never came")
+            offer = await offered(alice, ada.number)
+            await alice.request(AcceptOffer(offer=offer))
+            opened = await alice.next_event(InteractionEvent, timeout=HEARD)
+            assert opened.record.number == ada.number and opened.change == "opened"
+            await alice.request(
+                SendMessage(interaction=ada.number, body="Let me look", client_msg_id=cid("a1"))
+            )
+            await ada.hears("Let me look")
+            await ada.say("Thanks", "q2")
+            await agent_hears(alice, ada.number, "Thanks")
+
+        # The REST API through either edge: an item created on one, its retry replayed on the
+        # other (the idempotency key is in the database, not in a host).
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "order-17"}
+        item = {"channel": "case", "customer": {"id": "c17"}, "short_description": "Refund 17"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{c.base_url}/api/v1/items", json=item, headers=headers) as r:
+                created = await r.json()
+                assert r.status == 201, created
+            async with http.post(f"{b.base_url}/api/v1/items", json=item, headers=headers) as r:
+                again = await r.json()
+                assert r.status == 200 and r.headers["Idempotent-Replayed"] == "true", again
+            assert again["interaction"] == created["interaction"]
+            async with http.get(f"{b.base_url}/api/v1/queues", headers=headers) as r:
+                assert r.status == 200 and (await r.json())["queues"], await r.text()
+            # An unknown route relays too, and its error is the router's own.
+            async with http.get(f"{c.base_url}/api/v1/nothing-here", headers=headers) as r:
+                assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+        await alice.close()
+
+        # The router served the edges' clients as from their own addresses, not the relay's.
+        log = router.log_text()
+        assert "event=widget_connected address=127.0.0.1" in log, log[-3000:]
+        assert "event=agent_logged_in agent=alice" in log
+        assert "event=agent_logged_in" not in b.log_text() + c.log_text()
+    finally:
+        for host in (router, b, c):
+            stop_host(host)
+
+
+async def test_consoles_on_edges_carry_on_when_the_router_is_killed(
+    tmp_path: Path, postgres_url: str, nats_url: str
+) -> None:
+    router, b, c = await start_cluster(tmp_path, postgres_url, nats_url)
+    try:
+        alice = await agent(c)
+        async with customer_on(b) as ada:
+            await ada.start("Where is my order?")
+            offer = await offered(alice, ada.number)
+            await alice.request(AcceptOffer(offer=offer))
+            await alice.next_event(InteractionEvent, timeout=HEARD)
+        number, ticket = ada.number, ada.ticket
+
+        router.proc.kill()  # kill -9: no drain, no goodbye on the bus
+        router.proc.wait()
+        started = time.monotonic()
+        while "router" not in [(await role_of(h)).get("role") for h in (b, c)]:
+            assert time.monotonic() - started < TAKEOVER, [b.log_text(), c.log_text()]
+            await asyncio.sleep(0.1)
+
+        # The console reconnects by itself (to the same edge, or to it now routing) and the
+        # conversation it owned is still its own: the customer resumes through the other host
+        # with the ticket from before (the ticket key is the cluster's, not the dead host's).
+        async with customer_on(b) as again:
+            await again.resume(number, ticket)
+            await again.say("Any news?", "q2")
+            await agent_hears(alice, number, "Any news?")
+            await alice.request(
+                SendMessage(interaction=number, body="It ships today", client_msg_id=cid("a2"))
+            )
+            await again.hears("It ships today")
+
+        # And new work still reaches the agent through the edge.
+        async with customer_on(b) as bo:
+            await bo.start("Second question")
+            await offered(alice, bo.number)
+        await alice.close()
+    finally:
+        for host in (router, b, c):
+            stop_host(host)
+
+
+async def test_workers_share_one_port_and_a_killed_worker_is_replaced(
+    tmp_path: Path, postgres_url: str, nats_url: str
+) -> None:
+    host = await asyncio.to_thread(
+        start_host, tmp_path / "w", store=postgres_url, bus=nats_url, workers=2
+    )
+    try:
+        # Connections spread over the workers: both the router and the edge answer.
+        seen: dict[str, str] = {}
+        for _ in range(200):
+            body = await role_of(host)
+            seen[str(body.get("process"))] = str(body.get("role"))
+            if len(seen) == 2:
+                break
+        assert sorted(seen.values()) == ["edge", "router"], seen
+
+        # A worker killed -9 comes back (the supervisor starts another on the same port), and
+        # an agent logs in through the port all along.
+        edge = next(p for p, role in seen.items() if role == "edge")
+        pid = int(edge.split("-")[-2])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + TAKEOVER
+        while f"pid={pid} code=-9" not in host.log_text():
+            assert time.monotonic() < deadline, host.log_text()[-3000:]
+            await asyncio.sleep(0.1)
+        replaced: set[str] = set()
+        while len(replaced) < 2 or edge in replaced:
+            assert time.monotonic() < deadline, (replaced, host.log_text()[-3000:])
+            body = await role_of(host)
+            if body.get("status") == "ok":
+                replaced.add(str(body.get("process")))
+            await asyncio.sleep(0.01)
+        alice = await agent(host)
+        await alice.close()
+    finally:
+        stop_host(host)
