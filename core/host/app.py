@@ -247,6 +247,7 @@ async def _serve_host(
     data_dir: Path,
     until: Awaitable[object],
     bus: Bus | None = None,
+    epoch: int = 0,
 ) -> None:
     """Serve `host` on `sock` until `until` is done. The site gets a duplicate of the
     listening socket, so closing it leaves `sock` listening for the next term (connections
@@ -263,7 +264,7 @@ async def _serve_host(
         loopback = bind("127.0.0.1", 0)
         await web.SockSite(runner, loopback, shutdown_timeout=5.0).start()
         url = f"http://127.0.0.1:{loopback.getsockname()[1]}"
-        relaying = relay.Relay(bus, app, url, secret)
+        relaying = relay.Relay(bus, app, url, secret, epoch)
         await relaying.start()
     log.info("event=serving")
     admin_api.publish(app, data_dir, sock.getsockname())
@@ -349,7 +350,7 @@ async def _serve_elected(
             lost = asyncio.ensure_future(shared.election.lost())
             try:
                 either = asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                await _serve_host(host, sock, data_dir, either, bus)
+                await _serve_host(host, sock, data_dir, either, bus, won.result())
             finally:
                 await shared.stop_service(inbox)
             if lost.done():

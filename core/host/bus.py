@@ -9,11 +9,14 @@ Subjects, under the cluster's prefix `inbox.<cluster>.` (the cluster's id is kep
 database, so hosts on one database meet on the bus and two clusters sharing a NATS server do
 not; docs/architecture.md has the whole relay protocol):
 
-    alive               every process, every ALIVE_EVERY s: "<role> <process id>"
-    router.open         request: an edge opens a relayed socket on the router
-    router.http         request: an edge relays one HTTP request to the router
-    router.<id>.in      frames from the edges to the router's relayed sockets
-    edge.<id>           frames from the router to one edge's sockets
+    alive               every process, every ALIVE_EVERY s: "<role> <process id> <epoch>"
+    router.<id>.open    request: an edge opens a relayed socket on router <id>
+    router.<id>.http    request: an edge relays one HTTP request to router <id>
+    router.<id>.in      frames from the edges to router <id>'s relayed sockets
+    edge.<id>           frames from the router to edge <id>'s sockets
+
+Edges follow the router of the highest fencing epoch heard: a router that was frozen and
+deposed, and announces itself again before it learns so, is not followed back.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ class Bus:
     cluster: str  # the cluster's id: its subjects are under inbox.<cluster>.
     process: str = field(default_factory=process_id)
     role: str = "edge"  # what this process says it is in its heartbeats: "edge" or "router"
+    epoch: int = 0  # the routing role's fencing epoch while this process routes
     nc: Client | None = None
     # Why the bus cannot be used now, for /healthz; None while connected.
     trouble: str | None = "not connected yet"
@@ -116,23 +120,17 @@ class Bus:
     # Told of a process gone: silent for DEAD_AFTER, or a router that another has replaced
     # (a router announces itself only once it holds the role, so the one before has lost it).
     on_gone: list[Callable[[str], None]] = field(default_factory=list)
-    routing: str | None = None  # the process heard routing last
+    routing: str | None = None  # the router followed: the highest epoch heard
+    routing_epoch: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def alive_subject(self) -> str:
         return f"inbox.{self.cluster}.alive"
 
-    @property
-    def open_subject(self) -> str:
-        return f"inbox.{self.cluster}.router.open"
-
-    @property
-    def http_subject(self) -> str:
-        return f"inbox.{self.cluster}.router.http"
-
-    def router_inbox(self, process: str) -> str:
-        return f"inbox.{self.cluster}.router.{process}.in"
+    def router_subject(self, process: str, what: str) -> str:
+        """`what` is "open", "http" or "in"."""
+        return f"inbox.{self.cluster}.router.{process}.{what}"
 
     def edge_inbox(self, process: str) -> str:
         return f"inbox.{self.cluster}.edge.{process}"
@@ -187,7 +185,8 @@ class Bus:
     async def announce(self) -> None:
         """Say this process's role now rather than at the next beat."""
         with contextlib.suppress(Exception):  # disconnected: the next beat says it
-            await self.client.publish(self.alive_subject, f"{self.role} {self.process}".encode())
+            beat = f"{self.role} {self.process} {self.epoch}"
+            await self.client.publish(self.alive_subject, beat.encode())
 
     async def _beat(self) -> None:
         while True:
@@ -195,17 +194,19 @@ class Bus:
             await asyncio.sleep(ALIVE_EVERY)
 
     async def _heard(self, msg: Msg) -> None:
-        role, _, process = msg.data.decode(errors="replace").partition(" ")
-        if not process:
+        try:
+            role, process, epoch_text = msg.data.decode().split(" ")
+            epoch = int(epoch_text)
+        except ValueError:
             return
         self.seen[process] = (role, time.monotonic())
-        if role == "router" and process != self.routing:
-            before, self.routing = self.routing, process
-            log.info("event=router_heard process=%s before=%s", process, before)
+        if role == "router" and process != self.routing and epoch > self.routing_epoch:
+            before, self.routing, self.routing_epoch = self.routing, process, epoch
+            log.info("event=router_heard process=%s epoch=%s before=%s", process, epoch, before)
             if before is not None:
                 self._gone(before)
         elif role != "router" and process == self.routing:
-            self.routing = None  # it stepped down
+            self.routing = None  # it stepped down; its successor's epoch is higher
             self._gone(process)
 
     def _gone(self, process: str) -> None:

@@ -151,23 +151,28 @@ class Edge:
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=limit)
         await ws.prepare(request)
         nc = self.bus.client
-        bridged = Bridged(ws, new_conn_id(), kind)
+        # Opened on the router followed now; if it goes meanwhile, _router_gone closes this.
+        bridged = Bridged(ws, new_conn_id(), kind, router=self.bus.routing or "")
         self.sockets[bridged.conn] = bridged
         opening = OpenSocket(
             kind=kind, conn=bridged.conn, edge=self.bus.process, address=request.remote or "?"
         )
         try:
             reply = await nc.request(
-                self.bus.open_subject, msgspec.msgpack.encode(opening), timeout=OPEN_TIMEOUT
+                self.bus.router_subject(bridged.router, "open"),
+                msgspec.msgpack.encode(opening),
+                timeout=OPEN_TIMEOUT,
             )
-            bridged.router = msgspec.msgpack.decode(reply.data, type=Opened).router
+            msgspec.msgpack.decode(reply.data, type=Opened)
         except (NatsError, TimeoutError, msgspec.DecodeError) as e:
             del self.sockets[bridged.conn]
             log.info("event=edge_open_failed kind=%s error=%s", kind, e or type(e).__name__)
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"no routing host; retry")
             return ws
         writer = asyncio.get_running_loop().create_task(self._write(bridged))
-        subject = self.bus.router_inbox(bridged.router)
+        subject = self.bus.router_subject(bridged.router, "in")
+        # The reply subject names this edge: a router that does not know the socket says so.
+        mine = self.bus.edge_inbox(self.bus.process)
         try:
             async for message in ws:
                 if message.type == WSMsgType.BINARY:
@@ -177,7 +182,7 @@ class Edge:
                 else:
                     continue
                 for payload in frames(bridged.conn, op, data, nc.max_payload):
-                    await nc.publish(subject, payload)
+                    await nc.publish(subject, payload, reply=mine)
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -227,7 +232,8 @@ class Edge:
                 )
             )
         try:
-            reply = await nc.request(self.bus.http_subject, payload, timeout=HTTP_TIMEOUT)
+            subject = self.bus.router_subject(self.bus.routing or "", "http")
+            reply = await nc.request(subject, payload, timeout=HTTP_TIMEOUT)
             answer = msgspec.msgpack.decode(reply.data, type=RelayedResponse)
         except (NatsError, TimeoutError, msgspec.DecodeError) as e:
             message = f"the routing host did not answer: {e or type(e).__name__}"

@@ -71,7 +71,7 @@ class OpenSocket(msgspec.Struct, frozen=True):
 
 
 class Opened(msgspec.Struct, frozen=True):
-    router: str  # frames for the socket go to Bus.router_inbox(router)
+    router: str  # frames for the socket go to Bus.router_subject(router, "in")
 
 
 class RelayedRequest(msgspec.Struct, frozen=True):
@@ -173,6 +173,7 @@ class Relay:
     app: web.Application
     loopback: str  # this host's app on a loopback port, for relayed HTTP requests
     secret: str
+    epoch: int  # the routing role's fencing epoch: edges follow the highest they hear
     sockets: dict[str, RelayedSocket] = field(default_factory=dict)
     _subscriptions: list[Subscription] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -184,22 +185,22 @@ class Relay:
         return self.bus.client.max_payload
 
     async def start(self) -> None:
-        nc = self.bus.client
+        nc, me = self.bus.client, self.bus.process
         self._http = aiohttp.ClientSession(
             self.loopback, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT), auto_decompress=False
         )
         self._subscriptions = [
-            await nc.subscribe(self.bus.router_inbox(self.bus.process), cb=self._frame),
-            await nc.subscribe(self.bus.open_subject, cb=self._open),
-            await nc.subscribe(self.bus.http_subject, cb=self._request),
+            await nc.subscribe(self.bus.router_subject(me, "in"), cb=self._frame),
+            await nc.subscribe(self.bus.router_subject(me, "open"), cb=self._open),
+            await nc.subscribe(self.bus.router_subject(me, "http"), cb=self._request),
         ]
         self.bus.on_gone.append(self._edge_gone)
-        self.bus.role = "router"
+        self.bus.role, self.bus.epoch = "router", self.epoch
         await self.bus.announce()
         log.info("event=relay_started process=%s", self.bus.process)
 
     async def stop(self) -> None:
-        self.bus.role = "edge"
+        self.bus.role, self.bus.epoch = "edge", 0
         if self._edge_gone in self.bus.on_gone:
             self.bus.on_gone.remove(self._edge_gone)
         for sub in self._subscriptions:
@@ -252,7 +253,13 @@ class Relay:
             return
         sock = self.sockets.get(conn)
         if sock is None:
-            return  # closed here first; the edge hears of it from the close frame
+            # Closed here, or never opened here (this router replaced the one it was opened
+            # on): the edge closes its client, who reconnects.
+            if op != CLOSE and msg.reply:
+                closing = close_frame(conn, WSCloseCode.SERVICE_RESTART, b"routing host moved")
+                with contextlib.suppress(Exception):
+                    await self.bus.client.publish(msg.reply, closing)
+            return
         if op == CLOSE:
             sock.ended(int.from_bytes(data[:2], "big") if len(data) >= 2 else WSCloseCode.OK)
             return
