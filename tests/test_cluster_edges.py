@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -26,7 +27,7 @@ from core.protocol import (
     SendMessage,
 )
 from tests.jepsen import integration_token
-from tests.test_failover import TAKEOVER, agent, get, offered
+from tests.test_failover import TAKEOVER, CuttableLink, agent, get, offered
 
 HEARD = 10.0  # seconds a test waits for a frame that should come at once
 
@@ -243,3 +244,42 @@ async def test_workers_share_one_port_and_a_killed_worker_is_replaced(
         await alice.close()
     finally:
         stop_host(host)
+
+
+async def test_an_edge_that_loses_the_bus_says_so_and_comes_back_by_itself(
+    tmp_path: Path, postgres_url: str, nats_url: str
+) -> None:
+    where = urlsplit(nats_url)
+    link = CuttableLink((where.hostname or "127.0.0.1", where.port or 4222))
+    await link.mend()
+    router = await asyncio.to_thread(start_host, tmp_path / "a", store=postgres_url, bus=nats_url)
+    edge = await asyncio.to_thread(
+        start_host, tmp_path / "b", store=postgres_url, bus=f"nats://127.0.0.1:{link.port}"
+    )
+    try:
+        alice = await agent(edge)
+        await link.cut()
+        # Without the bus nothing is acknowledged through the edge: it says so and why.
+        started = time.monotonic()
+        while (body := await role_of(edge))["status"] != "unavailable":
+            assert time.monotonic() - started < TAKEOVER, body
+            await asyncio.sleep(0.1)
+        assert "bus" in body["reason"], body
+        status, answer = await asyncio.to_thread(get, f"{edge.base_url}/api/v1/queues")
+        assert status == 503 and answer["error"]["code"] == "unavailable", answer
+        assert (await role_of(router))["status"] == "ok"  # the router serves on meanwhile
+
+        await link.mend()
+        while (body := await role_of(edge))["status"] != "ok":
+            assert time.monotonic() - started < TAKEOVER, edge.log_text()[-3000:]
+            await asyncio.sleep(0.1)
+        # The console came back through the edge by itself, and work reaches it again.
+        async with customer_on(edge) as ada:
+            await ada.start("Are you there?")
+            await offered(alice, ada.number)
+        assert alice.status == "connected"
+        await alice.close()
+    finally:
+        stop_host(router)
+        stop_host(edge)
+        await link.cut()

@@ -135,8 +135,8 @@ async def test_a_router_whose_database_session_is_ended_stops_and_another_takes_
 
 
 class CuttableLink:
-    """A loopback TCP relay to PostgreSQL that the test can cut and mend: the database goes
-    away for the host without stopping the server other tests use."""
+    """A loopback TCP relay to a server (PostgreSQL, NATS) that the test can cut and mend: the
+    server goes away for the host without stopping the one other tests use."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target

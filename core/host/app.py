@@ -74,9 +74,13 @@ async def healthz(request: web.Request) -> web.Response:
     }
     if failing:
         body["store"] = failing
-    if host.bus_process is not None:
+    if host.bus is not None:
         body["role"] = "router"
-        body["process"] = host.bus_process
+        body["process"] = host.bus.process
+        if host.bus.trouble is not None:
+            # Still 200: the router serves its own sockets without the bus, and while the bus
+            # is down for every host, it is the one host that can serve at all.
+            body["bus"] = host.bus.trouble
     return web.json_response(body, status=503 if failing else 200)
 
 
@@ -343,7 +347,7 @@ async def _serve_elected(
                 auth=auth,
                 admin=admin,
                 data_dir=data_dir,
-                bus_process=None if bus is None else bus.process,
+                bus=bus,
                 # Widget chats resume through any host, before a failover and after.
                 widget_key=await shared.shared_secret(widget.KEY_FILE, widget.KEY_BYTES),
             )

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from core.auth import Authenticator
 from core.config import HostConfig
+from core.host.bus import Bus
 from core.service.admin import Administration
 from core.service.inbox import Inbox
 
@@ -24,8 +25,8 @@ class Host:
     started_at: float = field(default_factory=time.time)
     connected_agents: int = 0
     dropped_consoles: int = 0  # closed for not reading (their queue filled)
-    # On a bus: this process's id there; it routes, and relays for the edges (relay.py).
-    bus_process: str | None = None
+    # On a bus: it routes, and serves what the edges relay (relay.py).
+    bus: Bus | None = None
     # The widget's ticket key when the hosts of a cluster share one; None: the data dir's.
     widget_key: bytes | None = None
 
