@@ -192,6 +192,13 @@ def sanitize_attachment_name(name: str) -> str:
     return cleaned[:200]
 
 
+# The names of the secrets a cluster's hosts share (RouterLease.shared_secret), and their sizes.
+WIDGET_KEY = "widget.key"  # signs the widget's tickets; a SQLite data dir's file of that name
+WIDGET_KEY_BYTES = 32
+CLUSTER_ID = "bus subjects"  # the cluster's subjects on the bus are under its hex
+CLUSTER_ID_BYTES = 6
+
+
 @runtime_checkable
 class RouterLease(Protocol):
     """A store several hosts share (PostgreSQL) elects the one host that routes: the role is

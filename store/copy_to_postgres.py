@@ -27,7 +27,7 @@ import asyncpg
 
 from core.model import format_number
 from store import postgres_migrations
-from store.base import StoreError, StoreUnavailable
+from store.base import WIDGET_KEY, StoreError, StoreUnavailable
 from store.postgres import CONNECT_TIMEOUT_S, redact
 from store.sqlite import SQLiteStore, blob_path
 
@@ -237,6 +237,17 @@ async def _copy_tables(
                 progress(f"  {table.name}: {count:,} rows so far")
         copied[table.name] = count
         progress(f"  {table.name}: {count:,}")
+    key = data_dir / WIDGET_KEY
+    if key.exists():
+        # The cluster's hosts sign widget tickets with the key in the database: the old
+        # host's, so that the chats open at the move can still be resumed.
+        await target.execute(
+            "INSERT INTO cluster_secrets (name, value) VALUES ($1, $2) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            WIDGET_KEY,
+            key.read_bytes(),
+        )
+        progress(f"  the widget's ticket key ({key.name}): copied")
     return copied
 
 

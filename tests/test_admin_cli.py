@@ -19,6 +19,7 @@ import pytest
 
 from core.auth import Authenticator, AuthError, Principal
 from core.demo import demo_config_path
+from core.host.widget import load_key
 from core.model import (
     AgentStatus,
     AuditEntry,
@@ -37,7 +38,7 @@ from core.model import (
     WorkItem,
 )
 from store import SQLiteStore, Store, open_store
-from store.base import IdempotencyKey
+from store.base import WIDGET_KEY, WIDGET_KEY_BYTES, IdempotencyKey
 from store.postgres import PostgresStore
 from tests.store_helpers import attachment_contents, offers_of, rows
 
@@ -514,8 +515,10 @@ async def test_copy_to_moves_everything_into_postgresql_and_numbering_continues(
     env: dict[str, str], data: Path, postgres_url: str
 ) -> None:
     login, api_token = await populate(env, data)
+    key = load_key(data)  # as the SQLite host made it for its widget
     run = admin(env, data, "copy-to", postgres_url)
     out = ok(run)
+    assert "the widget's ticket key (widget.key): copied" in out
     assert f"copying {data / 'inbox.db'} to {postgres_url}" in out
     assert "  messages: 90\n" in out and "  attachment_blobs: 2 (the attachment files)" in out
     assert "the next numbers are CS0001002, IMS0001031, INC0001002" in out
@@ -559,6 +562,8 @@ async def test_copy_to_moves_everything_into_postgresql_and_numbering_continues(
             "IMS0001005", SenderKind.AGENT, "bob", "hello", "a1", 5.0
         )
         assert message.seq == 6
+        # The widget's ticket key goes too: chats open at the move resume on the cluster.
+        assert await target.shared_secret(WIDGET_KEY, WIDGET_KEY_BYTES) == key
 
     # The data directory is untouched, and the target is no longer empty.
     assert ok(admin(env, data, "agent", "list")).count("\n") == 3

@@ -316,8 +316,7 @@ async def _serve_elected(
     stopping = asyncio.ensure_future(stop.wait())
     try:
         if config.host.bus is not None:
-            cluster = await shared.shared_secret("bus subjects", 6)
-            bus = Bus(config.host.bus, cluster.hex())
+            bus = Bus(config.host.bus, await shared.cluster_id())
             connecting = await standby_site(sock, lambda: bus.trouble or "connecting to the bus")
             try:
                 connected = asyncio.ensure_future(bus.connect())
@@ -349,7 +348,7 @@ async def _serve_elected(
                 data_dir=data_dir,
                 bus=bus,
                 # Widget chats resume through any host, before a failover and after.
-                widget_key=await shared.shared_secret(widget.KEY_FILE, widget.KEY_BYTES),
+                widget_key=await shared.widget_key(),
             )
             lost = asyncio.ensure_future(shared.election.lost())
             try:

@@ -22,6 +22,7 @@ from core.service.admin import Administration
 from core.service.election import Election
 from core.service.inbox import Inbox
 from store import RouterLease, Store, open_store
+from store.base import CLUSTER_ID, CLUSTER_ID_BYTES, WIDGET_KEY, WIDGET_KEY_BYTES
 
 
 class Service(NamedTuple):
@@ -67,9 +68,15 @@ class SharedStore:
         self._lease = lease
         self.election = election
 
-    async def shared_secret(self, name: str, size: int) -> bytes:
-        """A secret all hosts of the cluster share (the widget's ticket key)."""
-        return await self._lease.shared_secret(name, size)
+    async def widget_key(self) -> bytes:
+        """The widget's ticket key, the same on every host: a chat resumes through any host,
+        before a failover and after."""
+        return await self._lease.shared_secret(WIDGET_KEY, WIDGET_KEY_BYTES)
+
+    async def cluster_id(self) -> str:
+        """The cluster's id, the same on every host on this database: its subjects on the bus
+        are under it, so two clusters sharing a NATS server never hear each other."""
+        return (await self._lease.shared_secret(CLUSTER_ID, CLUSTER_ID_BYTES)).hex()
 
     async def open_service(self, config: HostConfig) -> Service:
         """Once the role is won: rebuild from the store and re-arm every deadline."""
