@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,9 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 
-from bench.host_process import HostProcess, start_host, stop_host
+from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, stop_host
 from core.client import InboxClient
+from core.demo import demo_config_text
 from core.protocol import (
     AcceptOffer,
     InteractionEvent,
@@ -283,3 +286,29 @@ async def test_an_edge_that_loses_the_bus_says_so_and_comes_back_by_itself(
         stop_host(router)
         stop_host(edge)
         await link.cut()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["--workers", "2"],
+            "--workers needs a cluster: --store postgresql://… and --bus nats://…",
+        ),
+        (["--bus", "nats://127.0.0.1:4222"], "a bus needs a shared store: give --store"),
+        (["--bus", "redis://127.0.0.1:6379"], "--bus wants a nats:// URL"),
+    ],
+)
+def test_workers_and_a_bus_without_a_cluster_are_refused_at_start(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    config = tmp_path / "demo.toml"
+    config.write_text(demo_config_text(), encoding="utf-8")
+    run = subprocess.run(
+        [INBOX_TUI, "--server", "--listen", "127.0.0.1:0", "--config", config, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=console_env(tmp_path),
+    )
+    assert run.returncode == 2 and says in run.stderr, run.stderr

@@ -950,3 +950,27 @@ def test_bad_identity_secrets_refuse_to_start(
     assert e.line == 6 and e.where == "[widget]"
     assert str(e).startswith(f"{path}:6: [widget]: identity_secret_file ")
     assert str(key) in str(e) and reason in str(e)
+
+
+# ---------------------------------------------------------------------------- cluster keys
+
+
+def test_a_cluster_names_its_database_and_its_bus(tmp_path: Path) -> None:
+    url = "postgresql://inbox@db.example:5432/inbox"
+    bus = "nats://n1.example:4222, nats://n2.example:4222"
+    path = write(tmp_path, f'[host]\nstore = "{url}"\nbus = "{bus}"\n{CHANNELS}')
+    config = load_config(path)
+    assert (config.host.store, config.host.bus) == (url, bus)
+
+
+@pytest.mark.parametrize(
+    ("keys", "reason"),
+    [
+        ('bus = "redis://r:6379"', 'host.bus: "redis://r:6379" is not a nats:// URL'),
+        ('bus = "nats://n:4222,http://x"', "is not a nats:// URL (or several, comma-separated)"),
+        ('bus = "nats://n:4222"', "host.bus needs host.store: the hosts on a bus share one"),
+    ],
+)
+def test_a_bus_needs_nats_urls_and_a_shared_store(tmp_path: Path, keys: str, reason: str) -> None:
+    path = write(tmp_path, f"[host]\n{keys}\n{CHANNELS}")
+    assert reason in str(error(path))

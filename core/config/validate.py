@@ -345,8 +345,11 @@ class _Loader:
     def _bus_url(self, url: str, store: str) -> str | None:
         if not url:
             return None
-        if not url.startswith(("nats://", "tls://")):
-            self.fail(("host", "bus"), f"host.bus: {_show(url)} is not a nats:// URL")
+        if not all(u.strip().startswith(("nats://", "tls://")) for u in url.split(",")):
+            self.fail(
+                ("host", "bus"),
+                f"host.bus: {_show(url)} is not a nats:// URL (or several, comma-separated)",
+            )
         elif not store:
             self.fail(
                 ("host", "bus"),

@@ -141,7 +141,9 @@ class Bus:
         while self.nc is None:
             try:
                 self.nc = await nats.connect(
-                    self.url,
+                    # A NATS cluster: its servers' URLs, comma-separated; the client moves on
+                    # to the next when one goes.
+                    [url.strip() for url in self.url.split(",")],
                     name=self.process,
                     connect_timeout=CONNECT_TIMEOUT,
                     max_reconnect_attempts=-1,

@@ -81,7 +81,7 @@ def run_server(
                 raise StartupError(f"--store wants a postgresql:// URL, not {store!r}")
             config = replace(config, host=replace(config.host, store=store))
         if bus is not None:
-            if not bus.startswith(("nats://", "tls://")):
+            if not all(u.strip().startswith(("nats://", "tls://")) for u in bus.split(",")):
                 raise StartupError(f"--bus wants a nats:// URL, not {bus!r}")
             config = replace(config, host=replace(config.host, bus=bus))
         if config.host.bus is not None and config.host.store is None:
