@@ -22,12 +22,14 @@ import pytest
 
 from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, stop_host
 from core.client import InboxClient
-from core.demo import demo_config_text
+from core.demo import DEMO_PASSWORD, demo_config_text
 from core.protocol import (
     AcceptOffer,
     InteractionEvent,
     MessageEvent,
+    Resync,
     SendMessage,
+    SetPresence,
 )
 from tests.jepsen import integration_token
 from tests.test_failover import TAKEOVER, CuttableLink, agent, get, offered
@@ -169,29 +171,51 @@ async def test_every_host_serves_consoles_customers_and_the_api(
             stop_host(host)
 
 
+async def console_on(host: HostProcess, name: str, statuses: list[str]) -> InboxClient:
+    client = InboxClient(host.agent_url, backoff=(0.05, 0.2), on_status=statuses.append)
+    await client.connect()
+    await client.login(name, DEMO_PASSWORD)
+    await client.set_presence("Available")
+    return client
+
+
 async def test_consoles_on_edges_carry_on_when_the_router_is_killed(
     tmp_path: Path, postgres_url: str, nats_url: str
 ) -> None:
     router, b, c = await start_cluster(tmp_path, postgres_url, nats_url)
     try:
-        alice = await agent(c)
+        # A console on each edge: whichever edge is not the next router keeps its socket.
+        statuses: dict[str, list[str]] = {"alice": [], "bob": []}
+        alice = await console_on(c, "alice", statuses["alice"])
+        bob = await console_on(b, "bob", statuses["bob"])
         async with customer_on(b) as ada:
             await ada.start("Where is my order?")
             offer = await offered(alice, ada.number)
             await alice.request(AcceptOffer(offer=offer))
             await alice.next_event(InteractionEvent, timeout=HEARD)
         number, ticket = ada.number, ada.ticket
+        before = {name: list(seen) for name, seen in statuses.items()}
 
         router.proc.kill()  # kill -9: no drain, no goodbye on the bus
         router.proc.wait()
         started = time.monotonic()
-        while "router" not in [(await role_of(h)).get("role") for h in (b, c)]:
+        while "router" not in (roles := [(await role_of(h)).get("role") for h in (b, c)]):
             assert time.monotonic() - started < TAKEOVER, [b.log_text(), c.log_text()]
             await asyncio.sleep(0.1)
 
-        # The console reconnects by itself (to the same edge, or to it now routing) and the
-        # conversation it owned is still its own: the customer resumes through the other host
-        # with the ticket from before (the ticket key is the cluster's, not the dead host's).
+        # On the edge that stays an edge, the console's session moved to the new router under
+        # it: no reconnect, a Resync to redraw from, and it carries on.
+        stayed, stayed_on = (bob, b) if roles[0] == "edge" else (alice, c)
+        name = "bob" if stayed is bob else "alice"
+        resync = await stayed.next_event(Resync, timeout=TAKEOVER)
+        assert resync.snapshot.me.id == name
+        assert statuses[name] == before[name], statuses  # never "reconnecting"
+        assert "event=edge_console_moved" in stayed_on.log_text()
+        await stayed.request(SetPresence(presence="Available"))
+
+        # The conversation alice owned is still hers (she reconnected by herself if her edge
+        # became the router): the customer resumes through b with the ticket from before
+        # (the ticket key is the cluster's, not the dead host's).
         async with customer_on(b) as again:
             await again.resume(number, ticket)
             await again.say("Any news?", "q2")
@@ -201,11 +225,13 @@ async def test_consoles_on_edges_carry_on_when_the_router_is_killed(
             )
             await again.hears("It ships today")
 
-        # And new work still reaches the agent through the edge.
+        # And new work still reaches alice through the edge (bob steps away, so it is hers).
+        await bob.request(SetPresence(presence="Away"))
         async with customer_on(b) as bo:
             await bo.start("Second question")
             await offered(alice, bo.number)
         await alice.close()
+        await bob.close()
     finally:
         for host in (router, b, c):
             stop_host(host)

@@ -120,6 +120,7 @@ class Bus:
     # Told of a process gone: silent for DEAD_AFTER, or a router that another has replaced
     # (a router announces itself only once it holds the role, so the one before has lost it).
     on_gone: list[Callable[[str], None]] = field(default_factory=list)
+    on_router: list[Callable[[str], None]] = field(default_factory=list)  # a new one followed
     routing: str | None = None  # the router followed: the highest epoch heard
     routing_epoch: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -207,6 +208,8 @@ class Bus:
             log.info("event=router_heard process=%s epoch=%s before=%s", process, epoch, before)
             if before is not None:
                 self._gone(before)
+            for callback in list(self.on_router):
+                callback(process)
         elif role != "router" and process == self.routing:
             self.routing = None  # it stepped down; its successor's epoch is higher
             self._gone(process)

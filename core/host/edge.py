@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -36,6 +38,7 @@ from core.host.bus import (
     new_conn_id,
     parse,
 )
+from core.host.console_trail import ConsoleTrail
 from core.host.origins import check_origin
 from core.host.relay import (
     HTTP_TIMEOUT,
@@ -51,6 +54,8 @@ from core.service.sessions import OUTGOING_LIMIT
 log = logging.getLogger("inbox_tui.edge")
 
 OPEN_TIMEOUT = 2.0
+# How long a console whose router went is held for the next one before it is let go.
+MOVE_WAIT = 10.0
 # The hop-by-hop headers aiohttp sets itself on the way out.
 NOT_COPIED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
@@ -62,11 +67,18 @@ class Bridged:
     ws: web.WebSocketResponse
     conn: str
     kind: str
+    address: str
     router: str = ""
     out: asyncio.Queue[Outgoing] = field(
         default_factory=lambda: asyncio.Queue(maxsize=OUTGOING_LIMIT)
     )
     closed_by_router: bool = False
+    # A console's: what is needed to move its session to a new router (console_trail.py).
+    trail: ConsoleTrail | None = None
+    # Between its router going and the new one taking its session: the console's frames wait.
+    moving: bool = False
+    rejoining: bool = False  # the new router's answer to the rejoin is awaited
+    orphaned_at: float | None = None
 
 
 @dataclass
@@ -77,19 +89,31 @@ class Edge:
     sockets: dict[str, Bridged] = field(default_factory=dict)
     _pieces: Reassembly = field(default_factory=Reassembly)
     _subscription: Subscription | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
         self._subscription = await self.bus.client.subscribe(
             self.bus.edge_inbox(self.bus.process), cb=self._frame
         )
         self.bus.on_gone.append(self._router_gone)
+        self.bus.on_router.append(self._router_heard)
+        self._keep(self._close_orphans())
 
     async def stop(self) -> None:
         if self._router_gone in self.bus.on_gone:
             self.bus.on_gone.remove(self._router_gone)
+        if self._router_heard in self.bus.on_router:
+            self.bus.on_router.remove(self._router_heard)
+        for task in list(self._tasks):
+            task.cancel()
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
+
+    def _keep(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close_sockets(self, app: web.Application) -> None:
         """On shutdown, or when this host starts routing: the consoles and widgets come back
@@ -116,6 +140,9 @@ class Edge:
         if bridged is None:
             return
         if op == CLOSE:
+            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else WSCloseCode.OK
+            if code == WSCloseCode.SERVICE_RESTART and self._orphan(bridged):
+                return  # the router is moving: the console's session moves with it
             bridged.closed_by_router = True
         else:
             whole = self._pieces.add(conn, op, data)
@@ -133,15 +160,110 @@ class Edge:
                 bridged.ws.close(code=code, message=b"not reading")
             )
 
+    # ------------------------------------------------------------------ the router moving
+
     def _router_gone(self, process: str) -> None:
         for bridged in [b for b in self.sockets.values() if b.router == process]:
+            if self._orphan(bridged):
+                continue
             log.info("event=edge_socket_router_gone conn=%s router=%s", bridged.conn, process)
             with contextlib.suppress(asyncio.QueueFull):
                 bridged.out.put_nowait(
                     (CLOSE, WSCloseCode.SERVICE_RESTART.to_bytes(2, "big") + b"routing host moved")
                 )
 
+    def _orphan(self, bridged: Bridged) -> bool:
+        """Hold a console whose router went until the next one is heard; False for a socket
+        that cannot be moved (a widget's, or a console not logged in): it is closed."""
+        if bridged.trail is None or not bridged.trail.movable:
+            return False
+        if bridged.orphaned_at is None:
+            gone = bridged.router
+            bridged.moving, bridged.router, bridged.orphaned_at = True, "", time.monotonic()
+            log.info("event=edge_console_held conn=%s router=%s", bridged.conn, gone)
+            if self.bus.routing is not None and self.bus.routing != gone:
+                self._keep(self._move(bridged, self.bus.routing))
+        return True
+
+    def _router_heard(self, process: str) -> None:
+        for bridged in list(self.sockets.values()):
+            if bridged.orphaned_at is not None and bridged.router == "":
+                self._keep(self._move(bridged, process))
+
+    async def _close_orphans(self) -> None:
+        """A console held longer than MOVE_WAIT (no router heard since) is let go: it keeps
+        retrying by itself, and is answered `unavailable` meanwhile."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for bridged in list(self.sockets.values()):
+                if bridged.orphaned_at is not None and now - bridged.orphaned_at > MOVE_WAIT:
+                    bridged.orphaned_at = None
+                    await bridged.ws.close(
+                        code=WSCloseCode.SERVICE_RESTART, message=b"no routing host; reconnect"
+                    )
+
+    async def _move(self, bridged: Bridged, router: str) -> None:
+        """Open the console's socket anew on `router` and log its session in there."""
+        assert bridged.trail is not None
+        if bridged.router:
+            return  # already on its way
+        self.sockets.pop(bridged.conn, None)
+        self._pieces.forget(bridged.conn)
+        bridged.conn, bridged.router = new_conn_id(), router
+        self.sockets[bridged.conn] = bridged
+        if not await self._open(bridged):
+            await bridged.ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"reconnect")
+            return
+        bridged.rejoining = True
+        for frame in bridged.trail.rejoin():
+            await self._publish(bridged, BINARY, frame)
+        log.info("event=edge_console_moving conn=%s router=%s", bridged.conn, router)
+
+    async def _rejoined(self, bridged: Bridged, data: bytes) -> None:
+        """The new router's frames until it has taken the console's session."""
+        assert bridged.trail is not None
+        outcome, frame = bridged.trail.rejoined(data)
+        if outcome == "pass" and frame is not None:
+            bridged.trail.from_router(frame)
+            await bridged.ws.send_bytes(frame)
+        elif outcome == "failed":
+            await bridged.ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"reconnect")
+        elif outcome == "done":
+            if frame is not None:
+                await bridged.ws.send_bytes(frame)
+            bridged.rejoining = bridged.moving = False
+            bridged.orphaned_at = None
+            # What the old router never answered goes again, in the order it was sent.
+            for ref in sorted(bridged.trail.unanswered):
+                await self._publish(bridged, BINARY, bridged.trail.unanswered[ref])
+            log.info("event=edge_console_moved conn=%s router=%s", bridged.conn, bridged.router)
+
     # ------------------------------------------------------------------ sockets
+
+    async def _open(self, bridged: Bridged) -> bool:
+        opening = OpenSocket(
+            kind=bridged.kind, conn=bridged.conn, edge=self.bus.process, address=bridged.address
+        )
+        try:
+            reply = await self.bus.client.request(
+                self.bus.router_subject(bridged.router, "open"),
+                msgspec.msgpack.encode(opening),
+                timeout=OPEN_TIMEOUT,
+            )
+            msgspec.msgpack.decode(reply.data, type=Opened)
+        except (NatsError, TimeoutError, msgspec.DecodeError) as e:
+            log.info("event=edge_open_failed kind=%s error=%s", bridged.kind, e or type(e).__name__)
+            return False
+        return True
+
+    async def _publish(self, bridged: Bridged, op: bytes, data: bytes) -> None:
+        nc = self.bus.client
+        subject = self.bus.router_subject(bridged.router, "in")
+        # The reply subject names this edge: a router that does not know the socket says so.
+        mine = self.bus.edge_inbox(self.bus.process)
+        for payload in frames(bridged.conn, op, data, nc.max_payload):
+            await nc.publish(subject, payload, reply=mine)
 
     async def bridge(self, request: web.Request, kind: str) -> web.StreamResponse:
         why = self.why_not()
@@ -150,29 +272,16 @@ class Edge:
         limit = MAX_FRAME_BYTES if kind == "agent" else widget.TRANSPORT_MAX_FRAME
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=limit)
         await ws.prepare(request)
-        nc = self.bus.client
         # Opened on the router followed now; if it goes meanwhile, _router_gone closes this.
-        bridged = Bridged(ws, new_conn_id(), kind, router=self.bus.routing or "")
+        bridged = Bridged(ws, new_conn_id(), kind, request.remote or "?", self.bus.routing or "")
+        if kind == "agent":
+            bridged.trail = ConsoleTrail()
         self.sockets[bridged.conn] = bridged
-        opening = OpenSocket(
-            kind=kind, conn=bridged.conn, edge=self.bus.process, address=request.remote or "?"
-        )
-        try:
-            reply = await nc.request(
-                self.bus.router_subject(bridged.router, "open"),
-                msgspec.msgpack.encode(opening),
-                timeout=OPEN_TIMEOUT,
-            )
-            msgspec.msgpack.decode(reply.data, type=Opened)
-        except (NatsError, TimeoutError, msgspec.DecodeError) as e:
-            del self.sockets[bridged.conn]
-            log.info("event=edge_open_failed kind=%s error=%s", kind, e or type(e).__name__)
+        if not await self._open(bridged):
+            self.sockets.pop(bridged.conn, None)
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"no routing host; retry")
             return ws
         writer = asyncio.get_running_loop().create_task(self._write(bridged))
-        subject = self.bus.router_subject(bridged.router, "in")
-        # The reply subject names this edge: a router that does not know the socket says so.
-        mine = self.bus.edge_inbox(self.bus.process)
         try:
             async for message in ws:
                 if message.type == WSMsgType.BINARY:
@@ -181,18 +290,22 @@ class Edge:
                     op, data = TEXT, message.data.encode()
                 else:
                     continue
-                for payload in frames(bridged.conn, op, data, nc.max_payload):
-                    await nc.publish(subject, payload, reply=mine)
+                if bridged.trail is not None and op == BINARY:
+                    bridged.trail.from_console(data)
+                if bridged.moving:
+                    continue  # sent again once the session has moved, if it asked something
+                await self._publish(bridged, op, data)
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
             self.sockets.pop(bridged.conn, None)
             self._pieces.forget(bridged.conn)
-            if not bridged.closed_by_router:
+            if not bridged.closed_by_router and bridged.router:
                 with contextlib.suppress(Exception):
                     code = ws.close_code or WSCloseCode.OK
-                    await nc.publish(subject, close_frame(bridged.conn, code, b""))
+                    subject = self.bus.router_subject(bridged.router, "in")
+                    await self.bus.client.publish(subject, close_frame(bridged.conn, code, b""))
         return ws
 
     async def _write(self, bridged: Bridged) -> None:
@@ -206,8 +319,13 @@ class Edge:
                     return
                 if op == TEXT:
                     await ws.send_str(data.decode())
-                else:
-                    await ws.send_bytes(data)
+                    continue
+                if bridged.trail is not None:
+                    if bridged.rejoining:
+                        await self._rejoined(bridged, data)
+                        continue
+                    bridged.trail.from_router(data)
+                await ws.send_bytes(data)
 
     # ------------------------------------------------------------------ HTTP
 
