@@ -20,7 +20,8 @@ from msgspec import Meta, Struct
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@+-]+$")]
 Label = Annotated[str, Meta(max_length=200)]
 Body = Annotated[str, Meta(max_length=16_000)]
-ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64)]
+# No control characters: PostgreSQL's text cannot hold a NUL, and an id is not text to show.
+ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 # Integers within ±2**53: exact as JSON numbers everywhere, and far inside SQLite's and
 # msgpack's 64 bits (2**63 in an attribute used to reach the agent socket's encoder).
 AttrInt = Annotated[int, Meta(ge=-(2**53), le=2**53)]

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, stop_host
-from core.client import InboxClient
+from core.client import ClientError, InboxClient
 from core.demo import DEMO_PASSWORD, demo_config_text
 from core.protocol import (
     AcceptOffer,
@@ -141,6 +141,18 @@ async def test_every_host_serves_consoles_customers_and_the_api(
             await ada.hears("Let me look")
             await ada.say("Thanks", "q2")
             await agent_hears(alice, ada.number, "Thanks")
+            # PostgreSQL's text holds no NUL: an id with a control character is refused at
+            # the door, with the field named, on every path in.
+            with pytest.raises(ClientError) as refused:
+                await alice.request(
+                    SendMessage(interaction=ada.number, body="x", client_msg_id="a\x00b")
+                )
+            assert refused.value.code == "bad_frame" and "client_msg_id" in str(refused.value)
+            await ada.ws.send_str(
+                json.dumps({"t": "message", "body": "x", "client_msg_id": "q\u0000"})
+            )
+            error = await ada.ws.receive_json(timeout=HEARD)
+            assert error["t"] == "error" and "client_msg_id" in error["message"], error
 
         # The REST API through either edge: an item created on one, its retry replayed on the
         # other (the idempotency key is in the database, not in a host).

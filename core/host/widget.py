@@ -115,7 +115,7 @@ from core.host.frame_socket import FrameSocket
 from core.host.origins import check_origin
 from core.host.ratelimit import TokenBuckets
 from core.host.state import HOST, Host
-from core.model import InteractionRecord, InteractionState, Message, SenderKind
+from core.model import ClientMsgId, InteractionRecord, InteractionState, Message, SenderKind
 from core.protocol import Event, InteractionEvent, MessageEvent, TypingEvent
 from core.service import StoreUnavailable
 from core.service.inbox import InboxError
@@ -202,7 +202,7 @@ class Resume(msgspec.Struct, kw_only=True):
 
 class SendMessage(msgspec.Struct, kw_only=True):
     body: str
-    client_msg_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    client_msg_id: ClientMsgId
 
 
 class Empty(msgspec.Struct):
