@@ -39,9 +39,12 @@ from core.host.frame_socket import FrameSocket
 
 log = logging.getLogger("inbox_tui.relay")
 
-# Frames a relayed socket holds unread: the handlers read one at a time, and a client that
-# sends faster than they answer is closed, as aiohttp's own reader would stop reading it.
-INCOMING_LIMIT = 256
+# Frames and bytes a relayed socket holds unread. The handlers read one frame at a time; the
+# bus has no back-pressure to slow a client that sends faster than they answer, so past these
+# it is closed instead (a console resends at most its unanswered commands after a reconnect:
+# its outbox holds 100).
+INCOMING_LIMIT = 1024
+INCOMING_BYTES = 32 * 1024 * 1024
 SECRET_HEADER = "X-Inbox-Relay"
 REMOTE_HEADER = "X-Inbox-Remote"
 HTTP_TIMEOUT = 30.0
@@ -96,6 +99,7 @@ class RelayedSocket:
         self.conn = conn
         self.edge = edge
         self.incoming: asyncio.Queue[WSMessage] = asyncio.Queue(maxsize=INCOMING_LIMIT + 1)
+        self.unread_bytes = 0
         self._closed = False
 
     @property
@@ -121,9 +125,6 @@ class RelayedSocket:
             await self.relay.send(self.edge, [close_frame(self.conn, code, message)])
         return True
 
-    async def _close(self, code: int, message: bytes) -> None:
-        await self.close(code=code, message=message)
-
     def ended(self, code: int) -> None:
         """Closed, by either side: the reader sees CLOSED next."""
         if not self._closed:
@@ -135,21 +136,27 @@ class RelayedSocket:
     def arrived(self, message: WSMessage) -> None:
         if self._closed:
             return
-        if self.incoming.qsize() >= INCOMING_LIMIT:
+        size = len(message.data)
+        if self.incoming.qsize() >= INCOMING_LIMIT or self.unread_bytes + size > INCOMING_BYTES:
             log.info("event=relayed_socket_flooded conn=%s edge=%s", self.conn, self.edge)
+            code = WSCloseCode.POLICY_VIOLATION
+            self.ended(code)
+            closing = close_frame(self.conn, code, b"too many frames unread")
             self.relay.keep(
-                asyncio.get_running_loop().create_task(
-                    self._close(WSCloseCode.POLICY_VIOLATION, b"too many frames unread")
-                )
+                asyncio.get_running_loop().create_task(self.relay.tell(self.edge, closing))
             )
             return
+        self.unread_bytes += size
         self.incoming.put_nowait(message)
 
     async def receive(self, timeout: float | None = None) -> WSMessage:
         if self._closed and self.incoming.empty():
             return WSMessage(WSMsgType.CLOSED, None, None)
         async with asyncio.timeout(timeout):
-            return await self.incoming.get()
+            message = await self.incoming.get()
+        if message.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+            self.unread_bytes -= len(message.data)
+        return message
 
     def __aiter__(self) -> RelayedSocket:
         return self
@@ -220,6 +227,11 @@ class Relay:
     def forget(self, conn: str) -> None:
         self.sockets.pop(conn, None)
         self._pieces.forget(conn)
+
+    async def tell(self, edge: str, payload: bytes) -> None:
+        """Send without waiting to hear of a failure: the bus away, the edge hears of the loss."""
+        with contextlib.suppress(Exception):
+            await self.send(edge, [payload])
 
     async def send(self, edge: str, payloads: list[bytes]) -> None:
         nc, subject = self.bus.client, self.bus.edge_inbox(edge)
