@@ -72,7 +72,7 @@ from aiohttp import web
 
 from bench import store_micro
 from bench.host_process import HostProcess, start_host, stop_host
-from bench.proc_cpu import CpuMeter, children, named, postgres_labels
+from bench.proc_cpu import CpuMeter, children, machine_busy, named, postgres_labels
 from bench.seed import seed_open_conversations
 from core.auth import Authenticator
 from core.client import ClientError, InboxClient
@@ -650,10 +650,11 @@ async def sample_cpu(meter: CpuMeter, every: float = 1.0) -> None:
 
 
 def cpu_report(
-    meter: CpuMeter, generator_s: float, elapsed: float, conversations: float
+    meter: CpuMeter, generator_s: float, elapsed: float, conversations: float, messages: float
 ) -> dict[str, Any]:
-    """CPU seconds per process and per role, in cores (seconds per second of the run) and in
-    ms per conversation (closed during the run)."""
+    """CPU seconds per process and per role, in cores (seconds per second of the run), in ms
+    per conversation closed during the run, and in µs per durable message: past saturation
+    conversations are left open at the end, and the messages count the work done on them."""
     by_role = {**meter.per_label(), "generator": round(generator_s, 2)}
     return {
         "processes": {
@@ -667,10 +668,12 @@ def cpu_report(
                 "ms_per_conversation": round(cpu * 1000 / conversations, 3)
                 if conversations
                 else 0.0,
+                "us_per_message": round(cpu * 1e6 / messages, 1) if messages else 0.0,
             }
             for role, cpu in sorted(by_role.items())
         },
         "conversations": conversations,
+        "durable_messages": messages,
     }
 
 
@@ -847,6 +850,7 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         before = await scrape(load.http, base)
         meter.sample()
         self_before = resource.getrusage(resource.RUSAGE_SELF)
+        busy_before = machine_busy()
         started = time.perf_counter()
 
         async def progress() -> None:
@@ -880,6 +884,7 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
         meter.sample()
         self_after = resource.getrusage(resource.RUSAGE_SELF)
+        busy = machine_busy() - busy_before
         after = await scrape(load.http, base)
 
         s = load.stats
@@ -917,6 +922,13 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             "store_slow_commits": delta(after, before, "inbox_store_slow_commits_total"),
             "store_commit_max_ms": round(after.get("inbox_store_commit_seconds_max", 0) * 1000, 1),
             "messages_per_commit": round(durable / commits, 2) if commits else 0.0,
+            "store_writes_per_s": round(
+                delta(after, before, "inbox_store_commit_batch_size_sum") / elapsed, 1
+            ),
+            # The share of the run the one writer spent in transactions: near 1, it is the limit.
+            "store_writer_busy": round(
+                delta(after, before, "inbox_store_write_seconds_total") / elapsed, 3
+            ),
             # The host's own view of its cost per step, commit included: tells a slow router
             # from a slow socket path when the end-to-end latencies grow.
             "routing_step_mean_ms": mean_ms(after, before, "inbox_routing_step_seconds"),
@@ -933,8 +945,16 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             self_before.ru_utime + self_before.ru_stime
         )
         report["generator"] = {"cpu_s": round(gen_cpu, 2), "cpu_share": round(gen_cpu / elapsed, 3)}
-        report["cpu"] = cpu_report(meter, gen_cpu, elapsed, s.counts["closed"])
+        report["cpu"] = cpu_report(meter, gen_cpu, elapsed, s.counts["closed"], durable)
         report["cpu"]["router_pid"] = router
+        measured = sum(c for r, c in meter.per_process().values()) + gen_cpu
+        report["cpu"]["machine"] = {
+            "cores": os.cpu_count(),
+            "busy_cores": round(busy / elapsed, 3),
+            # Everything else on the machine: other users' work, and this run's processes the
+            # meter does not know of (the kernel's, short-lived ones between samples).
+            "other_cores": round((busy - measured) / elapsed, 3),
+        }
         if host is not None:
             mine = host_labels(host, router)
             cpu = sum(c for pid, (_, c) in meter.per_process().items() if pid in mine)
@@ -986,6 +1006,8 @@ def table(report: dict[str, Any]) -> str:
         f"durable messages/s    {h['durable_messages_per_s']:>10}   "
         f"({h['messages_per_commit']} per commit; {h['store_slow_commits']:.0f} commits over "
         f"25 ms, slowest {h['store_commit_max_ms']} ms)",
+        f"store writes/s        {h['store_writes_per_s']:>10}   "
+        f"(the writer busy {h['store_writer_busy']} of the run)",
         f"  vs sqlite naive     {naive:>10} commits/s  -> "
         f"{report['ratios']['durable_messages_vs_sqlite_naive']}x",
         f"  vs ws echo          {echo:>10} round trips/s -> "
@@ -998,17 +1020,25 @@ def table(report: dict[str, Any]) -> str:
         )
     cpu = report["cpu"]
     lines.append(
-        f"{'cpu by role':28} {'cpu s':>9} {'cores':>9} {'ms/conv':>9}"
+        f"{'cpu by role':28} {'cpu s':>9} {'cores':>9} {'ms/conv':>9} {'µs/msg':>9}"
         f"   ({cpu['conversations']:.0f} conversations closed; router pid {cpu['router_pid']})"
     )
     for role, c in cpu["by_role"].items():
-        lines.append(f"{role:28} {c['cpu_s']:>9} {c['cores']:>9} {c['ms_per_conversation']:>9}")
+        lines.append(
+            f"{role:28} {c['cpu_s']:>9} {c['cores']:>9} {c['ms_per_conversation']:>9} "
+            f"{c['us_per_message']:>9}"
+        )
     per_process = ", ".join(
         f"{pid} {p['role']} {p['cpu_s']}"
         for pid, p in cpu["processes"].items()
         if p["role"] in ("host", "router", "edge", "supervisor")
     )
     lines.append(f"host processes (pid role cpu s): {per_process}")
+    machine = cpu["machine"]
+    lines.append(
+        f"machine: {machine['busy_cores']} of {machine['cores']} cores busy, "
+        f"{machine['other_cores']} of them outside the processes above"
+    )
     lines.append(f"counts {report['counts']}")
     lines.append(
         f"errors {report['errors'] or 'none'}; unfinished {report['unfinished_conversations']}"

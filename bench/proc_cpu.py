@@ -83,6 +83,16 @@ def postgres_labels(database: str | None) -> dict[int, str]:
     return labels
 
 
+def machine_busy() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat: all but
+    idle and iowait), to tell the run's processes from everyone else's on a shared machine."""
+    with (PROC / "stat").open() as f:
+        ticks = [int(t) for t in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]
+    # guest and guest_nice (fields 9 and 10) are already counted in user and nice.
+    return (sum(ticks[:8]) - idle) / TICKS
+
+
 @dataclass
 class CpuMeter:
     """CPU used between `start` and `stop` by the processes `find` names (pid: label)."""
