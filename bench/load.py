@@ -3,7 +3,7 @@
     python -m bench.load [--preset smoke|standard|scale] [--target URL] [--agents N]
                          [--rate λ] [--messages-per-s M] [--seconds S] [--json FILE]
                          [--store postgresql://… [--store-as-is]] [--bus nats://…]
-                         [--workers N]
+                         [--workers N] [--via-edge]
 
 Without --target it starts `inbox-tui --server` (the installed script next to sys.executable)
 on a free loopback port with a fresh data directory and a generated config (one chat channel,
@@ -12,7 +12,8 @@ The store is SQLite in that directory, or with --store a PostgreSQL database: by
 scratch one the bench creates on that URL's server and drops at the end, with --store-as-is
 the URL's own database (empty, or left by an earlier run). --bus and --workers are passed to
 the host: with both, `--workers N` processes share the port, one routes and the others are
-edges relaying to it over NATS.
+edges relaying to it over NATS. --via-edge starts one more host of the cluster on a port of its
+own, an edge, and sends all the traffic to it, so the router terminates no socket itself.
 
 The run:
   agents     N InboxClient sockets: log in, go Available, accept each offer after a think
@@ -756,7 +757,7 @@ async def sqlite_baseline(seconds: float) -> dict[str, Any]:
 async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
     report: dict[str, Any] = {"preset": args.label, "config": preset.__dict__.copy()}
     root = Path(tempfile.mkdtemp(prefix="inbox-load-"))
-    host: HostProcess | None = None
+    hosts: list[HostProcess] = []  # the host started; with --via-edge, then the edge
     load: Load | None = None
     scratch: str | None = None  # the database to drop at the end, made on --store's server
     store_url: str | None = None
@@ -813,14 +814,28 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
                 bus=args.bus,
                 workers=args.workers,
             )
+            hosts.append(host)
             if args.workers > 1:
                 await wait_for_workers(host.base_url, args.workers, STARTUP_TIMEOUT)
+            if args.via_edge:
+                # Started after the router has won: it serves as an edge, and all the
+                # traffic goes to it, so the router terminates no socket itself.
+                edge = await asyncio.to_thread(
+                    start_host,
+                    root / "edge",
+                    STARTUP_TIMEOUT,
+                    config=config,
+                    store=store_url,
+                    bus=args.bus,
+                )
+                hosts.append(edge)
             report["startup"] = {
                 "provision_s": round(provision_s, 2),
                 "host_start_s": round(time.perf_counter() - started, 2),
             }
-            base = host.base_url
-            print(f"host pid {host.proc.pid} at {base} ({report['startup']})", flush=True)
+            base = hosts[-1].base_url
+            pids = [h.proc.pid for h in hosts]
+            print(f"host pids {pids}, traffic to {base} ({report['startup']})", flush=True)
 
         load = Load(preset, base, creds)
         load.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -836,10 +851,9 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         gc.freeze()
         router = await router_pid(load.http, base)
         database = None if store_url is None else database_name(store_url)
-        running = host
 
         def processes() -> dict[int, str]:
-            found = {} if running is None else host_labels(running, router)
+            found = {pid: role for h in hosts for pid, role in host_labels(h, router).items()}
             if store_url is not None:
                 found.update(postgres_labels(database))
             if args.bus:
@@ -955,8 +969,8 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             # meter does not know of (the kernel's, short-lived ones between samples).
             "other_cores": round((busy - measured) / elapsed, 3),
         }
-        if host is not None:
-            mine = host_labels(host, router)
+        if hosts:
+            mine = {pid for h in hosts for pid in host_labels(h, router)}
             cpu = sum(c for pid, (_, c) in meter.per_process().items() if pid in mine)
             # The largest process's: with --workers, the router's as a rule.
             usage = max((proc_usage(pid) for pid in mine), key=lambda u: u["peak_rss_mib"])
@@ -977,9 +991,10 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
     finally:
         if load is not None:
             await load.close()
-        if host is not None:
-            stop_host(host)
-            report["host_log_tail"] = host.log.read_text(errors="replace").splitlines()[-5:]
+        for h in reversed(hosts):
+            stop_host(h)
+        if hosts:
+            report["host_log_tail"] = hosts[0].log.read_text(errors="replace").splitlines()[-5:]
         if args.keep:
             print(f"kept {root}" + (f" and {redact(scratch)}" if scratch else ""), flush=True)
         else:
@@ -1086,6 +1101,11 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=1, help="host processes on the port (needs --bus)"
     )
     parser.add_argument(
+        "--via-edge",
+        action="store_true",
+        help="start one more host (an edge, on its own port) and send all traffic through it",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temp dir (host log, db) and the database"
     )
     args = parser.parse_args(argv)
@@ -1093,10 +1113,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--store wants a postgresql:// URL, not {args.store!r}")
     if args.bus and not args.store:
         parser.error("--bus needs --store: the hosts of a cluster share a PostgreSQL database")
-    if args.workers != 1 and not args.bus:
-        parser.error("--workers needs --bus (and --store)")
-    if args.target and (args.store or args.bus or args.workers != 1):
-        parser.error("--store, --bus and --workers are for the host the bench starts, not --target")
+    if (args.workers != 1 or args.via_edge) and not args.bus:
+        parser.error("--workers and --via-edge need --bus (and --store)")
+    if args.target and (args.store or args.bus or args.workers != 1 or args.via_edge):
+        parser.error("--store, --bus, --workers, --via-edge: for the host the bench starts")
     # A reply that arrives after its request timed out is logged per frame by the client; under
     # overload that is thousands of lines drowning the progress, and the timeouts are counted.
     logging.getLogger("inbox_tui.client").setLevel(logging.ERROR)
