@@ -2,10 +2,18 @@
 
     python -m bench.load [--preset smoke|standard|scale] [--target URL] [--agents N]
                          [--rate λ] [--messages-per-s M] [--seconds S] [--json FILE]
+                         [--store postgresql://… [--store-as-is]] [--bus nats://…]
+                         [--workers N] [--via-edge]
 
 Without --target it starts `inbox-tui --server` (the installed script next to sys.executable)
 on a free loopback port with a fresh data directory and a generated config (one chat channel,
 one group, one most_capacity queue), after provisioning N agents straight into the store.
+The store is SQLite in that directory, or with --store a PostgreSQL database: by default a
+scratch one the bench creates on that URL's server and drops at the end, with --store-as-is
+the URL's own database (empty, or left by an earlier run). --bus and --workers are passed to
+the host: with both, `--workers N` processes share the port, one routes and the others are
+edges relaying to it over NATS. --via-edge starts one more host of the cluster on a port of its
+own, an edge, and sends all the traffic to it, so the router terminates no socket itself.
 
 The run:
   agents     N InboxClient sockets: log in, go Available, accept each offer after a think
@@ -16,7 +24,10 @@ The run:
   measured   arrival→offer at the agent, customer message→agent, agent message→customer
              (widget only: REST has no push), accept→first agent message committed, routing
              steps and offers by outcome from /metrics, durable messages (the host's
-             message histogram count), host CPU seconds and peak RSS from /proc.
+             message histogram count), CPU seconds per process from /proc (bench/proc_cpu.py:
+             each host process by role, the router's pid from /healthz; PostgreSQL's
+             backends of the run's database and its server processes; nats-server) and the
+             generator's own, and the host's peak RSS.
   baselines  raw aiohttp WebSocket echo round trips/s on loopback and the naive one commit
              per message SQLite rate (WAL, synchronous=FULL), so the host's figures also read
              as ratios of what the machine does with no application in the way.
@@ -44,6 +55,7 @@ import os
 import random
 import re
 import resource
+import secrets
 import shutil
 import sys
 import tempfile
@@ -53,12 +65,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from bench import store_micro
 from bench.host_process import HostProcess, start_host, stop_host
+from bench.proc_cpu import CpuMeter, children, machine_busy, named, postgres_labels
 from bench.seed import seed_open_conversations
 from core.auth import Authenticator
 from core.client import ClientError, InboxClient
@@ -71,7 +86,8 @@ from core.protocol import (
     MessageEvent,
     OfferEvent,
 )
-from store import open_store
+from store import is_postgres_url, open_store
+from store.postgres import redact
 
 PASSWORD = "load-test-password"
 GROUP = "load"
@@ -559,6 +575,109 @@ def proc_usage(pid: int) -> dict[str, float]:
     return {"cpu_s": cpu, "peak_rss_mib": peak, "rss_mib": rss}
 
 
+# ---------------------------------------------------------------------------- the cluster
+
+
+async def create_database(server: str) -> str:
+    """A new database on the PostgreSQL server of `server` (a URL whose user may create
+    databases); returns its URL."""
+    name = f"inbox_load_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(server, timeout=10)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+
+
+async def drop_database(server: str, url: str) -> None:
+    conn = await asyncpg.connect(server, timeout=10)
+    try:
+        # FORCE: a host that did not stop cleanly may still hold connections.
+        await conn.execute(f"DROP DATABASE IF EXISTS {database_name(url)} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+async def wait_for_workers(base: str, workers: int, timeout: float) -> None:
+    """Until `workers` distinct processes have answered /healthz "ok". start_host returns when
+    one does, but the kernel hands each new connection to any worker, and an edge that has not
+    heard the router yet would refuse the agents it gets."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    # A new connection per request, so the kernel picks a worker each time.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        while len(seen) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(seen)} of {workers} workers ready after {timeout} s")
+            with contextlib.suppress(aiohttp.ClientError, ValueError):
+                async with http.get(base + "/healthz") as reply:
+                    body = await reply.json()
+                if body.get("status") == "ok":
+                    seen.add(str(body.get("process")))
+            await asyncio.sleep(0.02)
+
+
+async def router_pid(http: aiohttp.ClientSession, base: str) -> int | None:
+    """The routing process's pid, from /healthz: a router names itself, an edge the router it
+    follows (process ids end with -PID-HEX, core.host.bus.process_id); None without a bus."""
+    async with http.get(base + "/healthz") as reply:
+        body = await reply.json()
+    process = body.get("process") if body.get("role") == "router" else body.get("router")
+    return int(str(process).rsplit("-", 2)[1]) if process else None
+
+
+def host_labels(host: HostProcess, router: int | None) -> dict[int, str]:
+    """The host's processes by role: with --workers, the supervisor and its workers (router or
+    edge); else the one process, "router" in a cluster and "host" when it serves alone."""
+
+    def role(pid: int) -> str:
+        return "router" if pid == router else "host" if router is None else "edge"
+
+    workers = children(host.proc.pid)
+    if not workers:
+        return {host.proc.pid: role(host.proc.pid)}
+    return {host.proc.pid: "supervisor", **{pid: role(pid) for pid in workers}}
+
+
+async def sample_cpu(meter: CpuMeter, every: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(every)
+        meter.sample()
+
+
+def cpu_report(
+    meter: CpuMeter, generator_s: float, elapsed: float, conversations: float, messages: float
+) -> dict[str, Any]:
+    """CPU seconds per process and per role, in cores (seconds per second of the run), in ms
+    per conversation closed during the run, and in µs per durable message: past saturation
+    conversations are left open at the end, and the messages count the work done on them."""
+    by_role = {**meter.per_label(), "generator": round(generator_s, 2)}
+    return {
+        "processes": {
+            str(pid): {"role": role, "cpu_s": cpu, "cores": round(cpu / elapsed, 3)}
+            for pid, (role, cpu) in meter.per_process().items()
+        },
+        "by_role": {
+            role: {
+                "cpu_s": cpu,
+                "cores": round(cpu / elapsed, 3),
+                "ms_per_conversation": round(cpu * 1000 / conversations, 3)
+                if conversations
+                else 0.0,
+                "us_per_message": round(cpu * 1e6 / messages, 1) if messages else 0.0,
+            }
+            for role, cpu in sorted(by_role.items())
+        },
+        "conversations": conversations,
+        "durable_messages": messages,
+    }
+
+
 async def scrape(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
     async with session.get(base + "/metrics") as reply:
         text = await reply.text()
@@ -638,8 +757,10 @@ async def sqlite_baseline(seconds: float) -> dict[str, Any]:
 async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
     report: dict[str, Any] = {"preset": args.label, "config": preset.__dict__.copy()}
     root = Path(tempfile.mkdtemp(prefix="inbox-load-"))
-    host: HostProcess | None = None
+    hosts: list[HostProcess] = []  # the host started; with --via-edge, then the edge
     load: Load | None = None
+    scratch: str | None = None  # the database to drop at the end, made on --store's server
+    store_url: str | None = None
     try:
         print(f"baselines ({preset.baseline_seconds:g} s each)...", flush=True)
         report["baseline_ws_echo"] = await ws_echo_baseline(preset.baseline_seconds)
@@ -663,27 +784,58 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             data.mkdir()
             config = root / "inbox.toml"
             config.write_text(host_config())
+            location: Path | str = data
+            if args.store:
+                store_url = args.store if args.store_as_is else await create_database(args.store)
+                scratch = None if args.store_as_is else store_url
+                location = store_url
+                report["store"] = redact(store_url)
+                print(f"store {redact(store_url)}", flush=True)
             print(
                 f"provisioning {preset.agents} agents, {integrations} integrations...", flush=True
             )
             creds, tokens, provision_s = await provision(
-                data, preset.agents, preset.capacity, integrations
+                location, preset.agents, preset.capacity, integrations
             )
             if preset.open_conversations:
                 print(f"seeding {preset.open_conversations} open conversations...", flush=True)
                 # At most capacity - 3 each, so every agent keeps room for the live traffic.
                 per_agent = max(1, preset.capacity - 3)
                 provision_s += await seed_open_conversations(
-                    data, [c[0] for c in creds], preset.open_conversations, QUEUE, per_agent
+                    location, [c[0] for c in creds], preset.open_conversations, QUEUE, per_agent
                 )
             started = time.perf_counter()
-            host = await asyncio.to_thread(start_host, root, STARTUP_TIMEOUT, config=config)
+            host = await asyncio.to_thread(
+                start_host,
+                root,
+                STARTUP_TIMEOUT,
+                config=config,
+                store=store_url,
+                bus=args.bus,
+                workers=args.workers,
+            )
+            hosts.append(host)
+            if args.workers > 1:
+                await wait_for_workers(host.base_url, args.workers, STARTUP_TIMEOUT)
+            if args.via_edge:
+                # Started after the router has won: it serves as an edge, and all the
+                # traffic goes to it, so the router terminates no socket itself.
+                edge = await asyncio.to_thread(
+                    start_host,
+                    root / "edge",
+                    STARTUP_TIMEOUT,
+                    config=config,
+                    store=store_url,
+                    bus=args.bus,
+                )
+                hosts.append(edge)
             report["startup"] = {
                 "provision_s": round(provision_s, 2),
                 "host_start_s": round(time.perf_counter() - started, 2),
             }
-            base = host.base_url
-            print(f"host pid {host.proc.pid} at {base} ({report['startup']})", flush=True)
+            base = hosts[-1].base_url
+            pids = [h.proc.pid for h in hosts]
+            print(f"host pids {pids}, traffic to {base} ({report['startup']})", flush=True)
 
         load = Load(preset, base, creds)
         load.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -697,9 +849,22 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         # (the host does the same at start), so the generator's pauses stay out of the figures.
         gc.collect()
         gc.freeze()
+        router = await router_pid(load.http, base)
+        database = None if store_url is None else database_name(store_url)
+
+        def processes() -> dict[int, str]:
+            found = {pid: role for h in hosts for pid, role in host_labels(h, router).items()}
+            if store_url is not None:
+                found.update(postgres_labels(database))
+            if args.bus:
+                found.update(dict.fromkeys(named("nats-server"), "nats_server"))
+            return found
+
+        meter = CpuMeter(processes)
         before = await scrape(load.http, base)
-        usage_before = proc_usage(host.proc.pid) if host else None
+        meter.sample()
         self_before = resource.getrusage(resource.RUSAGE_SELF)
+        busy_before = machine_busy()
         started = time.perf_counter()
 
         async def progress() -> None:
@@ -719,6 +884,7 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
 
         ticker = asyncio.get_running_loop().create_task(progress())
         lag = asyncio.get_running_loop().create_task(watch_lag(load.stats.generator_lag))
+        sampler = asyncio.get_running_loop().create_task(sample_cpu(meter))
         try:
             await load.arrivals(preset.seconds)
             arrivals_done = time.perf_counter()
@@ -728,10 +894,12 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         finally:
             ticker.cancel()
             lag.cancel()
+            sampler.cancel()
         elapsed = time.perf_counter() - started
-        after = await scrape(load.http, base)
-        usage_after = proc_usage(host.proc.pid) if host else None
+        meter.sample()
         self_after = resource.getrusage(resource.RUSAGE_SELF)
+        busy = machine_busy() - busy_before
+        after = await scrape(load.http, base)
 
         s = load.stats
         report["seconds"] = round(elapsed, 2)
@@ -768,6 +936,13 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             "store_slow_commits": delta(after, before, "inbox_store_slow_commits_total"),
             "store_commit_max_ms": round(after.get("inbox_store_commit_seconds_max", 0) * 1000, 1),
             "messages_per_commit": round(durable / commits, 2) if commits else 0.0,
+            "store_writes_per_s": round(
+                delta(after, before, "inbox_store_commit_batch_size_sum") / elapsed, 1
+            ),
+            # The share of the run the one writer spent in transactions: near 1, it is the limit.
+            "store_writer_busy": round(
+                delta(after, before, "inbox_store_write_seconds_total") / elapsed, 3
+            ),
             # The host's own view of its cost per step, commit included: tells a slow router
             # from a slow socket path when the end-to-end latencies grow.
             "routing_step_mean_ms": mean_ms(after, before, "inbox_routing_step_seconds"),
@@ -780,18 +955,31 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             "connected_agents_end": after.get("inbox_connected_agents", 0.0),
             "seeded_open_conversations": preset.open_conversations,
         }
-        if usage_before and usage_after:
-            cpu = usage_after["cpu_s"] - usage_before["cpu_s"]
-            report["host"].update(
-                cpu_s=round(cpu, 2),
-                cpu_share=round(cpu / elapsed, 3),
-                peak_rss_mib=round(usage_after["peak_rss_mib"], 1),
-                rss_mib=round(usage_after["rss_mib"], 1),
-            )
         gen_cpu = (self_after.ru_utime + self_after.ru_stime) - (
             self_before.ru_utime + self_before.ru_stime
         )
         report["generator"] = {"cpu_s": round(gen_cpu, 2), "cpu_share": round(gen_cpu / elapsed, 3)}
+        report["cpu"] = cpu_report(meter, gen_cpu, elapsed, s.counts["closed"], durable)
+        report["cpu"]["router_pid"] = router
+        measured = sum(c for r, c in meter.per_process().values()) + gen_cpu
+        report["cpu"]["machine"] = {
+            "cores": os.cpu_count(),
+            "busy_cores": round(busy / elapsed, 3),
+            # Everything else on the machine: other users' work, and this run's processes the
+            # meter does not know of (the kernel's, short-lived ones between samples).
+            "other_cores": round((busy - measured) / elapsed, 3),
+        }
+        if hosts:
+            mine = {pid for h in hosts for pid in host_labels(h, router)}
+            cpu = sum(c for pid, (_, c) in meter.per_process().items() if pid in mine)
+            # The largest process's: with --workers, the router's as a rule.
+            usage = max((proc_usage(pid) for pid in mine), key=lambda u: u["peak_rss_mib"])
+            report["host"].update(
+                cpu_s=round(cpu, 2),
+                cpu_share=round(cpu / elapsed, 3),
+                peak_rss_mib=round(usage["peak_rss_mib"], 1),
+                rss_mib=round(usage["rss_mib"], 1),
+            )
         echo = report["baseline_ws_echo"]["round_trips_per_s"]
         naive = report["baseline_sqlite_naive"]["messages_per_s"]
         report["ratios"] = {
@@ -803,13 +991,16 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
     finally:
         if load is not None:
             await load.close()
-        if host is not None:
-            stop_host(host)
-            report["host_log_tail"] = host.log.read_text(errors="replace").splitlines()[-5:]
+        for h in reversed(hosts):
+            stop_host(h)
+        if hosts:
+            report["host_log_tail"] = hosts[0].log.read_text(errors="replace").splitlines()[-5:]
         if args.keep:
-            print(f"kept {root}", flush=True)
+            print(f"kept {root}" + (f" and {redact(scratch)}" if scratch else ""), flush=True)
         else:
             shutil.rmtree(root, ignore_errors=True)
+            if scratch is not None:
+                await drop_database(args.store, scratch)
 
 
 def table(report: dict[str, Any]) -> str:
@@ -830,6 +1021,8 @@ def table(report: dict[str, Any]) -> str:
         f"durable messages/s    {h['durable_messages_per_s']:>10}   "
         f"({h['messages_per_commit']} per commit; {h['store_slow_commits']:.0f} commits over "
         f"25 ms, slowest {h['store_commit_max_ms']} ms)",
+        f"store writes/s        {h['store_writes_per_s']:>10}   "
+        f"(the writer busy {h['store_writer_busy']} of the run)",
         f"  vs sqlite naive     {naive:>10} commits/s  -> "
         f"{report['ratios']['durable_messages_vs_sqlite_naive']}x",
         f"  vs ws echo          {echo:>10} round trips/s -> "
@@ -840,6 +1033,27 @@ def table(report: dict[str, Any]) -> str:
             f"host cpu {h['cpu_s']} s ({h['cpu_share']} of a core), "
             f"peak RSS {h['peak_rss_mib']} MiB; generator cpu {report['generator']['cpu_s']} s"
         )
+    cpu = report["cpu"]
+    lines.append(
+        f"{'cpu by role':28} {'cpu s':>9} {'cores':>9} {'ms/conv':>9} {'µs/msg':>9}"
+        f"   ({cpu['conversations']:.0f} conversations closed; router pid {cpu['router_pid']})"
+    )
+    for role, c in cpu["by_role"].items():
+        lines.append(
+            f"{role:28} {c['cpu_s']:>9} {c['cores']:>9} {c['ms_per_conversation']:>9} "
+            f"{c['us_per_message']:>9}"
+        )
+    per_process = ", ".join(
+        f"{pid} {p['role']} {p['cpu_s']}"
+        for pid, p in cpu["processes"].items()
+        if p["role"] in ("host", "router", "edge", "supervisor")
+    )
+    lines.append(f"host processes (pid role cpu s): {per_process}")
+    machine = cpu["machine"]
+    lines.append(
+        f"machine: {machine['busy_cores']} of {machine['cores']} cores busy, "
+        f"{machine['other_cores']} of them outside the processes above"
+    )
     lines.append(f"counts {report['counts']}")
     lines.append(
         f"errors {report['errors'] or 'none'}; unfinished {report['unfinished_conversations']}"
@@ -874,8 +1088,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--rest-share", type=float, help="fraction of arrivals over REST")
     parser.add_argument("--json", type=Path, help="write the report here")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (host log, db)")
+    parser.add_argument(
+        "--store",
+        help="PostgreSQL instead of SQLite: a postgresql:// URL of a server to create (and drop) "
+        "a scratch database on, or with --store-as-is the database to use",
+    )
+    parser.add_argument(
+        "--store-as-is", action="store_true", help="use --store's database itself, keep it"
+    )
+    parser.add_argument("--bus", help="a nats:// URL: the host is a cluster (needs --store)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="host processes on the port (needs --bus)"
+    )
+    parser.add_argument(
+        "--via-edge",
+        action="store_true",
+        help="start one more host (an edge, on its own port) and send all traffic through it",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp dir (host log, db) and the database"
+    )
     args = parser.parse_args(argv)
+    if args.store and not is_postgres_url(args.store):
+        parser.error(f"--store wants a postgresql:// URL, not {args.store!r}")
+    if args.bus and not args.store:
+        parser.error("--bus needs --store: the hosts of a cluster share a PostgreSQL database")
+    if (args.workers != 1 or args.via_edge) and not args.bus:
+        parser.error("--workers and --via-edge need --bus (and --store)")
+    if args.target and (args.store or args.bus or args.workers != 1 or args.via_edge):
+        parser.error("--store, --bus, --workers, --via-edge: for the host the bench starts")
     # A reply that arrives after its request timed out is logged per frame by the client; under
     # overload that is thousands of lines drowning the progress, and the timeouts are counted.
     logging.getLogger("inbox_tui.client").setLevel(logging.ERROR)

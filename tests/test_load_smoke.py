@@ -65,9 +65,35 @@ def test_smoke_preset_produces_every_figure(tmp_path: Path) -> None:
 
     assert report["baseline_ws_echo"]["round_trips_per_s"] > 0
     assert report["baseline_sqlite_naive"]["messages_per_s"] > 0
+    assert report["cpu"]["by_role"]["host"]["cpu_s"] > 0
     for value in report["ratios"].values():
         assert _number(value)
     assert isinstance(report["errors"], dict)
+
+
+def test_smoke_preset_on_a_cluster_of_two_workers_reports_cpu_by_role(
+    tmp_path: Path, postgres_url: str, nats_url: str
+) -> None:
+    out = tmp_path / "out.json"
+    cluster = ["--store", postgres_url, "--store-as-is", "--bus", nats_url, "--workers", "2"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--preset", "smoke", "--json", str(out), *cluster],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(out.read_text())
+    assert report["host"]["durable_messages"] > 0
+    assert report["errors"] == {}, report["errors"]
+    cpu = report["cpu"]
+    roles = {p["role"] for p in cpu["processes"].values()}
+    assert {"supervisor", "router", "edge", "postgres_backends", "nats_server"} <= roles, roles
+    assert cpu["processes"][str(cpu["router_pid"])]["role"] == "router"
+    for role in ("router", "edge", "postgres_backends", "generator"):
+        assert cpu["by_role"][role]["cpu_s"] > 0, role
+        assert _number(cpu["by_role"][role]["ms_per_conversation"]), role
 
 
 def test_slow_consoles_bench_drops_the_stuck_ones_and_delivers_everything(

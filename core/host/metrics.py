@@ -201,6 +201,13 @@ def render(host: Host, metrics: Metrics, now: float) -> str:
     w.sample("inbox_store_slow_commits_total", store.slow_commits)
     w.family("inbox_store_commit_seconds_max", "gauge", "The slowest store transaction so far.")
     w.sample("inbox_store_commit_seconds_max", round(store.max_commit_seconds, 6))
+    w.family(
+        "inbox_store_write_seconds_total",
+        "counter",
+        "Seconds the store's one writer spent running transactions: a rate near 1 means every "
+        "write waits for the writer.",
+    )
+    w.sample("inbox_store_write_seconds_total", round(store.write_seconds, 6))
     w.family("inbox_store_failed_commits_total", "counter", "Store transactions that failed.")
     w.sample("inbox_store_failed_commits_total", store.failed_commits)
 
