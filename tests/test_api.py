@@ -492,6 +492,29 @@ async def test_store_outage_and_bugs_answer_in_json(
     assert status == 503 and error["error"]["code"] == "unavailable", error
 
 
+async def test_a_retry_after_a_failed_routing_step_routes_the_item(
+    server: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item under an Idempotency-Key whose interaction was stored but whose routing step
+    was not (the router fenced by its successor, or the disk failing): 503. The retry, on the
+    same process once the store takes writes again, routes the stored interaction's item; it
+    must not find the first attempt's conversation still in memory without its item (500)."""
+    token = await server.token(None, Role.SUPERVISOR)
+    body = {"channel": "chat", "customer": {"id": "c9", "name": "Ada"}}
+    key = {"Idempotency-Key": "fenced-once"}
+
+    async def fenced(**records: object) -> None:
+        raise StoreFenced("routing epoch 1 was superseded by epoch 2")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(server.host.inbox.store, "apply_routing", fenced)
+        status, error, _ = await server.call("POST", "/api/v1/items", token, json=body, headers=key)
+        assert status == 503 and error["error"]["code"] == "unavailable", error
+    status, created, _ = await server.call("POST", "/api/v1/items", token, json=body, headers=key)
+    assert status == 200 and created["replayed"] is True, created
+    assert created["state"] in ("queued", "offered"), created
+
+
 async def test_a_client_gone_mid_body_is_not_an_error(
     server: Api, caplog: pytest.LogCaptureFixture
 ) -> None:

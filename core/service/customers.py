@@ -24,7 +24,7 @@ from core.service.conversations import Conversation, Conversations
 from core.service.errors import InboxError
 from core.service.floor import Floor
 from core.service.routing import RoutingService
-from store.base import IdempotencyKey, Store
+from store.base import IdempotencyKey, Store, StoreError
 
 
 @dataclass
@@ -89,6 +89,11 @@ class Customers:
         except RoutingError as e:
             self.conversations.forget(record.number)
             raise InboxError(e.code, e.message) from e
+        except StoreError:
+            # Nothing of the step was kept (fenced, the disk failing): a retry finds the
+            # stored interaction without its item and routes it, as after a crash.
+            self.conversations.forget(record.number)
+            raise
         unroutable = next((d for d in decisions if isinstance(d, ItemUnroutable)), None)
         if unroutable is not None:
             # The step stored the record closed_abandoned (core/routing/records.py).
