@@ -330,8 +330,10 @@ async def agent(
                 line = SendMessage(interaction=number, body=text, client_msg_id=msg_id)
                 try:
                     ack = await ask(line)
-                except (ClientError, TimeoutError):
-                    history.retries["agent_message_failed"] += 1
+                except (ClientError, TimeoutError) as e:
+                    # By what the host said ("timeout": nothing in request_timeout), for a
+                    # failed run's analysis.
+                    history.retries[f"agent_message_failed_{getattr(e, 'code', 'timeout')}"] += 1
                     return
                 history.messages[(number, ack.message.client_msg_id)] = text
                 pause = (1.0, 3.0) if how == "slow" else (0.05, 0.3)
