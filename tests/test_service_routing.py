@@ -28,6 +28,7 @@ from core.routing.decisions import OfferMade
 from core.routing.engine import RoutingConfig, RoutingError
 from core.routing.events import ItemArrived, OfferAccepted, PresenceChanged
 from core.service import RoutingService
+from core.service.inbox import _log_failure as inbox_log_failure
 from core.service.routing import Step
 from store import StoreFenced, open_store
 from store.base import StoreUnavailable
@@ -189,6 +190,25 @@ async def test_a_deadline_step_the_database_failed_is_one_line_and_retried(
         await store.close()
     assert "event=deadline_step_not_stored" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+async def test_a_conversation_update_the_database_failed_is_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same wake-up can fail the system message that announces a routing decision ("Alice
+    joined"): a StoreUnavailable there is one line too; anything else keeps its traceback."""
+
+    async def fails(error: Exception) -> None:
+        raise error
+
+    for error in (StoreUnavailable("the database failed (the session was ended)"), KeyError("x")):
+        task = asyncio.get_running_loop().create_task(fails(error))
+        with contextlib.suppress(type(error)):
+            await task
+        inbox_log_failure(task)
+    lines = caplog.text.splitlines()
+    assert "event=conversation_update_not_stored" in lines[0] and "Traceback" not in lines[1]
+    assert "Traceback" in caplog.text and "KeyError" in caplog.text
 
 
 async def test_restart_expires_an_offer_whose_deadline_passed_while_down(tmp_path: Path) -> None:
