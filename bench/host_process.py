@@ -137,13 +137,21 @@ def start_host(
 
 
 def health(base_url: str) -> str | None:
-    """The host's /healthz status ("ok", "degraded", "standby"), None if it does not answer."""
+    """The host's /healthz status ("ok", "degraded", "standby", "unavailable"), None if it
+    does not answer."""
+    body = health_body(base_url)
+    return None if body is None else str(body.get("status"))
+
+
+def health_body(base_url: str) -> dict[str, object] | None:
+    """The host's /healthz answer (its status, and in a cluster on a bus its role, "router"
+    or "edge"), None if it does not answer within a second."""
     try:
         with urllib.request.urlopen(f"{base_url}/healthz", timeout=1.0) as reply:
-            return str(json.load(reply).get("status"))
-    except urllib.error.HTTPError as e:  # 503: degraded or standby, with a body that says so
+            return dict(json.load(reply))
+    except urllib.error.HTTPError as e:  # 503: degraded, standby or unavailable, and why
         with e:
-            return str(json.load(e).get("status"))
+            return dict(json.load(e))
     except (OSError, ValueError):
         return None
 

@@ -13,7 +13,10 @@ it. The clients:
   it in wrap-up, writes slowly, never writes, rejects or lets the offer expire.
 
 Both are given every host's address and, as a load balancer would, move on to the next host
-when one answers 503 (standing by, stopping) or cannot be reached.
+when one answers 503 (standing by, stopping), cannot be reached or closes the socket. A sticky
+balancer (the default) keeps a client on its host until it fails; one without stickiness
+(`sticky=False`, for a cluster where every host serves) sends each request and each socket to
+any host at random.
 
 The checks read a `Stored` (what the store holds after the run, read by each test its own way)
 and raise AssertionError naming what is wrong.
@@ -108,18 +111,30 @@ async def integration_token(store_location: Path | str, name: str = "crash-test"
 
 
 class Hosts:
-    """The hosts' base URLs, tried in turn from a random one: the next after a refusal."""
+    """The hosts' base URLs, as a load balancer picks them: sticky, the one from before (a
+    random one at first) until it fails; not sticky, any at random for every request. Either
+    way, right after a failure, the next one."""
 
-    def __init__(self, bases: Sequence[str]) -> None:
+    def __init__(self, bases: Sequence[str], *, sticky: bool = True) -> None:
         self.bases = list(bases)
+        self.sticky = sticky
         self.i = random.randrange(len(self.bases))
+        self.moved = False  # just moved on from a host that failed
 
     @property
     def base(self) -> str:
         return self.bases[self.i]
 
+    def pick(self) -> str:
+        """The host for the next request or socket."""
+        if not self.sticky and not self.moved:
+            self.i = random.randrange(len(self.bases))
+        self.moved = False
+        return self.base
+
     def next(self) -> None:
         self.i = (self.i + 1) % len(self.bases)
+        self.moved = True
 
     async def post(
         self, http: aiohttp.ClientSession, path: str, body: object, headers: dict[str, str]
@@ -128,7 +143,7 @@ class Hosts:
         text). A host that cannot be reached (status 0) or answers 5xx (standing by, stopping,
         failing) is left for the next one."""
         try:
-            async with http.post(self.base + path, json=body, headers=headers) as r:
+            async with http.post(self.pick() + path, json=body, headers=headers) as r:
                 if r.status >= 500:
                     self.next()
                 json = r.content_type == "application/json"
@@ -145,13 +160,15 @@ async def customer(
     history: History,
     stop: asyncio.Event,
     spread: float = 0.0,
+    *,
+    sticky: bool = True,
 ) -> None:
     """A REST integration's customer `cid`: one chat, retried under one Idempotency-Key until
     acknowledged (even after `stop`, so none is left half-made), then LINES messages, each
     retried until acknowledged while the run lasts. 201 is an acknowledgement, and so is 200:
     a retry whose first answer was lost (the item replayed, the message a duplicate)."""
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"item-{cid}"}
-    hosts = Hosts(bases)
+    hosts = Hosts(bases, sticky=sticky)
     await asyncio.sleep(random.uniform(0, spread))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
         number = None
@@ -197,20 +214,23 @@ async def customer(
 
 class ClusterClient(InboxClient):
     """The agent protocol's client given every host's socket address: opening the socket (at
-    connect and at every reconnect) tries them in turn, as a load balancer would, until one
-    that routes takes it (the others answer the upgrade with 503 while they stand by)."""
+    connect and at every reconnect) tries them in turn from the one `Hosts` picks, as a load
+    balancer would, until one takes it: standbys answer the upgrade with 503, and an edge
+    that hears no router answers 503 too, or closes the socket before the welcome."""
 
-    def __init__(self, urls: Sequence[str], **options: object) -> None:
-        self.hosts = Hosts(urls)
+    def __init__(self, urls: Sequence[str], *, sticky: bool = True, **options: object) -> None:
+        self.hosts = Hosts(urls, sticky=sticky)
         super().__init__(self.hosts.base, **options)  # type: ignore[arg-type]
 
     async def _open(self) -> None:
         for tried in range(1, len(self.hosts.bases) + 1):
-            self.url = self.hosts.base
+            self.url = self.hosts.pick()
             try:
                 await super()._open()
                 return
-            except (aiohttp.ClientError, OSError, TimeoutError):
+            except (aiohttp.ClientError, OSError, TimeoutError, ClientError) as e:
+                if isinstance(e, ClientError) and e.code != "disconnected":
+                    raise  # the host answered the hello: its refusal is the client's to see
                 self.hosts.next()
                 if tried == len(self.hosts.bases):
                     raise
@@ -239,13 +259,15 @@ async def agent(
     history: History,
     stop: asyncio.Event,
     behaviours: Sequence[tuple[str, float]] = COMPLETE,
+    *,
+    sticky: bool = True,
 ) -> InboxClient:
     """Logs in, goes Available and, until `stop`, handles every offer in one of the
     `behaviours` (name, weight) chosen at random; then finishes its chats and returns its
     client, still connected (taking nothing), for the caller to close. After a resync (its
     host gone, another one routing) it also carries on with the chats the snapshot says it
     holds."""
-    client = ClusterClient(urls, backoff=(0.05, 0.3), request_timeout=20.0)
+    client = ClusterClient(urls, sticky=sticky, backoff=(0.05, 0.3), request_timeout=20.0)
     offers: asyncio.Queue[OfferView] = asyncio.Queue()
     working: set[str] = set()  # interactions a task of this agent works on
     chats: set[asyncio.Task[None]] = set()
@@ -308,8 +330,10 @@ async def agent(
                 line = SendMessage(interaction=number, body=text, client_msg_id=msg_id)
                 try:
                     ack = await ask(line)
-                except (ClientError, TimeoutError):
-                    history.retries["agent_message_failed"] += 1
+                except (ClientError, TimeoutError) as e:
+                    # By what the host said ("timeout": nothing in request_timeout), for a
+                    # failed run's analysis.
+                    history.retries[f"agent_message_failed_{getattr(e, 'code', 'timeout')}"] += 1
                     return
                 history.messages[(number, ack.message.client_msg_id)] = text
                 pause = (1.0, 3.0) if how == "slow" else (0.05, 0.3)

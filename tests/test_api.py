@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from msgspec.structs import replace
@@ -20,13 +21,14 @@ from openapi_spec_validator import validate
 from core.config import HostConfig
 from core.demo import DEMO_PASSWORD, demo_config
 from core.host import api, metrics
+from core.host.api import CreateItem, fingerprint
 from core.host.app import close_host, create_app, open_host, serve_loopback
 from core.host.ratelimit import TokenBuckets
 from core.host.state import Host
 from core.model import Role
 from core.protocol import AcceptOffer, AddWorkNote, OfferEvent, SetPresence
 from core.service.sessions import AgentSession
-from store.base import StoreFenced, StoreUnavailable
+from store.base import IdempotencyKey, StoreFenced, StoreUnavailable
 
 
 @dataclass
@@ -490,6 +492,67 @@ async def test_store_outage_and_bugs_answer_in_json(
     body = {"channel": "chat", "customer": {"id": "c1", "name": "Ada"}}
     status, error, _ = await server.call("POST", "/api/v1/items", token, json=body)
     assert status == 503 and error["error"]["code"] == "unavailable", error
+
+
+async def test_a_retry_after_a_failed_routing_step_routes_the_item(
+    server: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item under an Idempotency-Key whose interaction was stored but whose routing step
+    was not (the router fenced by its successor, or the disk failing): 503. The retry, on the
+    same process once the store takes writes again, routes the stored interaction's item; it
+    must not find the first attempt's conversation still in memory without its item (500)."""
+    token = await server.token(None, Role.SUPERVISOR)
+    body = {"channel": "chat", "customer": {"id": "c9", "name": "Ada"}}
+    key = {"Idempotency-Key": "fenced-once"}
+
+    async def fenced(**records: object) -> None:
+        raise StoreFenced("routing epoch 1 was superseded by epoch 2")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(server.host.inbox.store, "apply_routing", fenced)
+        status, error, _ = await server.call("POST", "/api/v1/items", token, json=body, headers=key)
+        assert status == 503 and error["error"]["code"] == "unavailable", error
+    status, created, _ = await server.call("POST", "/api/v1/items", token, json=body, headers=key)
+    assert status == 200 and created["replayed"] is True, created
+    assert created["state"] in ("queued", "offered"), created
+
+
+async def test_an_item_another_process_stored_first_under_the_key_is_replayed(
+    server: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two routers a moment apart (one deposed and not knowing it yet, in a cluster) each take
+    a retry of one request: the key is not stored yet when this one looks, and the other
+    stores it before this one commits. The loser replays the winner's interaction, as a retry
+    would, rather than answer 500 for the key's conflict."""
+    secret, token = await server.host.auth.create_api_token("crm", None, Role.SUPERVISOR, None)
+    body = {"channel": "chat", "customer": {"id": "c10", "name": "Ada"}}
+    store = server.host.inbox.store
+    looked_up = store.get_idempotency_key
+
+    async def before_the_other_commits(scope: str, key: str, now: float) -> None:
+        monkeypatch.setattr(store, "get_idempotency_key", looked_up)
+        await store.create_interaction(
+            item="Wother0000001",
+            channel="chat",
+            customer="c10",
+            opened_at=time.time(),
+            customer_name="Ada",
+            created_by=token.id,
+            idempotency=IdempotencyKey(
+                scope=token.id,
+                key=key,
+                fingerprint=fingerprint(msgspec.convert(body, CreateItem)),
+                created_at=now,
+            ),
+        )
+
+    monkeypatch.setattr(store, "get_idempotency_key", before_the_other_commits)
+    headers = {"Idempotency-Key": "raced"}
+    status, created, _ = await server.call(
+        "POST", "/api/v1/items", secret, json=body, headers=headers
+    )
+    assert status == 200 and created["replayed"] is True, created
+    assert created["item"] == "Wother0000001", created
 
 
 async def test_a_client_gone_mid_body_is_not_an_error(

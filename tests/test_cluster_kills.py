@@ -1,35 +1,50 @@
 """Jepsen-style: a real three-process cluster on one real PostgreSQL database, under load from
 real clients, its processes killed with SIGKILL at random moments (the router and the
-standbys), its router's lease session ended with pg_terminate_backend and its router frozen
+others), its router's lease session ended with pg_terminate_backend and its router frozen
 (SIGSTOP); then what the clients were told, and the invariants, are checked against what
 PostgreSQL holds.
 
-The clients (tests/jepsen.py) know every host's address and, as a load balancer would, go to
-the next one when a host answers 503 (standing by) or cannot be reached. REST integration
-customers arrive continuously, faster than the agents can serve them (one chat item under an
-Idempotency-Key, then customer messages, each retried with its client_msg_id until
+It runs twice, once per kind of cluster:
+
+- `standby`: no bus; the hosts that do not route stand by and answer 503. The clients
+  (tests/jepsen.py) know every host's address and, as a sticky load balancer would, stay on a
+  host until it answers 503 or cannot be reached, then go to the next one.
+- `edges`: on a NATS bus (the `nats_url` fixture), every host serves: the one that routes
+  directly, the others as edges relaying sockets and HTTP to it. Each request and each socket
+  (at connect and at every reconnect) goes to any host at random, as a load balancer without
+  stickiness would, and to another one after a 503 (an edge that hears no router), a refusal
+  or a socket closed before the welcome (an edge that cannot open it on the router). An
+  edge closes the sockets it relays to a router that is gone with 1012, and the agents resume
+  through any host. Killing an edge drops its clients' sockets and the requests it was
+  relaying; a frozen router also gets what the edges relayed to it before they heard of the
+  new one.
+
+REST integration customers arrive continuously, faster than the agents can serve them (one chat
+item under an Idempotency-Key, then customer messages, each retried with its client_msg_id until
 acknowledged); three agents on the agent socket handle each offer in one of several ways
 (complete the chat; leave it in wrap-up; write slowly; never write; reject; let it expire), so
-every deadline of the queue is armed and fires during the run. Each client records what a
-host acknowledged (201, or 200 for a replay or a duplicate; MessageAck).
+every deadline of the queue is armed and fires during the run. Each client records what a host
+acknowledged (201, or 200 for a replay or a duplicate; MessageAck).
 
 The faults, in an order shuffled by the seed (printed: INBOX_CLUSTER_SEED replays the plan and
 the choices of victims and moments, not the timing of the load), each at a random moment of a
-routing cluster (exactly one host answers /healthz "ok"), the hosts killed restarted as
-standbys once another one routes:
+routing cluster (exactly one host routes: without a bus, the one host that answers /healthz
+"ok"; on a bus, where edges answer "ok" too, the one host whose role is "router"), the hosts
+killed restarted, as standbys or edges, once another one routes:
 
 - INBOX_CLUSTER_KILLS kill -9s: one in six of them the router's heir (the router killed, then
   the host that wins the role after it, the moment its epoch is stored), half of the rest the
-  router, half a standby;
+  router, half a standby or an edge;
 - per six kills (at least one): a pg_terminate_backend of the lease session (the router must
-  stand by, another take over), and a freeze: the router stopped (SIGSTOP), its lease
-  session ended, another host takes over, then the frozen one carries on (SIGCONT) with its
-  clients' requests waiting, believing for a moment that it still routes;
+  stand by or serve as an edge, another take over), and a freeze: the router stopped
+  (SIGSTOP), its lease session ended, another host takes over, then the frozen one carries on
+  (SIGCONT) with its clients' requests waiting, believing for a moment that it still routes;
 - per ten kills: a pause, the router stopped until the server drops its silent lease by
   itself (about 10 s).
 
 Afterwards, with the load stopped, the agents still connected (idle) and one router up longer
-than an offer's timeout, one REPEATABLE READ snapshot of the database must show:
+than an offer's timeout (on a bus, every other host an edge relaying to it), one REPEATABLE
+READ snapshot of the database must show:
 
 - every acknowledged item and message stored exactly once, and no REST item stored that no
   client was told of;
@@ -45,10 +60,11 @@ than an offer's timeout, one REPEATABLE READ snapshot of the database must show:
 And no client was ever answered "internal" (a 500 or the socket's code), nor did any host log
 an exception's traceback: a killed, deposed or frozen host's requests fail in foreseen ways.
 
-INBOX_CLUSTER_KILLS sets the number of kills (default 6, about 20 s; the issue's long run is
-20), and INBOX_CLUSTER_REPORT names a file that receives the run's figures as JSON. The hosts'
-logs, the snapshot (stored.json) and the clients' history (history.json) stay in the test's
-tmp_path.
+INBOX_CLUSTER_KILLS sets the number of kills per mode (default 6, about 25 s a mode; the
+issue's long run is 20, `-k edges` or `-k standby` runs one mode), and INBOX_CLUSTER_REPORT
+names a file whose name, with the mode added (cluster.json: cluster.standby.json and
+cluster.edges.json), receives each run's figures as JSON. The hosts' logs, the snapshot
+(stored.json) and the clients' history (history.json) stay in the test's tmp_path.
 """
 
 from __future__ import annotations
@@ -67,8 +83,9 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import pytest
 
-from bench.host_process import HostProcess, health, start_host, stop_host
+from bench.host_process import HostProcess, health_body, start_host, stop_host
 from core.config import HostConfig, load_config
 from core.model import AgentStatus, AuditEntry, InteractionRecord, Message, Offer, WorkItem
 from tests.conftest import postgres_admin
@@ -125,6 +142,7 @@ class Cluster:
     root: Path
     config: Path
     store: str
+    bus: str | None = None  # with a bus, a host that does not route is an edge and serves
     ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(HOSTS)])
     procs: list[HostProcess | None] = field(default_factory=lambda: [None] * HOSTS)
     starts: Counter[int] = field(default_factory=Counter)
@@ -138,7 +156,15 @@ class Cluster:
     def agent_url(self, i: int) -> str:
         return f"ws://127.0.0.1:{self.ports[i]}/agent"
 
-    async def start(self, i: int, ready: str) -> None:
+    @property
+    def other(self) -> str:
+        """What a host that does not route is: an edge on a bus, a standby without."""
+        return "standby" if self.bus is None else "edge"
+
+    async def start(self, i: int, *, first: bool = False) -> None:
+        """Start host i and wait for it: the `first` host of the cluster until it routes,
+        any other until it stands by, or, as an edge, until it hears the router."""
+        ready = "ok" if first or self.bus is not None else "standby"
         log = self.slot_root(i) / "host.log"
         if log.exists():  # the killed run's log stays, for a failure's report
             shutil.move(log, log.with_suffix(f".{self.starts[i]}.log"))
@@ -150,6 +176,7 @@ class Cluster:
             config=self.config,
             port=self.ports[i],
             store=self.store,
+            bus=self.bus,
             ready=ready,
         )
 
@@ -160,11 +187,18 @@ class Cluster:
         proc.proc.wait()
         self.procs[i] = None
 
-    async def routers(self) -> list[int]:
-        statuses = await asyncio.gather(
-            *(asyncio.to_thread(health, self.base_url(i)) for i in range(HOSTS))
+    async def healths(self) -> list[dict[str, Any] | None]:
+        """Every host's /healthz answer, None for one that does not answer."""
+        return await asyncio.gather(
+            *(asyncio.to_thread(health_body, self.base_url(i)) for i in range(HOSTS))
         )
-        return [i for i, status in enumerate(statuses) if status == "ok"]
+
+    async def routers(self) -> list[int]:
+        """The hosts that say they route: without a bus the ones that answer "ok" (the
+        others stand by), on a bus the ones whose role is "router" (edges say "ok" too)."""
+        if self.bus is None:
+            return [i for i, h in enumerate(await self.healths()) if h and h["status"] == "ok"]
+        return [i for i, h in enumerate(await self.healths()) if h and h.get("role") == "router"]
 
     async def router(self, other_than: int | None = None) -> int:
         """The one host that routes (waiting until exactly one does, and it is not
@@ -217,11 +251,31 @@ class Cluster:
         port = int(holder.split(":")[-2]) if holder else None
         return epoch, self.ports.index(port) if port in self.ports else None
 
-    async def status(self, i: int, status: str) -> None:
+    async def deposed(self, i: int) -> None:
+        """Wait until host i, deposed, no longer routes: it stands by, or, as an edge, it
+        serves again, relaying to the router that replaced it."""
         deadline = time.monotonic() + TAKEOVER
-        while await asyncio.to_thread(health, self.base_url(i)) != status:
-            assert time.monotonic() < deadline, f"host {i} never {status}\n{self.logs()}"
+        while True:
+            body = await asyncio.to_thread(health_body, self.base_url(i))
+            if body is not None and self.bus is None and body["status"] == "standby":
+                return
+            if body is not None and body.get("role") == "edge" and body["status"] == "ok":
+                return
+            assert time.monotonic() < deadline, (
+                f"host {i} never {self.other}: {body}\n{self.logs()}"
+            )
             await asyncio.sleep(0.05)
+
+    async def check_edges_follow(self, router: int) -> None:
+        """On a bus, every host but the router is an edge that serves, relaying to it."""
+        if self.bus is None:
+            return
+        healths = await self.healths()
+        process = (healths[router] or {}).get("process")
+        for i, body in enumerate(healths):
+            if i != router:
+                assert body is not None and body.get("role") == "edge", (i, body)
+                assert (body["status"], body["router"]) == ("ok", process), (i, body, process)
 
 
 # The faults; each returns the hosts it hit, after which the cluster routes again.
@@ -232,7 +286,9 @@ async def kill_router(cluster: Cluster, router: int, rng: random.Random) -> list
     return [router]
 
 
-async def kill_standby(cluster: Cluster, router: int, rng: random.Random) -> list[int]:
+async def kill_other(cluster: Cluster, router: int, rng: random.Random) -> list[int]:
+    """kill -9 of a host that does not route: a standby, or an edge with its clients'
+    sockets and requests."""
     victim = rng.choice([i for i in range(HOSTS) if i != router])
     cluster.kill(victim)
     return [victim]
@@ -256,7 +312,7 @@ async def end_lease_session(
     cluster: Cluster, router: int, rng: random.Random, *, wait: bool = True
 ) -> list[int]:
     """The database ends the router's lease session (pg_terminate_backend): it must stop
-    routing at once and stand by; another takes over."""
+    routing at once and stand by (or serve as an edge); another takes over."""
     name = cluster.store.rsplit("/", 1)[1]
     ended = postgres_admin(
         "SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity "
@@ -265,21 +321,22 @@ async def end_lease_session(
     assert ended, "no lease session to end"
     if wait:
         await cluster.router(other_than=router)
-        await cluster.status(router, "standby")
+        await cluster.deposed(router)
     return []
 
 
 async def pause_router(cluster: Cluster, router: int, rng: random.Random) -> list[int]:
     """The router freezes (SIGSTOP: a stall, a long GC pause) until its lease session times
     out and another host routes, then carries on (SIGCONT) believing for a moment that it
-    still routes, with whatever its clients sent meanwhile: it must store no routing decision
-    and stand by. About LEASE_TIMEOUT_S (10 s) of the run."""
+    still routes, with whatever its clients sent meanwhile (on a bus, what the edges relayed
+    to it too): it must store no routing decision and stand by (or serve as an edge). About
+    LEASE_TIMEOUT_S (10 s) of the run."""
     os.kill(cluster.pid(router), signal.SIGSTOP)
     try:
         await cluster.router(other_than=router)
     finally:
         os.kill(cluster.pid(router), signal.SIGCONT)
-    await cluster.status(router, "standby")
+    await cluster.deposed(router)
     return []
 
 
@@ -294,13 +351,14 @@ async def freeze_router(cluster: Cluster, router: int, rng: random.Random) -> li
         await asyncio.sleep(rng.uniform(0.0, 2.0))
     finally:
         os.kill(cluster.pid(router), signal.SIGCONT)
-    await cluster.status(router, "standby")
+    await cluster.deposed(router)
     return []
 
 
 FAULTS = {
     "kill router": kill_router,
-    "kill standby": kill_standby,
+    "kill standby": kill_other,
+    "kill edge": kill_other,
     "kill router and heir": kill_router_and_its_heir,
     "end lease session": end_lease_session,
     "pause router": pause_router,
@@ -308,14 +366,14 @@ FAULTS = {
 }
 
 
-def fault_plan(rng: random.Random) -> list[str]:
+def fault_plan(rng: random.Random, other: str) -> list[str]:
     """KILLS kill -9s (one in six of them a router's heir's), half of the rest the router's,
-    half a standby's; per six kills a lease session ended and a freeze (at least one of each),
-    and per ten a pause; in a random order."""
+    half an `other` host's (a standby or an edge); per six kills a lease session ended and a
+    freeze (at least one of each), and per ten a pause; in a random order."""
     heirs = KILLS // 6
     single = KILLS - 2 * heirs
     plan = ["kill router and heir"] * heirs
-    plan += ["kill router"] * (single - single // 2) + ["kill standby"] * (single // 2)
+    plan += ["kill router"] * (single - single // 2) + [f"kill {other}"] * (single // 2)
     plan += ["end lease session"] * max(1, KILLS // 6) + ["freeze router"] * max(1, KILLS // 6)
     plan += ["pause router"] * (KILLS // 10)
     rng.shuffle(plan)
@@ -326,16 +384,16 @@ async def chaos(
     cluster: Cluster, rng: random.Random, stop: asyncio.Event, faults: list[dict[str, Any]]
 ) -> None:
     """Every fault of the plan at a random moment of a routing cluster, the hosts it killed
-    restarted as standbys once another routes; then `stop`. Each one's figures go to
-    `faults`."""
-    for n, fault in enumerate(fault_plan(rng), 1):
+    restarted (as standbys or edges) once another routes; then `stop`. Each one's figures go
+    to `faults`."""
+    for n, fault in enumerate(fault_plan(rng, cluster.other), 1):
         await asyncio.sleep(rng.uniform(*FAULT_GAP))
         router = await cluster.router()
         started = time.monotonic()
         killed = await FAULTS[fault](cluster, router, rng)
-        new = await cluster.router(other_than=router if fault != "kill standby" else None)
+        new = await cluster.router(other_than=None if fault == f"kill {cluster.other}" else router)
         took = time.monotonic() - started
-        await asyncio.gather(*(cluster.start(i, "standby") for i in killed))
+        await asyncio.gather(*(cluster.start(i) for i in killed))
         faults.append(
             {
                 "fault": fault,
@@ -349,12 +407,15 @@ async def chaos(
     stop.set()
 
 
-async def arrivals(bases: list[str], token: str, history: History, stop: asyncio.Event) -> int:
+async def arrivals(
+    bases: list[str], token: str, history: History, stop: asyncio.Event, *, sticky: bool
+) -> int:
     """Customers arriving until `stop`; returns how many came once all of them are done."""
     customers = []
     while not stop.is_set():
         cid = f"{PREFIX}{len(customers)}"
-        customers.append(asyncio.ensure_future(customer(cid, bases, token, history, stop)))
+        arrival = customer(cid, bases, token, history, stop, sticky=sticky)
+        customers.append(asyncio.ensure_future(arrival))
         await asyncio.sleep(random.uniform(*ARRIVAL_GAP))
     await asyncio.gather(*customers)
     return len(customers)
@@ -423,28 +484,35 @@ def check_logs(cluster: Cluster) -> None:
     assert not found, "\n".join(found)
 
 
+@pytest.mark.parametrize("mode", ["standby", "edges"])
 async def test_kill_9_anywhere_in_a_cluster_loses_doubles_and_breaks_nothing(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, postgres_url: str, mode: str, request: pytest.FixtureRequest
 ) -> None:
+    """`standby`: without a bus, the hosts that do not route answer 503 and the clients are
+    sticky; `edges`: on a bus, every host serves and each request and socket goes to any."""
+    bus = request.getfixturevalue("nats_url") if mode == "edges" else None
     seed = int(SEED) if SEED else random.randrange(2**32)
-    print(f"INBOX_CLUSTER_SEED={seed} INBOX_CLUSTER_KILLS={KILLS}")
+    print(f"INBOX_CLUSTER_SEED={seed} INBOX_CLUSTER_KILLS={KILLS} mode={mode}")
     rng = random.Random(seed)
     began = time.monotonic()
     config_path = tmp_path / "inbox.toml"
     config_path.write_text(fast_config_text(QUEUES))
     config: HostConfig = load_config(config_path)
     token = await integration_token(postgres_url, "cluster-test")
-    cluster = Cluster(tmp_path, config_path, postgres_url)
+    cluster = Cluster(tmp_path, config_path, postgres_url, bus)
+    sticky = bus is None  # where every host serves, the balancer needs no stickiness
     history = History()
     stop = asyncio.Event()
     faults: list[dict[str, Any]] = []
     try:
-        await cluster.start(0, "ok")
-        await asyncio.gather(cluster.start(1, "standby"), cluster.start(2, "standby"))
+        await cluster.start(0, first=True)
+        await asyncio.gather(cluster.start(1), cluster.start(2))
         bases = [cluster.base_url(i) for i in range(HOSTS)]
         urls = [cluster.agent_url(i) for i in range(HOSTS)]
-        agents = asyncio.gather(*(agent(a, urls, history, stop, MIXED) for a in AGENTS))
-        customers = asyncio.ensure_future(arrivals(bases, token, history, stop))
+        agents = asyncio.gather(
+            *(agent(a, urls, history, stop, MIXED, sticky=sticky) for a in AGENTS)
+        )
+        customers = asyncio.ensure_future(arrivals(bases, token, history, stop, sticky=sticky))
         try:
             await chaos(cluster, rng, stop, faults)
             arrived = await customers
@@ -461,6 +529,7 @@ async def test_kill_9_anywhere_in_a_cluster_loses_doubles_and_breaks_nothing(
             cutoff = time.time() - LATENESS
             stored = await read_stored(postgres_url)
             assert await cluster.router() == router, "the router changed while quiet"
+            await cluster.check_edges_follow(router)
             # So they count as present for work conservation.
             assert [c.status for c in clients] == ["connected"] * len(AGENTS)
         finally:
@@ -483,6 +552,7 @@ async def test_kill_9_anywhere_in_a_cluster_loses_doubles_and_breaks_nothing(
     check_logs(cluster)
     states = Counter(i.state.value for i in stored.items)
     report = {
+        "mode": mode,
         "seed": seed,
         "kills": sum(len(f["killed"]) for f in faults),
         "lease_sessions_ended": sum(f["fault"] == "end lease session" for f in faults),
@@ -499,5 +569,6 @@ async def test_kill_9_anywhere_in_a_cluster_loses_doubles_and_breaks_nothing(
         "seconds": round(time.monotonic() - began, 1),
     }
     print(json.dumps(report, indent=2))
-    if REPORT:
-        Path(REPORT).write_text(json.dumps(report, indent=2))
+    if REPORT:  # one file per mode: cluster.json gives cluster.standby.json, cluster.edges.json
+        path = Path(REPORT)
+        path.with_name(f"{path.stem}.{mode}{path.suffix}").write_text(json.dumps(report, indent=2))

@@ -4,7 +4,9 @@ of them, the audit trail is kept, and a restarted service re-arms what was pendi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from msgspec.structs import replace
@@ -26,8 +28,10 @@ from core.routing.decisions import OfferMade
 from core.routing.engine import RoutingConfig, RoutingError
 from core.routing.events import ItemArrived, OfferAccepted, PresenceChanged
 from core.service import RoutingService
+from core.service.inbox import _log_failure as inbox_log_failure
 from core.service.routing import Step
 from store import StoreFenced, open_store
+from store.base import StoreUnavailable
 from tests.store_helpers import audit_trail, offers_of
 
 CONFIG = RoutingConfig(
@@ -146,6 +150,65 @@ async def test_a_fenced_deadline_step_stops_the_timers(
     assert "event=timers_stopped reason=fenced" in caplog.text
     assert "Traceback" not in caplog.text
     await store.close()
+
+
+async def test_a_deadline_step_the_database_failed_is_one_line_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A router frozen past the server's session timeouts wakes up to a writer session the
+    server ended: its deadline step fails as StoreUnavailable, a foreseen failure logged in one
+    line (not with a traceback, as for a bug), and the step is tried again after a reload."""
+    clock = Clock()
+    store = await open_store(tmp_path)
+    service = RoutingService(CONFIG, store, clock=clock)
+    await service.start()
+    await service.submit(PresenceChanged(agent="alice", presence="Available"))
+    await service.submit(
+        ItemArrived(item=WorkItem(id="W1", channel="chat", customer="c1", created_at=clock.now))
+    )
+    apply_routing = store.apply_routing
+    tries = 0
+
+    async def ended_once(**records: Any) -> None:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise StoreUnavailable("the database failed (the session was ended)")
+        await apply_routing(**records)
+
+    monkeypatch.setattr(store, "apply_routing", ended_once)
+    clock.now += 60  # the offer's deadline has passed: the timer steps at once
+    timers = asyncio.create_task(service.run_timers())
+    try:
+        async with asyncio.timeout(5):
+            while tries < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        timers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await timers
+        await store.close()
+    assert "event=deadline_step_not_stored" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_conversation_update_the_database_failed_is_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same wake-up can fail the system message that announces a routing decision ("Alice
+    joined"): a StoreUnavailable there is one line too; anything else keeps its traceback."""
+
+    async def fails(error: Exception) -> None:
+        raise error
+
+    for error in (StoreUnavailable("the database failed (the session was ended)"), KeyError("x")):
+        task = asyncio.get_running_loop().create_task(fails(error))
+        with contextlib.suppress(type(error)):
+            await task
+        inbox_log_failure(task)
+    lines = caplog.text.splitlines()
+    assert "event=conversation_update_not_stored" in lines[0] and "Traceback" not in lines[1]
+    assert "Traceback" in caplog.text and "KeyError" in caplog.text
 
 
 async def test_restart_expires_an_offer_whose_deadline_passed_while_down(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from core.service.conversations import Conversation, Conversations
 from core.service.errors import InboxError
 from core.service.floor import Floor
 from core.service.routing import RoutingService
-from store.base import IdempotencyKey, Store
+from store.base import IdempotencyKey, Store, StoreConflict, StoreError
 
 
 @dataclass
@@ -89,6 +89,11 @@ class Customers:
         except RoutingError as e:
             self.conversations.forget(record.number)
             raise InboxError(e.code, e.message) from e
+        except StoreError:
+            # Nothing of the step was kept (fenced, the disk failing): a retry finds the
+            # stored interaction without its item and routes it, as after a crash.
+            self.conversations.forget(record.number)
+            raise
         unroutable = next((d for d in decisions if isinstance(d, ItemUnroutable)), None)
         if unroutable is not None:
             # The step stored the record closed_abandoned (core/routing/records.py).
@@ -107,7 +112,8 @@ class Customers:
         item was never stored and no restart knows of it: the retry routes it now, under its
         original id, with this request's body (the same, as the fingerprint says). The same
         key with another body is `idempotency_key_reused`. Requests with one key take turns,
-        so two concurrent retries never route the same item twice."""
+        so two concurrent retries never route the same item twice; one that finds the key
+        stored by another process as it commits is replayed too."""
         idempotency = IdempotencyKey(
             scope=scope, key=key, fingerprint=fingerprint, created_at=self.clock()
         )
@@ -119,8 +125,15 @@ class Customers:
                 # The key's own time, as the store's insert uses: both agree on what expired.
                 stored = await self.store.get_idempotency_key(*slot, idempotency.created_at)
                 if stored is None:
-                    record = await self.start_conversation(idempotency=idempotency, **request)
-                    return record, False
+                    try:
+                        record = await self.start_conversation(idempotency=idempotency, **request)
+                        return record, False
+                    except StoreConflict:
+                        # Another process stored the key meanwhile (a router deposed and its
+                        # successor each serving a retry): this one is a retry of that one.
+                        stored = await self.store.get_idempotency_key(*slot, idempotency.created_at)
+                        if stored is None:
+                            raise
                 if stored.fingerprint != fingerprint:
                     raise InboxError(
                         "idempotency_key_reused",

@@ -73,7 +73,7 @@ from core.service.records import Records
 from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession
 from core.service.views import Views
-from store.base import Store, StoreStats
+from store.base import Store, StoreStats, StoreUnavailable
 
 __all__ = ["Inbox", "InboxError"]
 
@@ -360,7 +360,11 @@ def _discard(observers: list[Any], observer: object) -> None:
 
 def _log_failure(task: asyncio.Task[None]) -> None:
     # The step's submitter hears of a failure too, unless it has gone: then this is the record.
-    if not task.cancelled() and task.exception() is not None:
-        log.error(
-            "updating a conversation after a routing decision failed", exc_info=task.exception()
-        )
+    if task.cancelled() or task.exception() is None:
+        return
+    error = task.exception()
+    if isinstance(error, StoreUnavailable):
+        # The database or the way to it failed (its message says how), not this code.
+        log.error("event=conversation_update_not_stored error=%s", error)
+        return
+    log.error("updating a conversation after a routing decision failed", exc_info=error)

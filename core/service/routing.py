@@ -41,7 +41,7 @@ from core.routing.decisions import (
 from core.routing.engine import Router, RoutingConfig
 from core.routing.events import AgentConnected, AgentDisconnected, AgentUpdated, AnyEvent
 from core.routing.records import RecordChange, follow
-from store.base import Store, StoreError, StoreFenced
+from store.base import Store, StoreError, StoreFenced, StoreUnavailable
 
 log = logging.getLogger("inbox_tui.routing")
 
@@ -188,6 +188,10 @@ class RoutingService:
                 # Another process routes now and fires the deadlines: this one is done.
                 log.warning("event=timers_stopped reason=fenced error=%s", e)
                 return
+            except StoreUnavailable as e:
+                # The database or the way to it failed (its message says how), not this code:
+                # one line, as the API and the sockets log it.
+                log.error("event=deadline_step_not_stored error=%s; retrying after reload", e)
             except StoreError:
                 log.exception("deadline step not stored; retrying after reload")
 
