@@ -43,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
+from msgspec.structs import replace
 
 from core.model import (
     MAX_ATTACHMENT_BYTES,
@@ -253,6 +254,39 @@ class _Op:
     run: WriteFn
     counters: tuple[str, ...] = ()
     interactions: tuple[str, ...] = ()
+    # Without a savepoint of its own: one statement whose refusals are results, not errors
+    # (an op that raises without PostgreSQL failing leaves the transaction as it was). If the
+    # statement itself fails, so does the whole batch: its ops are all answered with the error.
+    guarded: bool = True
+
+
+# A message appended in one statement: nothing if its client_msg_id is stored already (that one
+# is returned), else the conversation's next seq counted and the message stored with it.
+_APPEND = """
+WITH stored AS (
+    SELECT data FROM messages WHERE interaction = $1 AND client_msg_id = $2
+), counted AS (
+    UPDATE interactions SET last_seq = last_seq + 1
+    WHERE number = $1 AND NOT EXISTS (SELECT 1 FROM stored)
+    RETURNING last_seq
+), inserted AS (
+    INSERT INTO messages (interaction, seq, client_msg_id, data)
+    SELECT $1, last_seq, $2, $3 || last_seq || $4 FROM counted
+    RETURNING seq
+)
+SELECT EXISTS (SELECT 1 FROM interactions WHERE number = $1),
+       (SELECT data FROM stored),
+       (SELECT seq FROM inserted)
+"""
+
+
+def _around_seq(data: str) -> tuple[str, str]:
+    """A message's stored JSON (seq 0) as the text before its seq and the text after."""
+    head = '"seq":0,'
+    at = data.find(head)
+    if not data.startswith('{"interaction":') or at < 0:
+        raise AssertionError(f"unexpected message encoding: {data[:80]}")
+    return data[: at + len(head) - 2], data[at + len(head) - 1 :]
 
 
 class _Retry(Exception):
@@ -522,10 +556,11 @@ class PostgresStore:
         *,
         counters: tuple[str, ...] = (),
         interactions: tuple[str, ...] = (),
+        guarded: bool = True,
     ) -> T:
         """Run `fn` in the next batch's transaction; returns its result once committed.
         `counters` and `interactions` name the rows of those tables it updates (_Op)."""
-        op = _Op(fn, counters, interactions)
+        op = _Op(fn, counters, interactions, guarded)
         return await self._writer.submit(op)
 
     async def _writer_connection(self) -> asyncpg.Connection:
@@ -581,9 +616,23 @@ class PostgresStore:
             await _lock_rows(conn, ops)
             # Statements are paired into one round trip where they can be: the savepoint
             # bookkeeping would otherwise cost as many round trips as the ops themselves.
-            head = "SAVEPOINT op"
+            release = False  # the savepoint of the last guarded op is still open
             for op in ops:
-                await conn.execute(head)
+                if not op.guarded:
+                    try:
+                        result = await op.run(conn)
+                    except asyncpg.PostgresError:
+                        raise  # the transaction is lost: the whole batch fails
+                    except Exception as exc:
+                        if conn.is_closed() or isinstance(exc, _BROKEN):
+                            raise
+                        outcomes.append((False, exc))
+                    else:
+                        outcomes.append((True, result))
+                    continue
+                await conn.execute(
+                    "RELEASE SAVEPOINT op; SAVEPOINT op" if release else "SAVEPOINT op"
+                )
                 try:
                     result = await op.run(conn)
                 except Exception as exc:
@@ -593,10 +642,10 @@ class PostgresStore:
                     if isinstance(exc, asyncpg.PostgresError):
                         exc = _classify(exc, f"writing to {self.where}")
                     outcomes.append((False, exc))
-                    head = "SAVEPOINT op"
+                    release = False
                 else:
                     outcomes.append((True, result))
-                    head = "RELEASE SAVEPOINT op; SAVEPOINT op"
+                    release = True
             await conn.execute("COMMIT")
         except Exception as exc:
             if conn is not None and not conn.is_closed() and conn.is_in_transaction():
@@ -1076,54 +1125,34 @@ class PostgresStore:
         kind: Literal["message", "work_note"] = "message",
         attachment: str | None = None,
     ) -> tuple[Message, bool]:
-        async def op(conn: asyncpg.Connection) -> tuple[Message, bool]:
-            # The batch holds this interaction's row lock (_lock_rows), so no other process
-            # appends to it until this batch commits, and the look for a duplicate sees
-            # every one committed before.
-            found = await conn.fetchrow(
-                "UPDATE interactions SET last_seq = last_seq + 1 WHERE number = $1 "
-                "RETURNING last_seq, (SELECT data FROM messages "
-                "WHERE interaction = $1 AND client_msg_id = $2)",
-                interaction,
-                client_msg_id,
-            )
-            if found is None:
-                raise NotFound(f"interaction {interaction} does not exist")
-            seq, duplicate = found
-            if duplicate is not None:
-                # Its seq was taken already: hand the one just counted back.
-                await conn.execute(
-                    "UPDATE interactions SET last_seq = last_seq - 1 WHERE number = $1",
-                    interaction,
-                )
-                return load(Message, duplicate), True
-            message = Message(
-                interaction=interaction,
-                seq=seq,
-                sender_kind=sender_kind,
-                sender=sender,
-                body=body,
-                client_msg_id=client_msg_id,
-                created_at=created_at,
-                kind=kind,
-                attachment=attachment,
-            )
-            try:
-                await conn.execute(
-                    "INSERT INTO messages (interaction, seq, client_msg_id, data) "
-                    "VALUES ($1, $2, $3, $4)",
-                    interaction,
-                    seq,
-                    client_msg_id,
-                    dump(message),
-                )
-            except asyncpg.UniqueViolationError as exc:
-                # Only if something appended without the row lock: look again after this
-                # batch, which will find the duplicate.
-                raise _Retry(f"message {client_msg_id} of {interaction}") from exc
-            return message, False
+        message = Message(
+            interaction=interaction,
+            seq=0,
+            sender_kind=sender_kind,
+            sender=sender,
+            body=body,
+            client_msg_id=client_msg_id,
+            created_at=created_at,
+            kind=kind,
+            attachment=attachment,
+        )
+        # The record as stored, around its seq: the statement puts the seq it counts between.
+        before, after = _around_seq(dump(message))
 
-        return await self._write(op, interactions=(interaction,))
+        async def op(conn: asyncpg.Connection) -> tuple[Message, bool]:
+            # One round trip: the look for a duplicate, the count and the insert. The batch
+            # holds this interaction's row lock (_lock_rows), so no other process appends to
+            # it until this batch commits, and the look sees every one committed before.
+            row = await conn.fetchrow(_APPEND, interaction, client_msg_id, before, after)
+            assert row is not None  # the statement's SELECT always makes one row
+            known, duplicate, seq = row
+            if duplicate is not None:
+                return load(Message, duplicate), True
+            if not known:
+                raise NotFound(f"interaction {interaction} does not exist")
+            return replace(message, seq=seq), False
+
+        return await self._write(op, interactions=(interaction,), guarded=False)
 
     async def list_messages(
         self, interaction: str, after_seq: int = 0, limit: int = 500
