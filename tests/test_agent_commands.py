@@ -595,3 +595,39 @@ async def test_a_resent_first_reply_counts_when_the_host_stored_it_but_did_not_r
         replied = inbox.routing.router.items[item.id]
         assert replied.replied and replied.reply_by is None
         await alice.close()
+
+
+async def test_a_first_reply_stored_but_not_routed_counts_after_a_restart(tmp_path: Path) -> None:
+    """The host stored the owner's first reply and died (or was deposed: its routing step
+    fenced) before routing it, and the console did not resend it. The host that rebuilds from
+    the store finds the reply there and does not take the chat back from the agent who
+    answered."""
+    from core.model import SenderKind
+
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        number = await accepted_chat(h, alice, "web-rita")
+        inbox = h.host.inbox
+        item = inbox.routing.router.items[inbox.conversations.open[number].item]
+        assert item.reply_by is not None and not item.replied
+        await inbox.store.append_message(
+            number, SenderKind.AGENT, "alice", "On it!", "r1", time.time()
+        )
+        await alice.close()
+    async with running_host(tmp_path) as again:
+        rebuilt = again.host.inbox.routing.router.items[item.id]
+        assert rebuilt.replied and rebuilt.reply_by is None
+        assert rebuilt.agent == "alice" and rebuilt.state == "accepted"
+
+
+async def test_a_customers_line_is_not_taken_for_the_agents_first_reply(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        number = await accepted_chat(h, alice, "web-rita")
+        inbox = h.host.inbox
+        item = inbox.routing.router.items[inbox.conversations.open[number].item]
+        await inbox.customer_message(number, "web-rita", "Hello?", "c9")
+        await alice.close()
+    async with running_host(tmp_path) as again:
+        rebuilt = again.host.inbox.routing.router.items[item.id]
+        assert not rebuilt.replied and rebuilt.reply_by == item.reply_by

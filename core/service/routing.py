@@ -28,7 +28,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.model import Agent, AgentStatus, AuditEntry, InteractionRecord, Offer, WorkItem
+from core.model import (
+    Agent,
+    AgentStatus,
+    AuditEntry,
+    InteractionRecord,
+    Offer,
+    SenderKind,
+    WorkItem,
+)
 from core.routing.decisions import (
     AnyDecision,
     ItemChanged,
@@ -39,7 +47,13 @@ from core.routing.decisions import (
     audit_entry,
 )
 from core.routing.engine import Router, RoutingConfig
-from core.routing.events import AgentConnected, AgentDisconnected, AgentUpdated, AnyEvent
+from core.routing.events import (
+    AgentConnected,
+    AgentDisconnected,
+    AgentReplied,
+    AgentUpdated,
+    AnyEvent,
+)
 from core.routing.records import RecordChange, follow
 from store.base import Store, StoreError, StoreFenced, StoreUnavailable
 
@@ -111,9 +125,32 @@ class RoutingService:
     async def start(self) -> list[AnyDecision]:
         """Rebuild from the store and route what fell due while the host was down."""
         await self._reload()
-        decisions = self.router.resume(self.clock())
+        now = self.clock()
+        decisions: list[AnyDecision] = []
+        # A first reply stored whose routing step was not (its host died, or was deposed,
+        # between the two): the chat is answered, and must not be taken back from its agent.
+        for item in await self._replied_unrouted():
+            decisions += self.router.handle(AgentReplied(item=item), now)
+        decisions += self.router.resume(now)
         await self._settle(self._decide(decisions))
         return decisions
+
+    async def _replied_unrouted(self) -> list[str]:
+        """The live chats awaiting their first reply whose owner's reply is stored."""
+        waiting = [
+            i for i in self.router.items.values() if i.reply_by is not None and not i.replied
+        ]
+        answered = []
+        for item in waiting:
+            if item.interaction is None or item.agent is None:
+                continue
+            recent = await self.store.last_messages(item.interaction, limit=50)
+            if any(
+                m.sender_kind == SenderKind.AGENT and m.sender == item.agent and m.kind == "message"
+                for m in recent
+            ):
+                answered.append(item.id)
+        return answered
 
     async def _reload(self) -> None:
         self.router = await load_router(self.config, self.store, self.detached_agents)
