@@ -136,21 +136,26 @@ class RoutingService:
         return decisions
 
     async def _replied_unrouted(self) -> list[str]:
-        """The live chats awaiting their first reply whose owner's reply is stored."""
+        """The live chats awaiting their first reply whose owner's reply is stored. A few
+        seconds' arrivals at most: read side by side, as many at once as a read pool holds."""
         waiting = [
-            i for i in self.router.items.values() if i.reply_by is not None and not i.replied
+            i
+            for i in self.router.items.values()
+            if i.reply_by is not None and not i.replied and i.interaction and i.agent
         ]
-        answered = []
-        for item in waiting:
-            if item.interaction is None or item.agent is None:
-                continue
-            recent = await self.store.last_messages(item.interaction, limit=50)
-            if any(
+        reads = asyncio.Semaphore(8)
+
+        async def answered(item: WorkItem) -> bool:
+            assert item.interaction is not None
+            async with reads:
+                recent = await self.store.last_messages(item.interaction, limit=50)
+            return any(
                 m.sender_kind == SenderKind.AGENT and m.sender == item.agent and m.kind == "message"
                 for m in recent
-            ):
-                answered.append(item.id)
-        return answered
+            )
+
+        found = await asyncio.gather(*(answered(item) for item in waiting))
+        return [item.id for item, yes in zip(waiting, found, strict=True) if yes]
 
     async def _reload(self) -> None:
         self.router = await load_router(self.config, self.store, self.detached_agents)
