@@ -214,8 +214,9 @@ async def serve(
     config: HostConfig, listen: tuple[str, int], data_dir: Path, *, reuse_port: bool = False
 ) -> None:
     """Run until SIGINT or SIGTERM, then drain: stop accepting, close sockets, commit, close.
-    With `[host] store` (a database several hosts share), stand by until this host wins the
-    routing role, serve while it holds it, and stand by again if it loses it."""
+    With `[host] store` (a database several hosts share), serve as an edge (with `[host] bus`)
+    or stand by (without) until this host wins the routing role, route while it holds it, and
+    go back to the first if it loses it."""
     sock = bind(*listen, reuse_port=reuse_port)
     actual = sock.getsockname()
     log.info(
