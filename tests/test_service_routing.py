@@ -30,7 +30,7 @@ from core.routing.events import ItemArrived, OfferAccepted, PresenceChanged
 from core.service import RoutingService
 from core.service.inbox import _log_failure as inbox_log_failure
 from core.service.routing import Step
-from store import StoreFenced, open_store
+from store import Store, StoreFenced, open_store
 from store.base import StoreUnavailable
 from tests.store_helpers import audit_trail, offers_of
 
@@ -52,6 +52,19 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+async def offered_to_alice(tmp_path: Path) -> tuple[Clock, Store, RoutingService]:
+    """A routing service on a SQLite store, with item W1 offered to alice."""
+    clock = Clock()
+    store = await open_store(tmp_path)
+    service = RoutingService(CONFIG, store, clock=clock)
+    await service.start()
+    await service.submit(PresenceChanged(agent="alice", presence="Available"))
+    await service.submit(
+        ItemArrived(item=WorkItem(id="W1", channel="chat", customer="c1", created_at=clock.now))
+    )
+    return clock, store, service
 
 
 async def test_decisions_are_committed_before_listeners_hear_of_them(tmp_path: Path) -> None:
@@ -126,14 +139,7 @@ async def test_a_fenced_deadline_step_stops_the_timers(
     """A host that lost the routing role (its steps fenced) leaves the deadlines to the host
     that routes now: its timer loop ends at the first fenced step, rather than reloading and
     retrying in a loop until the service stops, a traceback each time."""
-    clock = Clock()
-    store = await open_store(tmp_path)
-    service = RoutingService(CONFIG, store, clock=clock)
-    await service.start()
-    await service.submit(PresenceChanged(agent="alice", presence="Available"))
-    await service.submit(
-        ItemArrived(item=WorkItem(id="W1", channel="chat", customer="c1", created_at=clock.now))
-    )
+    clock, store, service = await offered_to_alice(tmp_path)
     tries = 0
 
     async def fenced(**records: object) -> None:
@@ -158,14 +164,7 @@ async def test_a_deadline_step_the_database_failed_is_one_line_and_retried(
     """A router frozen past the server's session timeouts wakes up to a writer session the
     server ended: its deadline step fails as StoreUnavailable, a foreseen failure logged in one
     line (not with a traceback, as for a bug), and the step is tried again after a reload."""
-    clock = Clock()
-    store = await open_store(tmp_path)
-    service = RoutingService(CONFIG, store, clock=clock)
-    await service.start()
-    await service.submit(PresenceChanged(agent="alice", presence="Available"))
-    await service.submit(
-        ItemArrived(item=WorkItem(id="W1", channel="chat", customer="c1", created_at=clock.now))
-    )
+    clock, store, service = await offered_to_alice(tmp_path)
     apply_routing = store.apply_routing
     tries = 0
 
