@@ -182,6 +182,9 @@ class InboxClient:
 
     async def _received(self, frame: ServerFrame) -> None:
         if isinstance(frame, Event):
+            if frame.seq == 0 and not isinstance(frame, Resync):
+                await self._deliver(frame)  # unnumbered (queue figures): nothing to replay
+                return
             if frame.seq <= self.last_seq and not isinstance(frame, Resync):
                 return  # already delivered before a reconnect
             self.last_seq = frame.seq

@@ -42,6 +42,7 @@ from core.protocol import (
     MessageEvent,
     OfferClosed,
     OfferEvent,
+    Ok,
     OngoingEvent,
     OnlineAgents,
     Prefill,
@@ -62,7 +63,7 @@ from core.protocol import (
     encoder,
     server_decoder,
 )
-from core.service import sessions
+from core.service import sessions, views
 from core.service.floor import RESUME_WINDOW
 from tests.hosting import RunningHost, fast_config, fast_config_text, running_host
 from tests.store_helpers import attachment_file, get_record
@@ -320,6 +321,63 @@ async def test_queue_stats_and_presence_events_flow(tmp_path: Path) -> None:
         assert "chloe" not in {a.id for a in online.agents}  # never logged in: Offline
 
 
+async def test_queue_figures_are_unnumbered_and_come_whole_after_a_resume(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+        alice = await RawConsole.open(http, h)
+        await alice.send(Login(ref=1, username="alice", password=DEMO_PASSWORD))
+        token = (await alice.next(LoggedIn)).token
+        await h.host.inbox.start_conversation(channel="chat", customer="c1", customer_name="C")
+        # Only the queue that changed since the login's snapshot, and outside the numbering.
+        stats = await alice.next(QueueStatsEvent, timeout=5.0)
+        assert stats.seq == 0 and {s.queue for s in stats.stats} == {"general"}
+        await alice.send(SetPresence(ref=2, presence="Away"))
+        assert (await alice.next(PresenceEvent)).seq == 1
+        # Figures are not replayed: after a resume the next update has every one of her
+        # queues, changed or not, and the numbered events go on from where they were.
+        alice.drop()
+        alice = await RawConsole.open(http, h)
+        await alice.send(Resume(ref=3, token=token, last_seq=1))
+        await alice.next(Ok)
+        whole = await alice.next(QueueStatsEvent, timeout=5.0)
+        assert {s.queue for s in whole.stats} == {"general", "messaging", "cases"}
+        await alice.send(SetPresence(ref=4, presence="Available"))
+        assert (await alice.next(PresenceEvent)).seq == 2
+
+
+async def test_past_the_budget_agents_get_figures_in_turn_and_supervisors_every_second(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # One frame a second of budget for two agents: each agent is due every other round.
+    monkeypatch.setattr(views, "STATS_FRAMES_PER_S", 1)
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice", presence=None)
+        bob = await h.agent("bob", presence=None)
+        dan = await h.agent("dan", presence=None)  # a supervisor
+        # A customer nobody can take: the general queue's waiting time changes every round.
+        await h.host.inbox.start_conversation(channel="chat", customer="c1", customer_name="C")
+        for console in (alice, bob, dan):
+            await console.next_event(QueueStatsEvent, timeout=5.0)  # in step with the rounds
+        counts = dict.fromkeys(("alice", "bob", "dan"), 0)
+
+        async def count(name: str, console: InboxClient) -> None:
+            while True:
+                await console.next_event(QueueStatsEvent)
+                counts[name] += 1
+
+        tasks = [
+            asyncio.create_task(count(n, c)) for n, c in zip(counts, (alice, bob, dan), strict=True)
+        ]
+        await asyncio.sleep(6.0)  # six rounds
+        for task in tasks:
+            task.cancel()
+        assert counts["dan"] >= 5
+        assert 2 <= counts["alice"] <= 4 and 2 <= counts["bob"] <= 4
+        for console in (alice, bob, dan):
+            await console.close()
+
+
 async def test_too_far_behind_gets_a_resync_snapshot(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(sessions, "RESUME_BUFFER", 5)
     async with running_host(tmp_path) as h:
@@ -420,7 +478,7 @@ class RawConsole:
         msg = await self.ws.receive(timeout=timeout)
         assert msg.type == aiohttp.WSMsgType.BINARY, msg
         frame = server_decoder.decode(msg.data)
-        if isinstance(frame, Event):
+        if isinstance(frame, Event) and frame.seq:  # queue figures are unnumbered (0)
             self.last_seq = frame.seq
         return frame
 

@@ -11,6 +11,7 @@ closed by the host) rather than allowed to hold memory or slow anyone else down;
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from core.protocol import Event
 
 RESUME_BUFFER = 2_000
 OUTGOING_LIMIT = 1_000
+_SESSION_NUMBERS = itertools.count()
 
 
 class Kick(StrEnum):
@@ -44,6 +46,10 @@ class AgentSession:
     outgoing: asyncio.Queue[Event] | None = None
     detached_at: float | None = None
     wants_queue_stats: bool = True
+    # The statistics round whose figures the console has (Views.stats_loop); -1: none yet.
+    stats_round: int = -1
+    # Spreads the consoles over the statistics rounds when not all are due in every one.
+    stagger: int = field(default_factory=lambda: next(_SESSION_NUMBERS))
     overflowed: bool = False
     closed: bool = False  # logged out or expired: no command is taken on it any more
     # Set by the transport: how to drop the attached socket, and why.
@@ -69,6 +75,13 @@ class AgentSession:
             if self.kick is not None:
                 self.kick(Kick.NOT_READING)
 
+    def show(self, event: Event) -> None:
+        """Send an unnumbered event that the next one of its kind replaces (queue figures):
+        not kept for resume, and dropped rather than queued behind a console that is not
+        reading (the next numbered event finds the queue full and drops the console)."""
+        if self.outgoing is not None and not self.outgoing.full():
+            self.outgoing.put_nowait(event)
+
     def attach(self, kick: Callable[[Kick], None]) -> asyncio.Queue[Event]:
         """A socket takes over the session (a second console of the same session replaces
         the first, which is kicked)."""
@@ -78,6 +91,7 @@ class AgentSession:
         self.detached_at = None
         self.overflowed = False
         self.kick = kick
+        self.stats_round = -1  # figures are not replayed: the next round sends them whole
         return self.outgoing
 
     def detach(self, queue: asyncio.Queue[Event], now: float) -> None:
