@@ -81,6 +81,7 @@ def start_host(
     bus: str | None = None,
     workers: int = 1,
     ready: str = "ok",
+    log_level: str = "info",
 ) -> HostProcess:
     """Start `inbox-tui --server` on `port` (by default 0: the kernel picks a free one, so no
     race with other runs) and return once /healthz answers. A restart on the same `root`
@@ -109,6 +110,7 @@ def start_host(
                 *(["--store", store] if store else []),
                 *(["--bus", bus] if bus else []),
                 *(["--workers", str(workers)] if workers != 1 else []),
+                *(["--log-level", log_level] if log_level != "info" else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,

@@ -504,6 +504,10 @@ class SQLiteStore:
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if len(fns) == 1:
+                # Alone in its batch (most batches below saturation), an op needs no
+                # savepoint: rolling the transaction back undoes exactly that op.
+                return self._run_alone(conn, fns[0])
             for fn in fns:
                 conn.execute("SAVEPOINT op")
                 try:
@@ -531,6 +535,21 @@ class SQLiteStore:
             # pile their tracebacks onto it.
             return [(False, _classify(exc, doing, self._path)) for _ in fns], False
         return outcomes, True
+
+    def _run_alone(self, conn: sqlite3.Connection, fn: WriteFn) -> tuple[list[Outcome], bool]:
+        """Writer thread, inside BEGIN: `fn` as a batch of its own. Raises what the batch's
+        transaction cannot survive, as _run_batch's loop does."""
+        try:
+            result = fn(conn)
+        except Exception as exc:
+            if not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                exc = _classify(exc, f"writing to {self._path}", self._path)
+            return [(False, exc)], True
+        conn.execute("COMMIT")
+        return [(True, result)], True
 
     # -- the read path --------------------------------------------------------------------
 

@@ -296,6 +296,26 @@ async def test_an_items_creator_survives_a_restart(tmp_path: Path) -> None:
         assert status == 201, posted
 
 
+async def test_routing_decisions_are_logged_at_debug_only(tmp_path: Path) -> None:
+    tokens = await make_tokens(tmp_path, a=None)
+    token = tokens["a"][0]
+    for level in ("info", "debug"):
+        h = await asyncio.to_thread(start_host, tmp_path, log_level=level)  # same data
+        try:
+            async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+                status, created, _ = await call(
+                    http, "POST", h.base_url + "/api/v1/items", token, item(f"cust-{level}")
+                )
+                assert status == 201, created
+        finally:
+            await asyncio.to_thread(stop_host, h)
+        decisions = [line for line in h.log_text().splitlines() if "reason=" in line]
+        if level == "info":
+            assert not decisions, decisions
+        else:
+            assert any(f"item={created['item']}" in line for line in decisions), h.log_text()
+
+
 def run_admin(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`inbox-tui admin --data <root>/data ...`: through the host if one runs there."""
     return subprocess.run(

@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(SO_REUSEPORT), to use N cores (default 1)",
     )
     parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning"),
+        default="info",
+        help="with --server: what the host logs; debug adds a line per routing decision "
+        "(the store's audit trail keeps every decision either way; default info)",
+    )
+    parser.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -135,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             store=args.store,
             bus=args.bus,
             workers=args.workers,
+            log_level=args.log_level,
         )
     if not args.demo:
         if not (args.connect or args.user or (sys.stdin.isatty() and sys.stdout.isatty())):

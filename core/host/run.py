@@ -38,17 +38,17 @@ def resolve_config(path: Path | None) -> HostConfig:
     return load_config(default)
 
 
-def setup_logging() -> None:
-    # One structured line per event: key=value pairs after a timestamp and a level. The host
-    # logs every routing decision, so the record skips what the format never shows (the
-    # caller's file and line, thread and process names): per the logging HOWTO's
+def setup_logging(level: str = "info") -> None:
+    # One structured line per event: key=value pairs after a timestamp and a level. At debug
+    # the host logs every routing decision, so the record skips what the format never shows
+    # (the caller's file and line, thread and process names): per the logging HOWTO's
     # "Optimization" table, that took a third of the cost of a line.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging.basicConfig(
-        level=logging.INFO,
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
@@ -72,8 +72,9 @@ def run_server(
     store: str | None = None,
     bus: str | None = None,
     workers: int = 1,
+    log_level: str = "info",
 ) -> int:
-    setup_logging()
+    setup_logging(log_level)
     try:
         config = resolve_config(config_path)
         if store is not None:
