@@ -651,11 +651,17 @@ async def sample_cpu(meter: CpuMeter, every: float = 1.0) -> None:
 
 
 def cpu_report(
-    meter: CpuMeter, generator_s: float, elapsed: float, conversations: float, messages: float
+    meter: CpuMeter,
+    generator_s: float,
+    elapsed: float,
+    conversations: float,
+    messages: float,
+    steps: float,
 ) -> dict[str, Any]:
     """CPU seconds per process and per role, in cores (seconds per second of the run), in ms
-    per conversation closed during the run, and in µs per durable message: past saturation
-    conversations are left open at the end, and the messages count the work done on them."""
+    per conversation closed during the run, and in µs per durable message and per routing
+    step: past saturation conversations are left open at the end, and the messages and steps
+    count the work done on them."""
     by_role = {**meter.per_label(), "generator": round(generator_s, 2)}
     return {
         "processes": {
@@ -670,6 +676,7 @@ def cpu_report(
                 if conversations
                 else 0.0,
                 "us_per_message": round(cpu * 1e6 / messages, 1) if messages else 0.0,
+                "us_per_routing_step": round(cpu * 1e6 / steps, 1) if steps else 0.0,
             }
             for role, cpu in sorted(by_role.items())
         },
@@ -959,7 +966,16 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             self_before.ru_utime + self_before.ru_stime
         )
         report["generator"] = {"cpu_s": round(gen_cpu, 2), "cpu_share": round(gen_cpu / elapsed, 3)}
-        report["cpu"] = cpu_report(meter, gen_cpu, elapsed, s.counts["closed"], durable)
+        report["cpu"] = cpu_report(meter, gen_cpu, elapsed, s.counts["closed"], durable, steps)
+        # The scraped host's own account of where its CPU went (/metrics), per conversation.
+        closed = s.counts["closed"]
+        report["host"]["cpu_by_part_ms_per_conversation"] = {
+            part: round(
+                delta(after, before, f'inbox_cpu_seconds_total{{part="{part}"}}') * 1000 / closed, 3
+            )
+            for part in ("process", "event_loop", "routing_engine", "store_writer")
+            if closed and f'inbox_cpu_seconds_total{{part="{part}"}}' in after
+        }
         report["cpu"]["router_pid"] = router
         measured = sum(c for r, c in meter.per_process().values()) + gen_cpu
         report["cpu"]["machine"] = {
@@ -1035,13 +1051,20 @@ def table(report: dict[str, Any]) -> str:
         )
     cpu = report["cpu"]
     lines.append(
-        f"{'cpu by role':28} {'cpu s':>9} {'cores':>9} {'ms/conv':>9} {'µs/msg':>9}"
-        f"   ({cpu['conversations']:.0f} conversations closed; router pid {cpu['router_pid']})"
+        f"{'cpu by role':28} {'cpu s':>9} {'cores':>9} {'ms/conv':>9} {'µs/msg':>9} "
+        f"{'µs/step':>9}   ({cpu['conversations']:.0f} conversations closed; "
+        f"router pid {cpu['router_pid']})"
     )
     for role, c in cpu["by_role"].items():
         lines.append(
             f"{role:28} {c['cpu_s']:>9} {c['cores']:>9} {c['ms_per_conversation']:>9} "
-            f"{c['us_per_message']:>9}"
+            f"{c['us_per_message']:>9} {c['us_per_routing_step']:>9}"
+        )
+    parts = h.get("cpu_by_part_ms_per_conversation")
+    if parts:
+        lines.append(
+            "host cpu by part, ms/conv (/metrics): "
+            + ", ".join(f"{part} {ms}" for part, ms in parts.items())
         )
     per_process = ", ".join(
         f"{pid} {p['role']} {p['cpu_s']}"

@@ -96,7 +96,8 @@ SLOW_COMMIT_S = 0.025
 
 @dataclass
 class StoreStats:
-    """Write-path counters for /metrics; updated on the event loop only, so no locking."""
+    """Write-path counters for /metrics; updated on the event loop only, so no locking
+    (writer_cpu_seconds aside: only the writer thread adds to it)."""
 
     commits: int = 0
     failed_commits: int = 0
@@ -110,6 +111,9 @@ class StoreStats:
     batch_sizes: dict[int, int] = field(default_factory=dict)
     # Why the latest commit failed, until one succeeds again: what /healthz reports.
     failing: str | None = None
+    # CPU seconds of a writer that runs on a thread of its own (SQLite); None: the writer
+    # runs on the event loop (PostgreSQL), whose CPU it shares.
+    writer_cpu_seconds: float | None = None
 
     def record_batch(
         self, size: int, seconds: float, *, committed: bool, error: str | None = None

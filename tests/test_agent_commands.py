@@ -13,7 +13,8 @@ import pytest
 
 from core.client import ClientError, InboxClient
 from core.config import parse_config
-from core.demo import DEMO_PASSWORD
+from core.demo import DEMO_PASSWORD, demo_config
+from core.host.app import close_host, open_host
 from core.protocol import (
     PROTOCOL_VERSION,
     AddWorkNote,
@@ -145,6 +146,29 @@ async def test_authorization_matrix(
             await h.host.inbox.customer_message(other, "cust-a", "peek", "p1")
         with pytest.raises(InboxError):
             await h.host.inbox.customer_transcript(other, "cust-a")
+
+
+async def test_a_transcript_has_every_line_stored_before_it_opened_here_or_loaded(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        fresh = await h.host.inbox.start_conversation(channel="chat", customer="cust-f")
+        assert await h.host.inbox.customer_transcript(fresh.number, "cust-f") == []
+        number = await accepted_chat(h, alice, "cust-a")
+        await alice.send_message(number, "hello", "a-1")
+        lines = await h.host.inbox.customer_transcript(number, "cust-a")
+        assert [m.body for m in lines][-1] == "hello"
+        await alice.close()
+    # After a restart the conversation is loaded, not opened here: its lines come from the
+    # store, the chat channel's included (a rebuild notes only the tray's).
+    host = await open_host(demo_config(), data)
+    try:
+        lines = await host.inbox.customer_transcript(number, "cust-a")
+        assert [m.body for m in lines][-1] == "hello"
+    finally:
+        await close_host(host)
 
 
 async def test_list_interactions_shows_only_mine_and_all_to_supervisors(tmp_path: Path) -> None:

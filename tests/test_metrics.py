@@ -175,6 +175,29 @@ async def test_values_move_when_routing_happens(running: Running) -> None:
     assert number in running.host.inbox.conversations.open
 
 
+async def test_cpu_by_part_grows_with_work_and_parts_stay_within_the_process(
+    running: Running,
+) -> None:
+    def parts(samples: Samples) -> dict[str, float]:
+        return {
+            dict(labels)["part"]: v
+            for (name, labels), v in samples.items()
+            if name == "inbox_cpu_seconds_total"
+        }
+
+    before = parts(await running.scrape())
+    assert set(before) == {"process", "event_loop", "routing_engine", "store_writer"}
+    await running.available("bob")
+    for i in range(50):  # each one a routing step and writes
+        await running.host.inbox.start_conversation(channel="case", customer=f"crm-{i}")
+    after = parts(await running.scrape())
+    for part in before:
+        assert after[part] > before[part], part
+    # The loop's thread and the writer's are parts of the process; the engine runs on the loop.
+    assert after["event_loop"] + after["store_writer"] <= after["process"]
+    assert after["routing_engine"] <= after["event_loop"]
+
+
 async def test_connected_agents_follows_sockets(running: Running) -> None:
     ws = await running.http.ws_connect(running.url + "/agent")
     try:

@@ -211,6 +211,23 @@ def render(host: Host, metrics: Metrics, now: float) -> str:
     w.family("inbox_store_failed_commits_total", "counter", "Store transactions that failed.")
     w.sample("inbox_store_failed_commits_total", store.failed_commits)
 
+    w.family(
+        "inbox_cpu_seconds_total",
+        "counter",
+        "CPU seconds by part: the whole process; its event loop's thread (sockets, sessions, "
+        "messages, routing, fan-out); of that, the routing engine's decisions; the store's "
+        "writer thread (SQLite's statements and commits; absent where the writer runs on the "
+        "event loop).",
+    )
+    w.sample("inbox_cpu_seconds_total", round(time.process_time(), 6), {"part": "process"})
+    # This handler runs on the event loop's thread, so its thread time is the loop's.
+    w.sample("inbox_cpu_seconds_total", round(time.thread_time(), 6), {"part": "event_loop"})
+    engine = host.inbox.routing.engine_cpu_seconds
+    w.sample("inbox_cpu_seconds_total", round(engine, 6), {"part": "routing_engine"})
+    if store.writer_cpu_seconds is not None:
+        writer = store.writer_cpu_seconds
+        w.sample("inbox_cpu_seconds_total", round(writer, 6), {"part": "store_writer"})
+
     w.family("inbox_open_items", "gauge", "Work items queued, offered, accepted or in wrap-up.")
     w.sample("inbox_open_items", host.inbox.open_item_count())
     w.family("inbox_uptime_seconds", "gauge", "Seconds since the host started.")

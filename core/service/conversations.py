@@ -41,6 +41,10 @@ class Conversation:
     preview: str = ""
     # The customer's first message: what an offer card says the customer wants.
     opening: str = ""
+    # Opened by this process (not loaded at a rebuild), so every message of it is counted in
+    # `noted` before anyone is sent it: with none noted, its transcript is empty.
+    opened_here: bool = False
+    noted: int = 0
     # Held while what follows a record change is announced and written (pushes, system
     # lines), so one conversation's announcements keep the order of its changes.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -78,8 +82,12 @@ class Conversations:
             for m in recent:
                 self._note_message(conv, m)
 
-    def add(self, record: InteractionRecord, now: float) -> Conversation:
-        conv = Conversation(record=record, item=record.item, last_update=now)
+    def add(
+        self, record: InteractionRecord, now: float, *, opened_here: bool = False
+    ) -> Conversation:
+        conv = Conversation(
+            record=record, item=record.item, last_update=now, opened_here=opened_here
+        )
         self.open[record.number] = conv
         self._file(record.number, current(record), joined=True)
         return conv
@@ -142,6 +150,7 @@ class Conversations:
                 self.push_ongoing(agent)
 
     def _note_message(self, conv: Conversation, message: Message) -> None:
+        conv.noted += 1
         conv.last_update = message.created_at
         if message.sender_kind == SenderKind.CUSTOMER:
             conv.customer_seqs.append(message.seq)

@@ -121,6 +121,8 @@ class RoutingService:
         # Who has no console attached, asked at every rebuild: connection is a fact of the
         # running host, not stored. The inbox sets it; without it, everyone counts as attached.
         self.detached_agents: Callable[[], Iterable[str]] = tuple
+        # CPU seconds the engine spent deciding (/metrics: what routing costs of the host).
+        self.engine_cpu_seconds = 0.0
 
     async def start(self) -> list[AnyDecision]:
         """Rebuild from the store and route what fell due while the host was down."""
@@ -173,7 +175,7 @@ class RoutingService:
         started = time.perf_counter()
         while self._reloading is not None:
             await asyncio.shield(self._reloading)
-        decisions = self.router.handle(event, self.clock())
+        decisions = self._handle(event)
         self._wake.set()
         await self._settle(self._decide(decisions))
         if self.observe is not None:
@@ -186,7 +188,7 @@ class RoutingService:
         During a rebuild the event is dropped: the rebuilt engine asks `detached_agents`."""
         if self._reloading is not None:
             return
-        step = self._decide(self.router.handle(event, self.clock()))
+        step = self._decide(self._handle(event))
         self._wake.set()
         if step is not None:
             step.committed.add_done_callback(_consume)
@@ -212,7 +214,9 @@ class RoutingService:
     async def tick(self) -> list[AnyDecision]:
         while self._reloading is not None:
             await asyncio.shield(self._reloading)
+        started = time.thread_time()
         decisions = self.router.tick(self.clock())
+        self.engine_cpu_seconds += time.thread_time() - started
         await self._settle(self._decide(decisions))
         return decisions
 
@@ -236,6 +240,13 @@ class RoutingService:
                 log.error("event=deadline_step_not_stored error=%s; retrying after reload", e)
             except StoreError:
                 log.exception("deadline step not stored; retrying after reload")
+
+    def _handle(self, event: AnyEvent) -> list[AnyDecision]:
+        started = time.thread_time()
+        try:
+            return self.router.handle(event, self.clock())
+        finally:
+            self.engine_cpu_seconds += time.thread_time() - started
 
     def _decide(self, decisions: list[AnyDecision]) -> _Step | None:
         if not decisions:
