@@ -214,7 +214,7 @@ class Views:
             self._last_stats = stats
             due = self._due(self._round)
             events: dict[tuple[str, ...], QueueStatsEvent] = {}
-            updates: list[tuple[AgentSession, QueueStatsEvent]] = []
+            updates: list[tuple[AgentSession, QueueStatsEvent, int]] = []
             for session in due:
                 seen = session.stats_round
                 changed = tuple(
@@ -224,11 +224,13 @@ class Views:
                     event = events.get(changed)
                     if event is None:
                         event = events[changed] = QueueStatsEvent(stats=[stats[q] for q in changed])
-                    updates.append((session, event))
+                    updates.append((session, event, seen))
             for i in range(STATS_SLICES):
                 if i:
                     await asyncio.sleep(1.0 / STATS_SLICES)
-                for session, event in updates[i::STATS_SLICES]:
+                for session, event, seen in updates[i::STATS_SLICES]:
+                    if session.stats_round != seen:
+                        continue  # resumed or redrawn meanwhile: its next update is whole
                     session.show(event)
                     session.stats_round = self._round
             await asyncio.sleep(max(0.0, next_round - loop.time()))
