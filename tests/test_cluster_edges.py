@@ -222,7 +222,11 @@ async def test_consoles_on_edges_carry_on_when_the_router_is_killed(
         resync = await stayed.next_event(Resync, timeout=TAKEOVER)
         assert resync.snapshot.me.id == name
         assert statuses[name] == before[name], statuses  # never "reconnecting"
-        assert "event=edge_console_moved" in stayed_on.log_text()
+        # The edge logs the move after it has sent the Resync and resent what was unanswered.
+        waited = time.monotonic()
+        while "event=edge_console_moved" not in stayed_on.log_text():
+            assert time.monotonic() - waited < HEARD, stayed_on.log_text()
+            await asyncio.sleep(0.02)
         await stayed.request(SetPresence(presence="Available"))
 
         # The conversation alice owned is still hers (she reconnected by herself if her edge
