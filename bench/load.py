@@ -442,6 +442,9 @@ class Load:
         while True:
             next_at += random.expovariate(self.p.rate)
             if next_at >= deadline:
+                # The run lasts its seconds even when the next arrival falls after them: at a
+                # rate of one every 20 s, the run measures the idle host, not nothing.
+                await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
                 break
             delay = next_at - time.perf_counter()
             if delay > 0:

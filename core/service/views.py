@@ -212,7 +212,10 @@ class Views:
                 if self._last_stats.get(q) != figures:
                     self._changed_in[q] = self._round
             self._last_stats = stats
-            due = self._due(self._round)
+            # Consoles that have had the latest change need no work at all: on a quiet floor
+            # a round costs a pass over the sessions, not a look at each one's queues.
+            latest = max(self._changed_in.values(), default=0)
+            due = [s for s in self._due(self._round) if s.stats_round < latest]
             events: dict[tuple[str, ...], QueueStatsEvent] = {}
             updates: list[tuple[AgentSession, QueueStatsEvent, int]] = []
             for session in due:
