@@ -49,6 +49,7 @@ from core.protocol import (
     Prefill,
     PresenceEvent,
     QueueStatsEvent,
+    ReadEvent,
     RecordCreated,
     Resume,
     Resync,
@@ -169,6 +170,33 @@ async def test_a_transcript_has_every_line_stored_before_it_opened_here_or_loade
         assert [m.body for m in lines][-1] == "hello"
     finally:
         await close_host(host)
+
+
+async def test_a_reply_moves_the_read_mark_without_telling_the_console_that_sent_it(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        number = await accepted_chat(h, alice, "cust-a")
+        second = await h.agent("alice", presence=None)  # her other console
+        await h.host.inbox.customer_message(number, "cust-a", "hello?", "c-1")
+        ack = await alice.send_message(number, "hi", "a-1")
+        # Her other console hears that the reply moved her mark past the customer's line.
+        read = await second.next_event(ReadEvent)
+        assert (read.reader, read.read_seq) == ("alice", ack.message.seq)
+        # The console that replied has its own line; no read event for it comes before the
+        # customer's next line (one queue: everything pushed earlier is ahead of that).
+        await h.host.inbox.customer_message(number, "cust-a", "thanks", "c-2")
+        seen = []
+        while True:
+            event = await alice.next_event()
+            seen.append(event)
+            if isinstance(event, MessageEvent) and event.message.body == "thanks":
+                break
+        assert any(isinstance(e, MessageEvent) and e.message.body == "hi" for e in seen)
+        assert not any(isinstance(e, ReadEvent) for e in seen), seen
+        await second.close()
+        await alice.close()
 
 
 async def test_list_interactions_shows_only_mine_and_all_to_supervisors(tmp_path: Path) -> None:

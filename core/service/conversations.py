@@ -24,6 +24,7 @@ from core.model import (
 from core.protocol import MessageEvent, OngoingCard, OngoingEvent, ReadEvent
 from core.routing.records import current
 from core.service.floor import Floor
+from core.service.sessions import AgentSession
 from store.base import Store
 
 UNREAD_CAP = 50  # like the peers, count at most this many unread messages per conversation
@@ -173,7 +174,18 @@ class Conversations:
         if not duplicate:
             await self.delivered(conv, message)
 
-    def read(self, conv: Conversation, agent: str, seq: int, *, announce: bool = True) -> None:
+    def read(
+        self,
+        conv: Conversation,
+        agent: str,
+        seq: int,
+        *,
+        announce: bool = True,
+        but: AgentSession | None = None,
+    ) -> None:
+        """Move the agent's read mark to `seq`. `announce` False: moved by a reply, news only
+        if it passes unread customer lines. `but`: the session that moved it by its reply,
+        which learns as much from its own line's `message` event and is not told again."""
         key = (conv.record.number, agent)
         mark = self.read_marks.get(key, 0)
         if seq <= mark:
@@ -184,7 +196,9 @@ class Conversations:
         if not announce and not (conv.customer_seqs and conv.customer_seqs[-1] > mark):
             return
         self.floor.push_participants(
-            conv.record, ReadEvent(interaction=conv.record.number, reader=agent, read_seq=seq)
+            conv.record,
+            ReadEvent(interaction=conv.record.number, reader=agent, read_seq=seq),
+            but=but,
         )
         if self.is_async(conv.record):
             self.push_ongoing(agent)

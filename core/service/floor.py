@@ -163,9 +163,13 @@ class Floor:
         for session in self.sessions.get(agent, ()):
             session.push(event)
 
-    def push_participants(self, record: InteractionRecord, event: Event) -> None:
+    def push_participants(
+        self, record: InteractionRecord, event: Event, *, but: AgentSession | None = None
+    ) -> None:
         for agent in current(record):
-            self.push(agent, event)
+            for session in self.sessions.get(agent, ()):
+                if session is not but:
+                    session.push(event)
 
     def push_supervisors(self, event: Event, *, but: str) -> None:
         # Per session: a supervisor may also be logged in with an agent-role token.

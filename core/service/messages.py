@@ -59,7 +59,7 @@ class Messages:
         )
         if not duplicate:
             # Replying is what clears "unread": the customer has an answer.
-            self.conversations.read(conv, session.agent, message.seq, announce=False)
+            self.conversations.read(conv, session.agent, message.seq, announce=False, but=session)
         # A resend of a stored reply still counts as the first reply of a live chat: the host
         # that stored it may have died before routing it, and without it the chat would be
         # reclaimed from an agent who did answer (the engine takes it once). On a messaging
