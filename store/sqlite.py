@@ -533,9 +533,7 @@ class SQLiteStore:
                         raise
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
-                    if isinstance(exc, sqlite3.Error):
-                        exc = _classify(exc, f"writing to {self._path}", self._path)
-                    outcomes.append((False, exc))
+                    outcomes.append((False, self._op_error(exc)))
                 else:
                     conn.execute("RELEASE op")
                     outcomes.append((True, result))
@@ -559,11 +557,15 @@ class SQLiteStore:
             if not conn.in_transaction:
                 raise
             conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                exc = _classify(exc, f"writing to {self._path}", self._path)
-            return [(False, exc)], True
+            return [(False, self._op_error(exc))], True
         conn.execute("COMMIT")
         return [(True, result)], True
+
+    def _op_error(self, exc: Exception) -> Exception:
+        """What the caller of a write that failed on its own gets."""
+        if isinstance(exc, sqlite3.Error):
+            return _classify(exc, f"writing to {self._path}", self._path)
+        return exc
 
     # -- the read path --------------------------------------------------------------------
 

@@ -212,10 +212,7 @@ class Views:
                 if self._last_stats.get(q) != figures:
                     self._changed_in[q] = self._round
             self._last_stats = stats
-            # Consoles that have had the latest change need no work at all: on a quiet floor
-            # a round costs a pass over the sessions, not a look at each one's queues.
-            latest = max(self._changed_in.values(), default=0)
-            due = [s for s in self._due(self._round) if s.stats_round < latest]
+            due = self._due(self._round, max(self._changed_in.values(), default=0))
             events: dict[tuple[str, ...], QueueStatsEvent] = {}
             updates: list[tuple[AgentSession, QueueStatsEvent, int]] = []
             for session in due:
@@ -238,8 +235,10 @@ class Views:
                     session.stats_round = self._round
             await asyncio.sleep(max(0.0, next_round - loop.time()))
 
-    def _due(self, round_: int) -> list[AgentSession]:
-        """The subscribed, attached consoles whose update falls in this round."""
+    def _due(self, round_: int, latest: int) -> list[AgentSession]:
+        """The subscribed, attached consoles whose update falls in this round and that have
+        not had the `latest` change (on a quiet floor, none: a round costs a pass over the
+        sessions, not a look at each one's queues)."""
         sessions = [
             s
             for group in self.floor.sessions.values()
@@ -248,6 +247,9 @@ class Views:
         ]
         agents = sum(1 for s in sessions if not s.supervisor)
         every = -(-agents // STATS_FRAMES_PER_S)
-        if every <= 1:
-            return sessions
-        return [s for s in sessions if s.supervisor or (s.stagger + round_) % every == 0]
+        return [
+            s
+            for s in sessions
+            if s.stats_round < latest
+            and (every <= 1 or s.supervisor or (s.stagger + round_) % every == 0)
+        ]
