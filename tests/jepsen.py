@@ -30,7 +30,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,19 +295,22 @@ async def agent(
                         start(record.number, None)
 
     async def ask(frame: AnyClientFrame) -> Any:
-        """`frame`'s answer. Asked again while a host answers `unavailable` (it lost its
+        return await retried(lambda: client.request(frame))
+
+    async def retried(call: Callable[[], Awaitable[Any]]) -> Any:
+        """`call`'s answer. Asked again while a host answers `unavailable` (it lost its
         database or the routing role: the next try reaches the host that routes); any other
         refusal is raised, and an `internal` one also goes to history.errors."""
         while True:
             try:
-                return await client.request(frame)
+                return await call()
             except ClientError as e:
                 if e.code == "unavailable" and client.status in RETRYING:
                     history.retries["agent_unavailable"] += 1
                     await asyncio.sleep(RETRY)
                     continue
                 if e.code == "internal":
-                    history.errors[f"agent {name} {type(frame).__name__}: {e.message}"] += 1
+                    history.errors[f"agent {name} {e.message}"] += 1
                 raise
 
     async def work(number: str, offer: str | None, how: str) -> None:
@@ -347,8 +350,10 @@ async def agent(
 
     client.on_event = on_event
     await client.connect()
-    await client.login(name, DEMO_PASSWORD)
-    await client.set_presence("Available")
+    # A fault can land while the agent logs in: these are answered `unavailable` like any
+    # other command then, and asked again.
+    await retried(lambda: client.login(name, DEMO_PASSWORD))
+    await retried(lambda: client.set_presence("Available"))
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
