@@ -265,10 +265,26 @@ class ServiceRecord(Struct, frozen=True, gc=False, kw_only=True):
     short_description: Label
     description: Body = ""
     priority: Annotated[int, Meta(ge=1, le=5)] = 3
-    state: Literal["new", "in_progress", "resolved", "closed"] = "new"
+    # One of its kind's states in the config ([records.<kind>] states), checked on each change.
+    state: Name = "new"
     source_interaction: str | None = None
     created_at: float = 0.0
     created_by: str = ""
+    assignee: Name | None = None  # an agent id
+    assignment_group: Name | None = None  # a [[group]] name
+    updated_at: float = 0.0
+    updated_by: str = ""
+    # Bumped by every stored change: a save from an older read is refused (StoreConflict).
+    version: int = 0
+
+
+class RecordNote(Struct, frozen=True, gc=False, kw_only=True):
+    """A work note on a case or incident: internal, append-only."""
+
+    record: str
+    author: str
+    body: Body
+    created_at: float
 
 
 NUMBER_PREFIX = {"interaction": "IMS", RecordKind.CASE: "CS", RecordKind.INCIDENT: "INC"}

@@ -74,6 +74,11 @@ commented example; core/examples/demo.toml is the demo's)::
     text = "Hello {customer.name}, I'm {agent.name}."   # fields: see TEMPLATE_FIELDS
     scope = "global"               # global | queue:<name> | agent:<id>
 
+    [records.incident]             # optional; also [records.case]
+    states = ["new", "in_progress", "on_hold", "resolved", "closed"]  # workflow order; the
+                                   # first is a new record's state. Default: these (a case's
+                                   # has awaiting_customer instead of on_hold)
+
     [widget]                       # the customer chat widget; every key has a default
     title = "Support"
     greeting = "Hi! How can we help?"

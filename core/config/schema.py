@@ -117,9 +117,20 @@ class TemplateTable(Table, frozen=True):
     scope: str = "global"
 
 
+class RecordKindTable(Table, frozen=True):
+    # Empty: the kind keeps its default states (core.config.settings.DEFAULT_RECORD_STATES).
+    states: Annotated[list[Name], Meta(max_length=32)] = []
+
+
+class RecordsTable(Table, frozen=True):
+    case: RecordKindTable = msgspec.field(default_factory=RecordKindTable)
+    incident: RecordKindTable = msgspec.field(default_factory=RecordKindTable)
+
+
 class FileTable(Table, frozen=True):
     host: HostTable = msgspec.field(default_factory=HostTable)
     widget: WidgetTable = msgspec.field(default_factory=WidgetTable)
+    records: RecordsTable = msgspec.field(default_factory=RecordsTable)
     channel: list[ChannelTable] = []
     presence: list[PresenceTable] = []
     group: list[GroupTable] = []
@@ -137,7 +148,7 @@ ARRAY_TABLES = {
     "agent": "id",
     "template": "shortcut",
 }
-PLAIN_TABLES = ("host", "widget")
+PLAIN_TABLES = ("host", "widget", "records")
 
 
 def _unwrap(tp: Any) -> Any:

@@ -12,9 +12,19 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import msgspec
 from msgspec import Struct
 
-from core.model import Agent, Label, Name, PresenceState, Queue, ServiceChannel, Template
+from core.model import (
+    Agent,
+    Label,
+    Name,
+    PresenceState,
+    Queue,
+    RecordKind,
+    ServiceChannel,
+    Template,
+)
 from core.routing.engine import RoutingConfig
 
 DEFAULT_LISTEN = "127.0.0.1:8600"
@@ -51,6 +61,24 @@ class Secret(bytes):
 class Group(Struct, frozen=True, kw_only=True):
     name: Name
     label: Label = ""
+
+
+# A kind's states when the config names none; the first is a new record's.
+DEFAULT_RECORD_STATES: dict[RecordKind, tuple[str, ...]] = {
+    RecordKind.INCIDENT: ("new", "in_progress", "on_hold", "resolved", "closed"),
+    RecordKind.CASE: ("new", "in_progress", "awaiting_customer", "resolved", "closed"),
+}
+
+
+class RecordSettings(Struct, frozen=True, kw_only=True):
+    """[records.<kind>]: the states a case or an incident may be in, in workflow order."""
+
+    states: dict[RecordKind, tuple[str, ...]] = msgspec.field(
+        default_factory=lambda: dict(DEFAULT_RECORD_STATES)
+    )
+
+    def states_of(self, kind: RecordKind) -> tuple[str, ...]:
+        return self.states.get(kind) or DEFAULT_RECORD_STATES[kind]
 
 
 class HostSettings(Struct, frozen=True, kw_only=True):
@@ -105,6 +133,7 @@ class HostConfig(Struct, frozen=True, kw_only=True):
     # Channel -> the attribute keys a widget customer may set for routing ([[channel]]
     # customer_attributes); a channel missing here allows none.
     customer_attributes: dict[str, tuple[str, ...]] = {}
+    records: RecordSettings = msgspec.field(default_factory=RecordSettings)
 
     def routing_config(self) -> RoutingConfig:
         return RoutingConfig(

@@ -34,15 +34,18 @@ from core.config.schema import (
     HostTable,
     PresenceTable,
     QueueTable,
+    RecordsTable,
     TemplateTable,
     WidgetTable,
     table_at,
 )
 from core.config.settings import (
+    DEFAULT_RECORD_STATES,
     ConfigError,
     Group,
     HostConfig,
     HostSettings,
+    RecordSettings,
     Secret,
     WidgetSettings,
     normalize_origin,
@@ -58,6 +61,7 @@ from core.model import (
     Name,
     PresenceState,
     Queue,
+    RecordKind,
     Role,
     ServiceChannel,
     SkillRequirement,
@@ -317,6 +321,7 @@ class _Loader:
             host=host,
             path=self.path,
             customer_attributes=customer_attributes,
+            records=self._records(raw.records),
         )
         return config
 
@@ -621,6 +626,19 @@ class _Loader:
                 Template(shortcut=t.shortcut, text=t.text, scope=t.scope, title=t.title)
             )
         return templates
+
+    def _records(self, t: RecordsTable) -> RecordSettings:
+        states: dict[RecordKind, tuple[str, ...]] = {}
+        for kind in RecordKind:
+            names = getattr(t, kind.value).states
+            seen: set[str] = set()
+            for i, name in enumerate(names):
+                if name in seen:
+                    self.bad(("records", kind.value, "states", i), f"repeats {_show(name)}")
+                seen.add(name)
+            if names:
+                states[kind] = tuple(names)
+        return RecordSettings(states={**DEFAULT_RECORD_STATES, **states})
 
     def _widget(self, t: WidgetTable, channels: list[ServiceChannel]) -> WidgetSettings:
         if not _ACCENT.fullmatch(t.accent):
