@@ -31,6 +31,7 @@ from core.model import (
     Offer,
     PresenceState,
     RecordKind,
+    RecordNote,
     Role,
     ServiceRecord,
     Template,
@@ -215,6 +216,53 @@ class ListOnlineAgents(ClientFrame, tag="list_online_agents", frozen=True, kw_on
     """Colleagues not Offline, with their presence: whom a chat can go to."""
 
 
+# ---- cases and incidents, worked (core/service/cases.py)
+
+# An assignment to set: an agent id or a group name, or "" to clear it.
+Assignment = Annotated[str, Meta(max_length=64, pattern=r"^[A-Za-z0-9_.@+-]*$")]
+ShortDescription = Annotated[str, Meta(min_length=1, max_length=200)]
+NoteBody = Annotated[str, Meta(min_length=1, max_length=16_000)]
+
+
+class GetRecord(ClientFrame, tag="get_record", frozen=True, kw_only=True):
+    number: Number
+
+
+class ListRecords(ClientFrame, tag="list_records", frozen=True, kw_only=True):
+    """Cases and incidents, newest first: `scope` picks whose, the other fields filter."""
+
+    scope: Literal["mine", "groups", "all"] = "mine"
+    kind: RecordKind | None = None
+    state: Name | None = None
+    assignee: Name | None = None
+    group: Name | None = None
+    text: Label | None = None
+    limit: Annotated[int, Meta(ge=1, le=200)] = 50
+    offset: Seq = 0
+
+
+class UpdateRecord(ClientFrame, tag="update_record", frozen=True, kw_only=True):
+    """Set the fields given; None leaves a field as it is."""
+
+    number: Number
+    short_description: ShortDescription | None = None
+    description: Body | None = None
+    priority: Annotated[int, Meta(ge=1, le=5)] | None = None
+    state: Name | None = None
+    assignee: Assignment | None = None
+    assignment_group: Assignment | None = None
+
+
+class AddRecordNote(ClientFrame, tag="add_record_note", frozen=True, kw_only=True):
+    number: Number
+    body: NoteBody
+
+
+class LinkRecord(ClientFrame, tag="link_record", frozen=True, kw_only=True):
+    number: Number
+    interaction: Number
+
+
 AnyClientFrame = (
     Hello
     | Login
@@ -245,6 +293,11 @@ AnyClientFrame = (
     | ListInteractions
     | ListAgents
     | ListOnlineAgents
+    | GetRecord
+    | ListRecords
+    | UpdateRecord
+    | AddRecordNote
+    | LinkRecord
 )
 
 
@@ -401,6 +454,18 @@ class OnlineAgents(ServerFrame, tag="online_agents", frozen=True, kw_only=True):
     agents: list[AgentView]
 
 
+class RecordView(ServerFrame, tag="record_view", frozen=True, kw_only=True):
+    ref: int
+    record: ServiceRecord
+    notes: list[RecordNote]
+    interactions: list[str]
+
+
+class RecordList(ServerFrame, tag="record_list", frozen=True, kw_only=True):
+    ref: int
+    records: list[ServiceRecord]
+
+
 class Event(ServerFrame, frozen=True, kw_only=True):
     seq: int = 0  # set by the session when the event is queued for it
 
@@ -482,6 +547,11 @@ class InvitationWithdrawn(Event, tag="invitation_withdrawn", frozen=True, kw_onl
     reason: str
 
 
+class RecordEvent(Event, tag="record", frozen=True, kw_only=True):
+    record: ServiceRecord
+    note: RecordNote | None = None
+
+
 class Resync(Event, tag="resync", frozen=True, kw_only=True):
     """The events after the client's last one are gone: redraw from this snapshot."""
 
@@ -502,6 +572,8 @@ AnyServerFrame = (
     | InteractionList
     | AgentList
     | OnlineAgents
+    | RecordView
+    | RecordList
     | OfferEvent
     | OfferClosed
     | InteractionEvent
@@ -515,6 +587,7 @@ AnyServerFrame = (
     | TransferDeclined
     | InvitationDeclined
     | InvitationWithdrawn
+    | RecordEvent
     | Resync
 )
 

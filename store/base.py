@@ -34,6 +34,7 @@ from core.model import (
     PresenceState,
     Queue,
     RecordKind,
+    RecordNote,
     Role,
     SenderKind,
     ServiceChannel,
@@ -132,6 +133,23 @@ class StoreStats:
         self.max_batch = max(self.max_batch, size)
         key = _bucket(size)
         self.batch_sizes[key] = self.batch_sizes.get(key, 0) + 1
+
+
+@dataclass(frozen=True)
+class RecordQuery:
+    """Which cases and incidents list_records returns: every filter given must hold.
+
+    `groups` keeps records assigned to one of them (empty: none). `reader`, with
+    `reader_groups`, keeps what that agent may read: records assigned to them or one of
+    their groups, created by them, or linked to an interaction they took part in."""
+
+    kind: RecordKind | None = None
+    state: str | None = None
+    assignee: str | None = None
+    groups: tuple[str, ...] | None = None
+    text: str | None = None  # in the short description, case-insensitive
+    reader: str | None = None
+    reader_groups: tuple[str, ...] = ()
 
 
 class SessionRecord(Struct, frozen=True, kw_only=True):
@@ -453,9 +471,45 @@ class Store(Protocol):
         source_interaction: str | None = None,
         created_by: str = "",
         created_at: float = 0.0,
+        state: str = "new",
     ) -> ServiceRecord:
-        """Store a case (CS0001001, ...) or incident (INC0001001, ...) under the next number.
+        """Store a case (CS0001001, ...) or incident (INC0001001, ...) under the next number,
+        in `state`, linked to its source interaction (record_links).
 
-        Linking it onto the source interaction is the caller's save_interaction.
+        Linking it onto the source interaction's own fields is the caller's save_interaction.
         """
+        ...
+
+    async def get_record(self, number: str) -> ServiceRecord | None: ...
+
+    async def save_record(self, record: ServiceRecord) -> ServiceRecord:
+        """Replace a record read at `record.version`; returns it as stored, version + 1.
+
+        StoreConflict when it was saved meanwhile (another version is stored): read it again
+        and redo the change. NotFound for a number never created.
+        """
+        ...
+
+    async def list_records(
+        self, query: RecordQuery, limit: int = 50, offset: int = 0
+    ) -> list[ServiceRecord]:
+        """Newest first (created_at, then number), filtered as `query` says."""
+        ...
+
+    async def add_record_note(
+        self, record: str, author: str, body: str, created_at: float
+    ) -> RecordNote:
+        """Append a work note; NotFound for an unknown record."""
+        ...
+
+    async def list_record_notes(self, record: str, limit: int = 500) -> list[RecordNote]:
+        """The newest `limit` notes, oldest first."""
+        ...
+
+    async def link_record(self, record: str, interaction: str, linked_at: float) -> None:
+        """Link an interaction to a record (again: nothing); NotFound if either is unknown."""
+        ...
+
+    async def record_links(self, record: str) -> list[str]:
+        """The interactions linked to the record, in the order they were linked."""
         ...

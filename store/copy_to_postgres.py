@@ -97,8 +97,26 @@ TABLES: tuple[_Table, ...] = (
     ),
     _Table(
         "service_records",
-        ("number", "kind", "source_interaction", "data"),
-        "SELECT number, kind, source_interaction, data FROM service_records",
+        (
+            "number",
+            "kind",
+            "source_interaction",
+            "data",
+            "state",
+            "assignee",
+            "assignment_group",
+            "created_by",
+            "created_at",
+            "version",
+        ),
+        "SELECT number, kind, source_interaction, data, state, assignee, assignment_group, "
+        "created_by, created_at, version FROM service_records",
+    ),
+    _Table("record_notes", ("record", "data"), "SELECT record, data FROM record_notes ORDER BY id"),
+    _Table(
+        "record_links",
+        ("record", "interaction", "linked_at"),
+        "SELECT record, interaction, linked_at FROM record_links",
     ),
     _Table(
         "sessions",

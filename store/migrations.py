@@ -163,7 +163,46 @@ _V4 = """
 ALTER TABLE api_tokens ADD COLUMN channels TEXT;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+# Cases and incidents worked after they are raised: the columns their lists filter and order
+# on (copied from `data`, which stays whole), append-only work notes, and the interactions
+# linked to each record (its source first). Backfilled from what V1 stored.
+_RECORDS_WORKED = """
+ALTER TABLE service_records ADD COLUMN state TEXT NOT NULL DEFAULT 'new';
+ALTER TABLE service_records ADD COLUMN assignee TEXT;
+ALTER TABLE service_records ADD COLUMN assignment_group TEXT;
+ALTER TABLE service_records ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE service_records ADD COLUMN created_at REAL NOT NULL DEFAULT 0;
+ALTER TABLE service_records ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+UPDATE service_records SET
+    state = coalesce(json_extract(data, '$.state'), 'new'),
+    created_by = coalesce(json_extract(data, '$.created_by'), ''),
+    created_at = coalesce(json_extract(data, '$.created_at'), 0);
+CREATE INDEX service_records_recent ON service_records (created_at, number);
+CREATE INDEX service_records_by_assignee ON service_records (assignee, created_at)
+    WHERE assignee IS NOT NULL;
+CREATE INDEX service_records_by_group ON service_records (assignment_group, created_at)
+    WHERE assignment_group IS NOT NULL;
+
+CREATE TABLE record_notes (
+    id INTEGER PRIMARY KEY,
+    record TEXT NOT NULL REFERENCES service_records (number),
+    data TEXT NOT NULL
+);
+CREATE INDEX record_notes_by_record ON record_notes (record, id);
+
+CREATE TABLE record_links (
+    record TEXT NOT NULL REFERENCES service_records (number),
+    interaction TEXT NOT NULL REFERENCES interactions (number),
+    linked_at REAL NOT NULL,
+    PRIMARY KEY (record, interaction)
+) WITHOUT ROWID;
+CREATE INDEX record_links_by_interaction ON record_links (interaction);
+INSERT INTO record_links (record, interaction, linked_at)
+    SELECT r.number, r.source_interaction, r.created_at FROM service_records r
+    JOIN interactions i ON i.number = r.source_interaction;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _RECORDS_WORKED]
 
 
 def latest_version() -> int:

@@ -60,6 +60,7 @@ from core.model import (
     PresenceState,
     Queue,
     RecordKind,
+    RecordNote,
     SenderKind,
     ServiceChannel,
     ServiceRecord,
@@ -74,6 +75,7 @@ from store.base import (
     ApiToken,
     IdempotencyKey,
     NotFound,
+    RecordQuery,
     SessionRecord,
     StoreClosed,
     StoreConflict,
@@ -90,6 +92,7 @@ from store.group_commit import GroupCommit, Outcome
 # they store byte-identical records.
 from store.rows import (
     API_TOKEN_COLUMNS,
+    RECORD_COLUMNS,
     SESSION_COLUMNS,
     api_token_row,
     audit_rows,
@@ -97,6 +100,8 @@ from store.rows import (
     item_rows,
     load,
     offer_rows,
+    record_row,
+    records_query,
     session_row,
     status_rows,
 )
@@ -1245,6 +1250,7 @@ class PostgresStore:
         source_interaction: str | None = None,
         created_by: str = "",
         created_at: float = 0.0,
+        state: str = "new",
     ) -> ServiceRecord:
         kind = RecordKind(kind)
 
@@ -1255,21 +1261,109 @@ class PostgresStore:
                 short_description=short_description,
                 description=description,
                 priority=priority,
+                state=state,
                 source_interaction=source_interaction,
                 created_at=created_at,
                 created_by=created_by,
             )
             await conn.execute(
-                "INSERT INTO service_records (number, kind, source_interaction, data) "
-                "VALUES ($1, $2, $3, $4)",
+                "INSERT INTO service_records (number, kind, source_interaction, created_by, "
+                f"created_at, {RECORD_COLUMNS}, data) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 record.number,
                 kind.value,
                 source_interaction,
-                dump(record),
+                created_by,
+                created_at,
+                *record_row(record),
             )
+            if source_interaction is not None:
+                await _link_record(conn, record.number, source_interaction, created_at)
             return record
 
         return await self._write(op, counters=(NUMBER_PREFIX[kind],))
+
+    async def get_record(self, number: str) -> ServiceRecord | None:
+        return await self._record(
+            ServiceRecord, "SELECT data FROM service_records WHERE number = $1", number
+        )
+
+    async def save_record(self, record: ServiceRecord) -> ServiceRecord:
+        stored = replace(record, version=record.version + 1)
+
+        async def op(conn: asyncpg.Connection) -> ServiceRecord:
+            status = await conn.execute(
+                "UPDATE service_records SET state = $1, assignee = $2, assignment_group = $3, "
+                "version = $4, data = $5 WHERE number = $6 AND version = $7",
+                *record_row(stored),
+                record.number,
+                record.version,
+            )
+            if _count(status) == 0:
+                exists = await conn.fetchval(
+                    "SELECT 1 FROM service_records WHERE number = $1", record.number
+                )
+                if exists is None:
+                    raise NotFound(f"record {record.number} does not exist")
+                raise StoreConflict(f"record {record.number} was changed meanwhile")
+            return stored
+
+        return await self._write(op)
+
+    async def list_records(
+        self, query: RecordQuery, limit: int = 50, offset: int = 0
+    ) -> list[ServiceRecord]:
+        sql, params = records_query(query, "postgres")
+        return await self._records(ServiceRecord, sql, *params, limit, offset)
+
+    async def add_record_note(
+        self, record: str, author: str, body: str, created_at: float
+    ) -> RecordNote:
+        note = RecordNote(record=record, author=author, body=body, created_at=created_at)
+
+        async def op(conn: asyncpg.Connection) -> RecordNote:
+            try:
+                await conn.execute(
+                    "INSERT INTO record_notes (record, data) VALUES ($1, $2)", record, dump(note)
+                )
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise NotFound(f"record {record} does not exist") from exc
+            return note
+
+        return await self._write(op)
+
+    async def list_record_notes(self, record: str, limit: int = 500) -> list[RecordNote]:
+        newest_first = await self._records(
+            RecordNote,
+            "SELECT data FROM record_notes WHERE record = $1 ORDER BY id DESC LIMIT $2",
+            record,
+            limit,
+        )
+        return newest_first[::-1]
+
+    async def link_record(self, record: str, interaction: str, linked_at: float) -> None:
+        await self._write(lambda conn: _link_record(conn, record, interaction, linked_at))
+
+    async def record_links(self, record: str) -> list[str]:
+        rows = await self._rows(
+            "SELECT interaction FROM record_links WHERE record = $1 "
+            "ORDER BY linked_at, interaction",
+            record,
+        )
+        return [row[0] for row in rows]
+
+
+async def _link_record(conn: asyncpg.Connection, record: str, interaction: str, at: float) -> None:
+    try:
+        await conn.execute(
+            "INSERT INTO record_links (record, interaction, linked_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING",
+            record,
+            interaction,
+            at,
+        )
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise NotFound(f"record {record} or interaction {interaction} does not exist") from exc
 
 
 async def _lock_rows(conn: asyncpg.Connection, ops: list[_Op]) -> None:

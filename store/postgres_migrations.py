@@ -189,7 +189,45 @@ CREATE TABLE cluster_secrets (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# Cases and incidents worked after they are raised: as SQLite's _RECORDS_WORKED.
+_RECORDS_WORKED = """
+ALTER TABLE service_records
+    ADD COLUMN state text NOT NULL DEFAULT 'new',
+    ADD COLUMN assignee text,
+    ADD COLUMN assignment_group text,
+    ADD COLUMN created_by text NOT NULL DEFAULT '',
+    ADD COLUMN created_at double precision NOT NULL DEFAULT 0,
+    ADD COLUMN version bigint NOT NULL DEFAULT 0;
+UPDATE service_records SET
+    state = coalesce(data::json->>'state', 'new'),
+    created_by = coalesce(data::json->>'created_by', ''),
+    created_at = coalesce((data::json->>'created_at')::double precision, 0);
+CREATE INDEX service_records_recent ON service_records (created_at, number);
+CREATE INDEX service_records_by_assignee ON service_records (assignee, created_at)
+    WHERE assignee IS NOT NULL;
+CREATE INDEX service_records_by_group ON service_records (assignment_group, created_at)
+    WHERE assignment_group IS NOT NULL;
+
+CREATE TABLE record_notes (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    record text NOT NULL REFERENCES service_records (number),
+    data text NOT NULL
+);
+CREATE INDEX record_notes_by_record ON record_notes (record, id);
+
+CREATE TABLE record_links (
+    record text NOT NULL REFERENCES service_records (number),
+    interaction text NOT NULL REFERENCES interactions (number),
+    linked_at double precision NOT NULL,
+    PRIMARY KEY (record, interaction)
+);
+CREATE INDEX record_links_by_interaction ON record_links (interaction);
+INSERT INTO record_links (record, interaction, linked_at)
+    SELECT r.number, r.source_interaction, r.created_at FROM service_records r
+    JOIN interactions i ON i.number = r.source_interaction;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _RECORDS_WORKED]
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (

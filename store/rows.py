@@ -4,12 +4,12 @@ as JSON next to the columns a query needs, and the columns of logins and tokens.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from core.model import AgentStatus, AuditEntry, Offer, OfferState, Role, WorkItem
-from store.base import ApiToken, SessionRecord
+from core.model import AgentStatus, AuditEntry, Offer, OfferState, Role, ServiceRecord, WorkItem
+from store.base import ApiToken, RecordQuery, SessionRecord
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -79,4 +79,62 @@ def api_token_row(row: Any) -> ApiToken:
         expires_at=expires_at,
         revoked_at=revoked_at,
         channels=None if channels is None else tuple(msgspec.json.decode(channels)),
+    )
+
+
+RECORD_COLUMNS = "state, assignee, assignment_group, version"
+
+
+def record_row(record: ServiceRecord) -> tuple[Any, ...]:
+    """The values of RECORD_COLUMNS and then data."""
+    return (record.state, record.assignee, record.assignment_group, record.version, dump(record))
+
+
+def records_query(q: RecordQuery, dialect: Literal["sqlite", "postgres"]) -> tuple[str, list[Any]]:
+    """SQL for list_records, ending in LIMIT and OFFSET placeholders, and the parameters
+    before those two."""
+    params: list[Any] = []
+    mark = "?" if dialect == "sqlite" else "$"  # numbered either way: ?1 is SQLite's $1
+
+    def p(value: Any) -> str:
+        params.append(value)
+        return f"{mark}{len(params)}"
+
+    def among(column: str, values: tuple[str, ...]) -> str:
+        if dialect == "postgres":
+            return f"{column} = ANY({p(list(values))}::text[])"
+        return f"{column} IN ({', '.join(p(v) for v in values)})" if values else "0"
+
+    where: list[str] = []
+    if q.kind is not None:
+        where.append(f"r.kind = {p(q.kind.value)}")
+    if q.state is not None:
+        where.append(f"r.state = {p(q.state)}")
+    if q.assignee is not None:
+        where.append(f"r.assignee = {p(q.assignee)}")
+    if q.groups is not None:
+        where.append(among("r.assignment_group", q.groups))
+    if q.text:
+        short = (
+            "json_extract(r.data, '$.short_description')"
+            if dialect == "sqlite"
+            else "(r.data::json->>'short_description')"
+        )
+        found = "instr" if dialect == "sqlite" else "strpos"
+        where.append(f"{found}(lower({short}), {p(q.text.lower())}) > 0")
+    if q.reader is not None:
+        agent = p(q.reader)
+        where.append(
+            f"(r.assignee = {agent} OR r.created_by = {agent} "
+            f"OR {among('r.assignment_group', q.reader_groups)} "
+            "OR EXISTS (SELECT 1 FROM record_links l JOIN participants pa "
+            "ON pa.interaction = l.interaction WHERE l.record = r.number "
+            f"AND pa.agent = {agent}))"
+        )
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    n = len(params)
+    return (
+        f"SELECT r.data FROM service_records r {clause}"
+        f"ORDER BY r.created_at DESC, r.number DESC LIMIT {mark}{n + 1} OFFSET {mark}{n + 2}",
+        params,
     )

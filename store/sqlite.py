@@ -45,6 +45,7 @@ from core.model import (
     PresenceState,
     Queue,
     RecordKind,
+    RecordNote,
     SenderKind,
     ServiceChannel,
     ServiceRecord,
@@ -59,6 +60,7 @@ from store.base import (
     ApiToken,
     IdempotencyKey,
     NotFound,
+    RecordQuery,
     SessionRecord,
     StoreClosed,
     StoreConflict,
@@ -72,6 +74,7 @@ from store.base import (
 from store.group_commit import GroupCommit, Outcome
 from store.rows import (
     API_TOKEN_COLUMNS,
+    RECORD_COLUMNS,
     SESSION_COLUMNS,
     api_token_row,
     audit_rows,
@@ -79,6 +82,8 @@ from store.rows import (
     item_rows,
     load,
     offer_rows,
+    record_row,
+    records_query,
     session_row,
     status_rows,
 )
@@ -334,6 +339,17 @@ def _update_interaction(conn: sqlite3.Connection, record: InteractionRecord, dat
             f"interaction {record.number} does not exist (create_interaction allocates numbers)"
         )
     _write_participants(conn, record)
+
+
+def _link_record(conn: sqlite3.Connection, record: str, interaction: str, at: float) -> None:
+    try:
+        conn.execute(
+            "INSERT INTO record_links (record, interaction, linked_at) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (record, interaction, at),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise NotFound(f"record {record} or interaction {interaction} does not exist") from exc
 
 
 def _write_participants(conn: sqlite3.Connection, record: InteractionRecord) -> None:
@@ -991,6 +1007,7 @@ class SQLiteStore:
         source_interaction: str | None = None,
         created_by: str = "",
         created_at: float = 0.0,
+        state: str = "new",
     ) -> ServiceRecord:
         kind = RecordKind(kind)
 
@@ -1001,15 +1018,91 @@ class SQLiteStore:
                 short_description=short_description,
                 description=description,
                 priority=priority,
+                state=state,
                 source_interaction=source_interaction,
                 created_at=created_at,
                 created_by=created_by,
             )
             conn.execute(
-                "INSERT INTO service_records (number, kind, source_interaction, data) "
-                "VALUES (?, ?, ?, ?)",
-                (record.number, kind.value, source_interaction, dump(record)),
+                "INSERT INTO service_records (number, kind, source_interaction, created_by, "
+                f"created_at, {RECORD_COLUMNS}, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.number,
+                    kind.value,
+                    source_interaction,
+                    created_by,
+                    created_at,
+                    *record_row(record),
+                ),
             )
+            if source_interaction is not None:
+                _link_record(conn, record.number, source_interaction, created_at)
             return record
 
         return await self._write(op)
+
+    async def get_record(self, number: str) -> ServiceRecord | None:
+        return await self._record(
+            ServiceRecord, "SELECT data FROM service_records WHERE number = ?", (number,)
+        )
+
+    async def save_record(self, record: ServiceRecord) -> ServiceRecord:
+        stored = msgspec.structs.replace(record, version=record.version + 1)
+
+        def op(conn: sqlite3.Connection) -> ServiceRecord:
+            state, assignee, group, version, data = record_row(stored)
+            cursor = conn.execute(
+                "UPDATE service_records SET state = ?, assignee = ?, assignment_group = ?, "
+                "version = ?, data = ? WHERE number = ? AND version = ?",
+                (state, assignee, group, version, data, record.number, record.version),
+            )
+            if cursor.rowcount == 0:
+                exists = conn.execute(
+                    "SELECT 1 FROM service_records WHERE number = ?", (record.number,)
+                ).fetchone()
+                if exists is None:
+                    raise NotFound(f"record {record.number} does not exist")
+                raise StoreConflict(f"record {record.number} was changed meanwhile")
+            return stored
+
+        return await self._write(op)
+
+    async def list_records(
+        self, query: RecordQuery, limit: int = 50, offset: int = 0
+    ) -> list[ServiceRecord]:
+        sql, params = records_query(query, "sqlite")
+        return await self._records(ServiceRecord, sql, (*params, limit, offset))
+
+    async def add_record_note(
+        self, record: str, author: str, body: str, created_at: float
+    ) -> RecordNote:
+        note = RecordNote(record=record, author=author, body=body, created_at=created_at)
+
+        def op(conn: sqlite3.Connection) -> RecordNote:
+            try:
+                conn.execute(
+                    "INSERT INTO record_notes (record, data) VALUES (?, ?)", (record, dump(note))
+                )
+            except sqlite3.IntegrityError as exc:
+                raise NotFound(f"record {record} does not exist") from exc
+            return note
+
+        return await self._write(op)
+
+    async def list_record_notes(self, record: str, limit: int = 500) -> list[RecordNote]:
+        newest_first = await self._records(
+            RecordNote,
+            "SELECT data FROM record_notes WHERE record = ? ORDER BY id DESC LIMIT ?",
+            (record, limit),
+        )
+        return newest_first[::-1]
+
+    async def link_record(self, record: str, interaction: str, linked_at: float) -> None:
+        await self._write(lambda conn: _link_record(conn, record, interaction, linked_at))
+
+    async def record_links(self, record: str) -> list[str]:
+        rows = await self._rows(
+            "SELECT interaction FROM record_links WHERE record = ? ORDER BY linked_at, interaction",
+            (record,),
+        )
+        return [row[0] for row in rows]

@@ -50,6 +50,7 @@ from store.base import (
     ApiToken,
     IdempotencyKey,
     NotFound,
+    RecordQuery,
     SessionRecord,
     Store,
     StoreClosed,
@@ -503,6 +504,72 @@ async def test_case_and_incident_numbers_count_separately(store: Store) -> None:
     assert cases == [f"CS{1002 + i:07d}" for i in range(100)]
     assert incidents == [f"INC{1001 + i:07d}" for i in range(100)]
     assert await get_record(store, "INC0000001") is None
+
+
+async def test_a_record_is_worked_saved_by_version_listed_by_filter_noted_and_linked(
+    store: Store,
+) -> None:
+    source = await store.create_interaction(
+        item="item-1",
+        channel="chat",
+        customer="c",
+        opened_at=1.0,
+        participants=(Participant(agent="bob"),),
+    )
+    other = await new_interaction(store, "item-2")
+    inc = await store.create_record(
+        RecordKind.INCIDENT,
+        "Printer on fire",
+        source_interaction=source.number,
+        created_by="ann",
+        created_at=10.0,
+        state="triage",
+    )
+    case = await store.create_record(RecordKind.CASE, "Refund please", created_at=20.0)
+    assert inc.state == "triage" and await store.get_record(inc.number) == inc
+    assert await store.get_record("INC0009999") is None
+
+    worked = replace(inc, state="in_progress", assignee="cat", assignment_group="tier1")
+    saved = await store.save_record(worked)
+    assert saved == replace(worked, version=1)
+    assert await store.get_record(inc.number) == saved
+    with pytest.raises(StoreConflict, match=f"{inc.number} was changed meanwhile"):
+        await store.save_record(replace(inc, state="closed"))  # read before the first save
+    with pytest.raises(NotFound):
+        await store.save_record(replace(inc, number="INC0009999"))
+
+    async def numbers(query: RecordQuery, limit: int = 50, offset: int = 0) -> list[str]:
+        return [r.number for r in await store.list_records(query, limit, offset)]
+
+    assert await numbers(RecordQuery()) == [case.number, inc.number]  # newest first
+    assert await numbers(RecordQuery(), limit=1, offset=1) == [inc.number]
+    assert await numbers(RecordQuery(kind=RecordKind.CASE)) == [case.number]
+    assert await numbers(RecordQuery(state="in_progress")) == [inc.number]
+    assert await numbers(RecordQuery(assignee="cat")) == [inc.number]
+    assert await numbers(RecordQuery(groups=("tier1", "tier2"))) == [inc.number]
+    assert await numbers(RecordQuery(groups=())) == []
+    assert await numbers(RecordQuery(text="ON FIRE")) == [inc.number]
+    # Who may read: the assignee, the group, the creator, a participant of a linked interaction.
+    assert await numbers(RecordQuery(reader="cat")) == [inc.number]
+    assert await numbers(RecordQuery(reader="dan", reader_groups=("tier1",))) == [inc.number]
+    assert await numbers(RecordQuery(reader="ann")) == [inc.number]
+    assert await numbers(RecordQuery(reader="bob")) == [inc.number]
+    assert await numbers(RecordQuery(reader="eve", reader_groups=("tier2",))) == []
+
+    first = await store.add_record_note(inc.number, "cat", "Called the fire brigade", 30.0)
+    second = await store.add_record_note(inc.number, "ann", "Out", 31.0)
+    assert await store.list_record_notes(inc.number) == [first, second]
+    assert await store.list_record_notes(inc.number, limit=1) == [second]
+    with pytest.raises(NotFound):
+        await store.add_record_note("INC0009999", "cat", "nothing", 1.0)
+
+    assert await store.record_links(inc.number) == [source.number]
+    await store.link_record(inc.number, other, 40.0)
+    await store.link_record(inc.number, other, 41.0)  # again: nothing
+    assert await store.record_links(inc.number) == [source.number, other]
+    assert await store.record_links(case.number) == []
+    with pytest.raises(NotFound):
+        await store.link_record(inc.number, "IMS0009999", 42.0)
 
 
 # -- idempotency keys ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ from core.config import HostConfig
 from core.model import Attachment, Message, OfferKind, OfferState, WorkItem
 from core.protocol import (
     AcceptOffer,
+    AddRecordNote,
     AddWorkNote,
     AnswerInvitation,
     AnyClientFrame,
@@ -38,11 +39,14 @@ from core.protocol import (
     CreateRecord,
     EndChat,
     GetPrefill,
+    GetRecord,
     GetTranscript,
     InviteAgent,
+    LinkRecord,
     ListAgents,
     ListInteractions,
     ListOnlineAgents,
+    ListRecords,
     MarkRead,
     OfferClosed,
     OfferEvent,
@@ -58,12 +62,14 @@ from core.protocol import (
     TransferToAgent,
     TransferToQueue,
     Typing,
+    UpdateRecord,
     UseTemplate,
 )
 from core.routing import events as ev
 from core.routing.decisions import ItemChanged, OfferEnded, OfferMade, PresenceSet
 from core.routing.engine import RoutingError
 from core.service.access import Access
+from core.service.cases import Cases
 from core.service.conversations import Conversation, Conversations
 from core.service.customers import Customers
 from core.service.errors import InboxError
@@ -113,8 +119,15 @@ class Inbox:
             clock,
         )
         self.records = Records(
-            self.routing, self.conversations, self.access, self.floor, store, clock
+            self.routing,
+            self.conversations,
+            self.access,
+            self.floor,
+            store,
+            clock,
+            record_states=config.records,
         )
+        self.cases = Cases(config, self.access, self.floor, store, clock)
         self.customers = Customers(self.routing, self.conversations, self.floor, store, clock)
         self.views = Views(
             config,
@@ -183,6 +196,11 @@ class Inbox:
             SubscribeQueueStats: v.subscribe_stats,
             ListAgents: v.list_agents,
             ListOnlineAgents: v.list_online,
+            GetRecord: self.cases.get_command,
+            ListRecords: self.cases.list_command,
+            UpdateRecord: self.cases.update_command,
+            AddRecordNote: self.cases.note_command,
+            LinkRecord: self.cases.link_command,
         }
 
     def _opening_arrived(self, conv: Conversation) -> None:

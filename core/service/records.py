@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from msgspec.structs import replace
 
+from core.config.settings import RecordSettings
 from core.model import (
     OFFLINE,
     InteractionRecord,
@@ -65,6 +66,8 @@ class Records:
     floor: Floor
     store: Store
     clock: Callable[[], float]
+    # The states of cases and incidents: a new one takes its kind's first.
+    record_states: RecordSettings = field(default_factory=RecordSettings)
     # number -> {invited agent: who invited them}, while the invitation is unanswered
     invitations: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
 
@@ -190,6 +193,7 @@ class Records:
             record.number,
             session.agent,
             self.clock(),
+            state=self.record_states.states_of(frame.kind)[0],
         )
         field_name = "case" if frame.kind == RecordKind.CASE else "incident"
 
