@@ -12,6 +12,7 @@ import pytest
 
 from core.client import ClientError, InboxClient
 from core.config import parse_config
+from core.model import Role
 from core.protocol import (
     AddRecordNote,
     ClientFrame,
@@ -155,3 +156,69 @@ async def api(
         headers={"Authorization": f"Bearer {token}"},
     ) as response:
         return response.status, await response.json()
+
+
+async def test_records_over_rest_read_change_list_and_note_by_the_tokens_agent_or_role(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+        alice = await h.agent("alice")
+        bob = await h.agent("bob", presence="Away")
+        inc = await raised(h, alice, "cust-a")
+        auth = h.host.auth
+        alices, _ = await auth.create_api_token("alice-script", "alice", Role.AGENT, None)
+        bobs, _ = await auth.create_api_token("bob-script", "bob", Role.AGENT, None)
+        crm, crm_token = await auth.create_api_token("crm", None, Role.SUPERVISOR, None)
+        bot, _ = await auth.create_api_token("bot", None, Role.AGENT, None)
+
+        status, body = await api(http, h, "GET", f"/records/{inc}", alices)
+        assert status == 200 and body["record"]["number"] == inc and body["notes"] == []
+        for method, path, payload in (
+            ("GET", f"/records/{inc}", None),
+            ("PATCH", f"/records/{inc}", {"state": "closed"}),
+            ("POST", f"/records/{inc}/notes", {"body": "sneaky"}),
+            ("GET", "/records/INC0009999", None),
+        ):
+            status, body = await api(http, h, method, path, bobs, payload)
+            assert (status, body["error"]["code"]) == (404, "not_found"), (method, path)
+        status, body = await api(http, h, "GET", f"/records/{inc}", bot)
+        assert (status, body["error"]["code"]) == (403, "forbidden")
+
+        status, body = await api(http, h, "PATCH", f"/records/{inc}", alices, {"state": "nope"})
+        assert (status, body["error"]["code"]) == (422, "bad_state")
+        status, body = await api(http, h, "PATCH", f"/records/{inc}", alices, {"priority": 9})
+        assert (status, body["error"]["field"]) == (400, "$.priority")
+        status, body = await api(http, h, "PATCH", f"/records/{inc}", alices, {"colour": "red"})
+        assert status == 400 and body["error"]["code"] == "invalid_request"
+        long = {"short_description": "x" * 201}
+        status, body = await api(http, h, "PATCH", f"/records/{inc}", alices, long)
+        assert (status, body["error"]["field"]) == (400, "$.short_description")
+        status, body = await api(
+            http, h, "POST", f"/records/{inc}/notes", alices, {"body": "x" * 16_001}
+        )
+        assert (status, body["error"]["field"]) == (400, "$.body")
+        huge = {"body": "x" * 70_000}
+        status, body = await api(http, h, "POST", f"/records/{inc}/notes", alices, huge)
+        assert (status, body["error"]["code"]) == (413, "too_large")
+
+        # A change over REST reaches the consoles that may read the record.
+        drain(bob)
+        status, body = await api(
+            http, h, "PATCH", f"/records/{inc}", crm, {"state": "on_hold", "assignee": "bob"}
+        )
+        assert status == 200 and body["record"]["state"] == "on_hold"
+        assert body["record"]["updated_by"] == crm_token.id
+        event = await bob.next_event(RecordEvent)
+        assert (event.record.state, event.record.assignee) == ("on_hold", "bob")
+
+        status, body = await api(http, h, "POST", f"/records/{inc}/notes", bobs, {"body": "On it"})
+        assert status == 201 and [n["author"] for n in body["notes"]] == ["bob"]
+
+        status, body = await api(http, h, "GET", "/records", bobs)
+        assert [r["number"] for r in body["records"]] == [inc] and body["next_offset"] is None
+        status, body = await api(http, h, "GET", "/records?scope=all&q=PRINTER&limit=1", crm)
+        assert [r["number"] for r in body["records"]] == [inc] and body["next_offset"] == 1
+        status, body = await api(http, h, "GET", "/records?scope=all&state=closed", crm)
+        assert body["records"] == []
+        status, body = await api(http, h, "GET", "/records?scope=everyone", crm)
+        assert (status, body["error"]["code"]) == (400, "invalid_request")

@@ -26,6 +26,12 @@ Who may do what (the OpenAPI descriptions say the same to clients):
   agents) see them. Integrations, whatever their role, see the customer-visible messages only.
 - Queue statistics: a token bound to an agent with the agent role sees that agent's queues;
   supervisors, admins and integrations see every queue.
+- Cases and incidents (`/records`): supervisors and admins (any token kind) read and change
+  every record; a token bound to an agent with the agent role reads and changes the records
+  assigned to that agent or one of their groups, created by them, or linked to an interaction
+  they took part in, and gets 404 for the others, as for numbers that do not exist. An
+  integration token with the agent role gets 403. Changes and notes are written under the
+  token's agent, or the token's id for an integration.
 
 Every error is ``{"error": {"code", "message", "field"?}}``, unknown routes and wrong methods
 under /api/v1 included. Bodies are capped at 64 KiB and must arrive within 30 s. Requests are
@@ -43,7 +49,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from aiohttp import hdrs, web
@@ -62,10 +68,14 @@ from core.model import (
     Label,
     Message,
     Name,
+    RecordKind,
+    RecordNote,
     Role,
+    ServiceRecord,
 )
-from core.protocol import QueueStats, Seq
+from core.protocol import Assignment, NoteBody, QueueStats, Seq, ShortDescription
 from core.service import StoreUnavailable
+from core.service.cases import Actor, RecordDetail
 from core.service.inbox import InboxError
 
 log = logging.getLogger("inbox_tui.api")
@@ -541,6 +551,140 @@ async def list_queues(request: web.Request) -> web.Response:
     return _json(QueueList(queues=list(stats.values())))
 
 
+# ---------------------------------------------------------------------------- cases and incidents
+
+
+class RecordPatch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The fields to change; a field left out (or null) stays as it is. `state` must be one
+    of the record kind's states (422 `bad_state`); `assignee` names an agent and
+    `assignment_group` a group (422 `unknown_agent`, `unknown_group`), "" clears either."""
+
+    short_description: ShortDescription | None = None
+    description: Annotated[str, Meta(max_length=16_000)] | None = None
+    priority: Annotated[int, Meta(ge=1, le=5)] | None = None
+    state: Name | None = None
+    assignee: Assignment | None = None
+    assignment_group: Assignment | None = None
+
+
+class RecordNotePost(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A work note: internal, append-only."""
+
+    body: NoteBody
+
+
+class RecordDetailView(Struct, frozen=True, kw_only=True):
+    """The case or incident, its newest work notes (oldest first) and the interactions linked
+    to it (its source first)."""
+
+    record: ServiceRecord
+    notes: list[RecordNote]
+    interactions: list[str]
+
+
+class RecordQueryParams(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    scope: Literal["mine", "groups", "all"] = "mine"
+    kind: RecordKind | None = None
+    state: Name | None = None
+    assignee: Name | None = None
+    group: Name | None = None
+    q: Annotated[str, Meta(max_length=200)] | None = None
+    limit: Annotated[int, Meta(ge=1, le=200)] = 50
+    offset: Seq = 0
+
+
+class RecordListView(Struct, frozen=True, kw_only=True):
+    """Newest first. `next_offset` is the `offset` of the next page, or null on the last."""
+
+    records: list[ServiceRecord]
+    next_offset: int | None
+
+
+RECORD_MODELS = (RecordPatch, RecordNotePost, RecordDetailView, RecordListView)
+
+
+def _record_actor(principal: Principal) -> Actor:
+    sees_all = _sees_everything(principal)
+    if principal.agent is None and not sees_all:
+        raise ApiError(403, "forbidden", "integrations need role supervisor to work records")
+    return Actor(
+        agent=principal.agent, sees_all=sees_all, name=principal.agent or principal.token_id
+    )
+
+
+def _record_error(e: InboxError) -> ApiError:
+    status = {
+        "invalid_request": 400,
+        "bad_state": 422,
+        "unknown_agent": 422,
+        "unknown_group": 422,
+        "too_many_links": 422,
+    }.get(e.code)
+    return ApiError(status, e.code, e.message) if status else _inbox_error(e)
+
+
+def _record_view(detail: RecordDetail, status: int = 200) -> web.Response:
+    view = RecordDetailView(
+        record=detail.record, notes=detail.notes, interactions=detail.interactions
+    )
+    return _json(view, status)
+
+
+async def get_record(request: web.Request) -> web.Response:
+    actor = _record_actor(await _principal(request))
+    try:
+        detail = await request.app[HOST].inbox.cases.detail(actor, request.match_info["number"])
+    except InboxError as e:
+        raise _record_error(e) from e
+    return _record_view(detail)
+
+
+async def patch_record(request: web.Request) -> web.Response:
+    actor = _record_actor(await _principal(request))
+    body = await _body(request, RecordPatch)
+    changes = {f: v for f in body.__struct_fields__ if (v := getattr(body, f)) is not None}
+    cases = request.app[HOST].inbox.cases
+    try:
+        detail = await cases.update(actor, request.match_info["number"], changes)
+    except InboxError as e:
+        raise _record_error(e) from e
+    return _record_view(detail)
+
+
+async def post_record_note(request: web.Request) -> web.Response:
+    actor = _record_actor(await _principal(request))
+    body = await _body(request, RecordNotePost)
+    cases = request.app[HOST].inbox.cases
+    try:
+        detail = await cases.add_note(actor, request.match_info["number"], body.body)
+    except InboxError as e:
+        raise _record_error(e) from e
+    return _record_view(detail, 201)
+
+
+async def list_records(request: web.Request) -> web.Response:
+    actor = _record_actor(await _principal(request))
+    try:
+        params = msgspec.convert(dict(request.query), RecordQueryParams, strict=False)
+    except msgspec.ValidationError as e:
+        raise _invalid(e) from e
+    found = await request.app[HOST].inbox.cases.list(
+        actor,
+        params.scope,
+        kind=params.kind,
+        state=params.state,
+        assignee=params.assignee,
+        group=params.group,
+        text=params.q,
+        limit=params.limit,
+        offset=params.offset,
+    )
+    more = len(found) == params.limit
+    return _json(
+        RecordListView(records=found, next_offset=params.offset + params.limit if more else None)
+    )
+
+
 async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
@@ -555,7 +699,7 @@ def setup(
     app[LIMITS] = RateLimits()
     app[OPENAPI] = _encoder.encode(
         openapi.document(
-            MODELS,
+            (*MODELS, *RECORD_MODELS),
             prefix=PREFIX,
             max_body_bytes=MAX_BODY_BYTES,
             token_rate=(TOKEN_RATE, TOKEN_BURST),
@@ -568,4 +712,8 @@ def setup(
     app.router.add_post(PREFIX + "/interactions/{number}/messages", post_message)
     app.router.add_get(PREFIX + "/interactions/{number}", get_interaction)
     app.router.add_get(PREFIX + "/queues", list_queues)
+    app.router.add_get(PREFIX + "/records", list_records)
+    app.router.add_get(PREFIX + "/records/{number}", get_record)
+    app.router.add_patch(PREFIX + "/records/{number}", patch_record)
+    app.router.add_post(PREFIX + "/records/{number}/notes", post_record_note)
     app.router.add_get(PREFIX + "/openapi.json", openapi_json)

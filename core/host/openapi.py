@@ -32,6 +32,11 @@ agent's console session token (`ses_...`).
   see them; integrations see customer-visible messages only.
 - Queue statistics: a token bound to an agent with role `agent` sees that agent's queues;
   supervisors, admins and integrations see every queue.
+- Cases and incidents (`/records`): supervisors and admins read and change every record. A
+  token bound to an agent with role `agent` reads and changes the records assigned to that
+  agent or one of their groups, created by them, or linked to an interaction they took part
+  in; any other number is 404, as if it did not exist. An integration token with role
+  `agent` gets 403.
 """
 
 ERROR_CODES = """\
@@ -261,6 +266,7 @@ def document(
             }
         },
     }
+    paths.update(record_paths(prefix))
     for more_paths, more_schemas in parts:
         paths.update(more_paths)
         schemas.update(more_schemas)
@@ -311,5 +317,120 @@ def document(
                     "description": "An api_ or ses_ token.",
                 }
             },
+        },
+    }
+
+
+def record_paths(prefix: str) -> dict[str, Any]:
+    """The paths of cases and incidents (core/host/api.py's RECORD_MODELS)."""
+    number = {
+        "name": "number",
+        "in": "path",
+        "required": True,
+        "description": "The record's number, e.g. INC0001001 or CS0001001.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 32},
+    }
+    found = {"200": {"description": "Found.", "content": json_content("RecordDetailView")}}
+
+    def query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "in": "query", "description": description, "schema": schema}
+
+    name = {"type": "string", "maxLength": 64}
+    return {
+        f"{prefix}/records": {
+            "get": {
+                "operationId": "listRecords",
+                "summary": "List cases and incidents",
+                "description": (
+                    "Newest first. `scope` mine: assigned to the token's agent; groups: to "
+                    "one of the agent's groups; all: every record the token may read. The "
+                    "other parameters narrow the list."
+                ),
+                "parameters": [
+                    query(
+                        "scope",
+                        "Whose records.",
+                        {"enum": ["mine", "groups", "all"], "default": "mine"},
+                    ),
+                    query("kind", "case or incident.", {"enum": ["case", "incident"]}),
+                    query("state", "One of the kind's states.", name),
+                    query("assignee", "The assigned agent's id.", name),
+                    query("group", "The assignment group.", name),
+                    query(
+                        "q",
+                        "Text in the short description (any case).",
+                        {
+                            "type": "string",
+                            "maxLength": 200,
+                        },
+                    ),
+                    query(
+                        "limit",
+                        "At most this many.",
+                        {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                    ),
+                    query("offset", "Skip this many.", {"type": "integer", "minimum": 0}),
+                ],
+                "responses": responses(
+                    {"200": {"description": "A page.", "content": json_content("RecordListView")}},
+                    "400",
+                    "403",
+                    "503",
+                ),
+            }
+        },
+        f"{prefix}/records/{{number}}": {
+            "get": {
+                "operationId": "getRecord",
+                "summary": "Read a case or incident",
+                "description": "The record, its work notes and its linked interactions.",
+                "parameters": [number],
+                "responses": responses(found, "403", "404", "503"),
+            },
+            "patch": {
+                "operationId": "updateRecord",
+                "summary": "Change a case or incident",
+                "description": (
+                    "Sets the fields given. Every console that may read the record hears of "
+                    "the change at once."
+                ),
+                "parameters": [number],
+                "requestBody": {"required": True, "content": json_content("RecordPatch")},
+                "responses": responses(
+                    {**found, "200": {**found["200"], "description": "Changed."}},
+                    "400",
+                    "403",
+                    "404",
+                    "408",
+                    "409",
+                    "413",
+                    "415",
+                    "422",
+                    "503",
+                ),
+            },
+        },
+        f"{prefix}/records/{{number}}/notes": {
+            "post": {
+                "operationId": "addRecordNote",
+                "summary": "Add a work note to a case or incident",
+                "parameters": [number],
+                "requestBody": {"required": True, "content": json_content("RecordNotePost")},
+                "responses": responses(
+                    {
+                        "201": {
+                            "description": "Stored; the record with its notes.",
+                            "content": json_content("RecordDetailView"),
+                        }
+                    },
+                    "400",
+                    "403",
+                    "404",
+                    "408",
+                    "413",
+                    "415",
+                    "503",
+                ),
+            }
         },
     }

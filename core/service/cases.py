@@ -20,7 +20,7 @@ from dataclasses import replace as narrowed
 from msgspec.structs import replace
 
 from core.config import HostConfig
-from core.model import RecordNote, ServiceRecord
+from core.model import RecordKind, RecordNote, ServiceRecord
 from core.protocol import (
     AddRecordNote,
     GetRecord,
@@ -87,14 +87,17 @@ class Cases:
         return _view(frame.ref, await self.detail(actor_of(session), frame.number))
 
     async def list_command(self, session: AgentSession, frame: ListRecords) -> ServerFrame:
-        query = RecordQuery(
+        found = await self.list(
+            actor_of(session),
+            frame.scope,
             kind=frame.kind,
             state=frame.state,
             assignee=frame.assignee,
-            groups=None if frame.group is None else (frame.group,),
+            group=frame.group,
             text=frame.text,
+            limit=frame.limit,
+            offset=frame.offset,
         )
-        found = await self.list(actor_of(session), frame.scope, query, frame.limit, frame.offset)
         return RecordList(ref=frame.ref, records=found)
 
     async def update_command(self, session: AgentSession, frame: UpdateRecord) -> ServerFrame:
@@ -163,23 +166,34 @@ class Cases:
         self,
         actor: Actor,
         scope: str,
-        query: RecordQuery,
-        limit: int,
-        offset: int,
+        *,
+        kind: RecordKind | None = None,
+        state: str | None = None,
+        assignee: str | None = None,
+        group: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[ServiceRecord]:
         """`scope` mine: assigned to the actor; groups: to one of their groups; all: what
-        they may read (everything, for supervisors). `query`'s filters narrow it further."""
+        they may read (everything, for supervisors). The other arguments narrow it further."""
         agent = actor.agent
+        query = RecordQuery(
+            kind=kind,
+            state=state,
+            assignee=assignee,
+            groups=None if group is None else (group,),
+            text=text,
+        )
         if scope == "mine":
-            if agent is None:
-                return []
-            if query.assignee not in (None, agent):
+            if agent is None or assignee not in (None, agent):
                 return []
             query = narrowed(query, assignee=agent)
         elif scope == "groups":
             mine = self.groups_of(agent)
-            wanted = mine if query.groups is None else tuple(g for g in query.groups if g in mine)
-            query = narrowed(query, groups=wanted)
+            query = narrowed(
+                query, groups=mine if group is None else (group,) if group in mine else ()
+            )
         if not actor.sees_all:
             if agent is None:
                 return []
