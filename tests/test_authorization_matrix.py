@@ -23,6 +23,7 @@ from core.model import RecordKind, Role
 from core.protocol import (
     PROTOCOL_VERSION,
     AcceptOffer,
+    AddRecordNote,
     AddWorkNote,
     AnswerInvitation,
     AnyClientFrame,
@@ -36,14 +37,17 @@ from core.protocol import (
     Error,
     Event,
     GetPrefill,
+    GetRecord,
     GetTranscript,
     Hello,
     InteractionEvent,
     InvitationEvent,
     InviteAgent,
+    LinkRecord,
     ListAgents,
     ListInteractions,
     ListOnlineAgents,
+    ListRecords,
     LoggedIn,
     Login,
     Logout,
@@ -56,6 +60,8 @@ from core.protocol import (
     PresenceEvent,
     QueueStatsEvent,
     ReadEvent,
+    RecordCreated,
+    RecordEvent,
     RejectOffer,
     Resume,
     Resync,
@@ -66,6 +72,7 @@ from core.protocol import (
     TransferToQueue,
     Typing,
     TypingEvent,
+    UpdateRecord,
     UseTemplate,
     Welcome,
     encoder,
@@ -124,6 +131,12 @@ COMMANDS: dict[str, dict[str, str]] = {
     "list_interactions": row(OK, OK, OK, OK, OK, U),
     "list_agents": row("forbidden", "forbidden", "forbidden", OK, OK, U),
     "list_online_agents": row(OK, OK, OK, OK, OK, U),
+    # A case the owner raised from the conversation: the guest took part in it.
+    "get_record": row(OK, OK, NF, OK, OK, U),
+    "update_record": row(OK, OK, NF, OK, OK, U),
+    "add_record_note": row(OK, OK, NF, OK, OK, U),
+    "link_record": row(OK, OK, NF, OK, OK, U),
+    "list_records": row(OK, OK, OK, OK, OK, U),
 }
 
 # Receivers per event kind, in the situation that produces it; "customer" is the widget
@@ -151,6 +164,7 @@ EVENTS: dict[str, set[str]] = {
     "queue_stats": audience("other", "supervisor", "admin"),
     "presence": audience("owner", "supervisor", "admin"),
     "invitation": audience("guest"),
+    "record": audience("owner", "guest", "supervisor", "admin"),
     "resync": set(),  # only the resuming session itself, which is none of the above
 }
 
@@ -300,6 +314,24 @@ def on_offer(make: Callable[[str], AnyClientFrame]) -> Case:
     return case
 
 
+def on_record(make: Callable[[str, str], AnyClientFrame]) -> Case:
+    """`make(case, interaction)`: a command on a case the owner raised from a conversation
+    the guest joined."""
+
+    async def case(w: World, who: str) -> str:
+        number = await w.with_guest()
+        try:
+            created = await w.clients["owner"].request(
+                CreateRecord(interaction=number, kind=RecordKind.CASE, short_description="x"),
+                RecordCreated,
+            )
+            return await outcome(w.clients[who], make(created.record.number, number))
+        finally:
+            await w.finish(number)
+
+    return case
+
+
 async def answer_invitation(w: World, who: str) -> str:
     number = await w.owned()
     try:
@@ -434,6 +466,11 @@ CASES: dict[str, Case] = {
     "list_interactions": plain(ListInteractions()),
     "list_agents": plain(ListAgents()),
     "list_online_agents": plain(ListOnlineAgents()),
+    "get_record": on_record(lambda r, n: GetRecord(number=r)),
+    "update_record": on_record(lambda r, n: UpdateRecord(number=r, state="in_progress")),
+    "add_record_note": on_record(lambda r, n: AddRecordNote(number=r, body="note")),
+    "link_record": on_record(lambda r, n: LinkRecord(number=r, interaction=n)),
+    "list_records": plain(ListRecords(scope="all")),
 }
 
 
@@ -602,6 +639,13 @@ async def test_every_event_reaches_exactly_its_audience(tmp_path: Path) -> None:
             ),
             interaction("updated"),
             lambda f: f["t"] == "state",
+        )
+        case = w.inbox.conversations.open[number].record.case
+        got["record"] = await receivers(
+            w,
+            customers,
+            lambda: alice.request(UpdateRecord(number=case, state="in_progress")),
+            lambda e: isinstance(e, RecordEvent) and e.record.number == case,
         )
         await alice.request(EndChat(interaction=number))
         got["interaction:closed"] = await receivers(
