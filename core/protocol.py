@@ -459,6 +459,7 @@ class RecordView(ServerFrame, tag="record_view", frozen=True, kw_only=True):
     record: ServiceRecord
     notes: list[RecordNote]
     interactions: list[str]
+    states: list[str]
 
 
 class RecordList(ServerFrame, tag="record_list", frozen=True, kw_only=True):

@@ -45,6 +45,7 @@ from screens.history import HistoryScreen
 from screens.picker import Picker
 from screens.prompt import Prompt
 from screens.record_form import RecordForm
+from screens.records import RecordsScreen
 from screens.supervisor import SupervisorScreen
 from tui.actions import MAIN_ACTIONS, bindings
 from tui.calls import CALL_FAILURES, failure_text
@@ -192,11 +193,19 @@ class MainScreen(Screen[None]):
             self.query_one("#chat-list", ChatList).show(chats, self.current)
         if every or "chats" in areas or f"chat:{self.current}" in areas:
             self.show_current()
+        elif "records" in areas:
+            self.show_record_pane()
         self.show_connection(self.inbox.connection)
 
     def show_connection(self, status: str) -> None:
         style = {"connected": "green", "reconnecting": "yellow"}.get(status, "red")
         self.query_one("#connection", Static).update(f"[{style}]● {status}[/]")
+
+    def show_record_pane(self) -> None:
+        state = self.inbox.state
+        names = {a: v.display_name for a, v in state.agents.items()}
+        chat = state.chats.get(self.current or "")
+        self.query_one("#record", RecordPane).show(chat, names, state.records)
 
     def show_current(self) -> None:
         state = self.inbox.state
@@ -209,7 +218,7 @@ class MainScreen(Screen[None]):
             for p in chat.record.participants
         )
         self.query_one("#toolbar", Toolbar).show(chat, mine)
-        self.query_one("#record", RecordPane).show(chat, names)
+        self.show_record_pane()
         self.query_one("#attachments", AttachmentsPanel).show(
             chat.attachments if chat else [], state.templates
         )
@@ -372,6 +381,17 @@ class MainScreen(Screen[None]):
 
     def action_history(self) -> None:
         self.app.push_screen(HistoryScreen())
+
+    def action_records(self) -> None:
+        self.app.push_screen(RecordsScreen())
+
+    def action_record_open(self) -> None:
+        chat = self.inbox.state.chats.get(self.current or "")
+        linked = chat and (chat.record.incident or chat.record.case)
+        if not linked:
+            self.notify("No case or incident is linked to this interaction", severity="warning")
+            return
+        self.app.push_screen(RecordsScreen(open_number=linked))
 
     def action_supervise(self) -> None:
         me = self.inbox.state.me
@@ -600,6 +620,8 @@ class MainScreen(Screen[None]):
             return
         created = await self.call(frame)
         if isinstance(created, RecordCreated):
+            self.inbox.state.record_told(created.record)
+            self.show_record_pane()
             self.notify(f"{created.record.number} created from {number}")
 
     @work

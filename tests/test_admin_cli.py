@@ -16,6 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from msgspec.structs import replace
 
 from core.auth import Authenticator, AuthError, Principal
 from core.demo import demo_config_path
@@ -38,7 +39,7 @@ from core.model import (
     WorkItem,
 )
 from store import SQLiteStore, Store, open_store
-from store.base import WIDGET_KEY, WIDGET_KEY_BYTES, IdempotencyKey
+from store.base import WIDGET_KEY, WIDGET_KEY_BYTES, IdempotencyKey, RecordQuery
 from store.postgres import PostgresStore
 from tests.store_helpers import attachment_contents, offers_of, rows
 
@@ -436,6 +437,8 @@ COPIED_TABLES = (
     "messages",
     "attachments",
     "service_records",
+    "record_notes",
+    "record_links",
     "sessions",
     "api_tokens",
     "idempotency_keys",
@@ -473,7 +476,12 @@ async def populate(env: dict[str, str], data: Path) -> tuple[str, str]:
         await store.put_attachment(numbers[0], "a.pdf", "application/pdf", b"%PDF", "bob", 3.0)
         await store.put_attachment(numbers[1], "a.pdf", "application/pdf", b"%PDF", "bob", 3.0)
         await store.put_attachment(numbers[1], "b.bin", "x/y", bytes(range(256)) * 9, "bob", 4.0)
-        await store.create_record(RecordKind.CASE, "Refund", source_interaction=numbers[0])
+        case = await store.create_record(
+            RecordKind.CASE, "Refund", source_interaction=numbers[0], created_by="bob"
+        )
+        await store.save_record(replace(case, state="in_progress", assignee="carol"))
+        await store.add_record_note(case.number, "carol", "Refund sent", 6.0)
+        await store.link_record(case.number, numbers[1], 7.0)
         await store.create_record(RecordKind.INCIDENT, "Outage")
         items = [
             WorkItem(
@@ -543,6 +551,12 @@ async def test_copy_to_moves_everything_into_postgresql_and_numbering_continues(
         assert await target.load_affinity() == await source.load_affinity()
         assert await target.list_api_tokens() == await source.list_api_tokens()
         assert await target.list_agents() == await source.list_agents()
+        for number in ("CS0001001", "INC0001001"):
+            assert await target.get_record(number) == await source.get_record(number)
+            assert await target.list_record_notes(number) == await source.list_record_notes(number)
+            assert await target.record_links(number) == await source.record_links(number)
+        mine = RecordQuery(reader="carol")
+        assert [r.number for r in await target.list_records(mine)] == ["CS0001001"]
         assert await target.get_idempotency_key("tok_x", "k3", 1e9) == (
             await source.get_idempotency_key("tok_x", "k3", 1e9)
         )

@@ -7,7 +7,15 @@ import re
 from collections import Counter
 
 from screens.main import MainScreen
-from tui.actions import APP_ACTIONS, MAIN_ACTIONS, binding_ids, bindings, palette_actions
+from screens.records import RecordsScreen
+from tui.actions import (
+    APP_ACTIONS,
+    MAIN_ACTIONS,
+    RECORDS_ACTIONS,
+    binding_ids,
+    bindings,
+    palette_actions,
+)
 from tui.app import InboxApp
 
 
@@ -20,15 +28,26 @@ def test_every_action_in_the_table_runs_something() -> None:
         assert hasattr(MainScreen, method(a.action)), a.id
     for a in APP_ACTIONS:
         assert hasattr(InboxApp, method(a.action)), a.id
+    for a in RECORDS_ACTIONS:
+        owner = InboxApp if a.action.startswith("app.") else RecordsScreen
+        assert hasattr(owner, method(a.action.removeprefix("app."))), a.id
 
 
 def test_no_id_and_no_key_is_claimed_twice() -> None:
-    every = bindings(MAIN_ACTIONS + APP_ACTIONS)
-    ids = Counter(b.id for b in every)
+    ids = Counter(b.id for b in bindings(MAIN_ACTIONS + RECORDS_ACTIONS + APP_ACTIONS))
     assert [i for i, n in ids.items() if n > 1] == []
-    keys = Counter(b.key for b in every)
-    assert [k for k, n in keys.items() if n > 1] == []
+    # Keys once per screen: the records screen is on top of the main one, not beside it.
+    for screen in (MAIN_ACTIONS, RECORDS_ACTIONS):
+        keys = Counter(b.key for b in bindings(screen + APP_ACTIONS))
+        assert [k for k, n in keys.items() if n > 1] == []
     assert binding_ids() == set(ids)
+
+
+def test_the_records_screen_and_its_palette_come_from_its_table() -> None:
+    assert [b.id for b in RecordsScreen.BINDINGS] == [b.id for b in bindings(RECORDS_ACTIONS)]  # type: ignore[union-attr]
+    names = [a.palette for a in palette_actions(RECORDS_ACTIONS)]
+    assert len(names) == len(set(names))
+    assert all(re.fullmatch(r"records?: .+", n) for n in names)
 
 
 def test_the_screen_the_palette_and_the_toolbar_come_from_the_table() -> None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from textual import events
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
 from core.protocol import (
+    AddRecordNote,
     AnswerInvitation,
     AttachFile,
     CloseRecord,
@@ -24,6 +27,7 @@ from core.protocol import (
     OfferEvent,
     TransferDeclined,
     TransferToAgent,
+    UpdateRecord,
 )
 from screens.confirm import Confirm
 from screens.help import HelpScreen
@@ -32,6 +36,7 @@ from screens.main import MainScreen
 from screens.picker import Picker
 from screens.prompt import Prompt
 from screens.record_form import RecordForm
+from screens.records import RecordsScreen
 from tests.hosting import RunningHost, running_host
 from tui.app import InboxApp
 from tui.settings import ConsoleSettings
@@ -40,6 +45,7 @@ from tui.widgets.composer import Composer
 from tui.widgets.offer_list import OfferList
 from tui.widgets.ongoing_tray import OngoingTray
 from tui.widgets.transcript import Transcript
+from tui.widgets.virtual_list import VirtualList
 
 SIZE = (160, 50)
 
@@ -658,6 +664,13 @@ def panel_text(app: InboxApp, selector: str) -> str:
     return str(app.screen.query_one(selector).render())
 
 
+def static_text(widget: Static) -> str:
+    """What a Static holds, as plain text, whatever its renderable (a Rich table, say)."""
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(widget.content)
+    return out.getvalue()
+
+
 async def test_attachments_panel_and_ongoing_tray_follow_the_conversation(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
         app = console(h)
@@ -929,3 +942,58 @@ async def test_a_live_chat_counts_down_to_its_first_reply_deadline(tmp_path: Pat
             await pilot.press("c", *"Hi Ana", "enter")
             await until(pilot, lambda: not due.display)
             assert app.state.chats[number].reply_by is None
+
+
+async def test_records_screen_changes_state_adds_a_note_and_shows_another_consoles_change(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            await pilot.press("escape", "I")
+            await until(pilot, lambda: isinstance(app.screen, RecordForm))
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: app.state.chats[number].record.incident == "INC0001001")
+            pane = main(app).query_one("#record-details", Static)
+            await until(pilot, lambda: "INC0001001 · new · unassigned" in static_text(pane))
+
+            await pilot.press("R")  # the linked record, opened from the record pane
+            await until(pilot, lambda: isinstance(app.screen, RecordsScreen))
+            detail = app.screen.query_one("#record-detail", Static)
+
+            def shown() -> str:
+                return static_text(detail)
+
+            await until(pilot, lambda: "INC0001001 (incident)" in shown())
+            await pilot.press("t")
+            await until(pilot, lambda: isinstance(app.screen, Picker))
+            await pilot.press(*"in prog", "enter")
+            await until(pilot, lambda: "in progress" in shown())
+            assert (await h.host.inbox.store.get_record("INC0001001")).state == "in_progress"
+
+            await pilot.press("o")
+            await until(pilot, lambda: isinstance(app.screen, Prompt))
+            await pilot.press(*"Called the customer back", "enter")
+            await until(pilot, lambda: "Called the customer back" in shown())
+            notes = await h.host.inbox.store.list_record_notes("INC0001001")
+            assert [(n.author, n.body) for n in notes] == [("alice", "Called the customer back")]
+
+            # A supervisor's console changes it: this one shows it without being asked.
+            dan = await h.agent("dan", presence="Away")
+            await dan.request(UpdateRecord(number="INC0001001", state="on_hold", assignee="bob"))
+            await until(pilot, lambda: "on hold" in shown() and "Assignee    bob" in shown())
+            await dan.request(AddRecordNote(number="INC0001001", body="Waiting for parts"))
+            await until(pilot, lambda: "Waiting for parts" in shown())
+
+            # The list: assigned to bob, so not "mine"; under "all" (its creator reads it).
+            await pilot.press("3")
+            rows = app.screen.query_one("#records-list", VirtualList)
+            await until(pilot, lambda: [r.number for r in rows.rows] == ["INC0001001"])
+            await pilot.press("1")
+            await until(pilot, lambda: rows.row_count == 0)
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            await until(pilot, lambda: "INC0001001 · on hold · bob" in static_text(pane))
+            await pilot.press("v")
+            await until(pilot, lambda: isinstance(app.screen, RecordsScreen))

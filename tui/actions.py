@@ -283,6 +283,14 @@ MAIN_ACTIONS = [
         palette="record: archive",
     ),
     ConsoleAction(
+        id="record.open",
+        action="record_open",
+        key="R",
+        label="Open record",
+        help="Open the case or incident linked to the interaction",
+        palette="record: open linked case or incident",
+    ),
+    ConsoleAction(
         id="presence.pick",
         action="pick_presence",
         key="p",
@@ -325,6 +333,15 @@ MAIN_ACTIONS = [
         footer=True,
     ),
     ConsoleAction(
+        id="view.records",
+        action="records",
+        key="v",
+        label="Records",
+        help="Cases and incidents: mine, my groups', all",
+        palette="view: cases and incidents",
+        footer=True,
+    ),
+    ConsoleAction(
         id="view.supervisor",
         action="supervise",
         key="s",
@@ -334,6 +351,119 @@ MAIN_ACTIONS = [
     ),
     ConsoleAction(
         id="app.back", action="back", key="escape", label="Back", help="Back to the chat list"
+    ),
+]
+
+# The records screen's own (screens/records.py); its palette lists these.
+RECORDS_ACTIONS = [
+    ConsoleAction(
+        id="records.mine",
+        action="scope('mine')",
+        key="1",
+        label="Mine",
+        help="List the records assigned to me",
+        palette="records: mine",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="records.groups",
+        action="scope('groups')",
+        key="2",
+        label="Groups",
+        help="List the records assigned to my groups",
+        palette="records: my groups'",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="records.all",
+        action="scope('all')",
+        key="3",
+        label="All",
+        help="List every record I may read (all of them for supervisors)",
+        palette="records: all",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="records.search",
+        action="search",
+        key="slash",
+        label="Search",
+        help="Filter by text in the short description",
+        palette="records: search",
+    ),
+    ConsoleAction(
+        id="records.kind",
+        action="cycle_kind",
+        key="k",
+        label="Kind",
+        help="Filter: incidents, cases, both",
+        palette="records: filter by kind",
+    ),
+    ConsoleAction(
+        id="records.state_filter",
+        action="filter_state",
+        key="f",
+        label="State filter",
+        help="Filter by state",
+        palette="records: filter by state",
+    ),
+    ConsoleAction(
+        id="records.state",
+        action="set_state",
+        key="t",
+        label="State",
+        help="Move the record to another state",
+        palette="record: change state",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="records.assign",
+        action="assign",
+        key="a",
+        label="Assign",
+        help="Assign the record to an agent",
+        palette="record: assign to an agent",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="records.group",
+        action="assign_group",
+        key="g",
+        label="Group",
+        help="Assign the record to a group",
+        palette="record: assign to a group",
+    ),
+    ConsoleAction(
+        id="records.priority",
+        action="set_priority",
+        key="p",
+        label="Priority",
+        help="Set the priority (1 is the most urgent)",
+        palette="record: priority",
+    ),
+    ConsoleAction(
+        id="records.edit",
+        action="edit_short",
+        key="e",
+        label="Edit",
+        help="Edit the short description",
+        palette="record: edit short description",
+    ),
+    ConsoleAction(
+        id="records.note",
+        action="note",
+        key="o",
+        label="Work note",
+        help="Add a work note to the record",
+        palette="record: add work note",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="records.back",
+        action="app.pop_screen",
+        key="escape",
+        label="Back",
+        help="Back to the chats",
     ),
 ]
 
@@ -360,8 +490,8 @@ def toolbar_actions() -> list[ConsoleAction]:
     return [a for a in MAIN_ACTIONS if a.toolbar]
 
 
-def palette_actions() -> list[ConsoleAction]:
-    return [a for a in MAIN_ACTIONS if a.palette]
+def palette_actions(actions: list[ConsoleAction] = MAIN_ACTIONS) -> list[ConsoleAction]:
+    return [a for a in actions if a.palette]
 
 
 def by_id(action_id: str) -> ConsoleAction:
@@ -370,4 +500,5 @@ def by_id(action_id: str) -> ConsoleAction:
 
 def binding_ids() -> set[str]:
     """The ids a [keymap] in console.toml may remap."""
-    return {b.id for a in MAIN_ACTIONS + APP_ACTIONS for b in a.bindings() if b.id}
+    every = MAIN_ACTIONS + RECORDS_ACTIONS + APP_ACTIONS
+    return {b.id for a in every for b in a.bindings() if b.id}

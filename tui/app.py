@@ -15,6 +15,7 @@ from core.protocol import Event, OfferEvent
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
+from screens.records import RecordsScreen
 from tui.actions import APP_ACTIONS, bindings
 from tui.commands import InboxCommands
 from tui.settings import ConsoleSettings, forget_token, save_token, saved_token
@@ -133,13 +134,9 @@ class InboxApp(App[None]):
             # Shutting down: the screens' widgets are being removed under the redraw (it
             # raised NoMatches when events came in as the console quit).
             return
-        screen = self.screen
-        if isinstance(screen, MainScreen):
-            screen.refresh_areas(message.areas)
-        else:
-            for s in self.screen_stack:
-                if isinstance(s, MainScreen):
-                    s.refresh_areas(message.areas)
+        for s in self.screen_stack:
+            if isinstance(s, MainScreen | RecordsScreen):
+                s.refresh_areas(message.areas)
 
     def bindings_in_force(self, *nodes: DOMNode) -> list[Binding]:
         """The bindings of `nodes` with the user's [keymap] applied. Textual applies it to the

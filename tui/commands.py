@@ -8,7 +8,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from tui.actions import palette_actions
+from tui.actions import MAIN_ACTIONS, palette_actions
 
 
 class InboxCommands(Provider):
@@ -16,7 +16,8 @@ class InboxCommands(Provider):
         """(name with its keys, action) for each command."""
         keys_for = self.app.keys_for  # type: ignore[attr-defined]
         out = []
-        for a in palette_actions():
+        # A screen with actions of its own (the records screen) lists those.
+        for a in palette_actions(getattr(self.screen, "ACTIONS", MAIN_ACTIONS)):
             keys = keys_for(a.action, self.screen)
             out.append((f"{a.palette} ({keys})" if keys else a.palette, a.action))
         return out

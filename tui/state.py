@@ -13,6 +13,7 @@ from core.model import (
     Message,
     PresenceState,
     SenderKind,
+    ServiceRecord,
     Template,
 )
 from core.protocol import (
@@ -32,6 +33,7 @@ from core.protocol import (
     QueueStats,
     QueueStatsEvent,
     ReadEvent,
+    RecordEvent,
     Resync,
     Snapshot,
     TransferDeclined,
@@ -42,6 +44,8 @@ OPEN_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS, Interact
 # Replies typed while the host is away wait here; past this many the composer says no rather
 # than letting an agent type into a pile that grows without a bound.
 MAX_OUTBOX = 100
+# Cases and incidents this console has been told of; the oldest told go first past this many.
+MAX_RECORDS = 1000
 
 
 @dataclass
@@ -94,6 +98,8 @@ class ConsoleState:
     # The routing priority of the items I was offered, by interaction: `n` answers the more
     # urgent customer first (records do not carry it).
     priorities: dict[str, int] = field(default_factory=dict)
+    # Cases and incidents as last told (a record event, or a view the console asked for).
+    records: dict[str, ServiceRecord] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading
 
@@ -215,7 +221,8 @@ class ConsoleState:
 
     def apply(self, event: Event) -> set[str]:
         """Fold one event in; returns the areas that changed ("offers", "chats",
-        "chat:<number>", "ongoing", "queues", "me", "agents", "invitations")."""
+        "chat:<number>", "ongoing", "queues", "me", "agents", "invitations", "records",
+        "record:<number>")."""
         if isinstance(event, Resync):
             self.load(event.snapshot)
             return {"all"}
@@ -289,7 +296,17 @@ class ConsoleState:
         if isinstance(event, InvitationDeclined):
             self.notes.append(f"{self.name(event.agent)} declined to join {event.interaction}")
             return set()
+        if isinstance(event, RecordEvent):
+            return self.record_told(event.record)
         return set()
+
+    def record_told(self, record: ServiceRecord) -> set[str]:
+        """A case or incident as the host has it now ("records", "record:<number>")."""
+        self.records.pop(record.number, None)
+        self.records[record.number] = record
+        if len(self.records) > MAX_RECORDS:
+            del self.records[next(iter(self.records))]
+        return {"records", f"record:{record.number}"}
 
     def _interaction(self, event: InteractionEvent) -> set[str]:
         number = event.record.number

@@ -574,12 +574,13 @@ class RecordNotePost(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class RecordDetailView(Struct, frozen=True, kw_only=True):
-    """The case or incident, its newest work notes (oldest first) and the interactions linked
-    to it (its source first)."""
+    """The case or incident, its newest work notes (oldest first), the interactions linked
+    to it (its source first) and the states its kind may be in, in workflow order."""
 
     record: ServiceRecord
     notes: list[RecordNote]
     interactions: list[str]
+    states: list[str]
 
 
 class RecordQueryParams(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -625,7 +626,10 @@ def _record_error(e: InboxError) -> ApiError:
 
 def _record_view(detail: RecordDetail, status: int = 200) -> web.Response:
     view = RecordDetailView(
-        record=detail.record, notes=detail.notes, interactions=detail.interactions
+        record=detail.record,
+        notes=detail.notes,
+        interactions=detail.interactions,
+        states=detail.states,
     )
     return _json(view, status)
 
@@ -668,7 +672,7 @@ async def list_records(request: web.Request) -> web.Response:
         params = msgspec.convert(dict(request.query), RecordQueryParams, strict=False)
     except msgspec.ValidationError as e:
         raise _invalid(e) from e
-    found = await request.app[HOST].inbox.cases.list(
+    found = await request.app[HOST].inbox.cases.list_records(
         actor,
         params.scope,
         kind=params.kind,

@@ -71,6 +71,7 @@ class RecordDetail:
     record: ServiceRecord
     notes: list[RecordNote]
     interactions: list[str]
+    states: list[str]  # its kind's, in workflow order: what a console offers to move it to
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Cases:
         return _view(frame.ref, await self.detail(actor_of(session), frame.number))
 
     async def list_command(self, session: AgentSession, frame: ListRecords) -> ServerFrame:
-        found = await self.list(
+        found = await self.list_records(
             actor_of(session),
             frame.scope,
             kind=frame.kind,
@@ -160,9 +161,10 @@ class Cases:
             record=record,
             notes=await self.store.list_record_notes(record.number, NOTES_SHOWN),
             interactions=(await self.store.record_links(record.number))[:MAX_LINKS],
+            states=list(self.config.records.states_of(record.kind)),
         )
 
-    async def list(
+    async def list_records(
         self,
         actor: Actor,
         scope: str,
@@ -290,5 +292,9 @@ def actor_of(session: AgentSession) -> Actor:
 
 def _view(ref: int, detail: RecordDetail) -> RecordView:
     return RecordView(
-        ref=ref, record=detail.record, notes=detail.notes, interactions=detail.interactions
+        ref=ref,
+        record=detail.record,
+        notes=detail.notes,
+        interactions=detail.interactions,
+        states=detail.states,
     )

@@ -8,6 +8,8 @@ A façade over one part per concept, each in a module of its own name:
     messages.py       an agent's commands on messages: write, note, attach, read, transcripts
     records.py        the commands on a record (invite, transfer, end, close, cases) and what
                       follows a committed record change
+    cases.py          cases and incidents worked after they are raised: read, list, change,
+                      note, link; who may, for the agent socket and the REST API alike
     customers.py      the customer's side: start, write, leave, read their own transcript
     views.py          what a console is shown: snapshot, agents, offers, queue statistics
 

@@ -1,5 +1,6 @@
 """(D) The interaction record: number, state, customer, channel, queue, opened, participants,
-linked case or incident; (E) its buttons."""
+linked case or incident (with its state and assignee when the console knows them); (E) its
+buttons."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Static
 
-from core.model import InteractionState
+from core.model import InteractionState, ServiceRecord
 from tui.actions import by_id
 from tui.state import Chat
 
@@ -39,8 +40,11 @@ class RecordPane(Vertical):
         with Horizontal():
             yield record_button("record.close", variant="success")
             yield record_button("record.archive")
+        yield record_button("record.open")
 
-    def show(self, chat: Chat | None, names: dict[str, str]) -> None:
+    def show(
+        self, chat: Chat | None, names: dict[str, str], records: dict[str, ServiceRecord]
+    ) -> None:
         details = self.query_one("#record-details", Static)
         buttons = {b.id: b for b in self.query(Button)}
         if chat is None:
@@ -64,10 +68,9 @@ class RecordPane(Vertical):
             f"{names.get(p.agent, p.agent)}{' (left)' if p.left_at else ''}" for p in r.participants
         ]
         table.add_row("Agents", ", ".join(people) or "-")
-        if r.incident:
-            table.add_row("Incident", r.incident)
-        if r.case:
-            table.add_row("Case", r.case)
+        for label, linked in (("Incident", r.incident), ("Case", r.case)):
+            if linked:
+                table.add_row(label, _linked(linked, records.get(linked), names))
         notes = [m for m in chat.ordered() if m.kind == "work_note"]
         if notes:
             table.add_row("Notes", "\n".join(f"• {m.body}" for m in notes[-3:]))
@@ -76,3 +79,11 @@ class RecordPane(Vertical):
         buttons["record-case"].disabled = bool(r.case)
         buttons["record-close"].disabled = r.state in CLOSED
         buttons["record-archive"].disabled = r.state not in CLOSED or r.archived
+        buttons["record-open"].disabled = not (r.incident or r.case)
+
+
+def _linked(number: str, record: ServiceRecord | None, names: dict[str, str]) -> str:
+    if record is None:
+        return number
+    who = names.get(record.assignee, record.assignee) if record.assignee else "unassigned"
+    return f"{number} · {record.state.replace('_', ' ')} · {who}"
