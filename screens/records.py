@@ -6,6 +6,7 @@ REST API) arrives as a record event and is redrawn here without asking."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -219,26 +220,37 @@ class RecordsScreen(Screen[None]):
             self.state_filter = None if picked == NOBODY else picked
             self.reload()
 
-    @work
-    async def action_set_state(self) -> None:
+    async def change_picked(
+        self,
+        what: str,
+        choices: Callable[[RecordView], list[tuple[str, str]]],
+        field: str,
+        value: Callable[[str], object] = str,
+    ) -> None:
+        """Pick `field`'s new value from `choices` of the selected record, and set it."""
         view = self.selected()
         if view is None:
             return
-        choices = [(s.replace("_", " "), s) for s in view.states if s != view.record.state]
-        picked = await self.app.push_screen_wait(Picker(f"{view.record.number}: state", choices))
+        title = f"{view.record.number}: {what}"
+        picked = await self.app.push_screen_wait(Picker(title, choices(view)))
         if picked is not None:
-            await self.change(state=picked)
+            await self.change(**{field: value(picked)})
+
+    @work
+    async def action_set_state(self) -> None:
+        await self.change_picked(
+            "state",
+            lambda view: [(s.replace("_", " "), s) for s in view.states if s != view.record.state],
+            "state",
+        )
 
     @work
     async def action_assign(self) -> None:
-        view = self.selected()
-        if view is None:
-            return
         agents = sorted(self.inbox.state.agents.values(), key=lambda a: a.display_name)
         choices = [("nobody", NOBODY)] + [(f"{a.display_name} ({a.id})", a.id) for a in agents]
-        picked = await self.app.push_screen_wait(Picker(f"Assign {view.record.number}", choices))
-        if picked is not None:
-            await self.change(assignee="" if picked == NOBODY else picked)
+        await self.change_picked(
+            "assign to", lambda view: choices, "assignee", lambda v: "" if v == NOBODY else v
+        )
 
     @work
     async def action_assign_group(self) -> None:
@@ -255,13 +267,8 @@ class RecordsScreen(Screen[None]):
 
     @work
     async def action_set_priority(self) -> None:
-        view = self.selected()
-        if view is None:
-            return
         choices = [(f"{p}{' (most urgent)' if p == 1 else ''}", str(p)) for p in range(1, 6)]
-        picked = await self.app.push_screen_wait(Picker("Priority", choices))
-        if picked is not None:
-            await self.change(priority=int(picked))
+        await self.change_picked("priority", lambda view: choices, "priority", int)
 
     @work
     async def action_edit_short(self) -> None:

@@ -75,7 +75,7 @@ from core.model import (
 )
 from core.protocol import Assignment, NoteBody, QueueStats, Seq, ShortDescription
 from core.service import StoreUnavailable
-from core.service.cases import Actor, RecordDetail
+from core.service.cases import Actor, Cases, RecordDetail
 from core.service.inbox import InboxError
 
 log = logging.getLogger("inbox_tui.api")
@@ -624,7 +624,16 @@ def _record_error(e: InboxError) -> ApiError:
     return ApiError(status, e.code, e.message) if status else _inbox_error(e)
 
 
-def _record_view(detail: RecordDetail, status: int = 200) -> web.Response:
+async def _worked(
+    request: web.Request,
+    work: Callable[[Cases, str], Awaitable[RecordDetail]],
+    status: int = 200,
+) -> web.Response:
+    """Run `work` on the record the path names; answer with the record as it is now."""
+    try:
+        detail = await work(request.app[HOST].inbox.cases, request.match_info["number"])
+    except InboxError as e:
+        raise _record_error(e) from e
     view = RecordDetailView(
         record=detail.record,
         notes=detail.notes,
@@ -636,34 +645,22 @@ def _record_view(detail: RecordDetail, status: int = 200) -> web.Response:
 
 async def get_record(request: web.Request) -> web.Response:
     actor = _record_actor(await _principal(request))
-    try:
-        detail = await request.app[HOST].inbox.cases.detail(actor, request.match_info["number"])
-    except InboxError as e:
-        raise _record_error(e) from e
-    return _record_view(detail)
+    return await _worked(request, lambda cases, number: cases.detail(actor, number))
 
 
 async def patch_record(request: web.Request) -> web.Response:
     actor = _record_actor(await _principal(request))
     body = await _body(request, RecordPatch)
     changes = {f: v for f in body.__struct_fields__ if (v := getattr(body, f)) is not None}
-    cases = request.app[HOST].inbox.cases
-    try:
-        detail = await cases.update(actor, request.match_info["number"], changes)
-    except InboxError as e:
-        raise _record_error(e) from e
-    return _record_view(detail)
+    return await _worked(request, lambda cases, number: cases.update(actor, number, changes))
 
 
 async def post_record_note(request: web.Request) -> web.Response:
     actor = _record_actor(await _principal(request))
     body = await _body(request, RecordNotePost)
-    cases = request.app[HOST].inbox.cases
-    try:
-        detail = await cases.add_note(actor, request.match_info["number"], body.body)
-    except InboxError as e:
-        raise _record_error(e) from e
-    return _record_view(detail, 201)
+    return await _worked(
+        request, lambda cases, number: cases.add_note(actor, number, body.body), 201
+    )
 
 
 async def list_records(request: web.Request) -> web.Response:
