@@ -34,6 +34,7 @@ from core.model import (
     ChannelMode,
     PresenceState,
     Queue,
+    RecordKind,
     Role,
     ServiceChannel,
     Template,
@@ -974,3 +975,21 @@ def test_a_cluster_names_its_database_and_its_bus(tmp_path: Path) -> None:
 def test_a_bus_needs_nats_urls_and_a_shared_store(tmp_path: Path, keys: str, reason: str) -> None:
     path = write(tmp_path, f"[host]\n{keys}\n{CHANNELS}")
     assert reason in str(error(path))
+
+
+def test_record_states_default_per_kind_are_replaced_by_the_config_and_checked(
+    tmp_path: Path,
+) -> None:
+    default = load_config(with_channels(tmp_path, "")).records
+    assert default.states_of(RecordKind.INCIDENT)[0] == "new"
+    assert "on_hold" in default.states_of(RecordKind.INCIDENT)
+    path = with_channels(tmp_path, '[records.case]\nstates = ["open", "done"]\n')
+    config = load_config(path).records
+    assert config.states_of(RecordKind.CASE) == ("open", "done")
+    assert config.states_of(RecordKind.INCIDENT) == default.states_of(RecordKind.INCIDENT)
+    for text, message in (
+        ('[records.case]\nstates = ["open", "open"]\n', 'case.states[1] repeats "open"'),
+        ('[records.case]\nstates = ["in progress"]\n', "case.states[0] must be a name of letters"),
+        ('[records.problem]\nstates = ["new"]\n', 'unknown key "problem"'),
+    ):
+        assert message in str(error(with_channels(tmp_path, text))), text
