@@ -108,9 +108,10 @@ TABLES: tuple[_Table, ...] = (
             "created_by",
             "created_at",
             "version",
+            "search_text",
         ),
         "SELECT number, kind, source_interaction, data, state, assignee, assignment_group, "
-        "created_by, created_at, version FROM service_records",
+        "created_by, created_at, version, search_text FROM service_records",
     ),
     _Table("record_notes", ("record", "data"), "SELECT record, data FROM record_notes ORDER BY id"),
     _Table(

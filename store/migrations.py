@@ -173,10 +173,15 @@ ALTER TABLE service_records ADD COLUMN assignment_group TEXT;
 ALTER TABLE service_records ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
 ALTER TABLE service_records ADD COLUMN created_at REAL NOT NULL DEFAULT 0;
 ALTER TABLE service_records ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+-- The short description as searched (store/rows.py record_row); the rows before this step
+-- lower-cased by SQLite, which knows only ASCII letters and stops at a NUL.
+ALTER TABLE service_records ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
 UPDATE service_records SET
     state = coalesce(json_extract(data, '$.state'), 'new'),
     created_by = coalesce(json_extract(data, '$.created_by'), ''),
-    created_at = coalesce(json_extract(data, '$.created_at'), 0);
+    created_at = coalesce(json_extract(data, '$.created_at'), 0),
+    search_text = lower(replace(coalesce(json_extract(data, '$.short_description'), ''),
+                                char(0), ''));
 CREATE INDEX service_records_recent ON service_records (created_at, number);
 CREATE INDEX service_records_by_assignee ON service_records (assignee, created_at)
     WHERE assignee IS NOT NULL;

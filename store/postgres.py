@@ -1269,7 +1269,7 @@ class PostgresStore:
             await conn.execute(
                 "INSERT INTO service_records (number, kind, source_interaction, created_by, "
                 f"created_at, {RECORD_COLUMNS}, data) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 record.number,
                 kind.value,
                 source_interaction,
@@ -1294,7 +1294,7 @@ class PostgresStore:
         async def op(conn: asyncpg.Connection) -> ServiceRecord:
             status = await conn.execute(
                 "UPDATE service_records SET state = $1, assignee = $2, assignment_group = $3, "
-                "version = $4, data = $5 WHERE number = $6 AND version = $7",
+                "search_text = $4, version = $5, data = $6 WHERE number = $7 AND version = $8",
                 *record_row(stored),
                 record.number,
                 record.version,

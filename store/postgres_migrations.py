@@ -197,11 +197,16 @@ ALTER TABLE service_records
     ADD COLUMN assignment_group text,
     ADD COLUMN created_by text NOT NULL DEFAULT '',
     ADD COLUMN created_at double precision NOT NULL DEFAULT 0,
-    ADD COLUMN version bigint NOT NULL DEFAULT 0;
+    ADD COLUMN version bigint NOT NULL DEFAULT 0,
+    ADD COLUMN search_text text NOT NULL DEFAULT '';
+-- A record holding a NUL anywhere cannot be read as json here (\\u0000 has no text form):
+-- those keep the defaults (until then every record was created "new").
 UPDATE service_records SET
     state = coalesce(data::json->>'state', 'new'),
     created_by = coalesce(data::json->>'created_by', ''),
-    created_at = coalesce((data::json->>'created_at')::double precision, 0);
+    created_at = coalesce((data::json->>'created_at')::double precision, 0),
+    search_text = lower(coalesce(data::json->>'short_description', ''))
+    WHERE strpos(data, '\\u0000') = 0;
 CREATE INDEX service_records_recent ON service_records (created_at, number);
 CREATE INDEX service_records_by_assignee ON service_records (assignee, created_at)
     WHERE assignee IS NOT NULL;

@@ -82,12 +82,22 @@ def api_token_row(row: Any) -> ApiToken:
     )
 
 
-RECORD_COLUMNS = "state, assignee, assignment_group, version"
+RECORD_COLUMNS = "state, assignee, assignment_group, search_text, version"
 
 
 def record_row(record: ServiceRecord) -> tuple[Any, ...]:
-    """The values of RECORD_COLUMNS and then data."""
-    return (record.state, record.assignee, record.assignment_group, record.version, dump(record))
+    """The values of RECORD_COLUMNS and then data. search_text is the short description as
+    list_records' `text` matches it: lower case by Python's rules (SQLite's lower() knows only
+    ASCII), without NULs (PostgreSQL's text cannot hold one)."""
+    search = record.short_description.replace("\x00", "").lower()
+    return (
+        record.state,
+        record.assignee,
+        record.assignment_group,
+        search,
+        record.version,
+        dump(record),
+    )
 
 
 def records_query(q: RecordQuery, dialect: Literal["sqlite", "postgres"]) -> tuple[str, list[Any]]:
@@ -115,13 +125,8 @@ def records_query(q: RecordQuery, dialect: Literal["sqlite", "postgres"]) -> tup
     if q.groups is not None:
         where.append(among("r.assignment_group", q.groups))
     if q.text:
-        short = (
-            "json_extract(r.data, '$.short_description')"
-            if dialect == "sqlite"
-            else "(r.data::json->>'short_description')"
-        )
         found = "instr" if dialect == "sqlite" else "strpos"
-        where.append(f"{found}(lower({short}), {p(q.text.lower())}) > 0")
+        where.append(f"{found}(r.search_text, {p(q.text.replace(chr(0), '').lower())}) > 0")
     if q.reader is not None:
         agent = p(q.reader)
         where.append(

@@ -1025,7 +1025,7 @@ class SQLiteStore:
             )
             conn.execute(
                 "INSERT INTO service_records (number, kind, source_interaction, created_by, "
-                f"created_at, {RECORD_COLUMNS}, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"created_at, {RECORD_COLUMNS}, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.number,
                     kind.value,
@@ -1050,11 +1050,10 @@ class SQLiteStore:
         stored = msgspec.structs.replace(record, version=record.version + 1)
 
         def op(conn: sqlite3.Connection) -> ServiceRecord:
-            state, assignee, group, version, data = record_row(stored)
             cursor = conn.execute(
                 "UPDATE service_records SET state = ?, assignee = ?, assignment_group = ?, "
-                "version = ?, data = ? WHERE number = ? AND version = ?",
-                (state, assignee, group, version, data, record.number, record.version),
+                "search_text = ?, version = ?, data = ? WHERE number = ? AND version = ?",
+                (*record_row(stored), record.number, record.version),
             )
             if cursor.rowcount == 0:
                 exists = conn.execute(

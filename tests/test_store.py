@@ -549,6 +549,11 @@ async def test_a_record_is_worked_saved_by_version_listed_by_filter_noted_and_li
     assert await numbers(RecordQuery(groups=("tier1", "tier2"))) == [inc.number]
     assert await numbers(RecordQuery(groups=())) == []
     assert await numbers(RecordQuery(text="ON FIRE")) == [inc.number]
+    # A NUL (PostgreSQL's text holds none) and letters SQLite's lower() does not know.
+    odd = await store.create_record(RecordKind.CASE, "Ölpumpe\x00 DEFEKT", "a\x00b", created_at=5.0)
+    assert await numbers(RecordQuery(text="ölpumpe defekt")) == [odd.number]
+    assert await numbers(RecordQuery(text="\x00defekt")) == [odd.number]
+    assert (await store.get_record(odd.number)) == odd
     # Who may read: the assignee, the group, the creator, a participant of a linked interaction.
     assert await numbers(RecordQuery(reader="cat")) == [inc.number]
     assert await numbers(RecordQuery(reader="dan", reader_groups=("tier1",))) == [inc.number]
