@@ -89,10 +89,10 @@ class RecordsScreen(Screen[None]):
 
     # ------------------------------------------------------------------ the list
 
-    def reload(self) -> None:
-        self.run_worker(self.load(), exclusive=True, group="list")
+    def reload(self, keep_place: bool = False) -> None:
+        self.run_worker(self.load(keep_place), exclusive=True, group="list")
 
-    async def load(self) -> None:
+    async def load(self, keep_place: bool = False) -> None:
         frame = ListRecords(
             scope=self.scope,  # type: ignore[arg-type]
             kind=self.kind,  # type: ignore[arg-type]
@@ -106,7 +106,7 @@ class RecordsScreen(Screen[None]):
         for record in reply.records:
             self.inbox.state.record_told(record)
         records = self.query_one("#records-list", VirtualList)
-        records.set_rows(reply.records, render_record, cursor=0)
+        records.set_rows(reply.records, render_record, cursor=None if keep_place else 0)
         filters = [f for f in (self.kind, self.state_filter, self.text and f"“{self.text}”") if f]
         title = f"Records: {self.scope} ({len(reply.records)})"
         self.query_one("#records-title", Label).update(" · ".join([title, *filters]))
@@ -121,13 +121,10 @@ class RecordsScreen(Screen[None]):
             self.show_record(record.number)
 
     def refresh_areas(self, areas: set[str]) -> None:
-        """Record events (tui/state.py): redraw the rows and the record they changed."""
-        records = self.inbox.state.records
-        rows = self.query_one("#records-list", VirtualList)
-        for index, row in enumerate(rows.rows):
-            told = records.get(row.number)
-            if told is not None and told != row:
-                rows.update_row(index, told)
+        """Record events (tui/state.py): list again, in place (a change may bring a record
+        into the list or take it out), and show the record again if it is the one changed."""
+        if "records" in areas or "all" in areas:
+            self.reload(keep_place=True)
         if self.view is not None and f"record:{self.view.record.number}" in areas:
             # The event has the record; its notes come with the view, so ask again.
             self.show_record(self.view.record.number)

@@ -992,8 +992,11 @@ async def test_records_screen_changes_state_adds_a_note_and_shows_another_consol
             await until(pilot, lambda: [r.number for r in rows.rows] == ["INC0001001"])
             await pilot.press("1")
             await until(pilot, lambda: rows.row_count == 0)
+            # Given to alice elsewhere: it comes into her list by itself.
+            await dan.request(UpdateRecord(number="INC0001001", assignee="alice"))
+            await until(pilot, lambda: [r.number for r in rows.rows] == ["INC0001001"])
             await pilot.press("escape")
             await until(pilot, lambda: isinstance(app.screen, MainScreen))
-            await until(pilot, lambda: "INC0001001 · on hold · bob" in static_text(pane))
+            await until(pilot, lambda: "INC0001001 · on hold · Alice Martin" in static_text(pane))
             await pilot.press("v")
             await until(pilot, lambda: isinstance(app.screen, RecordsScreen))
