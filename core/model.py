@@ -28,6 +28,13 @@ AttrInt = Annotated[int, Meta(ge=-(2**53), le=2**53)]
 AttrValue = Label | AttrInt | float | bool
 Attributes = Annotated[dict[Annotated[str, Meta(max_length=64)], AttrValue], Meta(max_length=64)]
 
+
+def attribute_label(key: str) -> str:
+    """How an item attribute is named to agents when the channel gives it no label:
+    `short_description` -> "Short description"."""
+    return key.replace("_", " ").strip().capitalize() or key
+
+
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 
 

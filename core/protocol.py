@@ -286,6 +286,13 @@ class AgentLoad(Struct, frozen=True, gc=False, kw_only=True):
     offers: int  # routed offers pending
 
 
+class Detail(Struct, frozen=True, gc=False, kw_only=True):
+    """One thing the item is about, as its channel shows it to agents: "Severity: 2"."""
+
+    label: str
+    value: str
+
+
 class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     """Everything a console needs to draw itself from nothing."""
 
@@ -305,6 +312,8 @@ class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     reply_by: dict[str, float] = {}
     # Invitations to join a chat that wait for my answer: interaction -> inviting agent.
     invitations: dict[str, str] = {}
+    # What each of `interactions` is about (interaction -> details), for the record pane.
+    details: dict[str, list[Detail]] = {}
 
 
 class OfferView(Struct, frozen=True, gc=False, kw_only=True):
@@ -315,6 +324,8 @@ class OfferView(Struct, frozen=True, gc=False, kw_only=True):
     # The customer's first message (up to 200 characters), once it has arrived: the offer is
     # sent again when it does.
     first_message: str = ""
+    # What the item is about: its attributes as the channel shows them (labels, order).
+    details: list[Detail] = []
 
 
 # ---------------------------------------------------------------------------- host → client
@@ -422,6 +433,8 @@ class InteractionEvent(Event, tag="interaction", frozen=True, kw_only=True):
     # On "opened" of a live chat: when the host takes it back unless the agent has replied
     # (epoch seconds, the queue's reply_deadline after accepting); None when there is none.
     reply_by: float | None = None
+    # On "opened": what the item is about, as on its offer; empty on the other changes.
+    details: list[Detail] = []
 
 
 class MessageEvent(Event, tag="message", frozen=True, kw_only=True):

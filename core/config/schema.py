@@ -55,11 +55,17 @@ class WidgetTable(Table, frozen=True):
     identity_secret_file: Annotated[str, Meta(min_length=1)] | None = None
 
 
+class DetailTable(Table, frozen=True):
+    attribute: str
+    label: Label = ""
+
+
 class ChannelTable(Table, frozen=True):
     name: Name
     mode: str
     label: Label = ""
     customer_attributes: list[str] = []
+    details: list[DetailTable] | None = None
 
 
 class PresenceTable(Table, frozen=True):

@@ -124,6 +124,7 @@ class Inbox:
             clock,
             invitations_of=self.records.invitations_of,
         )
+        self.records.details = self.views.details
         self.conversations.on_opening = self._opening_arrived
         # Routing asks these of the parts built on top of it: which records follow items, and
         # who has no console (at every rebuild).
