@@ -64,7 +64,7 @@ from core.model import (
     Name,
     Role,
 )
-from core.protocol import QueueStats, Seq
+from core.protocol import Detail, QueueStats, Seq
 from core.service import StoreUnavailable
 from core.service.inbox import InboxError
 
@@ -161,6 +161,8 @@ class InteractionView(Struct, frozen=True, kw_only=True):
     messages: list[Message]
     attachments: list[Attachment]
     next_after_seq: int | None
+    # What the item is about, as agents see it (the channel's details in the config).
+    details: list[Detail] = []
 
 
 class QueueList(Struct, frozen=True, kw_only=True):
@@ -527,6 +529,7 @@ async def get_interaction(request: web.Request) -> web.Response:
         messages=[m for m in page if notes or m.kind == "message"],
         attachments=await host.inbox.list_attachments(record.number),
         next_after_seq=page[-1].seq if len(page) == query.limit else None,
+        details=await host.inbox.details(record),
     )
     return _json(view)
 

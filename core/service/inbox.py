@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.config import HostConfig
-from core.model import Attachment, Message, OfferKind, OfferState, WorkItem
+from core.model import Attachment, InteractionRecord, Message, OfferKind, OfferState, WorkItem
 from core.protocol import (
     AcceptOffer,
     AddWorkNote,
@@ -36,6 +36,7 @@ from core.protocol import (
     AttachFile,
     CloseRecord,
     CreateRecord,
+    Detail,
     EndChat,
     GetPrefill,
     GetTranscript,
@@ -352,6 +353,12 @@ class Inbox:
 
     async def list_attachments(self, number: str) -> list[Attachment]:
         return await self.store.list_attachments(number)
+
+    async def details(self, record: InteractionRecord) -> list[Detail]:
+        """What the record's item is about, as consoles show it; the item of a closed record
+        has left routing's memory and is read from the store."""
+        item = self.routing.router.items.get(record.item) or await self.store.get_item(record.item)
+        return self.views.details(item) if item is not None else []
 
 
 def _discard(observers: list[Any], observer: object) -> None:
