@@ -29,6 +29,8 @@ AttrValue = Label | AttrInt | float | bool
 Attributes = Annotated[dict[Annotated[str, Meta(max_length=64)], AttrValue], Meta(max_length=64)]
 
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+# The heaviest work item: as much capacity as any agent can have (core.config MAX_CAPACITY).
+MAX_WEIGHT = 1000
 
 
 class ChannelMode(StrEnum):
@@ -41,6 +43,7 @@ class ServiceChannel(Struct, frozen=True, gc=False, kw_only=True):
     name: Name
     mode: ChannelMode
     label: Label = ""
+    weight: int = 1  # the capacity its items use, unless an item says otherwise
 
 
 class PresenceState(Struct, frozen=True, gc=False, kw_only=True):
