@@ -535,7 +535,8 @@ class Router:
                     named.append(a)
                     if len(named) == REASON_NAMES:
                         break
-        notes = [f"{a} {self._why_not(a, item, queue)}" for a in named]
+        # The preferred agent's note says it already (_preferred_note).
+        notes = [f"{a} {self._why_not(a, item, queue)}" for a in named if a != item.preferred_agent]
         if excluded > REASON_NAMES:
             notes.append(f"+{excluded - REASON_NAMES} more")
         return notes
