@@ -36,6 +36,8 @@ def attribute_label(key: str) -> str:
 
 
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+# The heaviest work item: as much capacity as any agent can have (core.config MAX_CAPACITY).
+MAX_WEIGHT = 1000
 
 
 class ChannelMode(StrEnum):
@@ -48,6 +50,7 @@ class ServiceChannel(Struct, frozen=True, gc=False, kw_only=True):
     name: Name
     mode: ChannelMode
     label: Label = ""
+    weight: int = 1  # the capacity its items use, unless an item says otherwise
 
 
 class PresenceState(Struct, frozen=True, gc=False, kw_only=True):

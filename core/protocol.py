@@ -22,6 +22,7 @@ from msgspec import Meta, Struct
 from core.model import (
     MAX_ATTACHMENT_BYTES,
     Attachment,
+    AuditEntry,
     Body,
     ClientMsgId,
     InteractionRecord,
@@ -215,6 +216,12 @@ class ListOnlineAgents(ClientFrame, tag="list_online_agents", frozen=True, kw_on
     """Colleagues not Offline, with their presence: whom a chat can go to."""
 
 
+class GetAudit(ClientFrame, tag="get_audit", frozen=True, kw_only=True):
+    """Why did this go to that agent: the item's routing decisions with their reasons."""
+
+    item: Number  # a work item's id, or its interaction's number
+
+
 AnyClientFrame = (
     Hello
     | Login
@@ -245,6 +252,7 @@ AnyClientFrame = (
     | ListInteractions
     | ListAgents
     | ListOnlineAgents
+    | GetAudit
 )
 
 
@@ -412,6 +420,13 @@ class OnlineAgents(ServerFrame, tag="online_agents", frozen=True, kw_only=True):
     agents: list[AgentView]
 
 
+class AuditTrail(ServerFrame, tag="audit_trail", frozen=True, kw_only=True):
+    ref: int
+    item: str
+    interaction: str | None
+    entries: list[AuditEntry]  # oldest first; the newest 500 of a longer trail
+
+
 class Event(ServerFrame, frozen=True, kw_only=True):
     seq: int = 0  # set by the session when the event is queued for it
 
@@ -515,6 +530,7 @@ AnyServerFrame = (
     | InteractionList
     | AgentList
     | OnlineAgents
+    | AuditTrail
     | OfferEvent
     | OfferClosed
     | InteractionEvent

@@ -15,12 +15,12 @@ from msgspec import Meta, Struct
 
 from core.config.locate import KeyPath
 from core.config.settings import DEFAULT_LISTEN
-from core.model import AssignmentRule, Label, Name, Role
+from core.model import MAX_WEIGHT, AssignmentRule, Label, Name, Role
 
 # Ten years: long enough for any real deadline, short enough that `now + x` stays meaningful.
 MAX_SECONDS = 10 * 366 * 24 * 3600
 MAX_SKILL_LEVEL = 10
-MAX_CAPACITY = 1000
+MAX_CAPACITY = MAX_WEIGHT
 
 Seconds = Annotated[float, Meta(gt=0, le=MAX_SECONDS)]
 Level = Annotated[int, Meta(ge=1, le=MAX_SKILL_LEVEL)]
@@ -66,6 +66,7 @@ class ChannelTable(Table, frozen=True):
     label: Label = ""
     customer_attributes: list[str] = []
     details: list[DetailTable] | None = None
+    weight: int = 1
 
 
 class PresenceTable(Table, frozen=True):

@@ -51,6 +51,7 @@ from core.config.settings import (
 from core.model import (
     AVAILABLE,
     AWAY,
+    MAX_WEIGHT,
     OFFLINE,
     Agent,
     AssignmentRule,
@@ -448,9 +449,18 @@ class _Loader:
                 name=t.name,
                 mode=ChannelMode(self._enum(("channel", i, "mode"), t.mode, modes)),
                 label=t.label,
+                weight=self._weight(("channel", i, "weight"), t.weight),
             )
             for i, t in enumerate(tables)
         ]
+
+    def _weight(self, path: KeyPath, weight: int) -> int:
+        if not 1 <= weight <= MAX_WEIGHT:
+            self.bad(
+                path,
+                f"must be from 1 to {MAX_WEIGHT} (the capacity one item uses), got {weight}",
+            )
+        return weight
 
     def _known(self, path: KeyPath, kind: str, name: str, known: Sequence[str]) -> None:
         if name not in known:

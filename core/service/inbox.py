@@ -34,10 +34,12 @@ from core.protocol import (
     AnyClientFrame,
     Archive,
     AttachFile,
+    AuditTrail,
     CloseRecord,
     CreateRecord,
     Detail,
     EndChat,
+    GetAudit,
     GetPrefill,
     GetTranscript,
     InviteAgent,
@@ -149,6 +151,7 @@ class Inbox:
         self.snapshot = self.views.snapshot
         self.queue_stats = self.views.queue_stats
         self.visible_record = self.access.visible_record
+        self.visible_audit = self.access.visible_audit
         self.start_conversation = customers.start_conversation
         self.start_conversation_once = customers.start_conversation_once
         self.customer_conversation = customers.customer_conversation
@@ -185,6 +188,7 @@ class Inbox:
             SubscribeQueueStats: v.subscribe_stats,
             ListAgents: v.list_agents,
             ListOnlineAgents: v.list_online,
+            GetAudit: self._audit,
         }
 
     def _opening_arrived(self, conv: Conversation) -> None:
@@ -245,6 +249,14 @@ class Inbox:
         self.access.my_offer(session, frame.offer)
         await self.routing.submit(ev.OfferRejected(offer=frame.offer, reason=frame.reason))
         return Ok(ref=frame.ref)
+
+    async def _audit(self, session: AgentSession, frame: GetAudit) -> ServerFrame:
+        audit = await self.access.visible_audit(session.agent, session.supervisor, frame.item)
+        if audit is None:
+            raise InboxError("not_found", f"no work item {frame.item} visible to you")
+        return AuditTrail(
+            ref=frame.ref, item=audit.item, interaction=audit.interaction, entries=audit.entries
+        )
 
     # ------------------------------------------------------------------ routing steps
 
