@@ -22,6 +22,7 @@ from msgspec import Meta, Struct
 from core.model import (
     MAX_ATTACHMENT_BYTES,
     Attachment,
+    AuditEntry,
     Body,
     ClientMsgId,
     InteractionRecord,
@@ -216,6 +217,12 @@ class ListOnlineAgents(ClientFrame, tag="list_online_agents", frozen=True, kw_on
     """Colleagues not Offline, with their presence: whom a chat can go to."""
 
 
+class GetAudit(ClientFrame, tag="get_audit", frozen=True, kw_only=True):
+    """Why did this go to that agent: the item's routing decisions with their reasons."""
+
+    item: Number  # a work item's id, or its interaction's number
+
+
 # ---- cases and incidents, worked (core/service/cases.py)
 
 # An assignment to set: an agent id or a group name, or "" to clear it.
@@ -293,6 +300,7 @@ AnyClientFrame = (
     | ListInteractions
     | ListAgents
     | ListOnlineAgents
+    | GetAudit
     | GetRecord
     | ListRecords
     | UpdateRecord
@@ -339,6 +347,13 @@ class AgentLoad(Struct, frozen=True, gc=False, kw_only=True):
     offers: int  # routed offers pending
 
 
+class Detail(Struct, frozen=True, gc=False, kw_only=True):
+    """One thing the item is about, as its channel shows it to agents: "Severity: 2"."""
+
+    label: str
+    value: str
+
+
 class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     """Everything a console needs to draw itself from nothing."""
 
@@ -358,6 +373,8 @@ class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     reply_by: dict[str, float] = {}
     # Invitations to join a chat that wait for my answer: interaction -> inviting agent.
     invitations: dict[str, str] = {}
+    # What each of `interactions` is about (interaction -> details), for the record pane.
+    details: dict[str, list[Detail]] = {}
 
 
 class OfferView(Struct, frozen=True, gc=False, kw_only=True):
@@ -368,6 +385,8 @@ class OfferView(Struct, frozen=True, gc=False, kw_only=True):
     # The customer's first message (up to 200 characters), once it has arrived: the offer is
     # sent again when it does.
     first_message: str = ""
+    # What the item is about: its attributes as the channel shows them (labels, order).
+    details: list[Detail] = []
 
 
 # ---------------------------------------------------------------------------- host → client
@@ -454,6 +473,13 @@ class OnlineAgents(ServerFrame, tag="online_agents", frozen=True, kw_only=True):
     agents: list[AgentView]
 
 
+class AuditTrail(ServerFrame, tag="audit_trail", frozen=True, kw_only=True):
+    ref: int
+    item: str
+    interaction: str | None
+    entries: list[AuditEntry]  # oldest first; the newest 500 of a longer trail
+
+
 class RecordView(ServerFrame, tag="record_view", frozen=True, kw_only=True):
     ref: int
     record: ServiceRecord
@@ -488,6 +514,8 @@ class InteractionEvent(Event, tag="interaction", frozen=True, kw_only=True):
     # On "opened" of a live chat: when the host takes it back unless the agent has replied
     # (epoch seconds, the queue's reply_deadline after accepting); None when there is none.
     reply_by: float | None = None
+    # On "opened": what the item is about, as on its offer; empty on the other changes.
+    details: list[Detail] = []
 
 
 class MessageEvent(Event, tag="message", frozen=True, kw_only=True):
@@ -573,6 +601,7 @@ AnyServerFrame = (
     | InteractionList
     | AgentList
     | OnlineAgents
+    | AuditTrail
     | RecordView
     | RecordList
     | OfferEvent

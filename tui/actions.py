@@ -283,9 +283,18 @@ MAIN_ACTIONS = [
         palette="record: archive",
     ),
     ConsoleAction(
+        id="view.routing",
+        action="routing_history",
+        key="R",
+        label="Routing",
+        help="Why it came to me: the routing history of the selected offer (offers focused) "
+        "or chat",
+        palette="view: routing history (why did this come to me)",
+    ),
+    ConsoleAction(
         id="record.open",
         action="record_open",
-        key="R",
+        key="O",
         label="Open record",
         help="Open the case or incident linked to the interaction",
         palette="record: open linked case or incident",

@@ -26,6 +26,10 @@ Who may do what (the OpenAPI descriptions say the same to clients):
   agents) see them. Integrations, whatever their role, see the customer-visible messages only.
 - Queue statistics: a token bound to an agent with the agent role sees that agent's queues;
   supervisors, admins and integrations see every queue.
+- An item's routing audit trail (`GET /items/{item}/audit`, the item's id or its interaction's
+  number): supervisors and admins (any token kind) read every item's; a token bound to an
+  agent with the agent role reads the items offered to that agent or whose interaction they
+  took part in, and gets 404 for the others; an integration token with the agent role, 403.
 - Cases and incidents (`/records`): supervisors and admins (any token kind) read and change
   every record; a token bound to an agent with the agent role reads and changes the records
   assigned to that agent or one of their groups, created by them, or linked to an interaction
@@ -73,8 +77,17 @@ from core.model import (
     Role,
     ServiceRecord,
 )
-from core.protocol import Assignment, NoteBody, QueueStats, Seq, ShortDescription
+from core.protocol import (
+    MAX_INT,
+    Assignment,
+    Detail,
+    NoteBody,
+    QueueStats,
+    Seq,
+    ShortDescription,
+)
 from core.service import StoreUnavailable
+from core.service.audit import ItemAudit
 from core.service.cases import Actor, Cases, RecordDetail
 from core.service.inbox import InboxError
 
@@ -98,6 +111,7 @@ Priority = Annotated[int, Meta(ge=0, le=10, description="Larger is more urgent."
 NonEmptyBody = Annotated[str, Meta(min_length=1, max_length=16_000)]
 
 SHORT_DESCRIPTION = "short_description"
+MAX_ITEM_REF = 64  # an item id or interaction number in a path
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 IDEMPOTENT_REPLAYED = "Idempotent-Replayed"  # Stripe's name for the same answer
@@ -120,13 +134,21 @@ class CreateItem(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A new work item on a service channel (chat, messaging, case, incident, ...).
 
     `short_description` is stored as the item attribute `short_description`, where the
-    offered agent sees it and routing conditions can test it; giving both is an error."""
+    offered agent sees it and routing conditions can test it; giving both is an error.
+
+    `weight` is the capacity the item uses while an agent holds it (1 to 1000; default: its
+    channel's `weight` in the host config, else 1). `preferred_agent` (e.g. the account's
+    owner) is offered the item first whenever they can take it; otherwise the queue's rule
+    picks. A weight out of range or an unknown agent is 422 (`bad_weight`, `unknown_agent`).
+    The item's routing audit trail says how both were used."""
 
     channel: Name
     customer: Customer
     attributes: Attributes = {}
     priority: Priority = 0
     short_description: Label | None = None
+    weight: Annotated[int, Meta(ge=-MAX_INT, le=MAX_INT)] | None = None
+    preferred_agent: Name | None = None
 
 
 class ItemCreated(Struct, frozen=True, kw_only=True):
@@ -171,6 +193,8 @@ class InteractionView(Struct, frozen=True, kw_only=True):
     messages: list[Message]
     attachments: list[Attachment]
     next_after_seq: int | None
+    # What the item is about, as agents see it (the channel's details in the config).
+    details: list[Detail] = []
 
 
 class QueueList(Struct, frozen=True, kw_only=True):
@@ -197,6 +221,7 @@ MODELS = (
     MessagePosted,
     InteractionView,
     QueueList,
+    ItemAudit,
     ErrorBody,
 )
 
@@ -394,6 +419,8 @@ def _inbox_error(e: InboxError) -> ApiError:
         "unroutable": 422,
         "unknown_channel": 422,
         "idempotency_key_reused": 422,
+        "bad_weight": 422,
+        "unknown_agent": 422,
     }.get(e.code, 409)
     return ApiError(status, e.code, e.message)
 
@@ -464,6 +491,8 @@ async def create_item(request: web.Request) -> web.Response:
         "customer_contact": body.customer.contact,
         "attributes": attributes,
         "priority": body.priority,
+        "weight": body.weight,
+        "preferred_agent": body.preferred_agent,
         "created_by": principal.token_id,
     }
     replayed = False
@@ -537,8 +566,26 @@ async def get_interaction(request: web.Request) -> web.Response:
         messages=[m for m in page if notes or m.kind == "message"],
         attachments=await host.inbox.list_attachments(record.number),
         next_after_seq=page[-1].seq if len(page) == query.limit else None,
+        details=await host.inbox.details(record),
     )
     return _json(view)
+
+
+async def get_item_audit(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    if principal.agent is None and not _sees_everything(principal):
+        raise ApiError(403, "forbidden", "integrations need role supervisor to read audit trails")
+    ref = request.match_info["item"]
+    inbox = request.app[HOST].inbox
+    # Ids and numbers are short: a longer one names nothing, and is not worth a query.
+    audit = (
+        await inbox.visible_audit(principal.agent, _sees_everything(principal), ref)
+        if len(ref) <= MAX_ITEM_REF
+        else None
+    )
+    if audit is None:
+        raise ApiError(404, "not_found", f"no work item {ref} visible to you")
+    return _json(audit)
 
 
 async def list_queues(request: web.Request) -> web.Response:
@@ -712,6 +759,7 @@ def setup(
     app.router.add_post(PREFIX + "/items", create_item)
     app.router.add_post(PREFIX + "/interactions/{number}/messages", post_message)
     app.router.add_get(PREFIX + "/interactions/{number}", get_interaction)
+    app.router.add_get(PREFIX + "/items/{item}/audit", get_item_audit)
     app.router.add_get(PREFIX + "/queues", list_queues)
     app.router.add_get(PREFIX + "/records", list_records)
     app.router.add_get(PREFIX + "/records/{number}", get_record)
