@@ -37,10 +37,18 @@ class ChannelMode(StrEnum):
     RECORD = "record"  # cases and incidents raised by other systems
 
 
+# A week: a customer answering a closing "anything else?" the next days lands in the same
+# conversation, with its history, rather than in a new one.
+DEFAULT_REOPEN_WINDOW = 7 * 24 * 3600.0
+
+
 class ServiceChannel(Struct, frozen=True, gc=False, kw_only=True):
     name: Name
     mode: ChannelMode
     label: Label = ""
+    # Seconds after the close within which a customer's message reopens the conversation;
+    # later it starts a new one linked to it. 0: never reopened.
+    reopen_window: Annotated[float, Meta(ge=0)] = DEFAULT_REOPEN_WINDOW
 
 
 class PresenceState(Struct, frozen=True, gc=False, kw_only=True):
@@ -189,6 +197,11 @@ class InteractionState(StrEnum):
     CLOSED_ABANDONED = "closed_abandoned"
 
 
+CLOSED_INTERACTION_STATES = frozenset(
+    {InteractionState.CLOSED_COMPLETE, InteractionState.CLOSED_ABANDONED}
+)
+
+
 class Participant(Struct, frozen=True, gc=False, kw_only=True):
     agent: Name
     role: Literal["owner", "invited"] = "owner"
@@ -214,6 +227,8 @@ class InteractionRecord(Struct, frozen=True, gc=False, kw_only=True):
     # The API token (tok_...) whose integration created it; None for the widget and older
     # records. Integrations without channels write only into what they created.
     created_by: str | None = None
+    # The closed interaction this one follows up: its customer wrote after its reopen window.
+    previous: str | None = None
 
 
 class SenderKind(StrEnum):

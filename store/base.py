@@ -366,6 +366,7 @@ class Store(Protocol):
         participants: tuple[Participant, ...] = (),
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
+        previous: str | None = None,
     ) -> InteractionRecord:
         """Store a new interaction under the next number: IMS0001001, IMS0001002, ...
 

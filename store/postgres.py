@@ -1021,6 +1021,7 @@ class PostgresStore:
         participants: tuple[Participant, ...] = (),
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
+        previous: str | None = None,
     ) -> InteractionRecord:
         async def op(conn: asyncpg.Connection) -> InteractionRecord:
             record = InteractionRecord(
@@ -1035,6 +1036,7 @@ class PostgresStore:
                 customer_contact=customer_contact,
                 participants=participants,
                 created_by=created_by,
+                previous=previous,
             )
             await conn.execute(
                 "INSERT INTO interactions (number, archived, opened_at, data) "

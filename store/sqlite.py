@@ -785,6 +785,7 @@ class SQLiteStore:
         participants: tuple[Participant, ...] = (),
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
+        previous: str | None = None,
     ) -> InteractionRecord:
         def op(conn: sqlite3.Connection) -> InteractionRecord:
             record = InteractionRecord(
@@ -799,6 +800,7 @@ class SQLiteStore:
                 customer_contact=customer_contact,
                 participants=participants,
                 created_by=created_by,
+                previous=previous,
             )
             conn.execute(
                 "INSERT INTO interactions (number, archived, opened_at, data) VALUES (?, ?, ?, ?)",

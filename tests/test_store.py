@@ -441,8 +441,11 @@ async def test_interactions_round_trip_and_filter(store: Store) -> None:
         customer="c2",
         opened_at=20.0,
         participants=(Participant(agent="bob"),),
+        previous="IMS0001001",
     )
     assert second.number == "IMS0001002"
+    assert (await store.get_interaction(second.number)) == second
+    assert second.previous == "IMS0001001"
 
     # Invite ann to the second; archive the first and drop ann from it.
     invited = (*second.participants, Participant(agent="ann", role="invited", joined_at=21.0))

@@ -28,6 +28,9 @@ commented example; core/examples/demo.toml is the demo's)::
     label = "Web chat"             # optional
     customer_attributes = ["language"]  # widget attributes a customer may set for routing
                                    # (default none; others are dropped, see core/host/widget.py)
+    reopen_window = 604800         # seconds after the close in which a customer's message
+                                   # reopens the conversation (default 7 days; 0 = never);
+                                   # later it starts a new one linked to the closed one
 
     [[presence]]                   # optional; Available, Away and Offline always exist
     name = "Available"

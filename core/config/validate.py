@@ -425,6 +425,7 @@ class _Loader:
                 name=t.name,
                 mode=ChannelMode(self._enum(("channel", i, "mode"), t.mode, modes)),
                 label=t.label,
+                reopen_window=t.reopen_window,
             )
             for i, t in enumerate(tables)
         ]

@@ -490,12 +490,13 @@ async def post_message(request: web.Request) -> web.Response:
     body = await _body(request, PostMessage)
     inbox = request.app[HOST].inbox
     try:
-        conv = inbox.customer_conversation(number, body.customer_id)
-        if not _may_write(principal, conv.record):
+        # Closed ones too: a message within the channel's reopen window reopens it.
+        record = await inbox.customer_record(number, body.customer_id)
+        if record is None or not _may_write(principal, record):
             # The same answer as for a number that does not exist: see the module docstring.
             raise InboxError(
                 "not_found",
-                f"no open conversation {number} this token may write to (a token writes "
+                f"no conversation {number} this token may write to (a token writes "
                 "into conversations it created, or on the channels listed on it)",
             )
         message, duplicate = await inbox.customer_message(
