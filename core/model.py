@@ -231,6 +231,15 @@ class InteractionRecord(Struct, frozen=True, gc=False, kw_only=True):
     previous: str | None = None
 
 
+class Invitation(Struct, frozen=True, gc=False, kw_only=True):
+    """An agent asked to join an open conversation, until they answer or it closes."""
+
+    interaction: str
+    agent: Name  # the invitee
+    inviter: Name
+    created_at: float
+
+
 class SenderKind(StrEnum):
     CUSTOMER = "customer"
     AGENT = "agent"

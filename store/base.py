@@ -27,6 +27,7 @@ from core.model import (
     AuditEntry,
     InteractionRecord,
     InteractionState,
+    Invitation,
     Label,
     Message,
     Offer,
@@ -377,6 +378,18 @@ class Store(Protocol):
 
     async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:
         """The stored key, unless it is older than IDEMPOTENCY_TTL at `now`."""
+        ...
+
+    async def save_invitation(self, invitation: Invitation) -> None:
+        """Store a pending invitation (replacing one to the same agent and interaction)."""
+        ...
+
+    async def delete_invitations(self, interaction: str, agent: str | None = None) -> None:
+        """Forget the interaction's invitation to `agent`, or all of its invitations."""
+        ...
+
+    async def load_invitations(self) -> list[Invitation]:
+        """Every stored invitation, oldest first."""
         ...
 
     async def save_interaction(self, record: InteractionRecord) -> None:

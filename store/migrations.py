@@ -163,7 +163,18 @@ _V4 = """
 ALTER TABLE api_tokens ADD COLUMN channels TEXT;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+# Invitations to join a chat, kept until answered or the chat closes, so that a restart
+# does not forget them (the invitee's snapshot still shows them).
+_INVITATIONS = """
+CREATE TABLE invitations (
+    interaction TEXT NOT NULL REFERENCES interactions (number),
+    agent TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (interaction, agent)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _INVITATIONS]
 
 
 def latest_version() -> int:

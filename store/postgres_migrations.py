@@ -189,7 +189,17 @@ CREATE TABLE cluster_secrets (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# Invitations to join a chat, kept until answered or the chat closes (store/migrations.py).
+_INVITATIONS = """
+CREATE TABLE invitations (
+    interaction text NOT NULL REFERENCES interactions (number),
+    agent text NOT NULL,
+    data text NOT NULL,
+    PRIMARY KEY (interaction, agent)
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _INVITATIONS]
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
