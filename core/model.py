@@ -49,6 +49,10 @@ class ServiceChannel(Struct, frozen=True, gc=False, kw_only=True):
     # Seconds after the close within which a customer's message reopens the conversation;
     # later it starts a new one linked to it. 0: never reopened.
     reopen_window: Annotated[float, Meta(ge=0)] = DEFAULT_REOPEN_WINDOW
+    # Customer notices (core/notices.py): the language they default to, and the channel's
+    # texts, notice name -> language tag -> text, in place of the built-in English.
+    language: str = "en"
+    notices: dict[str, dict[str, str]] = {}
 
 
 class PresenceState(Struct, frozen=True, gc=False, kw_only=True):
@@ -229,6 +233,9 @@ class InteractionRecord(Struct, frozen=True, gc=False, kw_only=True):
     created_by: str | None = None
     # The closed interaction this one follows up: its customer wrote after its reopen window.
     previous: str | None = None
+    # The customer's language tag (the widget's page or the integration said), for notices;
+    # empty: not known, the channel's default language.
+    language: str = ""
 
 
 class Invitation(Struct, frozen=True, gc=False, kw_only=True):

@@ -368,6 +368,7 @@ class Store(Protocol):
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
         previous: str | None = None,
+        language: str = "",
     ) -> InteractionRecord:
         """Store a new interaction under the next number: IMS0001001, IMS0001002, ...
 

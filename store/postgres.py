@@ -1023,6 +1023,7 @@ class PostgresStore:
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
         previous: str | None = None,
+        language: str = "",
     ) -> InteractionRecord:
         async def op(conn: asyncpg.Connection) -> InteractionRecord:
             record = InteractionRecord(
@@ -1038,6 +1039,7 @@ class PostgresStore:
                 participants=participants,
                 created_by=created_by,
                 previous=previous,
+                language=language,
             )
             await conn.execute(
                 "INSERT INTO interactions (number, archived, opened_at, data) "

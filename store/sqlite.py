@@ -787,6 +787,7 @@ class SQLiteStore:
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
         previous: str | None = None,
+        language: str = "",
     ) -> InteractionRecord:
         def op(conn: sqlite3.Connection) -> InteractionRecord:
             record = InteractionRecord(
@@ -802,6 +803,7 @@ class SQLiteStore:
                 participants=participants,
                 created_by=created_by,
                 previous=previous,
+                language=language,
             )
             conn.execute(
                 "INSERT INTO interactions (number, archived, opened_at, data) VALUES (?, ?, ?, ?)",

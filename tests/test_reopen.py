@@ -14,6 +14,7 @@ import pytest
 
 from core.config import HostConfig, parse_config
 from core.model import InteractionState, ItemState, Role
+from core.notices import NOTICES
 from core.protocol import (
     AcceptOffer,
     CloseRecord,
@@ -22,7 +23,6 @@ from core.protocol import (
     OfferEvent,
     SetPresence,
 )
-from core.service.customers import REOPENED_LINE
 from core.service.sessions import AgentSession
 from tests.hosting import fast_config_text
 from tests.test_agent_commands import wait_until
@@ -30,6 +30,7 @@ from tests.test_api import Api, serving
 from tests.test_widget import AgentDesk, Served, available, connect, serve, stop
 
 CHAT_CHANNEL = 'name = "chat"\nmode = "sync"\n'
+REOPENED = NOTICES["reopened"]
 
 
 def config(reopen_window: float | None = None) -> HostConfig:
@@ -84,7 +85,7 @@ async def test_widget_message_after_close_reopens_and_is_offered_to_the_last_age
         assert (await c2.expect("resumed"))["state"] == "closed_complete"
         ack = await c2.say("it still has not arrived", "c-2")
         await c2.expect("state", state="new")
-        await c2.expect("message", body=REOPENED_LINE)
+        await c2.expect("message", body=REOPENED)
         await c2.expect("message", body="it still has not arrived")
 
         # Offered with what the customer wrote on coming back (sent again once it arrives).
@@ -104,12 +105,12 @@ async def test_widget_message_after_close_reopens_and_is_offered_to_the_last_age
 
         # One transcript: the first conversation's lines, then the reopened one's.
         bodies = [m.body for m in await inbox.store.list_messages(number, limit=100)]
-        assert bodies.index("my order is late") < bodies.index(REOPENED_LINE)
-        assert bodies.index(REOPENED_LINE) < bodies.index("it still has not arrived")
+        assert bodies.index("my order is late") < bodies.index(REOPENED)
+        assert bodies.index(REOPENED) < bodies.index("it still has not arrived")
         # Sent again (a lost ack): stored once, not reopened twice.
         assert (await c2.say("it still has not arrived", "c-2"))["seq"] == ack["seq"]
         bodies = [m.body for m in await inbox.store.list_messages(number, limit=100)]
-        assert bodies.count("it still has not arrived") == 1 and bodies.count(REOPENED_LINE) == 1
+        assert bodies.count("it still has not arrived") == 1 and bodies.count(REOPENED) == 1
 
 
 async def test_widget_message_after_the_window_starts_a_linked_conversation(

@@ -31,6 +31,10 @@ commented example; core/examples/demo.toml is the demo's)::
     reopen_window = 604800         # seconds after the close in which a customer's message
                                    # reopens the conversation (default 7 days; 0 = never);
                                    # later it starts a new one linked to the closed one
+    language = "en"                # the channel's default language for customer notices
+    notices.busy.fr = "Tous nos agents sont occupés."  # a notice's text per language tag:
+                                   # busy | overflow | closed | reopened (core/notices.py);
+                                   # at most 1000 characters; missing ones: built-in English
 
     [[presence]]                   # optional; Available, Away and Offline always exist
     name = "Available"

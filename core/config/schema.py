@@ -61,6 +61,8 @@ class ChannelTable(Table, frozen=True):
     label: Label = ""
     customer_attributes: list[str] = []
     reopen_window: Annotated[float, Meta(ge=0, le=MAX_SECONDS)] = DEFAULT_REOPEN_WINDOW
+    language: str = "en"  # checked by hand, like the notices, for the message
+    notices: dict[str, Any] = {}
 
 
 class PresenceTable(Table, frozen=True):

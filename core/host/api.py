@@ -64,6 +64,7 @@ from core.model import (
     Name,
     Role,
 )
+from core.notices import LanguageTag
 from core.protocol import QueueStats, Seq
 from core.service import StoreUnavailable
 from core.service.inbox import InboxError
@@ -110,13 +111,16 @@ class CreateItem(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A new work item on a service channel (chat, messaging, case, incident, ...).
 
     `short_description` is stored as the item attribute `short_description`, where the
-    offered agent sees it and routing conditions can test it; giving both is an error."""
+    offered agent sees it and routing conditions can test it; giving both is an error.
+    `language` is the customer's language tag ("fr", "fr-CA"): the host's notices to the
+    customer (all agents busy, ...) are in it where the channel has texts for it."""
 
     channel: Name
     customer: Customer
     attributes: Attributes = {}
     priority: Priority = 0
     short_description: Label | None = None
+    language: LanguageTag | None = None
 
 
 class ItemCreated(Struct, frozen=True, kw_only=True):
@@ -455,6 +459,7 @@ async def create_item(request: web.Request) -> web.Response:
         "attributes": attributes,
         "priority": body.priority,
         "created_by": principal.token_id,
+        "language": body.language or "",
     }
     replayed = False
     try:

@@ -15,12 +15,15 @@ those sites may (others get HTTP 403 before the upgrade; clients that send no Or
 browsers and are let through). The page may be framed by the host and those sites only.
 
 client → host
-    {"t":"start","name","email","attributes":{...},"identity"}
+    {"t":"start","name","email","attributes":{...},"identity","language"}
         name 1-80 characters, e-mail required; attributes optional: at most 10, keys
         [A-Za-z][A-Za-z0-9_]{0,31}, string values of at most 200 characters. Only the keys the
         widget's channel lists in `customer_attributes` are used for routing; the others are
         dropped (logged as event=widget_attributes_dropped), not refused, as a campaign
         parameter in the page's URL must not stop a chat. identity optional (below).
+        language optional: the customer's language tag ("fr", "fr-CA"; widget.js sends the
+        page URL's ?lang= or else the browser's navigator.language), in which the host's
+        notices to the customer are written where the channel has texts for it.
         → {"t":"started","conversation":"IMS0001001","ticket":"web-<16 hex>.<hmac>"},
           then the current `state` and any `message`s already in the conversation
     {"t":"resume","conversation","ticket"}
@@ -127,6 +130,7 @@ from core.model import (
     Message,
     SenderKind,
 )
+from core.notices import LanguageTag
 from core.protocol import Event, InteractionEvent, MessageEvent, TypingEvent
 from core.service import StoreUnavailable
 from core.service.inbox import InboxError
@@ -186,6 +190,8 @@ class Start(msgspec.Struct, kw_only=True):
     attributes: dict[str, str] = msgspec.field(default_factory=dict)
     # Its size is checked with the rest of it, so that every bad identity is bad_identity.
     identity: str | None = None
+    # The page's navigator.language (or the page URL's ?lang=), for the customer notices.
+    language: LanguageTag | None = None
 
 
 class IdentityPayload(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -669,6 +675,7 @@ class CustomerConnection:
                 customer_name=name,
                 customer_contact=email,
                 attributes=dict(attributes),
+                language=frame.language or "",
             )
         except InboxError as e:
             log.info("event=widget_refused address=%s code=%s reason=%s", self.address, e.code, e)

@@ -45,7 +45,6 @@ from store.base import IdempotencyKey, Store, StoreConflict, StoreError
 
 # How far back a message to a closed conversation looks for itself sent before (a retry).
 RETRY_LOOKBACK = 50
-REOPENED_LINE = "The customer wrote again: the conversation is reopened"
 
 
 @dataclass
@@ -83,12 +82,13 @@ class Customers:
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
         previous: str | None = None,
+        language: str = "",
     ) -> InteractionRecord:
         """A customer (widget, REST, webhook) starts a work item; it is routed at once.
 
         With `idempotency` (REST), the key is committed with the interaction; StoreConflict
         if another request stored it first (use start_conversation_once). `previous`: the
-        closed interaction this one follows up."""
+        closed interaction this one follows up; `language`: the customer's, for notices."""
         if channel not in self.conversations.channels:
             raise InboxError("unknown_channel", f"no service channel {channel!r}")
         record = await self.store.create_interaction(
@@ -101,6 +101,7 @@ class Customers:
             created_by=created_by,
             idempotency=idempotency,
             previous=previous,
+            language=language,
         )
         conv = await self._route_new(record, attributes or {}, priority, opened_here=True)
         return conv.record
@@ -270,6 +271,7 @@ class Customers:
                 priority=priority,
                 created_by=record.created_by,
                 previous=number,
+                language=record.language,
             )
             return self.customer_conversation(created.number, customer)
         reopened = replace(
@@ -289,7 +291,7 @@ class Customers:
             reopened, attributes, priority, preferred_agent=owner_of(record)
         )
         self.floor.push_customer(number, InteractionEvent(change="updated", record=conv.record))
-        await self.conversations.system(conv, REOPENED_LINE)
+        await self.conversations.system(conv, self.conversations.notice(record, "reopened"))
         return conv
 
     def customer_typing(self, number: str, customer: str) -> None:

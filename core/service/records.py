@@ -59,6 +59,8 @@ from core.service.sessions import AgentSession
 from store.base import Store
 
 PREFILL_LINES = 40
+# Item changes the customer is told of, and the notice (core/notices.py) that tells them.
+_NOTICES = {"notice": "busy", "overflowed": "overflow"}
 
 
 @dataclass
@@ -280,7 +282,7 @@ class Records:
         elif d.change == "wrap_up":
             floor.push_participants(updated, InteractionEvent(change="updated", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
-            await self.conversations.system(conv, "The chat has ended")
+            await self.conversations.system(conv, self.conversations.notice(record, "closed"))
         elif d.change in ("closed", "cancelled", "abandoned"):
             floor.push_participants(updated, InteractionEvent(change="closed", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="closed", record=updated))
@@ -296,10 +298,9 @@ class Records:
             if self.conversations.is_async(record):
                 for agent in current(updated):
                     self.conversations.push_ongoing(agent)
-        elif d.change == "notice":
+        elif d.change in _NOTICES:
             await self.conversations.system(
-                conv,
-                "All our agents are busy right now. Thank you for waiting: you keep your place.",
+                conv, self.conversations.notice(record, _NOTICES[d.change])
             )
         elif d.change in ("on_hold", "resumed", "awaiting_capacity") and item.agent:
             self.conversations.push_ongoing(item.agent)

@@ -10,6 +10,7 @@
   const MAX_ATTRIBUTES = 10;
   const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
   const NAME_MAX = 80;
+  const LANGUAGE = /^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,4}$/; // as the host checks it
 
   const $ = (id) => document.getElementById(id);
   const cfg = JSON.parse($("widget-config").textContent);
@@ -322,8 +323,12 @@
     // A signed identity from the embedding site (?identity=...), passed on untouched: only
     // the host can check it.
     const frame = { t: "start", name, email, attributes: attributes() };
-    const identity = new URLSearchParams(location.search).get("identity");
+    const params = new URLSearchParams(location.search);
+    const identity = params.get("identity");
     if (identity) frame.identity = identity;
+    // The customer's language, for the host's notices: the page's choice, else the browser's.
+    const language = params.get("lang") || navigator.language;
+    if (language && language.length <= 35 && LANGUAGE.test(language)) frame.language = language;
     return frame;
   }
 
