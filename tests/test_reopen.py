@@ -158,17 +158,8 @@ async def test_rest_message_to_a_closed_conversation_reopens_it_and_survives_a_r
     async with serving(tmp_path, config()) as api:
         integration = await api.token(None, Role.SUPERVISOR)
         bob = await api.available("bob")
-        status, created, _ = await api.call(
-            "POST",
-            "/api/v1/items",
-            integration,
-            json={"channel": "chat", "customer": {"id": "crm-7", "name": "Grace"}},
-        )
-        assert status == 201, created
+        created = await closed_rest_chat(api, integration, bob, "crm-7")
         number = created["interaction"]
-        await api.host.inbox.handle(bob, await accept_offer(bob, number))
-        for frame in (EndChat(interaction=number), CloseRecord(interaction=number)):
-            await api.host.inbox.handle(bob, frame)
         await api.available("chloe")
         if not bob_ready:
             await api.host.inbox.handle(bob, SetPresence(presence="Away"))
@@ -200,16 +191,7 @@ async def test_rest_message_after_the_window_starts_a_conversation_naming_the_cl
     async with serving(tmp_path, config(reopen_window=0)) as api:
         integration = await api.token(None, Role.SUPERVISOR)
         bob = await api.available("bob")
-        status, created, _ = await api.call(
-            "POST",
-            "/api/v1/items",
-            integration,
-            json={"channel": "chat", "customer": {"id": "crm-8", "name": "Alan"}},
-        )
-        number = created["interaction"]
-        await api.host.inbox.handle(bob, await accept_offer(bob, number))
-        for frame in (EndChat(interaction=number), CloseRecord(interaction=number)):
-            await api.host.inbox.handle(bob, frame)
+        number = (await closed_rest_chat(api, integration, bob, "crm-8"))["interaction"]
 
         status, posted = await post(api, integration, number, "crm-8", "hello again", "r-1")
         assert status == 201, posted
@@ -221,6 +203,20 @@ async def test_rest_message_after_the_window_starts_a_conversation_naming_the_cl
         # Someone else's customer id on the same number is still not found.
         status, body = await post(api, integration, number, "crm-9", "hi", "r-2")
         assert status == 404 and body["error"]["code"] == "not_found"
+
+
+async def closed_rest_chat(api: Api, token: str, owner: AgentSession, customer: str) -> Any:
+    """A chat created over REST for `customer`, taken by `owner`, ended and closed; the
+    creation's answer."""
+    status, created, _ = await api.call(
+        "POST", "/api/v1/items", token, json={"channel": "chat", "customer": {"id": customer}}
+    )
+    assert status == 201, created
+    number = created["interaction"]
+    await api.host.inbox.handle(owner, await accept_offer(owner, number))
+    for frame in (EndChat(interaction=number), CloseRecord(interaction=number)):
+        await api.host.inbox.handle(owner, frame)
+    return created
 
 
 async def accept_offer(session: AgentSession, number: str) -> AcceptOffer:
