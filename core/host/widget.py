@@ -35,6 +35,7 @@ client → host
         the message reopens it: `state` new, a system line, the message, then routing as
         usual. After the window it starts a new conversation that follows up the closed one:
         `started` (a new conversation and ticket), its `state` and transcript, then the ack.
+        The page offers this as "Write again" on its ended view.
     {"t":"typing"}                                      shown to the agents as "… is typing"
     {"t":"leave"}                                       ends the chat; the host then closes
 

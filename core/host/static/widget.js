@@ -25,6 +25,7 @@
   let chatState = null;
   let agent = null;
   let leaving = false;
+  let writingAgain = false; // the chat has ended, and the customer chose to write into it again
   let retries = 0;
   let retryTimer = null;
   let typingTimer = null;
@@ -116,7 +117,8 @@
     if (state === "new") status.textContent = "Waiting for an agent…";
     else if (state === "work_in_progress") status.textContent = `You are chatting with ${agent || "an agent"}`;
     else status.textContent = "The chat has ended";
-    if (isEnded()) {
+    if (!isEnded()) writingAgain = false; // reopened, or going on in a follow-up
+    if (isEnded() && !writingAgain) {
       setTyping(null);
       renderEnded();
       show("ended");
@@ -160,6 +162,7 @@
     chatState = null;
     agent = null;
     leaving = false;
+    writingAgain = false;
     setTyping(null);
   }
 
@@ -252,6 +255,12 @@
   function handle(f) {
     switch (f.t) {
       case "started":
+        if (phase === "live") {
+          // Written long after the end: the chat goes on in a new conversation, whose
+          // transcript follows (its seqs start again at 1).
+          messages = new Map();
+          list.replaceChildren();
+        }
         writeStored({ conversation: f.conversation, ticket: f.ticket });
         phase = "live";
         retries = 0;
@@ -363,7 +372,7 @@
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
     const text = body.value;
-    if (!text.trim() || isEnded()) return;
+    if (!text.trim() || (isEnded() && !writingAgain)) return;
     body.value = "";
     $("counter").textContent = "";
     compose(text);
@@ -371,6 +380,14 @@
 
   $("leave").addEventListener("click", () => {
     if (transmit({ t: "leave" })) leaving = true;
+  });
+
+  $("write-again").addEventListener("click", () => {
+    // The host reopens the chat with the first message (or, long after, starts a new one).
+    writingAgain = true;
+    show("chat");
+    $("status").textContent = "Write your message to open the chat again";
+    body.focus();
   });
 
   $("new-chat").addEventListener("click", () => {
