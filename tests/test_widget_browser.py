@@ -150,13 +150,18 @@ class SocketDesk:
         return offer.view.interaction
 
 
+async def chat_with_alice(page: playwright_api.Page, served: Served) -> tuple[SocketDesk, str]:  # noqa: F811
+    """Ada starts a chat on the page and Alice, at her console, takes it."""
+    alice = await SocketDesk.login(served, "alice")
+    await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
+    return alice, await alice.accept_next_offer()
+
+
 async def test_a_whole_chat_with_transfer_reload_and_end(
     page: playwright_api.Page,
     served: Served,  # noqa: F811
 ) -> None:
-    alice = await SocketDesk.login(served, "alice")
-    await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
-    number = await alice.accept_next_offer()
+    alice, number = await chat_with_alice(page, served)
     messages = page.locator("#messages")
     await expect(messages).to_contain_text("Alice Martin joined")
     await expect(page.locator("#status")).to_have_text("You are chatting with Alice Martin")
@@ -263,9 +268,7 @@ async def test_writing_again_after_the_end_reopens_the_chat_with_its_agent(
     page: playwright_api.Page,
     served: Served,  # noqa: F811
 ) -> None:
-    alice = await SocketDesk.login(served, "alice")
-    await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
-    number = await alice.accept_next_offer()
+    alice, number = await chat_with_alice(page, served)
     await say(page, "Where is my parcel?")
     await alice.do(EndChat(interaction=number))
     await alice.do(CloseRecord(interaction=number))
