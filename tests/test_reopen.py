@@ -96,7 +96,7 @@ async def test_widget_message_after_close_reopens_and_is_offered_to_the_last_age
                 and e.view.first_message == "it still has not arrived"
             )
         )
-        assert isinstance(offer, OfferEvent) and "affinity" in offer.view.offer.reason
+        assert isinstance(offer, OfferEvent) and "preferred agent" in offer.view.offer.reason
         reopened = inbox.conversations.open[number]
         assert reopened.item != first_item
         assert reopened.record.state == InteractionState.NEW and reopened.record.closed_at is None

@@ -35,6 +35,11 @@ commented example; core/examples/demo.toml is the demo's)::
     notices.busy.fr = "Tous nos agents sont occupés."  # a notice's text per language tag:
                                    # busy | overflow | closed | reopened (core/notices.py);
                                    # at most 1000 characters; missing ones: built-in English
+    details = [{ attribute = "severity", label = "Severity" }]  # item attributes agents
+                                   # see on offers and in the record pane, in order (default:
+                                   # all, descriptions first, labels from the keys)
+    weight = 1                     # capacity one of its items uses, 1..1000 (default 1);
+                                   # POST /api/v1/items may give another per item
 
     [[presence]]                   # optional; Available, Away and Offline always exist
     name = "Available"

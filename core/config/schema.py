@@ -15,12 +15,12 @@ from msgspec import Meta, Struct
 
 from core.config.locate import KeyPath
 from core.config.settings import DEFAULT_LISTEN
-from core.model import DEFAULT_REOPEN_WINDOW, AssignmentRule, Label, Name, Role
+from core.model import DEFAULT_REOPEN_WINDOW, MAX_WEIGHT, AssignmentRule, Label, Name, Role
 
 # Ten years: long enough for any real deadline, short enough that `now + x` stays meaningful.
 MAX_SECONDS = 10 * 366 * 24 * 3600
 MAX_SKILL_LEVEL = 10
-MAX_CAPACITY = 1000
+MAX_CAPACITY = MAX_WEIGHT
 
 Seconds = Annotated[float, Meta(gt=0, le=MAX_SECONDS)]
 Level = Annotated[int, Meta(ge=1, le=MAX_SKILL_LEVEL)]
@@ -55,6 +55,11 @@ class WidgetTable(Table, frozen=True):
     identity_secret_file: Annotated[str, Meta(min_length=1)] | None = None
 
 
+class DetailTable(Table, frozen=True):
+    attribute: str
+    label: Label = ""
+
+
 class ChannelTable(Table, frozen=True):
     name: Name
     mode: str
@@ -63,6 +68,8 @@ class ChannelTable(Table, frozen=True):
     reopen_window: Annotated[float, Meta(ge=0, le=MAX_SECONDS)] = DEFAULT_REOPEN_WINDOW
     language: str = "en"  # checked by hand, like the notices, for the message
     notices: dict[str, Any] = {}
+    details: list[DetailTable] | None = None
+    weight: int = 1
 
 
 class PresenceTable(Table, frozen=True):

@@ -20,7 +20,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from msgspec.structs import replace
 
@@ -45,6 +45,14 @@ from store.base import IdempotencyKey, Store, StoreConflict, StoreError
 
 # How far back a message to a closed conversation looks for itself sent before (a retry).
 RETRY_LOOKBACK = 50
+
+
+class _Intake(NamedTuple):
+    """What a new item asks of routing besides its attributes."""
+
+    priority: int
+    weight: int
+    preferred_agent: str | None
 
 
 @dataclass
@@ -79,18 +87,27 @@ class Customers:
         customer_contact: str = "",
         attributes: dict[str, str | int | float | bool] | None = None,
         priority: int = 0,
+        weight: int | None = None,
+        preferred_agent: str | None = None,
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
         previous: str | None = None,
         language: str = "",
     ) -> InteractionRecord:
         """A customer (widget, REST, webhook) starts a work item; it is routed at once.
+        `weight` None: the channel's; `preferred_agent`: offered to them first when they fit.
 
         With `idempotency` (REST), the key is committed with the interaction; StoreConflict
         if another request stored it first (use start_conversation_once). `previous`: the
         closed interaction this one follows up; `language`: the customer's, for notices."""
         if channel not in self.conversations.channels:
             raise InboxError("unknown_channel", f"no service channel {channel!r}")
+        intake = self._intake_of(channel, priority, weight, preferred_agent)
+        try:
+            # Refused before anything is stored: a refusal leaves no interaction behind.
+            self.routing.router.check_intake(channel, intake.weight, preferred_agent)
+        except RoutingError as e:
+            raise InboxError(e.code, e.message) from e
         record = await self.store.create_interaction(
             item=f"W{secrets.token_hex(6)}",
             channel=channel,
@@ -103,17 +120,23 @@ class Customers:
             previous=previous,
             language=language,
         )
-        conv = await self._route_new(record, attributes or {}, priority, opened_here=True)
+        conv = await self._route_new(record, attributes or {}, intake, opened_here=True)
         return conv.record
+
+    def _intake_of(
+        self, channel: str, priority: int, weight: int | None, preferred_agent: str | None
+    ) -> _Intake:
+        if weight is None:
+            weight = self.conversations.channels[channel].weight
+        return _Intake(priority, weight, preferred_agent)
 
     async def _route_new(
         self,
         record: InteractionRecord,
         attributes: dict[str, str | int | float | bool],
-        priority: int,
+        intake: _Intake,
         *,
         opened_here: bool = False,
-        preferred_agent: str | None = None,
     ) -> Conversation:
         """Route the work item of an interaction whose item is not stored yet;
         `opened_here`: the interaction was created by this call, so it has no message yet."""
@@ -124,9 +147,10 @@ class Customers:
             customer=record.customer,
             created_at=record.opened_at,
             attributes=attributes,
-            priority=priority,
+            priority=intake.priority,
+            weight=intake.weight,
+            preferred_agent=intake.preferred_agent,
             interaction=record.number,
-            preferred_agent=preferred_agent,
         )
         try:
             decisions = await self.routing.submit(ev.ItemArrived(item=item))
@@ -196,9 +220,13 @@ class Customers:
         if record.state == InteractionState.CLOSED_ABANDONED:
             # What the first request was told: no queue took its item.
             raise InboxError("unroutable", f"no queue took the item of {number}")
-        conv = await self._route_new(
-            record, request.get("attributes") or {}, request.get("priority", 0)
+        intake = self._intake_of(
+            record.channel,
+            request.get("priority", 0),
+            request.get("weight"),
+            request.get("preferred_agent"),
         )
+        conv = await self._route_new(record, request.get("attributes") or {}, intake)
         return conv.record
 
     def customer_conversation(self, number: str, customer: str) -> Conversation:
@@ -259,6 +287,7 @@ class Customers:
         item = await self.store.get_item(record.item)
         attributes = dict(item.attributes) if item else {}
         priority = item.priority if item else 0
+        weight = item.weight if item else None
         now = self.clock()
         window = self.conversations.channels[record.channel].reopen_window
         if now - (record.closed_at or record.opened_at) > window:
@@ -269,6 +298,7 @@ class Customers:
                 customer_contact=record.customer_contact,
                 attributes=attributes,
                 priority=priority,
+                weight=weight,
                 created_by=record.created_by,
                 previous=number,
                 language=record.language,
@@ -287,9 +317,11 @@ class Customers:
                 replace(p, left_at=now) if p.left_at is None else p for p in record.participants
             ),
         )
-        conv = await self._route_new(
-            reopened, attributes, priority, preferred_agent=owner_of(record)
-        )
+        owner = owner_of(record)
+        if owner not in self.routing.router.agents:
+            owner = None  # removed since: nobody to prefer
+        intake = self._intake_of(record.channel, priority, weight, owner)
+        conv = await self._route_new(reopened, attributes, intake)
         self.floor.push_customer(number, InteractionEvent(change="updated", record=conv.record))
         await self.conversations.system(conv, self.conversations.notice(record, "reopened"))
         return conv
