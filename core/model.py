@@ -46,11 +46,23 @@ class ChannelMode(StrEnum):
     RECORD = "record"  # cases and incidents raised by other systems
 
 
+# A week: a customer answering a closing "anything else?" the next days lands in the same
+# conversation, with its history, rather than in a new one.
+DEFAULT_REOPEN_WINDOW = 7 * 24 * 3600.0
+
+
 class ServiceChannel(Struct, frozen=True, gc=False, kw_only=True):
     name: Name
     mode: ChannelMode
     label: Label = ""
     weight: int = 1  # the capacity its items use, unless an item says otherwise
+    # Seconds after the close within which a customer's message reopens the conversation;
+    # later it starts a new one linked to it. 0: never reopened.
+    reopen_window: Annotated[float, Meta(ge=0)] = DEFAULT_REOPEN_WINDOW
+    # Customer notices (core/notices.py): the language they default to, and the channel's
+    # texts, notice name -> language tag -> text, in place of the built-in English.
+    language: str = "en"
+    notices: dict[str, dict[str, str]] = {}
 
 
 class PresenceState(Struct, frozen=True, gc=False, kw_only=True):
@@ -199,6 +211,11 @@ class InteractionState(StrEnum):
     CLOSED_ABANDONED = "closed_abandoned"
 
 
+CLOSED_INTERACTION_STATES = frozenset(
+    {InteractionState.CLOSED_COMPLETE, InteractionState.CLOSED_ABANDONED}
+)
+
+
 class Participant(Struct, frozen=True, gc=False, kw_only=True):
     agent: Name
     role: Literal["owner", "invited"] = "owner"
@@ -224,6 +241,20 @@ class InteractionRecord(Struct, frozen=True, gc=False, kw_only=True):
     # The API token (tok_...) whose integration created it; None for the widget and older
     # records. Integrations without channels write only into what they created.
     created_by: str | None = None
+    # The closed interaction this one follows up: its customer wrote after its reopen window.
+    previous: str | None = None
+    # The customer's language tag (the widget's page or the integration said), for notices;
+    # empty: not known, the channel's default language.
+    language: str = ""
+
+
+class Invitation(Struct, frozen=True, gc=False, kw_only=True):
+    """An agent asked to join an open conversation, until they answer or it closes."""
+
+    interaction: str
+    agent: Name  # the invitee
+    inviter: Name
+    created_at: float
 
 
 class SenderKind(StrEnum):

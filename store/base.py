@@ -27,6 +27,7 @@ from core.model import (
     AuditEntry,
     InteractionRecord,
     InteractionState,
+    Invitation,
     Label,
     Message,
     Offer,
@@ -389,6 +390,8 @@ class Store(Protocol):
         participants: tuple[Participant, ...] = (),
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
+        previous: str | None = None,
+        language: str = "",
     ) -> InteractionRecord:
         """Store a new interaction under the next number: IMS0001001, IMS0001002, ...
 
@@ -399,6 +402,18 @@ class Store(Protocol):
 
     async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:
         """The stored key, unless it is older than IDEMPOTENCY_TTL at `now`."""
+        ...
+
+    async def save_invitation(self, invitation: Invitation) -> None:
+        """Store a pending invitation (replacing one to the same agent and interaction)."""
+        ...
+
+    async def delete_invitations(self, interaction: str, agent: str | None = None) -> None:
+        """Forget the interaction's invitation to `agent`, or all of its invitations."""
+        ...
+
+    async def load_invitations(self) -> list[Invitation]:
+        """Every stored invitation, oldest first."""
         ...
 
     async def save_interaction(self, record: InteractionRecord) -> None:

@@ -85,6 +85,11 @@ TABLES: tuple[_Table, ...] = (
     ),
     _Table("participants", ("agent", "interaction"), "SELECT agent, interaction FROM participants"),
     _Table(
+        "invitations",
+        ("interaction", "agent", "data"),
+        "SELECT interaction, agent, data FROM invitations",
+    ),
+    _Table(
         "messages",
         ("interaction", "seq", "client_msg_id", "data"),
         "SELECT interaction, seq, client_msg_id, data FROM messages",

@@ -163,6 +163,17 @@ _V4 = """
 ALTER TABLE api_tokens ADD COLUMN channels TEXT;
 """
 
+# Invitations to join a chat, kept until answered or the chat closes, so that a restart
+# does not forget them (the invitee's snapshot still shows them).
+_INVITATIONS = """
+CREATE TABLE invitations (
+    interaction TEXT NOT NULL REFERENCES interactions (number),
+    agent TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (interaction, agent)
+) WITHOUT ROWID;
+"""
+
 # Cases and incidents worked after they are raised: the columns their lists filter and order
 # on (copied from `data`, which stays whole), append-only work notes, and the interactions
 # linked to each record (its source first). Backfilled from what V1 stored.
@@ -207,7 +218,7 @@ INSERT INTO record_links (record, interaction, linked_at)
     JOIN interactions i ON i.number = r.source_interaction;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _RECORDS_WORKED]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _INVITATIONS, _RECORDS_WORKED]
 
 
 def latest_version() -> int:

@@ -54,6 +54,7 @@ from core.model import (
     AuditEntry,
     InteractionRecord,
     InteractionState,
+    Invitation,
     Message,
     Offer,
     Participant,
@@ -1032,6 +1033,8 @@ class PostgresStore:
         participants: tuple[Participant, ...] = (),
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
+        previous: str | None = None,
+        language: str = "",
     ) -> InteractionRecord:
         async def op(conn: asyncpg.Connection) -> InteractionRecord:
             record = InteractionRecord(
@@ -1046,6 +1049,8 @@ class PostgresStore:
                 customer_contact=customer_contact,
                 participants=participants,
                 created_by=created_by,
+                previous=previous,
+                language=language,
             )
             await conn.execute(
                 "INSERT INTO interactions (number, archived, opened_at, data) "
@@ -1083,6 +1088,29 @@ class PostgresStore:
             created_at=created_at,
             interaction=interaction,
         )
+
+    async def save_invitation(self, invitation: Invitation) -> None:
+        await self._write(
+            _tx_executemany(
+                "INSERT INTO invitations (interaction, agent, data) VALUES ($1, $2, $3) "
+                "ON CONFLICT (interaction, agent) DO UPDATE SET data = EXCLUDED.data",
+                [(invitation.interaction, invitation.agent, dump(invitation))],
+            )
+        )
+
+    async def delete_invitations(self, interaction: str, agent: str | None = None) -> None:
+        await self._write(
+            _tx_count(
+                "DELETE FROM invitations WHERE interaction = $1 "
+                "AND ($2::text IS NULL OR agent = $2)",
+                interaction,
+                agent,
+            )
+        )
+
+    async def load_invitations(self) -> list[Invitation]:
+        invitations = await self._records(Invitation, "SELECT data FROM invitations")
+        return sorted(invitations, key=lambda i: i.created_at)
 
     async def save_interaction(self, record: InteractionRecord) -> None:
         data = dump(record)

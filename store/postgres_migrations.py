@@ -189,6 +189,16 @@ CREATE TABLE cluster_secrets (
 );
 """
 
+# Invitations to join a chat, kept until answered or the chat closes (store/migrations.py).
+_INVITATIONS = """
+CREATE TABLE invitations (
+    interaction text NOT NULL REFERENCES interactions (number),
+    agent text NOT NULL,
+    data text NOT NULL,
+    PRIMARY KEY (interaction, agent)
+);
+"""
+
 # Cases and incidents worked after they are raised: as SQLite's _RECORDS_WORKED.
 _RECORDS_WORKED = """
 ALTER TABLE service_records
@@ -232,7 +242,7 @@ INSERT INTO record_links (record, interaction, linked_at)
     JOIN interactions i ON i.number = r.source_interaction;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _RECORDS_WORKED]
+MIGRATIONS: list[str] = [_V1, _V2, _INVITATIONS, _RECORDS_WORKED]
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (

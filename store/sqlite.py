@@ -38,6 +38,7 @@ from core.model import (
     AuditEntry,
     InteractionRecord,
     InteractionState,
+    Invitation,
     Message,
     Offer,
     OfferState,
@@ -807,6 +808,8 @@ class SQLiteStore:
         participants: tuple[Participant, ...] = (),
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
+        previous: str | None = None,
+        language: str = "",
     ) -> InteractionRecord:
         def op(conn: sqlite3.Connection) -> InteractionRecord:
             record = InteractionRecord(
@@ -821,6 +824,8 @@ class SQLiteStore:
                 customer_contact=customer_contact,
                 participants=participants,
                 created_by=created_by,
+                previous=previous,
+                language=language,
             )
             conn.execute(
                 "INSERT INTO interactions (number, archived, opened_at, data) VALUES (?, ?, ?, ?)",
@@ -852,6 +857,27 @@ class SQLiteStore:
             created_at=created_at,
             interaction=interaction,
         )
+
+    async def save_invitation(self, invitation: Invitation) -> None:
+        await self._write(
+            _tx_upsert(
+                "INSERT INTO invitations (interaction, agent, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (interaction, agent) DO UPDATE SET data = excluded.data",
+                [(invitation.interaction, invitation.agent, dump(invitation))],
+            )
+        )
+
+    async def delete_invitations(self, interaction: str, agent: str | None = None) -> None:
+        await self._write(
+            _tx_rowcount(
+                "DELETE FROM invitations WHERE interaction = ? AND (? IS NULL OR agent = ?)",
+                (interaction, agent, agent),
+            )
+        )
+
+    async def load_invitations(self) -> list[Invitation]:
+        invitations = await self._records(Invitation, "SELECT data FROM invitations")
+        return sorted(invitations, key=lambda i: i.created_at)
 
     async def save_interaction(self, record: InteractionRecord) -> None:
         data = dump(record)

@@ -25,6 +25,7 @@ from core.model import (
     AgentStatus,
     AuditEntry,
     ChannelMode,
+    Invitation,
     ItemState,
     Offer,
     OfferState,
@@ -442,6 +443,7 @@ COPIED_TABLES = (
     "sessions",
     "api_tokens",
     "idempotency_keys",
+    "invitations",
 )
 
 
@@ -483,6 +485,9 @@ async def populate(env: dict[str, str], data: Path) -> tuple[str, str]:
         await store.add_record_note(case.number, "carol", "Refund sent", 6.0)
         await store.link_record(case.number, numbers[1], 7.0)
         await store.create_record(RecordKind.INCIDENT, "Outage")
+        await store.save_invitation(
+            Invitation(interaction=numbers[1], agent="carol", inviter="bob", created_at=4.0)
+        )
         items = [
             WorkItem(
                 id=f"w{i}",
@@ -549,6 +554,7 @@ async def test_copy_to_moves_everything_into_postgresql_and_numbering_continues(
         assert await offers_of(target, "w3") == await offers_of(source, "w3")
         assert await target.load_agent_statuses() == await source.load_agent_statuses()
         assert await target.load_affinity() == await source.load_affinity()
+        assert await target.load_invitations() == await source.load_invitations()
         assert await target.list_api_tokens() == await source.list_api_tokens()
         assert await target.list_agents() == await source.list_agents()
         for number in ("CS0001001", "INC0001001"):

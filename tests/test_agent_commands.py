@@ -735,3 +735,34 @@ async def test_a_customers_line_is_not_taken_for_the_agents_first_reply(tmp_path
     async with running_host(tmp_path) as again:
         rebuilt = again.host.inbox.routing.router.items[item.id]
         assert not rebuilt.replied and rebuilt.reply_by == item.reply_by
+
+
+async def test_a_pending_invitation_survives_a_restart_and_is_answered_after_it(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        chloe = await h.agent("chloe", presence="Messaging-only")
+        number = await accepted_chat(h, alice, "cust-a")
+        ended = await accepted_chat(h, alice, "cust-b")
+        await alice.request(InviteAgent(interaction=number, agent="chloe"))
+        await alice.request(InviteAgent(interaction=ended, agent="chloe"))
+        # Closing a chat withdraws its invitations, from the store too.
+        await alice.request(EndChat(interaction=ended))
+        await alice.request(CloseRecord(interaction=ended))
+        await wait_until(lambda: ended not in h.host.inbox.records.invitations)
+        stored = await h.host.inbox.store.load_invitations()
+        assert [(i.interaction, i.agent, i.inviter) for i in stored] == [(number, "chloe", "alice")]
+        await alice.close()
+        await chloe.close()
+    async with running_host(tmp_path) as h:
+        chloe = InboxClient(h.agent_url, backoff=(0.05, 0.2))
+        await chloe.connect()
+        logged_in = await chloe.login("chloe", DEMO_PASSWORD)
+        assert logged_in.snapshot.invitations == {number: "alice"}
+        await chloe.request(AnswerInvitation(interaction=number, accept=True))
+        opened = await chloe.next_event(InteractionEvent)
+        assert opened.change == "opened" and opened.record.number == number
+        assert "chloe" in [p.agent for p in opened.record.participants]
+        assert await h.host.inbox.store.load_invitations() == []
+        await chloe.close()

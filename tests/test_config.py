@@ -978,6 +978,15 @@ def test_a_bus_needs_nats_urls_and_a_shared_store(tmp_path: Path, keys: str, rea
     assert reason in str(error(path))
 
 
+def test_reopen_window_defaults_to_a_week_and_is_checked(tmp_path: Path) -> None:
+    chat = load_config(with_channels(tmp_path, "")).channels[0]
+    assert chat.reopen_window == 7 * 24 * 3600
+    path = write(tmp_path, CHANNELS.replace('mode = "async"', 'mode = "async"\nreopen_window = 0'))
+    assert load_config(path).channels[1].reopen_window == 0
+    path = write(tmp_path, CHANNELS.replace('mode = "sync"', 'mode = "sync"\nreopen_window = -1'))
+    assert str(error(path)) == f'{path}:4: channel "chat": reopen_window must be >= 0, got -1'
+
+
 def test_record_states_default_per_kind_are_replaced_by_the_config_and_checked(
     tmp_path: Path,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from textual import events
 from textual.widgets import Input, Static
 
 from core.client import InboxClient
+from core.config import parse_config
 from core.demo import DEMO_PASSWORD
 from core.protocol import (
     AddRecordNote,
@@ -37,7 +39,7 @@ from screens.picker import Picker
 from screens.prompt import Prompt
 from screens.record_form import RecordForm
 from screens.records import RecordsScreen
-from tests.hosting import RunningHost, running_host
+from tests.hosting import RunningHost, fast_config_text, running_host
 from tui.app import InboxApp
 from tui.settings import ConsoleSettings
 from tui.state import ConsoleState
@@ -942,6 +944,35 @@ async def test_a_live_chat_counts_down_to_its_first_reply_deadline(tmp_path: Pat
             await pilot.press("c", *"Hi Ana", "enter")
             await until(pilot, lambda: not due.display)
             assert app.state.chats[number].reply_by is None
+
+
+async def test_the_record_pane_names_the_conversation_a_new_one_follows_up(
+    tmp_path: Path,
+) -> None:
+    # No reopen window: a customer writing after the close starts a linked conversation.
+    text = fast_config_text().replace('mode = "sync"\n', 'mode = "sync"\nreopen_window = 0\n', 1)
+    async with running_host(tmp_path, parse_config(text, name="no-reopen.toml")) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            old = await chat_ready(h, app, pilot)
+            await pilot.press("e", "y")
+            await until(pilot, lambda: app.state.chats[old].record.state == "wrap_up")
+            await pilot.press("w")
+            await until_closed(h, app, pilot, old)
+            message, _ = await h.host.inbox.customer_message(old, "web-ana", "Me again", "c2")
+            new = message.interaction
+            assert new != old
+            await until(pilot, lambda: app.state.offers)
+            await pilot.press("a")
+            await until(pilot, lambda: new in app.state.chats)
+
+            def record_pane() -> str:
+                out = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+                out.print(app.screen.query_one("#record-details", Static).content)
+                return " ".join(out.export_text().split())
+
+            await until(pilot, lambda: f"Number {new}" in record_pane())
+            assert f"Follows up {old}" in record_pane()
 
 
 async def test_records_screen_changes_state_adds_a_note_and_shows_another_consoles_change(

@@ -29,6 +29,7 @@ from core.model import (
     AuditEntry,
     ChannelMode,
     InteractionState,
+    Invitation,
     ItemState,
     Offer,
     OfferState,
@@ -454,8 +455,11 @@ async def test_interactions_round_trip_and_filter(store: Store) -> None:
         customer="c2",
         opened_at=20.0,
         participants=(Participant(agent="bob"),),
+        previous="IMS0001001",
     )
     assert second.number == "IMS0001002"
+    assert (await store.get_interaction(second.number)) == second
+    assert second.previous == "IMS0001001"
 
     # Invite ann to the second; archive the first and drop ann from it.
     invited = (*second.participants, Participant(agent="ann", role="invited", joined_at=21.0))
@@ -476,6 +480,26 @@ async def test_interactions_round_trip_and_filter(store: Store) -> None:
     ghost = replace(first, number="IMS0009999")
     with pytest.raises(NotFound, match="IMS0009999 does not exist"):
         await store.save_interaction(ghost)
+
+
+async def test_invitations_are_kept_until_deleted_one_or_all(store: Store) -> None:
+    a = await store.create_interaction(item="w1", channel="chat", customer="c", opened_at=1.0)
+    b = await store.create_interaction(item="w2", channel="chat", customer="c", opened_at=1.0)
+    to_bob = Invitation(interaction=a.number, agent="bob", inviter="ann", created_at=2.0)
+    to_cy = Invitation(interaction=a.number, agent="cy", inviter="ann", created_at=3.0)
+    elsewhere = Invitation(interaction=b.number, agent="bob", inviter="dan", created_at=1.5)
+    for invitation in (to_bob, to_cy, elsewhere):
+        await store.save_invitation(invitation)
+    await store.save_invitation(replace(to_bob, inviter="dan", created_at=4.0))  # asked again
+    assert await store.load_invitations() == [
+        elsewhere,
+        to_cy,
+        replace(to_bob, inviter="dan", created_at=4.0),
+    ]
+    await store.delete_invitations(a.number, "cy")
+    assert [i.agent for i in await store.load_invitations()] == ["bob", "bob"]
+    await store.delete_invitations(a.number)
+    assert await store.load_invitations() == [elsewhere]
 
 
 async def test_interaction_numbers_are_unique_and_in_order_under_concurrency(

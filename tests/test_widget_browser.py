@@ -150,13 +150,18 @@ class SocketDesk:
         return offer.view.interaction
 
 
+async def chat_with_alice(page: playwright_api.Page, served: Served) -> tuple[SocketDesk, str]:  # noqa: F811
+    """Ada starts a chat on the page and Alice, at her console, takes it."""
+    alice = await SocketDesk.login(served, "alice")
+    await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
+    return alice, await alice.accept_next_offer()
+
+
 async def test_a_whole_chat_with_transfer_reload_and_end(
     page: playwright_api.Page,
     served: Served,  # noqa: F811
 ) -> None:
-    alice = await SocketDesk.login(served, "alice")
-    await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
-    number = await alice.accept_next_offer()
+    alice, number = await chat_with_alice(page, served)
     messages = page.locator("#messages")
     await expect(messages).to_contain_text("Alice Martin joined")
     await expect(page.locator("#status")).to_have_text("You are chatting with Alice Martin")
@@ -257,3 +262,27 @@ async def test_markup_shows_literally_and_never_runs(
     assert await page.locator(".widget img, .widget script").count() == 0
     assert await page.evaluate("typeof window.alert") == "function"
     assert dialogs == []
+
+
+async def test_writing_again_after_the_end_reopens_the_chat_with_its_agent(
+    page: playwright_api.Page,
+    served: Served,  # noqa: F811
+) -> None:
+    alice, number = await chat_with_alice(page, served)
+    await say(page, "Where is my parcel?")
+    await alice.do(EndChat(interaction=number))
+    await alice.do(CloseRecord(interaction=number))
+    await expect(page.locator("#ended")).to_be_visible()
+
+    await page.click("#write-again")
+    await expect(page.locator("#chat")).to_be_visible()
+    await say(page, "It came, but the box is empty")
+    messages = page.locator("#messages")
+    await expect(messages).to_contain_text("Welcome back: this conversation is open again.")
+    await expect(page.locator("#status")).to_have_text("Waiting for an agent…")
+    assert await alice.accept_next_offer() == number  # the same chat, to its agent
+    await expect(page.locator("#status")).to_have_text("You are chatting with Alice Martin")
+    await expect(page.locator("#messages .msg.customer:not(.pending) .body")).to_have_text(
+        ["Where is my parcel?", "It came, but the box is empty"]
+    )
+    await alice.client.close()

@@ -28,6 +28,13 @@ commented example; core/examples/demo.toml is the demo's)::
     label = "Web chat"             # optional
     customer_attributes = ["language"]  # widget attributes a customer may set for routing
                                    # (default none; others are dropped, see core/host/widget.py)
+    reopen_window = 604800         # seconds after the close in which a customer's message
+                                   # reopens the conversation (default 7 days; 0 = never);
+                                   # later it starts a new one linked to the closed one
+    language = "en"                # the channel's default language for customer notices
+    notices.busy.fr = "Tous nos agents sont occupés."  # a notice's text per language tag:
+                                   # busy | overflow | closed | reopened (core/notices.py);
+                                   # at most 1000 characters; missing ones: built-in English
     details = [{ attribute = "severity", label = "Severity" }]  # item attributes agents
                                    # see on offers and in the record pane, in order (default:
                                    # all, descriptions first, labels from the keys)

@@ -15,7 +15,7 @@ from msgspec import Meta, Struct
 
 from core.config.locate import KeyPath
 from core.config.settings import DEFAULT_LISTEN
-from core.model import MAX_WEIGHT, AssignmentRule, Label, Name, Role
+from core.model import DEFAULT_REOPEN_WINDOW, MAX_WEIGHT, AssignmentRule, Label, Name, Role
 
 # Ten years: long enough for any real deadline, short enough that `now + x` stays meaningful.
 MAX_SECONDS = 10 * 366 * 24 * 3600
@@ -65,6 +65,9 @@ class ChannelTable(Table, frozen=True):
     mode: str
     label: Label = ""
     customer_attributes: list[str] = []
+    reopen_window: Annotated[float, Meta(ge=0, le=MAX_SECONDS)] = DEFAULT_REOPEN_WINDOW
+    language: str = "en"  # checked by hand, like the notices, for the message
+    notices: dict[str, Any] = {}
     details: list[DetailTable] | None = None
     weight: int = 1
 

@@ -69,6 +69,7 @@ from core.model import (
     Template,
     attribute_label,
 )
+from core.notices import NOTICE_MAX, NOTICES, is_language
 from core.routing.queues import (
     RoutingConfigError,
     check_overflow_cycles,
@@ -455,6 +456,9 @@ class _Loader:
                 mode=ChannelMode(self._enum(("channel", i, "mode"), t.mode, modes)),
                 label=t.label,
                 weight=self._weight(("channel", i, "weight"), t.weight),
+                reopen_window=t.reopen_window,
+                language=self._language(("channel", i, "language"), t.language),
+                notices=self._notices(("channel", i, "notices"), t.notices),
             )
             for i, t in enumerate(tables)
         ]
@@ -466,6 +470,32 @@ class _Loader:
                 f"must be from 1 to {MAX_WEIGHT} (the capacity one item uses), got {weight}",
             )
         return weight
+
+    def _language(self, path: KeyPath, tag: object) -> str:
+        if not isinstance(tag, str) or not is_language(tag):
+            self.bad(path, f'must be a language tag like "en" or "fr-CA", got {_show(tag)}')
+        return tag
+
+    def _notices(self, path: KeyPath, notices: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+        """notice name -> language tag -> text: names of core/notices.py, texts of at most
+        NOTICE_MAX characters."""
+        out: dict[str, dict[str, str]] = {}
+        for name, texts in notices.items():
+            at = (*path, name)
+            if name not in NOTICES:
+                self.bad(at, unknown_name("notice", name, list(NOTICES)))
+            if not isinstance(texts, dict):
+                self.bad(at, f"must be a table of language = text, got {_show(texts)}")
+            out[name] = {}
+            for tag, text in texts.items():
+                self._language((*at, tag), tag)
+                if not isinstance(text, str) or not text.strip():
+                    self.bad((*at, tag), f"must be a text, got {_show(text)}")
+                if len(text) > NOTICE_MAX:
+                    too_long = f"must be at most {NOTICE_MAX} characters, got {len(text)}"
+                    self.bad((*at, tag), too_long)
+                out[name][tag] = text
+        return out
 
     def _known(self, path: KeyPath, kind: str, name: str, known: Sequence[str]) -> None:
         if name not in known:

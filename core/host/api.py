@@ -77,6 +77,7 @@ from core.model import (
     Role,
     ServiceRecord,
 )
+from core.notices import LanguageTag
 from core.protocol import (
     MAX_INT,
     Assignment,
@@ -140,7 +141,10 @@ class CreateItem(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     channel's `weight` in the host config, else 1). `preferred_agent` (e.g. the account's
     owner) is offered the item first whenever they can take it; otherwise the queue's rule
     picks. A weight out of range or an unknown agent is 422 (`bad_weight`, `unknown_agent`).
-    The item's routing audit trail says how both were used."""
+    The item's routing audit trail says how both were used.
+
+    `language` is the customer's language tag ("fr", "fr-CA"): the host's notices to the
+    customer (all agents busy, ...) are in it where the channel has texts for it."""
 
     channel: Name
     customer: Customer
@@ -149,6 +153,7 @@ class CreateItem(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     short_description: Label | None = None
     weight: Annotated[int, Meta(ge=-MAX_INT, le=MAX_INT)] | None = None
     preferred_agent: Name | None = None
+    language: LanguageTag | None = None
 
 
 class ItemCreated(Struct, frozen=True, kw_only=True):
@@ -494,6 +499,7 @@ async def create_item(request: web.Request) -> web.Response:
         "weight": body.weight,
         "preferred_agent": body.preferred_agent,
         "created_by": principal.token_id,
+        "language": body.language or "",
     }
     replayed = False
     try:
@@ -529,12 +535,13 @@ async def post_message(request: web.Request) -> web.Response:
     body = await _body(request, PostMessage)
     inbox = request.app[HOST].inbox
     try:
-        conv = inbox.customer_conversation(number, body.customer_id)
-        if not _may_write(principal, conv.record):
+        # Closed ones too: a message within the channel's reopen window reopens it.
+        record = await inbox.customer_record(number, body.customer_id)
+        if record is None or not _may_write(principal, record):
             # The same answer as for a number that does not exist: see the module docstring.
             raise InboxError(
                 "not_found",
-                f"no open conversation {number} this token may write to (a token writes "
+                f"no conversation {number} this token may write to (a token writes "
                 "into conversations it created, or on the channels listed on it)",
             )
         message, duplicate = await inbox.customer_message(

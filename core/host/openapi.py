@@ -168,11 +168,16 @@ def document(
                 "operationId": "postCustomerMessage",
                 "summary": "Post a customer's message",
                 "description": (
-                    "Appends a customer message to an open conversation. Idempotent by "
+                    "Appends a customer message to a conversation. Idempotent by "
                     "`client_msg_id`: a retry returns 200 with `duplicate: true` and the "
-                    "message first stored. 404 when the conversation is closed, unknown, "
-                    "not this customer's, or not one this token may write to (it created it, "
-                    "or its channel is listed on the token). Integration token required."
+                    "message first stored. Into a closed conversation, within its channel's "
+                    "`reopen_window` after the close, the message reopens it (routed again, "
+                    "its last agent first); later it starts a new conversation whose record "
+                    "names the closed one in `previous`: `message.interaction` is the number "
+                    "it landed in. 404 when the conversation is unknown, not this customer's, "
+                    "or not one this token may write to (it created it, or its channel is "
+                    "listed on the token); 422 `unroutable` when no queue takes it again. "
+                    "Integration token required."
                 ),
                 "parameters": [number],
                 "requestBody": {"required": True, "content": json_content("PostMessage")},
@@ -193,6 +198,7 @@ def document(
                     "408",
                     "413",
                     "415",
+                    "422",
                     "503",
                 ),
             }

@@ -15,19 +15,27 @@ those sites may (others get HTTP 403 before the upgrade; clients that send no Or
 browsers and are let through). The page may be framed by the host and those sites only.
 
 client → host
-    {"t":"start","name","email","attributes":{...},"identity"}
+    {"t":"start","name","email","attributes":{...},"identity","language"}
         name 1-80 characters, e-mail required; attributes optional: at most 10, keys
         [A-Za-z][A-Za-z0-9_]{0,31}, string values of at most 200 characters. Only the keys the
         widget's channel lists in `customer_attributes` are used for routing; the others are
         dropped (logged as event=widget_attributes_dropped), not refused, as a campaign
         parameter in the page's URL must not stop a chat. identity optional (below).
+        language optional: the customer's language tag ("fr", "fr-CA"; widget.js sends the
+        page URL's ?lang= or else the browser's navigator.language), in which the host's
+        notices to the customer are written where the channel has texts for it.
         → {"t":"started","conversation":"IMS0001001","ticket":"web-<16 hex>.<hmac>"},
           then the current `state` and any `message`s already in the conversation
     {"t":"resume","conversation","ticket"}
         → {"t":"resumed","conversation","state","agent","messages":[message frames...]}
     {"t":"message","body","client_msg_id"}             body 1..max_message_length characters
         → {"t":"ack","client_msg_id","seq"}, sent only once the message is committed; sending
-          the same client_msg_id again stores nothing and acks the stored message
+          the same client_msg_id again stores nothing and acks the stored message.
+        Into a closed conversation (resumed after its end) within its channel's reopen_window
+        the message reopens it: `state` new, a system line, the message, then routing as
+        usual. After the window it starts a new conversation that follows up the closed one:
+        `started` (a new conversation and ticket), its `state` and transcript, then the ack.
+        The page offers this as "Write again" on its ended view.
     {"t":"typing"}                                      shown to the agents as "… is typing"
     {"t":"leave"}                                       ends the chat; the host then closes
 
@@ -115,7 +123,15 @@ from core.host.frame_socket import FrameSocket
 from core.host.origins import check_origin
 from core.host.ratelimit import TokenBuckets
 from core.host.state import HOST, Host
-from core.model import ClientMsgId, InteractionRecord, InteractionState, Message, SenderKind
+from core.model import (
+    CLOSED_INTERACTION_STATES,
+    ClientMsgId,
+    InteractionRecord,
+    InteractionState,
+    Message,
+    SenderKind,
+)
+from core.notices import LanguageTag
 from core.protocol import Event, InteractionEvent, MessageEvent, TypingEvent
 from core.service import StoreUnavailable
 from core.service.inbox import InboxError
@@ -144,7 +160,7 @@ ATTRIBUTE_VALUE_MAX = 200
 EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
 ATTRIBUTE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 CUSTOMER = re.compile(r"web-[0-9a-f]{16}")
-CLOSED_STATES = (InteractionState.CLOSED_COMPLETE, InteractionState.CLOSED_ABANDONED)
+UNROUTABLE_TEXT = "Sorry, nobody can take your chat right now. Please try later."
 LEAVABLE_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS)
 
 # Headers for the page: nothing but our own script may run, even if escaping ever slipped.
@@ -175,6 +191,8 @@ class Start(msgspec.Struct, kw_only=True):
     attributes: dict[str, str] = msgspec.field(default_factory=dict)
     # Its size is checked with the rest of it, so that every bad identity is bad_identity.
     identity: str | None = None
+    # The page's navigator.language (or the page URL's ?lang=), for the customer notices.
+    language: LanguageTag | None = None
 
 
 class IdentityPayload(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -658,17 +676,20 @@ class CustomerConnection:
                 customer_name=name,
                 customer_contact=email,
                 attributes=dict(attributes),
+                language=frame.language or "",
             )
         except InboxError as e:
             log.info("event=widget_refused address=%s code=%s reason=%s", self.address, e.code, e)
             if e.code == "unroutable":
-                raise Refused(
-                    "unroutable", "Sorry, nobody can take your chat right now. Please try later."
-                ) from e
+                raise Refused("unroutable", UNROUTABLE_TEXT) from e
             raise Refused(e.code, e.message) from e
-        ticket = self.widget.tickets.issue(record.number, customer)
-        self.attach(record.number, customer, name, live=True)
-        self.send({"t": "started", "conversation": record.number, "ticket": ticket})
+        await self.begin(record.number, customer, name)
+
+    async def begin(self, number: str, customer: str, name: str) -> None:
+        """Show a conversation just started to this socket, with a ticket to resume it."""
+        ticket = self.widget.tickets.issue(number, customer)
+        self.attach(number, customer, name, live=True)
+        self.send({"t": "started", "conversation": number, "ticket": ticket})
         record, messages = await self.catch_up()
         self.send(self.state_frame(record))
         for m in messages:
@@ -680,7 +701,7 @@ class CustomerConnection:
         if customer is None:
             raise Refused("bad_ticket", "this ticket is not valid for that conversation")
         record = await self.record_of(frame.conversation, customer)
-        if record.state in CLOSED_STATES:
+        if record.state in CLOSED_INTERACTION_STATES:
             # Nothing more can happen to it: show the transcript, watch nothing.
             self.attach(record.number, customer, record.customer_name, live=False)
             messages = await self.host.inbox.customer_transcript(record.number, customer)
@@ -707,15 +728,30 @@ class CustomerConnection:
         if len(frame.body) > limit:
             raise Refused("too_large", f"body: messages are at most {limit} characters", cid)
         assert self.number is not None
+        inbox = self.host.inbox
+        closed = self.unwatch is None
+        if closed:
+            # Resumed after the close: watch first, so a reopening's news reaches this socket.
+            self.unwatch = inbox.watch(self.number, self.on_event)
         try:
-            message, duplicate = await self.host.inbox.customer_message(
+            message, duplicate = await inbox.customer_message(
                 self.number, self.customer, frame.body, cid
             )
         except InboxError as e:
+            if closed and self.unwatch is not None:
+                self.unwatch()
+                self.unwatch = None
+            if e.code == "unroutable":
+                raise Refused("unroutable", UNROUTABLE_TEXT, cid) from e
             raise Refused("conversation_closed", "this chat has ended", cid) from e
         if duplicate and message.sender != self.customer:
             # The store dedupes per conversation, agents' ids included: never ack their message.
             raise Refused("duplicate_id", "client_msg_id already used: pick another", cid)
+        if message.interaction != self.number:
+            # Written after the reopen window: the chat goes on in a new conversation.
+            if self.unwatch is not None:
+                self.unwatch()
+            await self.begin(message.interaction, self.customer, self.customer_name)
         self.send({"t": "ack", "client_msg_id": cid, "seq": message.seq})
 
     async def leave(self) -> None:

@@ -21,6 +21,7 @@ from core.model import (
     SenderKind,
     ServiceChannel,
 )
+from core.notices import notice_text
 from core.protocol import MessageEvent, OngoingCard, OngoingEvent, ReadEvent
 from core.routing.records import current
 from core.service.floor import Floor
@@ -98,6 +99,10 @@ class Conversations:
         conv = self.open.pop(number, None)
         if conv is not None:
             self._file(number, current(conv.record), joined=False)
+
+    def notice(self, record: InteractionRecord, name: str) -> str:
+        """The customer notice `name` in the conversation's language (core/notices.py)."""
+        return notice_text(self.channels[record.channel], name, record.language)
 
     def is_async(self, record: InteractionRecord) -> bool:
         return self.channels[record.channel].mode == ChannelMode.ASYNC

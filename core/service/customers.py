@@ -4,6 +4,13 @@ A customer starts a work item (routed at once), writes into their own open conve
 types, leaves, and reads their own transcript, open or closed: they see only what is theirs
 (invariant 9). REST integrations start items under an idempotency key, so a retry after a lost
 answer or a crash never makes a second one.
+
+Writing into a closed conversation of one's own reopens it within its channel's
+`reopen_window` (seconds after the close): the record is open again under a new work item,
+routed with its last owner preferred, and the message joins the same transcript. The reopened
+record is committed in the routing step that stores its item, so no crash leaves one without
+the other. After the window the message starts a new conversation whose record names the closed
+one in `previous`. Either way the message's `interaction` says where it landed.
 """
 
 from __future__ import annotations
@@ -11,20 +18,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from core.model import InteractionRecord, InteractionState, Message, SenderKind, WorkItem
-from core.protocol import TypingEvent
+from msgspec.structs import replace
+
+from core.model import (
+    CLOSED_INTERACTION_STATES,
+    InteractionRecord,
+    InteractionState,
+    Message,
+    SenderKind,
+    WorkItem,
+)
+from core.protocol import InteractionEvent, TypingEvent
 from core.routing import events as ev
 from core.routing.decisions import ItemUnroutable
 from core.routing.engine import RoutingError
+from core.routing.records import owner_of
 from core.service.conversations import Conversation, Conversations
 from core.service.errors import InboxError
 from core.service.floor import Floor
 from core.service.routing import RoutingService
 from store.base import IdempotencyKey, Store, StoreConflict, StoreError
+
+# How far back a message to a closed conversation looks for itself sent before (a retry).
+RETRY_LOOKBACK = 50
 
 
 class _Intake(NamedTuple):
@@ -42,8 +62,21 @@ class Customers:
     floor: Floor
     store: Store
     clock: Callable[[], float]
-    # (scope, Idempotency-Key) -> [lock, requests using it]: only while requests are.
-    _intake: dict[tuple[str, str], list[Any]] = field(default_factory=dict, init=False)
+    # A key -> [lock, requests using it], only while requests are: (scope, Idempotency-Key)
+    # of item intake, an interaction's number while a message to it closed is placed.
+    _turns: dict[Any, list[Any]] = field(default_factory=dict, init=False)
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, key: Any) -> AsyncIterator[None]:
+        entry = self._turns.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._turns[key]
 
     async def start_conversation(
         self,
@@ -58,12 +91,15 @@ class Customers:
         preferred_agent: str | None = None,
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
+        previous: str | None = None,
+        language: str = "",
     ) -> InteractionRecord:
         """A customer (widget, REST, webhook) starts a work item; it is routed at once.
         `weight` None: the channel's; `preferred_agent`: offered to them first when they fit.
 
         With `idempotency` (REST), the key is committed with the interaction; StoreConflict
-        if another request stored it first (use start_conversation_once)."""
+        if another request stored it first (use start_conversation_once). `previous`: the
+        closed interaction this one follows up; `language`: the customer's, for notices."""
         if channel not in self.conversations.channels:
             raise InboxError("unknown_channel", f"no service channel {channel!r}")
         intake = self._intake_of(channel, priority, weight, preferred_agent)
@@ -81,8 +117,11 @@ class Customers:
             customer_contact=customer_contact,
             created_by=created_by,
             idempotency=idempotency,
+            previous=previous,
+            language=language,
         )
-        return await self._route_new(record, attributes or {}, intake, opened_here=True)
+        conv = await self._route_new(record, attributes or {}, intake, opened_here=True)
+        return conv.record
 
     def _intake_of(
         self, channel: str, priority: int, weight: int | None, preferred_agent: str | None
@@ -98,8 +137,8 @@ class Customers:
         intake: _Intake,
         *,
         opened_here: bool = False,
-    ) -> InteractionRecord:
-        """Route the work item of a stored interaction whose item is not stored yet;
+    ) -> Conversation:
+        """Route the work item of an interaction whose item is not stored yet;
         `opened_here`: the interaction was created by this call, so it has no message yet."""
         conv = self.conversations.add(record, self.clock(), opened_here=opened_here)
         item = WorkItem(
@@ -128,7 +167,7 @@ class Customers:
             # The step stored the record closed_abandoned (core/routing/records.py).
             self.conversations.forget(record.number)
             raise InboxError("unroutable", unroutable.reason)
-        return conv.record
+        return conv
 
     async def start_conversation_once(
         self, *, scope: str, key: str, fingerprint: str, **request: Any
@@ -147,33 +186,26 @@ class Customers:
             scope=scope, key=key, fingerprint=fingerprint, created_at=self.clock()
         )
         slot = (scope, key)
-        entry = self._intake.setdefault(slot, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                # The key's own time, as the store's insert uses: both agree on what expired.
-                stored = await self.store.get_idempotency_key(*slot, idempotency.created_at)
-                if stored is None:
-                    try:
-                        record = await self.start_conversation(idempotency=idempotency, **request)
-                        return record, False
-                    except StoreConflict:
-                        # Another process stored the key meanwhile (a router deposed and its
-                        # successor each serving a retry): this one is a retry of that one.
-                        stored = await self.store.get_idempotency_key(*slot, idempotency.created_at)
-                        if stored is None:
-                            raise
-                if stored.fingerprint != fingerprint:
-                    raise InboxError(
-                        "idempotency_key_reused",
-                        f"Idempotency-Key {key!r} was first used with another "
-                        "request body; use a new key for a new item",
-                    )
-                return await self._replay(stored.interaction, request), True
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._intake[slot]
+        async with self._one_at_a_time(slot):
+            # The key's own time, as the store's insert uses: both agree on what expired.
+            stored = await self.store.get_idempotency_key(*slot, idempotency.created_at)
+            if stored is None:
+                try:
+                    record = await self.start_conversation(idempotency=idempotency, **request)
+                    return record, False
+                except StoreConflict:
+                    # Another process stored the key meanwhile (a router deposed and its
+                    # successor each serving a retry): this one is a retry of that one.
+                    stored = await self.store.get_idempotency_key(*slot, idempotency.created_at)
+                    if stored is None:
+                        raise
+            if stored.fingerprint != fingerprint:
+                raise InboxError(
+                    "idempotency_key_reused",
+                    f"Idempotency-Key {key!r} was first used with another "
+                    "request body; use a new key for a new item",
+                )
+            return await self._replay(stored.interaction, request), True
 
     async def _replay(self, number: str, request: dict[str, Any]) -> InteractionRecord:
         conv = self.conversations.open.get(number)
@@ -194,7 +226,8 @@ class Customers:
             request.get("weight"),
             request.get("preferred_agent"),
         )
-        return await self._route_new(record, request.get("attributes") or {}, intake)
+        conv = await self._route_new(record, request.get("attributes") or {}, intake)
+        return conv.record
 
     def customer_conversation(self, number: str, customer: str) -> Conversation:
         conv = self.conversations.open.get(number)
@@ -205,15 +238,93 @@ class Customers:
     async def customer_message(
         self, number: str, customer: str, body: str, client_msg_id: str
     ) -> tuple[Message, bool]:
-        conv = self.customer_conversation(number, customer)
+        """Store a customer's message and pass it on. Into a closed conversation of theirs
+        it reopens it or starts a follow-up (module docstring): the message's `interaction`
+        is where it landed. Sending the same `client_msg_id` again stores nothing."""
+        conv = self.conversations.open.get(number)
+        if conv is None or conv.record.customer != customer:
+            async with self._one_at_a_time(number):
+                written = await self._written_again(number, customer, client_msg_id)
+            if isinstance(written, Message):
+                return written, True
+            conv = written
         message, duplicate = await self.store.append_message(
-            number, SenderKind.CUSTOMER, customer, body, client_msg_id, self.clock()
+            conv.record.number, SenderKind.CUSTOMER, customer, body, client_msg_id, self.clock()
         )
         if not duplicate:
             await self.conversations.delivered(conv, message)
             with contextlib.suppress(RoutingError):
                 await self.routing.submit(ev.CustomerReplied(item=conv.item))
         return message, duplicate
+
+    async def _written_again(
+        self, number: str, customer: str, client_msg_id: str
+    ) -> Conversation | Message:
+        """The open conversation a message to `number`, not open here, goes to (reopened or
+        a follow-up), or the message itself if it was stored already (a retry)."""
+        conv = self.conversations.open.get(number)
+        if conv is not None and conv.record.customer == customer:
+            return conv  # reopened by the message this one waited for
+        record = await self.store.get_interaction(number)
+        if record is None or record.customer != customer:
+            raise InboxError("not_found", f"no conversation {number}")
+        if record.state not in CLOSED_INTERACTION_STATES:
+            # Open in the store, not in memory: its item is being routed or was never stored.
+            raise InboxError("not_found", f"no open conversation {number}")
+        for m in await self.store.last_messages(number, limit=RETRY_LOOKBACK):
+            if m.client_msg_id == client_msg_id and m.sender == customer:
+                return m
+        follow_up = next(
+            (
+                c
+                for c in self.conversations.open.values()
+                if c.record.previous == number and c.record.customer == customer
+            ),
+            None,
+        )
+        if follow_up is not None:
+            return follow_up
+        item = await self.store.get_item(record.item)
+        attributes = dict(item.attributes) if item else {}
+        priority = item.priority if item else 0
+        weight = item.weight if item else None
+        now = self.clock()
+        window = self.conversations.channels[record.channel].reopen_window
+        if now - (record.closed_at or record.opened_at) > window:
+            created = await self.start_conversation(
+                channel=record.channel,
+                customer=customer,
+                customer_name=record.customer_name,
+                customer_contact=record.customer_contact,
+                attributes=attributes,
+                priority=priority,
+                weight=weight,
+                created_by=record.created_by,
+                previous=number,
+                language=record.language,
+            )
+            return self.customer_conversation(created.number, customer)
+        reopened = replace(
+            record,
+            item=f"W{secrets.token_hex(6)}",
+            state=InteractionState.NEW,
+            closed_at=None,
+            archived=False,
+            # None: the item's queueing then changes the record, so the routing step commits
+            # the reopened record with its item (core/service/routing.py writes changed ones).
+            queue=None,
+            participants=tuple(
+                replace(p, left_at=now) if p.left_at is None else p for p in record.participants
+            ),
+        )
+        owner = owner_of(record)
+        if owner not in self.routing.router.agents:
+            owner = None  # removed since: nobody to prefer
+        intake = self._intake_of(record.channel, priority, weight, owner)
+        conv = await self._route_new(reopened, attributes, intake)
+        self.floor.push_customer(number, InteractionEvent(change="updated", record=conv.record))
+        await self.conversations.system(conv, self.conversations.notice(record, "reopened"))
+        return conv
 
     def customer_typing(self, number: str, customer: str) -> None:
         conv = self.customer_conversation(number, customer)

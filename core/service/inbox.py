@@ -226,6 +226,7 @@ class Inbox:
 
     async def start(self) -> None:
         await self.conversations.load()
+        await self.records.load()
         await self.routing.start()
         self.floor.opened(self.clock())
         self._tasks = [

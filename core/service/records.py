@@ -6,6 +6,9 @@ of the item's, in the same transaction): ending, closing and transferring are ro
 an invitation answered and a case or incident linked are amendments in turn with the steps.
 After the commit, `announce` tells the participants and the customer and writes the system
 line ("Alice joined"); a closed conversation leaves memory there.
+
+Invitations are stored before the invitee hears of one and deleted once answered or
+withdrawn, so a restart (`load`) still has every unanswered one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from core.model import (
     OFFLINE,
     InteractionRecord,
     InteractionState,
+    Invitation,
     ItemState,
     Participant,
     RecordKind,
@@ -58,6 +62,8 @@ from core.service.sessions import AgentSession
 from store.base import Store
 
 PREFILL_LINES = 40
+# Item changes the customer is told of, and the notice (core/notices.py) that tells them.
+_NOTICES = {"notice": "busy", "overflowed": "overflow"}
 
 
 @dataclass
@@ -74,6 +80,19 @@ class Records:
     record_states: RecordSettings = field(default_factory=RecordSettings)
     # number -> {invited agent: who invited them}, while the invitation is unanswered
     invitations: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
+
+    async def load(self) -> None:
+        """The stored invitations to open conversations; those to conversations closed while
+        the host was down (their deletion had not followed the close) are deleted."""
+        stale = set()
+        for invitation in await self.store.load_invitations():
+            number = invitation.interaction
+            if number in self.conversations.open:
+                self.invitations.setdefault(number, {})[invitation.agent] = invitation.inviter
+            else:
+                stale.add(number)
+        for number in stale:
+            await self.store.delete_invitations(number)
 
     def invitations_of(self, agent: str) -> dict[str, str]:
         """number -> who invited `agent`, for each invitation `agent` has not answered."""
@@ -95,6 +114,14 @@ class Records:
         online = router.status[frame.agent].presence != OFFLINE
         if not (online and self.floor.sessions.get(frame.agent)):
             raise InboxError("agent_unavailable", f"{frame.agent} is not online")
+        await self.store.save_invitation(
+            Invitation(
+                interaction=conv.record.number,
+                agent=frame.agent,
+                inviter=session.agent,
+                created_at=self.clock(),
+            )
+        )
         self.invitations.setdefault(conv.record.number, {})[frame.agent] = session.agent
         self.floor.push(
             frame.agent, InvitationEvent(interaction=conv.record, from_agent=session.agent)
@@ -112,7 +139,10 @@ class Records:
         conv = self.conversations.open.get(frame.interaction)
         if session.agent not in pending or conv is None:
             raise InboxError("not_invited", f"no invitation to {frame.interaction} for you")
-        inviter = pending.pop(session.agent)
+        await self.store.delete_invitations(frame.interaction, session.agent)
+        inviter = pending.pop(session.agent, None)
+        if inviter is None:
+            raise InboxError("not_invited", f"{frame.interaction}: answered meanwhile")
         name = self.floor.name(session.agent)
         if not frame.accept:
             self.floor.push(
@@ -269,12 +299,15 @@ class Records:
         elif d.change == "wrap_up":
             floor.push_participants(updated, InteractionEvent(change="updated", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
-            await self.conversations.system(conv, "The chat has ended")
+            await self.conversations.system(conv, self.conversations.notice(record, "closed"))
         elif d.change in ("closed", "cancelled", "abandoned"):
             floor.push_participants(updated, InteractionEvent(change="closed", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="closed", record=updated))
             self.conversations.forget(record.number)
-            for invitee in self.invitations.pop(record.number, {}):
+            invitees = self.invitations.pop(record.number, {})
+            if invitees:
+                await self.store.delete_invitations(record.number)
+            for invitee in invitees:
                 floor.push(
                     invitee,
                     InvitationWithdrawn(interaction=record.number, reason="the chat closed"),
@@ -282,10 +315,9 @@ class Records:
             if self.conversations.is_async(record):
                 for agent in current(updated):
                     self.conversations.push_ongoing(agent)
-        elif d.change == "notice":
+        elif d.change in _NOTICES:
             await self.conversations.system(
-                conv,
-                "All our agents are busy right now. Thank you for waiting: you keep your place.",
+                conv, self.conversations.notice(record, _NOTICES[d.change])
             )
         elif d.change in ("on_hold", "resumed", "awaiting_capacity") and item.agent:
             self.conversations.push_ongoing(item.agent)

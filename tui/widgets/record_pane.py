@@ -70,6 +70,9 @@ class RecordPane(Vertical):
             f"{names.get(p.agent, p.agent)}{' (left)' if p.left_at else ''}" for p in r.participants
         ]
         table.add_row("Agents", ", ".join(people) or "-")
+        if r.previous:
+            # The customer wrote again after the earlier one's reopen window: its history.
+            table.add_row("Follows up", r.previous)
         for label, linked in (("Incident", r.incident), ("Case", r.case)):
             if linked:
                 table.add_row(label, _linked(linked, records.get(linked), names))

@@ -10,6 +10,7 @@
   const MAX_ATTRIBUTES = 10;
   const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
   const NAME_MAX = 80;
+  const LANGUAGE = /^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,4}$/; // as the host checks it
 
   const $ = (id) => document.getElementById(id);
   const cfg = JSON.parse($("widget-config").textContent);
@@ -24,6 +25,7 @@
   let chatState = null;
   let agent = null;
   let leaving = false;
+  let writingAgain = false; // the chat has ended, and the customer chose to write into it again
   let retries = 0;
   let retryTimer = null;
   let typingTimer = null;
@@ -115,7 +117,8 @@
     if (state === "new") status.textContent = "Waiting for an agent…";
     else if (state === "work_in_progress") status.textContent = `You are chatting with ${agent || "an agent"}`;
     else status.textContent = "The chat has ended";
-    if (isEnded()) {
+    if (!isEnded()) writingAgain = false; // reopened, or going on in a follow-up
+    if (isEnded() && !writingAgain) {
       setTyping(null);
       renderEnded();
       show("ended");
@@ -159,6 +162,7 @@
     chatState = null;
     agent = null;
     leaving = false;
+    writingAgain = false;
     setTyping(null);
   }
 
@@ -251,6 +255,12 @@
   function handle(f) {
     switch (f.t) {
       case "started":
+        if (phase === "live") {
+          // Written long after the end: the chat goes on in a new conversation, whose
+          // transcript follows (its seqs start again at 1).
+          messages = new Map();
+          list.replaceChildren();
+        }
         writeStored({ conversation: f.conversation, ticket: f.ticket });
         phase = "live";
         retries = 0;
@@ -322,8 +332,12 @@
     // A signed identity from the embedding site (?identity=...), passed on untouched: only
     // the host can check it.
     const frame = { t: "start", name, email, attributes: attributes() };
-    const identity = new URLSearchParams(location.search).get("identity");
+    const params = new URLSearchParams(location.search);
+    const identity = params.get("identity");
     if (identity) frame.identity = identity;
+    // The customer's language, for the host's notices: the page's choice, else the browser's.
+    const language = params.get("lang") || navigator.language;
+    if (language && language.length <= 35 && LANGUAGE.test(language)) frame.language = language;
     return frame;
   }
 
@@ -358,7 +372,7 @@
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
     const text = body.value;
-    if (!text.trim() || isEnded()) return;
+    if (!text.trim() || (isEnded() && !writingAgain)) return;
     body.value = "";
     $("counter").textContent = "";
     compose(text);
@@ -366,6 +380,14 @@
 
   $("leave").addEventListener("click", () => {
     if (transmit({ t: "leave" })) leaving = true;
+  });
+
+  $("write-again").addEventListener("click", () => {
+    // The host reopens the chat with the first message (or, long after, starts a new one).
+    writingAgain = true;
+    show("chat");
+    $("status").textContent = "Write your message to open the chat again";
+    body.focus();
   });
 
   $("new-chat").addEventListener("click", () => {
