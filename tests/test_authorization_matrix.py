@@ -35,6 +35,7 @@ from core.protocol import (
     EndChat,
     Error,
     Event,
+    GetAttachment,
     GetPrefill,
     GetTranscript,
     Hello,
@@ -121,6 +122,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "create_record": row(OK, OK, NF, OK, OK, U),
     "subscribe_queue_stats": row(OK, OK, OK, OK, OK, U),
     "get_transcript": row(OK, OK, NF, OK, OK, U),
+    "get_attachment": row(OK, OK, NF, OK, OK, U),
     "list_interactions": row(OK, OK, OK, OK, OK, U),
     "list_agents": row("forbidden", "forbidden", "forbidden", OK, OK, U),
     "list_online_agents": row(OK, OK, OK, OK, OK, U),
@@ -300,6 +302,19 @@ def on_offer(make: Callable[[str], AnyClientFrame]) -> Case:
     return case
 
 
+async def get_attachment(w: World, who: str) -> str:
+    number = await w.with_guest()
+    try:
+        stored = await w.inbox.store.put_attachment(
+            number, "notes.txt", "text/plain", b"a file", "alice", 1.0
+        )
+        return await outcome(
+            w.clients[who], GetAttachment(interaction=number, sha256=stored.sha256)
+        )
+    finally:
+        await w.finish(number)
+
+
 async def answer_invitation(w: World, who: str) -> str:
     number = await w.owned()
     try:
@@ -431,6 +446,7 @@ CASES: dict[str, Case] = {
     ),
     "subscribe_queue_stats": plain(SubscribeQueueStats(subscribe=True)),
     "get_transcript": on_conversation(lambda n: GetTranscript(interaction=n)),
+    "get_attachment": get_attachment,
     "list_interactions": plain(ListInteractions()),
     "list_agents": plain(ListAgents()),
     "list_online_agents": plain(ListOnlineAgents()),

@@ -14,8 +14,8 @@ import msgspec
 from msgspec import Meta, Struct
 
 from core.config.locate import KeyPath
-from core.config.settings import DEFAULT_LISTEN
-from core.model import AssignmentRule, Label, Name, Role
+from core.config.settings import DEFAULT_LISTEN, DEFAULT_UPLOAD_EXTENSIONS, DEFAULT_UPLOAD_TYPES
+from core.model import MAX_ATTACHMENT_BYTES, AssignmentRule, Label, Name, Role
 
 # Ten years: long enough for any real deadline, short enough that `now + x` stays meaningful.
 MAX_SECONDS = 10 * 366 * 24 * 3600
@@ -117,9 +117,21 @@ class TemplateTable(Table, frozen=True):
     scope: str = "global"
 
 
+class AttachmentsTable(Table, frozen=True):
+    max_bytes: Annotated[int, Meta(ge=1, le=MAX_ATTACHMENT_BYTES)] = MAX_ATTACHMENT_BYTES
+    allowed_types: Annotated[list[str], Meta(max_length=200)] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_UPLOAD_TYPES)
+    )
+    allowed_extensions: Annotated[list[str], Meta(max_length=200)] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_UPLOAD_EXTENSIONS)
+    )
+    link_ttl: Annotated[float, Meta(ge=10, le=7 * 24 * 3600)] = 900.0
+
+
 class FileTable(Table, frozen=True):
     host: HostTable = msgspec.field(default_factory=HostTable)
     widget: WidgetTable = msgspec.field(default_factory=WidgetTable)
+    attachments: AttachmentsTable = msgspec.field(default_factory=AttachmentsTable)
     channel: list[ChannelTable] = []
     presence: list[PresenceTable] = []
     group: list[GroupTable] = []
@@ -137,7 +149,7 @@ ARRAY_TABLES = {
     "agent": "id",
     "template": "shortcut",
 }
-PLAIN_TABLES = ("host", "widget")
+PLAIN_TABLES = ("host", "widget", "attachments")
 
 
 def _unwrap(tp: Any) -> Any:
