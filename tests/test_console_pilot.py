@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual import events
-from textual.widgets import Input
+from textual.widgets import Input, OptionList, TextArea
 
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
@@ -26,6 +26,7 @@ from core.protocol import (
     TransferToAgent,
 )
 from screens.confirm import Confirm
+from screens.file_view import FileView
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
@@ -929,3 +930,39 @@ async def test_a_live_chat_counts_down_to_its_first_reply_deadline(tmp_path: Pat
             await pilot.press("c", *"Hi Ana", "enter")
             await until(pilot, lambda: not due.display)
             assert app.state.chats[number].reply_by is None
+
+
+async def test_files_key_shows_a_text_file_and_saves_without_overwriting(tmp_path: Path) -> None:
+    downloads = tmp_path / "dl"
+    async with running_host(tmp_path) as h:
+        app = console(h, download_dir=str(downloads))
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            await pilot.press("ctrl+o")
+            await until(pilot, lambda: "No files in this chat yet" in toasts(app))
+            text = b"order 1234\nline two\n"
+            await h.host.inbox.customer_attach(number, "web-ana", "notes.txt", "text/plain", text)
+            await until(pilot, lambda: app.state.chats[number].attachments)
+            await pilot.press("ctrl+o")
+            await until(pilot, lambda: isinstance(app.screen, Picker))
+            await pilot.press(*"notes", "enter")
+            await until(pilot, lambda: isinstance(app.screen, Picker) and "Show" in picker(app))
+            await pilot.press(*"show", "enter")
+            await until(pilot, lambda: isinstance(app.screen, FileView))
+            assert app.screen.query_one(TextArea).text == text.decode()
+            await pilot.press("escape")
+            for saved in (1, 2):
+                await until(pilot, lambda: isinstance(app.screen, MainScreen))
+                await pilot.press("ctrl+o")
+                await until(pilot, lambda: isinstance(app.screen, Picker))
+                await pilot.press("enter")
+                await until(pilot, lambda: isinstance(app.screen, Picker) and "Save" in picker(app))
+                await pilot.press(*"save", "enter")
+                await until(pilot, lambda n=saved: len(list(downloads.glob("*"))) == n)
+            assert (downloads / "notes.txt").read_bytes() == text
+            assert (downloads / "notes (1).txt").read_bytes() == text
+
+
+def picker(app: InboxApp) -> str:
+    options = app.screen.query_one(OptionList)
+    return " ".join(str(options.get_option_at_index(i).prompt) for i in range(options.option_count))
