@@ -14,6 +14,7 @@ import pytest
 from msgspec.structs import replace
 
 from core.client import ClientError, InboxClient
+from core.config import ConfigError, parse_config
 from core.config.settings import AttachmentSettings
 from core.host.downloads import FileLinks, content_disposition
 from core.model import Message, Role
@@ -35,6 +36,27 @@ RULES = AttachmentSettings()
 
 
 # ---------------------------------------------------------------------------- the rules
+
+
+def test_attachments_table_is_read_and_bad_entries_are_named_with_their_line() -> None:
+    base = '[[channel]]\nname = "chat"\nmode = "sync"\n'
+    config = parse_config(
+        base + '[attachments]\nmax_bytes = 1000\nallowed_types = ["image/png"]\n'
+        'allowed_extensions = ["png"]\nlink_ttl = 60\n',
+        name="files.toml",
+    )
+    assert config.attachments == AttachmentSettings(
+        max_bytes=1000, allowed_types=("image/png",), allowed_extensions=("png",), link_ttl=60.0
+    )
+    assert parse_config(base, name="files.toml").attachments == AttachmentSettings()
+    with pytest.raises(ConfigError) as bad_type:
+        parse_config(base + '[attachments]\nallowed_types = ["Text/HTML"]\n', name="f.toml")
+    assert str(bad_type.value).startswith("f.toml:5: [attachments]")
+    assert "lower-case type/subtype" in str(bad_type.value)
+    with pytest.raises(ConfigError, match="without the dot"):
+        parse_config(base + '[attachments]\nallowed_extensions = [".png"]\n', name="f.toml")
+    with pytest.raises(ConfigError, match="max_bytes"):
+        parse_config(base + "[attachments]\nmax_bytes = 20000000\n", name="f.toml")
 
 
 @pytest.mark.parametrize(

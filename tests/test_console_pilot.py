@@ -938,12 +938,12 @@ async def test_files_key_shows_a_text_file_and_saves_without_overwriting(tmp_pat
         app = console(h, download_dir=str(downloads))
         async with app.run_test(size=SIZE) as pilot:
             number = await chat_ready(h, app, pilot)
-            await pilot.press("ctrl+o")
+            await pilot.press("escape", "d")
             await until(pilot, lambda: "No files in this chat yet" in toasts(app))
             text = b"order 1234\nline two\n"
             await h.host.inbox.customer_attach(number, "web-ana", "notes.txt", "text/plain", text)
             await until(pilot, lambda: app.state.chats[number].attachments)
-            await pilot.press("ctrl+o")
+            await pilot.press("d")
             await until(pilot, lambda: isinstance(app.screen, Picker))
             await pilot.press(*"notes", "enter")
             await until(pilot, lambda: isinstance(app.screen, Picker) and "Show" in picker(app))
@@ -953,7 +953,7 @@ async def test_files_key_shows_a_text_file_and_saves_without_overwriting(tmp_pat
             await pilot.press("escape")
             for saved in (1, 2):
                 await until(pilot, lambda: isinstance(app.screen, MainScreen))
-                await pilot.press("ctrl+o")
+                await pilot.press("d")
                 await until(pilot, lambda: isinstance(app.screen, Picker))
                 await pilot.press("enter")
                 await until(pilot, lambda: isinstance(app.screen, Picker) and "Save" in picker(app))

@@ -185,7 +185,6 @@ MAIN_ACTIONS = [
         id="chat.files",
         action="chat_files",
         key="d",
-        typing_key="ctrl+o",
         label="Files",
         help="Show, save or open a file of the chat (saved to download_dir)",
         palette="chat: files (show, save, open)",
