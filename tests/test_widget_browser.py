@@ -162,13 +162,18 @@ class SocketDesk:
         return offer.view.interaction
 
 
+async def chat_with_alice(page: playwright_api.Page, served: Served) -> tuple[SocketDesk, str]:  # noqa: F811
+    """Ada starts a chat in the page and Alice, at her desk, accepts it."""
+    alice = await SocketDesk.login(served, "alice")
+    await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
+    return alice, await alice.accept_next_offer()
+
+
 async def test_a_whole_chat_with_transfer_reload_and_end(
     page: playwright_api.Page,
     served: Served,  # noqa: F811
 ) -> None:
-    alice = await SocketDesk.login(served, "alice")
-    await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
-    number = await alice.accept_next_offer()
+    alice, number = await chat_with_alice(page, served)
     messages = page.locator("#messages")
     await expect(messages).to_contain_text("Alice Martin joined")
     await expect(page.locator("#status")).to_have_text("You are chatting with Alice Martin")
@@ -275,9 +280,7 @@ async def test_customer_sends_a_file_the_agent_gets_and_downloads_the_agents(
     page: playwright_api.Page,
     served: Served,  # noqa: F811
 ) -> None:
-    alice = await SocketDesk.login(served, "alice")
-    await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
-    number = await alice.accept_next_offer()
+    alice, number = await chat_with_alice(page, served)
     await expect(page.locator("#status")).to_have_text("You are chatting with Alice Martin")
 
     # Refused with the host's reason: the bytes are not the PNG the name and type claim.

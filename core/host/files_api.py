@@ -15,7 +15,6 @@ Refusals (`{"error": {"code", "message"}}`): 400 `invalid_request` (no or bad X-
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import unquote
 
@@ -25,7 +24,6 @@ from msgspec import Struct
 
 from core.host import openapi
 from core.host.api import (
-    BODY_TIMEOUT,
     PREFIX,
     ApiError,
     _json,
@@ -33,6 +31,7 @@ from core.host.api import (
     _principal,
     _require_integration,
     _sees_everything,
+    read_body,
 )
 from core.host.downloads import file_response
 from core.host.state import HOST
@@ -62,25 +61,6 @@ def _refused(e: InboxError) -> ApiError:
     return ApiError(_STATUS.get(e.code, 409), e.code, e.message)
 
 
-async def read_file_body(request: web.Request, limit: int) -> bytes:
-    """The raw body, refused (413) as soon as it passes `limit` bytes."""
-    too_large = ApiError(413, "too_large", f"the file is larger than {limit:,} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    data = bytearray()
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT):
-            async for chunk in request.content.iter_chunked(64 * 1024):
-                data += chunk
-                if len(data) > limit:
-                    raise too_large
-    except TimeoutError:
-        raise ApiError(
-            408, "request_timeout", f"the body did not arrive within {BODY_TIMEOUT:g} s"
-        ) from None
-    return bytes(data)
-
-
 def filename(request: web.Request) -> str:
     raw = request.headers.get(FILENAME_HEADER, "")
     if not raw or len(raw) > MAX_FILENAME_CHARS:
@@ -104,7 +84,7 @@ async def upload(request: web.Request) -> web.Response:
         conv = inbox.customer_conversation(number, customer)
         if not _may_write(principal, conv.record):
             raise InboxError("not_found", f"no open conversation {number} this token may write to")
-        data = await read_file_body(request, inbox.config.attachments.max_bytes)
+        data = await read_body(request, inbox.config.attachments.max_bytes)
         attachment, message = await inbox.customer_attach(
             number, customer, name, request.headers.get("Content-Type", ""), data
         )
@@ -138,13 +118,7 @@ def setup(app: web.Application) -> None:
 def openapi_part() -> tuple[dict[str, Any], dict[str, Any]]:
     """(paths, component schemas) of the file endpoints, for the OpenAPI document."""
     _, schemas = msgspec.json.schema_components([FileStored], ref_template=openapi.REF)
-    number = {
-        "name": "number",
-        "in": "path",
-        "required": True,
-        "description": "The interaction number, e.g. IMS0001001.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 32},
-    }
+    number = openapi.NUMBER
     base = f"{PREFIX}/interactions/{{number}}/attachments"
     paths = {
         base: {

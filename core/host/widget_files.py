@@ -23,9 +23,9 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from core.host.api import ApiError
+from core.host.api import ApiError, read_body
 from core.host.downloads import file_response
-from core.host.files_api import FILENAME_HEADER, MAX_FILENAME_CHARS, read_file_body
+from core.host.files_api import FILENAME_HEADER, MAX_FILENAME_CHARS
 from core.host.origins import check_origin
 from core.host.state import HOST
 from core.host.widget import WIDGET
@@ -63,7 +63,7 @@ async def upload(request: web.Request) -> web.Response:
     if not raw_name or len(raw_name) > MAX_FILENAME_CHARS:
         return _error("bad_field", f"{FILENAME_HEADER}: the file's name, percent-encoded")
     try:
-        data = await read_file_body(request, host.config.attachments.max_bytes)
+        data = await read_body(request, host.config.attachments.max_bytes)
         attachment, message = await host.inbox.customer_attach(
             number,
             customer,
