@@ -10,12 +10,15 @@
     inbox-tui admin [--data DIR] token create NAME [--agent ID] [--role ROLE] [--ttl-days N]
                                                    [--channels case,incident]
     inbox-tui admin [--data DIR] token list | revoke ID
+    inbox-tui admin [--data DIR] audit ITEM
     inbox-tui admin [--data DIR] copy-to postgresql://USER@HOST:PORT/DATABASE
 
 On a stopped host it opens the data directory itself; while a host owns it, it asks that host
 through its REST API (core/host/admin_api.py, with the secret the host keeps in
 `<data_dir>/admin.json`), and the change takes effect at once, without a restart.
 `inbox-tui admin init` writes a commented config and makes the first admin login.
+`inbox-tui admin audit ITEM` shows why routing did what it did with a work item (its id or
+its interaction's number): every decision with its reason, oldest first.
 `inbox-tui admin copy-to URL` copies a stopped host's data into an empty PostgreSQL database
 (store/copy_to_postgres.py); it refuses while a host owns the data directory.
 Exit codes: 0 done, 2 a mistake in the request (one line on stderr says which), 3 the host
@@ -72,6 +75,7 @@ from core.model import Agent, Name, Role
 from core.paths import default_data_dir, load_secret
 from core.service.admin import AdminError as RefusedError
 from core.service.admin import Administration, AgentInfo, TokenInfo
+from core.service.audit import ItemAudit
 from store import DB_FILENAME, Store, StoreError, StoreLocked, is_postgres_url, open_store
 
 T = TypeVar("T")
@@ -197,6 +201,9 @@ class RunningHost:
     async def revoke_token(self, token_id: str) -> bool:
         path = f"/tokens/{quote(token_id, safe='')}"
         return (await self._call("DELETE", path, TokenRevoked)).revoked
+
+    async def audit(self, ref: str) -> ItemAudit:
+        return await self._call("GET", f"/items/{quote(ref, safe='')}/audit", ItemAudit)
 
 
 class _Local(Administration):
@@ -358,6 +365,19 @@ def add_admin_parser(commands: Any) -> None:
     revoke = token_actions.add_parser("revoke", parents=[data], help="revoke an API token")
     revoke.add_argument("token_id", metavar="ID", help="the token's tok_... id")
     revoke.set_defaults(admin_command=_Command(_token_revoke))
+
+    audit = topics.add_parser(
+        "audit",
+        parents=[data],
+        help="why routing did what it did with a work item",
+        description="Every routing decision about one work item, oldest first, with its "
+        "reason: where it was queued and why, whom it was offered to and why, who was passed "
+        "over, rejections, expiries, acceptance, transfers, closing.",
+    )
+    audit.add_argument(
+        "item", metavar="ITEM", help="the work item's id (W...) or its interaction's number"
+    )
+    audit.set_defaults(admin_command=_Command(_audit))
 
     copy = topics.add_parser(
         "copy-to",
@@ -696,6 +716,25 @@ async def _token_revoke(ctx: _Context) -> None:
         print(f"revoked {token_id}")
     else:
         print(f"{token_id} was already revoked")
+
+
+# -- audit ------------------------------------------------------------------------------------
+
+
+async def _audit(ctx: _Context) -> None:
+    trail = await ctx.admin.audit(ctx.args.item)
+    of = f" ({trail.interaction})" if trail.interaction is not None else ""
+    print(f"work item {trail.item}{of}: {_count(len(trail.entries), 'routing decision')}")
+    rows = [
+        [
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at)),
+            e.kind,
+            e.agent or "",
+            e.reason,
+        ]
+        for e in trail.entries
+    ]
+    _table(["TIME", "DECISION", "AGENT", "REASON"], rows)
 
 
 # -- copy-to ----------------------------------------------------------------------------------

@@ -28,7 +28,16 @@ AttrInt = Annotated[int, Meta(ge=-(2**53), le=2**53)]
 AttrValue = Label | AttrInt | float | bool
 Attributes = Annotated[dict[Annotated[str, Meta(max_length=64)], AttrValue], Meta(max_length=64)]
 
+
+def attribute_label(key: str) -> str:
+    """How an item attribute is named to agents when the channel gives it no label:
+    `short_description` -> "Short description"."""
+    return key.replace("_", " ").strip().capitalize() or key
+
+
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+# The heaviest work item: as much capacity as any agent can have (core.config MAX_CAPACITY).
+MAX_WEIGHT = 1000
 
 
 class ChannelMode(StrEnum):
@@ -41,6 +50,7 @@ class ServiceChannel(Struct, frozen=True, gc=False, kw_only=True):
     name: Name
     mode: ChannelMode
     label: Label = ""
+    weight: int = 1  # the capacity its items use, unless an item says otherwise
 
 
 class PresenceState(Struct, frozen=True, gc=False, kw_only=True):

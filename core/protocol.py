@@ -22,6 +22,7 @@ from msgspec import Meta, Struct
 from core.model import (
     MAX_ATTACHMENT_BYTES,
     Attachment,
+    AuditEntry,
     Body,
     ClientMsgId,
     InteractionRecord,
@@ -222,6 +223,12 @@ class ListOnlineAgents(ClientFrame, tag="list_online_agents", frozen=True, kw_on
     """Colleagues not Offline, with their presence: whom a chat can go to."""
 
 
+class GetAudit(ClientFrame, tag="get_audit", frozen=True, kw_only=True):
+    """Why did this go to that agent: the item's routing decisions with their reasons."""
+
+    item: Number  # a work item's id, or its interaction's number
+
+
 AnyClientFrame = (
     Hello
     | Login
@@ -253,6 +260,7 @@ AnyClientFrame = (
     | ListInteractions
     | ListAgents
     | ListOnlineAgents
+    | GetAudit
 )
 
 
@@ -294,6 +302,13 @@ class AgentLoad(Struct, frozen=True, gc=False, kw_only=True):
     offers: int  # routed offers pending
 
 
+class Detail(Struct, frozen=True, gc=False, kw_only=True):
+    """One thing the item is about, as its channel shows it to agents: "Severity: 2"."""
+
+    label: str
+    value: str
+
+
 class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     """Everything a console needs to draw itself from nothing."""
 
@@ -313,6 +328,8 @@ class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     reply_by: dict[str, float] = {}
     # Invitations to join a chat that wait for my answer: interaction -> inviting agent.
     invitations: dict[str, str] = {}
+    # What each of `interactions` is about (interaction -> details), for the record pane.
+    details: dict[str, list[Detail]] = {}
 
 
 class OfferView(Struct, frozen=True, gc=False, kw_only=True):
@@ -323,6 +340,8 @@ class OfferView(Struct, frozen=True, gc=False, kw_only=True):
     # The customer's first message (up to 200 characters), once it has arrived: the offer is
     # sent again when it does.
     first_message: str = ""
+    # What the item is about: its attributes as the channel shows them (labels, order).
+    details: list[Detail] = []
 
 
 # ---------------------------------------------------------------------------- host → client
@@ -417,6 +436,13 @@ class OnlineAgents(ServerFrame, tag="online_agents", frozen=True, kw_only=True):
     agents: list[AgentView]
 
 
+class AuditTrail(ServerFrame, tag="audit_trail", frozen=True, kw_only=True):
+    ref: int
+    item: str
+    interaction: str | None
+    entries: list[AuditEntry]  # oldest first; the newest 500 of a longer trail
+
+
 class Event(ServerFrame, frozen=True, kw_only=True):
     seq: int = 0  # set by the session when the event is queued for it
 
@@ -438,6 +464,8 @@ class InteractionEvent(Event, tag="interaction", frozen=True, kw_only=True):
     # On "opened" of a live chat: when the host takes it back unless the agent has replied
     # (epoch seconds, the queue's reply_deadline after accepting); None when there is none.
     reply_by: float | None = None
+    # On "opened": what the item is about, as on its offer; empty on the other changes.
+    details: list[Detail] = []
 
 
 class MessageEvent(Event, tag="message", frozen=True, kw_only=True):
@@ -519,6 +547,7 @@ AnyServerFrame = (
     | InteractionList
     | AgentList
     | OnlineAgents
+    | AuditTrail
     | OfferEvent
     | OfferClosed
     | InteractionEvent

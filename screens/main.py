@@ -44,6 +44,7 @@ from core.protocol import (
     UseTemplate,
 )
 from core.protocol import Transcript as TranscriptReply
+from screens.audit import AuditScreen
 from screens.confirm import Confirm
 from screens.file_view import FileView
 from screens.history import HistoryScreen
@@ -378,6 +379,19 @@ class MainScreen(Screen[None]):
 
     def action_history(self) -> None:
         self.app.push_screen(HistoryScreen())
+
+    def action_routing_history(self) -> None:
+        offers = self.query_one("#offers", OfferList)
+        view = offers.selected()
+        # The offer when the agent is looking at offers (or there is no chat); else the chat.
+        if view is not None and (offers.has_focus or self.current is None):
+            ref = view.item.id
+        elif self.current is not None:
+            ref = self.current
+        else:
+            self.notify("Select an offer or a chat first", severity="warning")
+            return
+        self.app.push_screen(AuditScreen(ref))
 
     def action_supervise(self) -> None:
         me = self.inbox.state.me

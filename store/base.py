@@ -331,6 +331,11 @@ class Store(Protocol):
         """customer -> (agent who last served them, when)."""
         ...
 
+    async def audit_trail(self, item_id: str, limit: int = 500) -> list[AuditEntry]:
+        """Why routing did what it did with one item: its newest `limit` audit entries,
+        oldest first."""
+        ...
+
     async def apply_routing(
         self,
         *,

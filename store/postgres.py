@@ -152,6 +152,8 @@ CROSS JOIN LATERAL (
 """
 SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 SQL_LAST_MESSAGES = "SELECT data FROM messages WHERE interaction = $1 ORDER BY seq DESC LIMIT $2"
+# The audit_by_item index serves it.
+SQL_AUDIT_TRAIL = "SELECT data FROM audit WHERE item = $1 ORDER BY id DESC LIMIT $2"
 
 
 def interactions_query(agent: str | None, archived: bool | None) -> tuple[str, list[Any]]:
@@ -955,6 +957,10 @@ class PostgresStore:
 
     async def get_item(self, item_id: str) -> WorkItem | None:
         return await self._record(WorkItem, "SELECT data FROM work_items WHERE id = $1", item_id)
+
+    async def audit_trail(self, item_id: str, limit: int = 500) -> list[AuditEntry]:
+        newest_first = await self._records(AuditEntry, SQL_AUDIT_TRAIL, item_id, limit)
+        return newest_first[::-1]
 
     async def load_pending_offers(self) -> list[Offer]:
         return await self._records(Offer, SQL_PENDING_OFFERS)

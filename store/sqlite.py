@@ -142,6 +142,8 @@ ORDER BY interaction, seq
 """
 SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = ? AND seq > ? ORDER BY seq LIMIT ?"
 SQL_LAST_MESSAGES = "SELECT data FROM messages WHERE interaction = ? ORDER BY seq DESC LIMIT ?"
+# The audit_by_item index serves it.
+SQL_AUDIT_TRAIL = "SELECT data FROM audit WHERE item = ? ORDER BY id DESC LIMIT ?"
 
 
 def interactions_query(agent: str | None, archived: bool | None) -> tuple[str, list[Any]]:
@@ -732,6 +734,10 @@ class SQLiteStore:
 
     async def get_item(self, item_id: str) -> WorkItem | None:
         return await self._record(WorkItem, "SELECT data FROM work_items WHERE id = ?", (item_id,))
+
+    async def audit_trail(self, item_id: str, limit: int = 500) -> list[AuditEntry]:
+        newest_first = await self._records(AuditEntry, SQL_AUDIT_TRAIL, (item_id, limit))
+        return newest_first[::-1]
 
     async def load_pending_offers(self) -> list[Offer]:
         return await self._records(Offer, SQL_PENDING_OFFERS)

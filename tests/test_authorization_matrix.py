@@ -36,6 +36,7 @@ from core.protocol import (
     Error,
     Event,
     GetAttachment,
+    GetAudit,
     GetPrefill,
     GetTranscript,
     Hello,
@@ -123,6 +124,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "subscribe_queue_stats": row(OK, OK, OK, OK, OK, U),
     "get_transcript": row(OK, OK, NF, OK, OK, U),
     "get_attachment": row(OK, OK, NF, OK, OK, U),
+    "get_audit": row(OK, OK, NF, OK, OK, U),
     "list_interactions": row(OK, OK, OK, OK, OK, U),
     "list_agents": row("forbidden", "forbidden", "forbidden", OK, OK, U),
     "list_online_agents": row(OK, OK, OK, OK, OK, U),
@@ -447,6 +449,7 @@ CASES: dict[str, Case] = {
     "subscribe_queue_stats": plain(SubscribeQueueStats(subscribe=True)),
     "get_transcript": on_conversation(lambda n: GetTranscript(interaction=n)),
     "get_attachment": get_attachment,
+    "get_audit": on_conversation(lambda n: GetAudit(item=n)),
     "list_interactions": plain(ListInteractions()),
     "list_agents": plain(ListAgents()),
     "list_online_agents": plain(ListOnlineAgents()),
@@ -780,6 +783,17 @@ async def test_widget_rest_and_attachment_rows(tmp_path: Path) -> None:
             if status == 200:
                 bodies = [m["body"] for m in body["messages"]]
                 assert ("internal" in bodies) is notes, (token, bodies)
+        for token, status_audit in (
+            (None, 401),
+            (integration, 403),
+            (integration_sup, 200),
+            (t["owner"], 200),
+            (t["other"], 404),
+            (t["supervisor"], 200),
+            (t["admin"], 200),
+        ):
+            status, body = await call("GET", f"/items/{number}/audit", token)
+            assert status == status_audit, (token, body)
         everything = set(w.inbox.routing.router.queues)
         for token, queues in (
             (integration, everything),

@@ -173,8 +173,9 @@ def test_file_tables_cover_every_model_field() -> None:
 
     assert names(schema.QueueTable) == names(Queue)
     assert names(schema.AgentTable) == names(Agent) | {"password"}
-    # customer_attributes is the widget's business, kept in HostConfig.customer_attributes.
-    assert names(schema.ChannelTable) == names(ServiceChannel) | {"customer_attributes"}
+    # customer_attributes is the widget's business, kept in HostConfig.customer_attributes;
+    # details are what consoles show, kept in HostConfig.details.
+    assert names(schema.ChannelTable) == names(ServiceChannel) | {"customer_attributes", "details"}
     assert names(schema.PresenceTable) == names(PresenceState)
     assert names(schema.TemplateTable) == names(Template)
     assert names(schema.HostTable) == names(HostSettings)

@@ -16,7 +16,7 @@ from bench.host_process import console_env
 from tests.console_terminal import TMUX, require_tool, tmux_session
 
 # An offer card in the Offers pane: "▶ Ana  chat   27s  IMS0000012"
-OFFER = re.compile(r"▶ \w+\s+(chat|messaging)\s+\d+s")
+OFFER = re.compile(r"▶ \w+\s+(chat|messaging|case)\s+\d+s")
 
 
 def inbox_tui() -> str:

@@ -369,6 +369,18 @@ async def test_routing_state_round_trips(store: Store) -> None:
     assert await store.load_affinity() == {"cust-1": ("bob", 12.0), "cust-2": ("bob", 11.0)}
 
 
+async def test_audit_trail_reads_one_items_newest_entries_oldest_first(store: Store) -> None:
+    entries = [
+        AuditEntry(at=float(i), kind="offer_made", item=f"w{i % 2}", agent="ann", reason=f"r{i}")
+        for i in range(10)
+    ]
+    await store.apply_routing(audit=entries)
+    await store.apply_routing(audit=[AuditEntry(at=11.0, kind="presence_set", agent="ann")])
+    assert await store.audit_trail("w1") == entries[1::2]
+    assert await store.audit_trail("w0", limit=2) == entries[6:10:2]
+    assert await store.audit_trail("nothing") == []
+
+
 async def test_one_pending_offer_per_item_is_enforced(store: Store) -> None:
     await store.apply_routing(items=[item("w1")], offers=[offer("o1", "w1")])
     with pytest.raises(StoreConflict, match="w1 already has a pending offer"):

@@ -292,6 +292,15 @@ MAIN_ACTIONS = [
         palette="record: archive",
     ),
     ConsoleAction(
+        id="view.routing",
+        action="routing_history",
+        key="R",
+        label="Routing",
+        help="Why it came to me: the routing history of the selected offer (offers focused) "
+        "or chat",
+        palette="view: routing history (why did this come to me)",
+    ),
+    ConsoleAction(
         id="presence.pick",
         action="pick_presence",
         key="p",

@@ -17,6 +17,7 @@ from core.model import (
 )
 from core.protocol import (
     AgentView,
+    Detail,
     Event,
     InteractionEvent,
     InvitationDeclined,
@@ -66,6 +67,7 @@ class Chat:
     typing: str = ""
     unread: int = 0  # customer messages since I last replied (live chats count them too)
     reply_by: float | None = None  # the host takes the chat back then unless I have replied
+    details: list[Detail] = field(default_factory=list)  # what the item is about
 
     @property
     def number(self) -> str:
@@ -197,6 +199,7 @@ class ConsoleState:
             chat = kept.get(record.number) or Chat(record=record)
             chat.record = record
             chat.reply_by = snapshot.reply_by.get(record.number)
+            chat.details = snapshot.details.get(record.number, chat.details)
             self.chats[record.number] = chat
         self.invitations = dict(snapshot.invitations)
         offered = {o.interaction for o in snapshot.offers}
@@ -310,6 +313,7 @@ class ConsoleState:
         chat.record = event.record
         if event.change == "opened":
             chat.reply_by = event.reply_by
+            chat.details = event.details
         if self.invitations.pop(number, None) is not None:
             return {"chats", f"chat:{number}", "invitations"}
         return {"chats", f"chat:{number}"}

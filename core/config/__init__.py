@@ -28,6 +28,11 @@ commented example; core/examples/demo.toml is the demo's)::
     label = "Web chat"             # optional
     customer_attributes = ["language"]  # widget attributes a customer may set for routing
                                    # (default none; others are dropped, see core/host/widget.py)
+    details = [{ attribute = "severity", label = "Severity" }]  # item attributes agents
+                                   # see on offers and in the record pane, in order (default:
+                                   # all, descriptions first, labels from the keys)
+    weight = 1                     # capacity one of its items uses, 1..1000 (default 1);
+                                   # POST /api/v1/items may give another per item
 
     [[presence]]                   # optional; Available, Away and Offline always exist
     name = "Available"

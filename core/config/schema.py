@@ -15,12 +15,12 @@ from msgspec import Meta, Struct
 
 from core.config.locate import KeyPath
 from core.config.settings import DEFAULT_LISTEN, DEFAULT_UPLOAD_EXTENSIONS, DEFAULT_UPLOAD_TYPES
-from core.model import MAX_ATTACHMENT_BYTES, AssignmentRule, Label, Name, Role
+from core.model import MAX_ATTACHMENT_BYTES, MAX_WEIGHT, AssignmentRule, Label, Name, Role
 
 # Ten years: long enough for any real deadline, short enough that `now + x` stays meaningful.
 MAX_SECONDS = 10 * 366 * 24 * 3600
 MAX_SKILL_LEVEL = 10
-MAX_CAPACITY = 1000
+MAX_CAPACITY = MAX_WEIGHT
 
 Seconds = Annotated[float, Meta(gt=0, le=MAX_SECONDS)]
 Level = Annotated[int, Meta(ge=1, le=MAX_SKILL_LEVEL)]
@@ -55,11 +55,18 @@ class WidgetTable(Table, frozen=True):
     identity_secret_file: Annotated[str, Meta(min_length=1)] | None = None
 
 
+class DetailTable(Table, frozen=True):
+    attribute: str
+    label: Label = ""
+
+
 class ChannelTable(Table, frozen=True):
     name: Name
     mode: str
     label: Label = ""
     customer_attributes: list[str] = []
+    details: list[DetailTable] | None = None
+    weight: int = 1
 
 
 class PresenceTable(Table, frozen=True):

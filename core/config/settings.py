@@ -148,6 +148,9 @@ class HostConfig(Struct, frozen=True, kw_only=True):
     # customer_attributes); a channel missing here allows none.
     customer_attributes: dict[str, tuple[str, ...]] = {}
     attachments: AttachmentSettings = msgspec.field(default_factory=AttachmentSettings)
+    # Channel -> the item attributes agents see on offers and in the record pane, in order,
+    # as (attribute, label) ([[channel]] details); a channel missing here shows them all.
+    details: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def routing_config(self) -> RoutingConfig:
         return RoutingConfig(

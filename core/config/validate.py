@@ -54,6 +54,7 @@ from core.config.settings import (
 from core.model import (
     AVAILABLE,
     AWAY,
+    MAX_WEIGHT,
     OFFLINE,
     Agent,
     AssignmentRule,
@@ -65,6 +66,7 @@ from core.model import (
     ServiceChannel,
     SkillRequirement,
     Template,
+    attribute_label,
 )
 from core.routing.queues import (
     RoutingConfigError,
@@ -89,6 +91,8 @@ _TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _NAME = get_args(Name)[1]
 # The widget protocol's attribute keys (core/host/widget.py ATTRIBUTE_KEY).
 _ATTRIBUTE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+# Item attributes a channel shows agents: an offer card has a line for them, not a page.
+MAX_DETAILS = 20
 # Attributes only the host sets (from a signed identity): allowing customers to type them
 # would defeat the signature.
 RESERVED_ATTRIBUTES = frozenset({"email_verified", "verified_id"})
@@ -309,6 +313,7 @@ class _Loader:
         templates = self._templates(raw.template, queues, agents)
         widget = self._widget(raw.widget, channels)
         customer_attributes = self._customer_attributes(raw.channel)
+        details = self._details(raw.channel)
         config = HostConfig(
             channels=channels,
             presences=presences,
@@ -322,6 +327,7 @@ class _Loader:
             path=self.path,
             customer_attributes=customer_attributes,
             attachments=self._attachments(raw.attachments),
+            details=details,
         )
         return config
 
@@ -386,15 +392,33 @@ class _Loader:
         for i, t in enumerate(tables):
             for j, key in enumerate(t.customer_attributes):
                 path = ("channel", i, "customer_attributes", j)
-                if not _ATTRIBUTE_KEY.fullmatch(key):
-                    self.bad(
-                        path, f"must be a key like [A-Za-z][A-Za-z0-9_]{{0,31}}, got {_show(key)}"
-                    )
+                self._attribute_key(path, key)
                 if key in RESERVED_ATTRIBUTES:
                     self.bad(path, f"{_show(key)} is set only from a signed identity")
             if t.customer_attributes:
                 allowed[t.name] = tuple(dict.fromkeys(t.customer_attributes))
         return allowed
+
+    def _attribute_key(self, path: KeyPath, key: str) -> None:
+        if not _ATTRIBUTE_KEY.fullmatch(key):
+            self.bad(path, f"must be a key like [A-Za-z][A-Za-z0-9_]{{0,31}}, got {_show(key)}")
+
+    def _details(self, tables: list[ChannelTable]) -> dict[str, tuple[tuple[str, str], ...]]:
+        shown: dict[str, tuple[tuple[str, str], ...]] = {}
+        for i, t in enumerate(tables):
+            if t.details is None:
+                continue
+            if len(t.details) > MAX_DETAILS:
+                self.bad(("channel", i, "details"), f"at most {MAX_DETAILS}, got {len(t.details)}")
+            pairs: dict[str, str] = {}
+            for j, d in enumerate(t.details):
+                path = ("channel", i, "details", j, "attribute")
+                self._attribute_key(path, d.attribute)
+                if d.attribute in pairs:
+                    self.bad(path, f"{_show(d.attribute)} is listed twice")
+                pairs[d.attribute] = d.label or attribute_label(d.attribute)
+            shown[t.name] = tuple(pairs.items())
+        return shown
 
     def _secret(self, path: KeyPath, name: str) -> Secret:
         file = Path(name).expanduser()
@@ -430,9 +454,18 @@ class _Loader:
                 name=t.name,
                 mode=ChannelMode(self._enum(("channel", i, "mode"), t.mode, modes)),
                 label=t.label,
+                weight=self._weight(("channel", i, "weight"), t.weight),
             )
             for i, t in enumerate(tables)
         ]
+
+    def _weight(self, path: KeyPath, weight: int) -> int:
+        if not 1 <= weight <= MAX_WEIGHT:
+            self.bad(
+                path,
+                f"must be from 1 to {MAX_WEIGHT} (the capacity one item uses), got {weight}",
+            )
+        return weight
 
     def _known(self, path: KeyPath, kind: str, name: str, known: Sequence[str]) -> None:
         if name not in known:

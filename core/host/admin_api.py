@@ -32,6 +32,7 @@ from core.host.state import HOST
 from core.model import Agent, Label, Name, Role
 from core.paths import save_secret
 from core.service.admin import AdminError, Administration, AgentInfo, TokenInfo
+from core.service.audit import ItemAudit
 
 log = logging.getLogger("inbox_tui.host")
 
@@ -206,6 +207,15 @@ async def revoke_token(request: web.Request) -> web.Response:
     return _json(TokenRevoked(revoked=revoked))
 
 
+async def item_audit(request: web.Request) -> web.Response:
+    admin = await _admin(request)
+    try:
+        audit = await admin.audit(request.match_info["item"])
+    except AdminError as e:
+        raise _refused(e) from e
+    return _json(audit)
+
+
 # ---------------------------------------------------------------------------- OpenAPI
 
 MODELS: tuple[type[msgspec.Struct], ...] = (
@@ -219,6 +229,7 @@ MODELS: tuple[type[msgspec.Struct], ...] = (
     TokenCreated,
     TokenList,
     TokenRevoked,
+    ItemAudit,
 )
 AUTH = (
     "Administration (docs/admin.md): an admin-role token (api_ or ses_), or the secret in "
@@ -324,6 +335,15 @@ def openapi_part() -> tuple[dict[str, Any], dict[str, Any]]:
                 parameter="token",
             )
         },
+        f"{ADMIN_PREFIX}/items/{{item}}/audit": {
+            "get": _operation(
+                "adminItemAudit",
+                "An item's routing audit trail (item id or interaction number)",
+                ("200", "Its routing decisions with their reasons, oldest first", "ItemAudit"),
+                ("404",),
+                parameter="item",
+            )
+        },
     }
     return paths, schemas
 
@@ -343,6 +363,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get(tokens, list_tokens)
     app.router.add_post(tokens, create_token)
     app.router.add_delete(tokens + "/{token}", revoke_token)
+    app.router.add_get(f"{ADMIN_PREFIX}/items/{{item}}/audit", item_audit)
 
 
 # ---------------------------------------------------------------------------- admin.json

@@ -26,6 +26,10 @@ Who may do what (the OpenAPI descriptions say the same to clients):
   agents) see them. Integrations, whatever their role, see the customer-visible messages only.
 - Queue statistics: a token bound to an agent with the agent role sees that agent's queues;
   supervisors, admins and integrations see every queue.
+- An item's routing audit trail (`GET /items/{item}/audit`, the item's id or its interaction's
+  number): supervisors and admins (any token kind) read every item's; a token bound to an
+  agent with the agent role reads the items offered to that agent or whose interaction they
+  took part in, and gets 404 for the others; an integration token with the agent role, 403.
 
 Every error is ``{"error": {"code", "message", "field"?}}``, unknown routes and wrong methods
 under /api/v1 included. Bodies are capped at 64 KiB and must arrive within 30 s. Requests are
@@ -64,8 +68,9 @@ from core.model import (
     Name,
     Role,
 )
-from core.protocol import QueueStats, Seq
+from core.protocol import MAX_INT, Detail, QueueStats, Seq
 from core.service import StoreUnavailable
+from core.service.audit import ItemAudit
 from core.service.inbox import InboxError
 
 log = logging.getLogger("inbox_tui.api")
@@ -88,6 +93,7 @@ Priority = Annotated[int, Meta(ge=0, le=10, description="Larger is more urgent."
 NonEmptyBody = Annotated[str, Meta(min_length=1, max_length=16_000)]
 
 SHORT_DESCRIPTION = "short_description"
+MAX_ITEM_REF = 64  # an item id or interaction number in a path
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 IDEMPOTENT_REPLAYED = "Idempotent-Replayed"  # Stripe's name for the same answer
@@ -110,13 +116,21 @@ class CreateItem(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A new work item on a service channel (chat, messaging, case, incident, ...).
 
     `short_description` is stored as the item attribute `short_description`, where the
-    offered agent sees it and routing conditions can test it; giving both is an error."""
+    offered agent sees it and routing conditions can test it; giving both is an error.
+
+    `weight` is the capacity the item uses while an agent holds it (1 to 1000; default: its
+    channel's `weight` in the host config, else 1). `preferred_agent` (e.g. the account's
+    owner) is offered the item first whenever they can take it; otherwise the queue's rule
+    picks. A weight out of range or an unknown agent is 422 (`bad_weight`, `unknown_agent`).
+    The item's routing audit trail says how both were used."""
 
     channel: Name
     customer: Customer
     attributes: Attributes = {}
     priority: Priority = 0
     short_description: Label | None = None
+    weight: Annotated[int, Meta(ge=-MAX_INT, le=MAX_INT)] | None = None
+    preferred_agent: Name | None = None
 
 
 class ItemCreated(Struct, frozen=True, kw_only=True):
@@ -161,6 +175,8 @@ class InteractionView(Struct, frozen=True, kw_only=True):
     messages: list[Message]
     attachments: list[Attachment]
     next_after_seq: int | None
+    # What the item is about, as agents see it (the channel's details in the config).
+    details: list[Detail] = []
 
 
 class QueueList(Struct, frozen=True, kw_only=True):
@@ -187,6 +203,7 @@ MODELS = (
     MessagePosted,
     InteractionView,
     QueueList,
+    ItemAudit,
     ErrorBody,
 )
 
@@ -390,6 +407,8 @@ def _inbox_error(e: InboxError) -> ApiError:
         "unroutable": 422,
         "unknown_channel": 422,
         "idempotency_key_reused": 422,
+        "bad_weight": 422,
+        "unknown_agent": 422,
     }.get(e.code, 409)
     return ApiError(status, e.code, e.message)
 
@@ -460,6 +479,8 @@ async def create_item(request: web.Request) -> web.Response:
         "customer_contact": body.customer.contact,
         "attributes": attributes,
         "priority": body.priority,
+        "weight": body.weight,
+        "preferred_agent": body.preferred_agent,
         "created_by": principal.token_id,
     }
     replayed = False
@@ -533,8 +554,26 @@ async def get_interaction(request: web.Request) -> web.Response:
         messages=[m for m in page if notes or m.kind == "message"],
         attachments=await host.inbox.list_attachments(record.number),
         next_after_seq=page[-1].seq if len(page) == query.limit else None,
+        details=await host.inbox.details(record),
     )
     return _json(view)
+
+
+async def get_item_audit(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    if principal.agent is None and not _sees_everything(principal):
+        raise ApiError(403, "forbidden", "integrations need role supervisor to read audit trails")
+    ref = request.match_info["item"]
+    inbox = request.app[HOST].inbox
+    # Ids and numbers are short: a longer one names nothing, and is not worth a query.
+    audit = (
+        await inbox.visible_audit(principal.agent, _sees_everything(principal), ref)
+        if len(ref) <= MAX_ITEM_REF
+        else None
+    )
+    if audit is None:
+        raise ApiError(404, "not_found", f"no work item {ref} visible to you")
+    return _json(audit)
 
 
 async def list_queues(request: web.Request) -> web.Response:
@@ -573,5 +612,6 @@ def setup(
     app.router.add_post(PREFIX + "/items", create_item)
     app.router.add_post(PREFIX + "/interactions/{number}/messages", post_message)
     app.router.add_get(PREFIX + "/interactions/{number}", get_interaction)
+    app.router.add_get(PREFIX + "/items/{item}/audit", get_item_audit)
     app.router.add_get(PREFIX + "/queues", list_queues)
     app.router.add_get(PREFIX + "/openapi.json", openapi_json)

@@ -48,6 +48,14 @@ QUESTIONS = [
     "I was charged twice.",
     "Can I get a refund?",
 ]
+# Cases a CRM raises over the REST API, with what they are about (shown on the offer card).
+CASES = [
+    ("Refund not received after return", "billing", "normal"),
+    ("Parcel marked delivered but missing", "delivery", "high"),
+    ("Account locked after password reset", "account", "high"),
+    ("Wrong size sent twice", "orders", "normal"),
+]
+CASE_SHARE = 0.15
 FOLLOW_UPS = [
     "Any news on this?",
     "Hello? Still waiting for an answer.",
@@ -166,7 +174,7 @@ class Demo:
         deadline = None if seconds is None else time.monotonic() + seconds
         try:
             while deadline is None or time.monotonic() < deadline:
-                self.spawn(self.customer())
+                self.spawn(self.case() if self.rng.random() < CASE_SHARE else self.customer())
                 await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.interval)
         except asyncio.CancelledError:
             pass  # Ctrl-C: stop arriving, then shut down as after a bounded run
@@ -214,6 +222,24 @@ class Demo:
         except InboxError as e:
             if e.code not in ("closed", "not_found"):
                 self.say(f"{'':12} refused      {e.code}: {e.message}")
+
+    async def case(self) -> None:
+        """A CRM raises a case about a customer: no chat, just what it is about."""
+        self.customers += 1
+        summary, category, urgency = self.rng.choice(CASES)
+        customer = f"crm-{self.rng.randrange(1, 10**6):06d}"
+        with contextlib.suppress(InboxError):
+            await self.host.inbox.start_conversation(
+                channel="case",
+                customer=customer,
+                customer_name=self.rng.choice(CUSTOMERS),
+                attributes={
+                    "short_description": summary,
+                    "category": category,
+                    "urgency": urgency,
+                },
+                priority=1 if urgency == "high" else 0,
+            )
 
     def print_step(self, step: Step) -> None:
         for d in step.decisions:

@@ -32,6 +32,9 @@ agent's console session token (`ses_...`).
   see them; integrations see customer-visible messages only.
 - Queue statistics: a token bound to an agent with role `agent` sees that agent's queues;
   supervisors, admins and integrations see every queue.
+- An item's routing audit trail: supervisors and admins read every item's. A token bound to an
+  agent with role `agent` reads the items offered to that agent or whose interaction they took
+  part in; any other is 404. An integration token with role `agent` reads none (403).
 """
 
 ERROR_CODES = """\
@@ -40,7 +43,8 @@ Every error has the body `{"error": {"code", "message", "field"?}}`. Codes: `una
 (408), `too_large` (413),
 `unsupported_media_type` (415), `invalid_json` and `invalid_request` (400, with `field`, the
 JSON path of the offending field, e.g. `$.customer.id`), `invalid_idempotency_key` (400),
-`unroutable`, `unknown_channel` and `idempotency_key_reused` (422), `rate_limited` (429, with
+`unroutable`, `unknown_channel`, `bad_weight`, `unknown_agent` and `idempotency_key_reused`
+(422), `rate_limited` (429, with
 `Retry-After`), other conflicts with the item's state (409),
 `unavailable` (503) and `internal` (500).
 """
@@ -231,6 +235,36 @@ def document(
                 ),
             }
         },
+        f"{prefix}/items/{{item}}/audit": {
+            "get": {
+                "operationId": "getItemAudit",
+                "summary": "Why did this item go to that agent: its routing audit trail",
+                "description": (
+                    "Every routing decision about one work item, oldest first (the newest 500 "
+                    "of a longer trail), each with its reason: where it was queued and why, "
+                    "whom it was offered to and why, who was passed over, rejections, "
+                    "expiries, acceptance, transfers, reclaims, closing. Supervisors and "
+                    "admins read every item's; an agent's token reads the items offered to the "
+                    "agent or whose interaction the agent took part in (404 for others); "
+                    "integrations need role supervisor (403)."
+                ),
+                "parameters": [
+                    {
+                        "name": "item",
+                        "in": "path",
+                        "required": True,
+                        "description": "The work item's id (W...) or its interaction's number.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                    }
+                ],
+                "responses": responses(
+                    {"200": {"description": "Found.", "content": json_content("ItemAudit")}},
+                    "403",
+                    "404",
+                    "503",
+                ),
+            }
+        },
         f"{prefix}/queues": {
             "get": {
                 "operationId": "listQueues",
@@ -281,7 +315,10 @@ def document(
         ),
         "413": _error(f"The body is larger than {max_body_bytes} bytes."),
         "415": _error("The body is not sent as application/json."),
-        "422": _error("Well-formed but not possible: an unknown channel, or no queue matches."),
+        "422": _error(
+            "Well-formed but not possible: an unknown channel or preferred agent, a weight out "
+            "of range, or no queue matches."
+        ),
         "429": _error(
             "Rate limited; retry after the given number of seconds.",
             headers={

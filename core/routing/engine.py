@@ -30,6 +30,7 @@ from typing import ClassVar
 from msgspec.structs import replace
 
 from core.model import (
+    MAX_WEIGHT,
     OFFLINE,
     OPEN_ITEM_STATES,
     Agent,
@@ -471,7 +472,7 @@ class Router:
 
         chosen = None
         if item.preferred_agent is not None and fits(item.preferred_agent):
-            chosen, why = item.preferred_agent, "affinity"
+            chosen, why = item.preferred_agent, "preferred agent"
         elif queue.affinity_window is not None and item.customer in self.last_served:
             agent, at = self.last_served[item.customer]
             if fits(agent) and now - at <= queue.affinity_window:
@@ -494,8 +495,22 @@ class Router:
         else:
             fitting = sum(1 for a in ready.ranked() if fits(a))
         return chosen, "; ".join(
-            [f"offered to {chosen}: {why}", *self._excluded_notes(item, queue, fits, fitting)]
+            [
+                f"offered to {chosen}: {why}",
+                *_weight_note(item),
+                *self._preferred_note(item, queue, chosen),
+                *self._excluded_notes(item, queue, fits, fitting),
+            ]
         )
+
+    def _preferred_note(self, item: WorkItem, queue: Queue, chosen: str) -> list[str]:
+        """Why the item's preferred agent did not get it, when they did not."""
+        preferred = item.preferred_agent
+        if preferred is None or preferred == chosen:
+            return []
+        if preferred not in self.members(queue.name):
+            return [f"preferred {preferred} not in {queue.name}"]
+        return [f"preferred {preferred} {self._why_not(preferred, item, queue)}"]
 
     def _excluded_notes(
         self, item: WorkItem, queue: Queue, fits: Callable[[str], bool], fitting: int
@@ -520,7 +535,8 @@ class Router:
                     named.append(a)
                     if len(named) == REASON_NAMES:
                         break
-        notes = [f"{a} {self._why_not(a, item, queue)}" for a in named]
+        # The preferred agent's note says it already (_preferred_note).
+        notes = [f"{a} {self._why_not(a, item, queue)}" for a in named if a != item.preferred_agent]
         if excluded > REASON_NAMES:
             notes.append(f"+{excluded - REASON_NAMES} more")
         return notes
@@ -724,14 +740,25 @@ class Router:
 
     # ------------------------------------------------------------------ event handlers
 
+    def check_intake(self, channel: str, weight: int, preferred_agent: str | None) -> None:
+        """What a new item's own fields must satisfy to be routed; RoutingError otherwise.
+        Public so an intake can refuse a request before it stores anything."""
+        if channel not in self.channels:
+            raise RoutingError("unknown_channel", f"no service channel {channel!r}")
+        if not 1 <= weight <= MAX_WEIGHT:
+            raise RoutingError(
+                "bad_weight",
+                f"an item's weight must be from 1 to {MAX_WEIGHT} (the capacity it uses), "
+                f"got {weight}",
+            )
+        if preferred_agent is not None and preferred_agent not in self.agents:
+            raise RoutingError("unknown_agent", f"no agent {preferred_agent!r} to prefer")
+
     def _on_item_arrived(self, e: ItemArrived, now: float) -> None:
         item = e.item
         if item.id in self.items:
             raise RoutingError("duplicate_item", f"work item {item.id} is already open")
-        if item.channel not in self.channels:
-            raise RoutingError("unknown_channel", f"no service channel {item.channel!r}")
-        if item.weight < 1:
-            raise RoutingError("bad_weight", "an item's weight must be at least 1")
+        self.check_intake(item.channel, item.weight, item.preferred_agent)
         if item.queue is not None:
             queue = self.queues.get(item.queue)
             if queue is None:
@@ -754,6 +781,10 @@ class Router:
                 )
                 return
             why = f"queued in {queue.name}" + (f": {queue.condition}" if queue.condition else "")
+        preferred = item.preferred_agent
+        why = "; ".join(
+            [why, *_weight_note(item), *([f"preferred agent {preferred}"] if preferred else [])]
+        )
         queued = replace(
             item,
             state=ItemState.QUEUED,
@@ -1079,3 +1110,8 @@ class Router:
         FirstReplyMissed: _on_first_reply_missed,
         AbandonDue: _on_abandon_due,
     }
+
+
+def _weight_note(item: WorkItem) -> list[str]:
+    """An item heavier than one says so in its reasons: it needs that much room."""
+    return [f"weight {item.weight}"] if item.weight != 1 else []

@@ -2,8 +2,9 @@
 
 An agent reads an interaction they are or were a participant of, and changes an open one they
 are in now; only its owner ends, closes or transfers it; an offer is answered only by the agent
-it is pending for. Supervisors see and change everything. What a customer may see is
-core/service/customers.py's.
+it is pending for. An agent reads the routing audit trail of an item they were offered or whose
+interaction they take or took part in. Supervisors see and change everything. What a customer
+may see is core/service/customers.py's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from core.model import InteractionRecord
 from core.routing.records import current, owner_of
+from core.service.audit import ItemAudit, item_audit
 from core.service.conversations import Conversation, Conversations
 from core.service.errors import InboxError
 from core.service.routing import RoutingService
@@ -37,6 +39,21 @@ class Access:
             return None
         if sees_all or any(p.agent == agent for p in record.participants):
             return record
+        return None
+
+    async def visible_audit(self, agent: str | None, sees_all: bool, ref: str) -> ItemAudit | None:
+        """The routing audit trail of the item `ref` names (item id or interaction number) if
+        the caller may read it; None for an item that is not there or not theirs alike, so
+        the answer never confirms that someone else's item exists."""
+        audit = await item_audit(self.store, ref)
+        if audit is None or sees_all:
+            return audit
+        if agent is not None and any(e.agent == agent for e in audit.entries):
+            return audit
+        if audit.interaction is not None and await self.visible_record(
+            agent, False, audit.interaction
+        ):
+            return audit
         return None
 
     async def readable(self, session: AgentSession, number: str) -> InteractionRecord:

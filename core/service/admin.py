@@ -1,4 +1,4 @@
-"""Administration: agents, passwords and API tokens.
+"""Administration: agents, passwords and API tokens; reading an item's routing audit trail.
 
 One implementation for both ways `inbox-tui admin` reaches a host's data: on a stopped host
 it opens the store itself (`inbox` is None); on a running host it asks the host's REST API
@@ -20,6 +20,7 @@ from msgspec.structs import replace
 
 from core.auth import Authenticator, check_password_rules
 from core.model import Agent, Label, Name, Role
+from core.service.audit import ItemAudit, item_audit
 from core.service.inbox import Inbox
 from store.base import ApiToken, Store
 
@@ -171,3 +172,10 @@ class Administration:
         if any(t.id == token_id for t in await self.store.list_api_tokens()):
             return False
         raise AdminError("not_found", f"no API token {token_id!r}")
+
+    async def audit(self, ref: str) -> ItemAudit:
+        """The routing audit trail of the item `ref` names (its id or interaction number)."""
+        audit = await item_audit(self.store, ref)
+        if audit is None:
+            raise AdminError("not_found", f"no work item or interaction {ref!r}")
+        return audit

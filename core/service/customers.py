@@ -13,7 +13,7 @@ import contextlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.model import InteractionRecord, InteractionState, Message, SenderKind, WorkItem
 from core.protocol import TypingEvent
@@ -25,6 +25,14 @@ from core.service.errors import InboxError
 from core.service.floor import Floor
 from core.service.routing import RoutingService
 from store.base import IdempotencyKey, Store, StoreConflict, StoreError
+
+
+class _Intake(NamedTuple):
+    """What a new item asks of routing besides its attributes."""
+
+    priority: int
+    weight: int
+    preferred_agent: str | None
 
 
 @dataclass
@@ -46,15 +54,24 @@ class Customers:
         customer_contact: str = "",
         attributes: dict[str, str | int | float | bool] | None = None,
         priority: int = 0,
+        weight: int | None = None,
+        preferred_agent: str | None = None,
         created_by: str | None = None,
         idempotency: IdempotencyKey | None = None,
     ) -> InteractionRecord:
         """A customer (widget, REST, webhook) starts a work item; it is routed at once.
+        `weight` None: the channel's; `preferred_agent`: offered to them first when they fit.
 
         With `idempotency` (REST), the key is committed with the interaction; StoreConflict
         if another request stored it first (use start_conversation_once)."""
         if channel not in self.conversations.channels:
             raise InboxError("unknown_channel", f"no service channel {channel!r}")
+        intake = self._intake_of(channel, priority, weight, preferred_agent)
+        try:
+            # Refused before anything is stored: a refusal leaves no interaction behind.
+            self.routing.router.check_intake(channel, intake.weight, preferred_agent)
+        except RoutingError as e:
+            raise InboxError(e.code, e.message) from e
         record = await self.store.create_interaction(
             item=f"W{secrets.token_hex(6)}",
             channel=channel,
@@ -65,13 +82,20 @@ class Customers:
             created_by=created_by,
             idempotency=idempotency,
         )
-        return await self._route_new(record, attributes or {}, priority, opened_here=True)
+        return await self._route_new(record, attributes or {}, intake, opened_here=True)
+
+    def _intake_of(
+        self, channel: str, priority: int, weight: int | None, preferred_agent: str | None
+    ) -> _Intake:
+        if weight is None:
+            weight = self.conversations.channels[channel].weight
+        return _Intake(priority, weight, preferred_agent)
 
     async def _route_new(
         self,
         record: InteractionRecord,
         attributes: dict[str, str | int | float | bool],
-        priority: int,
+        intake: _Intake,
         *,
         opened_here: bool = False,
     ) -> InteractionRecord:
@@ -84,7 +108,9 @@ class Customers:
             customer=record.customer,
             created_at=record.opened_at,
             attributes=attributes,
-            priority=priority,
+            priority=intake.priority,
+            weight=intake.weight,
+            preferred_agent=intake.preferred_agent,
             interaction=record.number,
         )
         try:
@@ -162,9 +188,13 @@ class Customers:
         if record.state == InteractionState.CLOSED_ABANDONED:
             # What the first request was told: no queue took its item.
             raise InboxError("unroutable", f"no queue took the item of {number}")
-        return await self._route_new(
-            record, request.get("attributes") or {}, request.get("priority", 0)
+        intake = self._intake_of(
+            record.channel,
+            request.get("priority", 0),
+            request.get("weight"),
+            request.get("preferred_agent"),
         )
+        return await self._route_new(record, request.get("attributes") or {}, intake)
 
     def customer_conversation(self, number: str, customer: str) -> Conversation:
         conv = self.conversations.open.get(number)

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.config import HostConfig
-from core.model import Attachment, Message, OfferKind, OfferState, WorkItem
+from core.model import Attachment, InteractionRecord, Message, OfferKind, OfferState, WorkItem
 from core.protocol import (
     AcceptOffer,
     AddWorkNote,
@@ -35,10 +35,13 @@ from core.protocol import (
     AnyClientFrame,
     Archive,
     AttachFile,
+    AuditTrail,
     CloseRecord,
     CreateRecord,
+    Detail,
     EndChat,
     GetAttachment,
+    GetAudit,
     GetPrefill,
     GetTranscript,
     InviteAgent,
@@ -136,6 +139,7 @@ class Inbox:
             clock,
             invitations_of=self.records.invitations_of,
         )
+        self.records.details = self.views.details
         self.conversations.on_opening = self._opening_arrived
         # Routing asks these of the parts built on top of it: which records follow items, and
         # who has no console (at every rebuild).
@@ -159,6 +163,7 @@ class Inbox:
         self.snapshot = self.views.snapshot
         self.queue_stats = self.views.queue_stats
         self.visible_record = self.access.visible_record
+        self.visible_audit = self.access.visible_audit
         self.start_conversation = customers.start_conversation
         self.start_conversation_once = customers.start_conversation_once
         self.customer_conversation = customers.customer_conversation
@@ -199,6 +204,7 @@ class Inbox:
             SubscribeQueueStats: v.subscribe_stats,
             ListAgents: v.list_agents,
             ListOnlineAgents: v.list_online,
+            GetAudit: self._audit,
         }
 
     def _opening_arrived(self, conv: Conversation) -> None:
@@ -259,6 +265,14 @@ class Inbox:
         self.access.my_offer(session, frame.offer)
         await self.routing.submit(ev.OfferRejected(offer=frame.offer, reason=frame.reason))
         return Ok(ref=frame.ref)
+
+    async def _audit(self, session: AgentSession, frame: GetAudit) -> ServerFrame:
+        audit = await self.access.visible_audit(session.agent, session.supervisor, frame.item)
+        if audit is None:
+            raise InboxError("not_found", f"no work item {frame.item} visible to you")
+        return AuditTrail(
+            ref=frame.ref, item=audit.item, interaction=audit.interaction, entries=audit.entries
+        )
 
     # ------------------------------------------------------------------ routing steps
 
@@ -367,6 +381,12 @@ class Inbox:
 
     async def list_attachments(self, number: str) -> list[Attachment]:
         return await self.store.list_attachments(number)
+
+    async def details(self, record: InteractionRecord) -> list[Detail]:
+        """What the record's item is about, as consoles show it; the item of a closed record
+        has left routing's memory and is read from the store."""
+        item = self.routing.router.items.get(record.item) or await self.store.get_item(record.item)
+        return self.views.details(item) if item is not None else []
 
 
 def _discard(observers: list[Any], observer: object) -> None:

@@ -23,12 +23,14 @@ from core.model import (
     Participant,
     RecordKind,
     SenderKind,
+    WorkItem,
 )
 from core.protocol import (
     AnswerInvitation,
     Archive,
     CloseRecord,
     CreateRecord,
+    Detail,
     EndChat,
     GetPrefill,
     InteractionEvent,
@@ -65,6 +67,8 @@ class Records:
     floor: Floor
     store: Store
     clock: Callable[[], float]
+    # What an item is about, shown with a chat that opens on a console (Views.details).
+    details: Callable[[WorkItem], list[Detail]] = field(default=lambda item: [])
     # number -> {invited agent: who invited them}, while the invitation is unanswered
     invitations: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
 
@@ -119,7 +123,11 @@ class Records:
         )
         if record is None:
             raise InboxError("not_invited", f"{frame.interaction} was closed meanwhile")
-        self.floor.push(session.agent, InteractionEvent(change="opened", record=record))
+        item = self.routing.router.items.get(record.item)
+        details = self.details(item) if item is not None else []
+        self.floor.push(
+            session.agent, InteractionEvent(change="opened", record=record, details=details)
+        )
         self.floor.push(inviter, InteractionEvent(change="updated", record=record))
         await self.conversations.system(conv, f"{name} joined")
         return Ok(ref=frame.ref)
@@ -231,7 +239,12 @@ class Records:
                 floor.push(owner, InteractionEvent(change="left", record=updated))
             floor.push(
                 item.agent,
-                InteractionEvent(change="opened", record=updated, reply_by=item.reply_by),
+                InteractionEvent(
+                    change="opened",
+                    record=updated,
+                    reply_by=item.reply_by,
+                    details=self.details(item),
+                ),
             )
             if d.change == "transferred":
                 text = f"Transferred from {name(owner or '')} to {name(item.agent)}"

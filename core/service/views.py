@@ -17,6 +17,7 @@ from core.protocol import (
     AgentList,
     AgentLoad,
     AgentView,
+    Detail,
     ListAgents,
     ListOnlineAgents,
     OfferView,
@@ -30,6 +31,7 @@ from core.protocol import (
 )
 from core.routing.records import current
 from core.service.conversations import Conversations
+from core.service.details import item_details
 from core.service.errors import InboxError
 from core.service.floor import Floor
 from core.service.routing import RoutingService
@@ -67,6 +69,9 @@ class Views:
             queues=router.queues_of(agent),
         )
 
+    def details(self, item: WorkItem) -> list[Detail]:
+        return item_details(item, self.config.details.get(item.channel))
+
     def offer_view(self, offer: Offer, item: WorkItem) -> OfferView:
         record = self.conversations.open_record(item.interaction or "")
         conv = self.conversations.open.get(item.interaction or "")
@@ -76,6 +81,7 @@ class Views:
             customer_name=record.customer_name if record else "",
             interaction=item.interaction,
             first_message=conv.opening if conv else "",
+            details=self.details(item),
         )
 
     def _my_queues(self, session: AgentSession) -> list[str]:
@@ -119,6 +125,11 @@ class Views:
                 and item.agent == session.agent
             },
             invitations=self.invitations_of(session.agent),
+            details={
+                r.number: self.details(item)
+                for r in mine
+                if (item := router.items.get(r.item)) is not None
+            },
             offers=offers,
             interactions=mine,
             ongoing=self.conversations.ongoing(session.agent),

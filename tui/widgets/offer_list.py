@@ -1,5 +1,6 @@
-"""(A) Pending offers, each with a live countdown to its accept time limit and what the
-customer wants (the item's subject or short_description, else the first message); `r` shows
+"""(A) Pending offers, each with a live countdown to its accept time limit, what the customer
+wants (the item's subject or short_description, else the first message) and the item's other
+details as its channel shows them (severity, category, ...); `r` shows
 the routing reason too, so the agent can see why it came to them."""
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class OfferList(Static, can_focus=True):
             want = wants(view)
             if want:
                 text.append(f"    {want}\n", style="italic")
+            about = " · ".join(f"{d.label}: {d.value}" for d in view.details if d.value != want)
+            if about:
+                text.append(f"    {about}\n")
             # Without a subject the reason is all there is to say about the offer.
             if self.reasons or not want:
                 text.append(f"    {view.offer.reason}\n", style="dim italic")

@@ -1,5 +1,5 @@
-"""(D) The interaction record: number, state, customer, channel, queue, opened, participants,
-linked case or incident; (E) its buttons."""
+"""(D) The interaction record: number, state, customer, what the item is about (the channel's
+details), channel, queue, opened, participants, linked case or incident; (E) its buttons."""
 
 from __future__ import annotations
 
@@ -57,6 +57,8 @@ class RecordPane(Vertical):
         table.add_row("Customer", r.customer_name or r.customer)
         if r.customer_contact:
             table.add_row("Contact", r.customer_contact)
+        for d in chat.details:
+            table.add_row(d.label, d.value)
         table.add_row("Channel", r.channel)
         table.add_row("Queue", r.queue or "-")
         table.add_row("Opened", time.strftime("%H:%M:%S", time.localtime(r.opened_at)))
