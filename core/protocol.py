@@ -128,6 +128,13 @@ class AttachFile(ClientFrame, tag="attach_file", frozen=True, kw_only=True):
     data: Annotated[bytes, Meta(max_length=MAX_ATTACHMENT_BYTES)]
 
 
+class GetAttachment(ClientFrame, tag="get_attachment", frozen=True, kw_only=True):
+    """The bytes of one of the interaction's files, for whoever may read its transcript."""
+
+    interaction: Number
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
 class UseTemplate(ClientFrame, tag="use_template", frozen=True, kw_only=True):
     """Render a template with the interaction's fields; the agent edits and sends the text."""
 
@@ -284,6 +291,7 @@ AnyClientFrame = (
     | Typing
     | MarkRead
     | AttachFile
+    | GetAttachment
     | UseTemplate
     | InviteAgent
     | AnswerInvitation
@@ -432,6 +440,14 @@ class AttachmentAck(ServerFrame, tag="attachment_ack", frozen=True, kw_only=True
     ref: int
     attachment: Attachment
     message: Message
+
+
+class AttachmentData(ServerFrame, tag="attachment_data", frozen=True, kw_only=True):
+    """The answer to GetAttachment: the record and its content, at most 10 MiB."""
+
+    ref: int
+    attachment: Attachment
+    data: Annotated[bytes, Meta(max_length=MAX_ATTACHMENT_BYTES)]
 
 
 class TemplateText(ServerFrame, tag="template_text", frozen=True, kw_only=True):
@@ -594,6 +610,7 @@ AnyServerFrame = (
     | LoggedIn
     | MessageAck
     | AttachmentAck
+    | AttachmentData
     | TemplateText
     | Prefill
     | RecordCreated

@@ -4,7 +4,9 @@ client only; what they change comes back as events and redraws through `refresh_
 
 from __future__ import annotations
 
+import mimetypes
 import secrets
+import subprocess
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -24,8 +26,10 @@ from core.protocol import (
     AnswerInvitation,
     Archive,
     AttachFile,
+    AttachmentData,
     CloseRecord,
     EndChat,
+    GetAttachment,
     GetPrefill,
     GetTranscript,
     InviteAgent,
@@ -42,6 +46,7 @@ from core.protocol import (
 from core.protocol import Transcript as TranscriptReply
 from screens.audit import AuditScreen
 from screens.confirm import Confirm
+from screens.file_view import FileView
 from screens.history import HistoryScreen
 from screens.picker import Picker
 from screens.prompt import Prompt
@@ -50,6 +55,7 @@ from screens.records import RecordsScreen
 from screens.supervisor import SupervisorScreen
 from tui.actions import MAIN_ACTIONS, bindings
 from tui.calls import CALL_FAILURES, failure_text
+from tui.downloads import TEXT_TYPES, as_text, download_dir, opener, save_new
 from tui.widgets.attachments_panel import AttachmentsPanel
 from tui.widgets.chat_list import ChatList
 from tui.widgets.composer import Composer
@@ -576,8 +582,62 @@ class MainScreen(Screen[None]):
         except OSError as e:
             self.notify(f"Cannot read {file}: {e.strerror}", severity="error")
             return
-        if await self.call(AttachFile(interaction=number, name=file.name, data=data)):
+        # The type the customer's browser will be told; the host checks the bytes match it.
+        kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        frame = AttachFile(interaction=number, name=file.name, content_type=kind, data=data)
+        if await self.call(frame):
             self.notify(f"Sent {file.name}")
+
+    @work
+    async def action_chat_files(self) -> None:
+        number = self.chat_or_say()
+        if number is None:
+            return
+        chat = self.inbox.state.chats.get(number)
+        files = {a.sha256: a for a in (chat.attachments if chat else [])}
+        if not files:
+            self.notify("No files in this chat yet")
+            return
+        choices = [(f"{a.name} ({a.size:,} bytes, {a.content_type})", d) for d, a in files.items()]
+        digest = await self.app.push_screen_wait(Picker("Files of this chat", choices))
+        if digest is None:
+            return
+        attachment = files[digest]
+        folder = download_dir(self.inbox.settings.download_dir)
+        verbs = [(f"Save to {folder}", "save")]
+        if attachment.content_type in TEXT_TYPES:
+            verbs.insert(0, ("Show here", "show"))
+        command = opener()
+        if command is not None:
+            verbs.append((f"Save and open with {command[0]}", "open"))
+        verb = await self.app.push_screen_wait(Picker(attachment.name, verbs))
+        if verb is None:
+            return
+        reply = await self.call(GetAttachment(interaction=number, sha256=digest))
+        if not isinstance(reply, AttachmentData):
+            return
+        if verb == "show":
+            text = as_text(attachment.content_type, reply.data)
+            if text is None:
+                self.notify(f"{attachment.name} is not plain text: save it", severity="warning")
+            else:
+                self.app.push_screen(FileView(attachment.name, text))
+            return
+        try:
+            path = save_new(folder, attachment.name, reply.data)
+        except OSError as e:
+            self.notify(f"Cannot save in {folder}: {e.strerror or e}", severity="error")
+            return
+        self.notify(f"Saved {path}")
+        if verb == "open" and command is not None:
+            # Detached and silent: the opener's chatter must not land on the console's screen.
+            subprocess.Popen(
+                [*command, str(path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     @work
     async def action_work_note(self) -> None:

@@ -480,6 +480,13 @@ class Store(Protocol):
 
     async def list_attachments(self, interaction: str) -> list[Attachment]: ...
 
+    async def read_attachment(
+        self, interaction: str, sha256: str
+    ) -> tuple[Attachment, bytes] | None:
+        """The attachment of this interaction with that digest and its content; None when the
+        interaction has no such attachment (content another interaction holds included)."""
+        ...
+
     # -- cases and incidents ----------------------------------------------------------------
 
     async def create_record(

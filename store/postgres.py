@@ -1273,6 +1273,20 @@ class PostgresStore:
             interaction,
         )
 
+    async def read_attachment(
+        self, interaction: str, sha256: str
+    ) -> tuple[Attachment, bytes] | None:
+        rows = await self._rows(
+            "SELECT a.data, b.content FROM attachments a "
+            "JOIN attachment_blobs b ON b.sha256 = a.sha256 "
+            "WHERE a.interaction = $1 AND a.sha256 = $2",
+            interaction,
+            sha256,
+        )
+        if not rows:
+            return None
+        return load(Attachment, rows[0][0]), bytes(rows[0][1])
+
     # -- cases and incidents --------------------------------------------------------------
 
     async def create_record(

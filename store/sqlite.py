@@ -1028,6 +1028,23 @@ class SQLiteStore:
             (interaction,),
         )
 
+    async def read_attachment(
+        self, interaction: str, sha256: str
+    ) -> tuple[Attachment, bytes] | None:
+        record = await self._record(
+            Attachment,
+            "SELECT data FROM attachments WHERE interaction = ? AND sha256 = ?",
+            (interaction, sha256),
+        )
+        if record is None:
+            return None
+        path = blob_path(self._data_dir, record.sha256)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise _classify(exc, f"reading attachment {record.name!r}", self._path) from exc
+        return record, data
+
     # -- cases and incidents --------------------------------------------------------------
 
     async def create_record(

@@ -36,6 +36,7 @@ from core.protocol import (
     EndChat,
     Error,
     Event,
+    GetAttachment,
     GetAudit,
     GetPrefill,
     GetRecord,
@@ -129,6 +130,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "create_record": row(OK, OK, NF, OK, OK, U),
     "subscribe_queue_stats": row(OK, OK, OK, OK, OK, U),
     "get_transcript": row(OK, OK, NF, OK, OK, U),
+    "get_attachment": row(OK, OK, NF, OK, OK, U),
     "get_audit": row(OK, OK, NF, OK, OK, U),
     "list_interactions": row(OK, OK, OK, OK, OK, U),
     "list_agents": row("forbidden", "forbidden", "forbidden", OK, OK, U),
@@ -334,6 +336,19 @@ def on_record(make: Callable[[str, str], AnyClientFrame]) -> Case:
     return case
 
 
+async def get_attachment(w: World, who: str) -> str:
+    number = await w.with_guest()
+    try:
+        stored = await w.inbox.store.put_attachment(
+            number, "notes.txt", "text/plain", b"a file", "alice", 1.0
+        )
+        return await outcome(
+            w.clients[who], GetAttachment(interaction=number, sha256=stored.sha256)
+        )
+    finally:
+        await w.finish(number)
+
+
 async def answer_invitation(w: World, who: str) -> str:
     number = await w.owned()
     try:
@@ -465,6 +480,7 @@ CASES: dict[str, Case] = {
     ),
     "subscribe_queue_stats": plain(SubscribeQueueStats(subscribe=True)),
     "get_transcript": on_conversation(lambda n: GetTranscript(interaction=n)),
+    "get_attachment": get_attachment,
     "get_audit": on_conversation(lambda n: GetAudit(item=n)),
     "list_interactions": plain(ListInteractions()),
     "list_agents": plain(ListAgents()),

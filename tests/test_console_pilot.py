@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from textual import events
-from textual.widgets import Input, Static
+from textual.widgets import Input, OptionList, Static, TextArea
 
 from core.client import InboxClient
 from core.config import parse_config
@@ -32,6 +32,7 @@ from core.protocol import (
     UpdateRecord,
 )
 from screens.confirm import Confirm
+from screens.file_view import FileView
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
@@ -1031,3 +1032,39 @@ async def test_records_screen_changes_state_adds_a_note_and_shows_another_consol
             await until(pilot, lambda: "INC0001001 · on hold · Alice Martin" in static_text(pane))
             await pilot.press("v")
             await until(pilot, lambda: isinstance(app.screen, RecordsScreen))
+
+
+async def test_files_key_shows_a_text_file_and_saves_without_overwriting(tmp_path: Path) -> None:
+    downloads = tmp_path / "dl"
+    async with running_host(tmp_path) as h:
+        app = console(h, download_dir=str(downloads))
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            await pilot.press("escape", "d")
+            await until(pilot, lambda: "No files in this chat yet" in toasts(app))
+            text = b"order 1234\nline two\n"
+            await h.host.inbox.customer_attach(number, "web-ana", "notes.txt", "text/plain", text)
+            await until(pilot, lambda: app.state.chats[number].attachments)
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, Picker))
+            await pilot.press(*"notes", "enter")
+            await until(pilot, lambda: isinstance(app.screen, Picker) and "Show" in picker(app))
+            await pilot.press(*"show", "enter")
+            await until(pilot, lambda: isinstance(app.screen, FileView))
+            assert app.screen.query_one(TextArea).text == text.decode()
+            await pilot.press("escape")
+            for saved in (1, 2):
+                await until(pilot, lambda: isinstance(app.screen, MainScreen))
+                await pilot.press("d")
+                await until(pilot, lambda: isinstance(app.screen, Picker))
+                await pilot.press("enter")
+                await until(pilot, lambda: isinstance(app.screen, Picker) and "Save" in picker(app))
+                await pilot.press(*"save", "enter")
+                await until(pilot, lambda n=saved: len(list(downloads.glob("*"))) == n)
+            assert (downloads / "notes.txt").read_bytes() == text
+            assert (downloads / "notes (1).txt").read_bytes() == text
+
+
+def picker(app: InboxApp) -> str:
+    options = app.screen.query_one(OptionList)
+    return " ".join(str(options.get_option_at_index(i).prompt) for i in range(options.option_count))

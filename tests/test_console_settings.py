@@ -21,7 +21,7 @@ def settings_from(tmp_path: Path, text: str) -> ConsoleSettings:
 def test_a_full_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INBOX_TUI_URL", raising=False)
     text = 'url = "host.example:8600"\nuser = "alice"\nbell = false\ntheme = "nord"\n'
-    text += '[keymap]\n"offer.accept" = "f2"\n'
+    text += 'download_dir = "~/inbox-files"\n[keymap]\n"offer.accept" = "f2"\n'
     settings = settings_from(tmp_path, text)
     assert settings == ConsoleSettings(
         url="ws://host.example:8600/agent",
@@ -29,6 +29,7 @@ def test_a_full_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         bell=False,
         theme="nord",
         keymap={"offer.accept": "f2"},
+        download_dir="~/inbox-files",
     )
     assert load_settings(tmp_path / "missing.toml") == ConsoleSettings()
 

@@ -815,6 +815,19 @@ async def test_attachments_are_content_addressed_and_stored_once(store: Store) -
     assert await store.list_attachments(other) == [elsewhere]
 
 
+async def test_read_attachment_returns_its_record_and_bytes_only_for_its_interaction(
+    store: Store,
+) -> None:
+    number = await new_interaction(store)
+    other = await new_interaction(store, "item-2")
+    data = b"%PDF-1.7 quote"
+    record = await store.put_attachment(number, "quote.pdf", "application/pdf", data, "ann", 5.0)
+    assert await store.read_attachment(number, record.sha256) == (record, data)
+    # The same content exists, but not as an attachment of the other interaction.
+    assert await store.read_attachment(other, record.sha256) is None
+    assert await store.read_attachment(number, "0" * 64) is None
+
+
 async def test_attachment_limits_and_bad_references(store: Store) -> None:
     number = await new_interaction(store)
     too_big = bytes(MAX_ATTACHMENT_BYTES + 1)

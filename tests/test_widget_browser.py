@@ -19,9 +19,12 @@ from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
 from core.host import widget
 from core.protocol import (
+    AttachFile,
+    AttachmentData,
     CloseRecord,
     EndChat,
     Event,
+    GetAttachment,
     MessageEvent,
     OfferEvent,
     SendMessage,
@@ -75,13 +78,22 @@ async def page(served: Served) -> AsyncIterator[playwright_api.Page]:  # noqa: F
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on(
                 "console",
-                lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None,
+                lambda m: problems.append(f"console: {m.text}") if unexpected(m) else None,
             )
             yield page
             # A CSP violation or a script error shows here, whatever the test looked at.
             assert problems == []
         finally:
             await browser.close()
+
+
+def unexpected(message: playwright_api.ConsoleMessage) -> bool:
+    """A console error, but not Chromium's note of a refused upload: the page shows the
+    host's reason for that, which is what a test of a refusal looks at."""
+    refused_upload = message.text.startswith("Failed to load resource") and message.location.get(
+        "url", ""
+    ).endswith("/widget/files")
+    return message.type == "error" and not refused_upload
 
 
 def expect(locator: playwright_api.Locator) -> playwright_api.LocatorAssertions:
@@ -152,6 +164,7 @@ class SocketDesk:
 
 async def chat_with_alice(page: playwright_api.Page, served: Served) -> tuple[SocketDesk, str]:  # noqa: F811
     """Ada starts a chat on the page and Alice, at her console, takes it."""
+    """Ada starts a chat in the page and Alice, at her desk, accepts it."""
     alice = await SocketDesk.login(served, "alice")
     await start_chat(page, served.base, "Ada Lovelace", "ada@example.com")
     return alice, await alice.accept_next_offer()
@@ -285,4 +298,47 @@ async def test_writing_again_after_the_end_reopens_the_chat_with_its_agent(
     await expect(page.locator("#messages .msg.customer:not(.pending) .body")).to_have_text(
         ["Where is my parcel?", "It came, but the box is empty"]
     )
+    await alice.client.close()
+
+
+async def test_customer_sends_a_file_the_agent_gets_and_downloads_the_agents(
+    page: playwright_api.Page,
+    served: Served,  # noqa: F811
+) -> None:
+    alice, number = await chat_with_alice(page, served)
+    await expect(page.locator("#status")).to_have_text("You are chatting with Alice Martin")
+
+    # Refused with the host's reason: the bytes are not the PNG the name and type claim.
+    await page.set_input_files(
+        "#file", files=[{"name": "fake.png", "mimeType": "image/png", "buffer": b"<svg/>"}]
+    )
+    await expect(page.locator("#file-error")).to_have_text(
+        "Not sent: 'fake.png' is not a image/png file"
+    )
+    scan = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    await page.set_input_files(
+        "#file", files=[{"name": "scan.png", "mimeType": "image/png", "buffer": scan}]
+    )
+    heard = await alice.event(lambda e: isinstance(e, MessageEvent) and bool(e.message.attachment))
+    assert isinstance(heard, MessageEvent) and heard.message.sender.startswith("web-")
+    got = await alice.do(GetAttachment(interaction=number, sha256=heard.message.attachment or ""))
+    assert isinstance(got, AttachmentData)
+    assert (got.data, got.attachment.name) == (scan, "scan.png")
+    await expect(page.locator("#messages")).to_contain_text("sent a file: scan.png (72 bytes)")
+    await expect(page.locator("#file-error")).to_have_text("")
+
+    report = b"%PDF-1.4 the agent's report"
+    await alice.do(
+        AttachFile(
+            interaction=number, name="report.pdf", content_type="application/pdf", data=report
+        )
+    )
+    link = page.locator(".msg.agent a.file")
+    await expect(link).to_have_text("Download")
+    async with page.expect_download() as waiting:
+        await link.click()
+    download = await waiting.value
+    assert download.suggested_filename == "report.pdf"
+    path = await download.path()
+    assert Path(path).read_bytes() == report
     await alice.client.close()

@@ -182,6 +182,15 @@ MAIN_ACTIONS = [
         when=When.LIVE_CHAT,
     ),
     ConsoleAction(
+        id="chat.files",
+        action="chat_files",
+        key="d",
+        label="Files",
+        help="Show, save or open a file of the chat (saved to download_dir)",
+        palette="chat: files (show, save, open)",
+        when=When.LIVE_CHAT,
+    ),
+    ConsoleAction(
         id="chat.invite",
         action="chat_invite",
         key="i",

@@ -4,6 +4,8 @@
     user = "alice"
     bell = true                           # terminal bell on a new offer
     theme = "textual-dark"
+    download_dir = "~/Downloads"          # where saved attachments go; default
+                                          # $XDG_DOWNLOAD_DIR, else ~/Downloads
     [keymap]                              # binding id = keys, e.g. remap accept to F2
     "offer.accept" = "f2"
 
@@ -37,6 +39,7 @@ class ConsoleSettings:
     bell: bool = True
     theme: str = "textual-dark"
     keymap: dict[str, str] = field(default_factory=dict)
+    download_dir: str = ""  # empty: tui.downloads.download_dir's default
 
 
 def normalise_url(url: str) -> str:
@@ -59,6 +62,7 @@ SETTING_TYPES: dict[str, tuple[type, str]] = {
     "bell": (bool, "true or false"),
     "theme": (str, "a string in quotes"),
     "keymap": (dict, "a table"),
+    "download_dir": (str, "a string in quotes"),
 }
 
 
@@ -102,6 +106,7 @@ def load_settings(
         bell=bool(data.get("bell", True)),
         theme=str(data.get("theme", "textual-dark")),
         keymap=dict(keymap),
+        download_dir=str(data.get("download_dir", "")),
     )
 
 

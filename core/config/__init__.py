@@ -104,6 +104,14 @@ commented example; core/examples/demo.toml is the demo's)::
     identity_secret_file = "widget-identity.secret"  # HMAC key of signed customer identities;
                                    # relative to the config's directory; at least 32 bytes,
                                    # not world-readable (make one: openssl rand -hex 32)
+    [attachments]                  # files; every key has a default
+    max_bytes = 10485760           # the largest file anyone may send, at most 10 MiB
+    allowed_types = ["image/png", "application/pdf", "text/plain"]  # what customers (widget,
+                                   # REST) may upload; default: common images and documents
+                                   # (DEFAULT_UPLOAD_TYPES), never HTML or SVG
+    allowed_extensions = ["png", "pdf", "txt"]  # and the name's ending, no dot; default
+                                   # DEFAULT_UPLOAD_EXTENSIONS
+    link_ttl = 900                 # seconds a widget download link stays valid (10 s to 7 days)
 
 Presence defaults: a missing Available lists every channel, a missing Away or Offline lists
 none; a declared Available without `channels` also lists every channel. Offline can never

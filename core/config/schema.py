@@ -14,8 +14,16 @@ import msgspec
 from msgspec import Meta, Struct
 
 from core.config.locate import KeyPath
-from core.config.settings import DEFAULT_LISTEN
-from core.model import DEFAULT_REOPEN_WINDOW, MAX_WEIGHT, AssignmentRule, Label, Name, Role
+from core.config.settings import DEFAULT_LISTEN, DEFAULT_UPLOAD_EXTENSIONS, DEFAULT_UPLOAD_TYPES
+from core.model import (
+    DEFAULT_REOPEN_WINDOW,
+    MAX_ATTACHMENT_BYTES,
+    MAX_WEIGHT,
+    AssignmentRule,
+    Label,
+    Name,
+    Role,
+)
 
 # Ten years: long enough for any real deadline, short enough that `now + x` stays meaningful.
 MAX_SECONDS = 10 * 366 * 24 * 3600
@@ -137,10 +145,22 @@ class RecordsTable(Table, frozen=True):
     incident: RecordKindTable = msgspec.field(default_factory=RecordKindTable)
 
 
+class AttachmentsTable(Table, frozen=True):
+    max_bytes: Annotated[int, Meta(ge=1, le=MAX_ATTACHMENT_BYTES)] = MAX_ATTACHMENT_BYTES
+    allowed_types: Annotated[list[str], Meta(max_length=200)] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_UPLOAD_TYPES)
+    )
+    allowed_extensions: Annotated[list[str], Meta(max_length=200)] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_UPLOAD_EXTENSIONS)
+    )
+    link_ttl: Annotated[float, Meta(ge=10, le=7 * 24 * 3600)] = 900.0
+
+
 class FileTable(Table, frozen=True):
     host: HostTable = msgspec.field(default_factory=HostTable)
     widget: WidgetTable = msgspec.field(default_factory=WidgetTable)
     records: RecordsTable = msgspec.field(default_factory=RecordsTable)
+    attachments: AttachmentsTable = msgspec.field(default_factory=AttachmentsTable)
     channel: list[ChannelTable] = []
     presence: list[PresenceTable] = []
     group: list[GroupTable] = []
@@ -158,7 +178,7 @@ ARRAY_TABLES = {
     "agent": "id",
     "template": "shortcut",
 }
-PLAIN_TABLES = ("host", "widget", "records")
+PLAIN_TABLES = ("host", "widget", "records", "attachments")
 
 
 def _unwrap(tp: Any) -> Any:

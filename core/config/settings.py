@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Struct
 
 from core.model import (
+    MAX_ATTACHMENT_BYTES,
     Agent,
     Label,
     Name,
@@ -118,6 +119,38 @@ class WidgetSettings(Struct, frozen=True, kw_only=True):
     identity_secret: Secret | None = None
 
 
+# A media type without parameters, as RFC 6838 names them, in lower case (used with fullmatch).
+MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+
+# What customers may upload unless [attachments] says otherwise: common documents and images,
+# nothing a browser would run (no HTML, SVG or scripts).
+DEFAULT_UPLOAD_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "text/plain",
+    "text/csv",
+    "application/zip",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+)
+DEFAULT_UPLOAD_EXTENSIONS = (
+    "png", "jpg", "jpeg", "gif", "webp", "pdf", "txt", "log", "csv", "zip", "docx", "xlsx",
+)  # fmt: skip
+
+
+class AttachmentSettings(Struct, frozen=True, kw_only=True):
+    """[attachments]: files from anyone are at most max_bytes and are what their declared type
+    says; files from customers (widget, REST) must also have an allowed type and extension."""
+
+    max_bytes: int = MAX_ATTACHMENT_BYTES
+    allowed_types: tuple[str, ...] = DEFAULT_UPLOAD_TYPES  # lower case, no parameters
+    allowed_extensions: tuple[str, ...] = DEFAULT_UPLOAD_EXTENSIONS  # lower case, no dot
+    link_ttl: float = 900.0  # seconds a widget customer's download link stays valid
+
+
 class HostConfig(Struct, frozen=True, kw_only=True):
     channels: list[ServiceChannel]
     presences: list[PresenceState]
@@ -133,6 +166,7 @@ class HostConfig(Struct, frozen=True, kw_only=True):
     # Channel -> the attribute keys a widget customer may set for routing ([[channel]]
     # customer_attributes); a channel missing here allows none.
     customer_attributes: dict[str, tuple[str, ...]] = {}
+    attachments: AttachmentSettings = msgspec.field(default_factory=AttachmentSettings)
     # Channel -> the item attributes agents see on offers and in the record pane, in order,
     # as (attribute, label) ([[channel]] details); a channel missing here shows them all.
     details: dict[str, tuple[tuple[str, str], ...]] = {}

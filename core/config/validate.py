@@ -28,6 +28,7 @@ from core.config.schema import (
     MAX_SKILL_LEVEL,
     PLAIN_TABLES,
     AgentTable,
+    AttachmentsTable,
     ChannelTable,
     FileTable,
     GroupTable,
@@ -41,6 +42,8 @@ from core.config.schema import (
 )
 from core.config.settings import (
     DEFAULT_RECORD_STATES,
+    MEDIA_TYPE,
+    AttachmentSettings,
     ConfigError,
     Group,
     HostConfig,
@@ -84,6 +87,7 @@ TEMPLATE_FIELDS = frozenset(
 )
 
 _SYNCHRONOUS = ("FULL", "NORMAL")
+_EXTENSION = re.compile(r"[a-z0-9]{1,16}")
 _ACCENT = re.compile(r"#[0-9A-Fa-f]{6}")  # used with fullmatch: "$" would allow a newline
 # Anything shaped like a field is checked, so {Customer.Name} is caught, while braces around
 # other text ({1234}, "{ }") are left alone, as render_template leaves them.
@@ -327,6 +331,7 @@ class _Loader:
             host=host,
             path=self.path,
             customer_attributes=customer_attributes,
+            attachments=self._attachments(raw.attachments),
             details=details,
             records=self._records(raw.records),
         )
@@ -702,6 +707,26 @@ class _Loader:
             if names:
                 states[kind] = tuple(names)
         return RecordSettings(states={**DEFAULT_RECORD_STATES, **states})
+
+    def _attachments(self, t: AttachmentsTable) -> AttachmentSettings:
+        for i, kind in enumerate(t.allowed_types):
+            if not MEDIA_TYPE.fullmatch(kind):
+                self.bad(
+                    ("attachments", "allowed_types", i),
+                    f"must be a lower-case type/subtype such as image/png, got {_show(kind)}",
+                )
+        for i, ext in enumerate(t.allowed_extensions):
+            if not _EXTENSION.fullmatch(ext):
+                self.bad(
+                    ("attachments", "allowed_extensions", i),
+                    f"must be lower-case letters and digits without the dot, got {_show(ext)}",
+                )
+        return AttachmentSettings(
+            max_bytes=t.max_bytes,
+            allowed_types=tuple(dict.fromkeys(t.allowed_types)),
+            allowed_extensions=tuple(dict.fromkeys(t.allowed_extensions)),
+            link_ttl=t.link_ttl,
+        )
 
     def _widget(self, t: WidgetTable, channels: list[ServiceChannel]) -> WidgetSettings:
         if not _ACCENT.fullmatch(t.accent):

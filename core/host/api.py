@@ -389,26 +389,32 @@ def _sees_everything(principal: Principal) -> bool:
     return principal.role in (Role.SUPERVISOR, Role.ADMIN)
 
 
-async def _body(request: web.Request, model: type[T]) -> T:
-    if request.content_type != "application/json":
-        raise ApiError(
-            415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)"
-        )
-    too_large = ApiError(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body: 413 as soon as it passes `limit` bytes, 408 after BODY_TIMEOUT."""
+    too_large = ApiError(413, "too_large", f"the body is larger than {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
         raise too_large
     # Read in chunks rather than trust Content-Length: a chunked body has none.
     data = bytearray()
     try:
         async with asyncio.timeout(BODY_TIMEOUT):
-            async for chunk in request.content.iter_chunked(16 * 1024):
+            async for chunk in request.content.iter_chunked(64 * 1024):
                 data += chunk
-                if len(data) > MAX_BODY_BYTES:
+                if len(data) > limit:
                     raise too_large
     except TimeoutError:
         raise ApiError(
             408, "request_timeout", f"the body did not arrive within {BODY_TIMEOUT:g} s"
         ) from None
+    return bytes(data)
+
+
+async def _body(request: web.Request, model: type[T]) -> T:
+    if request.content_type != "application/json":
+        raise ApiError(
+            415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)"
+        )
+    data = await read_body(request, MAX_BODY_BYTES)
     try:
         return msgspec.json.decode(data, type=model)
     except msgspec.ValidationError as e:

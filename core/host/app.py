@@ -24,7 +24,16 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger
 
 from core.config import HostConfig
-from core.host import admin_api, agent_socket, api, metrics, relay, widget
+from core.host import (
+    admin_api,
+    agent_socket,
+    api,
+    files_api,
+    metrics,
+    relay,
+    widget,
+    widget_files,
+)
 from core.host.bus import Bus
 from core.host.edge import Edge, create_edge_app
 from core.host.standby import standby_site
@@ -118,10 +127,12 @@ def create_app(host: Host, *, relay_secret: str | None = None) -> web.Applicatio
     app.cleanup_ctx.append(prune_sessions)
     app.router.add_get("/healthz", healthz)
     agent_socket.setup(app)
-    api.setup(app, openapi_parts=[admin_api.openapi_part()])
+    api.setup(app, openapi_parts=[admin_api.openapi_part(), files_api.openapi_part()])
     admin_api.setup(app)
+    files_api.setup(app)
     metrics.setup(app)
     widget.setup(app)
+    widget_files.setup(app)
     return app
 
 

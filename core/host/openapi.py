@@ -55,6 +55,15 @@ JSON path of the offending field, e.g. `$.customer.id`), `invalid_idempotency_ke
 """
 
 
+NUMBER = {
+    "name": "number",
+    "in": "path",
+    "required": True,
+    "description": "The interaction number, e.g. IMS0001001.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 32},
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": REF.format(name=name)}
 
@@ -84,13 +93,7 @@ def document(
     """The whole document; `models` are the request and response Structs named in paths,
     `parts` the (paths, schemas) of other endpoint families (the admin API)."""
     _, schemas = msgspec.json.schema_components(list(models), ref_template=REF)
-    number = {
-        "name": "number",
-        "in": "path",
-        "required": True,
-        "description": "The interaction number, e.g. IMS0001001.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 32},
-    }
+    number = NUMBER
     limits = (
         f"Bodies are at most {max_body_bytes} bytes. Rate limits: {token_rate[0]:g} requests/s "
         f"per token (bursts of {token_rate[1]:g}) and {address_rate[0]:g} requests/s per "

@@ -40,9 +40,10 @@ client → host
     {"t":"leave"}                                       ends the chat; the host then closes
 
 host → client
-    {"t":"message","seq","from":"customer|agent|system","name","body","at"}
+    {"t":"message","seq","from":"customer|agent|system","name","body","at","file"?}
         name: the agent's display name, the customer's name, or null for system lines;
-        at: seconds since the epoch; the customer's own messages also carry client_msg_id
+        at: seconds since the epoch; the customer's own messages also carry client_msg_id;
+        file: on a line announcing a file, its signed download link (core/host/widget_files.py)
     {"t":"state","state":"new|work_in_progress|wrap_up|closed_complete|closed_abandoned",
      "agent": display name or null}
     {"t":"typing","name"}
@@ -119,6 +120,7 @@ from msgspec import Meta
 from core.config import HostConfig, WidgetSettings
 from core.files import write_atomically
 from core.host import decoding
+from core.host.downloads import FileLinks
 from core.host.frame_socket import FrameSocket
 from core.host.origins import check_origin
 from core.host.ratelimit import TokenBuckets
@@ -368,6 +370,10 @@ class Widget:
     def tickets(self) -> Tickets:
         key = self.host.widget_key
         return Tickets(key if key is not None else load_key(self.host.data_dir))
+
+    @cached_property
+    def links(self) -> FileLinks:
+        return FileLinks.from_secret(self.tickets.key, self.host.config.attachments.link_ttl)
 
 
 WIDGET = web.AppKey("widget", Widget)
@@ -824,6 +830,9 @@ class CustomerConnection:
             frame["client_msg_id"] = m.client_msg_id
         elif m.sender_kind == SenderKind.AGENT:
             frame["name"] = self.agent_name(m.sender)
+        if m.attachment is not None and self.number is not None:
+            # Signed now, valid for [attachments] link_ttl: a reload signs afresh.
+            frame["file"] = self.widget.links.url(self.number, m.attachment, time.time())
         return frame
 
     def state_frame(self, record: InteractionRecord) -> dict[str, Any]:

@@ -5,7 +5,8 @@ A façade over one part per concept, each in a module of its own name:
     floor.py          who is here and who hears what: sessions, consoles, customer watchers
     conversations.py  the open conversations, their messages as delivered, the ongoing tray
     access.py         who may see and change what (invariant 9)
-    messages.py       an agent's commands on messages: write, note, attach, read, transcripts
+    messages.py       an agent's commands on messages: write, note, read, transcripts
+    files.py          files both ways: upload limits, agents' and customers' files, reading them
     records.py        the commands on a record (invite, transfer, end, close, cases) and what
                       follows a committed record change
     cases.py          cases and incidents worked after they are raised: read, list, change,
@@ -42,6 +43,7 @@ from core.protocol import (
     CreateRecord,
     Detail,
     EndChat,
+    GetAttachment,
     GetAudit,
     GetPrefill,
     GetRecord,
@@ -78,6 +80,7 @@ from core.service.cases import Cases
 from core.service.conversations import Conversation, Conversations
 from core.service.customers import Customers
 from core.service.errors import InboxError
+from core.service.files import Files
 from core.service.floor import Floor
 from core.service.messages import Messages
 from core.service.records import Records
@@ -134,6 +137,15 @@ class Inbox:
         )
         self.cases = Cases(config, self.access, self.floor, store, clock)
         self.customers = Customers(self.routing, self.conversations, self.floor, store, clock)
+        self.files = Files(
+            config.attachments,
+            self.access,
+            self.conversations,
+            self.customers,
+            self.routing,
+            store,
+            clock,
+        )
         self.views = Views(
             config,
             self.routing,
@@ -175,6 +187,9 @@ class Inbox:
         self.customer_left = customers.customer_left
         self.customer_record = customers.customer_record
         self.customer_transcript = customers.customer_transcript
+        self.customer_attach = self.files.customer_attach
+        self.customer_file = self.files.customer_file
+        self.read_attachment = self.files.read
 
         # Every agent command, by frame type: the protocol's whole surface in one table.
         m, r, v = self.messages, self.records, self.views
@@ -186,7 +201,8 @@ class Inbox:
             SendMessage: m.send,
             Typing: m.typing,
             MarkRead: m.mark_read,
-            AttachFile: m.attach,
+            AttachFile: self.files.attach,
+            GetAttachment: self.files.get,
             UseTemplate: m.use_template,
             AddWorkNote: m.work_note,
             GetTranscript: m.transcript,

@@ -1,4 +1,4 @@
-"""An agent's commands on the messages of a conversation: write, note, attach, type, read,
+"""An agent's commands on the messages of a conversation: write, note, type, read,
 fill in a template, page through a transcript, list their interactions.
 
 A message is acknowledged only once stored (`MessageAck` after the store's commit), and goes
@@ -15,8 +15,6 @@ from typing import Literal
 from core.model import Message, SenderKind, Template, render_template
 from core.protocol import (
     AddWorkNote,
-    AttachFile,
-    AttachmentAck,
     GetTranscript,
     InteractionList,
     ListInteractions,
@@ -91,28 +89,6 @@ class Messages:
         if not duplicate:
             await self.conversations.delivered(conv, message)
         return conv, message, duplicate
-
-    async def attach(self, session: AgentSession, frame: AttachFile) -> ServerFrame:
-        conv = self.access.writable(session, frame.interaction)
-        now = self.clock()
-        try:
-            attachment = await self.store.put_attachment(
-                conv.record.number, frame.name, frame.content_type, frame.data, session.agent, now
-            )
-        except ValueError as e:
-            raise InboxError("too_large", str(e)) from e
-        message, duplicate = await self.store.append_message(
-            conv.record.number,
-            SenderKind.AGENT,
-            session.agent,
-            f"sent a file: {attachment.name} ({attachment.size} bytes)",
-            f"attach-{attachment.sha256[:32]}",
-            now,
-            attachment=attachment.sha256,
-        )
-        if not duplicate:
-            await self.conversations.delivered(conv, message)
-        return AttachmentAck(ref=frame.ref, attachment=attachment, message=message)
 
     async def typing(self, session: AgentSession, frame: Typing) -> ServerFrame:
         conv = self.access.writable(session, frame.interaction)

@@ -21,7 +21,8 @@ class AttachmentsPanel(Static):
 
     def show(self, attachments: list[Attachment], templates: list[Template]) -> None:
         text = Text()
-        text.append("Attachments\n", style="bold")
+        text.append("Attachments", style="bold")
+        text.append("  (d: show, save, open)\n" if attachments else "\n", style="dim")
         for a in attachments:
             text.append(f"  📎 {a.name}", style="")
             text.append(f"  {_size(a.size)}\n", style="dim")

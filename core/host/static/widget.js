@@ -83,6 +83,16 @@
     text.className = "body";
     text.textContent = m.body;
     li.append(text);
+    if (m.file) {
+      // A signed link, valid for a while (a reload signs afresh); the host serves it as a
+      // download, so the browser never renders someone's file as a page.
+      const link = document.createElement("a");
+      link.className = "file";
+      link.href = new URL(m.file.replace(/^\//, ""), location.href).href;
+      link.download = "";
+      link.textContent = "Download";
+      li.append(link);
+    }
     return li;
   }
 
@@ -376,6 +386,34 @@
     body.value = "";
     $("counter").textContent = "";
     compose(text);
+  });
+
+  async function upload(file) {
+    $("file-error").textContent = `Sending ${file.name}…`;
+    try {
+      const response = await fetch(new URL("widget/files", location.href), {
+        method: "POST",
+        headers: {
+          "Content-Type": file.type || "application/octet-stream",
+          "X-Filename": encodeURIComponent(file.name),
+          "X-Conversation": stored.conversation,
+          "X-Ticket": stored.ticket,
+        },
+        body: file,
+      });
+      const answer = await response.json();
+      // The line announcing the file arrives over the socket like any message.
+      $("file-error").textContent = response.ok ? "" : `Not sent: ${answer.message}`;
+    } catch {
+      $("file-error").textContent = "Not sent: could not reach the chat service.";
+    }
+  }
+
+  $("file").addEventListener("change", () => {
+    const input = $("file");
+    const file = input.files && input.files[0];
+    input.value = "";
+    if (file && stored && !isEnded()) upload(file);
   });
 
   $("leave").addEventListener("click", () => {
