@@ -114,7 +114,10 @@ async def check_store(root: Path, history: History, up_until: float) -> dict[str
         records = [
             r for r in await store.list_interactions(limit=100_000) if r.customer.startswith(PREFIX)
         ]
-        items = [i for r in records if (i := await store.get_item(r.item)) is not None]
+        # Each record's item now, and the item each customer was acknowledged (the same one
+        # unless the conversation was reopened since).
+        wanted = {r.item for r in records} | set(history.item_ids.values())
+        items = [i for item_id in wanted if (i := await store.get_item(item_id)) is not None]
         pending_offers = await store.load_pending_offers()
         messages = {r.number: await store.list_messages(r.number, limit=10_000) for r in records}
     finally:

@@ -67,11 +67,11 @@ def fill(path: Path) -> Path:
     """Write zeros until the file system says it is full."""
     filler = path / "filler"
     chunk = b"\0" * 65536
-    with filler.open("wb") as f:
+    # Unbuffered: a buffered file keeps what the full disk refused and fails again on close.
+    with filler.open("wb", buffering=0) as f:
         try:
             while True:
                 f.write(chunk)
-                f.flush()
         except OSError as e:
             assert e.errno == errno.ENOSPC, e
     return filler
