@@ -499,9 +499,10 @@ class Store(Protocol):
         created_by: str = "",
         created_at: float = 0.0,
         state: str = "new",
+        assignee: str | None = None,
     ) -> ServiceRecord:
         """Store a case (CS0001001, ...) or incident (INC0001001, ...) under the next number,
-        in `state`, linked to its source interaction (record_links).
+        in `state`, assigned to `assignee`, linked to its source interaction (record_links).
 
         Linking it onto the source interaction's own fields is the caller's save_interaction.
         """

@@ -1299,6 +1299,7 @@ class PostgresStore:
         created_by: str = "",
         created_at: float = 0.0,
         state: str = "new",
+        assignee: str | None = None,
     ) -> ServiceRecord:
         kind = RecordKind(kind)
 
@@ -1313,6 +1314,7 @@ class PostgresStore:
                 source_interaction=source_interaction,
                 created_at=created_at,
                 created_by=created_by,
+                assignee=assignee,
             )
             await conn.execute(
                 "INSERT INTO service_records (number, kind, source_interaction, created_by, "

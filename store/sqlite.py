@@ -1057,6 +1057,7 @@ class SQLiteStore:
         created_by: str = "",
         created_at: float = 0.0,
         state: str = "new",
+        assignee: str | None = None,
     ) -> ServiceRecord:
         kind = RecordKind(kind)
 
@@ -1071,6 +1072,7 @@ class SQLiteStore:
                 source_interaction=source_interaction,
                 created_at=created_at,
                 created_by=created_by,
+                assignee=assignee,
             )
             conn.execute(
                 "INSERT INTO service_records (number, kind, source_interaction, created_by, "

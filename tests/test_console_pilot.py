@@ -988,7 +988,7 @@ async def test_records_screen_changes_state_adds_a_note_and_shows_another_consol
             await pilot.press("ctrl+s")
             await until(pilot, lambda: app.state.chats[number].record.incident == "INC0001001")
             pane = main(app).query_one("#record-details", Static)
-            await until(pilot, lambda: "INC0001001 · new · unassigned" in static_text(pane))
+            await until(pilot, lambda: "INC0001001 · new · Alice Martin" in static_text(pane))
 
             await pilot.press("O")  # the linked record, opened from the record pane
             await until(pilot, lambda: isinstance(app.screen, RecordsScreen))

@@ -14,8 +14,19 @@ from textual.widget import Widget
 from core.client import InboxClient
 from core.config import parse_config
 from core.demo import DEMO_PASSWORD, demo_config_text
-from core.model import Role
-from core.protocol import CloseRecord, Detail, InteractionEvent, OfferEvent
+from core.model import RecordKind, Role
+from core.protocol import (
+    CloseRecord,
+    CreateRecord,
+    Detail,
+    GetPrefill,
+    InteractionEvent,
+    ListRecords,
+    OfferEvent,
+    Prefill,
+    RecordCreated,
+    RecordList,
+)
 from screens.main import MainScreen
 from tests.hosting import RunningHost, running_host
 from tests.test_console_pilot import console, until
@@ -72,6 +83,31 @@ async def test_an_incident_shows_its_channels_details_on_the_offer_the_opening_a
         logged_in = await second.login("bob", DEMO_PASSWORD)
         assert logged_in.snapshot.details[number] == SHOWN
         await second.close()
+        await bob.close()
+
+
+async def test_an_incident_raised_from_an_item_is_drafted_from_it_and_is_its_raisers(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        bob = await h.agent("bob")
+        number = await create(h, INCIDENT)
+        offer = await bob.next_event(OfferEvent)
+        await bob.accept(offer.view.offer.id)
+        draft = await bob.request(GetPrefill(interaction=number, kind="incident"), Prefill)
+        # The item's own summary, not "Follow-up of ...": no customer has written yet.
+        assert draft.short_description == "Card payments failing"
+        assert "Severity: 2\nCategory: payments" in draft.description
+        raised = CreateRecord(
+            interaction=number,
+            kind=RecordKind.INCIDENT,
+            short_description=draft.short_description,
+            description=draft.description,
+        )
+        created = await bob.request(raised, RecordCreated)
+        assert created.record.assignee == "bob"
+        mine = await bob.request(ListRecords(scope="mine"), RecordList)
+        assert [r.number for r in mine.records] == [created.record.number]
         await bob.close()
 
 

@@ -55,6 +55,7 @@ from core.routing.decisions import ItemChanged
 from core.routing.records import RecordChange, current, owner_of
 from core.service.access import Access
 from core.service.conversations import Conversation, Conversations
+from core.service.details import DESCRIPTIONS
 from core.service.errors import InboxError
 from core.service.floor import Floor
 from core.service.routing import RoutingService
@@ -211,14 +212,23 @@ class Records:
         messages = await self.store.list_messages(record.number, limit=1000)
         said = [m for m in messages if m.kind == "message" and m.sender_kind != SenderKind.SYSTEM]
         first = next((m.body for m in said if m.sender_kind == SenderKind.CUSTOMER), "")
-        short = " ".join(first.split())[:160] or f"Follow-up of {record.number}"
+        item = self.routing.router.items.get(record.item) or await self.store.get_item(record.item)
+        details = self.details(item) if item is not None else []
+        # What the item says it is about (a case's summary), else what the customer first said.
+        about = next(
+            (str(item.attributes[k]) for k in DESCRIPTIONS if item and k in item.attributes), ""
+        )
+        short = " ".join((about or first).split())[:160] or f"Follow-up of {record.number}"
         customer = record.customer_name or "Customer"
         lines = [
             f"{self.floor.name(m.sender) if m.sender_kind == SenderKind.AGENT else customer}: "
             f"{m.body}"
             for m in said[-PREFILL_LINES:]
         ]
-        description = f"From interaction {record.number} ({record.channel}).\n" + "\n".join(lines)
+        about_lines = [f"{d.label}: {d.value}" for d in details]
+        description = "\n".join(
+            [f"From interaction {record.number} ({record.channel}).", *about_lines, *lines]
+        )
         return Prefill(ref=frame.ref, short_description=short, description=description[:16_000])
 
     async def create_record(self, session: AgentSession, frame: CreateRecord) -> ServerFrame:
@@ -232,6 +242,8 @@ class Records:
             session.agent,
             self.clock(),
             state=self.record_states.states_of(frame.kind)[0],
+            # Whoever raises it works it until they hand it over: it is in their "mine" list.
+            assignee=session.agent,
         )
         field_name = "case" if frame.kind == RecordKind.CASE else "incident"
 
