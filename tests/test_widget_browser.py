@@ -313,7 +313,7 @@ async def test_customer_sends_a_file_the_agent_gets_and_downloads_the_agents(
         "#file", files=[{"name": "fake.png", "mimeType": "image/png", "buffer": b"<svg/>"}]
     )
     await expect(page.locator("#file-error")).to_have_text(
-        "Not sent: 'fake.png' is not a image/png file"
+        "Not sent: 'fake.png' is not of type image/png"
     )
     scan = b"\x89PNG\r\n\x1a\n" + bytes(64)
     await page.set_input_files(

@@ -213,7 +213,7 @@ class Cases:
         if state is not None and state not in states:
             raise InboxError(
                 "bad_state",
-                f"{state!r} is not a state of a {record.kind}: one of {', '.join(states)}",
+                f"{state!r} is not a state of {record.kind} records: one of {', '.join(states)}",
             )
         if fields.get("short_description") == "":
             raise InboxError("invalid_request", "the short description must not be empty")

@@ -84,7 +84,7 @@ def check_upload(
             )
     signature = SIGNATURES.get(kind)
     if signature is not None and not signature(data):
-        raise InboxError("content_mismatch", f"{name!r} is not a {kind} file")
+        raise InboxError("content_mismatch", f"{name!r} is not of type {kind}")
     if kind.startswith("text/") and not _is_text(data):
         raise InboxError("content_mismatch", f"{name!r} is not UTF-8 text")
     return kind
