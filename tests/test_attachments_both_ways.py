@@ -84,7 +84,7 @@ def test_agents_may_send_any_type_but_not_a_lying_one() -> None:
         "application/octet-stream"
     )
     assert check_upload(RULES, "a.PNG", "Image/PNG; x=1", PNG, customer=True) == "image/png"
-    with pytest.raises(InboxError, match="not a image/png"):
+    with pytest.raises(InboxError, match="not of type image/png"):
         check_upload(RULES, "a.png", "image/png", b"GIF89a", customer=False)
 
 
