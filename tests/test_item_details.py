@@ -60,6 +60,13 @@ async def create(h: RunningHost, body: dict[str, object]) -> str:
         return str(created["interaction"])
 
 
+async def incident_offered_to_bob(h: RunningHost) -> tuple[InboxClient, str, OfferEvent]:
+    """Bob (tier2: takes incidents) on a real socket, offered INCIDENT created over REST."""
+    bob = await h.agent("bob")
+    number = await create(h, INCIDENT)
+    return bob, number, await bob.next_event(OfferEvent)
+
+
 def text_of(widget: Widget) -> str:
     return "\n".join(widget.render_line(y).text for y in range(widget.size.height))
 
@@ -68,9 +75,7 @@ async def test_an_incident_shows_its_channels_details_on_the_offer_the_opening_a
     tmp_path: Path,
 ) -> None:
     async with running_host(tmp_path) as h:
-        bob = await h.agent("bob")  # tier2: takes incidents
-        number = await create(h, INCIDENT)
-        offer = await bob.next_event(OfferEvent)
+        bob, number, offer = await incident_offered_to_bob(h)
         assert offer.view.interaction == number
         assert offer.view.details == SHOWN
         await bob.accept(offer.view.offer.id)
@@ -90,9 +95,7 @@ async def test_an_incident_raised_from_an_item_is_drafted_from_it_and_is_its_rai
     tmp_path: Path,
 ) -> None:
     async with running_host(tmp_path) as h:
-        bob = await h.agent("bob")
-        number = await create(h, INCIDENT)
-        offer = await bob.next_event(OfferEvent)
+        bob, number, offer = await incident_offered_to_bob(h)
         await bob.accept(offer.view.offer.id)
         draft = await bob.request(GetPrefill(interaction=number, kind="incident"), Prefill)
         # The item's own summary, not "Follow-up of ...": no customer has written yet.
@@ -115,9 +118,7 @@ async def test_rest_readers_get_the_details_of_an_interaction_open_and_closed(
     tmp_path: Path,
 ) -> None:
     async with running_host(tmp_path) as h:
-        bob = await h.agent("bob")
-        number = await create(h, INCIDENT)
-        offer = await bob.next_event(OfferEvent)
+        bob, number, offer = await incident_offered_to_bob(h)
         token, _ = await h.host.auth.create_api_token("reader", None, Role.SUPERVISOR, None)
         shown = [{"label": d.label, "value": d.value} for d in SHOWN]
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
