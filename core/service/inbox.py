@@ -82,6 +82,7 @@ from core.service.customers import Customers
 from core.service.errors import InboxError
 from core.service.files import Files
 from core.service.floor import Floor
+from core.service.mail import Mail
 from core.service.messages import Messages
 from core.service.records import Records
 from core.service.routing import RoutingService, Step
@@ -146,6 +147,8 @@ class Inbox:
             store,
             clock,
         )
+        self.mail = Mail(config.email, self.customers, self.files, self.conversations, store, clock)
+        self.messages.sent.append(self.mail.agent_wrote)
         self.views = Views(
             config,
             self.routing,
@@ -252,6 +255,7 @@ class Inbox:
         ]
 
     async def stop(self) -> None:
+        await self.mail.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
