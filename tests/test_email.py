@@ -224,6 +224,21 @@ async def test_auto_replies_bounces_and_loops_are_never_routed(
         assert await h.host.inbox.store.list_interactions(limit=10) == []
 
 
+async def test_our_own_reply_coming_back_is_a_loop_and_adds_nothing(tmp_path: Path) -> None:
+    async with mail_host(tmp_path) as (h, sink):
+        alice = await h.agent("alice")
+        await send(h, customer_mail("Hello"))
+        number = await accepted(alice)
+        await alice.send_message(number, "Hi Ann")
+        reply = await sink.next()
+        del reply["X-Loop"]  # a forwarder that dropped it: the Message-ID still tells
+        before = await h.host.inbox.list_messages(number)
+        await send(h, reply, envelope_from=ADDRESS)
+        assert await h.host.inbox.list_messages(number) == before
+        assert len(await h.host.inbox.store.list_interactions(limit=10)) == 1
+        await alice.close()
+
+
 async def test_a_bounce_of_a_reply_is_noted_on_its_conversation(tmp_path: Path) -> None:
     async with mail_host(tmp_path) as (h, sink):
         alice = await h.agent("alice")
