@@ -279,13 +279,16 @@ async def test_an_html_only_mail_becomes_plain_text_without_its_script(tmp_path:
         await alice.close()
 
 
-async def test_an_attachment_is_stored_with_the_mail(tmp_path: Path) -> None:
+async def test_an_attachment_is_stored_and_a_refused_one_noted(tmp_path: Path) -> None:
     async with mail_host(tmp_path) as (h, _):
         alice = await h.agent("alice")
         mail = customer_mail("See the photo")
         mail.add_attachment(PNG, maintype="image", subtype="png", filename="kettle.png")
+        mail.add_attachment(b"MZ", maintype="application", subtype="x-msdownload", filename="a.exe")
         await send(h, mail)
         number = await accepted(alice)
+        lines = [m.body for m in await h.host.inbox.list_messages(number)]
+        assert any(line.startswith("A file of the mail was not stored: a.exe") for line in lines)
         files = await h.host.inbox.list_attachments(number)
         assert [(f.name, f.content_type, f.size) for f in files] == [
             ("kettle.png", "image/png", len(PNG))

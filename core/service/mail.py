@@ -257,15 +257,16 @@ class Mail:
         """The mail's files, as the customer's; one the upload rules refuse is noted instead."""
         conv = self.conversations.open.get(number)
         for i, (name, kind, data) in enumerate(attachments(mail)):
-            try:
-                if i >= MAX_ATTACHMENTS:
-                    raise InboxError("too_many", f"more than {MAX_ATTACHMENTS} files in one mail")
-                await self.files.customer_attach(number, customer, name, kind, data)
-            except InboxError as e:
-                if conv is not None:
-                    await self.conversations.system(
-                        conv, f"A file of the mail was not stored: {name[:100]}: {e.message}"
-                    )
+            why = f"more than {MAX_ATTACHMENTS} files in one mail"
+            if i < MAX_ATTACHMENTS:
+                try:
+                    await self.files.customer_attach(number, customer, name, kind, data)
+                    continue
+                except InboxError as e:
+                    why = e.message
+            if conv is not None:
+                text = f"A file of the mail was not stored: {name[:100]}: {why}"
+                await self.conversations.system(conv, text)
 
     # ------------------------------------------------------------------ out
 
