@@ -206,8 +206,8 @@ def test_an_e_mail_channel_is_loaded_with_its_settings(tmp_path: Path) -> None:
         )
     )
     settings = config.email["messaging"]
-    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 2525)
-    assert (settings.smarthost_host, settings.smarthost_port) == ("mx.example.com", 25)
+    assert settings.listen == "127.0.0.1:2525"
+    assert settings.smarthost == "mx.example.com:25"
     assert settings.address == "support@example.com"
     assert settings.max_bytes == 10 * 2**20
     assert list(config.email) == ["messaging"]

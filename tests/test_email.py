@@ -17,6 +17,7 @@ from msgspec.structs import replace
 
 from core.config import parse_config
 from core.demo import demo_config_text
+from core.model import Message
 from core.protocol import MessageEvent, OfferEvent
 from core.service.mail import parse
 from tests.hosting import RunningHost, running_host
@@ -123,6 +124,29 @@ async def accepted(alice) -> str:  # type: ignore[no-untyped-def]
     return offer.view.interaction
 
 
+async def mailed(h: RunningHost, mail: EmailMessage):  # type: ignore[no-untyped-def]
+    """The mail sent to the host and its offer accepted by alice: (alice, number)."""
+    alice = await h.agent("alice")
+    await send(h, mail)
+    return alice, await accepted(alice)
+
+
+async def answered(h: RunningHost, sink: Sink):  # type: ignore[no-untyped-def]
+    """Ann's mail accepted by alice, who replied "Hi Ann": (alice, number, the reply mail)."""
+    alice, number = await mailed(h, customer_mail("Hello"))
+    await alice.send_message(number, "Hi Ann")
+    return alice, number, await sink.next()
+
+
+async def system_note(alice, words: str) -> Message:  # type: ignore[no-untyped-def]
+    """The next system work note saying `words`."""
+    while True:
+        m = (await alice.next_event(MessageEvent)).message
+        if m.sender_kind == "system" and words in m.body:
+            assert m.kind == "work_note"
+            return m
+
+
 async def customer_line(alice, number: str) -> str:  # type: ignore[no-untyped-def]
     while True:
         event = await alice.next_event(MessageEvent)
@@ -135,9 +159,7 @@ async def test_a_customer_mail_a_reply_by_mail_and_the_answer_thread_into_one_in
     tmp_path: Path,
 ) -> None:
     async with mail_host(tmp_path) as (h, sink):
-        alice = await h.agent("alice")
-        await send(h, customer_mail("It stopped heating.\n\nAnn"))
-        number = await accepted(alice)
+        alice, number = await mailed(h, customer_mail("It stopped heating.\n\nAnn"))
         transcript = await h.host.inbox.list_messages(number)
         assert [m.body for m in transcript if m.sender_kind == "customer"] == [
             "It stopped heating.\n\nAnn"
@@ -188,9 +210,7 @@ async def test_the_subject_token_threads_a_mail_without_references_for_its_custo
     tmp_path: Path,
 ) -> None:
     async with mail_host(tmp_path) as (h, _):
-        alice = await h.agent("alice")
-        await send(h, customer_mail("Hello"))
-        number = await accepted(alice)
+        alice, number = await mailed(h, customer_mail("Hello"))
         await send(h, customer_mail("Me again", subject=f"[{number}] more", message_id="c9@x.org"))
         assert await customer_line(alice, number) == "Me again"
         # Someone else quoting the token starts a conversation of their own.
@@ -226,11 +246,7 @@ async def test_auto_replies_bounces_and_loops_are_never_routed(
 
 async def test_our_own_reply_coming_back_is_a_loop_and_adds_nothing(tmp_path: Path) -> None:
     async with mail_host(tmp_path) as (h, sink):
-        alice = await h.agent("alice")
-        await send(h, customer_mail("Hello"))
-        number = await accepted(alice)
-        await alice.send_message(number, "Hi Ann")
-        reply = await sink.next()
+        alice, number, reply = await answered(h, sink)
         del reply["X-Loop"]  # a forwarder that dropped it: the Message-ID still tells
         before = await h.host.inbox.list_messages(number)
         await send(h, reply, envelope_from=ADDRESS)
@@ -241,11 +257,7 @@ async def test_our_own_reply_coming_back_is_a_loop_and_adds_nothing(tmp_path: Pa
 
 async def test_a_bounce_of_a_reply_is_noted_on_its_conversation(tmp_path: Path) -> None:
     async with mail_host(tmp_path) as (h, sink):
-        alice = await h.agent("alice")
-        await send(h, customer_mail("Hello"))
-        number = await accepted(alice)
-        await alice.send_message(number, "Hi Ann")
-        reply = await sink.next()
+        alice, number, reply = await answered(h, sink)
         bounce = customer_mail(
             f"Delivery failed.\n\nMessage-ID: {reply['Message-ID']}",
             subject="Undelivered Mail Returned to Sender",
@@ -253,26 +265,21 @@ async def test_a_bounce_of_a_reply_is_noted_on_its_conversation(tmp_path: Path) 
             sender="MAILER-DAEMON@mx.example.org",
         )
         await send(h, bounce, envelope_from="")
-        while True:
-            event = await alice.next_event(MessageEvent)
-            if event.message.sender_kind == "system" and "bounced" in event.message.body:
-                break
-        assert event.message.kind == "work_note"
+        note = await system_note(alice, "A mail to the customer bounced")
+        assert note.interaction == number
         assert len(h.host.inbox.conversations.open) == 1
         await alice.close()
 
 
 async def test_an_html_only_mail_becomes_plain_text_without_its_script(tmp_path: Path) -> None:
     async with mail_host(tmp_path) as (h, _):
-        alice = await h.agent("alice")
         mail = customer_mail("")
         mail.set_content(
             "<html><head><style>p{color:red}</style><script>alert('x')</script></head>"
             "<body><p>Fish &amp; chips</p><p>are <b>cold</b></p></body></html>",
             subtype="html",
         )
-        await send(h, mail)
-        number = await accepted(alice)
+        alice, number = await mailed(h, mail)
         lines = [m.body for m in await h.host.inbox.list_messages(number) if m.kind == "message"]
         assert "Fish & chips\n\nare cold" in lines
         assert not any("alert" in line or "color" in line for line in lines)
@@ -281,12 +288,10 @@ async def test_an_html_only_mail_becomes_plain_text_without_its_script(tmp_path:
 
 async def test_an_attachment_is_stored_and_a_refused_one_noted(tmp_path: Path) -> None:
     async with mail_host(tmp_path) as (h, _):
-        alice = await h.agent("alice")
         mail = customer_mail("See the photo")
         mail.add_attachment(PNG, maintype="image", subtype="png", filename="kettle.png")
         mail.add_attachment(b"MZ", maintype="application", subtype="x-msdownload", filename="a.exe")
-        await send(h, mail)
-        number = await accepted(alice)
+        alice, number = await mailed(h, mail)
         lines = [m.body for m in await h.host.inbox.list_messages(number)]
         assert any(line.startswith("A file of the mail was not stored: a.exe") for line in lines)
         files = await h.host.inbox.list_attachments(number)
@@ -310,18 +315,12 @@ async def test_a_mail_over_the_limit_is_refused_with_552_and_stores_nothing(
 
 async def test_a_reply_the_smarthost_refuses_is_retried_then_noted(tmp_path: Path) -> None:
     async with mail_host(tmp_path) as (h, sink):
-        alice = await h.agent("alice")
-        await send(h, customer_mail("Hello"))
-        number = await accepted(alice)
+        alice, number = await mailed(h, customer_mail("Hello"))
         h.host.inbox.mail.retry_pauses = (0.05, 0.05)
         # Nothing listens on port 9 of loopback: every attempt fails.
         unreachable = replace(h.host.config.email["mail"], smarthost="127.0.0.1:9")
         h.host.inbox.mail.settings = {"mail": unreachable}
         await alice.send_message(number, "Hi Ann")
-        while True:
-            event = await alice.next_event(MessageEvent)
-            if event.message.sender_kind == "system" and "could not be sent" in event.message.body:
-                break
-        assert event.message.kind == "work_note"
+        await system_note(alice, "The reply could not be sent by e-mail")
         assert sink.mails.empty()
         await alice.close()

@@ -163,22 +163,6 @@ class EmailSettings(Struct, frozen=True, kw_only=True):
     smarthost: str  # host:port of the SMTP server replies are handed to
     max_bytes: int = MAX_MAIL_BYTES
 
-    @property
-    def listen_host(self) -> str:
-        return split_listen(self.listen)[0]
-
-    @property
-    def listen_port(self) -> int:
-        return split_listen(self.listen)[1]
-
-    @property
-    def smarthost_host(self) -> str:
-        return split_listen(self.smarthost)[0]
-
-    @property
-    def smarthost_port(self) -> int:
-        return split_listen(self.smarthost)[1]
-
 
 class HostConfig(Struct, frozen=True, kw_only=True):
     channels: list[ServiceChannel]

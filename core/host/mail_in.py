@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from core.config.settings import EmailSettings
+from core.config.settings import EmailSettings, split_listen
 from core.host.state import HOST
 from core.service import StoreError
 from core.service.errors import InboxError
@@ -54,7 +54,7 @@ async def _serve(settings: EmailSettings, mail: Mail, channel: str) -> asyncio.S
         )
 
     loop = asyncio.get_running_loop()
-    return await loop.create_server(protocol, settings.listen_host, settings.listen_port)
+    return await loop.create_server(protocol, *split_listen(settings.listen))
 
 
 async def serve_mail(app: web.Application) -> AsyncIterator[None]:

@@ -15,7 +15,7 @@ from email.utils import formataddr, formatdate
 
 import aiosmtplib
 
-from core.config.settings import EmailSettings
+from core.config.settings import EmailSettings, split_listen
 from core.model import InteractionRecord, Message
 
 # "Re: ", "RE: ", "Fwd: " and "AW: " prefixes, repeated, as clients stack them.
@@ -74,9 +74,5 @@ class SmtpTransport:
     async def deliver(self, mail: EmailMessage) -> None:
         """Returns once the smarthost accepted the mail; raises (aiosmtplib.SMTPException,
         OSError, TimeoutError) when it did not, and the caller retries."""
-        await aiosmtplib.send(
-            mail,
-            hostname=self.settings.smarthost_host,
-            port=self.settings.smarthost_port,
-            timeout=SEND_TIMEOUT,
-        )
+        hostname, port = split_listen(self.settings.smarthost)
+        await aiosmtplib.send(mail, hostname=hostname, port=port, timeout=SEND_TIMEOUT)
