@@ -54,7 +54,13 @@ async def _serve(settings: EmailSettings, mail: Mail, channel: str) -> asyncio.S
         )
 
     loop = asyncio.get_running_loop()
-    return await loop.create_server(protocol, *split_listen(settings.listen))
+    try:
+        return await loop.create_server(protocol, *split_listen(settings.listen))
+    except OSError as e:
+        # The host does not start: say which channel's address, not only the errno.
+        raise OSError(
+            e.errno, f"e-mail channel {channel}: cannot listen on {settings.listen}: {e.strerror}"
+        ) from e
 
 
 async def serve_mail(app: web.Application) -> AsyncIterator[None]:

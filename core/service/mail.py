@@ -41,7 +41,7 @@ from core.service.conversations import Conversation, Conversations
 from core.service.customers import Customers
 from core.service.errors import InboxError
 from core.service.files import Files
-from core.service.mail_out import TOKEN, SmtpTransport, Thread, compose, message_id
+from core.service.mail_out import TOKEN, SmtpTransport, Thread, message_id, reply_subject
 from store.base import Store
 
 log = logging.getLogger("inbox_tui.mail")
@@ -289,37 +289,39 @@ class Mail:
             in_reply_to=inbound[-1].message_id if inbound else None,
             references=tuple(m.message_id for m in known),
         )
-        mail = compose(settings, record, message, thread)
         # Stored before it leaves: the customer's answer may come back before we hear "250".
         await self.store.save_mail_id(
             MailId(
                 message_id=message_id(settings, record, message),
                 interaction=record.number,
                 outbound=True,
-                subject=str(mail["Subject"]),
+                subject=reply_subject(thread.subject, record.number),
                 created_at=message.created_at,
             )
         )
-        await self._deliver(SmtpTransport(settings), mail, record.number)
+        await self._deliver(SmtpTransport(settings), record, message, thread)
 
-    async def _deliver(self, transport: SmtpTransport, mail: EmailMessage, number: str) -> None:
+    async def _deliver(
+        self,
+        transport: SmtpTransport,
+        record: InteractionRecord,
+        message: Message,
+        thread: Thread,
+    ) -> None:
         # A bounded in-memory retry: replaced by the outbox at merge (branch issue17-outbox),
         # which retries durably across restarts. Until then a host that stops loses the
         # retries still pending, and the agents are told when the last attempt fails.
         for pause in (*self.retry_pauses, None):
             try:
-                await transport.deliver(mail)
+                await transport.deliver(record, message, thread)
                 return
             except Exception as e:  # any failure of the smarthost or the network: retry
-                log.warning("event=mail_send_failed interaction=%s error=%r", number, e)
+                log.warning("event=mail_send_failed interaction=%s error=%r", record.number, e)
                 if pause is None:
-                    conv = self.conversations.open.get(number)
+                    conv = self.conversations.open.get(record.number)
                     if conv is not None:
-                        await self.conversations.system(
-                            conv,
-                            f"The reply could not be sent by e-mail: {e}"[:MAX_TEXT],
-                            note=True,
-                        )
+                        text = f"The reply could not be sent by e-mail: {e}"[:MAX_TEXT]
+                        await self.conversations.system(conv, text, note=True)
                     return
                 await asyncio.sleep(pause)
 

@@ -66,13 +66,16 @@ def compose(
 
 
 class SmtpTransport:
-    """Hands one mail to the channel's smarthost, which signs it (DKIM) and delivers it."""
+    """Hands one reply as one mail to the channel's smarthost, which signs it (DKIM) and
+    delivers it."""
 
     def __init__(self, settings: EmailSettings) -> None:
         self.settings = settings
 
-    async def deliver(self, mail: EmailMessage) -> None:
+    async def deliver(self, record: InteractionRecord, message: Message, thread: Thread) -> None:
         """Returns once the smarthost accepted the mail; raises (aiosmtplib.SMTPException,
-        OSError, TimeoutError) when it did not, and the caller retries."""
+        OSError, TimeoutError) when it did not, and the caller retries: the same arguments
+        make the same mail, Message-ID included."""
+        mail = compose(self.settings, record, message, thread)
         hostname, port = split_listen(self.settings.smarthost)
         await aiosmtplib.send(mail, hostname=hostname, port=port, timeout=SEND_TIMEOUT)
