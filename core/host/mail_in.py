@@ -22,6 +22,8 @@ from core.service.errors import InboxError
 from core.service.mail import Mail
 
 log = logging.getLogger("inbox_tui.mail")
+# aiosmtpd logs every SMTP command, addresses included, at INFO; one line per mail is ours.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 class _Handler:
