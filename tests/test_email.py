@@ -276,13 +276,26 @@ async def test_an_html_only_mail_becomes_plain_text_without_its_script(tmp_path:
         mail = customer_mail("")
         mail.set_content(
             "<html><head><style>p{color:red}</style><script>alert('x')</script></head>"
-            "<body><p>Fish &amp; chips</p><p>are <b>cold</b></p></body></html>",
+            "<body><p>Fish &amp; chips</p><p>are <b>cold</b> &amp;lt;3</p></body></html>",
             subtype="html",
         )
         alice, number = await mailed(h, mail)
         lines = [m.body for m in await h.host.inbox.list_messages(number) if m.kind == "message"]
-        assert "Fish & chips\n\nare cold" in lines
+        assert "Fish & chips\n\nare cold &lt;3" in lines
         assert not any("alert" in line or "color" in line for line in lines)
+        await alice.close()
+
+
+async def test_a_mail_in_an_unknown_charset_is_read_as_utf_8(tmp_path: Path) -> None:
+    async with mail_host(tmp_path) as (h, _):
+        raw = customer_mail("Grüße").as_bytes().replace(b"utf-8", b"x-unknown-8")
+        host, port = h.host.mail_listening["mail"]
+        async with aiosmtplib.SMTP(hostname=host, port=port, timeout=10) as client:
+            await client.sendmail("ann@example.org", [ADDRESS], raw)
+        alice = await h.agent("alice")
+        number = await accepted(alice)
+        lines = [m.body for m in await h.host.inbox.list_messages(number) if m.kind == "message"]
+        assert "Grüße" in lines
         await alice.close()
 
 

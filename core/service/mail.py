@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import html
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -119,7 +118,9 @@ def html_text(markup: str) -> str:
     parser = _Text()
     parser.feed(markup)
     parser.close()
-    lines = (" ".join(line.split()) for line in html.unescape("".join(parser.parts)).splitlines())
+    # The parser decoded the entities (convert_charrefs): decoding again would turn a
+    # written "&amp;lt;" into "<".
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
@@ -139,7 +140,11 @@ def body_text(mail: EmailMessage) -> str:
     if part is None:
         return ""
     assert isinstance(part, EmailMessage)
-    content = str(part.get_content())
+    try:
+        content = str(part.get_content())
+    except (LookupError, UnicodeError):  # a charset Python does not know: read it as UTF-8
+        payload = part.get_payload(decode=True)
+        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
     text = html_text(content) if part.get_content_type() == "text/html" else content
     text = trim_quoted(text)
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 20] + "\n[… mail truncated]"
