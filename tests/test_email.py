@@ -15,10 +15,11 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from msgspec.structs import replace
 
+from core.client import ClientError
 from core.config import parse_config
 from core.demo import demo_config_text
 from core.model import Message
-from core.protocol import MessageEvent, OfferEvent
+from core.protocol import CloseRecord, InteractionEvent, MessageEvent, OfferEvent
 from core.service.mail import parse
 from tests.hosting import RunningHost, running_host
 
@@ -118,10 +119,17 @@ async def send(h: RunningHost, mail: EmailMessage, envelope_from: str = "ann@exa
 
 
 async def accepted(alice) -> str:  # type: ignore[no-untyped-def]
-    offer = await alice.next_event(OfferEvent)
-    await alice.accept(offer.view.offer.id)
-    assert offer.view.interaction is not None
-    return offer.view.interaction
+    """The number of the next conversation offered to alice, accepted."""
+    while True:
+        offer = await alice.next_event(OfferEvent)
+        try:
+            await alice.accept(offer.view.offer.id)
+        except ClientError as e:
+            # The offer again with the customer's first words, already accepted.
+            assert e.code == "offer_not_pending"
+            continue
+        assert offer.view.interaction is not None
+        return offer.view.interaction
 
 
 async def mailed(h: RunningHost, mail: EmailMessage):  # type: ignore[no-untyped-def]
@@ -203,6 +211,24 @@ async def test_a_customer_mail_a_reply_by_mail_and_the_answer_thread_into_one_in
         lines = [m.body for m in await h.host.inbox.list_messages(number) if m.kind == "message"]
         assert lines.count("Yes, twice.") == 1
         assert len(h.host.inbox.conversations.open) == 1
+        await alice.close()
+
+
+async def test_an_answer_to_a_closed_conversation_reopens_it(tmp_path: Path) -> None:
+    async with mail_host(tmp_path) as (h, sink):
+        alice, number, reply = await answered(h, sink)
+        await alice.end_chat(number)
+        await alice.request(CloseRecord(interaction=number))
+        while number in h.host.inbox.conversations.open:
+            await alice.next_event(InteractionEvent)
+        answer = customer_mail(
+            "It works again, thanks", message_id="c3@example.org", In_Reply_To=reply["Message-ID"]
+        )
+        await send(h, answer)
+        assert await accepted(alice) == number
+        lines = [m.body for m in await h.host.inbox.list_messages(number) if m.kind == "message"]
+        assert "It works again, thanks" in lines
+        assert len(await h.host.inbox.store.list_interactions(limit=10)) == 1
         await alice.close()
 
 
