@@ -12,8 +12,8 @@ customer message is (core/service/customers.py).
 
 Never routed as new work: auto-replies (Auto-Submitted other than "no", Precedence bulk, junk
 or list), bounces (an empty or MAILER-DAEMON sender, a delivery report), and loops (X-Loop
-naming our address, or one of our own Message-IDs coming back). A bounce that threads into a
-conversation is noted on it for its agents.
+naming our address, or one of our own Message-IDs coming back). A bounce naming the
+Message-ID of one of our replies is noted on that conversation for its agents.
 
 Out: an agent's message on an e-mail channel is composed (core/service/mail_out.py) and sent
 to the channel's smarthost in the background, retried a few times (`_deliver`).
