@@ -284,16 +284,28 @@ class Mail:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _send(
+    async def thread_of(
         self, settings: EmailSettings, record: InteractionRecord, message: Message
-    ) -> None:
-        known = await self.store.last_mail_ids(record.number, MAX_MAIL_IDS)
+    ) -> Thread:
+        """Where the reply `message` goes in the customer's mailbox: the same every time it
+        is asked, before or after the reply's own Message-ID is stored."""
+        own = message_id(settings, record, message)
+        known = [
+            m
+            for m in await self.store.last_mail_ids(record.number, MAX_MAIL_IDS)
+            if m.message_id != own and m.created_at <= message.created_at
+        ]
         inbound = [m for m in known if not m.outbound]
-        thread = Thread(
+        return Thread(
             subject=inbound[0].subject if inbound else "",
             in_reply_to=inbound[-1].message_id if inbound else None,
             references=tuple(m.message_id for m in known),
         )
+
+    async def _send(
+        self, settings: EmailSettings, record: InteractionRecord, message: Message
+    ) -> None:
+        thread = await self.thread_of(settings, record, message)
         # Stored before it leaves: the customer's answer may come back before we hear "250".
         await self.store.save_mail_id(
             MailId(
