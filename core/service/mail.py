@@ -15,8 +15,8 @@ or list), bounces (an empty or MAILER-DAEMON sender, a delivery report), and loo
 naming our address, or one of our own Message-IDs coming back). A bounce naming the
 Message-ID of one of our replies is noted on that conversation for its agents.
 
-Out: an agent's message on an e-mail channel is composed (core/service/mail_out.py) and sent
-to the channel's smarthost in the background, retried a few times (`_deliver`).
+Out: an agent's message on an e-mail channel is sent by `deliver_reply` (composed and handed
+to the smarthost by core/service/mail_out.py) in the background, retried a few times.
 """
 
 from __future__ import annotations
@@ -277,10 +277,9 @@ class Mail:
 
     def agent_wrote(self, conv: Conversation, message: Message) -> None:
         """An agent's committed message: on an e-mail channel, it goes out as a mail."""
-        settings = self.settings.get(conv.record.channel)
-        if settings is None or message.kind != "message":
+        if conv.record.channel not in self.settings or message.kind != "message":
             return
-        task = asyncio.create_task(self._send(settings, conv.record, message))
+        task = asyncio.create_task(self._send_retrying(conv.record, message))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -302,9 +301,11 @@ class Mail:
             references=tuple(m.message_id for m in known),
         )
 
-    async def _send(
-        self, settings: EmailSettings, record: InteractionRecord, message: Message
-    ) -> None:
+    async def deliver_reply(self, record: InteractionRecord, message: Message) -> None:
+        """Send an agent's message on an e-mail channel as one mail; raises to have it
+        retried. Every try sends the same mail (Message-ID, threading headers included), so
+        it is what a durable outbox's transport calls with the stored message."""
+        settings = self.settings[record.channel]
         thread = await self.thread_of(settings, record, message)
         # Stored before it leaves: the customer's answer may come back before we hear "250".
         await self.store.save_mail_id(
@@ -316,21 +317,15 @@ class Mail:
                 created_at=message.created_at,
             )
         )
-        await self._deliver(SmtpTransport(settings), record, message, thread)
+        await SmtpTransport(settings).deliver(record, message, thread)
 
-    async def _deliver(
-        self,
-        transport: SmtpTransport,
-        record: InteractionRecord,
-        message: Message,
-        thread: Thread,
-    ) -> None:
+    async def _send_retrying(self, record: InteractionRecord, message: Message) -> None:
         # A bounded in-memory retry: replaced by the outbox at merge (branch issue17-outbox),
         # which retries durably across restarts. Until then a host that stops loses the
         # retries still pending, and the agents are told when the last attempt fails.
         for pause in (*self.retry_pauses, None):
             try:
-                await transport.deliver(record, message, thread)
+                await self.deliver_reply(record, message)
                 return
             except Exception as e:  # any failure of the smarthost or the network: retry
                 log.warning("event=mail_send_failed interaction=%s error=%r", record.number, e)
