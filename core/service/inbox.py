@@ -12,6 +12,7 @@ A façade over one part per concept, each in a module of its own name:
     cases.py          cases and incidents worked after they are raised: read, list, change,
                       note, link; who may, for the agent socket and the REST API alike
     customers.py      the customer's side: start, write, leave, read their own transcript
+    mail.py           e-mail channels: mail in as the customer's messages, replies out by SMTP
     views.py          what a console is shown: snapshot, agents, offers, queue statistics
 
 Routing steps arrive from RoutingService already committed, with the interaction records that
