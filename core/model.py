@@ -257,6 +257,21 @@ class Invitation(Struct, frozen=True, gc=False, kw_only=True):
     created_at: float
 
 
+# The Message-IDs one mail's In-Reply-To and References are looked up by: the newest ones.
+MAX_MAIL_IDS = 100
+
+
+class MailId(Struct, frozen=True, gc=False, kw_only=True):
+    """An e-mail's Message-ID in a conversation, received or sent: replies thread by it
+    (core/service/mail.py)."""
+
+    message_id: str  # without the angle brackets
+    interaction: str
+    outbound: bool  # sent by the host, not by the customer
+    subject: str = ""
+    created_at: float
+
+
 class SenderKind(StrEnum):
     CUSTOMER = "customer"
     AGENT = "agent"

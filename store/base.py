@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import unicodedata
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -29,6 +29,7 @@ from core.model import (
     InteractionState,
     Invitation,
     Label,
+    MailId,
     Message,
     Offer,
     Participant,
@@ -402,6 +403,18 @@ class Store(Protocol):
 
     async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:
         """The stored key, unless it is older than IDEMPOTENCY_TTL at `now`."""
+        ...
+
+    async def save_mail_id(self, mail: MailId) -> None:
+        """Remember an e-mail's Message-ID in its conversation; one stored already stays."""
+        ...
+
+    async def find_mail_ids(self, message_ids: Sequence[str]) -> list[MailId]:
+        """The stored ones among `message_ids` (at most MAX_MAIL_IDS are looked up)."""
+        ...
+
+    async def last_mail_ids(self, interaction: str, limit: int) -> list[MailId]:
+        """The conversation's newest `limit` Message-IDs, oldest first."""
         ...
 
     async def save_invitation(self, invitation: Invitation) -> None:

@@ -101,6 +101,11 @@ TABLES: tuple[_Table, ...] = (
         "SELECT interaction, sha256, data FROM attachments ORDER BY id",
     ),
     _Table(
+        "mail_ids",
+        ("message_id", "interaction", "created_at", "data"),
+        "SELECT message_id, interaction, created_at, data FROM mail_ids",
+    ),
+    _Table(
         "service_records",
         (
             "number",

@@ -218,7 +218,19 @@ INSERT INTO record_links (record, interaction, linked_at)
     JOIN interactions i ON i.number = r.source_interaction;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _INVITATIONS, _RECORDS_WORKED]
+# E-mail channels: the Message-IDs received and sent in each conversation, which replies
+# thread by (core/service/mail.py).
+_MAIL_IDS = """
+CREATE TABLE mail_ids (
+    message_id TEXT PRIMARY KEY,
+    interaction TEXT NOT NULL REFERENCES interactions (number),
+    created_at REAL NOT NULL,
+    data TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX mail_ids_by_interaction ON mail_ids (interaction, created_at);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _INVITATIONS, _RECORDS_WORKED, _MAIL_IDS]
 
 
 def latest_version() -> int:

@@ -34,7 +34,7 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -47,6 +47,7 @@ from msgspec.structs import replace
 
 from core.model import (
     MAX_ATTACHMENT_BYTES,
+    MAX_MAIL_IDS,
     NUMBER_PREFIX,
     Agent,
     AgentStatus,
@@ -55,6 +56,7 @@ from core.model import (
     InteractionRecord,
     InteractionState,
     Invitation,
+    MailId,
     Message,
     Offer,
     Participant,
@@ -1088,6 +1090,32 @@ class PostgresStore:
             created_at=created_at,
             interaction=interaction,
         )
+
+    async def save_mail_id(self, mail: MailId) -> None:
+        await self._write(
+            _tx_executemany(
+                "INSERT INTO mail_ids (message_id, interaction, created_at, data) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
+                [(mail.message_id, mail.interaction, mail.created_at, dump(mail))],
+            )
+        )
+
+    async def find_mail_ids(self, message_ids: Sequence[str]) -> list[MailId]:
+        return await self._records(
+            MailId,
+            "SELECT data FROM mail_ids WHERE message_id = ANY($1::text[])",
+            list(message_ids[:MAX_MAIL_IDS]),
+        )
+
+    async def last_mail_ids(self, interaction: str, limit: int) -> list[MailId]:
+        newest_first = await self._records(
+            MailId,
+            "SELECT data FROM mail_ids WHERE interaction = $1 "
+            "ORDER BY created_at DESC, message_id DESC LIMIT $2",
+            interaction,
+            limit,
+        )
+        return newest_first[::-1]
 
     async def save_invitation(self, invitation: Invitation) -> None:
         await self._write(

@@ -242,7 +242,18 @@ INSERT INTO record_links (record, interaction, linked_at)
     JOIN interactions i ON i.number = r.source_interaction;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _INVITATIONS, _RECORDS_WORKED]
+# E-mail channels: as SQLite's _MAIL_IDS.
+_MAIL_IDS = """
+CREATE TABLE mail_ids (
+    message_id text PRIMARY KEY,
+    interaction text NOT NULL REFERENCES interactions (number),
+    created_at double precision NOT NULL,
+    data text NOT NULL
+);
+CREATE INDEX mail_ids_by_interaction ON mail_ids (interaction, created_at);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _INVITATIONS, _RECORDS_WORKED, _MAIL_IDS]
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (

@@ -16,10 +16,11 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +32,7 @@ import msgspec
 from core.files import fsync_dir, write_atomically
 from core.model import (
     MAX_ATTACHMENT_BYTES,
+    MAX_MAIL_IDS,
     NUMBER_PREFIX,
     Agent,
     AgentStatus,
@@ -39,6 +41,7 @@ from core.model import (
     InteractionRecord,
     InteractionState,
     Invitation,
+    MailId,
     Message,
     Offer,
     OfferState,
@@ -857,6 +860,31 @@ class SQLiteStore:
             created_at=created_at,
             interaction=interaction,
         )
+
+    async def save_mail_id(self, mail: MailId) -> None:
+        await self._write(
+            _tx_upsert(
+                "INSERT INTO mail_ids (message_id, interaction, created_at, data) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+                [(mail.message_id, mail.interaction, mail.created_at, dump(mail))],
+            )
+        )
+
+    async def find_mail_ids(self, message_ids: Sequence[str]) -> list[MailId]:
+        return await self._records(
+            MailId,
+            "SELECT data FROM mail_ids WHERE message_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(message_ids[:MAX_MAIL_IDS])),),
+        )
+
+    async def last_mail_ids(self, interaction: str, limit: int) -> list[MailId]:
+        newest_first = await self._records(
+            MailId,
+            "SELECT data FROM mail_ids WHERE interaction = ? "
+            "ORDER BY created_at DESC, message_id DESC LIMIT ?",
+            (interaction, limit),
+        )
+        return newest_first[::-1]
 
     async def save_invitation(self, invitation: Invitation) -> None:
         await self._write(

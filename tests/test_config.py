@@ -15,6 +15,7 @@ import pytest
 from core.config import (
     MAX_CONFIG_BYTES,
     ConfigError,
+    EmailSettings,
     HostConfig,
     HostSettings,
     WidgetSettings,
@@ -176,7 +177,13 @@ def test_file_tables_cover_every_model_field() -> None:
     assert names(schema.AgentTable) == names(Agent) | {"password"}
     # customer_attributes is the widget's business, kept in HostConfig.customer_attributes;
     # details are what consoles show, kept in HostConfig.details.
-    assert names(schema.ChannelTable) == names(ServiceChannel) | {"customer_attributes", "details"}
+    # email is kept in HostConfig.email.
+    assert names(schema.ChannelTable) == names(ServiceChannel) | {
+        "customer_attributes",
+        "details",
+        "email",
+    }
+    assert names(schema.EmailTable) == names(EmailSettings)
     assert names(schema.PresenceTable) == names(PresenceState)
     assert names(schema.TemplateTable) == names(Template)
     assert names(schema.HostTable) == names(HostSettings)
@@ -184,6 +191,48 @@ def test_file_tables_cover_every_model_field() -> None:
     assert names(schema.WidgetTable) - {"identity_secret_file"} == names(WidgetSettings) - {
         "identity_secret"
     }
+
+
+def test_an_e_mail_channel_is_loaded_with_its_settings(tmp_path: Path) -> None:
+    config = load_config(
+        with_channels(
+            tmp_path,
+            """
+            [channel.email]
+            listen = "127.0.0.1:2525"
+            address = "support@example.com"
+            smarthost = "mx.example.com:25"
+            """,
+        )
+    )
+    settings = config.email["messaging"]
+    assert settings.listen == "127.0.0.1:2525"
+    assert settings.smarthost == "mx.example.com:25"
+    assert settings.address == "support@example.com"
+    assert settings.max_bytes == 10 * 2**20
+    assert list(config.email) == ["messaging"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "email", "message"),
+    [
+        ("sync", "", 'an e-mail channel is async: set mode = "async"'),
+        ("async", 'address = "support"', "must be an address like support@example.com"),
+        ("async", 'smarthost = "mx.example.com:0"', "needs the smarthost's port"),
+        ("async", 'listen = "nowhere"', "must be host:port"),
+        ("async", "max_bytes = 20971520", "max_bytes"),
+    ],
+)
+def test_e_mail_settings_are_checked(tmp_path: Path, mode: str, email: str, message: str) -> None:
+    keys = {"listen": '"127.0.0.1:2525"', "address": '"a@b.c"', "smarthost": '"127.0.0.1:25"'}
+    key, _, value = email.partition(" = ")
+    if key:
+        keys[key] = value
+    table = "\n".join(f"{k} = {v}" for k, v in keys.items())
+    path = write(
+        tmp_path, f'[[channel]]\nname = "mail"\nmode = "{mode}"\n\n[channel.email]\n{table}\n'
+    )
+    assert message in str(error(path))
 
 
 # ---------------------------------------------------------------------------- paths

@@ -41,6 +41,7 @@ from screens.prompt import Prompt
 from screens.record_form import RecordForm
 from screens.records import RecordsScreen
 from tests.hosting import RunningHost, fast_config_text, running_host
+from tests.test_email import customer_mail, mail_host, send
 from tui.app import InboxApp
 from tui.settings import ConsoleSettings
 from tui.state import ConsoleState
@@ -1068,3 +1069,25 @@ async def test_files_key_shows_a_text_file_and_saves_without_overwriting(tmp_pat
 def picker(app: InboxApp) -> str:
     options = app.screen.query_one(OptionList)
     return " ".join(str(options.get_option_at_index(i).prompt) for i in range(options.option_count))
+
+
+async def test_an_e_mail_conversation_shows_in_the_ongoing_tray(tmp_path: Path) -> None:
+    async with mail_host(tmp_path) as (h, _):
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, MainScreen))
+            screen = main(app)
+            await until(pilot, lambda: screen.drawn)
+            assert "mail" in app.state.async_channels
+            await pilot.press("f5")
+            await until(pilot, lambda: app.state.me and app.state.me.presence == "Available")
+            await send(h, customer_mail("My kettle is broken"))
+            await until(pilot, lambda: app.state.offers)
+            await pilot.press("a")
+            tray = screen.query_one(OngoingTray)
+            await until(pilot, lambda: any(c.customer_name == "Ann Lee" for c in tray.cards))
+
+            def shown() -> str:
+                return "\n".join(tray.render_line(y).text for y in range(tray.size.height))
+
+            await until(pilot, lambda: "Ann Lee" in shown() and "My kettle is broken" in shown())

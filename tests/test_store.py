@@ -31,6 +31,7 @@ from core.model import (
     InteractionState,
     Invitation,
     ItemState,
+    MailId,
     Offer,
     OfferState,
     Participant,
@@ -500,6 +501,26 @@ async def test_invitations_are_kept_until_deleted_one_or_all(store: Store) -> No
     assert [i.agent for i in await store.load_invitations()] == ["bob", "bob"]
     await store.delete_invitations(a.number)
     assert await store.load_invitations() == [elsewhere]
+
+
+async def test_mail_ids_are_found_by_id_and_listed_per_conversation_oldest_first(
+    store: Store,
+) -> None:
+    a = await store.create_interaction(item="w1", channel="mail", customer="c@x", opened_at=1.0)
+    b = await store.create_interaction(item="w2", channel="mail", customer="d@x", opened_at=1.0)
+    first = MailId(message_id="1@x", interaction=a.number, outbound=False, created_at=2.0)
+    reply = MailId(
+        message_id="2@host", interaction=a.number, outbound=True, subject="Re: Hi", created_at=3.0
+    )
+    other = MailId(message_id="3@x", interaction=b.number, outbound=False, created_at=2.5)
+    for mail in (reply, first, other):
+        await store.save_mail_id(mail)
+    await store.save_mail_id(replace(first, interaction=b.number))  # seen again: kept as it was
+    found = await store.find_mail_ids(["nope@x", "2@host", "1@x"])
+    assert sorted(found, key=lambda m: m.created_at) == [first, reply]
+    assert await store.find_mail_ids([]) == []
+    assert await store.last_mail_ids(a.number, 10) == [first, reply]
+    assert await store.last_mail_ids(a.number, 1) == [reply]
 
 
 async def test_interaction_numbers_are_unique_and_in_order_under_concurrency(

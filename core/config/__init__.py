@@ -40,6 +40,11 @@ commented example; core/examples/demo.toml is the demo's)::
                                    # all, descriptions first, labels from the keys)
     weight = 1                     # capacity one of its items uses, 1..1000 (default 1);
                                    # POST /api/v1/items may give another per item
+    [channel.email]                # optional: an e-mail channel (async only; docs/email.md)
+    listen = "127.0.0.1:2525"      # the host's SMTP server, where the MTA relays the mail
+    address = "support@example.com"  # the From of replies
+    smarthost = "127.0.0.1:25"     # the SMTP server replies are handed to
+    max_bytes = 10485760           # the largest mail accepted, at most 10 MiB (default)
 
     [[presence]]                   # optional; Available, Away and Offline always exist
     name = "Available"
@@ -136,6 +141,7 @@ from core.config.schema import MAX_CAPACITY, MAX_SECONDS, MAX_SKILL_LEVEL
 from core.config.settings import (
     DEFAULT_LISTEN,
     ConfigError,
+    EmailSettings,
     Group,
     HostConfig,
     HostSettings,
@@ -161,6 +167,7 @@ __all__ = [
     "RESERVED_ATTRIBUTES",
     "TEMPLATE_FIELDS",
     "ConfigError",
+    "EmailSettings",
     "Group",
     "HostConfig",
     "HostSettings",

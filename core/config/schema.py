@@ -14,7 +14,12 @@ import msgspec
 from msgspec import Meta, Struct
 
 from core.config.locate import KeyPath
-from core.config.settings import DEFAULT_LISTEN, DEFAULT_UPLOAD_EXTENSIONS, DEFAULT_UPLOAD_TYPES
+from core.config.settings import (
+    DEFAULT_LISTEN,
+    DEFAULT_UPLOAD_EXTENSIONS,
+    DEFAULT_UPLOAD_TYPES,
+    MAX_MAIL_BYTES,
+)
 from core.model import (
     DEFAULT_REOPEN_WINDOW,
     MAX_ATTACHMENT_BYTES,
@@ -68,6 +73,13 @@ class DetailTable(Table, frozen=True):
     label: Label = ""
 
 
+class EmailTable(Table, frozen=True):
+    listen: str
+    address: Annotated[str, Meta(max_length=254)]
+    smarthost: str
+    max_bytes: Annotated[int, Meta(ge=1024, le=MAX_MAIL_BYTES)] = MAX_MAIL_BYTES
+
+
 class ChannelTable(Table, frozen=True):
     name: Name
     mode: str
@@ -78,6 +90,7 @@ class ChannelTable(Table, frozen=True):
     notices: dict[str, Any] = {}
     details: list[DetailTable] | None = None
     weight: int = 1
+    email: EmailTable | None = None
 
 
 class PresenceTable(Table, frozen=True):

@@ -151,6 +151,19 @@ class AttachmentSettings(Struct, frozen=True, kw_only=True):
     link_ttl: float = 900.0  # seconds a widget customer's download link stays valid
 
 
+# The largest mail an e-mail channel accepts, as SMTP counts it (headers, encoded parts).
+MAX_MAIL_BYTES = 10 * 2**20
+
+
+class EmailSettings(Struct, frozen=True, kw_only=True):
+    """[[channel]] email: an asynchronous channel fed by mail (docs/email.md)."""
+
+    listen: str  # host:port of the host's SMTP server, where the MTA relays the domain's mail
+    address: str  # the From of replies, e.g. support@example.com
+    smarthost: str  # host:port of the SMTP server replies are handed to
+    max_bytes: int = MAX_MAIL_BYTES
+
+
 class HostConfig(Struct, frozen=True, kw_only=True):
     channels: list[ServiceChannel]
     presences: list[PresenceState]
@@ -171,6 +184,8 @@ class HostConfig(Struct, frozen=True, kw_only=True):
     # as (attribute, label) ([[channel]] details); a channel missing here shows them all.
     details: dict[str, tuple[tuple[str, str], ...]] = {}
     records: RecordSettings = msgspec.field(default_factory=RecordSettings)
+    # Channel -> its e-mail settings ([[channel]] email); only e-mail channels are here.
+    email: dict[str, EmailSettings] = {}
 
     def routing_config(self) -> RoutingConfig:
         return RoutingConfig(

@@ -45,6 +45,7 @@ from core.config.settings import (
     MEDIA_TYPE,
     AttachmentSettings,
     ConfigError,
+    EmailSettings,
     Group,
     HostConfig,
     HostSettings,
@@ -88,6 +89,8 @@ TEMPLATE_FIELDS = frozenset(
 
 _SYNCHRONOUS = ("FULL", "NORMAL")
 _EXTENSION = re.compile(r"[a-z0-9]{1,16}")
+# An e-mail address as replies are sent from it: local part, "@", a host name.
+_MAIL_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
 _ACCENT = re.compile(r"#[0-9A-Fa-f]{6}")  # used with fullmatch: "$" would allow a newline
 # Anything shaped like a field is checked, so {Customer.Name} is caught, while braces around
 # other text ({1234}, "{ }") are left alone, as render_template leaves them.
@@ -334,6 +337,7 @@ class _Loader:
             attachments=self._attachments(raw.attachments),
             details=details,
             records=self._records(raw.records),
+            email=self._email(raw.channel, channels),
         )
         return config
 
@@ -707,6 +711,43 @@ class _Loader:
             if names:
                 states[kind] = tuple(names)
         return RecordSettings(states={**DEFAULT_RECORD_STATES, **states})
+
+    def _email(
+        self, tables: list[ChannelTable], channels: list[ServiceChannel]
+    ) -> dict[str, EmailSettings]:
+        email: dict[str, EmailSettings] = {}
+        listening: dict[str, str] = {}
+        for i, (t, channel) in enumerate(zip(tables, channels, strict=True)):
+            if t.email is None:
+                continue
+            path: KeyPath = ("channel", i, "email")
+            if channel.mode != ChannelMode.ASYNC:
+                self.bad(("channel", i, "mode"), 'an e-mail channel is async: set mode = "async"')
+            for key in ("listen", "smarthost"):
+                try:
+                    _, port = split_listen(getattr(t.email, key))
+                except ValueError as e:
+                    self.bad((*path, key), f"{e}, got {_show(getattr(t.email, key))}")
+                if key == "smarthost" and port == 0:
+                    self.bad((*path, key), "needs the smarthost's port, e.g. 127.0.0.1:25")
+            if t.email.listen in listening and not t.email.listen.endswith(":0"):
+                self.bad(
+                    (*path, "listen"),
+                    f"{_show(t.email.listen)} is channel {listening[t.email.listen]}'s already",
+                )
+            listening[t.email.listen] = t.name
+            if not _MAIL_ADDRESS.fullmatch(t.email.address):
+                self.bad(
+                    (*path, "address"),
+                    f"must be an address like support@example.com, got {_show(t.email.address)}",
+                )
+            email[t.name] = EmailSettings(
+                listen=t.email.listen,
+                address=t.email.address,
+                smarthost=t.email.smarthost,
+                max_bytes=t.email.max_bytes,
+            )
+        return email
 
     def _attachments(self, t: AttachmentsTable) -> AttachmentSettings:
         for i, kind in enumerate(t.allowed_types):

@@ -29,6 +29,7 @@ from core.host import (
     agent_socket,
     api,
     files_api,
+    mail_in,
     metrics,
     relay,
     widget,
@@ -133,6 +134,7 @@ def create_app(host: Host, *, relay_secret: str | None = None) -> web.Applicatio
     metrics.setup(app)
     widget.setup(app)
     widget_files.setup(app)
+    mail_in.setup(app)
     return app
 
 

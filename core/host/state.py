@@ -29,6 +29,8 @@ class Host:
     bus: Bus | None = None
     # The widget's ticket key when the hosts of a cluster share one; None: the data dir's.
     widget_key: bytes | None = None
+    # E-mail channel -> the address its SMTP server is bound to, while it serves (mail_in.py).
+    mail_listening: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 HOST = web.AppKey("host", Host)

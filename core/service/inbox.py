@@ -12,6 +12,7 @@ A façade over one part per concept, each in a module of its own name:
     cases.py          cases and incidents worked after they are raised: read, list, change,
                       note, link; who may, for the agent socket and the REST API alike
     customers.py      the customer's side: start, write, leave, read their own transcript
+    mail.py           e-mail channels: mail in as the customer's messages, replies out by SMTP
     views.py          what a console is shown: snapshot, agents, offers, queue statistics
 
 Routing steps arrive from RoutingService already committed, with the interaction records that
@@ -82,6 +83,7 @@ from core.service.customers import Customers
 from core.service.errors import InboxError
 from core.service.files import Files
 from core.service.floor import Floor
+from core.service.mail import Mail
 from core.service.messages import Messages
 from core.service.records import Records
 from core.service.routing import RoutingService, Step
@@ -146,6 +148,8 @@ class Inbox:
             store,
             clock,
         )
+        self.mail = Mail(config.email, self.customers, self.files, self.conversations, store, clock)
+        self.messages.sent.append(self.mail.agent_wrote)
         self.views = Views(
             config,
             self.routing,
@@ -252,6 +256,7 @@ class Inbox:
         ]
 
     async def stop(self) -> None:
+        await self.mail.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
