@@ -218,7 +218,23 @@ INSERT INTO record_links (record, interaction, linked_at)
     JOIN interactions i ON i.number = r.source_interaction;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _INVITATIONS, _RECORDS_WORKED]
+# The outbox of outbound deliveries (core/service/outbox.py): `pos` is the order they were
+# enqueued in, which is the order they go out in per conversation; `message_seq` finds a
+# message's delivery state for its transcript.
+_OUTBOX = """
+CREATE TABLE outbox (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    conversation TEXT NOT NULL,
+    message_seq INTEGER,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX outbox_open ON outbox (state, pos);
+CREATE INDEX outbox_by_message ON outbox (conversation, message_seq);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _INVITATIONS, _RECORDS_WORKED, _OUTBOX]
 
 
 def latest_version() -> int:

@@ -242,7 +242,21 @@ INSERT INTO record_links (record, interaction, linked_at)
     JOIN interactions i ON i.number = r.source_interaction;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _INVITATIONS, _RECORDS_WORKED]
+# The outbox of outbound deliveries: as SQLite's _OUTBOX.
+_OUTBOX = """
+CREATE TABLE outbox (
+    pos bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    conversation text NOT NULL,
+    message_seq bigint,
+    state text NOT NULL,
+    data text NOT NULL
+);
+CREATE INDEX outbox_open ON outbox (state, pos);
+CREATE INDEX outbox_by_message ON outbox (conversation, message_seq);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _INVITATIONS, _RECORDS_WORKED, _OUTBOX]
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (

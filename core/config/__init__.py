@@ -40,6 +40,16 @@ commented example; core/examples/demo.toml is the demo's)::
                                    # all, descriptions first, labels from the keys)
     weight = 1                     # capacity one of its items uses, 1..1000 (default 1);
                                    # POST /api/v1/items may give another per item
+    inbound_secret_file = "provider.key"  # optional: REST intake on this channel must be
+                                   # signed with this key (docs/channels.md); unsigned = 401
+    [channel.delivery]             # optional: POST agent messages and conversation events
+    url = "https://sms.example.com/hook"  # to the provider (core/service/outbox.py)
+    secret_file = "hook.key"       # HMAC-SHA256 key that signs each delivery, 32+ bytes
+    transport = "webhook"          # webhook (default)
+    timeout = 10                   # seconds one try may take
+    backoff_base = 1               # seconds before the first retry, doubled each time,
+    backoff_cap = 300              # at most this, less up to half at random (jitter)
+    give_up_after = 259200         # seconds after which a delivery is failed (3 days)
 
     [[presence]]                   # optional; Available, Away and Offline always exist
     name = "Available"

@@ -151,6 +151,26 @@ class AttachmentSettings(Struct, frozen=True, kw_only=True):
     link_ttl: float = 900.0  # seconds a widget customer's download link stays valid
 
 
+# The outbox's transports by the name [channel.delivery] transport gives
+# (core/service/outbox.py registers their implementations).
+TRANSPORTS = ("webhook",)
+
+
+class DeliverySettings(Struct, frozen=True, kw_only=True):
+    """[channel.delivery]: how a channel's outbound deliveries reach its provider. Seconds
+    throughout; a failed try is retried after backoff_base * 2**(attempts-1), at most
+    backoff_cap, less up to half of it at random; given up give_up_after the delivery was
+    enqueued."""
+
+    url: str
+    secret: Secret
+    transport: str = "webhook"
+    timeout: float = 10.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+    give_up_after: float = 3 * 24 * 3600.0
+
+
 class HostConfig(Struct, frozen=True, kw_only=True):
     channels: list[ServiceChannel]
     presences: list[PresenceState]
@@ -171,6 +191,11 @@ class HostConfig(Struct, frozen=True, kw_only=True):
     # as (attribute, label) ([[channel]] details); a channel missing here shows them all.
     details: dict[str, tuple[tuple[str, str], ...]] = {}
     records: RecordSettings = msgspec.field(default_factory=RecordSettings)
+    # Channel -> its outbound delivery ([channel.delivery]); a channel missing here sends none.
+    deliveries: dict[str, DeliverySettings] = {}
+    # Channel -> the key its REST intake must be signed with ([[channel]]
+    # inbound_secret_file); a channel missing here takes unsigned intake.
+    inbound_secrets: dict[str, Secret] = {}
 
     def routing_config(self) -> RoutingConfig:
         return RoutingConfig(

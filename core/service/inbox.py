@@ -29,7 +29,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.config import HostConfig
-from core.model import Attachment, InteractionRecord, Message, OfferKind, OfferState, WorkItem
+from core.model import (
+    Attachment,
+    Delivery,
+    InteractionRecord,
+    Message,
+    OfferKind,
+    OfferState,
+    WorkItem,
+)
 from core.protocol import (
     AcceptOffer,
     AddRecordNote,
@@ -41,6 +49,7 @@ from core.protocol import (
     AuditTrail,
     CloseRecord,
     CreateRecord,
+    DeliveryEvent,
     Detail,
     EndChat,
     GetAttachment,
@@ -83,10 +92,12 @@ from core.service.errors import InboxError
 from core.service.files import Files
 from core.service.floor import Floor
 from core.service.messages import Messages
+from core.service.outbox import Outbox
 from core.service.records import Records
 from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession
 from core.service.views import Views
+from core.service.webhook import WebhookTransport
 from store.base import Store, StoreStats, StoreUnavailable
 
 __all__ = ["Inbox", "InboxError"]
@@ -116,6 +127,9 @@ class Inbox:
         )
         self.floor = Floor(self.routing, config.agents, clock)
         self.conversations = Conversations(store, self.floor, config.channels, clock, self._timed)
+        self.outbox = Outbox(store, config.deliveries, clock, self._delivery_changed)
+        # The outbox's transports by name ([channel.delivery] transport; core/service/outbox.py).
+        self.transports = {"webhook": WebhookTransport()}
         self.access = Access(self.conversations, self.routing, store)
         self.messages = Messages(
             self.conversations,
@@ -125,6 +139,7 @@ class Inbox:
             store,
             config.templates,
             clock,
+            self.outbox,
         )
         self.records = Records(
             self.routing,
@@ -133,6 +148,7 @@ class Inbox:
             self.floor,
             store,
             clock,
+            self.outbox,
             record_states=config.records,
         )
         self.cases = Cases(config, self.access, self.floor, store, clock)
@@ -249,6 +265,7 @@ class Inbox:
             asyncio.create_task(self.routing.run_timers()),
             asyncio.create_task(self.views.stats_loop()),
             asyncio.create_task(self.floor.reaper()),
+            asyncio.create_task(self.outbox.run(self.transports)),
         ]
 
     async def stop(self) -> None:
@@ -258,6 +275,16 @@ class Inbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.routing.drain()
+        await self.transports["webhook"].close()
+
+    def _delivery_changed(self, delivery: Delivery) -> None:
+        conv = self.conversations.open.get(delivery.conversation)
+        if delivery.message is None or conv is None:
+            return
+        event = DeliveryEvent(
+            interaction=delivery.conversation, seq=delivery.message.seq, state=delivery.state
+        )
+        self.floor.push_participants(conv.record, event)
 
     # ------------------------------------------------------------------ agent commands
 

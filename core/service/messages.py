@@ -36,6 +36,7 @@ from core.service.access import Access
 from core.service.conversations import Conversation, Conversations
 from core.service.errors import InboxError
 from core.service.floor import Floor
+from core.service.outbox import Outbox
 from core.service.routing import RoutingService
 from core.service.sessions import AgentSession
 from store.base import Store
@@ -50,6 +51,7 @@ class Messages:
     store: Store
     templates: Sequence[Template]
     clock: Callable[[], float]
+    outbox: Outbox
 
     async def send(self, session: AgentSession, frame: SendMessage) -> ServerFrame:
         conv, message, duplicate = await self._write(
@@ -83,10 +85,20 @@ class Messages:
         kind: Literal["message", "work_note"],
     ) -> tuple[Conversation, Message, bool]:
         conv = self.access.writable(session, number)
+        delivery = self.outbox.for_message(conv.record) if kind == "message" else None
         message, duplicate = await self.store.append_message(
-            number, SenderKind.AGENT, session.agent, body, client_msg_id, self.clock(), kind=kind
+            number,
+            SenderKind.AGENT,
+            session.agent,
+            body,
+            client_msg_id,
+            self.clock(),
+            kind=kind,
+            delivery=delivery,
         )
         if not duplicate:
+            if delivery is not None:
+                self.outbox.wake()
             await self.conversations.delivered(conv, message)
         return conv, message, duplicate
 
@@ -129,8 +141,17 @@ class Messages:
         else:
             messages = await self.store.list_messages(record.number, frame.after_seq, frame.limit)
         attachments = await self.store.list_attachments(record.number)
+        deliveries = (
+            await self.store.message_deliveries(record.number)
+            if record.channel in self.outbox.deliveries
+            else {}
+        )
         return Transcript(
-            ref=frame.ref, interaction=record, messages=messages, attachments=attachments
+            ref=frame.ref,
+            interaction=record,
+            messages=messages,
+            attachments=attachments,
+            deliveries=deliveries,
         )
 
     async def list_interactions(
