@@ -610,7 +610,7 @@ class DeliveryEvent(Event, tag="delivery", frozen=True, kw_only=True):
     """An agent message's outbound delivery to the channel's provider changed state."""
 
     interaction: str
-    seq: int
+    message_seq: int
     state: DeliveryState
 
 

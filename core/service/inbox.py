@@ -282,7 +282,9 @@ class Inbox:
         if delivery.message is None or conv is None:
             return
         event = DeliveryEvent(
-            interaction=delivery.conversation, seq=delivery.message.seq, state=delivery.state
+            interaction=delivery.conversation,
+            message_seq=delivery.message.seq,
+            state=delivery.state,
         )
         self.floor.push_participants(conv.record, event)
 
