@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from bench.host_process import start_host, stop_host
@@ -34,6 +35,8 @@ from core.service.outbox import (
 from tests.hosting import RunningHost, running_host
 from tests.test_agent_commands import accepted_chat
 from tests.test_api_intake import make_tokens
+from tests.test_console_pilot import SIZE, chat_ready, console, transcript_text
+from tests.test_console_pilot import until as pilot_until
 
 SECRET = b"0123456789abcdef0123456789abcdef-hook"
 INBOUND = b"0123456789abcdef0123456789abcdef-intake"
@@ -181,8 +184,12 @@ async def test_deliveries_stay_in_order_through_500s_and_timeouts_and_are_signed
             assert receiver.unverified == 0
             assert receiver.tries == 4 + 3  # two 500s and a timeout, each tried again
             # The console hears its messages go out, and a transcript shows it.
-            event = await alice.next_event(DeliveryEvent)
-            assert event.interaction == number and event.state == "sent"
+            states: dict[int, list[str]] = {}
+            while [s[-1:] for s in states.values()] != [["sent"]] * 3:
+                event = await alice.next_event(DeliveryEvent)
+                assert event.interaction == number
+                states.setdefault(event.message_seq, []).append(event.state)
+            assert [s[0] for s in states.values()] == ["pending"] * 3
             transcript = await alice.request(GetTranscript(ref=0, interaction=number), Transcript)
             assert set(transcript.deliveries.values()) == {"sent"}
             assert sorted(transcript.deliveries) == seqs
@@ -296,3 +303,22 @@ async def test_signed_intake_takes_a_good_signature_and_refuses_bad_stale_or_non
             case = json.dumps({"channel": "case", "customer": {"id": "cust-c"}}).encode()
             status, _ = await post(case, unsigned)
             assert status == 201
+
+
+async def test_the_console_marks_a_reply_retrying_then_sent_as_the_provider_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    async with provider() as receiver:
+        config = parse_config(delivery_config_text(tmp_path, receiver.url), name="hook.toml")
+        async with running_host(tmp_path, config) as h:
+            app = console(h)
+            async with app.run_test(size=SIZE) as pilot:
+                await chat_ready(h, app, pilot)
+                receiver.script = ["500"] * 1000  # the provider fails until told otherwise
+                await pilot.press("c", *"Hi Ana", "enter")
+                await pilot_until(pilot, lambda: "Hi Ana ↻" in transcript_text(app))
+                receiver.script = []
+                await pilot_until(pilot, lambda: "Hi Ana ✓" in transcript_text(app))
+                assert receiver.of(next(iter(app.state.chats)))[-1] == ("message", "Hi Ana")
