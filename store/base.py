@@ -465,7 +465,8 @@ class Store(Protocol):
         ...
 
     async def due_deliveries(self, limit: int = 500) -> list[Delivery]:
-        """The oldest `limit` deliveries neither sent nor failed, in the order enqueued."""
+        """Of each conversation, its oldest delivery neither sent nor failed; the `limit`
+        oldest of those, in the order enqueued."""
         ...
 
     async def save_delivery(self, delivery: Delivery) -> None:

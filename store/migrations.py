@@ -231,7 +231,7 @@ CREATE TABLE outbox (
     data TEXT NOT NULL
 );
 CREATE INDEX outbox_open ON outbox (state, pos);
-CREATE INDEX outbox_by_message ON outbox (conversation, message_seq);
+CREATE INDEX outbox_by_conversation ON outbox (conversation, pos);
 """
 
 MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _INVITATIONS, _RECORDS_WORKED, _OUTBOX]

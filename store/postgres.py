@@ -160,9 +160,12 @@ CROSS JOIN LATERAL (
 """
 SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 SQL_LAST_MESSAGES = "SELECT data FROM messages WHERE interaction = $1 ORDER BY seq DESC LIMIT $2"
-# The outbox_open index serves the first and last.
+# Each conversation's oldest undelivered one: a conversation stuck behind a failing delivery
+# holds up no other. The outbox_open and outbox_by_conversation indexes serve it.
 SQL_DUE_DELIVERIES = (
-    "SELECT data FROM outbox WHERE state IN ('pending', 'retrying') ORDER BY pos LIMIT $1"
+    "SELECT data FROM outbox o WHERE state IN ('pending', 'retrying') AND pos = ("
+    "SELECT min(pos) FROM outbox WHERE conversation = o.conversation "
+    "AND state IN ('pending', 'retrying')) ORDER BY pos LIMIT $1"
 )
 SQL_MESSAGE_DELIVERIES = (
     "SELECT message_seq, state FROM outbox WHERE conversation = $1 AND message_seq IS NOT NULL"

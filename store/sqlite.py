@@ -151,9 +151,12 @@ ORDER BY interaction, seq
 """
 SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = ? AND seq > ? ORDER BY seq LIMIT ?"
 SQL_LAST_MESSAGES = "SELECT data FROM messages WHERE interaction = ? ORDER BY seq DESC LIMIT ?"
-# The outbox_open index serves the first and last.
+# Each conversation's oldest undelivered one: a conversation stuck behind a failing delivery
+# holds up no other. The outbox_open and outbox_by_conversation indexes serve it.
 SQL_DUE_DELIVERIES = (
-    "SELECT data FROM outbox WHERE state IN ('pending', 'retrying') ORDER BY pos LIMIT ?"
+    "SELECT data FROM outbox o WHERE state IN ('pending', 'retrying') AND pos = ("
+    "SELECT min(pos) FROM outbox WHERE conversation = o.conversation "
+    "AND state IN ('pending', 'retrying')) ORDER BY pos LIMIT ?"
 )
 SQL_MESSAGE_DELIVERIES = (
     "SELECT message_seq, state FROM outbox WHERE conversation = ? AND message_seq IS NOT NULL"

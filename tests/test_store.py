@@ -700,7 +700,7 @@ async def test_a_retried_client_msg_id_returns_the_original(store: Store) -> Non
         await say(store, "IMS0000000", "m1")
 
 
-async def test_the_outbox_keeps_deliveries_with_their_messages_in_order_until_done(
+async def test_the_outbox_keeps_deliveries_with_their_messages_and_hands_out_heads_in_order(
     store: Store,
 ) -> None:
     number = await new_interaction(store)
@@ -724,13 +724,15 @@ async def test_the_outbox_keeps_deliveries_with_their_messages_in_order_until_do
     )
     assert duplicate
     due = await store.due_deliveries()
-    assert [d.id for d in due] == ["d1", "d2", "d3"]
-    assert due[1].message == reply
+    # Only each conversation's oldest: d2 waits for d1.
+    assert [d.id for d in due] == ["d1", "d3"]
     assert await store.outbox_backlog() == 3
     assert await store.message_deliveries(number) == {reply.seq: "pending"}
     await store.save_delivery(replace(due[0], state="sent", attempts=1))
-    await store.save_delivery(replace(due[1], state="retrying", attempts=1, next_at=9.0))
-    await store.save_delivery(replace(due[2], state="failed", attempts=5, last_error="down"))
+    await store.save_delivery(replace(due[1], state="failed", attempts=5, last_error="down"))
+    (d2,) = await store.due_deliveries()
+    assert d2.id == "d2" and d2.message == reply
+    await store.save_delivery(replace(d2, state="retrying", attempts=1, next_at=9.0))
     assert [(d.id, d.next_at) for d in await store.due_deliveries()] == [("d2", 9.0)]
     assert await store.outbox_backlog() == 1
     assert await store.message_deliveries(number) == {reply.seq: "retrying"}

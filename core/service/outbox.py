@@ -58,7 +58,7 @@ TIMESTAMP_HEADER = "X-Inbox-Timestamp"
 DELIVERY_HEADER = "X-Inbox-Delivery"
 # A signed request older or newer than this is refused: a captured one cannot be replayed later.
 SIGNATURE_TOLERANCE = 300.0
-# Deliveries read per pass: the oldest, so a long backlog drains in order, a batch at a time.
+# Conversations whose next delivery is read per pass: the oldest first.
 BATCH = 500
 # How often the outbox looks for deliveries another host enqueued, in seconds.
 POLL = 1.0
@@ -192,13 +192,9 @@ class Outbox:
         """Start a try of each conversation's oldest delivery that is due; returns how long
         until the next is due."""
         due = await self.store.due_deliveries(BATCH)
-        self.backlog = len(due) if len(due) < BATCH else await self.store.outbox_backlog()
+        self.backlog = await self.store.outbox_backlog()
         now, wait = self.clock(), POLL
-        seen: set[str] = set()
         for delivery in due:
-            if delivery.conversation in seen:
-                continue
-            seen.add(delivery.conversation)
             if delivery.conversation in self._busy:
                 continue
             if delivery.next_at > now:
