@@ -366,10 +366,12 @@ class Store(Protocol):
         audit: Iterable[AuditEntry] = (),
         affinity: Mapping[str, tuple[str, float]] | None = None,
         interactions: Iterable[InteractionRecord] = (),
+        deliveries: Iterable[Delivery] = (),
     ) -> None:
         """Persist routing decisions all-or-nothing; `affinity` is customer -> (agent who
         last served them, when); `interactions` are the records that follow the items,
-        replaced as save_interaction does (NotFound likewise).
+        replaced as save_interaction does (NotFound likewise); `deliveries` go into the
+        outbox, in order, after every one enqueued before.
 
         Items are written before their offers (NotFound for an offer of an unknown item), and
         offers leaving `pending` before new pending ones: at most one pending offer per item
@@ -459,10 +461,6 @@ class Store(Protocol):
         ...
 
     # -- the outbox (core/service/outbox.py) ----------------------------------------------
-
-    async def enqueue_delivery(self, delivery: Delivery) -> None:
-        """Add a delivery to the outbox, after every one enqueued before it."""
-        ...
 
     async def due_deliveries(self, limit: int = 500) -> list[Delivery]:
         """Of each conversation, its oldest delivery neither sent nor failed; the `limit`

@@ -1013,6 +1013,7 @@ class PostgresStore:
         audit: Iterable[AuditEntry] = (),
         affinity: Mapping[str, tuple[str, float]] | None = None,
         interactions: Iterable[InteractionRecord] = (),
+        deliveries: Iterable[Delivery] = (),
     ) -> None:
         epoch = self._epoch
         if epoch is not None and self._lease is None:
@@ -1024,6 +1025,7 @@ class PostgresStore:
         status_data, audit_data = status_rows(statuses), audit_rows(audit)
         affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
         records = [(r, dump(r)) for r in interactions]
+        outbox = list(deliveries)
 
         async def op(conn: asyncpg.Connection) -> None:
             if epoch is not None:
@@ -1040,6 +1042,8 @@ class PostgresStore:
                     await conn.executemany(sql, rows)
             for record, data in records:
                 await _update_interaction(conn, record, data)
+            for delivery in outbox:
+                await _insert_delivery(conn, delivery)
 
         await self._write(op, interactions=tuple(r.number for r, _ in records))
 
@@ -1226,9 +1230,6 @@ class PostgresStore:
         return await self._write(op, interactions=(interaction,), guarded=guarded)
 
     # -- the outbox -----------------------------------------------------------------------
-
-    async def enqueue_delivery(self, delivery: Delivery) -> None:
-        await self._write(lambda conn: _insert_delivery(conn, delivery))
 
     async def due_deliveries(self, limit: int = 500) -> list[Delivery]:
         return await self._records(Delivery, SQL_DUE_DELIVERIES, limit)

@@ -797,11 +797,13 @@ class SQLiteStore:
         audit: Iterable[AuditEntry] = (),
         affinity: Mapping[str, tuple[str, float]] | None = None,
         interactions: Iterable[InteractionRecord] = (),
+        deliveries: Iterable[Delivery] = (),
     ) -> None:
         item_data, offer_data = item_rows(items), offer_rows(offers)
         status_data, audit_data = status_rows(statuses), audit_rows(audit)
         affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
         records = [(r, dump(r)) for r in interactions]
+        outbox = list(deliveries)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(_UPSERT_ITEM, item_data)
@@ -811,6 +813,8 @@ class SQLiteStore:
             conn.executemany(_UPSERT_AFFINITY, affinity_rows)
             for record, data in records:
                 _update_interaction(conn, record, data)
+            for delivery in outbox:
+                _insert_delivery(conn, delivery)
 
         await self._write(op)
 
@@ -987,9 +991,6 @@ class SQLiteStore:
         return await self._write(op)
 
     # -- the outbox -----------------------------------------------------------------------
-
-    async def enqueue_delivery(self, delivery: Delivery) -> None:
-        await self._write(lambda conn: _insert_delivery(conn, delivery))
 
     async def due_deliveries(self, limit: int = 500) -> list[Delivery]:
         return await self._records(Delivery, SQL_DUE_DELIVERIES, (limit,))

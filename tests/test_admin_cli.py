@@ -477,12 +477,12 @@ async def populate(env: dict[str, str], data: Path) -> tuple[str, str]:
                 await store.append_message(
                     record.number, SenderKind.CUSTOMER, f"cust-{i}", f"line {n}", f"m{n}", 2.0
                 )
-        for id, event in (("d1", "assigned"), ("d2", "closed")):
-            await store.enqueue_delivery(
-                Delivery(
-                    id=id, channel="chat", conversation=numbers[0], event=event, created_at=3.0
-                )
-            )
+        await store.apply_routing(
+            deliveries=[
+                Delivery(id=id, channel="chat", conversation=numbers[0], event=event, created_at=3)
+                for id, event in (("d1", "assigned"), ("d2", "closed"))
+            ]
+        )
         await store.put_attachment(numbers[0], "a.pdf", "application/pdf", b"%PDF", "bob", 3.0)
         await store.put_attachment(numbers[1], "a.pdf", "application/pdf", b"%PDF", "bob", 3.0)
         await store.put_attachment(numbers[1], "b.bin", "x/y", bytes(range(256)) * 9, "bob", 4.0)
@@ -592,10 +592,12 @@ async def test_copy_to_moves_everything_into_postgresql_and_numbering_continues(
         )
         assert message.seq == 6
         # The outbox's order continues too: a new delivery goes after the copied ones.
-        await target.enqueue_delivery(
-            Delivery(
-                id="d3", channel="chat", conversation="IMS0001005", event="closed", created_at=9
-            )
+        await target.apply_routing(
+            deliveries=[
+                Delivery(
+                    id="d3", channel="chat", conversation="IMS0001005", event="closed", created_at=9
+                )
+            ]
         )
         assert [d.id for d in await target.due_deliveries()] == ["d1", "d3"]
         # The widget's ticket key goes too: chats open at the move resume on the cluster.

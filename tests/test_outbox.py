@@ -24,7 +24,7 @@ from core.client import InboxClient
 from core.config import parse_config
 from core.demo import DEMO_PASSWORD, demo_config_text
 from core.model import Role
-from core.protocol import DeliveryEvent, GetTranscript, OfferEvent, Transcript
+from core.protocol import CloseRecord, DeliveryEvent, GetTranscript, OfferEvent, Ok, Transcript
 from core.service.outbox import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -196,6 +196,12 @@ async def test_deliveries_stay_in_order_through_500s_and_timeouts_and_are_signed
             seen = await metrics(h)
             assert seen['inbox_deliveries_total{outcome="sent"}'] == 4
             assert seen['inbox_deliveries_total{outcome="retrying"}'] == 3
+            # Closing is an event too, after everything before it.
+            await alice.end_chat(number)
+            await alice.request(CloseRecord(ref=0, interaction=number), Ok)
+            await until(lambda: len(receiver.of(number)) == 5)
+            assert receiver.of(number)[-1] == ("closed", "")
+            assert receiver.taken[-1]["agent"] == ""
             await alice.close()
 
 

@@ -711,7 +711,7 @@ async def test_the_outbox_keeps_deliveries_with_their_messages_and_hands_out_hea
             id=id, channel="chat", conversation=conversation, event=event, created_at=1.0
         )
 
-    await store.enqueue_delivery(delivery("d1", number, "assigned"))
+    await store.apply_routing(deliveries=[delivery("d1", number, "assigned")])
     reply, _ = await store.append_message(
         number, SenderKind.AGENT, "ann", "hello", "m1", 2.0, delivery=delivery("d2", number)
     )

@@ -148,7 +148,6 @@ class Inbox:
             self.floor,
             store,
             clock,
-            self.outbox,
             record_states=config.records,
         )
         self.cases = Cases(config, self.access, self.floor, store, clock)
@@ -176,6 +175,7 @@ class Inbox:
         # who has no console (at every rebuild).
         self.routing.records = self.conversations
         self.routing.detached_agents = self.floor.detached_agents
+        self.routing.deliveries = self.outbox.for_change
         self.routing.listeners.append(self._on_step)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -332,6 +332,8 @@ class Inbox:
         conversation's lock, so it keeps the changes' order without one conversation's
         system-line fsync holding up another's."""
         floor = self.floor
+        if step.records:
+            self.outbox.wake()  # the step may have committed deliveries of its changes
         for d in step.decisions:
             if isinstance(d, OfferMade):
                 floor.push(d.offer.agent, OfferEvent(view=self.views.offer_view(d.offer, d.item)))

@@ -1,9 +1,9 @@
 """The outbox: agents' messages and conversation events out to the channel's provider.
 
 Contract:
-- A delivery is stored before anything is acknowledged: an agent's message's delivery in the
-  same store transaction as the message (`for_message`, passed to Store.append_message); a
-  conversation event's right after the routing commit that made it (`event`).
+- A delivery is stored in the same store transaction as what it delivers: an agent's
+  message's with the message (`for_message`, passed to Store.append_message), a conversation
+  event's with the routing step that made it (`for_change`, RoutingService.deliveries).
 - At least once: a delivery stays pending until its transport returns; a host killed while
   delivering finds it pending again at start. The receiver dedupes on `Delivery.id`.
 - In order per conversation: only the oldest undelivered delivery of a conversation is tried;
@@ -49,6 +49,8 @@ from msgspec.structs import replace
 
 from core.config.settings import DeliverySettings
 from core.model import Delivery, InteractionRecord
+from core.routing.decisions import ItemChanged
+from core.routing.records import RecordChange
 from store.base import Store, StoreError
 
 log = logging.getLogger("inbox_tui.outbox")
@@ -140,16 +142,19 @@ class Outbox:
         """The delivery to store with an agent's message, None when its channel sends none."""
         return self._new(record, "message")
 
-    async def event(
-        self,
-        record: InteractionRecord,
-        event: Literal["assigned", "transferred", "closed"],
-        agent: str = "",
-    ) -> None:
-        delivery = self._new(record, event, agent)
-        if delivery is not None:
-            await self.store.enqueue_delivery(delivery)
-            self.wake()
+    def for_change(self, change: RecordChange) -> Delivery | None:
+        """The delivery of a conversation event, to commit with the routing step that made
+        it (RoutingService.deliveries), None for a change the provider is not told of."""
+        d = change.cause
+        if not isinstance(d, ItemChanged):
+            return None
+        if d.change in ("assigned", "transferred") and d.item.agent:
+            if d.change == "transferred":
+                return self._new(change.after, "transferred", d.item.agent)
+            return self._new(change.after, "assigned", d.item.agent)
+        if d.change in ("closed", "cancelled", "abandoned"):
+            return self._new(change.after, "closed")
+        return None
 
     def _new(
         self,

@@ -58,7 +58,6 @@ from core.service.conversations import Conversation, Conversations
 from core.service.details import DESCRIPTIONS
 from core.service.errors import InboxError
 from core.service.floor import Floor
-from core.service.outbox import Outbox
 from core.service.routing import RoutingService
 from core.service.sessions import AgentSession
 from store.base import Store
@@ -76,7 +75,6 @@ class Records:
     floor: Floor
     store: Store
     clock: Callable[[], float]
-    outbox: Outbox
     # What an item is about, shown with a chat that opens on a console (Views.details).
     details: Callable[[WorkItem], list[Detail]] = field(default=lambda item: [])
     # The states of cases and incidents: a new one takes its kind's first.
@@ -298,9 +296,6 @@ class Records:
                 text = f"Transferred from {name(owner or '')} to {name(item.agent)}"
             else:
                 text = f"{name(item.agent)} joined"
-            await self.outbox.event(
-                updated, "transferred" if d.change == "transferred" else "assigned", item.agent
-            )
             floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
             await self.conversations.system(conv, text)
             if self.conversations.is_async(record):
@@ -318,7 +313,6 @@ class Records:
             floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
             await self.conversations.system(conv, self.conversations.notice(record, "closed"))
         elif d.change in ("closed", "cancelled", "abandoned"):
-            await self.outbox.event(updated, "closed")
             floor.push_participants(updated, InteractionEvent(change="closed", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="closed", record=updated))
             self.conversations.forget(record.number)
