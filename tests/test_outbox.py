@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,7 +22,8 @@ from aiohttp import web
 
 from bench.host_process import start_host, stop_host
 from core.client import InboxClient
-from core.config import parse_config
+from core.config import Secret, parse_config
+from core.config.settings import DeliverySettings
 from core.demo import DEMO_PASSWORD, demo_config_text
 from core.model import Role
 from core.protocol import CloseRecord, DeliveryEvent, GetTranscript, OfferEvent, Ok, Transcript
@@ -29,6 +31,7 @@ from core.service.outbox import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    backoff,
     sign,
     verify,
 )
@@ -328,3 +331,14 @@ async def test_the_console_marks_a_reply_retrying_then_sent_as_the_provider_answ
                 receiver.script = []
                 await pilot_until(pilot, lambda: "Hi Ana ✓" in transcript_text(app))
                 assert receiver.of(next(iter(app.state.chats)))[-1] == ("message", "Hi Ana")
+
+
+def test_backoff_doubles_from_the_base_up_to_the_cap_less_up_to_half_at_random() -> None:
+    settings = DeliverySettings(
+        url="http://x/", secret=Secret(SECRET), backoff_base=1.0, backoff_cap=10.0
+    )
+    rng = random.Random(7)
+    for attempts, full in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (500, 10.0)):
+        waits = [backoff(settings, attempts, rng) for _ in range(200)]
+        assert all(full / 2 <= w <= full for w in waits), (attempts, min(waits), max(waits))
+        assert max(waits) - min(waits) > full / 4  # jittered, not one value for everyone
