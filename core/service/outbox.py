@@ -178,7 +178,10 @@ class Outbox:
         self._wake.set()
 
     async def run(self, transports: Mapping[str, Transport]) -> None:
-        """Deliver until cancelled; a store that fails is tried again after POLL."""
+        """Deliver until cancelled; a store that fails is tried again after POLL. Without a
+        channel that delivers there is nothing to do, nor to poll the store for."""
+        if not self.deliveries:
+            return
         try:
             while True:
                 self._wake.clear()
@@ -187,8 +190,11 @@ class Outbox:
                 except StoreError as exc:
                     log.warning("outbox: %s", exc)
                     wait = POLL
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the cancellation
+                # that stops the host when the wake comes at the same moment.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
         finally:
             for task in self._tries:
                 task.cancel()
@@ -221,7 +227,8 @@ class Outbox:
     ) -> None:
         try:
             try:
-                await asyncio.wait_for(transport.deliver(delivery, settings), settings.timeout)
+                async with asyncio.timeout(settings.timeout):
+                    await transport.deliver(delivery, settings)
             except Exception as exc:
                 attempts = delivery.attempts + 1
                 now = self.clock()
