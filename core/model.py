@@ -290,6 +290,33 @@ class Message(Struct, frozen=True, gc=False, kw_only=True):
     attachment: str | None = None  # sha256 of an attachment shown with the message
 
 
+# Outbound delivery (core/service/outbox.py): where an agent's reply or a conversation
+# event stands on its way to the channel's provider. pending: not tried yet; retrying: the
+# last try failed and another is due; sent: the provider took it; failed: given up on.
+DeliveryState = Literal["pending", "retrying", "sent", "failed"]
+
+
+class Delivery(Struct, frozen=True, gc=False, kw_only=True):
+    """One outbox entry: a message or conversation event to POST to a channel's provider.
+
+    Written in the same store transaction as what it delivers; `id` is what the receiver
+    dedupes on, so a redelivery after a crash or a lost answer is harmless.
+    """
+
+    id: str
+    channel: str
+    conversation: str  # the interaction number: deliveries of one conversation go in order
+    event: Literal["message", "assigned", "transferred", "closed"]
+    created_at: float
+    message: Message | None = None  # for event "message"
+    agent: str = ""  # for assigned / transferred: who has the conversation now
+    queue: str = ""  # for transferred to a queue
+    state: DeliveryState = "pending"
+    attempts: int = 0
+    next_at: float = 0.0  # when the next try is due
+    last_error: str = ""
+
+
 class Attachment(Struct, frozen=True, gc=False, kw_only=True):
     interaction: str
     name: Label

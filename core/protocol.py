@@ -25,6 +25,7 @@ from core.model import (
     AuditEntry,
     Body,
     ClientMsgId,
+    DeliveryState,
     InteractionRecord,
     Label,
     Message,
@@ -472,6 +473,8 @@ class Transcript(ServerFrame, tag="transcript", frozen=True, kw_only=True):
     interaction: InteractionRecord
     messages: list[Message]
     attachments: list[Attachment]
+    # Agent messages' outbound delivery by seq, on a channel that delivers (docs/channels.md).
+    deliveries: dict[int, DeliveryState] = {}
 
 
 class InteractionList(ServerFrame, tag="interaction_list", frozen=True, kw_only=True):
@@ -603,6 +606,14 @@ class Resync(Event, tag="resync", frozen=True, kw_only=True):
     snapshot: Snapshot
 
 
+class DeliveryEvent(Event, tag="delivery", frozen=True, kw_only=True):
+    """An agent message's outbound delivery to the channel's provider changed state."""
+
+    interaction: str
+    message_seq: int
+    state: DeliveryState
+
+
 AnyServerFrame = (
     Welcome
     | Error
@@ -636,6 +647,7 @@ AnyServerFrame = (
     | InvitationWithdrawn
     | RecordEvent
     | Resync
+    | DeliveryEvent
 )
 
 encoder = msgspec.msgpack.Encoder()

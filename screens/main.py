@@ -241,6 +241,7 @@ class MainScreen(Screen[None]):
         r = chat.record
         title.update(f"[b]{r.customer_name or r.customer}[/]  {r.number}  [dim]{r.state}[/]")
         self.query_one("#reply-due", ReplyCountdown).show(chat.reply_by)
+        transcript.set_deliveries(chat.deliveries)
         shown = transcript.messages
         if self._shown == chat.number and len(shown) <= len(chat.messages):
             # Same conversation: add what is new instead of re-laying out every message.
@@ -267,7 +268,9 @@ class MainScreen(Screen[None]):
         # The newest page: an agent picks up where the conversation is, not where it began.
         reply = await self.call(GetTranscript(interaction=number, newest=True))
         if isinstance(reply, TranscriptReply):
-            self.inbox.state.set_transcript(number, reply.messages, reply.attachments)
+            self.inbox.state.set_transcript(
+                number, reply.messages, reply.attachments, reply.deliveries
+            )
             if number == self.current:
                 self.show_current()
 
@@ -475,7 +478,9 @@ class MainScreen(Screen[None]):
             if not chat.loaded and chat.record.state in LIVE_STATES:
                 reply = await self.call(GetTranscript(interaction=chat.number, newest=True))
                 if isinstance(reply, TranscriptReply):
-                    state.set_transcript(chat.number, reply.messages, reply.attachments)
+                    state.set_transcript(
+                        chat.number, reply.messages, reply.attachments, reply.deliveries
+                    )
         number = state.next_unread(self.current)
         if number is None:
             self.notify("Nothing unread")

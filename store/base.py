@@ -25,6 +25,8 @@ from core.model import (
     AgentStatus,
     Attachment,
     AuditEntry,
+    Delivery,
+    DeliveryState,
     InteractionRecord,
     InteractionState,
     Invitation,
@@ -365,10 +367,12 @@ class Store(Protocol):
         audit: Iterable[AuditEntry] = (),
         affinity: Mapping[str, tuple[str, float]] | None = None,
         interactions: Iterable[InteractionRecord] = (),
+        deliveries: Iterable[Delivery] = (),
     ) -> None:
         """Persist routing decisions all-or-nothing; `affinity` is customer -> (agent who
         last served them, when); `interactions` are the records that follow the items,
-        replaced as save_interaction does (NotFound likewise).
+        replaced as save_interaction does (NotFound likewise); `deliveries` go into the
+        outbox, in order, after every one enqueued before.
 
         Items are written before their offers (NotFound for an offer of an unknown item), and
         offers leaving `pending` before new pending ones: at most one pending offer per item
@@ -458,12 +462,34 @@ class Store(Protocol):
         created_at: float,
         kind: Literal["message", "work_note"] = "message",
         attachment: str | None = None,
+        delivery: Delivery | None = None,
     ) -> tuple[Message, bool]:
         """Store a message under the interaction's next seq; returns (message, duplicate).
 
         A retry with a client_msg_id already stored for this interaction stores nothing and
         returns the original message with duplicate=True. NotFound for an unknown interaction.
+        `delivery`, for a new message only, goes into the outbox in the same transaction, its
+        `message` the message as stored.
         """
+        ...
+
+    # -- the outbox (core/service/outbox.py) ----------------------------------------------
+
+    async def due_deliveries(self, limit: int = 500) -> list[Delivery]:
+        """Of each conversation, its oldest delivery neither sent nor failed; the `limit`
+        oldest of those, in the order enqueued."""
+        ...
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        """Store a delivery's new state, attempts and next try (by its id)."""
+        ...
+
+    async def message_deliveries(self, interaction: str) -> dict[int, DeliveryState]:
+        """Message seq -> the state of its delivery, for the interaction's delivered messages."""
+        ...
+
+    async def outbox_backlog(self) -> int:
+        """How many deliveries are neither sent nor failed."""
         ...
 
     async def list_messages(

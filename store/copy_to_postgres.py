@@ -150,6 +150,13 @@ TABLES: tuple[_Table, ...] = (
         "SELECT id, token_digest, name, agent, role, created_at, expires_at, revoked_at, "
         "channels FROM api_tokens ORDER BY rowid",
     ),
+    # Without `pos`: COPY numbers the rows anew in the order read, which keeps their order
+    # and leaves the sequence past them.
+    _Table(
+        "outbox",
+        ("id", "conversation", "message_seq", "state", "data"),
+        "SELECT id, conversation, message_seq, state, data FROM outbox ORDER BY pos",
+    ),
     _Table(
         "idempotency_keys",
         ("scope", "key", "fingerprint", "interaction", "created_at"),

@@ -230,7 +230,23 @@ CREATE TABLE mail_ids (
 CREATE INDEX mail_ids_by_interaction ON mail_ids (interaction, created_at);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _INVITATIONS, _RECORDS_WORKED, _MAIL_IDS]
+# The outbox of outbound deliveries (core/service/outbox.py): `pos` is the order they were
+# enqueued in, which is the order they go out in per conversation; `message_seq` finds a
+# message's delivery state for its transcript.
+_OUTBOX = """
+CREATE TABLE outbox (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    conversation TEXT NOT NULL,
+    message_seq INTEGER,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX outbox_open ON outbox (state, pos);
+CREATE INDEX outbox_by_conversation ON outbox (conversation, pos);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _INVITATIONS, _RECORDS_WORKED, _MAIL_IDS, _OUTBOX]
 
 
 def latest_version() -> int:

@@ -53,6 +53,8 @@ from core.model import (
     AgentStatus,
     Attachment,
     AuditEntry,
+    Delivery,
+    DeliveryState,
     InteractionRecord,
     InteractionState,
     Invitation,
@@ -160,6 +162,17 @@ CROSS JOIN LATERAL (
 """
 SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 SQL_LAST_MESSAGES = "SELECT data FROM messages WHERE interaction = $1 ORDER BY seq DESC LIMIT $2"
+# Each conversation's oldest undelivered one: a conversation stuck behind a failing delivery
+# holds up no other. The outbox_open and outbox_by_conversation indexes serve it.
+SQL_DUE_DELIVERIES = (
+    "SELECT data FROM outbox o WHERE state IN ('pending', 'retrying') AND pos = ("
+    "SELECT min(pos) FROM outbox WHERE conversation = o.conversation "
+    "AND state IN ('pending', 'retrying')) ORDER BY pos LIMIT $1"
+)
+SQL_MESSAGE_DELIVERIES = (
+    "SELECT message_seq, state FROM outbox WHERE conversation = $1 AND message_seq IS NOT NULL"
+)
+SQL_OUTBOX_BACKLOG = "SELECT count(*) FROM outbox WHERE state IN ('pending', 'retrying')"
 # The audit_by_item index serves it.
 SQL_AUDIT_TRAIL = "SELECT data FROM audit WHERE item = $1 ORDER BY id DESC LIMIT $2"
 
@@ -288,6 +301,19 @@ SELECT EXISTS (SELECT 1 FROM interactions WHERE number = $1),
        (SELECT data FROM stored),
        (SELECT seq FROM inserted)
 """
+
+
+async def _insert_delivery(conn: asyncpg.Connection, delivery: Delivery) -> None:
+    seq = delivery.message.seq if delivery.message is not None else None
+    await conn.execute(
+        "INSERT INTO outbox (id, conversation, message_seq, state, data) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        delivery.id,
+        delivery.conversation,
+        seq,
+        delivery.state,
+        dump(delivery),
+    )
 
 
 def _around_seq(data: str) -> tuple[str, str]:
@@ -989,6 +1015,7 @@ class PostgresStore:
         audit: Iterable[AuditEntry] = (),
         affinity: Mapping[str, tuple[str, float]] | None = None,
         interactions: Iterable[InteractionRecord] = (),
+        deliveries: Iterable[Delivery] = (),
     ) -> None:
         epoch = self._epoch
         if epoch is not None and self._lease is None:
@@ -1000,6 +1027,7 @@ class PostgresStore:
         status_data, audit_data = status_rows(statuses), audit_rows(audit)
         affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
         records = [(r, dump(r)) for r in interactions]
+        outbox = list(deliveries)
 
         async def op(conn: asyncpg.Connection) -> None:
             if epoch is not None:
@@ -1016,6 +1044,8 @@ class PostgresStore:
                     await conn.executemany(sql, rows)
             for record, data in records:
                 await _update_interaction(conn, record, data)
+            for delivery in outbox:
+                await _insert_delivery(conn, delivery)
 
         await self._write(op, interactions=tuple(r.number for r, _ in records))
 
@@ -1191,6 +1221,7 @@ class PostgresStore:
         created_at: float,
         kind: Literal["message", "work_note"] = "message",
         attachment: str | None = None,
+        delivery: Delivery | None = None,
     ) -> tuple[Message, bool]:
         message = Message(
             interaction=interaction,
@@ -1217,9 +1248,37 @@ class PostgresStore:
                 return load(Message, duplicate), True
             if not known:
                 raise NotFound(f"interaction {interaction} does not exist")
-            return replace(message, seq=seq), False
+            stored = replace(message, seq=seq)
+            if delivery is not None:
+                await _insert_delivery(conn, replace(delivery, message=stored))
+            return stored, False
 
-        return await self._write(op, interactions=(interaction,), guarded=False)
+        # With a delivery the op is two statements, so it needs its savepoint.
+        guarded = delivery is not None
+        return await self._write(op, interactions=(interaction,), guarded=guarded)
+
+    # -- the outbox -----------------------------------------------------------------------
+
+    async def due_deliveries(self, limit: int = 500) -> list[Delivery]:
+        return await self._records(Delivery, SQL_DUE_DELIVERIES, limit)
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        async def op(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "UPDATE outbox SET state = $1, data = $2 WHERE id = $3",
+                delivery.state,
+                dump(delivery),
+                delivery.id,
+            )
+
+        await self._write(op)
+
+    async def message_deliveries(self, interaction: str) -> dict[int, DeliveryState]:
+        rows = await self._rows(SQL_MESSAGE_DELIVERIES, interaction)
+        return {row[0]: row[1] for row in rows}
+
+    async def outbox_backlog(self) -> int:
+        return int((await self._rows(SQL_OUTBOX_BACKLOG))[0][0])
 
     async def list_messages(
         self, interaction: str, after_seq: int = 0, limit: int = 500

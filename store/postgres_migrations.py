@@ -253,7 +253,21 @@ CREATE TABLE mail_ids (
 CREATE INDEX mail_ids_by_interaction ON mail_ids (interaction, created_at);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _INVITATIONS, _RECORDS_WORKED, _MAIL_IDS]
+# The outbox of outbound deliveries: as SQLite's _OUTBOX.
+_OUTBOX = """
+CREATE TABLE outbox (
+    pos bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    conversation text NOT NULL,
+    message_seq bigint,
+    state text NOT NULL,
+    data text NOT NULL
+);
+CREATE INDEX outbox_open ON outbox (state, pos);
+CREATE INDEX outbox_by_conversation ON outbox (conversation, pos);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _INVITATIONS, _RECORDS_WORKED, _MAIL_IDS, _OUTBOX]
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import aiosqlite
 import msgspec
+from msgspec.structs import replace
 
 from core.files import fsync_dir, write_atomically
 from core.model import (
@@ -38,6 +39,8 @@ from core.model import (
     AgentStatus,
     Attachment,
     AuditEntry,
+    Delivery,
+    DeliveryState,
     InteractionRecord,
     InteractionState,
     Invitation,
@@ -151,6 +154,17 @@ ORDER BY interaction, seq
 """
 SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = ? AND seq > ? ORDER BY seq LIMIT ?"
 SQL_LAST_MESSAGES = "SELECT data FROM messages WHERE interaction = ? ORDER BY seq DESC LIMIT ?"
+# Each conversation's oldest undelivered one: a conversation stuck behind a failing delivery
+# holds up no other. The outbox_open and outbox_by_conversation indexes serve it.
+SQL_DUE_DELIVERIES = (
+    "SELECT data FROM outbox o WHERE state IN ('pending', 'retrying') AND pos = ("
+    "SELECT min(pos) FROM outbox WHERE conversation = o.conversation "
+    "AND state IN ('pending', 'retrying')) ORDER BY pos LIMIT ?"
+)
+SQL_MESSAGE_DELIVERIES = (
+    "SELECT message_seq, state FROM outbox WHERE conversation = ? AND message_seq IS NOT NULL"
+)
+SQL_OUTBOX_BACKLOG = "SELECT count(*) FROM outbox WHERE state IN ('pending', 'retrying')"
 # The audit_by_item index serves it.
 SQL_AUDIT_TRAIL = "SELECT data FROM audit WHERE item = ? ORDER BY id DESC LIMIT ?"
 
@@ -278,6 +292,14 @@ def _next_number(conn: sqlite3.Connection, prefix: str) -> str:
         "UPDATE counters SET value = value + 1 WHERE name = ? RETURNING value", (prefix,)
     ).fetchall()
     return format_number(prefix, value)
+
+
+def _insert_delivery(conn: sqlite3.Connection, delivery: Delivery) -> None:
+    seq = delivery.message.seq if delivery.message is not None else None
+    conn.execute(
+        "INSERT INTO outbox (id, conversation, message_seq, state, data) VALUES (?, ?, ?, ?, ?)",
+        (delivery.id, delivery.conversation, seq, delivery.state, dump(delivery)),
+    )
 
 
 def _exists(conn: sqlite3.Connection, sql: str, key: str) -> bool:
@@ -778,11 +800,13 @@ class SQLiteStore:
         audit: Iterable[AuditEntry] = (),
         affinity: Mapping[str, tuple[str, float]] | None = None,
         interactions: Iterable[InteractionRecord] = (),
+        deliveries: Iterable[Delivery] = (),
     ) -> None:
         item_data, offer_data = item_rows(items), offer_rows(offers)
         status_data, audit_data = status_rows(statuses), audit_rows(audit)
         affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
         records = [(r, dump(r)) for r in interactions]
+        outbox = list(deliveries)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(_UPSERT_ITEM, item_data)
@@ -792,6 +816,8 @@ class SQLiteStore:
             conn.executemany(_UPSERT_AFFINITY, affinity_rows)
             for record, data in records:
                 _update_interaction(conn, record, data)
+            for delivery in outbox:
+                _insert_delivery(conn, delivery)
 
         await self._write(op)
 
@@ -950,6 +976,7 @@ class SQLiteStore:
         created_at: float,
         kind: Literal["message", "work_note"] = "message",
         attachment: str | None = None,
+        delivery: Delivery | None = None,
     ) -> tuple[Message, bool]:
         def op(conn: sqlite3.Connection) -> tuple[Message, bool]:
             # The writer thread is the only writer, so look-then-insert cannot race; the
@@ -985,9 +1012,28 @@ class SQLiteStore:
                 if not _exists(conn, "SELECT 1 FROM interactions WHERE number = ?", interaction):
                     raise NotFound(f"interaction {interaction} does not exist") from exc
                 raise
+            if delivery is not None:
+                _insert_delivery(conn, replace(delivery, message=message))
             return message, False
 
         return await self._write(op)
+
+    # -- the outbox -----------------------------------------------------------------------
+
+    async def due_deliveries(self, limit: int = 500) -> list[Delivery]:
+        return await self._records(Delivery, SQL_DUE_DELIVERIES, (limit,))
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        sql = "UPDATE outbox SET state = ?, data = ? WHERE id = ?"
+        await self._write(_tx_rowcount(sql, (delivery.state, dump(delivery), delivery.id)))
+
+    async def message_deliveries(self, interaction: str) -> dict[int, DeliveryState]:
+        rows = await self._rows(SQL_MESSAGE_DELIVERIES, (interaction,))
+        return {seq: state for seq, state in rows}
+
+    async def outbox_backlog(self) -> int:
+        (row,) = await self._rows(SQL_OUTBOX_BACKLOG)
+        return int(row[0])
 
     async def list_messages(
         self, interaction: str, after_seq: int = 0, limit: int = 500

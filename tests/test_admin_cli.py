@@ -25,6 +25,7 @@ from core.model import (
     AgentStatus,
     AuditEntry,
     ChannelMode,
+    Delivery,
     Invitation,
     ItemState,
     Offer,
@@ -444,6 +445,7 @@ COPIED_TABLES = (
     "api_tokens",
     "idempotency_keys",
     "invitations",
+    "outbox",
 )
 
 
@@ -475,6 +477,12 @@ async def populate(env: dict[str, str], data: Path) -> tuple[str, str]:
                 await store.append_message(
                     record.number, SenderKind.CUSTOMER, f"cust-{i}", f"line {n}", f"m{n}", 2.0
                 )
+        await store.apply_routing(
+            deliveries=[
+                Delivery(id=id, channel="chat", conversation=numbers[0], event=event, created_at=3)
+                for id, event in (("d1", "assigned"), ("d2", "closed"))
+            ]
+        )
         await store.put_attachment(numbers[0], "a.pdf", "application/pdf", b"%PDF", "bob", 3.0)
         await store.put_attachment(numbers[1], "a.pdf", "application/pdf", b"%PDF", "bob", 3.0)
         await store.put_attachment(numbers[1], "b.bin", "x/y", bytes(range(256)) * 9, "bob", 4.0)
@@ -555,6 +563,7 @@ async def test_copy_to_moves_everything_into_postgresql_and_numbering_continues(
         assert await target.load_agent_statuses() == await source.load_agent_statuses()
         assert await target.load_affinity() == await source.load_affinity()
         assert await target.load_invitations() == await source.load_invitations()
+        assert await target.due_deliveries() == await source.due_deliveries()
         assert await target.list_api_tokens() == await source.list_api_tokens()
         assert await target.list_agents() == await source.list_agents()
         for number in ("CS0001001", "INC0001001"):
@@ -582,6 +591,15 @@ async def test_copy_to_moves_everything_into_postgresql_and_numbering_continues(
             "IMS0001005", SenderKind.AGENT, "bob", "hello", "a1", 5.0
         )
         assert message.seq == 6
+        # The outbox's order continues too: a new delivery goes after the copied ones.
+        await target.apply_routing(
+            deliveries=[
+                Delivery(
+                    id="d3", channel="chat", conversation="IMS0001005", event="closed", created_at=9
+                )
+            ]
+        )
+        assert [d.id for d in await target.due_deliveries()] == ["d1", "d3"]
         # The widget's ticket key goes too: chats open at the move resume on the cluster.
         assert await target.shared_secret(WIDGET_KEY, WIDGET_KEY_BYTES) == key
 

@@ -25,6 +25,7 @@ from core.config import (
     parse_config,
     schema,
 )
+from core.config.settings import DeliverySettings
 from core.demo import DEMO_PASSWORD, demo_config, demo_config_path
 from core.model import (
     AVAILABLE,
@@ -176,14 +177,18 @@ def test_file_tables_cover_every_model_field() -> None:
     assert names(schema.QueueTable) == names(Queue)
     assert names(schema.AgentTable) == names(Agent) | {"password"}
     # customer_attributes is the widget's business, kept in HostConfig.customer_attributes;
-    # details are what consoles show, kept in HostConfig.details.
-    # email is kept in HostConfig.email.
+    # details are what consoles show, kept in HostConfig.details; email is kept in
+    # HostConfig.email; delivery and inbound_secret_file are the outbox's and the REST
+    # intake's, in HostConfig.deliveries and HostConfig.inbound_secrets.
     assert names(schema.ChannelTable) == names(ServiceChannel) | {
         "customer_attributes",
         "details",
         "email",
+        "delivery",
+        "inbound_secret_file",
     }
     assert names(schema.EmailTable) == names(EmailSettings)
+    assert names(schema.DeliveryTable) - {"secret_file"} == names(DeliverySettings) - {"secret"}
     assert names(schema.PresenceTable) == names(PresenceState)
     assert names(schema.TemplateTable) == names(Template)
     assert names(schema.HostTable) == names(HostSettings)
@@ -1001,6 +1006,48 @@ def test_bad_identity_secrets_refuse_to_start(
     assert e.line == 6 and e.where == "[widget]"
     assert str(e).startswith(f"{path}:6: [widget]: identity_secret_file ")
     assert str(key) in str(e) and reason in str(e)
+
+
+def delivery_config(tmp_path: Path, delivery: str) -> Path:
+    key = tmp_path / "hook.key"
+    key.write_text("cd" * 32)
+    key.chmod(0o600)
+    return write(
+        tmp_path,
+        CHANNELS
+        + 'inbound_secret_file = "hook.key"\n[channel.delivery]\nsecret_file = "hook.key"\n'
+        + textwrap.dedent(delivery),
+    )
+
+
+def test_a_channel_delivery_is_read_with_its_secrets_and_backoff(tmp_path: Path) -> None:
+    path = delivery_config(
+        tmp_path, 'url = "https://sms.example.com/hook"\nbackoff_base = 2\nbackoff_cap = 60\n'
+    )
+    config = load_config(path)
+    delivery = config.deliveries["messaging"]
+    assert (delivery.transport, delivery.url) == ("webhook", "https://sms.example.com/hook")
+    assert (delivery.backoff_base, delivery.backoff_cap, delivery.timeout) == (2, 60, 10)
+    assert delivery.secret == b"cd" * 32 and "cd" not in repr(delivery)
+    assert config.inbound_secrets == {"messaging": b"cd" * 32}
+    assert "chat" not in config.deliveries  # a channel without [channel.delivery] sends none
+
+
+@pytest.mark.parametrize(
+    ("delivery", "line", "reason"),
+    [
+        ('url = "ftp://x/y"\n', 11, 'url must be an http:// or https:// URL, got "ftp://x/y"'),
+        ('url = "http://x/y"\ntransport = "pigeon"\n', 12, "transport must be one of"),
+        ('url = "http://x/y"\nbackoff_base = 9\nbackoff_cap = 3\n', 13, "at least backoff_base"),
+    ],
+)
+def test_a_bad_channel_delivery_is_refused_with_its_line(
+    tmp_path: Path, delivery: str, line: int, reason: str
+) -> None:
+    path = delivery_config(tmp_path, delivery)
+    e = error(path)
+    assert e.line == line, str(e)
+    assert reason in str(e)
 
 
 # ---------------------------------------------------------------------------- cluster keys

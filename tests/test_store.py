@@ -28,6 +28,7 @@ from core.model import (
     AssignmentRule,
     AuditEntry,
     ChannelMode,
+    Delivery,
     InteractionState,
     Invitation,
     ItemState,
@@ -718,6 +719,45 @@ async def test_a_retried_client_msg_id_returns_the_original(store: Store) -> Non
     assert len(await store.list_messages(number)) == 3
     with pytest.raises(NotFound, match="IMS0000000"):
         await say(store, "IMS0000000", "m1")
+
+
+async def test_the_outbox_keeps_deliveries_with_their_messages_and_hands_out_heads_in_order(
+    store: Store,
+) -> None:
+    number = await new_interaction(store)
+    other = await new_interaction(store, "item-2")
+
+    def delivery(id: str, conversation: str, event: Any = "message") -> Delivery:
+        return Delivery(
+            id=id, channel="chat", conversation=conversation, event=event, created_at=1.0
+        )
+
+    await store.apply_routing(deliveries=[delivery("d1", number, "assigned")])
+    reply, _ = await store.append_message(
+        number, SenderKind.AGENT, "ann", "hello", "m1", 2.0, delivery=delivery("d2", number)
+    )
+    await store.append_message(
+        other, SenderKind.AGENT, "ann", "hi", "m1", 3.0, delivery=delivery("d3", other)
+    )
+    # A retry stores neither a second message nor a second delivery.
+    _, duplicate = await store.append_message(
+        number, SenderKind.AGENT, "ann", "hello", "m1", 2.0, delivery=delivery("d4", number)
+    )
+    assert duplicate
+    due = await store.due_deliveries()
+    # Only each conversation's oldest: d2 waits for d1.
+    assert [d.id for d in due] == ["d1", "d3"]
+    assert await store.outbox_backlog() == 3
+    assert await store.message_deliveries(number) == {reply.seq: "pending"}
+    await store.save_delivery(replace(due[0], state="sent", attempts=1))
+    await store.save_delivery(replace(due[1], state="failed", attempts=5, last_error="down"))
+    (d2,) = await store.due_deliveries()
+    assert d2.id == "d2" and d2.message == reply
+    await store.save_delivery(replace(d2, state="retrying", attempts=1, next_at=9.0))
+    assert [(d.id, d.next_at) for d in await store.due_deliveries()] == [("d2", 9.0)]
+    assert await store.outbox_backlog() == 1
+    assert await store.message_deliveries(number) == {reply.seq: "retrying"}
+    assert await store.message_deliveries(other) == {1: "failed"}
 
 
 async def test_concurrent_duplicates_in_one_batch_store_one_row(store: Store) -> None:

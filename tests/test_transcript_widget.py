@@ -175,6 +175,33 @@ async def test_names_fall_back_to_sender_ids() -> None:
         ]
 
 
+async def test_delivery_marks_follow_agent_messages_and_change_in_place() -> None:
+    app = TranscriptApp()
+    async with app.run_test(size=(WIDTH, HEIGHT)) as pilot:
+        transcript = app.query_one(Transcript)
+        transcript.set_deliveries({2: "pending"})
+        transcript.set_messages(
+            [msg(1, "hi", SenderKind.CUSTOMER, "c1"), msg(2, "yo", SenderKind.AGENT, "a1")]
+        )
+        await pilot.pause()
+        assert [line[TIME_WIDTH:] for line in visible(transcript)[:2]] == ["c1: hi", "a1: yo …"]
+        transcript.set_deliveries({2: "retrying"})
+        await pilot.pause()
+        assert visible(transcript)[1][TIME_WIDTH:] == "a1: yo ↻"
+        transcript.set_deliveries({2: "sent"})
+        transcript.add_message(msg(3, "and?", SenderKind.AGENT, "a1"))
+        transcript.set_deliveries({2: "sent", 3: "failed"})
+        await pilot.pause()
+        assert [line[TIME_WIDTH:] for line in visible(transcript)[1:3]] == [
+            "a1: yo ✓",
+            "a1: and? ✗ not delivered",
+        ]
+        # Another conversation's marks do not stay on this one's seqs.
+        transcript.set_deliveries({})
+        await pilot.pause()
+        assert visible(transcript)[1][TIME_WIDTH:] == "a1: yo"
+
+
 async def test_component_classes_style_customer_agent_system_note_and_time() -> None:
     app = TranscriptApp()
     async with app.run_test(size=(WIDTH, HEIGHT)) as pilot:

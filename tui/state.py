@@ -4,10 +4,12 @@ widgets read this and redraw when `apply` says their area changed, so it is test
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from core.model import (
     Attachment,
+    DeliveryState,
     InteractionRecord,
     InteractionState,
     Message,
@@ -18,6 +20,7 @@ from core.model import (
 )
 from core.protocol import (
     AgentView,
+    DeliveryEvent,
     Detail,
     Event,
     InteractionEvent,
@@ -72,6 +75,8 @@ class Chat:
     unread: int = 0  # customer messages since I last replied (live chats count them too)
     reply_by: float | None = None  # the host takes the chat back then unless I have replied
     details: list[Detail] = field(default_factory=list)  # what the item is about
+    # My messages' way to the channel's provider by seq, where the channel delivers.
+    deliveries: dict[int, DeliveryState] = field(default_factory=dict)
 
     @property
     def number(self) -> str:
@@ -250,6 +255,12 @@ class ConsoleState:
                 return set()
             chat.typing = event.who
             return {f"chat:{chat.number}"}
+        if isinstance(event, DeliveryEvent):
+            chat = self.chats.get(event.interaction)
+            if chat is None:
+                return set()
+            chat.deliveries[event.message_seq] = event.state
+            return {f"chat:{chat.number}"}
         if isinstance(event, ReadEvent):
             chat = self.chats.get(event.interaction)
             if chat is not None and self.me is not None and event.reader == self.me.id:
@@ -355,7 +366,11 @@ class ConsoleState:
         return {"chats", f"chat:{chat.number}"}
 
     def set_transcript(
-        self, number: str, messages: list[Message], attachments: list[Attachment]
+        self,
+        number: str,
+        messages: list[Message],
+        attachments: list[Attachment],
+        deliveries: Mapping[int, DeliveryState] | None = None,
     ) -> None:
         chat = self.chats.get(number)
         if chat is None:
@@ -363,4 +378,6 @@ class ConsoleState:
         for m in messages:
             chat.messages.setdefault(m.seq, m)
         chat.attachments = list(attachments)
+        # A delivery event that came while the transcript was on its way is newer.
+        chat.deliveries = {**(deliveries or {}), **chat.deliveries}
         chat.loaded = True

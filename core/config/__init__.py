@@ -45,6 +45,16 @@ commented example; core/examples/demo.toml is the demo's)::
     address = "support@example.com"  # the From of replies
     smarthost = "127.0.0.1:25"     # the SMTP server replies are handed to
     max_bytes = 10485760           # the largest mail accepted, at most 10 MiB (default)
+    inbound_secret_file = "provider.key"  # optional: REST intake on this channel must be
+                                   # signed with this key (docs/channels.md); unsigned = 401
+    [channel.delivery]             # optional: POST agent messages and conversation events
+    url = "https://sms.example.com/hook"  # to the provider (core/service/outbox.py)
+    secret_file = "hook.key"       # HMAC-SHA256 key that signs each delivery, 32+ bytes
+    transport = "webhook"          # webhook (default)
+    timeout = 10                   # seconds one try may take
+    backoff_base = 1               # seconds before the first retry, doubled each time,
+    backoff_cap = 300              # at most this, less up to half at random (jitter)
+    give_up_after = 259200         # seconds after which a delivery is failed (3 days)
 
     [[presence]]                   # optional; Available, Away and Offline always exist
     name = "Available"

@@ -80,6 +80,19 @@ class EmailTable(Table, frozen=True):
     max_bytes: Annotated[int, Meta(ge=1024, le=MAX_MAIL_BYTES)] = MAX_MAIL_BYTES
 
 
+class DeliveryTable(Table, frozen=True):
+    """[channel.delivery]: where the channel's outbound messages and events go
+    (core/service/outbox.py)."""
+
+    url: Annotated[str, Meta(min_length=1, max_length=2000)]
+    secret_file: Annotated[str, Meta(min_length=1)]
+    transport: str = "webhook"  # checked by hand against core.config.settings.TRANSPORTS
+    timeout: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    backoff_base: Annotated[float, Meta(gt=0, le=3600)] = 1.0
+    backoff_cap: Annotated[float, Meta(gt=0, le=MAX_SECONDS)] = 300.0
+    give_up_after: Seconds = 3 * 24 * 3600.0
+
+
 class ChannelTable(Table, frozen=True):
     name: Name
     mode: str
@@ -91,6 +104,9 @@ class ChannelTable(Table, frozen=True):
     details: list[DetailTable] | None = None
     weight: int = 1
     email: EmailTable | None = None
+    delivery: DeliveryTable | None = None
+    # A key the channel's provider signs its REST intake with, as deliveries are signed.
+    inbound_secret_file: Annotated[str, Meta(min_length=1)] | None = None
 
 
 class PresenceTable(Table, frozen=True):

@@ -164,6 +164,26 @@ class EmailSettings(Struct, frozen=True, kw_only=True):
     max_bytes: int = MAX_MAIL_BYTES
 
 
+# The outbox's transports by the name [channel.delivery] transport gives
+# (core/service/outbox.py registers their implementations).
+TRANSPORTS = ("webhook",)
+
+
+class DeliverySettings(Struct, frozen=True, kw_only=True):
+    """[channel.delivery]: how a channel's outbound deliveries reach its provider. Seconds
+    throughout; a failed try is retried after backoff_base * 2**(attempts-1), at most
+    backoff_cap, less up to half of it at random; given up give_up_after the delivery was
+    enqueued."""
+
+    url: str
+    secret: Secret
+    transport: str = "webhook"
+    timeout: float = 10.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+    give_up_after: float = 3 * 24 * 3600.0
+
+
 class HostConfig(Struct, frozen=True, kw_only=True):
     channels: list[ServiceChannel]
     presences: list[PresenceState]
@@ -186,6 +206,11 @@ class HostConfig(Struct, frozen=True, kw_only=True):
     records: RecordSettings = msgspec.field(default_factory=RecordSettings)
     # Channel -> its e-mail settings ([[channel]] email); only e-mail channels are here.
     email: dict[str, EmailSettings] = {}
+    # Channel -> its outbound delivery ([channel.delivery]); a channel missing here sends none.
+    deliveries: dict[str, DeliverySettings] = {}
+    # Channel -> the key its REST intake must be signed with ([[channel]]
+    # inbound_secret_file); a channel missing here takes unsigned intake.
+    inbound_secrets: dict[str, Secret] = {}
 
     def routing_config(self) -> RoutingConfig:
         return RoutingConfig(

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NoReturn, get_args
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -43,8 +44,10 @@ from core.config.schema import (
 from core.config.settings import (
     DEFAULT_RECORD_STATES,
     MEDIA_TYPE,
+    TRANSPORTS,
     AttachmentSettings,
     ConfigError,
+    DeliverySettings,
     EmailSettings,
     Group,
     HostConfig,
@@ -322,6 +325,12 @@ class _Loader:
         widget = self._widget(raw.widget, channels)
         customer_attributes = self._customer_attributes(raw.channel)
         details = self._details(raw.channel)
+        deliveries = self._deliveries(raw.channel)
+        inbound_secrets = {
+            t.name: self._secret(("channel", i, "inbound_secret_file"), t.inbound_secret_file)
+            for i, t in enumerate(raw.channel)
+            if t.inbound_secret_file is not None
+        }
         config = HostConfig(
             channels=channels,
             presences=presences,
@@ -338,8 +347,33 @@ class _Loader:
             details=details,
             records=self._records(raw.records),
             email=self._email(raw.channel, channels),
+            deliveries=deliveries,
+            inbound_secrets=inbound_secrets,
         )
         return config
+
+    def _deliveries(self, tables: list[ChannelTable]) -> dict[str, DeliverySettings]:
+        deliveries = {}
+        for i, t in enumerate(tables):
+            d = t.delivery
+            if d is None:
+                continue
+            at: KeyPath = ("channel", i, "delivery")
+            parts = urlsplit(d.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                self.bad((*at, "url"), f"must be an http:// or https:// URL, got {_show(d.url)}")
+            if d.backoff_cap < d.backoff_base:
+                self.bad((*at, "backoff_cap"), "must be at least backoff_base")
+            deliveries[t.name] = DeliverySettings(
+                transport=self._enum((*at, "transport"), d.transport, TRANSPORTS),
+                url=d.url,
+                secret=self._secret((*at, "secret_file"), d.secret_file),
+                timeout=d.timeout,
+                backoff_base=d.backoff_base,
+                backoff_cap=d.backoff_cap,
+                give_up_after=d.give_up_after,
+            )
+        return deliveries
 
     def _host(self, t: HostTable) -> HostSettings:
         try:

@@ -37,6 +37,10 @@ Who may do what (the OpenAPI descriptions say the same to clients):
   integration token with the agent role gets 403. Changes and notes are written under the
   token's agent, or the token's id for an integration.
 
+- A channel with `inbound_secret_file` in the config takes items and messages only signed with
+  that key, as the outbox signs its deliveries (core/service/outbox.py, docs/channels.md): a
+  missing, wrong or stale signature is 401 `bad_signature`.
+
 Every error is ``{"error": {"code", "message", "field"?}}``, unknown routes and wrong methods
 under /api/v1 included. Bodies are capped at 64 KiB and must arrive within 30 s. Requests are
 rate limited per client address (before authentication, so guessing tokens is slow too) and per
@@ -91,6 +95,7 @@ from core.service import StoreUnavailable
 from core.service.audit import ItemAudit
 from core.service.cases import Actor, Cases, RecordDetail
 from core.service.inbox import InboxError
+from core.service.outbox import verify as verify_signature
 
 log = logging.getLogger("inbox_tui.api")
 
@@ -410,18 +415,32 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 async def _body(request: web.Request, model: type[T]) -> T:
+    return (await _body_and_bytes(request, model))[0]
+
+
+async def _body_and_bytes(request: web.Request, model: type[T]) -> tuple[T, bytes]:
     if request.content_type != "application/json":
         raise ApiError(
             415, "unsupported_media_type", "send the body as JSON (Content-Type: application/json)"
         )
     data = await read_body(request, MAX_BODY_BYTES)
     try:
-        return msgspec.json.decode(data, type=model)
+        return msgspec.json.decode(data, type=model), data
     except msgspec.ValidationError as e:
         raise _invalid(e) from e
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         # msgspec reports a string that is not UTF-8 as UnicodeDecodeError (found by fuzzing).
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from e
+
+
+def _check_signature(request: web.Request, channel: str, data: bytes) -> None:
+    """401 unless the body is signed with the channel's inbound secret, when it has one
+    (docs/channels.md): the provider's own proof, besides the token, that it sent this."""
+    secret = request.app[HOST].inbox.config.inbound_secrets.get(channel)
+    if secret is not None:
+        reason = verify_signature(secret, request.headers, data, time.time())
+        if reason is not None:
+            raise ApiError(401, "bad_signature", reason)
 
 
 def _inbox_error(e: InboxError) -> ApiError:
@@ -466,7 +485,8 @@ async def create_item(request: web.Request) -> web.Response:
     principal = await _principal(request)
     _require_integration(principal)
     key = _idempotency_key(request)
-    body = await _body(request, CreateItem)
+    body, data = await _body_and_bytes(request, CreateItem)
+    _check_signature(request, body.channel, data)
     if principal.channels is not None and body.channel not in principal.channels:
         raise ApiError(
             403,
@@ -538,7 +558,7 @@ async def post_message(request: web.Request) -> web.Response:
     principal = await _principal(request)
     _require_integration(principal)
     number = request.match_info["number"]
-    body = await _body(request, PostMessage)
+    body, data = await _body_and_bytes(request, PostMessage)
     inbox = request.app[HOST].inbox
     try:
         # Closed ones too: a message within the channel's reopen window reopens it.
@@ -550,6 +570,7 @@ async def post_message(request: web.Request) -> web.Response:
                 f"no conversation {number} this token may write to (a token writes "
                 "into conversations it created, or on the channels listed on it)",
             )
+        _check_signature(request, record.channel, data)
         message, duplicate = await inbox.customer_message(
             number, body.customer_id, body.body, body.client_msg_id
         )

@@ -228,6 +228,22 @@ def render(host: Host, metrics: Metrics, now: float) -> str:
         writer = store.writer_cpu_seconds
         w.sample("inbox_cpu_seconds_total", round(writer, 6), {"part": "store_writer"})
 
+    outbox = host.inbox.outbox
+    w.family(
+        "inbox_deliveries_total",
+        "counter",
+        "Tries to deliver to a channel's provider, by outcome: sent, retrying (failed, tried "
+        "again later), failed (given up). Counted on the routing host, which delivers.",
+    )
+    for outcome, n in outbox.outcomes.items():
+        w.sample("inbox_deliveries_total", n, {"outcome": outcome})
+    w.family(
+        "inbox_outbox_backlog",
+        "gauge",
+        "Deliveries to channels' providers not yet sent nor given up, at the outbox's last pass.",
+    )
+    w.sample("inbox_outbox_backlog", outbox.backlog)
+
     w.family("inbox_open_items", "gauge", "Work items queued, offered, accepted or in wrap-up.")
     w.sample("inbox_open_items", host.inbox.open_item_count())
     w.family("inbox_uptime_seconds", "gauge", "Seconds since the host started.")

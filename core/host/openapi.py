@@ -44,7 +44,9 @@ agent's console session token (`ses_...`).
 
 ERROR_CODES = """\
 Every error has the body `{"error": {"code", "message", "field"?}}`. Codes: `unauthenticated`
-(401), `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `request_timeout`
+(401), `bad_signature` (401: the channel takes only signed intake and the request's
+`X-Inbox-Signature` is missing, wrong or stale; docs/channels.md), `forbidden` (403),
+`not_found` (404), `method_not_allowed` (405), `request_timeout`
 (408), `too_large` (413),
 `unsupported_media_type` (415), `invalid_json` and `invalid_request` (400, with `field`, the
 JSON path of the offending field, e.g. `$.customer.id`), `invalid_idempotency_key` (400),
@@ -316,7 +318,8 @@ def document(
     shared = {
         "400": _error("The body or query is not valid JSON or breaks the schema."),
         "401": _error(
-            "No token, or an unknown, revoked or expired one.",
+            "No token, or an unknown, revoked or expired one; or (bad_signature) a channel that "
+            "takes only signed intake got a request not signed with its key (docs/channels.md).",
             headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
         ),
         "403": _error("The token may not do this (see the authorization rules)."),

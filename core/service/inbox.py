@@ -30,7 +30,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.config import HostConfig
-from core.model import Attachment, InteractionRecord, Message, OfferKind, OfferState, WorkItem
+from core.model import (
+    Attachment,
+    Delivery,
+    InteractionRecord,
+    Message,
+    OfferKind,
+    OfferState,
+    WorkItem,
+)
 from core.protocol import (
     AcceptOffer,
     AddRecordNote,
@@ -42,6 +50,7 @@ from core.protocol import (
     AuditTrail,
     CloseRecord,
     CreateRecord,
+    DeliveryEvent,
     Detail,
     EndChat,
     GetAttachment,
@@ -85,10 +94,12 @@ from core.service.files import Files
 from core.service.floor import Floor
 from core.service.mail import Mail
 from core.service.messages import Messages
+from core.service.outbox import Outbox
 from core.service.records import Records
 from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession
 from core.service.views import Views
+from core.service.webhook import WebhookTransport
 from store.base import Store, StoreStats, StoreUnavailable
 
 __all__ = ["Inbox", "InboxError"]
@@ -118,6 +129,9 @@ class Inbox:
         )
         self.floor = Floor(self.routing, config.agents, clock)
         self.conversations = Conversations(store, self.floor, config.channels, clock, self._timed)
+        self.outbox = Outbox(store, config.deliveries, clock, self._delivery_changed)
+        # The outbox's transports by name ([channel.delivery] transport; core/service/outbox.py).
+        self.transports = {"webhook": WebhookTransport()}
         self.access = Access(self.conversations, self.routing, store)
         self.messages = Messages(
             self.conversations,
@@ -127,6 +141,7 @@ class Inbox:
             store,
             config.templates,
             clock,
+            self.outbox,
         )
         self.records = Records(
             self.routing,
@@ -164,6 +179,7 @@ class Inbox:
         # who has no console (at every rebuild).
         self.routing.records = self.conversations
         self.routing.detached_agents = self.floor.detached_agents
+        self.routing.deliveries = self.outbox.for_change
         self.routing.listeners.append(self._on_step)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -253,6 +269,7 @@ class Inbox:
             asyncio.create_task(self.routing.run_timers()),
             asyncio.create_task(self.views.stats_loop()),
             asyncio.create_task(self.floor.reaper()),
+            asyncio.create_task(self.outbox.run(self.transports)),
         ]
 
     async def stop(self) -> None:
@@ -263,6 +280,18 @@ class Inbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.routing.drain()
+        await self.transports["webhook"].close()
+
+    def _delivery_changed(self, delivery: Delivery) -> None:
+        conv = self.conversations.open.get(delivery.conversation)
+        if delivery.message is None or conv is None:
+            return
+        event = DeliveryEvent(
+            interaction=delivery.conversation,
+            message_seq=delivery.message.seq,
+            state=delivery.state,
+        )
+        self.floor.push_participants(conv.record, event)
 
     # ------------------------------------------------------------------ agent commands
 
@@ -308,6 +337,8 @@ class Inbox:
         conversation's lock, so it keeps the changes' order without one conversation's
         system-line fsync holding up another's."""
         floor = self.floor
+        if step.records:
+            self.outbox.wake()  # the step may have committed deliveries of its changes
         for d in step.decisions:
             if isinstance(d, OfferMade):
                 floor.push(d.offer.agent, OfferEvent(view=self.views.offer_view(d.offer, d.item)))

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from msgspec.structs import replace
+
 from core.model import Message, SenderKind, Template, render_template
 from core.protocol import (
     AddWorkNote,
@@ -36,6 +38,7 @@ from core.service.access import Access
 from core.service.conversations import Conversation, Conversations
 from core.service.errors import InboxError
 from core.service.floor import Floor
+from core.service.outbox import Outbox
 from core.service.routing import RoutingService
 from core.service.sessions import AgentSession
 from store.base import Store
@@ -50,6 +53,7 @@ class Messages:
     store: Store
     templates: Sequence[Template]
     clock: Callable[[], float]
+    outbox: Outbox
     # Told of each agent's message once committed (the e-mail channels send it on).
     sent: list[Callable[[Conversation, Message], None]] = field(default_factory=list)
 
@@ -87,10 +91,22 @@ class Messages:
         kind: Literal["message", "work_note"],
     ) -> tuple[Conversation, Message, bool]:
         conv = self.access.writable(session, number)
+        delivery = self.outbox.for_message(conv.record) if kind == "message" else None
         message, duplicate = await self.store.append_message(
-            number, SenderKind.AGENT, session.agent, body, client_msg_id, self.clock(), kind=kind
+            number,
+            SenderKind.AGENT,
+            session.agent,
+            body,
+            client_msg_id,
+            self.clock(),
+            kind=kind,
+            delivery=delivery,
         )
         if not duplicate:
+            if delivery is not None:
+                # Before the message's own event, which yields: the try may end before it.
+                self.outbox.on_change(replace(delivery, message=message))
+                self.outbox.wake()
             await self.conversations.delivered(conv, message)
         return conv, message, duplicate
 
@@ -133,8 +149,17 @@ class Messages:
         else:
             messages = await self.store.list_messages(record.number, frame.after_seq, frame.limit)
         attachments = await self.store.list_attachments(record.number)
+        deliveries = (
+            await self.store.message_deliveries(record.number)
+            if record.channel in self.outbox.deliveries
+            else {}
+        )
         return Transcript(
-            ref=frame.ref, interaction=record, messages=messages, attachments=attachments
+            ref=frame.ref,
+            interaction=record,
+            messages=messages,
+            attachments=attachments,
+            deliveries=deliveries,
         )
 
     async def list_interactions(

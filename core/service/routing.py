@@ -32,6 +32,7 @@ from core.model import (
     Agent,
     AgentStatus,
     AuditEntry,
+    Delivery,
     InteractionRecord,
     Offer,
     SenderKind,
@@ -110,6 +111,8 @@ class RoutingService:
         self.clock = clock
         # Whose records follow the items (the inbox's conversations); None: no records.
         self.records = records
+        # What the outbox sends of a record change (core/service/outbox.py), committed with it.
+        self.deliveries: Callable[[RecordChange], Delivery | None] = lambda change: None
         self.router = Router(config)
         self.listeners: list[Listener] = []
         # Told ("routing_step", seconds) of each submitted step, decision and commit included.
@@ -349,7 +352,13 @@ class RoutingService:
         decisions = [d for step in group for d in step.decisions]
         if not decisions and not changed:
             return  # only amendments, of records closed meanwhile
-        await routing_write(decisions, self.router.status).commit(self.store, changed)
+        deliveries = [
+            delivery
+            for step in group
+            for change in step.records
+            if (delivery := self.deliveries(change)) is not None
+        ]
+        await routing_write(decisions, self.router.status).commit(self.store, changed, deliveries)
 
 
 async def load_router(
@@ -378,8 +387,14 @@ class RoutingWrite:
     audit: list[AuditEntry]
     affinity: dict[str, tuple[str, float]]
 
-    async def commit(self, store: Store, interactions: Iterable[InteractionRecord] = ()) -> None:
-        """Store it all-or-nothing, with the interaction records that follow the items."""
+    async def commit(
+        self,
+        store: Store,
+        interactions: Iterable[InteractionRecord] = (),
+        deliveries: Iterable[Delivery] = (),
+    ) -> None:
+        """Store it all-or-nothing, with the interaction records that follow the items and
+        the outbox's deliveries of their changes."""
         await store.apply_routing(
             items=self.items,
             offers=self.offers,
@@ -387,6 +402,7 @@ class RoutingWrite:
             audit=self.audit,
             affinity=self.affinity,
             interactions=interactions,
+            deliveries=deliveries,
         )
 
 

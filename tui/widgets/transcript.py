@@ -47,6 +47,8 @@ Span = tuple[int, int]
 TIME_WIDTH = 7
 NOTE_MARKER = "[note] "
 ATTACHMENT_MARKER = " [attachment]"
+# After an agent message on a channel that delivers it to a provider (docs/channels.md).
+DELIVERY_MARKERS = {"pending": " …", "retrying": " ↻", "sent": " ✓", "failed": " ✗ not delivered"}
 
 # C0/C1 controls would move the terminal's cursor; \n is handled as a paragraph break first.
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
@@ -233,6 +235,7 @@ class Transcript(ScrollView, can_focus=True):
         self._texts: list[str] = []  # head (marker, name) + body, cleaned
         self._heads: list[int] = []  # length of the head within the text
         self._names: Mapping[str, str] = {}
+        self._deliveries: dict[int, str] = {}  # seq -> delivery state, see set_deliveries
         self._customer_name: str | None = None
         # (sender kind, sender, message kind) -> head: ten thousand messages, a few senders.
         self._heads_cache: dict[tuple[str, str, str], str] = {}
@@ -345,6 +348,32 @@ class Transcript(ScrollView, can_focus=True):
                 self.new_below += appended
         self.refresh()
 
+    def set_deliveries(self, deliveries: Mapping[int, str]) -> None:
+        """Mark messages by seq with their delivery state (DELIVERY_MARKERS); messages shown
+        whose mark changed are redrawn."""
+        changed = {
+            seq
+            for seq in deliveries.keys() | self._deliveries.keys()
+            if deliveries.get(seq) != self._deliveries.get(seq)
+        }
+        self._deliveries = dict(deliveries)
+        for seq in changed:
+            index = bisect_left(self._seqs, seq)
+            if index < len(self._seqs) and self._seqs[index] == seq:
+                self._redraw(index)
+
+    def _redraw(self, index: int) -> None:
+        text, head = self._message_text(self._messages[index])
+        self._texts[index] = text
+        self._heads[index] = head
+        self._spans.pop(self._seqs[index], None)
+        if self._width:
+            self._counts[index] = self._count(text)
+            self._starts = list(accumulate(self._counts, initial=0))
+            self._strips.clear()
+            self._update_virtual_size()
+        self.refresh()
+
     def clear(self) -> None:
         self.set_messages([], self._names, customer_name=self._customer_name)
 
@@ -388,6 +417,9 @@ class Transcript(ScrollView, can_focus=True):
             body = clean_text(body)
         if message.attachment:
             body += ATTACHMENT_MARKER
+        delivery = self._deliveries.get(message.seq)
+        if delivery is not None:
+            body += DELIVERY_MARKERS[delivery]
         return head + body, len(head)
 
     def _head(self, message: Message) -> str:
