@@ -16,10 +16,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from msgspec.structs import replace
 
 from core.client import ClientError
-from core.config import parse_config
+from core.config import ConfigError, parse_config
 from core.demo import demo_config_text
 from core.model import Message
-from core.protocol import CloseRecord, InteractionEvent, MessageEvent, OfferEvent
+from core.protocol import CloseRecord, DeliveryEvent, InteractionEvent, MessageEvent, OfferEvent
 from core.service.mail import parse
 from tests.hosting import RunningHost, running_host
 
@@ -86,7 +86,10 @@ async def mail_host(
     config = parse_config(mail_config_text(port, max_bytes), name="mail.toml")
     try:
         async with running_host(tmp_path, config) as h:
-            h.host.inbox.mail.retry_pauses = (0.05,)
+            # The outbox's retries of a reply, quick enough for a test.
+            outbox = h.host.inbox.outbox
+            quick = replace(outbox.deliveries["mail"], backoff_base=0.05, backoff_cap=0.2)
+            outbox.deliveries = {**outbox.deliveries, "mail": quick}
             yield h, sink
     finally:
         smarthost.close()
@@ -352,14 +355,37 @@ async def test_a_mail_over_the_limit_is_refused_with_552_and_stores_nothing(
         assert await h.host.inbox.store.list_interactions(limit=10) == []
 
 
-async def test_a_reply_the_smarthost_refuses_is_retried_then_noted(tmp_path: Path) -> None:
+async def test_a_reply_the_smarthost_refuses_is_retried_by_the_outbox_until_it_takes_it(
+    tmp_path: Path,
+) -> None:
     async with mail_host(tmp_path) as (h, sink):
         alice, number = await mailed(h, customer_mail("Hello"))
-        h.host.inbox.mail.retry_pauses = (0.05, 0.05)
+        reachable = h.host.inbox.mail.settings
         # Nothing listens on port 9 of loopback: every attempt fails.
         unreachable = replace(h.host.config.email["mail"], smarthost="127.0.0.1:9")
         h.host.inbox.mail.settings = {"mail": unreachable}
-        await alice.send_message(number, "Hi Ann")
-        await system_note(alice, "The reply could not be sent by e-mail")
+        ack = await alice.send_message(number, "Hi Ann")
+        retrying = await alice.next_event(DeliveryEvent)
+        while retrying.state != "retrying":
+            retrying = await alice.next_event(DeliveryEvent)
+        assert (retrying.interaction, retrying.message_seq) == (number, ack.message.seq)
+        assert sink.mails.empty()
+        # The smarthost is back: the same reply goes out once, and the console hears "sent".
+        h.host.inbox.mail.settings = reachable
+        sent = await alice.next_event(DeliveryEvent)
+        while sent.state != "sent":
+            sent = await alice.next_event(DeliveryEvent)
+        mail = await sink.next()
+        assert "Hi Ann" in mail.get_body(preferencelist=("plain",)).get_content()
         assert sink.mails.empty()
         await alice.close()
+
+
+def test_an_email_channel_takes_no_webhook_delivery_and_its_replies_go_by_smtp() -> None:
+    config = parse_config(mail_config_text(2525), name="mail.toml")
+    delivery = config.deliveries["mail"]
+    assert (delivery.transport, delivery.url) == ("smtp", "smtp://127.0.0.1:2525")
+    webhook = '[channel.delivery]\nurl = "https://sms.example/hook"\nsecret_file = "k"\n\n'
+    text = mail_config_text(2525).replace("[channel.email]", webhook + "[channel.email]")
+    with pytest.raises(ConfigError, match=r"mail.toml:\d+: .*replies go out by SMTP"):
+        parse_config(text, name="mail.toml")

@@ -86,7 +86,8 @@ class DeliveryTable(Table, frozen=True):
 
     url: Annotated[str, Meta(min_length=1, max_length=2000)]
     secret_file: Annotated[str, Meta(min_length=1)]
-    transport: str = "webhook"  # checked by hand against core.config.settings.TRANSPORTS
+    # "webhook", the one transport a [channel.delivery] names (e-mail channels get "smtp").
+    transport: str = "webhook"
     timeout: Annotated[float, Meta(gt=0, le=300)] = 10.0
     backoff_base: Annotated[float, Meta(gt=0, le=3600)] = 1.0
     backoff_cap: Annotated[float, Meta(gt=0, le=MAX_SECONDS)] = 300.0

@@ -166,7 +166,7 @@ class EmailSettings(Struct, frozen=True, kw_only=True):
 
 # The outbox's transports by the name [channel.delivery] transport gives
 # (core/service/outbox.py registers their implementations).
-TRANSPORTS = ("webhook",)
+TRANSPORTS = ("webhook", "smtp")
 
 
 class DeliverySettings(Struct, frozen=True, kw_only=True):

@@ -44,7 +44,6 @@ from core.config.schema import (
 from core.config.settings import (
     DEFAULT_RECORD_STATES,
     MEDIA_TYPE,
-    TRANSPORTS,
     AttachmentSettings,
     ConfigError,
     DeliverySettings,
@@ -364,8 +363,10 @@ class _Loader:
                 self.bad((*at, "url"), f"must be an http:// or https:// URL, got {_show(d.url)}")
             if d.backoff_cap < d.backoff_base:
                 self.bad((*at, "backoff_cap"), "must be at least backoff_base")
+            if t.email is not None:
+                self.bad(at, "an e-mail channel's replies go out by SMTP ([channel.email])")
             deliveries[t.name] = DeliverySettings(
-                transport=self._enum((*at, "transport"), d.transport, TRANSPORTS),
+                transport=self._enum((*at, "transport"), d.transport, ("webhook",)),
                 url=d.url,
                 secret=self._secret((*at, "secret_file"), d.secret_file),
                 timeout=d.timeout,
@@ -373,6 +374,13 @@ class _Loader:
                 backoff_cap=d.backoff_cap,
                 give_up_after=d.give_up_after,
             )
+        for t in tables:
+            if t.email is not None:
+                # Replies to e-mail go through the same durable outbox, by SMTP to the
+                # smarthost (core/service/mail.py ReplyByMail); nothing to sign.
+                deliveries[t.name] = DeliverySettings(
+                    transport="smtp", url=f"smtp://{t.email.smarthost}", secret=Secret(b"")
+                )
         return deliveries
 
     def _host(self, t: HostTable) -> HostSettings:

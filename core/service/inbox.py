@@ -92,9 +92,9 @@ from core.service.customers import Customers
 from core.service.errors import InboxError
 from core.service.files import Files
 from core.service.floor import Floor
-from core.service.mail import Mail
+from core.service.mail import Mail, ReplyByMail
 from core.service.messages import Messages
-from core.service.outbox import Outbox
+from core.service.outbox import Outbox, Transport
 from core.service.records import Records
 from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession
@@ -131,7 +131,8 @@ class Inbox:
         self.conversations = Conversations(store, self.floor, config.channels, clock, self._timed)
         self.outbox = Outbox(store, config.deliveries, clock, self._delivery_changed)
         # The outbox's transports by name ([channel.delivery] transport; core/service/outbox.py).
-        self.transports = {"webhook": WebhookTransport()}
+        self.webhooks = WebhookTransport()
+        self.transports: dict[str, Transport] = {"webhook": self.webhooks}
         self.access = Access(self.conversations, self.routing, store)
         self.messages = Messages(
             self.conversations,
@@ -164,7 +165,7 @@ class Inbox:
             clock,
         )
         self.mail = Mail(config.email, self.customers, self.files, self.conversations, store, clock)
-        self.messages.sent.append(self.mail.agent_wrote)
+        self.transports["smtp"] = ReplyByMail(self.mail)
         self.views = Views(
             config,
             self.routing,
@@ -273,14 +274,13 @@ class Inbox:
         ]
 
     async def stop(self) -> None:
-        await self.mail.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.routing.drain()
-        await self.transports["webhook"].close()
+        await self.webhooks.close()
 
     def _delivery_changed(self, delivery: Delivery) -> None:
         conv = self.conversations.open.get(delivery.conversation)

@@ -21,22 +21,20 @@ to the smarthost by core/service/mail_out.py) in the background, retried a few t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import parseaddr
 from html.parser import HTMLParser
 
-from core.config.settings import EmailSettings
-from core.model import MAX_MAIL_IDS, InteractionRecord, MailId, Message, Name
-from core.service.conversations import Conversation, Conversations
+from core.config.settings import DeliverySettings, EmailSettings
+from core.model import MAX_MAIL_IDS, Delivery, InteractionRecord, MailId, Message, Name
+from core.service.conversations import Conversations
 from core.service.customers import Customers
 from core.service.errors import InboxError
 from core.service.files import Files
@@ -177,9 +175,6 @@ class Mail:
     conversations: Conversations
     store: Store
     clock: Callable[[], float]
-    # Attempts and the pause before each retry of one reply (seconds).
-    retry_pauses: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
-    _sending: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     # ------------------------------------------------------------------ in
 
@@ -275,14 +270,6 @@ class Mail:
 
     # ------------------------------------------------------------------ out
 
-    def agent_wrote(self, conv: Conversation, message: Message) -> None:
-        """An agent's committed message: on an e-mail channel, it goes out as a mail."""
-        if conv.record.channel not in self.settings or message.kind != "message":
-            return
-        task = asyncio.create_task(self._send_retrying(conv.record, message))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
     async def thread_of(
         self, settings: EmailSettings, record: InteractionRecord, message: Message
     ) -> Thread:
@@ -319,27 +306,21 @@ class Mail:
         )
         await SmtpTransport(settings).deliver(record, message, thread)
 
-    async def _send_retrying(self, record: InteractionRecord, message: Message) -> None:
-        # A bounded in-memory retry: replaced by the outbox at merge (branch issue17-outbox),
-        # which retries durably across restarts. Until then a host that stops loses the
-        # retries still pending, and the agents are told when the last attempt fails.
-        for pause in (*self.retry_pauses, None):
-            try:
-                await self.deliver_reply(record, message)
-                return
-            except Exception as e:  # any failure of the smarthost or the network: retry
-                log.warning("event=mail_send_failed interaction=%s error=%r", record.number, e)
-                if pause is None:
-                    conv = self.conversations.open.get(record.number)
-                    if conv is not None:
-                        text = f"The reply could not be sent by e-mail: {e}"[:MAX_TEXT]
-                        await self.conversations.system(conv, text, note=True)
-                    return
-                await asyncio.sleep(pause)
 
-    async def stop(self) -> None:
-        for task in list(self._sending):
-            task.cancel()
-        for task in list(self._sending):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+class ReplyByMail:
+    """The outbox's "smtp" transport (core/service/outbox.py): an agent's reply on an e-mail
+    channel leaves as one mail, retried by the outbox until the smarthost takes it."""
+
+    def __init__(self, mail: Mail) -> None:
+        self.mail = mail
+
+    async def deliver(self, delivery: Delivery, settings: DeliverySettings) -> None:
+        if delivery.event != "message" or delivery.message is None:
+            return  # e-mail carries replies only (Outbox._new makes no other)
+        number = delivery.conversation
+        record = self.mail.conversations.open_record(
+            number
+        ) or await self.mail.store.get_interaction(number)
+        if record is None:
+            raise LookupError(f"no interaction {number}")
+        await self.mail.deliver_reply(record, delivery.message)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from msgspec.structs import replace
@@ -54,8 +54,6 @@ class Messages:
     templates: Sequence[Template]
     clock: Callable[[], float]
     outbox: Outbox
-    # Told of each agent's message once committed (the e-mail channels send it on).
-    sent: list[Callable[[Conversation, Message], None]] = field(default_factory=list)
 
     async def send(self, session: AgentSession, frame: SendMessage) -> ServerFrame:
         conv, message, duplicate = await self._write(
@@ -64,8 +62,6 @@ class Messages:
         if not duplicate:
             # Replying is what clears "unread": the customer has an answer.
             self.conversations.read(conv, session.agent, message.seq, announce=False, but=session)
-            for listener in self.sent:
-                listener(conv, message)
         # A resend of a stored reply still counts as the first reply of a live chat: the host
         # that stored it may have died before routing it, and without it the chat would be
         # reclaimed from an agent who did answer (the engine takes it once). On a messaging

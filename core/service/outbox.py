@@ -162,8 +162,9 @@ class Outbox:
         event: Literal["message", "assigned", "transferred", "closed"],
         agent: str = "",
     ) -> Delivery | None:
-        if record.channel not in self.deliveries:
-            return None
+        settings = self.deliveries.get(record.channel)
+        if settings is None or (settings.transport == "smtp" and event != "message"):
+            return None  # no provider; or e-mail, which carries the agents' replies only
         return Delivery(
             id=uuid.uuid4().hex,
             channel=record.channel,
