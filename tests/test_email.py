@@ -19,7 +19,15 @@ from core.client import ClientError
 from core.config import ConfigError, parse_config
 from core.demo import demo_config_text
 from core.model import Message
-from core.protocol import CloseRecord, DeliveryEvent, InteractionEvent, MessageEvent, OfferEvent
+from core.protocol import (
+    AttachFile,
+    AttachmentAck,
+    CloseRecord,
+    DeliveryEvent,
+    InteractionEvent,
+    MessageEvent,
+    OfferEvent,
+)
 from core.service.mail import parse
 from tests.hosting import RunningHost, running_host
 
@@ -389,3 +397,19 @@ def test_an_email_channel_takes_no_webhook_delivery_and_its_replies_go_by_smtp()
     text = mail_config_text(2525).replace("[channel.email]", webhook + "[channel.email]")
     with pytest.raises(ConfigError, match=r"mail.toml:\d+: .*replies go out by SMTP"):
         parse_config(text, name="mail.toml")
+
+
+async def test_an_agents_file_goes_out_attached_to_its_reply_mail(tmp_path: Path) -> None:
+    async with mail_host(tmp_path) as (h, sink):
+        alice, number = await mailed(h, customer_mail("Which form?"))
+        form = b"%PDF-1.4 the form"
+        frame = AttachFile(
+            interaction=number, name="form.pdf", content_type="application/pdf", data=form
+        )
+        await alice.request(frame, AttachmentAck)
+        mail = await sink.next()
+        [part] = list(mail.iter_attachments())
+        assert part.get_filename() == "form.pdf"
+        assert part.get_content_type() == "application/pdf"
+        assert part.get_content() == form
+        await alice.close()

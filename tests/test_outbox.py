@@ -26,7 +26,16 @@ from core.config import Secret, parse_config
 from core.config.settings import DeliverySettings
 from core.demo import DEMO_PASSWORD, demo_config_text
 from core.model import Role
-from core.protocol import CloseRecord, DeliveryEvent, GetTranscript, OfferEvent, Ok, Transcript
+from core.protocol import (
+    AttachFile,
+    AttachmentAck,
+    CloseRecord,
+    DeliveryEvent,
+    GetTranscript,
+    OfferEvent,
+    Ok,
+    Transcript,
+)
 from core.service.outbox import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -342,3 +351,23 @@ def test_backoff_doubles_from_the_base_up_to_the_cap_less_up_to_half_at_random()
         waits = [backoff(settings, attempts, rng) for _ in range(200)]
         assert all(full / 2 <= w <= full for w in waits), (attempts, min(waits), max(waits))
         assert max(waits) - min(waits) > full / 4  # jittered, not one value for everyone
+
+
+async def test_an_agents_file_is_delivered_as_a_message_that_names_it(tmp_path: Path) -> None:
+    async with provider() as receiver:
+        config = parse_config(delivery_config_text(tmp_path, receiver.url), name="hook.toml")
+        async with running_host(tmp_path, config) as h:
+            alice = await h.agent("alice")
+            number = await accepted_chat(h, alice, "cust-a")
+            form = b"%PDF-1.4 the form"
+            frame = AttachFile(
+                interaction=number, name="form.pdf", content_type="application/pdf", data=form
+            )
+            ack = await alice.request(frame, AttachmentAck)
+            await until(lambda: len(receiver.of(number)) == 2)
+            [assigned, message] = [d for d in receiver.taken if d["conversation"] == number]
+            assert assigned["event"] == "assigned" and message["event"] == "message"
+            # The provider fetches the bytes by this digest (GET …/attachments/{sha256}).
+            assert message["message"]["attachment"] == ack.attachment.sha256
+            assert "form.pdf" in message["message"]["body"]
+            await alice.close()

@@ -25,6 +25,7 @@ from core.service.access import Access
 from core.service.conversations import Conversation, Conversations
 from core.service.customers import Customers
 from core.service.errors import InboxError
+from core.service.outbox import Outbox
 from core.service.routing import RoutingService
 from core.service.sessions import AgentSession
 from store.base import Store
@@ -106,6 +107,7 @@ class Files:
     routing: RoutingService
     store: Store
     clock: Callable[[], float]
+    outbox: Outbox
 
     async def attach(self, session: AgentSession, frame: AttachFile) -> ServerFrame:
         conv = self.access.writable(session, frame.interaction)
@@ -165,6 +167,9 @@ class Files:
             attachment = await self.store.put_attachment(number, name, kind, data, sender, now)
         except ValueError as e:
             raise InboxError("too_large", str(e)) from e
+        # An agent's file goes out to the channel's provider like their other replies.
+        agent = sender_kind is SenderKind.AGENT
+        delivery = self.outbox.for_message(conv.record) if agent else None
         message, duplicate = await self.store.append_message(
             number,
             sender_kind,
@@ -173,7 +178,10 @@ class Files:
             f"{side}-{attachment.sha256[:32]}",
             now,
             attachment=attachment.sha256,
+            delivery=delivery,
         )
         if not duplicate:
+            if delivery is not None:
+                self.outbox.enqueued(delivery, message)
             await self.conversations.delivered(conv, message)
         return attachment, message, duplicate

@@ -163,6 +163,7 @@ class Inbox:
             self.routing,
             store,
             clock,
+            self.outbox,
         )
         self.mail = Mail(config.email, self.customers, self.files, self.conversations, store, clock)
         self.transports["smtp"] = ReplyByMail(self.mail)

@@ -304,7 +304,10 @@ class Mail:
                 created_at=message.created_at,
             )
         )
-        await SmtpTransport(settings).deliver(record, message, thread)
+        file = None
+        if message.attachment is not None:
+            file = await self.store.read_attachment(record.number, message.attachment)
+        await SmtpTransport(settings).deliver(record, message, thread, file)
 
 
 class ReplyByMail:

@@ -16,7 +16,7 @@ from email.utils import formataddr, formatdate
 import aiosmtplib
 
 from core.config.settings import EmailSettings, split_listen
-from core.model import InteractionRecord, Message
+from core.model import Attachment, InteractionRecord, Message
 
 # "Re: ", "RE: ", "Fwd: " and "AW: " prefixes, repeated, as clients stack them.
 _PREFIXES = re.compile(r"^(?:\s*(?:re|fwd?|aw|sv)\s*:\s*)+", re.IGNORECASE)
@@ -47,7 +47,11 @@ def message_id(settings: EmailSettings, record: InteractionRecord, message: Mess
 
 
 def compose(
-    settings: EmailSettings, record: InteractionRecord, message: Message, thread: Thread
+    settings: EmailSettings,
+    record: InteractionRecord,
+    message: Message,
+    thread: Thread,
+    file: tuple[Attachment, bytes] | None = None,
 ) -> EmailMessage:
     mail = EmailMessage()
     mail["From"] = settings.address
@@ -62,6 +66,12 @@ def compose(
     # An auto-responder that honours X-Loop (or sees our address in it) will not answer.
     mail["X-Loop"] = settings.address
     mail.set_content(message.body)
+    if file is not None:
+        attachment, data = file
+        maintype, _, subtype = attachment.content_type.partition("/")
+        mail.add_attachment(
+            data, maintype=maintype, subtype=subtype or "octet-stream", filename=attachment.name
+        )
     return mail
 
 
@@ -72,10 +82,17 @@ class SmtpTransport:
     def __init__(self, settings: EmailSettings) -> None:
         self.settings = settings
 
-    async def deliver(self, record: InteractionRecord, message: Message, thread: Thread) -> None:
+    async def deliver(
+        self,
+        record: InteractionRecord,
+        message: Message,
+        thread: Thread,
+        file: tuple[Attachment, bytes] | None = None,
+    ) -> None:
         """Returns once the smarthost accepted the mail; raises (aiosmtplib.SMTPException,
         OSError, TimeoutError) when it did not, and the caller retries: the same arguments
-        make the same mail, Message-ID included."""
-        mail = compose(self.settings, record, message, thread)
+        make the same mail, Message-ID included. `file`: the agent's file the message
+        announces, attached."""
+        mail = compose(self.settings, record, message, thread, file)
         hostname, port = split_listen(self.settings.smarthost)
         await aiosmtplib.send(mail, hostname=hostname, port=port, timeout=SEND_TIMEOUT)

@@ -12,8 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from msgspec.structs import replace
-
 from core.model import Message, SenderKind, Template, render_template
 from core.protocol import (
     AddWorkNote,
@@ -100,9 +98,7 @@ class Messages:
         )
         if not duplicate:
             if delivery is not None:
-                # Before the message's own event, which yields: the try may end before it.
-                self.outbox.on_change(replace(delivery, message=message))
-                self.outbox.wake()
+                self.outbox.enqueued(delivery, message)
             await self.conversations.delivered(conv, message)
         return conv, message, duplicate
 

@@ -48,7 +48,7 @@ import msgspec
 from msgspec.structs import replace
 
 from core.config.settings import DeliverySettings
-from core.model import Delivery, InteractionRecord
+from core.model import Delivery, InteractionRecord, Message
 from core.routing.decisions import ItemChanged
 from core.routing.records import RecordChange
 from store.base import Store, StoreError
@@ -177,6 +177,12 @@ class Outbox:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def enqueued(self, delivery: Delivery, message: Message) -> None:
+        """`delivery` was committed with `message`: the consoles hear it is pending (before the
+        message's own event, which yields: the try may end before it), and it is tried soon."""
+        self.on_change(replace(delivery, message=message))
+        self.wake()
 
     async def run(self, transports: Mapping[str, Transport]) -> None:
         """Deliver until cancelled; a store that fails is tried again after POLL. Without a
