@@ -57,13 +57,18 @@ JSON path of the offending field, e.g. `$.customer.id`), `invalid_idempotency_ke
 """
 
 
-NUMBER = {
-    "name": "number",
-    "in": "path",
-    "required": True,
-    "description": "The interaction number, e.g. IMS0001001.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 32},
-}
+def number_parameter(description: str) -> dict[str, Any]:
+    """The `{number}` path parameter of an interaction or a record."""
+    return {
+        "name": "number",
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 32},
+    }
+
+
+NUMBER = number_parameter("The interaction number, e.g. IMS0001001.")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -372,13 +377,7 @@ def document(
 
 def record_paths(prefix: str) -> dict[str, Any]:
     """The paths of cases and incidents (core/host/api.py's RECORD_MODELS)."""
-    number = {
-        "name": "number",
-        "in": "path",
-        "required": True,
-        "description": "The record's number, e.g. INC0001001 or CS0001001.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 32},
-    }
+    number = number_parameter("The record's number, e.g. INC0001001 or CS0001001.")
     found = {"200": {"description": "Found.", "content": json_content("RecordDetailView")}}
 
     def query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
