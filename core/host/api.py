@@ -579,10 +579,17 @@ async def post_message(request: web.Request) -> web.Response:
     return _json(MessagePosted(message=message, duplicate=duplicate), 200 if duplicate else 201)
 
 
-async def get_interaction(request: web.Request) -> web.Response:
+async def _reader(request: web.Request, what: str) -> Principal:
+    """The caller, who may read `what` if any may: a token bound to an agent (their own), or
+    a supervisor's or admin's; an integration needs role supervisor to read."""
     principal = await _principal(request)
     if principal.agent is None and not _sees_everything(principal):
-        raise ApiError(403, "forbidden", "integrations need role supervisor to read interactions")
+        raise ApiError(403, "forbidden", f"integrations need role supervisor to read {what}")
+    return principal
+
+
+async def get_interaction(request: web.Request) -> web.Response:
+    principal = await _reader(request, "interactions")
     try:
         query = msgspec.convert(dict(request.query), TranscriptQuery, strict=False)
     except msgspec.ValidationError as e:
@@ -606,9 +613,7 @@ async def get_interaction(request: web.Request) -> web.Response:
 
 
 async def get_item_audit(request: web.Request) -> web.Response:
-    principal = await _principal(request)
-    if principal.agent is None and not _sees_everything(principal):
-        raise ApiError(403, "forbidden", "integrations need role supervisor to read audit trails")
+    principal = await _reader(request, "audit trails")
     ref = request.match_info["item"]
     inbox = request.app[HOST].inbox
     # Ids and numbers are short: a longer one names nothing, and is not worth a query.

@@ -29,6 +29,7 @@ from core.host.api import (
     _json,
     _may_write,
     _principal,
+    _reader,
     _require_integration,
     _sees_everything,
     read_body,
@@ -94,9 +95,7 @@ async def upload(request: web.Request) -> web.Response:
 
 
 async def download(request: web.Request) -> web.Response:
-    principal = await _principal(request)
-    if principal.agent is None and not _sees_everything(principal):
-        raise ApiError(403, "forbidden", "integrations need role supervisor to read interactions")
+    principal = await _reader(request, "interactions")
     number = request.match_info["number"]
     inbox = request.app[HOST].inbox
     record = await inbox.visible_record(principal.agent, _sees_everything(principal), number)
