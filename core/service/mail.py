@@ -15,8 +15,10 @@ or list), bounces (an empty or MAILER-DAEMON sender, a delivery report), and loo
 naming our address, or one of our own Message-IDs coming back). A bounce naming the
 Message-ID of one of our replies is noted on that conversation for its agents.
 
-Out: an agent's message on an e-mail channel is sent by `deliver_reply` (composed and handed
-to the smarthost by core/service/mail_out.py) in the background, retried a few times.
+Out: an agent's message on an e-mail channel is committed with an outbox delivery
+(core/service/outbox.py), whose "smtp" transport, `ReplyByMail`, sends it by `deliver_reply`
+(composed and handed to the smarthost by core/service/mail_out.py, the agent's file attached),
+retried durably and in order per conversation until the smarthost takes it.
 """
 
 from __future__ import annotations
