@@ -15,17 +15,18 @@ Contract:
 - Only the routing host delivers (core/host/app.py starts `run` in the router role): two hosts
   sending the same outbox would break the order.
 
-Transports. A channel's [channel.delivery] `transport` names one (core.config.settings
-TRANSPORTS lists the names the config accepts); the host gives the Outbox one object per name:
+Transports. A channel's delivery settings name one: "webhook" from its [channel.delivery],
+"smtp" for an e-mail channel (core.config.settings TRANSPORTS lists them); the inbox gives the
+Outbox one object per name:
 
     class Transport(Protocol):
         async def deliver(self, delivery: Delivery, settings: DeliverySettings) -> None: ...
 
 `deliver` returns once the provider has taken the delivery and raises anything to have it
 retried (its message is kept as the delivery's last_error). The webhook transport
-(core/host/webhook.py) POSTs `payload(delivery)` signed with `sign`; a second transport, such
-as SMTP for e-mail, is one more class with this method, one more name in TRANSPORTS, and one
-more entry in the dict the host passes (core/host/app.py).
+(core/service/webhook.py) POSTs `payload(delivery)` signed with `sign`; the "smtp" one
+(core/service/mail.py ReplyByMail) sends an e-mail channel's replies; each is a name in
+TRANSPORTS and an entry of `Inbox.transports` (core/service/inbox.py).
 
 Signatures. `sign` is HMAC-SHA256 over "<timestamp>.<body>" in lower-case hex, sent as
 `X-Inbox-Signature: sha256=<hex>` with `X-Inbox-Timestamp` (Unix seconds) and
