@@ -17,7 +17,7 @@ from textual.widgets import Footer, Label, Static
 
 from core.model import AuditEntry
 from core.protocol import AuditTrail, GetAudit
-from tui.calls import CALL_FAILURES, failure_text
+from tui.calls import CALL_FAILURES, failure_text, still_shown
 
 if TYPE_CHECKING:
     from tui.app import InboxApp
@@ -70,12 +70,15 @@ class AuditScreen(Screen[None]):
 
     async def load(self) -> None:
         app: InboxApp = self.app  # type: ignore[assignment]
-        entries = self.query_one("#audit-entries", Static)
         try:
             trail = await app.client.request(GetAudit(item=self.ref), AuditTrail)
         except CALL_FAILURES as e:
-            entries.update(f"[red]{failure_text(e)}[/]")
+            if still_shown(self):
+                self.query_one("#audit-entries", Static).update(f"[red]{failure_text(e)}[/]")
             return
+        if not still_shown(self):
+            return
+        entries = self.query_one("#audit-entries", Static)
         of = f" ({trail.interaction})" if trail.interaction else ""
         self.query_one("#audit-title", Label).update(f"Routing history of {trail.item}{of}")
         if trail.entries:

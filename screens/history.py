@@ -16,7 +16,7 @@ from textual.widgets import Footer, Label
 from core.model import InteractionRecord
 from core.protocol import GetTranscript, InteractionList, ListInteractions
 from core.protocol import Transcript as TranscriptReply
-from tui.calls import CALL_FAILURES, failure_text
+from tui.calls import CALL_FAILURES, failure_text, still_shown
 from tui.widgets.transcript import Transcript
 from tui.widgets.virtual_list import VirtualList
 
@@ -68,6 +68,8 @@ class HistoryScreen(Screen[None]):
             except CALL_FAILURES as e:
                 self.notify(failure_text(e), severity="error")
                 return
+            if not still_shown(self):
+                return
             first = not self.records
             self.records += page.interactions
             self.query_one("#history-list", VirtualList).set_rows(self.records, render_record)
@@ -91,6 +93,8 @@ class HistoryScreen(Screen[None]):
             )
         except CALL_FAILURES as e:
             self.notify(failure_text(e), severity="error")
+            return
+        if not still_shown(self):
             return
         names = {a: v.display_name for a, v in app.state.agents.items()}
         self.query_one("#history-transcript", Transcript).set_messages(

@@ -30,7 +30,7 @@ from core.protocol import (
 from screens.picker import Picker
 from screens.prompt import Prompt
 from tui.actions import RECORDS_ACTIONS, bindings
-from tui.calls import CALL_FAILURES, failure_text
+from tui.calls import CALL_FAILURES, failure_text, still_shown
 from tui.widgets.virtual_list import VirtualList
 
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ class RecordsScreen(Screen[None]):
             return
         for record in reply.records:
             self.inbox.state.record_told(record)
+        if not still_shown(self):
+            return
         records = self.query_one("#records-list", VirtualList)
         records.set_rows(reply.records, render_record, cursor=None if keep_place else 0)
         filters = [f for f in (self.kind, self.state_filter, self.text and f"“{self.text}”") if f]
@@ -142,6 +144,8 @@ class RecordsScreen(Screen[None]):
     def shown(self, view: RecordView) -> None:
         self.view = view
         self.inbox.state.record_told(view.record)
+        if not still_shown(self):
+            return
         state = self.inbox.state
         r = view.record
         table = Table.grid(padding=(0, 1))

@@ -477,6 +477,40 @@ async def test_history_lists_my_past_interactions(tmp_path: Path) -> None:
             await until(pilot, lambda: isinstance(app.screen, MainScreen))
 
 
+async def test_answers_that_arrive_after_their_screen_closed_are_dropped(tmp_path: Path) -> None:
+    from screens.audit import AuditScreen
+    from screens.history import HistoryScreen
+    from screens.records import RecordsScreen
+
+    async with running_host(tmp_path) as h:
+        app = console(h)
+        async with app.run_test(size=SIZE) as pilot:
+            number = await chat_ready(h, app, pilot)
+            await pilot.press("escape", "I")
+            await until(pilot, lambda: isinstance(app.screen, RecordForm))
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: app.state.chats[number].record.incident == "INC0001001")
+            # Escape takes a screen down while its workers may still wait on the host; run
+            # those workers' bodies against a closed screen, as a slow answer would.
+            for key, kind in (("h", HistoryScreen), ("R", AuditScreen), ("v", RecordsScreen)):
+                await pilot.press(key)
+                await until(pilot, lambda kind=kind: isinstance(app.screen, kind))  # type: ignore[misc]
+                closed = app.screen
+                await pilot.press("escape")
+                await until(pilot, lambda closed=closed: not closed.is_attached)  # type: ignore[misc]
+                if isinstance(closed, HistoryScreen):
+                    await closed.load()
+                    await closed.transcript(app.state.chats[number].record)
+                elif isinstance(closed, AuditScreen):
+                    await closed.load()
+                elif isinstance(closed, RecordsScreen):
+                    await closed.load()
+                    await closed.fetch("INC0001001")
+            assert isinstance(app.screen, MainScreen), app.screen
+            await pilot.press("v")
+            await until(pilot, lambda: isinstance(app.screen, RecordsScreen))
+
+
 async def test_supervisor_view_is_for_supervisors_only(tmp_path: Path) -> None:
     from screens.supervisor import SupervisorScreen
 
