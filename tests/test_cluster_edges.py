@@ -228,6 +228,17 @@ async def test_consoles_on_edges_carry_on_when_the_router_is_killed(
             assert time.monotonic() - waited < HEARD, stayed_on.log_text()
             await asyncio.sleep(0.02)
         await stayed.request(SetPresence(presence="Available"))
+        if stayed is bob:
+            # alice's edge now routes: it closed her socket when it took the role, and her
+            # console logs back in by itself. Until it has, what the customer says reaches her
+            # in the snapshot she logs back in with, not as a message event, so wait for it.
+            waited = time.monotonic()
+            while not (
+                "reconnecting" in statuses["alice"][len(before["alice"]) :]
+                and statuses["alice"][-1] == "connected"
+            ):
+                assert time.monotonic() - waited < TAKEOVER, statuses
+                await asyncio.sleep(0.02)
 
         # The conversation alice owned is still hers (she reconnected by herself if her edge
         # became the router): the customer resumes through b with the ticket from before
