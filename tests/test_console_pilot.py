@@ -477,6 +477,16 @@ async def test_history_lists_my_past_interactions(tmp_path: Path) -> None:
             await until(pilot, lambda: isinstance(app.screen, MainScreen))
 
 
+async def incident_raised(h: RunningHost, app: InboxApp, pilot) -> str:  # type: ignore[no-untyped-def]
+    """A chat taken, and INC0001001 raised from it with the form's defaults: its number."""
+    number = await chat_ready(h, app, pilot)
+    await pilot.press("escape", "I")
+    await until(pilot, lambda: isinstance(app.screen, RecordForm))
+    await pilot.press("ctrl+s")
+    await until(pilot, lambda: app.state.chats[number].record.incident == "INC0001001")
+    return number
+
+
 async def test_answers_that_arrive_after_their_screen_closed_are_dropped(tmp_path: Path) -> None:
     from screens.audit import AuditScreen
     from screens.history import HistoryScreen
@@ -485,11 +495,7 @@ async def test_answers_that_arrive_after_their_screen_closed_are_dropped(tmp_pat
     async with running_host(tmp_path) as h:
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
-            number = await chat_ready(h, app, pilot)
-            await pilot.press("escape", "I")
-            await until(pilot, lambda: isinstance(app.screen, RecordForm))
-            await pilot.press("ctrl+s")
-            await until(pilot, lambda: app.state.chats[number].record.incident == "INC0001001")
+            number = await incident_raised(h, app, pilot)
             # Escape takes a screen down while its workers may still wait on the host; run
             # those workers' bodies against a closed screen, as a slow answer would.
             for key, kind in (("h", HistoryScreen), ("R", AuditScreen), ("v", RecordsScreen)):
@@ -1017,11 +1023,7 @@ async def test_records_screen_changes_state_adds_a_note_and_shows_another_consol
     async with running_host(tmp_path) as h:
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
-            number = await chat_ready(h, app, pilot)
-            await pilot.press("escape", "I")
-            await until(pilot, lambda: isinstance(app.screen, RecordForm))
-            await pilot.press("ctrl+s")
-            await until(pilot, lambda: app.state.chats[number].record.incident == "INC0001001")
+            number = await incident_raised(h, app, pilot)
             pane = main(app).query_one("#record-details", Static)
             await until(pilot, lambda: "INC0001001 · new · Alice Martin" in static_text(pane))
 
