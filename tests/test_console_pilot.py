@@ -1023,7 +1023,7 @@ async def test_records_screen_changes_state_adds_a_note_and_shows_another_consol
     async with running_host(tmp_path) as h:
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
-            number = await incident_raised(h, app, pilot)
+            await incident_raised(h, app, pilot)
             pane = main(app).query_one("#record-details", Static)
             await until(pilot, lambda: "INC0001001 · new · Alice Martin" in static_text(pane))
 
