@@ -1,65 +1,71 @@
-"""Supervisors: a read-only view of every queue and every agent (presence and load)."""
+"""Supervisors: the floor in tabs, one key each. Each tab's content is a widget of its own
+(tui/widgets/); this screen lays them out, keeps them fresh and runs the keys."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.table import Table
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from core.protocol import AgentList, AgentLoad, ListAgents
-from tui.calls import CALL_FAILURES, failure_text
+from tui.actions import SUPERVISOR_ACTIONS, bindings
+from tui.calls import CALL_FAILURES, failure_text, still_shown
+from tui.widgets.agents_table import AgentsTable
 from tui.widgets.queue_stats import QueueStatsView
 
 if TYPE_CHECKING:
     from tui.app import InboxApp
 
+REFRESH = 2.0  # seconds: load changes with every routing step; a glance is what a floor needs
+
 
 class SupervisorScreen(Screen[None]):
-    BINDINGS = [("escape,q", "app.pop_screen", "Back")]
+    # The palette lists these on this screen (tui/commands.py).
+    ACTIONS = SUPERVISOR_ACTIONS
+    BINDINGS = bindings(SUPERVISOR_ACTIONS)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads: list[AgentLoad] = []
+
+    @property
+    def inbox(self) -> InboxApp:
+        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="pane"):
-            yield Label("All queues", classes="pane-title")
-            yield QueueStatsView(id="all-queues")
-            yield Label("Agents", classes="pane-title")
-            yield Static(id="agents")
+        with TabbedContent(initial="tab-queues", id="supervisor-tabs"):
+            with TabPane("Queues", id="tab-queues"), VerticalScroll():
+                yield QueueStatsView(id="all-queues")
+            with TabPane("Agents", id="tab-agents"), VerticalScroll():
+                yield AgentsTable(id="agents")
+                yield Static(id="agents-trouble")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.loads: list[AgentLoad] = []
         self.refresh_view()
-        # Load changes with every routing step; a two-second glance is what a floor needs.
-        self.set_interval(2.0, self.refresh_view)
+        self.set_interval(REFRESH, self.refresh_view)
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#supervisor-tabs", TabbedContent).active = tab
 
     def refresh_view(self) -> None:
-        self.run_worker(self.load(), exclusive=True)
+        self.run_worker(self.load(), exclusive=True, group="agents")
 
     async def load(self) -> None:
-        app: InboxApp = self.app  # type: ignore[assignment]
-        self.query_one("#all-queues", QueueStatsView).show(list(app.state.queue_stats.values()))
+        self.query_one("#all-queues", QueueStatsView).show(
+            list(self.inbox.state.queue_stats.values())
+        )
         try:
-            reply = await app.client.request(ListAgents(), AgentList)
+            reply = await self.inbox.client.request(ListAgents(), AgentList)
         except CALL_FAILURES as e:
-            self.query_one("#agents", Static).update(f"[red]{failure_text(e)}[/]")
+            if still_shown(self):
+                self.query_one("#agents-trouble", Static).update(f"[red]{failure_text(e)}[/]")
+            return
+        if not still_shown(self):
             return
         self.loads = reply.agents
-        table = Table(expand=True, header_style="bold", box=None)
-        for column in ("Agent", "Role", "Presence", "Load", "Offers", "Queues"):
-            table.add_column(column)
-        for row in reply.agents:
-            a = row.agent
-            load = f"{row.active}/{row.capacity}"
-            style = "red" if row.capacity and row.active >= row.capacity else ""
-            table.add_row(
-                a.display_name,
-                a.role,
-                a.presence,
-                f"[{style}]{load}[/]" if style else load,
-                str(row.offers),
-                ", ".join(a.queues),
-            )
-        self.query_one("#agents", Static).update(table)
+        self.query_one("#agents-trouble", Static).update("")
+        self.query_one("#agents", AgentsTable).show(reply.agents)

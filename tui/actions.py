@@ -485,6 +485,34 @@ RECORDS_ACTIONS = [
     ),
 ]
 
+SUPERVISOR_ACTIONS = [
+    ConsoleAction(
+        id="supervisor.queues",
+        action="tab('tab-queues')",
+        key="1",
+        label="Queues",
+        help="Every queue's figures",
+        palette="supervisor: queues",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="supervisor.agents",
+        action="tab('tab-agents')",
+        key="2",
+        label="Agents",
+        help="Every agent: presence, load and queues",
+        palette="supervisor: agents",
+        footer=True,
+    ),
+    ConsoleAction(
+        id="supervisor.back",
+        action="app.pop_screen",
+        key="escape,q",
+        label="Back",
+        help="Back to the chats",
+    ),
+]
+
 APP_ACTIONS = [
     ConsoleAction(
         id="app.help",
@@ -518,5 +546,5 @@ def by_id(action_id: str) -> ConsoleAction:
 
 def binding_ids() -> set[str]:
     """The ids a [keymap] in console.toml may remap."""
-    every = MAIN_ACTIONS + RECORDS_ACTIONS + APP_ACTIONS
+    every = MAIN_ACTIONS + RECORDS_ACTIONS + SUPERVISOR_ACTIONS + APP_ACTIONS
     return {b.id for a in every for b in a.bindings() if b.id}
