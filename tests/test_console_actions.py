@@ -8,10 +8,12 @@ from collections import Counter
 
 from screens.main import MainScreen
 from screens.records import RecordsScreen
+from screens.supervisor import SupervisorScreen
 from tui.actions import (
     APP_ACTIONS,
     MAIN_ACTIONS,
     RECORDS_ACTIONS,
+    SUPERVISOR_ACTIONS,
     binding_ids,
     bindings,
     palette_actions,
@@ -34,10 +36,11 @@ def test_every_action_in_the_table_runs_something() -> None:
 
 
 def test_no_id_and_no_key_is_claimed_twice() -> None:
-    ids = Counter(b.id for b in bindings(MAIN_ACTIONS + RECORDS_ACTIONS + APP_ACTIONS))
+    every = MAIN_ACTIONS + RECORDS_ACTIONS + SUPERVISOR_ACTIONS + APP_ACTIONS
+    ids = Counter(b.id for b in bindings(every))
     assert [i for i, n in ids.items() if n > 1] == []
-    # Keys once per screen: the records screen is on top of the main one, not beside it.
-    for screen in (MAIN_ACTIONS, RECORDS_ACTIONS):
+    # Keys once per screen: the other screens are on top of the main one, not beside it.
+    for screen in (MAIN_ACTIONS, RECORDS_ACTIONS, SUPERVISOR_ACTIONS):
         keys = Counter(b.key for b in bindings(screen + APP_ACTIONS))
         assert [k for k, n in keys.items() if n > 1] == []
     assert binding_ids() == set(ids)
@@ -48,6 +51,15 @@ def test_the_records_screen_and_its_palette_come_from_its_table() -> None:
     names = [a.palette for a in palette_actions(RECORDS_ACTIONS)]
     assert len(names) == len(set(names))
     assert all(re.fullmatch(r"records?: .+", n) for n in names)
+
+
+def test_the_supervisor_screen_and_its_palette_come_from_its_table() -> None:
+    assert [b.id for b in SupervisorScreen.BINDINGS] == [  # type: ignore[union-attr]
+        b.id for b in bindings(SUPERVISOR_ACTIONS)
+    ]
+    names = [a.palette for a in palette_actions(SUPERVISOR_ACTIONS)]
+    assert len(names) == len(set(names))
+    assert all(re.fullmatch(r"supervisor: .+", n) for n in names)
 
 
 def test_the_screen_the_palette_and_the_toolbar_come_from_the_table() -> None:
