@@ -408,3 +408,29 @@ class AuditEntry(Struct, frozen=True, gc=False, kw_only=True):
     agent: str | None = None
     offer: str | None = None
     reason: str = ""
+
+
+class QueueMinute(Struct, frozen=True, gc=False, kw_only=True):
+    """One queue's figures for one minute of the day, as the host counted them from its
+    routing steps (core/service/day.py says what each counts)."""
+
+    queue: Name
+    minute: int  # epoch seconds of the minute's start, a multiple of 60
+    waiting: int = 0  # items not yet accepted (queued or offered) at the minute's end
+    most_waiting: int = 0  # the most there were at any moment of the minute
+    arrivals: int = 0  # items that came into the queue: new, overflowed or transferred in
+    answered: int = 0  # items an agent accepted
+    abandoned: int = 0  # items cancelled while waiting (the customer left before an answer)
+    handled: int = 0  # items that ended after an agent had accepted them
+    waits: int = 0  # how many waits the two below cover: answered, and waiting at the end
+    average_wait: float = 0.0  # seconds from enqueued_at to the answer, or to the minute's end
+    longest_wait: float = 0.0
+
+
+class AgentDay(Struct, frozen=True, gc=False, kw_only=True):
+    """An agent's offers declined and left to expire in one day (the host's local day)."""
+
+    agent: Name
+    day: int  # epoch seconds of the day's local midnight
+    declined: int = 0
+    expired: int = 0

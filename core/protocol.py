@@ -32,6 +32,7 @@ from core.model import (
     Name,
     Offer,
     PresenceState,
+    QueueMinute,
     RecordKind,
     RecordNote,
     Role,
@@ -231,6 +232,20 @@ class GetAudit(ClientFrame, tag="get_audit", frozen=True, kw_only=True):
     item: Number  # a work item's id, or its interaction's number
 
 
+# Epoch seconds a client may ask about: from 1970 to 2**53.
+Instant = Annotated[float, Meta(ge=0, le=MAX_INT)]
+# The most minutes one `get_day` (or REST /minutes) answers: a whole day.
+MAX_DAY_MINUTES = 1440
+
+
+class GetDay(ClientFrame, tag="get_day", frozen=True, kw_only=True):
+    """Supervisors: the queues' stored figures per minute between `since` and `until`."""
+
+    since: Instant
+    until: Instant
+    queue: Name | None = None  # None: every queue
+
+
 # ---- cases and incidents, worked (core/service/cases.py)
 
 # An assignment to set: an agent id or a group name, or "" to clear it.
@@ -310,6 +325,7 @@ AnyClientFrame = (
     | ListAgents
     | ListOnlineAgents
     | GetAudit
+    | GetDay
     | GetRecord
     | ListRecords
     | UpdateRecord
@@ -354,6 +370,10 @@ class AgentLoad(Struct, frozen=True, gc=False, kw_only=True):
     active: int  # capacity in use: accepted, wrap-up and offered items
     capacity: int  # universal capacity
     offers: int  # routed offers pending
+    presence_since: float = 0.0  # when they went into their presence state
+    load_by_channel: dict[str, int] = {}  # capacity in use per channel, as `active` counts
+    declined_today: int = 0  # offers they rejected since the host's local midnight
+    expired_today: int = 0  # offers they let run out since then
 
 
 class Detail(Struct, frozen=True, gc=False, kw_only=True):
@@ -499,6 +519,14 @@ class AuditTrail(ServerFrame, tag="audit_trail", frozen=True, kw_only=True):
     entries: list[AuditEntry]  # oldest first; the newest 500 of a longer trail
 
 
+class DayFigures(ServerFrame, tag="day_figures", frozen=True, kw_only=True):
+    ref: int
+    since: int  # the first minute asked about (`since` rounded down to its minute)
+    until: int  # the end of the last (`until` rounded down to its minute)
+    queues: list[str]  # the queues asked about: every queue, or the one named
+    minutes: list[QueueMinute]  # oldest first, then by queue; a minute missing is all zeros
+
+
 class RecordView(ServerFrame, tag="record_view", frozen=True, kw_only=True):
     ref: int
     record: ServiceRecord
@@ -630,6 +658,7 @@ AnyServerFrame = (
     | AgentList
     | OnlineAgents
     | AuditTrail
+    | DayFigures
     | RecordView
     | RecordList
     | OfferEvent

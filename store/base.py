@@ -22,6 +22,7 @@ from msgspec import Struct
 
 from core.model import (
     Agent,
+    AgentDay,
     AgentStatus,
     Attachment,
     AuditEntry,
@@ -37,6 +38,7 @@ from core.model import (
     Participant,
     PresenceState,
     Queue,
+    QueueMinute,
     RecordKind,
     RecordNote,
     Role,
@@ -579,4 +581,25 @@ class Store(Protocol):
 
     async def record_links(self, record: str) -> list[str]:
         """The interactions linked to the record, in the order they were linked."""
+        ...
+
+    # -- the day at a glance (core/service/day.py) ------------------------------------------
+
+    async def save_day(
+        self, minutes: Iterable[QueueMinute], agents: Iterable[AgentDay], keep_since: int
+    ) -> None:
+        """Store finished minutes and agents' counts of a day in one transaction, each
+        replacing the one stored for the same (minute, queue) or (day, agent); then forget
+        the minutes and days before `keep_since` (epoch seconds)."""
+        ...
+
+    async def queue_minutes(
+        self, since: int, until: int, queue: str | None = None
+    ) -> list[QueueMinute]:
+        """The stored minutes with since <= minute < until (of `queue`, or of every queue),
+        oldest first, then by queue."""
+        ...
+
+    async def agent_days(self, day: int) -> list[AgentDay]:
+        """Every agent's counts stored for the day starting at `day`, by agent."""
         ...

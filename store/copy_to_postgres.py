@@ -158,6 +158,12 @@ TABLES: tuple[_Table, ...] = (
         "SELECT id, conversation, message_seq, state, data FROM outbox ORDER BY pos",
     ),
     _Table(
+        "queue_minutes",
+        ("minute", "queue", "data"),
+        "SELECT minute, queue, data FROM queue_minutes",
+    ),
+    _Table("agent_days", ("day", "agent", "data"), "SELECT day, agent, data FROM agent_days"),
+    _Table(
         "idempotency_keys",
         ("scope", "key", "fingerprint", "interaction", "created_at"),
         "SELECT scope, key, fingerprint, interaction, created_at FROM idempotency_keys",

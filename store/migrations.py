@@ -246,7 +246,35 @@ CREATE INDEX outbox_open ON outbox (state, pos);
 CREATE INDEX outbox_by_conversation ON outbox (conversation, pos);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _INVITATIONS, _RECORDS_WORKED, _MAIL_IDS, _OUTBOX]
+# The day at a glance (core/service/day.py): one row per queue per finished minute with
+# something to show, and each agent's declined and expired offers per local day. Keyed by
+# time first: the console reads a day of every queue, and pruning deletes the oldest.
+_DAY = """
+CREATE TABLE queue_minutes (
+    minute INTEGER NOT NULL,
+    queue TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (minute, queue)
+) WITHOUT ROWID;
+CREATE TABLE agent_days (
+    day INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (day, agent)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [
+    _V1,
+    _V2,
+    _V3,
+    _V4,
+    _INVITATIONS,
+    _RECORDS_WORKED,
+    _MAIL_IDS,
+    _OUTBOX,
+    _DAY,
+]
 
 
 def latest_version() -> int:

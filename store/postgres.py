@@ -50,6 +50,7 @@ from core.model import (
     MAX_MAIL_IDS,
     NUMBER_PREFIX,
     Agent,
+    AgentDay,
     AgentStatus,
     Attachment,
     AuditEntry,
@@ -64,6 +65,7 @@ from core.model import (
     Participant,
     PresenceState,
     Queue,
+    QueueMinute,
     RecordKind,
     RecordNote,
     SenderKind,
@@ -174,6 +176,20 @@ SQL_MESSAGE_DELIVERIES = (
 )
 SQL_OUTBOX_BACKLOG = "SELECT count(*) FROM outbox WHERE state IN ('pending', 'retrying')"
 # The audit_by_item index serves it.
+# The day at a glance: as SQLite's.
+SQL_QUEUE_MINUTES = (
+    "SELECT data FROM queue_minutes WHERE minute >= $1 AND minute < $2 "
+    "AND ($3::text IS NULL OR queue = $3) ORDER BY minute, queue"
+)
+SQL_AGENT_DAYS = "SELECT data FROM agent_days WHERE day = $1 ORDER BY agent"
+_UPSERT_MINUTE = (
+    "INSERT INTO queue_minutes (minute, queue, data) VALUES ($1, $2, $3) "
+    "ON CONFLICT (minute, queue) DO UPDATE SET data = EXCLUDED.data"
+)
+_UPSERT_AGENT_DAY = (
+    "INSERT INTO agent_days (day, agent, data) VALUES ($1, $2, $3) "
+    "ON CONFLICT (day, agent) DO UPDATE SET data = EXCLUDED.data"
+)
 SQL_AUDIT_TRAIL = "SELECT data FROM audit WHERE item = $1 ORDER BY id DESC LIMIT $2"
 
 
@@ -1488,6 +1504,32 @@ class PostgresStore:
             record,
         )
         return [row[0] for row in rows]
+
+    # -- the day at a glance --------------------------------------------------------------
+
+    async def save_day(
+        self, minutes: Iterable[QueueMinute], agents: Iterable[AgentDay], keep_since: int
+    ) -> None:
+        minute_rows = [(m.minute, m.queue, dump(m)) for m in minutes]
+        day_rows = [(a.day, a.agent, dump(a)) for a in agents]
+
+        async def op(conn: asyncpg.Connection) -> None:
+            if minute_rows:
+                await conn.executemany(_UPSERT_MINUTE, minute_rows)
+            if day_rows:
+                await conn.executemany(_UPSERT_AGENT_DAY, day_rows)
+            await conn.execute("DELETE FROM queue_minutes WHERE minute < $1", keep_since)
+            await conn.execute("DELETE FROM agent_days WHERE day < $1", keep_since)
+
+        await self._write(op)
+
+    async def queue_minutes(
+        self, since: int, until: int, queue: str | None = None
+    ) -> list[QueueMinute]:
+        return await self._records(QueueMinute, SQL_QUEUE_MINUTES, since, until, queue)
+
+    async def agent_days(self, day: int) -> list[AgentDay]:
+        return await self._records(AgentDay, SQL_AGENT_DAYS, day)
 
 
 async def _link_record(conn: asyncpg.Connection, record: str, interaction: str, at: float) -> None:

@@ -267,7 +267,23 @@ CREATE INDEX outbox_open ON outbox (state, pos);
 CREATE INDEX outbox_by_conversation ON outbox (conversation, pos);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _INVITATIONS, _RECORDS_WORKED, _MAIL_IDS, _OUTBOX]
+# The day at a glance: as SQLite's _DAY.
+_DAY = """
+CREATE TABLE queue_minutes (
+    minute bigint NOT NULL,
+    queue text NOT NULL,
+    data text NOT NULL,
+    PRIMARY KEY (minute, queue)
+);
+CREATE TABLE agent_days (
+    day bigint NOT NULL,
+    agent text NOT NULL,
+    data text NOT NULL,
+    PRIMARY KEY (day, agent)
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _INVITATIONS, _RECORDS_WORKED, _MAIL_IDS, _OUTBOX, _DAY]
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (

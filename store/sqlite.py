@@ -36,6 +36,7 @@ from core.model import (
     MAX_MAIL_IDS,
     NUMBER_PREFIX,
     Agent,
+    AgentDay,
     AgentStatus,
     Attachment,
     AuditEntry,
@@ -51,6 +52,7 @@ from core.model import (
     Participant,
     PresenceState,
     Queue,
+    QueueMinute,
     RecordKind,
     RecordNote,
     SenderKind,
@@ -165,6 +167,20 @@ SQL_MESSAGE_DELIVERIES = (
     "SELECT message_seq, state FROM outbox WHERE conversation = ? AND message_seq IS NOT NULL"
 )
 SQL_OUTBOX_BACKLOG = "SELECT count(*) FROM outbox WHERE state IN ('pending', 'retrying')"
+# The day at a glance: the primary keys (minute, queue) and (day, agent) serve them.
+SQL_QUEUE_MINUTES = (
+    "SELECT data FROM queue_minutes WHERE minute >= ? AND minute < ? "
+    "AND (? IS NULL OR queue = ?) ORDER BY minute, queue"
+)
+SQL_AGENT_DAYS = "SELECT data FROM agent_days WHERE day = ? ORDER BY agent"
+_UPSERT_MINUTE = (
+    "INSERT INTO queue_minutes (minute, queue, data) VALUES (?, ?, ?) "
+    "ON CONFLICT (minute, queue) DO UPDATE SET data = excluded.data"
+)
+_UPSERT_AGENT_DAY = (
+    "INSERT INTO agent_days (day, agent, data) VALUES (?, ?, ?) "
+    "ON CONFLICT (day, agent) DO UPDATE SET data = excluded.data"
+)
 # The audit_by_item index serves it.
 SQL_AUDIT_TRAIL = "SELECT data FROM audit WHERE item = ? ORDER BY id DESC LIMIT ?"
 
@@ -1230,3 +1246,27 @@ class SQLiteStore:
             (record,),
         )
         return [row[0] for row in rows]
+
+    # -- the day at a glance --------------------------------------------------------------
+
+    async def save_day(
+        self, minutes: Iterable[QueueMinute], agents: Iterable[AgentDay], keep_since: int
+    ) -> None:
+        minute_rows = [(m.minute, m.queue, dump(m)) for m in minutes]
+        day_rows = [(a.day, a.agent, dump(a)) for a in agents]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(_UPSERT_MINUTE, minute_rows)
+            conn.executemany(_UPSERT_AGENT_DAY, day_rows)
+            conn.execute("DELETE FROM queue_minutes WHERE minute < ?", (keep_since,))
+            conn.execute("DELETE FROM agent_days WHERE day < ?", (keep_since,))
+
+        await self._write(op)
+
+    async def queue_minutes(
+        self, since: int, until: int, queue: str | None = None
+    ) -> list[QueueMinute]:
+        return await self._records(QueueMinute, SQL_QUEUE_MINUTES, (since, until, queue, queue))
+
+    async def agent_days(self, day: int) -> list[AgentDay]:
+        return await self._records(AgentDay, SQL_AGENT_DAYS, (day,))

@@ -19,6 +19,7 @@ commented example; core/examples/demo.toml is the demo's)::
     synchronous = "FULL"           # SQLite durability: "FULL" or "NORMAL"
     session_ttl = 43200            # seconds an agent session stays valid
     max_pending_offers = 1         # routed offers one agent may have pending at once
+    day_retention_days = 35        # days the per-minute queue figures are kept (1..3660)
     allowed_origins = ["https://agents.example.com"]  # browser origins, besides the host's
                                    # own, that may open /agent; scheme://host[:port], no path
 

@@ -55,6 +55,7 @@ class HostTable(Table, frozen=True):
     store: Annotated[str, Meta(max_length=1000)] = ""
     # nats://… : the bus of a cluster, so every host serves; empty: only the router serves.
     bus: Annotated[str, Meta(max_length=1000)] = ""
+    day_retention_days: Annotated[int, Meta(ge=1, le=3660)] = 35
 
 
 class WidgetTable(Table, frozen=True):

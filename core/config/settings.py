@@ -96,6 +96,8 @@ class HostSettings(Struct, frozen=True, kw_only=True):
     # A nats:// URL (with a store): every host serves, relaying to the router; None: the
     # hosts that do not route stand by.
     bus: str | None = None
+    # Days the day-at-a-glance figures (core/service/day.py) are kept before they are pruned.
+    day_retention_days: int = 35
 
     @property
     def listen_host(self) -> str:

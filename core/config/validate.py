@@ -403,6 +403,7 @@ class _Loader:
             allowed_origins=self._origins(("host", "allowed_origins"), t.allowed_origins),
             store=self._store_url(t.store),
             bus=self._bus_url(t.bus, t.store),
+            day_retention_days=t.day_retention_days,
         )
 
     def _bus_url(self, url: str, store: str) -> str | None:

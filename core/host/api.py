@@ -30,6 +30,8 @@ Who may do what (the OpenAPI descriptions say the same to clients):
   number): supervisors and admins (any token kind) read every item's; a token bound to an
   agent with the agent role reads the items offered to that agent or whose interaction they
   took part in, and gets 404 for the others; an integration token with the agent role, 403.
+- A queue's figures per minute (`GET /queues/{queue}/minutes`): supervisors and admins only
+  (their API tokens, of either kind, and supervisors' console sessions); anyone else, 403.
 - Cases and incidents (`/records`): supervisors and admins (any token kind) read and change
   every record; a token bound to an agent with the agent role reads and changes the records
   assigned to that agent or one of their groups, created by them, or linked to an interaction
@@ -76,6 +78,7 @@ from core.model import (
     Label,
     Message,
     Name,
+    QueueMinute,
     RecordKind,
     RecordNote,
     Role,
@@ -86,6 +89,7 @@ from core.protocol import (
     MAX_INT,
     Assignment,
     Detail,
+    Instant,
     NoteBody,
     QueueStats,
     Seq,
@@ -211,6 +215,22 @@ class QueueList(Struct, frozen=True, kw_only=True):
     queues: list[QueueStats]
 
 
+class MinutesQuery(Struct, frozen=True, kw_only=True):
+    since: Instant
+    until: Instant
+
+
+class QueueMinutes(Struct, frozen=True, kw_only=True):
+    """A queue's stored figures per minute from `since` to `until` (each rounded down to its
+    minute; `until`'s minute not included), oldest first. A minute missing had nothing to
+    show: take it as all zeros. docs/protocol.md's QueueMinute says what each figure counts."""
+
+    queue: str
+    since: int
+    until: int
+    minutes: list[QueueMinute]
+
+
 class ErrorDetail(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """`code` is stable, for programs; `message` is for people; `field` is the JSON path of
     the offending field (e.g. `$.customer.id`) when a body or query failed validation."""
@@ -231,6 +251,7 @@ MODELS = (
     MessagePosted,
     InteractionView,
     QueueList,
+    QueueMinutes,
     ItemAudit,
     ErrorBody,
 )
@@ -637,6 +658,25 @@ async def list_queues(request: web.Request) -> web.Response:
     return _json(QueueList(queues=list(stats.values())))
 
 
+async def queue_minutes(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    if not _sees_everything(principal):
+        raise ApiError(403, "forbidden", "only supervisors and admins read the day's figures")
+    try:
+        query = msgspec.convert(dict(request.query), MinutesQuery, strict=False)
+    except msgspec.ValidationError as e:
+        raise _invalid(e) from e
+    queue = request.match_info["queue"]
+    try:
+        figures = await request.app[HOST].inbox.day.figures(query.since, query.until, queue)
+    except InboxError as e:
+        status = {"unknown_queue": 404, "bad_range": 422}.get(e.code)
+        raise (ApiError(status, e.code, e.message) if status else _inbox_error(e)) from e
+    return _json(
+        QueueMinutes(queue=queue, since=figures.since, until=figures.until, minutes=figures.minutes)
+    )
+
+
 # ---------------------------------------------------------------------------- cases and incidents
 
 
@@ -800,6 +840,7 @@ def setup(
     app.router.add_get(PREFIX + "/interactions/{number}", get_interaction)
     app.router.add_get(PREFIX + "/items/{item}/audit", get_item_audit)
     app.router.add_get(PREFIX + "/queues", list_queues)
+    app.router.add_get(PREFIX + "/queues/{queue}/minutes", queue_minutes)
     app.router.add_get(PREFIX + "/records", list_records)
     app.router.add_get(PREFIX + "/records/{number}", get_record)
     app.router.add_patch(PREFIX + "/records/{number}", patch_record)

@@ -35,6 +35,8 @@ agent's console session token (`ses_...`).
 - An item's routing audit trail: supervisors and admins read every item's. A token bound to an
   agent with role `agent` reads the items offered to that agent or whose interaction they took
   part in; any other is 404. An integration token with role `agent` reads none (403).
+- A queue's figures per minute (`/queues/{queue}/minutes`): supervisors and admins only
+  (their API tokens and supervisors' session tokens); anyone else gets 403.
 - Cases and incidents (`/records`): supervisors and admins read and change every record. A
   token bound to an agent with role `agent` reads and changes the records assigned to that
   agent or one of their groups, created by them, or linked to an interaction they took part
@@ -50,8 +52,8 @@ Every error has the body `{"error": {"code", "message", "field"?}}`. Codes: `una
 (408), `too_large` (413),
 `unsupported_media_type` (415), `invalid_json` and `invalid_request` (400, with `field`, the
 JSON path of the offending field, e.g. `$.customer.id`), `invalid_idempotency_key` (400),
-`unroutable`, `unknown_channel`, `bad_weight`, `unknown_agent` and `idempotency_key_reused`
-(422), `rate_limited` (429, with
+`unroutable`, `unknown_channel`, `bad_weight`, `unknown_agent`, `idempotency_key_reused`
+and `bad_range` (422), `rate_limited` (429, with
 `Retry-After`), other conflicts with the item's state (409),
 `unavailable` (503) and `internal` (500).
 """
@@ -301,6 +303,56 @@ def document(
                 ),
             }
         },
+        f"{prefix}/queues/{{queue}}/minutes": {
+            "get": {
+                "operationId": "getQueueMinutes",
+                "summary": "A queue's figures per minute: the day at a glance",
+                "description": (
+                    "What the host stored of each finished minute between `since` and `until` "
+                    "(epoch seconds, each rounded down to its minute; at most 1440 minutes): "
+                    "items waiting at the minute's end and at most, arrivals, answered, "
+                    "abandoned (cancelled while waiting), handled, and the average and longest "
+                    "wait. A minute missing had nothing to show. Supervisors and admins only "
+                    "(403 otherwise); an unknown queue is 404; `until` not after `since`, or "
+                    "more than 1440 minutes after, is 422 `bad_range`."
+                ),
+                "parameters": [
+                    {
+                        "name": "queue",
+                        "in": "path",
+                        "required": True,
+                        "description": "The queue's name.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                    },
+                    *(
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": True,
+                            "description": description,
+                            "schema": {"type": "number", "minimum": 0, "maximum": 2**53},
+                        }
+                        for name, description in (
+                            ("since", "The first minute's time (epoch seconds)."),
+                            ("until", "The end of the last minute (epoch seconds)."),
+                        )
+                    ),
+                ],
+                "responses": responses(
+                    {
+                        "200": {
+                            "description": "The minutes, oldest first.",
+                            "content": json_content("QueueMinutes"),
+                        }
+                    },
+                    "400",
+                    "403",
+                    "404",
+                    "422",
+                    "503",
+                ),
+            }
+        },
         f"{prefix}/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -337,7 +389,7 @@ def document(
         "415": _error("The body is not sent as application/json."),
         "422": _error(
             "Well-formed but not possible: an unknown channel or preferred agent, a weight out "
-            "of range, or no queue matches."
+            "of range, or no queue matches; a time range that is reversed or too long."
         ),
         "429": _error(
             "Rate limited; retry after the given number of seconds.",

@@ -14,6 +14,8 @@ A façade over one part per concept, each in a module of its own name:
     customers.py      the customer's side: start, write, leave, read their own transcript
     mail.py           e-mail channels: mail in as the customer's messages, replies out by SMTP
     views.py          what a console is shown: snapshot, agents, offers, queue statistics
+    day.py            the day at a glance: each queue's figures per minute, kept in the store,
+                      and each agent's offers declined and expired today
 
 Routing steps arrive from RoutingService already committed, with the interaction records that
 followed their work items in the same transaction; here they fan out. Nothing in the inbox
@@ -55,6 +57,7 @@ from core.protocol import (
     EndChat,
     GetAttachment,
     GetAudit,
+    GetDay,
     GetPrefill,
     GetRecord,
     GetTranscript,
@@ -89,6 +92,7 @@ from core.service.access import Access
 from core.service.cases import Cases
 from core.service.conversations import Conversation, Conversations
 from core.service.customers import Customers
+from core.service.day import Day
 from core.service.errors import InboxError
 from core.service.files import Files
 from core.service.floor import Floor
@@ -100,7 +104,7 @@ from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession
 from core.service.views import Views
 from core.service.webhook import WebhookTransport
-from store.base import Store, StoreStats, StoreUnavailable
+from store.base import Store, StoreError, StoreStats, StoreUnavailable
 
 __all__ = ["Inbox", "InboxError"]
 
@@ -167,6 +171,7 @@ class Inbox:
         )
         self.mail = Mail(config.email, self.customers, self.files, self.conversations, store, clock)
         self.transports["smtp"] = ReplyByMail(self.mail)
+        self.day = Day(self.routing, store, clock, config.host.day_retention_days)
         self.views = Views(
             config,
             self.routing,
@@ -174,6 +179,7 @@ class Inbox:
             self.floor,
             clock,
             invitations_of=self.records.invitations_of,
+            offers_today=self.day.offers_today,
         )
         self.records.details = self.views.details
         self.conversations.on_opening = self._opening_arrived
@@ -240,6 +246,7 @@ class Inbox:
             CreateRecord: r.create_record,
             SubscribeQueueStats: v.subscribe_stats,
             ListAgents: v.list_agents,
+            GetDay: self.day.get_day,
             ListOnlineAgents: v.list_online,
             GetAudit: self._audit,
             GetRecord: self.cases.get_command,
@@ -266,8 +273,12 @@ class Inbox:
         await self.conversations.load()
         await self.records.load()
         await self.routing.start()
+        # Counting starts from the rebuilt engine: the steps of its start are not arrivals.
+        await self.day.start()
+        self.routing.listeners.append(self.day.observe)
         self.floor.opened(self.clock())
         self._tasks = [
+            asyncio.create_task(self.day.run()),
             asyncio.create_task(self.routing.run_timers()),
             asyncio.create_task(self.views.stats_loop()),
             asyncio.create_task(self.floor.reaper()),
@@ -282,6 +293,10 @@ class Inbox:
                 await task
         await self.routing.drain()
         await self.webhooks.close()
+        try:
+            await self.day.flush()  # the minutes finished so far; the one in progress is lost
+        except StoreError as e:
+            log.error("event=day_figures_not_stored error=%s", e)
 
     def _delivery_changed(self, delivery: Delivery) -> None:
         conv = self.conversations.open.get(delivery.conversation)

@@ -53,6 +53,8 @@ class Views:
     clock: Callable[[], float]
     # The invitations an agent has not answered (the records' part owns them).
     invitations_of: Callable[[str], dict[str, str]] = field(default=lambda agent: {})
+    # (declined, expired) of an agent's offers today (the day's part owns them).
+    offers_today: Callable[[str], tuple[int, int]] = field(default=lambda agent: (0, 0))
     _last_stats: dict[str, QueueStats] = field(default_factory=dict, init=False)
     _round: int = field(default=0, init=False)
     # The round in which each queue's figures last changed.
@@ -150,18 +152,23 @@ class Views:
         if not session.supervisor:
             raise InboxError("forbidden", "only supervisors see every agent's load")
         router = self.routing.router
-        return AgentList(
-            ref=frame.ref,
-            agents=[
+        loads = []
+        for a in sorted(router.agents):
+            used = router.used(a)
+            declined, expired = self.offers_today(a)
+            loads.append(
                 AgentLoad(
                     agent=self.agent_view(a),
-                    active=router.used(a).total,
+                    active=used.total,
                     capacity=router.agents[a].universal_capacity,
-                    offers=router.used(a).pending,
+                    offers=used.pending,
+                    presence_since=router.status[a].presence_since,
+                    load_by_channel={c: n for c, n in sorted(used.per_channel.items()) if n},
+                    declined_today=declined,
+                    expired_today=expired,
                 )
-                for a in sorted(router.agents)
-            ],
-        )
+            )
+        return AgentList(ref=frame.ref, agents=loads)
 
     async def list_online(self, session: AgentSession, frame: ListOnlineAgents) -> ServerFrame:
         router = self.routing.router
