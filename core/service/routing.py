@@ -229,8 +229,11 @@ class RoutingService:
             next_at = self.router.next_deadline()
             delay = 3600.0 if next_at is None else max(0.0, next_at - self.clock())
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that comes as
+            # the wake-up does (a console attaching as the host stops), and the loop ran on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             try:
                 await self.tick()
             except StoreFenced as e:
