@@ -22,6 +22,7 @@ from core.auth import Authenticator, AuthError, Principal
 from core.demo import demo_config_path
 from core.host.widget import load_key
 from core.model import (
+    AgentDay,
     AgentStatus,
     AuditEntry,
     ChannelMode,
@@ -33,6 +34,7 @@ from core.model import (
     Participant,
     PresenceState,
     Queue,
+    QueueMinute,
     RecordKind,
     Role,
     SenderKind,
@@ -446,6 +448,8 @@ COPIED_TABLES = (
     "idempotency_keys",
     "invitations",
     "outbox",
+    "queue_minutes",
+    "agent_days",
 )
 
 
@@ -524,6 +528,11 @@ async def populate(env: dict[str, str], data: Path) -> tuple[str, str]:
             statuses=[AgentStatus(agent="bob", presence="Available")],
             audit=[AuditEntry(at=1.0, kind="offer_made", item="w1", offer="o1")],
             affinity={"cust-1": ("bob", 5.0)},
+        )
+        await store.save_day(
+            [QueueMinute(queue="general", minute=1_000_020, arrivals=2)],
+            [AgentDay(agent="bob", day=1_000_020, declined=1)],
+            keep_since=0,
         )
     return login, api_token
 

@@ -38,6 +38,7 @@ from core.protocol import (
     Event,
     GetAttachment,
     GetAudit,
+    GetDay,
     GetPrefill,
     GetRecord,
     GetTranscript,
@@ -134,6 +135,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "get_audit": row(OK, OK, NF, OK, OK, U),
     "list_interactions": row(OK, OK, OK, OK, OK, U),
     "list_agents": row("forbidden", "forbidden", "forbidden", OK, OK, U),
+    "get_day": row("forbidden", "forbidden", "forbidden", OK, OK, U),
     "list_online_agents": row(OK, OK, OK, OK, OK, U),
     # A case the owner raised from the conversation: the guest took part in it.
     "get_record": row(OK, OK, NF, OK, OK, U),
@@ -484,6 +486,7 @@ CASES: dict[str, Case] = {
     "get_audit": on_conversation(lambda n: GetAudit(item=n)),
     "list_interactions": plain(ListInteractions()),
     "list_agents": plain(ListAgents()),
+    "get_day": plain(GetDay(since=0, until=3600)),
     "list_online_agents": plain(ListOnlineAgents()),
     "get_record": on_record(lambda r, n: GetRecord(number=r)),
     "update_record": on_record(lambda r, n: UpdateRecord(number=r, state="in_progress")),
@@ -847,6 +850,17 @@ async def test_widget_rest_and_attachment_rows(tmp_path: Path) -> None:
         ):
             status, body = await call("GET", "/queues", token)
             assert status == 200 and {q["queue"] for q in body["queues"]} == queues
+        for token, status_minutes in (
+            (None, 401),
+            (integration, 403),
+            (integration_sup, 200),
+            (t["owner"], 403),
+            (session_token, 403),
+            (t["supervisor"], 200),
+            (t["admin"], 200),
+        ):
+            status, body = await call("GET", "/queues/general/minutes?since=0&until=60", token)
+            assert status == status_minutes, (token, body)
         async with w.http.get(w.h.url + "/api/v1/openapi.json") as r:
             assert r.status == 200
 

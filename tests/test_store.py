@@ -24,6 +24,7 @@ from msgspec.structs import replace
 from core.model import (
     MAX_ATTACHMENT_BYTES,
     Agent,
+    AgentDay,
     AgentStatus,
     AssignmentRule,
     AuditEntry,
@@ -38,6 +39,7 @@ from core.model import (
     Participant,
     PresenceState,
     Queue,
+    QueueMinute,
     RecordKind,
     Role,
     SenderKind,
@@ -522,6 +524,28 @@ async def test_mail_ids_are_found_by_id_and_listed_per_conversation_oldest_first
     assert await store.find_mail_ids([]) == []
     assert await store.last_mail_ids(a.number, 10) == [first, reply]
     assert await store.last_mail_ids(a.number, 1) == [reply]
+
+
+async def test_day_figures_are_replaced_per_minute_read_by_range_and_pruned(store: Store) -> None:
+    general = QueueMinute(queue="general", minute=600, arrivals=3, waits=2, average_wait=4.5)
+    french = QueueMinute(queue="french", minute=600, waiting=1, most_waiting=2)
+    later = QueueMinute(queue="general", minute=660, handled=1)
+    old = QueueMinute(queue="general", minute=0, arrivals=9)
+    alice = AgentDay(agent="alice", day=0, declined=1)
+    await store.save_day([old, general, french, later], [alice], keep_since=0)
+    assert await store.queue_minutes(0, 3600) == [old, french, general, later]
+    assert await store.queue_minutes(600, 660) == [french, general]
+    assert await store.queue_minutes(600, 3600, "general") == [general, later]
+    assert await store.queue_minutes(0, 3600, "nope") == []
+    # The same minute again replaces it; the prune forgets what is older than keep_since.
+    recounted = replace(later, handled=2)
+    bob = AgentDay(agent="bob", day=600, expired=2)
+    await store.save_day([recounted], [bob, replace(bob, expired=3)], keep_since=600)
+    assert await store.queue_minutes(0, 3600) == [french, general, recounted]
+    assert await store.agent_days(0) == []
+    assert await store.agent_days(600) == [replace(bob, expired=3)]
+    await store.save_day([], [], keep_since=10_000)
+    assert await store.queue_minutes(0, 3600) == []
 
 
 async def test_interaction_numbers_are_unique_and_in_order_under_concurrency(
