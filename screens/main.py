@@ -406,7 +406,7 @@ class MainScreen(Screen[None]):
         self.app.push_screen(AuditScreen(ref))
 
     def action_records(self) -> None:
-        self.app.push_screen(RecordsScreen())
+        self.app.push_screen(RecordsScreen(chat=self.current))
 
     def action_record_open(self) -> None:
         chat = self.inbox.state.chats.get(self.current or "")
@@ -414,7 +414,7 @@ class MainScreen(Screen[None]):
         if not linked:
             self.notify("No case or incident is linked to this interaction", severity="warning")
             return
-        self.app.push_screen(RecordsScreen(open_number=linked))
+        self.app.push_screen(RecordsScreen(open_number=linked, chat=self.current))
 
     def action_supervise(self) -> None:
         me = self.inbox.state.me

@@ -477,6 +477,14 @@ RECORDS_ACTIONS = [
         footer=True,
     ),
     ConsoleAction(
+        id="records.link",
+        action="link",
+        key="l",
+        label="Link",
+        help="Link an interaction (the chat selected underneath, or another) to the record",
+        palette="record: link an interaction",
+    ),
+    ConsoleAction(
         id="records.back",
         action="app.pop_screen",
         key="escape",
