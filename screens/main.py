@@ -35,6 +35,7 @@ from core.protocol import (
     InviteAgent,
     ListOnlineAgents,
     MarkRead,
+    MessageAck,
     OnlineAgents,
     Prefill,
     RecordCreated,
@@ -352,12 +353,12 @@ class MainScreen(Screen[None]):
         host acks it, however long the host is away (the client retries with the same id)."""
         state = self.inbox.state
         try:
-            await self.inbox.client.deliver_message(number, body, msg_id)
+            ack = await self.inbox.client.deliver_message(number, body, msg_id)
         except CALL_FAILURES as e:
             areas = state.reply_failed(msg_id, failure_text(e))
             self.notify(f"Not sent: {failure_text(e)}", severity="error")
         else:
-            areas = state.reply_sent(msg_id)
+            areas = state.own_message(ack.message)
         if areas:
             self.refresh_areas(areas)
 
@@ -651,9 +652,11 @@ class MainScreen(Screen[None]):
             return
         note = await self.app.push_screen_wait(Prompt("Work note (never shown to the customer)"))
         if note:
-            await self.call(
+            ack = await self.call(
                 AddWorkNote(interaction=number, body=note, client_msg_id=secrets.token_hex(8))
             )
+            if isinstance(ack, MessageAck):
+                self.refresh_areas(self.inbox.state.own_message(ack.message))
 
     @work
     async def action_chat_end(self) -> None:

@@ -161,7 +161,8 @@ EVENTS: dict[str, set[str]] = {
     "interaction:closed": audience("owner", "guest", "customer"),
     "interaction:archived": audience("guest"),
     "message": audience("owner", "guest", "customer"),
-    "message:work_note": audience("owner", "guest"),
+    # The owner wrote it: their session has it in the ack, not as an event.
+    "message:work_note": audience("guest"),
     "read": audience("owner", "guest"),
     "typing": audience("guest", "customer"),
     "ongoing": audience("owner"),

@@ -686,7 +686,9 @@ async def test_next_unread_reaches_unanswered_live_chats_in_priority_order(
             await until(pilot, lambda: app.state.offers)
             await pilot.press("a")
             await until(pilot, lambda: bea in app.state.chats)
-            await app.client.send_message(cy, "Hello Cy, how can I help?")
+            screen = main(app)
+            screen.open_chat(cy)  # as Enter on its card in the chat list does
+            await pilot.press(*"Hello Cy", "enter")
             state = app.state
             await until(pilot, lambda: state.unanswered_since(state.chats[cy]) is None)
             # Read but unanswered: marking read does not take a chat out of `n`'s reach.
@@ -696,7 +698,6 @@ async def test_next_unread_reaches_unanswered_live_chats_in_priority_order(
                     MarkRead(interaction=number, seq=max(state.chats[number].messages))
                 )
             await until(pilot, lambda: not state.chats[ana].unread and not state.chats[bea].unread)
-            screen = main(app)
             screen.current = cy
             await pilot.press("escape", "n")
             await until(pilot, lambda: screen.current == bea)

@@ -185,9 +185,14 @@ class ConsoleState:
         return True
 
     def reply_sent(self, client_msg_id: str) -> set[str]:
-        """The host stored it (its ack, or the message event that says so)."""
+        """The host stored it (its ack, or the message event another console of mine gets)."""
         sent = self.outbox.pop(client_msg_id, None)
         return {f"chat:{sent.interaction}"} if sent else set()
+
+    def own_message(self, message: Message) -> set[str]:
+        """A line of mine the host acked: the ack is all this console hears of it (the event
+        goes to my other consoles)."""
+        return self._message(message)
 
     def reply_failed(self, client_msg_id: str, why: str) -> set[str]:
         failed = self.outbox.get(client_msg_id)

@@ -139,16 +139,19 @@ class Conversations:
 
     # ------------------------------------------------------------------ messages
 
-    async def delivered(self, conv: Conversation, message: Message) -> None:
+    async def delivered(
+        self, conv: Conversation, message: Message, *, but: AgentSession | None = None
+    ) -> None:
         """A committed message goes out: to the participants, the customer (not work notes),
-        and the tray."""
+        and the tray. `but`: the session that wrote it, whose ack carries the message (its
+        agent's other consoles still get the event)."""
         self.timed("message", max(0.0, self.clock() - message.created_at))
         opened = not conv.opening
         self._note_message(conv, message)
         if opened and conv.opening and self.on_opening is not None:
             self.on_opening(conv)
         event = MessageEvent(message=message)
-        self.floor.push_participants(conv.record, event)
+        self.floor.push_participants(conv.record, event, but=but)
         if message.kind == "message":
             self.floor.push_customer(conv.record.number, event)
         if self.is_async(conv.record):
@@ -190,7 +193,7 @@ class Conversations:
     ) -> None:
         """Move the agent's read mark to `seq`. `announce` False: moved by a reply, news only
         if it passes unread customer lines. `but`: the session that moved it by its reply,
-        which learns as much from its own line's `message` event and is not told again."""
+        which learns as much from its reply's ack and is not told again."""
         key = (conv.record.number, agent)
         mark = self.read_marks.get(key, 0)
         if seq <= mark:
