@@ -28,18 +28,8 @@ from core.protocol import (
     SteppedIn,
     TakeOver,
 )
-from tests.hosting import RunningHost, running_host
-
-
-async def accepted_chat(h: RunningHost, owner: InboxClient, customer: str) -> str:
-    record = await h.host.inbox.start_conversation(
-        channel="chat", customer=customer, customer_name=customer.title()
-    )
-    while True:
-        offer = await owner.next_event(OfferEvent)
-        await owner.accept(offer.view.offer.id)
-        if offer.view.interaction == record.number:
-            return record.number
+from tests.hosting import running_host
+from tests.test_agent_commands import accepted_chat
 
 
 async def row_where(client: InboxClient, number: str, check) -> FloorRow:  # type: ignore[no-untyped-def]

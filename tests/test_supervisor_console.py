@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from msgspec.structs import replace
 
-from core.client import InboxClient
-from core.protocol import FloorRow, OfferEvent
+from core.protocol import FloorRow
 from core.routing.records import owner_of
 from screens.audit import AuditScreen
 from screens.confirm import Confirm
@@ -19,29 +17,19 @@ from screens.picker import Picker
 from screens.prompt import Prompt
 from screens.supervisor import SupervisorScreen
 from tests.hosting import RunningHost, running_host
+from tests.test_agent_commands import accepted_chat
 from tests.test_console_pilot import SIZE, console, until
+from tests.test_console_pilot import private_dirs  # noqa: F401  (autouse: no developer's settings)
 from tui.app import InboxApp
 from tui.widgets.agents_table import AgentsTable
 from tui.widgets.floor_table import FloorTable, cells
 from tui.widgets.transcript import Transcript
 
 
-@pytest.fixture(autouse=True)
-def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Never read or write the developer's own console settings or saved tokens.
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-
-
-async def accepted_chat(h: RunningHost, alice: InboxClient, customer: str) -> str:
-    record = await h.host.inbox.start_conversation(
-        channel="chat", customer=customer, customer_name=customer.title()
-    )
-    while True:
-        offer = await alice.next_event(OfferEvent)
-        await alice.accept(offer.view.offer.id)
-        if offer.view.interaction == record.number:
-            return record.number
+async def answer(pilot, app: InboxApp, dialog: type, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait for the dialog (a Prompt or a Picker), type `text` into it and press Enter."""
+    await until(pilot, lambda: isinstance(app.screen, dialog))
+    await pilot.press(*text, "enter")
 
 
 def shown(app: InboxApp) -> list[FloorRow]:
@@ -82,8 +70,7 @@ async def test_the_floor_tab_follows_every_conversation_and_sorts_and_filters(
             await until(pilot, lambda: [r.interaction for r in shown(app)] == [first, second])
 
             await pilot.press("slash")
-            await until(pilot, lambda: isinstance(app.screen, Prompt))
-            await pilot.press(*"agent:alice", "enter")
+            await answer(pilot, app, Prompt, "agent:alice")
             await until(pilot, lambda: isinstance(app.screen, SupervisorScreen))
             await until(pilot, lambda: [r.interaction for r in shown(app)] == [first])
         await alice.close()
@@ -163,8 +150,7 @@ async def test_take_over_asks_why_then_makes_the_conversation_the_supervisors(
         async with app.run_test(size=SIZE) as pilot:
             await on_the_floor(pilot, app, number)
             await pilot.press("t")
-            await until(pilot, lambda: isinstance(app.screen, Prompt))
-            await pilot.press(*"asked for a manager", "enter")
+            await answer(pilot, app, Prompt, "asked for a manager")
             await until(pilot, lambda: owner(h, number) == "dan")
             await until(pilot, lambda: number in app.state.chats)
             await until(pilot, lambda: app.state.floor[number].agent == "dan")
@@ -180,17 +166,13 @@ async def test_reassign_and_move_use_pickers_and_a_reason(tmp_path: Path) -> Non
         async with app.run_test(size=SIZE) as pilot:
             await on_the_floor(pilot, app, number)
             await pilot.press("a")
-            await until(pilot, lambda: isinstance(app.screen, Picker))
-            await pilot.press(*"Bob", "enter")
-            await until(pilot, lambda: isinstance(app.screen, Prompt))
-            await pilot.press(*"alice is on a break", "enter")
+            await answer(pilot, app, Picker, "Bob")
+            await answer(pilot, app, Prompt, "alice is on a break")
             await until(pilot, lambda: owner(h, number) == "bob")
 
             await pilot.press("m")
-            await until(pilot, lambda: isinstance(app.screen, Picker))
-            await pilot.press(*"vip", "enter")
-            await until(pilot, lambda: isinstance(app.screen, Prompt))
-            await pilot.press(*"gold customer", "enter")
+            await answer(pilot, app, Picker, "vip")
+            await answer(pilot, app, Prompt, "gold customer")
             item = h.host.inbox.conversations.open[number].item
             await until(pilot, lambda: h.host.inbox.routing.router.items[item].queue == "vip")
         await alice.close()
@@ -205,15 +187,13 @@ async def test_close_asks_why_and_to_confirm(tmp_path: Path) -> None:
         async with app.run_test(size=SIZE) as pilot:
             await on_the_floor(pilot, app, number)
             await pilot.press("x")
-            await until(pilot, lambda: isinstance(app.screen, Prompt))
-            await pilot.press(*"spam", "enter")
+            await answer(pilot, app, Prompt, "spam")
             await until(pilot, lambda: isinstance(app.screen, Confirm))
             await pilot.press("n")  # changed their mind: nothing happens
             await until(pilot, lambda: isinstance(app.screen, SupervisorScreen))
             assert owner(h, number) == "alice"
             await pilot.press("x")
-            await until(pilot, lambda: isinstance(app.screen, Prompt))
-            await pilot.press(*"spam", "enter")
+            await answer(pilot, app, Prompt, "spam")
             await until(pilot, lambda: isinstance(app.screen, Confirm))
             await pilot.press("y")
             await until(pilot, lambda: number not in app.state.floor)
@@ -238,10 +218,8 @@ async def test_presence_is_set_from_the_agents_tab(tmp_path: Path) -> None:
             await pilot.press("down")  # alice, after admin in id order
             assert table.selected().agent.id == "alice"  # type: ignore[union-attr]
             await pilot.press("p")
-            await until(pilot, lambda: isinstance(app.screen, Picker))
-            await pilot.press(*"Away", "enter")
-            await until(pilot, lambda: isinstance(app.screen, Prompt))
-            await pilot.press(*"left the floor", "enter")
+            await answer(pilot, app, Picker, "Away")
+            await answer(pilot, app, Prompt, "left the floor")
             router = h.host.inbox.routing.router
             await until(pilot, lambda: router.status["alice"].presence == "Away")
         await alice.close()
