@@ -18,8 +18,12 @@ from screens.prompt import Prompt
 from screens.supervisor import SupervisorScreen
 from tests.hosting import RunningHost, running_host
 from tests.test_agent_commands import accepted_chat
-from tests.test_console_pilot import SIZE, console, until
-from tests.test_console_pilot import private_dirs  # noqa: F401  (autouse: no developer's settings)
+from tests.test_console_pilot import (
+    SIZE,
+    console,
+    private_dirs,  # noqa: F401  (autouse: no developer's settings)
+    until,
+)
 from tui.app import InboxApp
 from tui.widgets.agents_table import AgentsTable
 from tui.widgets.floor_table import FloorTable, cells
