@@ -50,6 +50,7 @@ class MonitorScreen(Screen[None]):
     def on_mount(self) -> None:
         self.inbox.state.monitored.setdefault(self.number, {})
         self.show_fields()
+        self.set_interval(1.0, self.show_fields)  # the handle time ticks
         self.run_worker(self.start(), exclusive=True)
 
     def action_back(self) -> None:

@@ -82,6 +82,11 @@ class SupervisorScreen(Screen[None]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#supervisor-tabs", TabbedContent).active = tab
+        # The keys that move a cursor go to the tab in view.
+        if tab == "tab-floor":
+            self.query_one("#floor-rows", VirtualList).focus()
+        elif tab == "tab-agents":
+            self.query_one(AgentsTable).focus()
 
     def refresh_view(self) -> None:
         self.run_worker(self.load(), exclusive=True, group="agents")
