@@ -15,7 +15,9 @@ from core.protocol import Event, OfferEvent
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
+from screens.monitor import MonitorScreen
 from screens.records import RecordsScreen
+from screens.supervisor import SupervisorScreen
 from tui.actions import APP_ACTIONS, bindings
 from tui.commands import InboxCommands
 from tui.settings import ConsoleSettings, forget_token, save_token, saved_token
@@ -135,7 +137,7 @@ class InboxApp(App[None]):
             # raised NoMatches when events came in as the console quit).
             return
         for s in self.screen_stack:
-            if isinstance(s, MainScreen | RecordsScreen):
+            if isinstance(s, MainScreen | RecordsScreen | SupervisorScreen | MonitorScreen):
                 s.refresh_areas(message.areas)
 
     def bindings_in_force(self, *nodes: DOMNode) -> list[Binding]:

@@ -23,6 +23,8 @@ from core.protocol import (
     DeliveryEvent,
     Detail,
     Event,
+    FloorEvent,
+    FloorRow,
     InteractionEvent,
     InvitationDeclined,
     InvitationEvent,
@@ -40,6 +42,7 @@ from core.protocol import (
     RecordEvent,
     Resync,
     Snapshot,
+    SteppedIn,
     TransferDeclined,
     TypingEvent,
 )
@@ -107,6 +110,12 @@ class ConsoleState:
     priorities: dict[str, int] = field(default_factory=dict)
     # Cases and incidents as last told (a record event, or a view the console asked for).
     records: dict[str, ServiceRecord] = field(default_factory=dict)
+    # Supervisors: every open conversation as the floor shows it, once asked for (list_floor).
+    floor: dict[str, FloorRow] = field(default_factory=dict)
+    # The host's clock minus this console's, from the floor's last answer: times tick locally.
+    floor_skew: float = 0.0
+    # The conversations this console monitors, with the messages it has of them.
+    monitored: dict[str, dict[int, Message]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading
 
@@ -317,7 +326,31 @@ class ConsoleState:
             return set()
         if isinstance(event, RecordEvent):
             return self.record_told(event.record)
+        if isinstance(event, FloorEvent):
+            return self.floor_told(event.rows, event.gone)
+        if isinstance(event, SteppedIn):
+            where = f" {event.interaction}" if event.interaction else ""
+            what = {
+                "take_over": f"took over{where}",
+                "reassign": f"gave{where} to {self.name(event.to)}",
+                "move_to_queue": f"moved{where} to {event.to}",
+                "close": f"closed{where}",
+                "presence": f"set you {event.to}",
+            }[event.action]
+            self.notes.append(f"{self.name(event.by)} {what}: {event.reason}")
+            return set()
         return set()
+
+    def floor_told(self, rows: list[FloorRow], gone: list[str], *, whole: bool = False) -> set[str]:
+        """Floor rows as the host has them now ("floor", "monitor:<number>" for those
+        monitored); `whole`: these are every row (list_floor's answer)."""
+        if whole:
+            self.floor = {}
+        for row in rows:
+            self.floor[row.interaction] = row
+        for number in gone:
+            self.floor.pop(number, None)
+        return {"floor"} | {f"monitor:{n}" for n in [r.interaction for r in rows] + gone}
 
     def record_told(self, record: ServiceRecord) -> set[str]:
         """A case or incident as the host has it now ("records", "record:<number>")."""
@@ -353,6 +386,10 @@ class ConsoleState:
 
     def _message(self, message: Message) -> set[str]:
         sent = self.reply_sent(message.client_msg_id) if message.client_msg_id else set()
+        monitored = self.monitored.get(message.interaction)
+        if monitored is not None:
+            monitored[message.seq] = message
+            sent = sent | {f"monitor:{message.interaction}"}
         chat = self.chats.get(message.interaction)
         if chat is None:
             return sent

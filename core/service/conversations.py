@@ -70,6 +70,8 @@ class Conversations:
         # Told when a conversation's first customer message arrives (the inbox sends the
         # pending offer again with it).
         self.on_opening: Callable[[Conversation], None] | None = None
+        # Told of every message delivered, after its participants (the supervisors' floor).
+        self.message_observers: list[Callable[[Conversation, Message], None]] = []
         # agent -> the open conversations they are in now, in the order they joined: the
         # tray and a login's snapshot look only at these, never at the whole floor's.
         self.open_of_agent: dict[str, dict[str, None]] = {}
@@ -157,6 +159,8 @@ class Conversations:
         if self.is_async(conv.record):
             for agent in current(conv.record):
                 self.push_ongoing(agent)
+        for observer in self.message_observers:
+            observer(conv, message)
 
     def _note_message(self, conv: Conversation, message: Message) -> None:
         conv.noted += 1

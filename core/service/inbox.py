@@ -14,6 +14,7 @@ A façade over one part per concept, each in a module of its own name:
     customers.py      the customer's side: start, write, leave, read their own transcript
     mail.py           e-mail channels: mail in as the customer's messages, replies out by SMTP
     views.py          what a console is shown: snapshot, agents, offers, queue statistics
+    supervision.py    supervisors: the floor live, monitoring a conversation, stepping in
 
 Routing steps arrive from RoutingService already committed, with the interaction records that
 followed their work items in the same transaction; here they fan out. Nothing in the inbox
@@ -48,11 +49,13 @@ from core.protocol import (
     Archive,
     AttachFile,
     AuditTrail,
+    CloseConversation,
     CloseRecord,
     CreateRecord,
     DeliveryEvent,
     Detail,
     EndChat,
+    ForcePresence,
     GetAttachment,
     GetAudit,
     GetPrefill,
@@ -61,20 +64,25 @@ from core.protocol import (
     InviteAgent,
     LinkRecord,
     ListAgents,
+    ListFloor,
     ListInteractions,
     ListOnlineAgents,
     ListRecords,
     MarkRead,
+    Monitor,
+    MoveToQueue,
     OfferClosed,
     OfferEvent,
     Ok,
     Ping,
     PresenceEvent,
+    Reassign,
     RejectOffer,
     SendMessage,
     ServerFrame,
     SetPresence,
     SubscribeQueueStats,
+    TakeOver,
     TransferDeclined,
     TransferToAgent,
     TransferToQueue,
@@ -98,6 +106,7 @@ from core.service.outbox import Outbox, Transport
 from core.service.records import Records
 from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession
+from core.service.supervision import Supervision
 from core.service.views import Views
 from core.service.webhook import WebhookTransport
 from store.base import Store, StoreStats, StoreUnavailable
@@ -183,6 +192,9 @@ class Inbox:
         self.routing.detached_agents = self.floor.detached_agents
         self.routing.deliveries = self.outbox.for_change
         self.routing.listeners.append(self._on_step)
+        self.supervision = Supervision(self.routing, self.conversations, self.floor, store, clock)
+        self.routing.listeners.append(self.supervision.step_committed)
+        self.conversations.message_observers.append(self.supervision.message_delivered)
         self._tasks: list[asyncio.Task[None]] = []
 
         # What the host calls, named by the part that owns it (its contract is there).
@@ -247,6 +259,13 @@ class Inbox:
             UpdateRecord: self.cases.update_command,
             AddRecordNote: self.cases.note_command,
             LinkRecord: self.cases.link_command,
+            ListFloor: self.supervision.list_floor,
+            Monitor: self.supervision.monitor,
+            TakeOver: self.supervision.take_over,
+            Reassign: self.supervision.reassign,
+            MoveToQueue: self.supervision.move_to_queue,
+            CloseConversation: self.supervision.close,
+            ForcePresence: self.supervision.force_presence,
         }
 
     def _opening_arrived(self, conv: Conversation) -> None:
@@ -265,6 +284,7 @@ class Inbox:
     async def start(self) -> None:
         await self.conversations.load()
         await self.records.load()
+        await self.supervision.load()
         await self.routing.start()
         self.floor.opened(self.clock())
         self._tasks = [
@@ -272,6 +292,7 @@ class Inbox:
             asyncio.create_task(self.views.stats_loop()),
             asyncio.create_task(self.floor.reaper()),
             asyncio.create_task(self.outbox.run(self.transports)),
+            asyncio.create_task(self.supervision.publish_loop()),
         ]
 
     async def stop(self) -> None:
