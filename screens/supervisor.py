@@ -8,6 +8,7 @@ notice at once (closing)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,16 @@ class SupervisorScreen(Screen[None]):
         self.show_floor()  # what this console knows already, until the host's answer
         self.run_worker(self.load_floor(), group="floor")
         self.query_one("#floor-rows", VirtualList).focus()
+
+    def on_unmount(self) -> None:
+        # Off the floor: stop its events rather than fold them in until logout. The app runs
+        # it, as this screen's own workers end with it.
+        self.inbox.state.floor.clear()
+        self.app.run_worker(self._unsubscribe())
+
+    async def _unsubscribe(self) -> None:
+        with contextlib.suppress(*CALL_FAILURES):
+            await self.inbox.client.request(ListFloor(subscribe=False), FloorList)
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#supervisor-tabs", TabbedContent).active = tab

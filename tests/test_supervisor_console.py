@@ -77,6 +77,14 @@ async def test_the_floor_tab_follows_every_conversation_and_sorts_and_filters(
             await answer(pilot, app, Prompt, "agent:alice")
             await until(pilot, lambda: isinstance(app.screen, SupervisorScreen))
             await until(pilot, lambda: [r.interaction for r in shown(app)] == [first])
+
+            # Back to the chats: the floor's events stop.
+            watching = h.host.inbox.supervision.watching
+            assert len(watching) == 1
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, SupervisorScreen))
+            await until(pilot, lambda: not watching)
+            assert app.state.floor == {}
         await alice.close()
 
 
