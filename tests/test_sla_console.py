@@ -7,16 +7,17 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import msgspec
 import pytest
 from rich.console import Console
 
-from core.model import Role
-from core.protocol import AgentView, QueueStats, SlaAlert, SlaCrossing, Snapshot
+from core.protocol import QueueStats, SlaAlert, SlaCrossing, Snapshot
 from core.sla import QueueSla, SlaLevel, SlaTargets
 from screens.main import MainScreen
 from screens.supervisor import SupervisorScreen
 from tests.hosting import running_host
 from tests.test_console_pilot import SIZE, console, static_text, toasts, until
+from tests.test_console_trail import snapshot
 from tests.test_sla import sla_config
 from tui.alerts import desktop_notification
 from tui.settings import AlertSettings, SettingsError, load_settings
@@ -87,19 +88,7 @@ def _crossing(item: str, level: SlaLevel, since: float) -> SlaCrossing:
 
 
 def _snapshot(crossings: list[SlaCrossing]) -> Snapshot:
-    dan = AgentView(id="dan", display_name="Dan", role=Role.SUPERVISOR, presence="Away")
-    return Snapshot(
-        me=dan,
-        presences=[],
-        offers=[],
-        interactions=[],
-        ongoing=[],
-        queue_stats=[],
-        agents=[],
-        templates=[],
-        queues=[],
-        sla_crossings=crossings,
-    )
+    return msgspec.structs.replace(snapshot("dan"), sla_crossings=crossings)
 
 
 def test_a_snapshot_after_a_restart_alerts_only_what_was_not_shown() -> None:

@@ -108,12 +108,7 @@ def load_settings(
             raise SettingsError(f"{path}: {e}") from e
         except RecursionError as e:  # tomllib recurses per nested array or inline table
             raise SettingsError(f"{path}: arrays or inline tables nested too deeply") from e
-    for key, value in data.items():
-        if key not in SETTING_TYPES:
-            raise SettingsError(f"{path}: unknown setting {key!r}")
-        kind, words = SETTING_TYPES[key]
-        if not isinstance(value, kind):
-            raise SettingsError(f"{path}: {key} must be {words}, not {value!r:.40}")
+    _check_types(f"{path}:", data, SETTING_TYPES)
     keymap = data.get("keymap", {})
     if not isinstance(keymap, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in keymap.items()
@@ -140,14 +135,18 @@ def load_settings(
     )
 
 
+def _check_types(where: str, table: dict[str, object], types: dict[str, tuple[type, str]]) -> None:
+    for key, value in table.items():
+        if key not in types:
+            raise SettingsError(f"{where} unknown setting {key!r}")
+        kind, words = types[key]
+        if not isinstance(value, kind):
+            raise SettingsError(f"{where} {key} must be {words}, not {value!r:.40}")
+
+
 def _alerts(path: Path, table: object) -> AlertSettings:
     assert isinstance(table, dict)  # load_settings checked the type
-    for key, value in table.items():
-        if key not in ALERT_TYPES:
-            raise SettingsError(f"{path}: [alerts]: unknown setting {key!r}")
-        kind, words = ALERT_TYPES[key]
-        if not isinstance(value, kind):
-            raise SettingsError(f"{path}: [alerts]: {key} must be {words}, not {value!r:.40}")
+    _check_types(f"{path}: [alerts]:", table, ALERT_TYPES)
     sequence = table.get("desktop_sequence", "osc9")
     if sequence not in DESKTOP_SEQUENCES:
         choices = ", ".join(DESKTOP_SEQUENCES)
