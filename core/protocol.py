@@ -39,8 +39,10 @@ from core.model import (
     Template,
     WorkItem,
 )
+from core.sla import QueueSla, SlaLevel, SlaTarget
 
 PROTOCOL_VERSION = 1
+MAX_SLA_CROSSINGS = 200  # in a snapshot; more than a supervisor reads, fewer than a floor has
 MAX_FRAME_BYTES = MAX_ATTACHMENT_BYTES + 64 * 1024
 # WebSocket close codes the host drops a console with (docs/protocol.md).
 CLOSE_NOT_READING = 1008  # its queue filled: resume to catch up
@@ -395,6 +397,21 @@ class QueueStats(Struct, frozen=True, gc=False, kw_only=True):
     average_wait: float  # seconds, over the items waiting now
     longest_wait: float
     agents_available: int  # members whose presence includes the channel
+    # The queue's targets and how many of its running clocks are near or past them; None
+    # when the queue has no [queue.sla].
+    sla: QueueSla | None = None
+
+
+class SlaCrossing(Struct, frozen=True, gc=False, kw_only=True):
+    """A conversation's clock reached `level` of its queue's `target` (core/sla.py)."""
+
+    queue: str
+    item: str
+    interaction: str | None
+    target: SlaTarget
+    level: SlaLevel  # near | breached
+    since: float  # when it reached the level (epoch seconds)
+    seconds: float  # the target
 
 
 class OngoingCard(Struct, frozen=True, gc=False, kw_only=True):
@@ -442,6 +459,9 @@ class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     invitations: dict[str, str] = {}
     # What each of `interactions` is about (interaction -> details), for the record pane.
     details: dict[str, list[Detail]] = {}
+    # Supervisors: the conversations whose clocks are near or past their queue's target now,
+    # oldest crossing first (at most MAX_SLA_CROSSINGS): what was alerted before this login.
+    sla_crossings: list[SlaCrossing] = []
 
 
 class OfferView(Struct, frozen=True, gc=False, kw_only=True):
@@ -717,6 +737,12 @@ class SteppedIn(Event, tag="stepped_in", frozen=True, kw_only=True):
     to: str = ""  # the agent, queue or presence it went to
 
 
+class SlaAlert(Event, tag="sla_alert", frozen=True, kw_only=True):
+    """Supervisors: a conversation's clock has just come near or past its queue's target."""
+
+    crossing: SlaCrossing
+
+
 AnyServerFrame = (
     Welcome
     | Error
@@ -754,6 +780,7 @@ AnyServerFrame = (
     | FloorList
     | FloorEvent
     | SteppedIn
+    | SlaAlert
 )
 
 encoder = msgspec.msgpack.Encoder()

@@ -266,7 +266,7 @@ class SupervisorScreen(Screen[None]):
 
     async def load(self) -> None:
         self.query_one("#all-queues", QueueStatsView).show(
-            list(self.inbox.state.queue_stats.values())
+            list(self.inbox.state.queue_stats.values()), sla=True
         )
         try:
             reply = await self.inbox.client.request(ListAgents(), AgentList)

@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 
 from core.client import ClientError, InboxClient
-from core.demo import DEMO_PASSWORD
+from core.config import parse_config
+from core.demo import DEMO_PASSWORD, demo_config_text
 from core.model import RecordKind, Role
 from core.protocol import (
     PROTOCOL_VERSION,
@@ -76,6 +77,7 @@ from core.protocol import (
     Resync,
     SendMessage,
     SetPresence,
+    SlaAlert,
     SteppedIn,
     SubscribeQueueStats,
     TakeOver,
@@ -190,6 +192,7 @@ EVENTS: dict[str, set[str]] = {
     "floor_changed": audience("supervisor", "admin"),
     "stepped_in": audience("owner", "guest"),
     "resync": set(),  # only the resuming session itself, which is none of the above
+    "sla_alert": audience("supervisor", "admin"),
 }
 
 
@@ -280,7 +283,13 @@ async def outcome(client: InboxClient, frame: AnyClientFrame) -> str:
 
 @contextlib.asynccontextmanager
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+    config = parse_config(
+        demo_config_text().replace(
+            'name = "incidents"\n', 'name = "incidents"\nsla = { wait = 3, near = 0.5 }\n'
+        ),
+        name="matrix.toml",
+    )
+    async with running_host(tmp_path, config) as h, aiohttp.ClientSession() as http:
         auth = h.host.auth
         tokens = {}
         for p in AGENTS:
@@ -798,6 +807,15 @@ async def test_every_event_reaches_exactly_its_audience(tmp_path: Path) -> None:
                 isinstance(e, QueueStatsEvent)
                 and any(s.queue == "incidents" and s.waiting for s in e.stats)
             ),
+            window=STATS_WINDOW,
+        )
+
+        # The incidents queue has a wait target of 3 s here: a new incident nears it at 1.5 s.
+        got["sla_alert"] = await receivers(
+            w,
+            customers,
+            lambda: w.inbox.start_conversation(channel="incident", customer="crm-2"),
+            lambda e: isinstance(e, SlaAlert) and e.crossing.queue == "incidents",
             window=STATS_WINDOW,
         )
 

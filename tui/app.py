@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 from textual.app import App
 from textual.binding import Binding
@@ -12,6 +13,7 @@ from textual.screen import Screen
 
 from core.client import ClientError, InboxClient
 from core.protocol import Event, OfferEvent
+from core.sla import SlaLevel
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
@@ -19,6 +21,7 @@ from screens.monitor import MonitorScreen
 from screens.records import RecordsScreen
 from screens.supervisor import SupervisorScreen
 from tui.actions import APP_ACTIONS, bindings
+from tui.alerts import desktop_notification
 from tui.commands import InboxCommands
 from tui.settings import ConsoleSettings, forget_token, save_token, saved_token
 from tui.state import ConsoleState
@@ -90,6 +93,7 @@ class InboxApp(App[None]):
             save_token(url, user, reply.token)
         self.state.load(reply.snapshot)
         self.switch_to_main()
+        self.show_sla_alerts()
 
     @staticmethod
     def explain(e: ClientError) -> str:
@@ -124,8 +128,31 @@ class InboxApp(App[None]):
             )
         while self.state.notes:
             self.notify(self.state.notes.pop(0))
+        self.show_sla_alerts()
         if areas:
             self.post_message(StateChanged(areas))
+
+    def show_sla_alerts(self) -> None:
+        """A toast per service-level alert, and the bell and a desktop notification as
+        [alerts] in console.toml says (tui/settings.py, tui/alerts.py)."""
+        if not self.state.sla_alerts:
+            return
+        alerts = self.settings.alerts
+        if alerts.bell:
+            self.bell()
+        while self.state.sla_alerts:
+            level, text = self.state.sla_alerts.pop(0)
+            breached = level == SlaLevel.BREACHED
+            self.notify(
+                text,
+                title="Service level",
+                severity="error" if breached else "warning",
+                timeout=15 if breached else 8,
+            )
+            if alerts.desktop and self._driver is not None:
+                tmux = bool(os.environ.get("TMUX"))
+                escape = desktop_notification(alerts.desktop_sequence, "inbox-tui", text, tmux=tmux)
+                self._driver.write(escape)
 
     def inbox_status(self, status: str) -> None:
         self.connection = status

@@ -15,6 +15,7 @@ A façade over one part per concept, each in a module of its own name:
     mail.py           e-mail channels: mail in as the customer's messages, replies out by SMTP
     views.py          what a console is shown: snapshot, agents, offers, queue statistics
     supervision.py    supervisors: the floor live, monitoring a conversation, stepping in
+    sla_watch.py      service levels: the queues' marks, supervisors alerted of crossings
 
 Routing steps arrive from RoutingService already committed, with the interaction records that
 followed their work items in the same transaction; here they fan out. Nothing in the inbox
@@ -106,6 +107,7 @@ from core.service.outbox import Outbox, Transport
 from core.service.records import Records
 from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession
+from core.service.sla_watch import SlaWatch
 from core.service.supervision import Supervision
 from core.service.views import Views
 from core.service.webhook import WebhookTransport
@@ -185,6 +187,9 @@ class Inbox:
             invitations_of=self.records.invitations_of,
         )
         self.records.details = self.views.details
+        self.sla = SlaWatch(config.slas, self.routing, self.conversations, self.floor, clock)
+        self.views.sla_marks = self.sla.marks
+        self.views.sla_crossings = self.sla.standing
         self.conversations.on_opening = self._opening_arrived
         # Routing asks these of the parts built on top of it: which records follow items, and
         # who has no console (at every rebuild).
@@ -293,6 +298,7 @@ class Inbox:
             asyncio.create_task(self.floor.reaper()),
             asyncio.create_task(self.outbox.run(self.transports)),
             asyncio.create_task(self.supervision.publish_loop()),
+            asyncio.create_task(self.sla.run()),
         ]
 
     async def stop(self) -> None:
