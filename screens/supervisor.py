@@ -32,6 +32,7 @@ from core.protocol import (
     Reassign,
     TakeOver,
 )
+from core.sla import SlaTargets
 from screens.confirm import Confirm
 from screens.picker import Picker
 from screens.prompt import Prompt
@@ -119,9 +120,15 @@ class SupervisorScreen(Screen[None]):
             self.show_floor()
 
     def show_floor(self) -> None:
+        state = self.inbox.state
         self.query_one(FloorTable).show(
-            list(self.inbox.state.floor.values()), self.inbox.state.floor_skew
+            list(state.floor.values()), state.floor_skew, self.targets()
         )
+
+    def targets(self) -> dict[str, SlaTargets]:
+        """The queues' service levels, as their figures carry them."""
+        stats = self.inbox.state.queue_stats
+        return {q: s.sla.targets for q, s in stats.items() if s.sla is not None}
 
     def refresh_areas(self, areas: set[str]) -> None:
         if "all" in areas:
@@ -129,6 +136,9 @@ class SupervisorScreen(Screen[None]):
             self.run_worker(self.load_floor(), group="floor")
         elif "floor" in areas:
             self.show_floor()
+        if "queues" in areas:
+            # Targets change only with the config; the next second's tick draws them.
+            self.query_one(FloorTable).targets = self.targets()
 
     def on_virtual_list_selected(self, event: VirtualList.Selected) -> None:
         if isinstance(event.row, FloorRow):

@@ -32,6 +32,7 @@ from core.model import (
     WorkItem,
 )
 from core.protocol import AgentView, FloorRow, OfferView, OngoingCard, QueueStats, Snapshot
+from core.sla import QueueSla, SlaTargets
 from screens.main import MainScreen
 from screens.supervisor import SupervisorScreen
 from tui.app import InboxApp
@@ -387,12 +388,29 @@ class FixedSupervisorConsole(FixedConsole):
             [],
             whole=True,
         )
+        # Service levels: Ana's first reply is past general's 2 minutes; Carmen has waited
+        # near vip's 100 s.
+        for queue, targets in (
+            ("general", SlaTargets(wait=60.0, first_reply=120.0)),
+            ("vip", SlaTargets(wait=100.0)),
+        ):
+            self.state.queue_stats[queue] = QueueStats(
+                queue=queue,
+                channel="chat",
+                waiting=1,
+                active=1,
+                average_wait=0.0,
+                longest_wait=0.0,
+                agents_available=1,
+                sla=QueueSla(targets=targets),
+            )
         self.connection = "connected"
         self.push_screen(SupervisorScreen())
 
 
 def test_supervisor_floor_tab_narrow(snap_compare: SnapCompare) -> None:
-    """80x24: the Floor tab, longest waiting first, with waiting and handle times."""
+    """80x24: the Floor tab, longest waiting first, with waiting and handle times and the
+    service-level marks (Ana's first reply past, Carmen's wait near)."""
 
     async def floor_shown(pilot: Pilot[None]) -> None:
         for _ in range(100):

@@ -10,6 +10,7 @@ from msgspec.structs import replace
 
 from core.protocol import FloorRow
 from core.routing.records import owner_of
+from core.sla import SlaLevel, SlaTargets
 from screens.audit import AuditScreen
 from screens.confirm import Confirm
 from screens.monitor import MonitorScreen
@@ -26,7 +27,7 @@ from tests.test_console_pilot import (
 )
 from tui.app import InboxApp
 from tui.widgets.agents_table import AgentsTable
-from tui.widgets.floor_table import FloorTable, cells
+from tui.widgets.floor_table import FloorTable, cells, sla_level
 from tui.widgets.transcript import Transcript
 
 
@@ -115,10 +116,22 @@ def test_floor_times_are_worked_out_from_the_rows() -> None:
         "accepted",
         "h 1:05",
         "0:55!",
+        "",
         "2",
     ]
     waiting = cells(replace(row, accepted_at=None), 1095.0)
     assert waiting[6] == "w 1:35"
+
+    # Against its queue's targets: answered within 30 s of the acceptance, or past.
+    targets = SlaTargets(wait=120.0, first_reply=30.0, near=0.5)
+    assert sla_level(row, None, 1095.0) == SlaLevel.OK  # a queue without targets
+    assert sla_level(row, targets, 1040.0) == SlaLevel.OK
+    assert sla_level(row, targets, 1046.0) == SlaLevel.NEAR
+    assert cells(row, 1095.0, sla_level(row, targets, 1095.0))[8] == "past"
+    assert sla_level(replace(row, first_reply_at=1050.0), targets, 1095.0) == SlaLevel.OK
+    # Still waiting: the wait's clock, from the arrival.
+    assert sla_level(replace(row, accepted_at=None), targets, 1061.0) == SlaLevel.NEAR
+    assert sla_level(replace(row, accepted_at=None), targets, 1121.0) == SlaLevel.BREACHED
 
 
 async def test_enter_monitors_the_conversation_as_it_happens(tmp_path: Path) -> None:

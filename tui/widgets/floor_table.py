@@ -17,6 +17,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from core.protocol import FloorRow
+from core.sla import SlaLevel, SlaTargets, conversation_sla
 from tui.widgets.virtual_list import VirtualList
 
 # (label, key): the orders `o` cycles through. Longest waiting / handled first, then by name.
@@ -32,9 +33,15 @@ FIELDS = {
     "agent": lambda r: " ".join([r.agent or "", *r.others]),
     "channel": lambda r: r.channel,
 }
-# Column widths; the last ones fit an 80-column terminal.
-COLUMNS = [("Number", 10), ("Customer", 12), ("Channel", 8), ("Queue", 8), ("Agent", 9)]
-COLUMNS += [("State", 8), ("Wait/hdl", 8), ("Cust.", 6), ("P", 2)]
+# Column widths: all of them fit an 80-column terminal.
+COLUMNS = [("Number", 10), ("Customer", 10), ("Channel", 7), ("Queue", 7), ("Agent", 8)]
+COLUMNS += [("State", 8), ("Wait/hdl", 8), ("Cust.", 6), ("SLA", 4), ("P", 2)]
+# The SLA column's word and colour per level (the word for terminals without colour).
+SLA_MARKS = {
+    SlaLevel.OK: ("", ""),
+    SlaLevel.NEAR: ("near", "yellow"),
+    SlaLevel.BREACHED: ("past", "bold red"),
+}
 
 
 def duration(seconds: float) -> str:
@@ -60,7 +67,18 @@ def matches(row: FloorRow, query: str) -> bool:
     return True
 
 
-def cells(row: FloorRow, now: float) -> list[str]:
+def sla_level(row: FloorRow, targets: SlaTargets | None, now: float) -> SlaLevel:
+    """The worse of the row's wait and first-reply marks against its queue's targets."""
+    return conversation_sla(
+        targets,
+        arrived_at=row.arrived_at,
+        accepted_at=row.accepted_at,
+        first_reply_at=row.first_reply_at,
+        now=now,
+    ).level
+
+
+def cells(row: FloorRow, now: float, sla: SlaLevel = SlaLevel.OK) -> list[str]:
     if row.accepted_at is None:
         timer = f"w {duration(now - row.arrived_at)}"
     else:
@@ -79,6 +97,7 @@ def cells(row: FloorRow, now: float) -> list[str]:
         state,
         timer,
         since + ("!" if row.unanswered else ""),
+        SLA_MARKS[sla][0],
         str(row.priority) if row.priority else "",
     ]
 
@@ -101,6 +120,7 @@ class FloorTable(Vertical):
         self.sort = 0
         self.filter_text = ""
         self.skew = 0.0  # the host's clock minus ours
+        self.targets: dict[str, SlaTargets] = {}  # by queue: the queues with [queue.sla]
 
     def compose(self) -> ComposeResult:
         yield Static(line([name for name, _ in COLUMNS]), id="floor-header")
@@ -114,11 +134,18 @@ class FloorTable(Vertical):
     def now(self) -> float:
         return time.time() + self.skew
 
-    def show(self, rows: list[FloorRow], skew: float | None = None) -> None:
+    def show(
+        self,
+        rows: list[FloorRow],
+        skew: float | None = None,
+        targets: dict[str, SlaTargets] | None = None,
+    ) -> None:
         """Every row of the floor as the console knows it now; the cursor stays on its
-        conversation where it can."""
+        conversation where it can. `targets`: the queues' service levels, from their figures."""
         if skew is not None:
             self.skew = skew
+        if targets is not None:
+            self.targets = targets
         self.all_rows = rows
         self._redraw()
 
@@ -153,7 +180,14 @@ class FloorTable(Vertical):
         self.query_one("#floor-status", Static).update(Text(status))
 
     def _draw_row(self, row: FloorRow, width: int, selected: bool) -> Text:
-        text = Text(line(cells(row, self.now())), no_wrap=True, overflow="ellipsis")
+        now = self.now()
+        sla = sla_level(row, self.targets.get(row.queue or ""), now)
+        text = Text(line(cells(row, now, sla)), no_wrap=True, overflow="ellipsis")
         if row.unanswered and not selected:
             text.stylize("bold")
+        style = SLA_MARKS[sla][1]
+        if style and not selected:
+            # The wait/handle time and the mark, in the level's colour.
+            start = sum(w + 1 for _, w in COLUMNS[:6])
+            text.stylize(style, start, start + sum(w + 1 for _, w in COLUMNS[6:9]))
         return text
