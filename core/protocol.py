@@ -495,6 +495,10 @@ class FloorRow(Struct, frozen=True, gc=False, kw_only=True):
     first_reply_at: float | None  # the first agent message since the arrival
     last_customer_at: float | None  # the customer's last message
     unanswered: bool  # the customer's last message has no agent message after it
+    # The service-level clock running now in a queue with targets (core/sla.py), and since
+    # when: the wait until an agent accepts, then the first reply; None when none runs.
+    sla_target: SlaTarget | None = None
+    sla_since: float | None = None
 
 
 # ---------------------------------------------------------------------------- host → client

@@ -18,7 +18,7 @@ came near. So, for fixed event times, a level never falls as time goes on, and `
 always comes before `breached`.
 
 No clock, no I/O: every function takes `now` and plain times (epoch seconds), so the host
-(core/service/sla_watch.py, the queue figures) and the console (a conversation's mark) judge
+(core/service/sla_watch.py, the queue figures) and the console (a floor row's mark) judge
 alike.
 """
 
@@ -84,35 +84,6 @@ def crossed_at(targets: SlaTargets, target: SlaTarget, level: SlaLevel, started:
     """When a running clock started at `started` reached `level`: what an alert says "since"."""
     seconds = targets.seconds(target) or 0.0
     return started + (seconds * targets.near if level == SlaLevel.NEAR else seconds)
-
-
-class ConversationSla(Struct, frozen=True, gc=False, kw_only=True):
-    wait: SlaLevel
-    first_reply: SlaLevel
-
-    @property
-    def level(self) -> SlaLevel:
-        return worst(self.wait, self.first_reply)
-
-
-def conversation_sla(
-    targets: SlaTargets | None,
-    *,
-    arrived_at: float,
-    accepted_at: float | None,
-    first_reply_at: float | None,
-    now: float,
-) -> ConversationSla:
-    """One conversation's marks: its wait (arrival to acceptance) and its first reply
-    (acceptance to the agent's first reply). No targets (a queue without [queue.sla]): ok."""
-    if targets is None:
-        return ConversationSla(wait=SlaLevel.OK, first_reply=SlaLevel.OK)
-    wait = clock_level(targets.wait, targets.near, arrived_at, accepted_at, now)
-    if accepted_at is None:
-        reply = SlaLevel.OK
-    else:
-        reply = clock_level(targets.first_reply, targets.near, accepted_at, first_reply_at, now)
-    return ConversationSla(wait=wait, first_reply=reply)
 
 
 class QueueSla(Struct, frozen=True, gc=False, kw_only=True):

@@ -340,6 +340,8 @@ def _floor_row(
     priority: int = 0,
 ) -> FloorRow:
     state = "queued" if agent is None else "accepted"
+    # The clock the host runs: the wait until accepted, then the first reply (none here).
+    sla_since = FIXED_NOW - (arrived_ago if accepted_ago is None else accepted_ago)
     return FloorRow(
         interaction=number,
         item=f"W{number[-4:]}",
@@ -356,6 +358,8 @@ def _floor_row(
         first_reply_at=None,
         last_customer_at=None if customer_ago is None else FIXED_NOW - customer_ago,
         unanswered=unanswered,
+        sla_target="wait" if agent is None else "first_reply",
+        sla_since=sla_since,
     )
 
 

@@ -17,13 +17,21 @@ from hypothesis import strategies as st
 from core.client import InboxClient
 from core.config import ConfigError, parse_config
 from core.demo import DEMO_PASSWORD
-from core.protocol import OfferEvent, QueueStatsEvent, SlaAlert, SlaCrossing, SubscribeQueueStats
+from core.protocol import (
+    FloorList,
+    FloorRow,
+    ListFloor,
+    OfferEvent,
+    QueueStatsEvent,
+    SlaAlert,
+    SlaCrossing,
+    SubscribeQueueStats,
+)
 from core.sla import (
     QueueSla,
     SlaLevel,
     SlaTargets,
     clock_level,
-    conversation_sla,
     crossed_at,
     queue_sla,
 )
@@ -47,19 +55,6 @@ def test_a_clock_is_ok_then_near_then_breached_and_stopping_inside_is_ok() -> No
     assert clock_level(10, 0.8, 100, 109, 500) == SlaLevel.OK
     assert clock_level(10, 0.8, 100, 111, 500) == SlaLevel.BREACHED
     assert clock_level(None, 0.8, 100, None, 10**6) == SlaLevel.OK
-
-
-def test_a_conversation_is_judged_on_its_wait_and_its_first_reply_from_acceptance() -> None:
-    t = SlaTargets(wait=30, first_reply=60)
-    waiting = conversation_sla(t, arrived_at=0, accepted_at=None, first_reply_at=None, now=31)
-    assert (waiting.wait, waiting.first_reply) == (SlaLevel.BREACHED, SlaLevel.OK)
-    # Accepted at 10 s, unanswered at 60 s: 50 s of 60 since acceptance is near, not past.
-    late = conversation_sla(t, arrived_at=0, accepted_at=10, first_reply_at=None, now=60)
-    assert (late.wait, late.first_reply, late.level) == (SlaLevel.OK, SlaLevel.NEAR, "near")
-    done = conversation_sla(t, arrived_at=0, accepted_at=40, first_reply_at=45, now=1000)
-    assert (done.wait, done.first_reply) == (SlaLevel.BREACHED, SlaLevel.OK)
-    none = conversation_sla(None, arrived_at=0, accepted_at=None, first_reply_at=None, now=1e9)
-    assert none.level == SlaLevel.OK
 
 
 def test_a_queue_counts_its_running_clocks_near_and_past() -> None:
@@ -277,3 +272,32 @@ async def test_a_restart_alerts_nothing_twice_and_the_snapshot_carries_what_cros
         assert await alerts_until(dan, past(2)) == []
         assert await alerts_until(dan, past(2)) == []
         await dan.close()
+
+
+async def test_the_floor_row_carries_the_clock_the_alerts_come_from(tmp_path: Path) -> None:
+    queues = SLA_QUEUES.replace("wait = 2, first_reply = 60", "wait = 60, first_reply = 60")
+    config = parse_config(fast_config_text(queues), name="sla.toml")
+    async with running_host(tmp_path, config) as h:
+        dan = await h.agent("dan", presence="Away")
+        alice = await h.agent("alice", presence="Away")
+        record = await h.host.inbox.start_conversation(channel="chat", customer="web-ana")
+        number = record.number
+
+        async def row() -> FloorRow:
+            floor = await dan.request(ListFloor(subscribe=False), FloorList)
+            return next(r for r in floor.rows if r.interaction == number)
+
+        item = h.host.inbox.routing.router.items[record.item]
+        waiting = await row()
+        assert (waiting.sla_target, waiting.sla_since) == ("wait", item.enqueued_at)
+        await alice.set_presence("Available")
+        offer = await alice.next_event(OfferEvent)
+        await alice.accept(offer.view.offer.id)
+        accepted = await row()
+        assert accepted.sla_target == "first_reply"
+        assert accepted.sla_since == accepted.accepted_at
+        await alice.send_message(number, "Hello, how can I help?")
+        answered = await row()
+        assert (answered.sla_target, answered.sla_since) == (None, None)
+        for client in (dan, alice):
+            await client.close()

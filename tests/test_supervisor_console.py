@@ -122,16 +122,17 @@ def test_floor_times_are_worked_out_from_the_rows() -> None:
     waiting = cells(replace(row, accepted_at=None), 1095.0)
     assert waiting[6] == "w 1:35"
 
-    # Against its queue's targets: answered within 30 s of the acceptance, or past.
+    # The host's running clock against the queue's target: first reply within 30 s.
     targets = SlaTargets(wait=120.0, first_reply=30.0, near=0.5)
-    assert sla_level(row, None, 1095.0) == SlaLevel.OK  # a queue without targets
-    assert sla_level(row, targets, 1040.0) == SlaLevel.OK
-    assert sla_level(row, targets, 1046.0) == SlaLevel.NEAR
-    assert cells(row, 1095.0, sla_level(row, targets, 1095.0))[8] == "past"
-    assert sla_level(replace(row, first_reply_at=1050.0), targets, 1095.0) == SlaLevel.OK
-    # Still waiting: the wait's clock, from the arrival.
-    assert sla_level(replace(row, accepted_at=None), targets, 1061.0) == SlaLevel.NEAR
-    assert sla_level(replace(row, accepted_at=None), targets, 1121.0) == SlaLevel.BREACHED
+    replying = replace(row, sla_target="first_reply", sla_since=1030.0)
+    assert sla_level(replying, None, 1095.0) == SlaLevel.OK  # a queue without targets
+    assert sla_level(row, targets, 1095.0) == SlaLevel.OK  # no clock runs (answered)
+    assert sla_level(replying, targets, 1040.0) == SlaLevel.OK
+    assert sla_level(replying, targets, 1046.0) == SlaLevel.NEAR
+    assert cells(row, 1095.0, sla_level(replying, targets, 1095.0))[8] == "past"
+    waiting_clock = replace(row, accepted_at=None, sla_target="wait", sla_since=1000.0)
+    assert sla_level(waiting_clock, targets, 1061.0) == SlaLevel.NEAR
+    assert sla_level(waiting_clock, targets, 1121.0) == SlaLevel.BREACHED
 
 
 async def test_enter_monitors_the_conversation_as_it_happens(tmp_path: Path) -> None:

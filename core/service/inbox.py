@@ -198,6 +198,7 @@ class Inbox:
         self.routing.deliveries = self.outbox.for_change
         self.routing.listeners.append(self._on_step)
         self.supervision = Supervision(self.routing, self.conversations, self.floor, store, clock)
+        self.supervision.sla_clock = self.sla.clock_of
         self.routing.listeners.append(self.supervision.step_committed)
         self.conversations.message_observers.append(self.supervision.message_delivered)
         self._tasks: list[asyncio.Task[None]] = []

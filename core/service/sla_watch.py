@@ -85,15 +85,23 @@ class SlaWatch:
         if not self.slas:
             return
         for item in self.routing.router.items.values():
-            targets = self.slas.get(item.queue or "")
-            if targets is None or item.queue is None:
-                continue
-            if item.state in _WAITING and targets.wait is not None:
-                yield Clock(item.queue, item.id, item.interaction, "wait", item.enqueued_at)
-            elif item.state == ItemState.ACCEPTED and not item.replied and targets.first_reply:
-                accepted = self._accepted_at(item)
-                if accepted is not None:
-                    yield Clock(item.queue, item.id, item.interaction, "first_reply", accepted)
+            clock = self.clock_of(item)
+            if clock is not None:
+                yield clock
+
+    def clock_of(self, item: WorkItem) -> Clock | None:
+        """The item's clock running now against its queue's targets, if one is (the floor's
+        rows show the same clock: core/service/supervision.py)."""
+        targets = self.slas.get(item.queue or "")
+        if targets is None or item.queue is None:
+            return None
+        if item.state in _WAITING and targets.wait is not None:
+            return Clock(item.queue, item.id, item.interaction, "wait", item.enqueued_at)
+        if item.state == ItemState.ACCEPTED and not item.replied and targets.first_reply:
+            accepted = self._accepted_at(item)
+            if accepted is not None:
+                return Clock(item.queue, item.id, item.interaction, "first_reply", accepted)
+        return None
 
     def _accepted_at(self, item: WorkItem) -> float | None:
         """When the item's owner joined its conversation: the acceptance the routing step

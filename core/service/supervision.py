@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from core.model import Message, SenderKind
+from core.model import Message, SenderKind, WorkItem
 from core.protocol import (
     CloseConversation,
     FloorEvent,
@@ -51,6 +51,7 @@ from core.service.errors import InboxError
 from core.service.floor import Floor
 from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession
+from core.service.sla_watch import Clock
 from store.base import Store
 
 FLOOR_PERIOD = 1.0  # seconds between floor updates: a supervisor reads a table, not a stream
@@ -82,6 +83,8 @@ class Supervision:
     # number -> the supervisor sessions monitoring it.
     monitors: dict[str, set[AgentSession]] = field(default_factory=dict, init=False)
     _changed: set[str] = field(default_factory=set, init=False)
+    # The item's service-level clock running now (SlaWatch.clock_of), set by the inbox.
+    sla_clock: Callable[[WorkItem], Clock | None] = field(default=lambda item: None, init=False)
 
     async def load(self) -> None:
         """After a restart: who spoke last in each open conversation, from its newest lines
@@ -107,6 +110,7 @@ class Supervision:
             if p.role == "owner" and p.joined_at >= item.created_at
         ]
         last_customer = times.last_customer_at
+        sla = self.sla_clock(item)
         return FloorRow(
             interaction=record.number,
             item=item.id,
@@ -124,6 +128,8 @@ class Supervision:
             last_customer_at=last_customer,
             unanswered=last_customer is not None
             and (times.last_agent_at is None or times.last_agent_at < last_customer),
+            sla_target=None if sla is None else sla.target,
+            sla_since=None if sla is None else sla.started,
         )
 
     def rows(self, numbers: Iterable[str] | None = None) -> list[FloorRow]:

@@ -17,7 +17,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from core.protocol import FloorRow
-from core.sla import SlaLevel, SlaTargets, conversation_sla
+from core.sla import SlaLevel, SlaTargets, clock_level
 from tui.widgets.virtual_list import VirtualList
 
 # (label, key): the orders `o` cycles through. Longest waiting / handled first, then by name.
@@ -68,14 +68,11 @@ def matches(row: FloorRow, query: str) -> bool:
 
 
 def sla_level(row: FloorRow, targets: SlaTargets | None, now: float) -> SlaLevel:
-    """The worse of the row's wait and first-reply marks against its queue's targets."""
-    return conversation_sla(
-        targets,
-        arrived_at=row.arrived_at,
-        accepted_at=row.accepted_at,
-        first_reply_at=row.first_reply_at,
-        now=now,
-    ).level
+    """The row's running service-level clock against its queue's target: the host's clock
+    (the one its alerts come from), ticking here."""
+    if targets is None or row.sla_target is None or row.sla_since is None:
+        return SlaLevel.OK
+    return clock_level(targets.seconds(row.sla_target), targets.near, row.sla_since, None, now)
 
 
 def cells(row: FloorRow, now: float, sla: SlaLevel = SlaLevel.OK) -> list[str]:
