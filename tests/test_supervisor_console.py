@@ -121,6 +121,9 @@ def test_floor_times_are_worked_out_from_the_rows() -> None:
     ]
     waiting = cells(replace(row, accepted_at=None), 1095.0)
     assert waiting[6] == "w 1:35"
+    # Back in its queue after an agent had it: waiting again, not handled.
+    requeued = cells(replace(row, agent=None, others=[], state="queued"), 1095.0)
+    assert requeued[6] == "w 1:35"
 
     # The host's running clock against the queue's target: first reply within 30 s.
     targets = SlaTargets(wait=120.0, first_reply=30.0, near=0.5)

@@ -22,8 +22,8 @@ from tui.widgets.virtual_list import VirtualList
 
 # (label, key): the orders `o` cycles through. Longest waiting / handled first, then by name.
 SORTS: list[tuple[str, Callable[[FloorRow], tuple[object, ...]]]] = [
-    ("wait", lambda r: (r.accepted_at is not None, r.arrived_at, r.interaction)),
-    ("handle time", lambda r: (r.accepted_at is None, r.accepted_at or 0.0, r.interaction)),
+    ("wait", lambda r: (not waiting(r), r.arrived_at, r.interaction)),
+    ("handle time", lambda r: (waiting(r), r.accepted_at or 0.0, r.interaction)),
     ("queue", lambda r: (r.queue or "", r.arrived_at, r.interaction)),
     ("agent", lambda r: (r.agent or "", r.arrived_at, r.interaction)),
 ]
@@ -42,6 +42,11 @@ SLA_MARKS = {
     SlaLevel.NEAR: ("near", "yellow"),
     SlaLevel.BREACHED: ("past", "bold red"),
 }
+
+
+def waiting(row: FloorRow) -> bool:
+    """No agent has it now: new, or back in its queue (a handle time would mislead)."""
+    return row.agent is None or row.accepted_at is None
 
 
 def duration(seconds: float) -> str:
@@ -76,7 +81,7 @@ def sla_level(row: FloorRow, targets: SlaTargets | None, now: float) -> SlaLevel
 
 
 def cells(row: FloorRow, now: float, sla: SlaLevel = SlaLevel.OK) -> list[str]:
-    if row.accepted_at is None:
+    if row.agent is None or row.accepted_at is None:
         timer = f"w {duration(now - row.arrived_at)}"
     else:
         timer = f"h {duration(now - row.accepted_at)}"
