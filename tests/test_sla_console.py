@@ -57,6 +57,21 @@ async def test_a_supervisor_console_toasts_rings_and_notifies_an_alert(tmp_path:
             await until(pilot, lambda: "1 past" in static_text(view))
 
 
+async def test_a_burst_of_alerts_is_one_toast_then_one_summary(tmp_path: Path) -> None:
+    async with running_host(tmp_path, sla_config()) as h:
+        boss = console(h, user="dan")
+        async with boss.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(boss.screen, MainScreen))
+            rings: list[None] = []
+            boss.bell = lambda: rings.append(None)  # type: ignore[method-assign]
+            # Six customers at once, nobody to take them: twelve crossings within a second.
+            for i in range(6):
+                await h.host.inbox.start_conversation(channel="chat", customer=f"web-{i}")
+            await until(pilot, lambda: "11 more alerts; the latest: general:" in toasts(boss), 10)
+            assert len(toasts(boss).splitlines()) == 2, toasts(boss)
+            assert len(rings) == 2
+
+
 async def test_an_agent_console_shows_nothing_of_service_levels(tmp_path: Path) -> None:
     async with running_host(tmp_path, sla_config()) as h:
         dan = await h.agent("dan", presence="Away")

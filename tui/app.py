@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 from textual.app import App
 from textual.binding import Binding
@@ -13,7 +12,6 @@ from textual.screen import Screen
 
 from core.client import ClientError, InboxClient
 from core.protocol import Event, OfferEvent
-from core.sla import SlaLevel
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
@@ -21,9 +19,9 @@ from screens.monitor import MonitorScreen
 from screens.records import RecordsScreen
 from screens.supervisor import SupervisorScreen
 from tui.actions import APP_ACTIONS, bindings
-from tui.alerts import desktop_notification
 from tui.commands import InboxCommands
 from tui.settings import ConsoleSettings, forget_token, save_token, saved_token
+from tui.sla_toasts import SlaToasts
 from tui.state import ConsoleState
 
 
@@ -46,6 +44,7 @@ class InboxApp(App[None]):
         self.state = ConsoleState()
         self.client: InboxClient = InboxClient(settings.url)
         self.connection = "disconnected"
+        self.sla_toasts = SlaToasts(self, settings.alerts)
 
     def on_mount(self) -> None:
         self.theme = self.settings.theme
@@ -133,26 +132,7 @@ class InboxApp(App[None]):
             self.post_message(StateChanged(areas))
 
     def show_sla_alerts(self) -> None:
-        """A toast per service-level alert, and the bell and a desktop notification as
-        [alerts] in console.toml says (tui/settings.py, tui/alerts.py)."""
-        if not self.state.sla_alerts:
-            return
-        alerts = self.settings.alerts
-        if alerts.bell:
-            self.bell()
-        while self.state.sla_alerts:
-            level, text = self.state.sla_alerts.pop(0)
-            breached = level == SlaLevel.BREACHED
-            self.notify(
-                text,
-                title="Service level",
-                severity="error" if breached else "warning",
-                timeout=15 if breached else 8,
-            )
-            if alerts.desktop and self._driver is not None:
-                tmux = bool(os.environ.get("TMUX"))
-                escape = desktop_notification(alerts.desktop_sequence, "inbox-tui", text, tmux=tmux)
-                self._driver.write(escape)
+        self.sla_toasts.show(self.state.sla_alerts)
 
     def inbox_status(self, status: str) -> None:
         self.connection = status
