@@ -40,8 +40,10 @@ from core.model import (
     Template,
     WorkItem,
 )
+from core.sla import QueueSla, SlaLevel, SlaTarget
 
 PROTOCOL_VERSION = 1
+MAX_SLA_CROSSINGS = 200  # in a snapshot; more than a supervisor reads, fewer than a floor has
 MAX_FRAME_BYTES = MAX_ATTACHMENT_BYTES + 64 * 1024
 # WebSocket close codes the host drops a console with (docs/protocol.md).
 CLOSE_NOT_READING = 1008  # its queue filled: resume to catch up
@@ -293,6 +295,57 @@ class LinkRecord(ClientFrame, tag="link_record", frozen=True, kw_only=True):
     interaction: Number
 
 
+# ---- supervisors: the floor, monitoring, stepping in (core/service/supervision.py)
+
+# Why a supervisor stepped in: required, and kept in the item's routing audit trail.
+StepReason = Annotated[str, Meta(min_length=1, max_length=500)]
+
+
+class ListFloor(ClientFrame, tag="list_floor", frozen=True, kw_only=True):
+    """Every open conversation as a floor row; `subscribe` also sends `floor` events with the
+    rows that change, once a second, until a `list_floor` with subscribe false."""
+
+    subscribe: bool = True
+
+
+class Monitor(ClientFrame, tag="monitor", frozen=True, kw_only=True):
+    """Receive an open conversation's messages as they are written, without joining it
+    (`on` false stops). Read its past with get_transcript."""
+
+    interaction: Number
+    on: bool = True
+
+
+class TakeOver(ClientFrame, tag="take_over", frozen=True, kw_only=True):
+    interaction: Number
+    reason: StepReason
+
+
+class Reassign(ClientFrame, tag="reassign", frozen=True, kw_only=True):
+    """Give the conversation straight to `agent`, without an offer."""
+
+    interaction: Number
+    agent: Name
+    reason: StepReason
+
+
+class MoveToQueue(ClientFrame, tag="move_to_queue", frozen=True, kw_only=True):
+    interaction: Number
+    queue: Name
+    reason: StepReason
+
+
+class CloseConversation(ClientFrame, tag="close_conversation", frozen=True, kw_only=True):
+    interaction: Number
+    reason: StepReason
+
+
+class ForcePresence(ClientFrame, tag="force_presence", frozen=True, kw_only=True):
+    agent: Name
+    presence: Name
+    reason: StepReason
+
+
 AnyClientFrame = (
     Hello
     | Login
@@ -331,6 +384,13 @@ AnyClientFrame = (
     | UpdateRecord
     | AddRecordNote
     | LinkRecord
+    | ListFloor
+    | Monitor
+    | TakeOver
+    | Reassign
+    | MoveToQueue
+    | CloseConversation
+    | ForcePresence
 )
 
 
@@ -353,6 +413,21 @@ class QueueStats(Struct, frozen=True, gc=False, kw_only=True):
     average_wait: float  # seconds, over the items waiting now
     longest_wait: float
     agents_available: int  # members whose presence includes the channel
+    # The queue's targets and how many of its running clocks are near or past them; None
+    # when the queue has no [queue.sla].
+    sla: QueueSla | None = None
+
+
+class SlaCrossing(Struct, frozen=True, gc=False, kw_only=True):
+    """A conversation's clock reached `level` of its queue's `target` (core/sla.py)."""
+
+    queue: str
+    item: str
+    interaction: str | None
+    target: SlaTarget
+    level: SlaLevel  # near | breached
+    since: float  # when it reached the level (epoch seconds)
+    seconds: float  # the target
 
 
 class OngoingCard(Struct, frozen=True, gc=False, kw_only=True):
@@ -404,6 +479,9 @@ class Snapshot(Struct, frozen=True, gc=False, kw_only=True):
     invitations: dict[str, str] = {}
     # What each of `interactions` is about (interaction -> details), for the record pane.
     details: dict[str, list[Detail]] = {}
+    # Supervisors: the conversations whose clocks are near or past their queue's target now,
+    # oldest crossing first (at most MAX_SLA_CROSSINGS): what was alerted before this login.
+    sla_crossings: list[SlaCrossing] = []
 
 
 class OfferView(Struct, frozen=True, gc=False, kw_only=True):
@@ -416,6 +494,31 @@ class OfferView(Struct, frozen=True, gc=False, kw_only=True):
     first_message: str = ""
     # What the item is about: its attributes as the channel shows them (labels, order).
     details: list[Detail] = []
+
+
+class FloorRow(Struct, frozen=True, gc=False, kw_only=True):
+    """One open conversation as the supervisors' floor shows it. Times are epoch seconds; the
+    console works waiting and handle times out of them, so they tick without asking."""
+
+    interaction: str
+    item: str
+    channel: str
+    queue: str | None
+    agent: str | None  # the owner; None while it waits
+    others: list[str]  # the other agents in it now (invited)
+    state: str  # the work item's: queued | offered | accepted | wrap_up
+    on_hold: bool  # messaging, waiting on the customer
+    customer_name: str
+    priority: int
+    arrived_at: float  # the item's arrival
+    accepted_at: float | None  # its first owner's, since the arrival
+    first_reply_at: float | None  # the first agent message since the arrival
+    last_customer_at: float | None  # the customer's last message
+    unanswered: bool  # the customer's last message has no agent message after it
+    # The service-level clock running now in a queue with targets (core/sla.py), and since
+    # when: the wait until an agent accepts, then the first reply; None when none runs.
+    sla_target: SlaTarget | None = None
+    sla_since: float | None = None
 
 
 # ---------------------------------------------------------------------------- host → client
@@ -540,6 +643,12 @@ class RecordList(ServerFrame, tag="record_list", frozen=True, kw_only=True):
     records: list[ServiceRecord]
 
 
+class FloorList(ServerFrame, tag="floor", frozen=True, kw_only=True):
+    ref: int
+    rows: list[FloorRow]
+    at: float  # the host's clock when the rows were read
+
+
 class Event(ServerFrame, frozen=True, kw_only=True):
     seq: int = 0  # set by the session when the event is queued for it
 
@@ -642,6 +751,30 @@ class DeliveryEvent(Event, tag="delivery", frozen=True, kw_only=True):
     state: DeliveryState
 
 
+class FloorEvent(Event, tag="floor_changed", frozen=True, kw_only=True):
+    """The floor rows that changed since the last one, and the conversations gone from it."""
+
+    rows: list[FloorRow]
+    gone: list[str]
+    at: float
+
+
+class SteppedIn(Event, tag="stepped_in", frozen=True, kw_only=True):
+    """A supervisor changed a conversation the recipient is in, or the recipient's presence."""
+
+    action: Literal["take_over", "reassign", "move_to_queue", "close", "presence"]
+    by: str
+    reason: str
+    interaction: str | None = None  # None for a presence change
+    to: str = ""  # the agent, queue or presence it went to
+
+
+class SlaAlert(Event, tag="sla_alert", frozen=True, kw_only=True):
+    """Supervisors: a conversation's clock has just come near or past its queue's target."""
+
+    crossing: SlaCrossing
+
+
 AnyServerFrame = (
     Welcome
     | Error
@@ -677,6 +810,10 @@ AnyServerFrame = (
     | RecordEvent
     | Resync
     | DeliveryEvent
+    | FloorList
+    | FloorEvent
+    | SteppedIn
+    | SlaAlert
 )
 
 encoder = msgspec.msgpack.Encoder()

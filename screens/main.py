@@ -35,6 +35,7 @@ from core.protocol import (
     InviteAgent,
     ListOnlineAgents,
     MarkRead,
+    MessageAck,
     OnlineAgents,
     Prefill,
     RecordCreated,
@@ -352,12 +353,12 @@ class MainScreen(Screen[None]):
         host acks it, however long the host is away (the client retries with the same id)."""
         state = self.inbox.state
         try:
-            await self.inbox.client.deliver_message(number, body, msg_id)
+            ack = await self.inbox.client.deliver_message(number, body, msg_id)
         except CALL_FAILURES as e:
             areas = state.reply_failed(msg_id, failure_text(e))
             self.notify(f"Not sent: {failure_text(e)}", severity="error")
         else:
-            areas = state.reply_sent(msg_id)
+            areas = state.own_message(ack.message)
         if areas:
             self.refresh_areas(areas)
 
@@ -406,7 +407,7 @@ class MainScreen(Screen[None]):
         self.app.push_screen(AuditScreen(ref))
 
     def action_records(self) -> None:
-        self.app.push_screen(RecordsScreen())
+        self.app.push_screen(RecordsScreen(chat=self.current))
 
     def action_record_open(self) -> None:
         chat = self.inbox.state.chats.get(self.current or "")
@@ -414,7 +415,7 @@ class MainScreen(Screen[None]):
         if not linked:
             self.notify("No case or incident is linked to this interaction", severity="warning")
             return
-        self.app.push_screen(RecordsScreen(open_number=linked))
+        self.app.push_screen(RecordsScreen(open_number=linked, chat=self.current))
 
     def action_supervise(self) -> None:
         me = self.inbox.state.me
@@ -651,9 +652,11 @@ class MainScreen(Screen[None]):
             return
         note = await self.app.push_screen_wait(Prompt("Work note (never shown to the customer)"))
         if note:
-            await self.call(
+            ack = await self.call(
                 AddWorkNote(interaction=number, body=note, client_msg_id=secrets.token_hex(8))
             )
+            if isinstance(ack, MessageAck):
+                self.refresh_areas(self.inbox.state.own_message(ack.message))
 
     @work
     async def action_chat_end(self) -> None:

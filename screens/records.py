@@ -22,6 +22,7 @@ from core.protocol import (
     AddRecordNote,
     AnyClientFrame,
     GetRecord,
+    LinkRecord,
     ListRecords,
     RecordList,
     RecordView,
@@ -57,9 +58,10 @@ class RecordsScreen(Screen[None]):
     ACTIONS = RECORDS_ACTIONS
     BINDINGS = bindings(RECORDS_ACTIONS)
 
-    def __init__(self, open_number: str | None = None) -> None:
+    def __init__(self, open_number: str | None = None, chat: str | None = None) -> None:
         super().__init__()
         self.open_number = open_number
+        self.chat = chat  # the chat selected underneath: what `l` offers to link
         self.scope = "mine"
         self.kind: str | None = None
         self.state_filter: str | None = None
@@ -290,6 +292,21 @@ class RecordsScreen(Screen[None]):
         body = await self.app.push_screen_wait(Prompt(f"Work note on {view.record.number}"))
         if body and body.strip():
             reply = await self.ask(AddRecordNote(number=view.record.number, body=body[:16_000]))
+            if isinstance(reply, RecordView):
+                self.shown(reply)
+
+    @work
+    async def action_link(self) -> None:
+        view = self.selected()
+        if view is None:
+            return
+        number = await self.app.push_screen_wait(
+            Prompt(f"Link {view.record.number} to interaction", self.chat or "", "IMS0001002")
+        )
+        if number and number.strip():
+            reply = await self.ask(
+                LinkRecord(number=view.record.number, interaction=number.strip())
+            )
             if isinstance(reply, RecordView):
                 self.shown(reply)
 

@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 
 from core.client import ClientError, InboxClient
-from core.demo import DEMO_PASSWORD
+from core.config import parse_config
+from core.demo import DEMO_PASSWORD, demo_config_text
 from core.model import RecordKind, Role
 from core.protocol import (
     PROTOCOL_VERSION,
@@ -31,11 +32,14 @@ from core.protocol import (
     AttachFile,
     AttachmentAck,
     Authenticate,
+    CloseConversation,
     CloseRecord,
     CreateRecord,
     EndChat,
     Error,
     Event,
+    FloorEvent,
+    ForcePresence,
     GetAttachment,
     GetAudit,
     GetDay,
@@ -48,6 +52,7 @@ from core.protocol import (
     InviteAgent,
     LinkRecord,
     ListAgents,
+    ListFloor,
     ListInteractions,
     ListOnlineAgents,
     ListRecords,
@@ -56,6 +61,8 @@ from core.protocol import (
     Logout,
     MarkRead,
     MessageEvent,
+    Monitor,
+    MoveToQueue,
     OfferClosed,
     OfferEvent,
     OngoingEvent,
@@ -63,6 +70,7 @@ from core.protocol import (
     PresenceEvent,
     QueueStatsEvent,
     ReadEvent,
+    Reassign,
     RecordCreated,
     RecordEvent,
     RejectOffer,
@@ -70,7 +78,10 @@ from core.protocol import (
     Resync,
     SendMessage,
     SetPresence,
+    SlaAlert,
+    SteppedIn,
     SubscribeQueueStats,
+    TakeOver,
     TransferToAgent,
     TransferToQueue,
     Typing,
@@ -143,6 +154,14 @@ COMMANDS: dict[str, dict[str, str]] = {
     "add_record_note": row(OK, OK, NF, OK, OK, U),
     "link_record": row(OK, OK, NF, OK, OK, U),
     "list_records": row(OK, OK, OK, OK, OK, U),
+    # Supervisors' commands (core/service/supervision.py): nobody else's, on any conversation.
+    "list_floor": row("forbidden", "forbidden", "forbidden", OK, OK, U),
+    "monitor": row("forbidden", "forbidden", "forbidden", OK, OK, U),
+    "take_over": row("forbidden", "forbidden", "forbidden", OK, OK, U),
+    "reassign": row("forbidden", "forbidden", "forbidden", OK, OK, U),
+    "move_to_queue": row("forbidden", "forbidden", "forbidden", OK, OK, U),
+    "close_conversation": row("forbidden", "forbidden", "forbidden", OK, OK, U),
+    "force_presence": row("forbidden", "forbidden", "forbidden", OK, OK, U),
 }
 
 # Receivers per event kind, in the situation that produces it; "customer" is the widget
@@ -163,7 +182,8 @@ EVENTS: dict[str, set[str]] = {
     "interaction:closed": audience("owner", "guest", "customer"),
     "interaction:archived": audience("guest"),
     "message": audience("owner", "guest", "customer"),
-    "message:work_note": audience("owner", "guest"),
+    # The owner wrote it: their session has it in the ack, not as an event.
+    "message:work_note": audience("guest"),
     "read": audience("owner", "guest"),
     "typing": audience("guest", "customer"),
     "ongoing": audience("owner"),
@@ -171,7 +191,10 @@ EVENTS: dict[str, set[str]] = {
     "presence": audience("owner", "supervisor", "admin"),
     "invitation": audience("guest"),
     "record": audience("owner", "guest", "supervisor", "admin"),
+    "floor_changed": audience("supervisor", "admin"),
+    "stepped_in": audience("owner", "guest"),
     "resync": set(),  # only the resuming session itself, which is none of the above
+    "sla_alert": audience("supervisor", "admin"),
 }
 
 
@@ -262,7 +285,13 @@ async def outcome(client: InboxClient, frame: AnyClientFrame) -> str:
 
 @contextlib.asynccontextmanager
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+    config = parse_config(
+        demo_config_text().replace(
+            'name = "incidents"\n', 'name = "incidents"\nsla = { wait = 3, near = 0.5 }\n'
+        ),
+        name="matrix.toml",
+    )
+    async with running_host(tmp_path, config) as h, aiohttp.ClientSession() as http:
         auth = h.host.auth
         tokens = {}
         for p in AGENTS:
@@ -369,6 +398,36 @@ async def transfer_to_agent(w: World, who: str) -> str:
     finally:
         await w.clients["other"].set_presence("Away")
         await w.finish(number)
+
+
+async def take_over(w: World, who: str) -> str:
+    # A messaging conversation on hold holds no capacity: whoever takes it over has room for
+    # it (the demo admin has no capacity at all).
+    number = await w.owned("messaging")
+    await w.clients["owner"].send_message(number, "back soon", msg_id())
+    try:
+        return await outcome(w.clients[who], TakeOver(interaction=number, reason="r"))
+    finally:
+        await w.finish(number)
+
+
+async def reassign(w: World, who: str) -> str:
+    number = await w.with_guest()
+    # Given only to an agent available for the channel; bob is that only for now.
+    await w.clients["other"].set_presence("Available")
+    try:
+        return await outcome(w.clients[who], Reassign(interaction=number, agent="bob", reason="r"))
+    finally:
+        await w.clients["other"].set_presence("Away")
+        await w.finish(number)
+
+
+async def force_presence(w: World, who: str) -> str:
+    try:
+        frame = ForcePresence(agent="bob", presence="Messaging-only", reason="r")
+        return await outcome(w.clients[who], frame)
+    finally:
+        await w.clients["other"].set_presence("Away")
 
 
 async def archive(w: World, who: str) -> str:
@@ -493,6 +552,15 @@ CASES: dict[str, Case] = {
     "add_record_note": on_record(lambda r, n: AddRecordNote(number=r, body="note")),
     "link_record": on_record(lambda r, n: LinkRecord(number=r, interaction=n)),
     "list_records": plain(ListRecords(scope="all")),
+    "list_floor": plain(ListFloor(subscribe=False)),
+    "monitor": on_conversation(lambda n: Monitor(interaction=n)),
+    "take_over": take_over,
+    "reassign": reassign,
+    "move_to_queue": on_conversation(
+        lambda n: MoveToQueue(interaction=n, queue="french", reason="r")
+    ),
+    "close_conversation": on_conversation(lambda n: CloseConversation(interaction=n, reason="r")),
+    "force_presence": force_presence,
 }
 
 
@@ -695,6 +763,31 @@ async def test_every_event_reaches_exactly_its_audience(tmp_path: Path) -> None:
                 isinstance(e, OngoingEvent) and any(c.interaction == async_number for c in e.cards)
             ),
         )
+        # Supervisors who asked for the floor hear of every conversation's changes.
+        for who in ("supervisor", "admin"):
+            await w.clients[who].request(ListFloor())
+        got["floor_changed"] = await receivers(
+            w,
+            customers,
+            lambda: w.inbox.customer_message(async_number, record.customer, "still there?", "o2"),
+            lambda e: (
+                isinstance(e, FloorEvent) and any(r.interaction == async_number for r in e.rows)
+            ),
+            window=STATS_WINDOW,
+        )
+        for who in ("supervisor", "admin"):
+            await w.clients[who].request(ListFloor(subscribe=False))
+        await alice.request(InviteAgent(interaction=async_number, agent="chloe"))
+        await chloe.request(AnswerInvitation(interaction=async_number, accept=True))
+        got["stepped_in"] = await receivers(
+            w,
+            customers,
+            lambda: w.clients["supervisor"].request(
+                CloseConversation(interaction=async_number, reason="r")
+            ),
+            lambda e: isinstance(e, SteppedIn) and e.interaction == async_number,
+        )
+
         _, offered = await w.offered("messaging")
         got["offer_closed"] = await receivers(
             w,
@@ -717,6 +810,15 @@ async def test_every_event_reaches_exactly_its_audience(tmp_path: Path) -> None:
                 isinstance(e, QueueStatsEvent)
                 and any(s.queue == "incidents" and s.waiting for s in e.stats)
             ),
+            window=STATS_WINDOW,
+        )
+
+        # The incidents queue has a wait target of 3 s here: a new incident nears it at 1.5 s.
+        got["sla_alert"] = await receivers(
+            w,
+            customers,
+            lambda: w.inbox.start_conversation(channel="incident", customer="crm-2"),
+            lambda e: isinstance(e, SlaAlert) and e.crossing.queue == "incidents",
             window=STATS_WINDOW,
         )
 

@@ -21,12 +21,14 @@ from core.protocol import (
     AnswerInvitation,
     AttachFile,
     CloseRecord,
+    GetRecord,
     GetTranscript,
     InvitationDeclined,
     InvitationEvent,
     InviteAgent,
     MarkRead,
     OfferEvent,
+    RecordView,
     TransferDeclined,
     TransferToAgent,
     UpdateRecord,
@@ -684,7 +686,9 @@ async def test_next_unread_reaches_unanswered_live_chats_in_priority_order(
             await until(pilot, lambda: app.state.offers)
             await pilot.press("a")
             await until(pilot, lambda: bea in app.state.chats)
-            await app.client.send_message(cy, "Hello Cy, how can I help?")
+            screen = main(app)
+            screen.open_chat(cy)  # as Enter on its card in the chat list does
+            await pilot.press(*"Hello Cy", "enter")
             state = app.state
             await until(pilot, lambda: state.unanswered_since(state.chats[cy]) is None)
             # Read but unanswered: marking read does not take a chat out of `n`'s reach.
@@ -694,7 +698,6 @@ async def test_next_unread_reaches_unanswered_live_chats_in_priority_order(
                     MarkRead(interaction=number, seq=max(state.chats[number].messages))
                 )
             await until(pilot, lambda: not state.chats[ana].unread and not state.chats[bea].unread)
-            screen = main(app)
             screen.current = cy
             await pilot.press("escape", "n")
             await until(pilot, lambda: screen.current == bea)
@@ -1023,7 +1026,7 @@ async def test_records_screen_changes_state_adds_a_note_and_shows_another_consol
     async with running_host(tmp_path) as h:
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
-            await incident_raised(h, app, pilot)
+            number = await incident_raised(h, app, pilot)
             pane = main(app).query_one("#record-details", Static)
             await until(pilot, lambda: "INC0001001 · new · Alice Martin" in static_text(pane))
 
@@ -1067,8 +1070,20 @@ async def test_records_screen_changes_state_adds_a_note_and_shows_another_consol
             await pilot.press("escape")
             await until(pilot, lambda: isinstance(app.screen, MainScreen))
             await until(pilot, lambda: "INC0001001 · on hold · Alice Martin" in static_text(pane))
-            await pilot.press("v")
+
+            # A second chat, linked from the records screen: `l` offers the chat underneath.
+            second = await chat_ready(h, app, pilot, "Bo")
+            await pilot.press("escape", "v")
             await until(pilot, lambda: isinstance(app.screen, RecordsScreen))
+            detail = app.screen.query_one("#record-detail", Static)
+            await until(pilot, lambda: "INC0001001 (incident)" in shown())
+            await pilot.press("l")
+            await until(pilot, lambda: isinstance(app.screen, Prompt))
+            assert app.screen.query_one(Input).value == second
+            await pilot.press("enter")
+            await until(pilot, lambda: f"{number}, {second}" in shown())
+            view = await dan.request(GetRecord(number="INC0001001"), RecordView)
+            assert view.interactions == [number, second]
 
 
 async def test_files_key_shows_a_text_file_and_saves_without_overwriting(tmp_path: Path) -> None:

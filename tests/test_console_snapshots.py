@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import msgspec
 import pytest
 from textual import events
 from textual.pilot import Pilot
@@ -30,11 +31,13 @@ from core.model import (
     SenderKind,
     WorkItem,
 )
-from core.protocol import AgentView, OfferView, OngoingCard, QueueStats, Snapshot
+from core.protocol import AgentView, FloorRow, OfferView, OngoingCard, QueueStats, Snapshot
+from core.sla import QueueSla, SlaTargets
 from screens.main import MainScreen
+from screens.supervisor import SupervisorScreen
 from tui.app import InboxApp
 from tui.settings import ConsoleSettings
-from tui.widgets import offer_list, ongoing_tray
+from tui.widgets import floor_table, offer_list, ongoing_tray
 from tui.widgets.composer import Composer
 
 SnapCompare = Callable[..., bool]
@@ -264,6 +267,7 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     frozen = SimpleNamespace(time=lambda: FIXED_NOW)
     monkeypatch.setattr(offer_list, "time", frozen)
     monkeypatch.setattr(ongoing_tray, "time", frozen)
+    monkeypatch.setattr(floor_table, "time", frozen)
     # HH:MM in the transcript and the record pane come from localtime.
     saved = os.environ.get("TZ")
     os.environ["TZ"] = "UTC"
@@ -320,3 +324,107 @@ def test_main_screen_narrow_queues_pane(snap_compare: SnapCompare) -> None:
         await pilot.wait_for_scheduled_animations()
 
     assert snap_compare(FixedConsole(), terminal_size=(80, 24), run_before=queues_shown)
+
+
+def _floor_row(
+    number: str,
+    customer: str,
+    queue: str,
+    agent: str | None,
+    arrived_ago: float,
+    accepted_ago: float | None,
+    customer_ago: float | None,
+    *,
+    channel: str = "chat",
+    unanswered: bool = False,
+    priority: int = 0,
+) -> FloorRow:
+    state = "queued" if agent is None else "accepted"
+    # The clock the host runs: the wait until accepted, then the first reply (none here).
+    sla_since = FIXED_NOW - (arrived_ago if accepted_ago is None else accepted_ago)
+    return FloorRow(
+        interaction=number,
+        item=f"W{number[-4:]}",
+        channel=channel,
+        queue=queue,
+        agent=agent,
+        others=[],
+        state=state,
+        on_hold=False,
+        customer_name=customer,
+        priority=priority,
+        arrived_at=FIXED_NOW - arrived_ago,
+        accepted_at=None if accepted_ago is None else FIXED_NOW - accepted_ago,
+        first_reply_at=None,
+        last_customer_at=None if customer_ago is None else FIXED_NOW - customer_ago,
+        unanswered=unanswered,
+        sla_target="wait" if agent is None else "first_reply",
+        sla_since=sla_since,
+    )
+
+
+class FixedSupervisorConsole(FixedConsole):
+    """Dan's console on the Floor tab, fed fixed floor rows: no host, no clock."""
+
+    def on_mount(self, event: events.Mount) -> None:
+        event.prevent_default()
+        self.theme = self.settings.theme
+        snapshot = fixed_snapshot()
+        dan = next(a for a in snapshot.agents if a.id == "dan")
+        self.state.load(msgspec.structs.replace(snapshot, me=dan, offers=[]))
+        self.state.floor_told(
+            [
+                _floor_row(LIVE_CHAT, "Ana Silva", "general", "alice", 370, 355, 60),
+                _floor_row("IMS0001005", "Bruno Costa", "general", None, 14, None, 12),
+                _floor_row("IMS0001006", "Carmen Ruiz", "vip", None, 95, None, 90, priority=2),
+                _floor_row(
+                    "IMS0000874",
+                    "Chen Wei",
+                    "messaging",
+                    "chloe",
+                    2 * DAY,
+                    2 * DAY - 60,
+                    3 * MINUTE,
+                    channel="messaging",
+                    unanswered=True,
+                ),
+            ],
+            [],
+            whole=True,
+        )
+        # Service levels: Ana's first reply is past general's 2 minutes; Carmen has waited
+        # near vip's 100 s.
+        for queue, targets in (
+            ("general", SlaTargets(wait=60.0, first_reply=120.0)),
+            ("vip", SlaTargets(wait=100.0)),
+        ):
+            self.state.queue_stats[queue] = QueueStats(
+                queue=queue,
+                channel="chat",
+                waiting=1,
+                active=1,
+                average_wait=0.0,
+                longest_wait=0.0,
+                agents_available=1,
+                sla=QueueSla(targets=targets),
+            )
+        self.connection = "connected"
+        self.push_screen(SupervisorScreen())
+
+
+def test_supervisor_floor_tab_narrow(snap_compare: SnapCompare) -> None:
+    """80x24: the Floor tab, longest waiting first, with waiting and handle times and the
+    service-level marks (Ana's first reply past, Carmen's wait near)."""
+
+    async def floor_shown(pilot: Pilot[None]) -> None:
+        for _ in range(100):
+            screen = pilot.app.screen
+            if (
+                isinstance(screen, SupervisorScreen)
+                and screen.query_one(floor_table.FloorTable).rows.row_count
+            ):
+                break
+            await pilot.pause()
+        await pilot.pause()
+
+    assert snap_compare(FixedSupervisorConsole(), terminal_size=(80, 24), run_before=floor_shown)

@@ -247,3 +247,35 @@ async def test_composer_newline_key_and_editor_through_tmux(tmp_path: Path) -> N
             lambda s: lines_follow(s, "Alice Martin: Written in the editor", "with a second"),
             "the edited reply in the transcript",
         )
+
+
+async def test_records_routing_history_and_files_keys_through_tmux(tmp_path: Path) -> None:
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
+        start_console(term, host, tmp_path / "console", "alice")
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
+        async with widget_customer(host.widget_url) as customer:
+            number = await accept_chat(term, customer)
+            await term.wait_for(MAIN_FOOTER)
+            term.type("R")  # why did this come to me
+            await term.wait_for(f"Routing history of {number}")
+            await term.wait_for("offered to alice")
+            term.send_keys("Escape")
+            await term.wait_for(MAIN_FOOTER)
+            term.type("d")
+            await term.wait_for("No files in this chat yet")
+            term.type("I")
+            await term.wait_for(f"New incident from {number}")
+            term.send_keys("C-s")
+            await term.wait_for("INC0001001")
+            # The records screen, and a work note typed in one burst behind its key.
+            term.type("v")
+            await term.wait_for("Records: mine (1)")
+            term.type("o")
+            await term.wait_for("Work note on INC0001001")
+            term.type("Called the customer back\r")
+            await term.wait_for("Called the customer back")
+            term.send_keys("Escape")
+            await term.wait_for(MAIN_FOOTER)
+            term.type("O")  # the linked record, from the record pane
+            await term.wait_for("Record INC0001001")
+        assert not ended(customer), customer.frames

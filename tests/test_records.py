@@ -222,3 +222,41 @@ async def test_records_over_rest_read_change_list_and_note_by_the_tokens_agent_o
         assert body["records"] == []
         status, body = await api(http, h, "GET", "/records?scope=everyone", crm)
         assert (status, body["error"]["code"]) == (400, "invalid_request")
+
+
+async def test_an_interaction_is_linked_to_a_record_over_rest_by_who_may_read_both(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h, aiohttp.ClientSession() as http:
+        alice = await h.agent("alice")
+        inc = await raised(h, alice, "cust-a")
+        other = await accepted_chat(h, alice, "cust-b")
+        auth = h.host.auth
+        alices, _ = await auth.create_api_token("alice-script", "alice", Role.AGENT, None)
+        bobs, _ = await auth.create_api_token("bob-script", "bob", Role.AGENT, None)
+
+        status, body = await api(
+            http, h, "POST", f"/records/{inc}/links", alices, {"interaction": other}
+        )
+        assert status == 201 and body["interactions"][-1] == other
+        view = await alice.request(GetRecord(number=inc), RecordView)
+        assert view.interactions[-1] == other
+
+        # bob may read neither the record nor the interaction: 404 alike, nothing linked.
+        for path, payload in (
+            (f"/records/{inc}/links", {"interaction": other}),
+            ("/records/INC0009999/links", {"interaction": other}),
+        ):
+            status, body = await api(http, h, "POST", path, bobs, payload)
+            assert (status, body["error"]["code"]) == (404, "not_found"), path
+        status, body = await api(
+            http, h, "POST", f"/records/{inc}/links", alices, {"interaction": "IMS0009999"}
+        )
+        assert (status, body["error"]["code"]) == (404, "not_found")
+        status, body = await api(http, h, "POST", f"/records/{inc}/links", alices, {"number": 1})
+        assert (status, body["error"]["code"]) == (400, "invalid_request")
+        status, body = await api(
+            http, h, "POST", f"/records/{inc}/links", alices, {"interaction": "x" * 100}
+        )
+        assert (status, body["error"]["field"]) == (400, "$.interaction")
+        assert (await alice.request(GetRecord(number=inc), RecordView)).interactions[-1] == other

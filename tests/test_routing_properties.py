@@ -66,9 +66,13 @@ from core.routing.events import (
     ItemArrived,
     ItemCancelled,
     ItemClosed,
+    ItemClosedBy,
+    ItemMoved,
+    ItemReassigned,
     OfferAccepted,
     OfferRejected,
     PresenceChanged,
+    PresenceForced,
     TransferToAgent,
     TransferToQueue,
 )
@@ -371,6 +375,47 @@ class RoutingMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def customer_returns(self, data) -> None:
         self.apply(CustomerReplied(item=self.pick(data, self.held(on_hold=True), "item")))
+
+    # ---- a supervisor stepping in (by one of the agents: supervisors are agents to routing)
+
+    @precondition(lambda self: self.router.items)
+    @rule(data=st.data(), to=st.sampled_from(AGENT_IDS), by=st.sampled_from(AGENT_IDS))
+    def supervisor_reassigns(self, data, to, by) -> None:
+        item = self.pick(data, list(self.router.items), "item")
+        taking_over = data.draw(st.booleans(), label="taking_over")
+        before = self.router.items[item].agent
+        self.apply(ItemReassigned(item=item, to_agent=by if taking_over else to, by=by, reason="r"))
+        held = self.router.items.get(item)
+        if held is not None and held.agent != before:
+            # Given at once: accepted by the one it was given to, nothing left pending.
+            assert held.state == ItemState.ACCEPTED and item not in self.router.offer_of_item
+
+    @precondition(lambda self: self.router.items)
+    @rule(data=st.data(), queue=st.sampled_from(["q0", "q1", "q2", "q3", "all_chat", "all_msg"]))
+    def supervisor_moves(self, data, queue) -> None:
+        item = self.pick(data, list(self.router.items), "item")
+        self.apply(ItemMoved(item=item, queue=queue, by="ann", reason="r"))
+
+    @precondition(lambda self: self.router.items)
+    @rule(data=st.data())
+    def supervisor_closes(self, data) -> None:
+        item = self.pick(data, list(self.router.items), "item")
+        self.apply(ItemClosedBy(item=item, by="ann", reason="r"))
+        assert item not in self.router.items
+
+    @rule(
+        agent=st.sampled_from(AGENT_IDS),
+        presence=st.sampled_from(["Available", "ChatOnly", "Away", "Offline"]),
+    )
+    def supervisor_sets_presence(self, agent, presence) -> None:
+        self.apply(PresenceForced(agent=agent, presence=presence, by="ann", reason="r"))
+        if agent in self.agents and presence == "Offline":
+            # Gone from the floor: no live chat waits on them.
+            assert not any(
+                i.agent == agent and MODE[i.channel] == ChannelMode.SYNC
+                for i in self.router.items.values()
+                if i.state == ItemState.ACCEPTED
+            )
 
     @rule(agent=st.sampled_from(AGENT_IDS))
     def log_out(self, agent) -> None:

@@ -15,10 +15,13 @@ from core.protocol import Event, OfferEvent
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
+from screens.monitor import MonitorScreen
 from screens.records import RecordsScreen
+from screens.supervisor import SupervisorScreen
 from tui.actions import APP_ACTIONS, bindings
 from tui.commands import InboxCommands
 from tui.settings import ConsoleSettings, forget_token, save_token, saved_token
+from tui.sla_toasts import SlaToasts
 from tui.state import ConsoleState
 
 
@@ -41,6 +44,7 @@ class InboxApp(App[None]):
         self.state = ConsoleState()
         self.client: InboxClient = InboxClient(settings.url)
         self.connection = "disconnected"
+        self.sla_toasts = SlaToasts(self, settings.alerts)
 
     def on_mount(self) -> None:
         self.theme = self.settings.theme
@@ -88,6 +92,7 @@ class InboxApp(App[None]):
             save_token(url, user, reply.token)
         self.state.load(reply.snapshot)
         self.switch_to_main()
+        self.show_sla_alerts()
 
     @staticmethod
     def explain(e: ClientError) -> str:
@@ -122,8 +127,12 @@ class InboxApp(App[None]):
             )
         while self.state.notes:
             self.notify(self.state.notes.pop(0))
+        self.show_sla_alerts()
         if areas:
             self.post_message(StateChanged(areas))
+
+    def show_sla_alerts(self) -> None:
+        self.sla_toasts.show(self.state.sla_alerts)
 
     def inbox_status(self, status: str) -> None:
         self.connection = status
@@ -135,7 +144,7 @@ class InboxApp(App[None]):
             # raised NoMatches when events came in as the console quit).
             return
         for s in self.screen_stack:
-            if isinstance(s, MainScreen | RecordsScreen):
+            if isinstance(s, MainScreen | RecordsScreen | SupervisorScreen | MonitorScreen):
                 s.refresh_areas(message.areas)
 
     def bindings_in_force(self, *nodes: DOMNode) -> list[Binding]:

@@ -6,6 +6,11 @@
     theme = "textual-dark"
     download_dir = "~/Downloads"          # where saved attachments go; default
                                           # $XDG_DOWNLOAD_DIR, else ~/Downloads
+    [alerts]                              # supervisors' service-level alerts (always a toast)
+    bell = true                           # and the terminal bell (default true)
+    desktop = false                       # and a desktop notification (default false)
+    desktop_sequence = "osc9"             # osc9 | osc777: which escape the terminal reads
+                                          # (tui/alerts.py)
     [keymap]                              # binding id = keys, e.g. remap accept to F2
     "offer.accept" = "f2"
 
@@ -24,12 +29,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.paths import default_config_dir, default_state_dir, load_secret, save_secret
+from tui.alerts import DESKTOP_SEQUENCES
 
 DEFAULT_URL = "ws://127.0.0.1:8600/agent"
 
 
 class SettingsError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """How a service-level alert reaches a supervisor besides its toast. The bell is on by
+    default like the offer's: one byte every terminal can mute, and a target passing is as
+    urgent as an offer. A desktop notification is off: not every terminal reads the escape,
+    and one that does not may print it."""
+
+    bell: bool = True
+    desktop: bool = False
+    desktop_sequence: str = "osc9"
+
+
+# [alerts]: what each key must be.
+ALERT_TYPES: dict[str, tuple[type, str]] = {
+    "bell": (bool, "true or false"),
+    "desktop": (bool, "true or false"),
+    "desktop_sequence": (str, "a string in quotes"),
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +66,7 @@ class ConsoleSettings:
     theme: str = "textual-dark"
     keymap: dict[str, str] = field(default_factory=dict)
     download_dir: str = ""  # empty: tui.downloads.download_dir's default
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
 
 def normalise_url(url: str) -> str:
@@ -63,6 +90,7 @@ SETTING_TYPES: dict[str, tuple[type, str]] = {
     "theme": (str, "a string in quotes"),
     "keymap": (dict, "a table"),
     "download_dir": (str, "a string in quotes"),
+    "alerts": (dict, "a table"),
 }
 
 
@@ -80,12 +108,7 @@ def load_settings(
             raise SettingsError(f"{path}: {e}") from e
         except RecursionError as e:  # tomllib recurses per nested array or inline table
             raise SettingsError(f"{path}: arrays or inline tables nested too deeply") from e
-    for key, value in data.items():
-        if key not in SETTING_TYPES:
-            raise SettingsError(f"{path}: unknown setting {key!r}")
-        kind, words = SETTING_TYPES[key]
-        if not isinstance(value, kind):
-            raise SettingsError(f"{path}: {key} must be {words}, not {value!r:.40}")
+    _check_types(f"{path}:", data, SETTING_TYPES)
     keymap = data.get("keymap", {})
     if not isinstance(keymap, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in keymap.items()
@@ -99,6 +122,7 @@ def load_settings(
                     f"did you mean {close[0]!r}?" if close else "see the ids with ? in the console"
                 )
                 raise SettingsError(f"{path}: [keymap]: unknown binding id {binding_id!r} ({hint})")
+    alerts = _alerts(path, data.get("alerts", {}))
     url = os.environ.get("INBOX_TUI_URL") or str(data.get("url") or DEFAULT_URL)
     return ConsoleSettings(
         url=normalise_url(url),
@@ -107,6 +131,32 @@ def load_settings(
         theme=str(data.get("theme", "textual-dark")),
         keymap=dict(keymap),
         download_dir=str(data.get("download_dir", "")),
+        alerts=alerts,
+    )
+
+
+def _check_types(where: str, table: dict[str, object], types: dict[str, tuple[type, str]]) -> None:
+    for key, value in table.items():
+        if key not in types:
+            raise SettingsError(f"{where} unknown setting {key!r}")
+        kind, words = types[key]
+        if not isinstance(value, kind):
+            raise SettingsError(f"{where} {key} must be {words}, not {value!r:.40}")
+
+
+def _alerts(path: Path, table: object) -> AlertSettings:
+    assert isinstance(table, dict)  # load_settings checked the type
+    _check_types(f"{path}: [alerts]:", table, ALERT_TYPES)
+    sequence = table.get("desktop_sequence", "osc9")
+    if sequence not in DESKTOP_SEQUENCES:
+        choices = ", ".join(DESKTOP_SEQUENCES)
+        raise SettingsError(
+            f"{path}: [alerts]: desktop_sequence must be one of {choices}, not {sequence!r:.40}"
+        )
+    return AlertSettings(
+        bell=table.get("bell", True),
+        desktop=table.get("desktop", False),
+        desktop_sequence=sequence,
     )
 
 

@@ -23,6 +23,8 @@ from core.protocol import (
     DeliveryEvent,
     Detail,
     Event,
+    FloorEvent,
+    FloorRow,
     InteractionEvent,
     InvitationDeclined,
     InvitationEvent,
@@ -39,10 +41,14 @@ from core.protocol import (
     ReadEvent,
     RecordEvent,
     Resync,
+    SlaAlert,
+    SlaCrossing,
     Snapshot,
+    SteppedIn,
     TransferDeclined,
     TypingEvent,
 )
+from core.sla import SlaLevel, worst
 
 OPEN_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS, InteractionState.WRAP_UP)
 # Replies typed while the host is away wait here; past this many the composer says no rather
@@ -50,6 +56,11 @@ OPEN_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS, Interact
 MAX_OUTBOX = 100
 # Cases and incidents this console has been told of; the oldest told go first past this many.
 MAX_RECORDS = 1000
+# Service-level crossings remembered as shown, so a snapshot after a reconnect or a host
+# restart alerts only the new ones; the oldest are forgotten past this many.
+MAX_SLA_SHOWN = 5000
+# More crossings than this in one snapshot are alerted as one summary, not a toast each.
+SLA_ALERTS_AT_ONCE = 3
 
 
 @dataclass
@@ -107,6 +118,16 @@ class ConsoleState:
     priorities: dict[str, int] = field(default_factory=dict)
     # Cases and incidents as last told (a record event, or a view the console asked for).
     records: dict[str, ServiceRecord] = field(default_factory=dict)
+    # Supervisors: every open conversation as the floor shows it, once asked for (list_floor).
+    floor: dict[str, FloorRow] = field(default_factory=dict)
+    # The host's clock minus this console's, from the floor's last answer: times tick locally.
+    floor_skew: float = 0.0
+    # The conversations this console monitors, with the messages it has of them.
+    monitored: dict[str, dict[int, Message]] = field(default_factory=dict)
+    # Supervisors: service-level alerts to show (level, text), like `notes` but louder; and
+    # the crossings already alerted, by (item, target, level, since).
+    sla_alerts: list[tuple[SlaLevel, str]] = field(default_factory=list)
+    sla_shown: dict[tuple[str, str, str, float], None] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading
 
@@ -185,9 +206,14 @@ class ConsoleState:
         return True
 
     def reply_sent(self, client_msg_id: str) -> set[str]:
-        """The host stored it (its ack, or the message event that says so)."""
+        """The host stored it (its ack, or the message event another console of mine gets)."""
         sent = self.outbox.pop(client_msg_id, None)
         return {f"chat:{sent.interaction}"} if sent else set()
+
+    def own_message(self, message: Message) -> set[str]:
+        """A line of mine the host acked: the ack is all this console hears of it (the event
+        goes to my other consoles)."""
+        return self._message(message)
 
     def reply_failed(self, client_msg_id: str, why: str) -> set[str]:
         failed = self.outbox.get(client_msg_id)
@@ -226,6 +252,15 @@ class ConsoleState:
         self.agents = {a.id: a for a in snapshot.agents}
         self.templates = list(snapshot.templates)
         self.queues = list(snapshot.queues)
+        fresh = [c for c in snapshot.sla_crossings if self._sla_new(c)]
+        if len(fresh) > SLA_ALERTS_AT_ONCE:
+            level = worst(*(c.level for c in fresh))
+            queues = ", ".join(sorted({c.queue for c in fresh}))
+            self.sla_alerts.append(
+                (level, f"{len(fresh)} conversations near or past their targets in {queues}")
+            )
+        else:
+            self.sla_alerts += [(c.level, sla_text(c)) for c in fresh]
 
     def apply(self, event: Event) -> set[str]:
         """Fold one event in; returns the areas that changed ("offers", "chats",
@@ -312,7 +347,45 @@ class ConsoleState:
             return set()
         if isinstance(event, RecordEvent):
             return self.record_told(event.record)
+        if isinstance(event, FloorEvent):
+            return self.floor_told(event.rows, event.gone)
+        if isinstance(event, SteppedIn):
+            where = f" {event.interaction}" if event.interaction else ""
+            what = {
+                "take_over": f"took over{where}",
+                "reassign": f"gave{where} to {self.name(event.to)}",
+                "move_to_queue": f"moved{where} to {event.to}",
+                "close": f"closed{where}",
+                "presence": f"set you {event.to}",
+            }[event.action]
+            self.notes.append(f"{self.name(event.by)} {what}: {event.reason}")
+            return set()
+        if isinstance(event, SlaAlert):
+            if self._sla_new(event.crossing):
+                self.sla_alerts.append((event.crossing.level, sla_text(event.crossing)))
+            return set()
         return set()
+
+    def floor_told(self, rows: list[FloorRow], gone: list[str], *, whole: bool = False) -> set[str]:
+        """Floor rows as the host has them now ("floor", "monitor:<number>" for those
+        monitored); `whole`: these are every row (list_floor's answer)."""
+        if whole:
+            self.floor = {}
+        for row in rows:
+            self.floor[row.interaction] = row
+        for number in gone:
+            self.floor.pop(number, None)
+        return {"floor"} | {f"monitor:{n}" for n in [r.interaction for r in rows] + gone}
+
+    def _sla_new(self, crossing: SlaCrossing) -> bool:
+        """Whether the crossing was not alerted yet; remembers it as alerted."""
+        key = (crossing.item, crossing.target, crossing.level, crossing.since)
+        if key in self.sla_shown:
+            return False
+        self.sla_shown[key] = None
+        if len(self.sla_shown) > MAX_SLA_SHOWN:
+            del self.sla_shown[next(iter(self.sla_shown))]
+        return True
 
     def record_told(self, record: ServiceRecord) -> set[str]:
         """A case or incident as the host has it now ("records", "record:<number>")."""
@@ -348,6 +421,10 @@ class ConsoleState:
 
     def _message(self, message: Message) -> set[str]:
         sent = self.reply_sent(message.client_msg_id) if message.client_msg_id else set()
+        monitored = self.monitored.get(message.interaction)
+        if monitored is not None:
+            monitored[message.seq] = message
+            sent = sent | {f"monitor:{message.interaction}"}
         chat = self.chats.get(message.interaction)
         if chat is None:
             return sent
@@ -381,3 +458,16 @@ class ConsoleState:
         # A delivery event that came while the transcript was on its way is newer.
         chat.deliveries = {**(deliveries or {}), **chat.deliveries}
         chat.loaded = True
+
+
+def sla_text(crossing: SlaCrossing) -> str:
+    """One line for a crossing: "general: IMS0001001 has waited past the 30s target"."""
+    who = crossing.interaction or crossing.item
+    target = f"{crossing.seconds:g}s"
+    if crossing.target == "wait":
+        if crossing.level == SlaLevel.BREACHED:
+            return f"{crossing.queue}: {who} has waited past the {target} target"
+        return f"{crossing.queue}: {who} is near the {target} wait target"
+    if crossing.level == SlaLevel.BREACHED:
+        return f"{crossing.queue}: {who} has had no first reply within {target}"
+    return f"{crossing.queue}: {who} is near the {target} first-reply target"

@@ -83,6 +83,10 @@ commented example; core/examples/demo.toml is the demo's)::
     wrap_up_time = 60              # seconds of wrap-up after a chat ends
     affinity_window = 3600         # seconds a returning customer prefers their last agent
     abandon_after = 172800         # seconds of customer silence before abandonment
+    [queue.sla]                    # optional service-level targets (core/sla.py); at least one
+    wait = 30                      # seconds from arrival until an agent accepts
+    first_reply = 60               # seconds from accepting until the agent's first reply
+    near = 0.8                     # the fraction of a target after which it is "near" (0..1)
 
     [[agent]]                      # seed agents (created at first start)
     id = "alice"

@@ -29,6 +29,7 @@ from core.model import (
     Name,
     Role,
 )
+from core.sla import DEFAULT_NEAR
 
 # Ten years: long enough for any real deadline, short enough that `now + x` stays meaningful.
 MAX_SECONDS = 10 * 366 * 24 * 3600
@@ -127,6 +128,14 @@ class SkillTable(Table, frozen=True):
     level: Level = 1
 
 
+class SlaTable(Table, frozen=True):
+    """[queue.sla]: the queue's service-level targets (core/sla.py)."""
+
+    wait: Seconds | None = None
+    first_reply: Seconds | None = None
+    near: Annotated[float, Meta(gt=0, lt=1)] = DEFAULT_NEAR
+
+
 class QueueTable(Table, frozen=True):
     name: Name
     channel: Name
@@ -144,6 +153,7 @@ class QueueTable(Table, frozen=True):
     wrap_up_time: Seconds | None = None
     affinity_window: Seconds | None = None
     abandon_after: Seconds | None = None
+    sla: SlaTable | None = None
 
 
 class AgentTable(Table, frozen=True):

@@ -27,6 +27,7 @@ from core.model import (
     Template,
 )
 from core.routing.engine import RoutingConfig
+from core.sla import SlaTargets
 
 DEFAULT_LISTEN = "127.0.0.1:8600"
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -213,6 +214,8 @@ class HostConfig(Struct, frozen=True, kw_only=True):
     # Channel -> the key its REST intake must be signed with ([[channel]]
     # inbound_secret_file); a channel missing here takes unsigned intake.
     inbound_secrets: dict[str, Secret] = {}
+    # Queue -> its service-level targets ([queue.sla]); a queue missing here has none.
+    slas: dict[str, SlaTargets] = {}
 
     def routing_config(self) -> RoutingConfig:
         return RoutingConfig(

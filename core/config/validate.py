@@ -82,6 +82,7 @@ from core.routing.queues import (
     check_queue,
     unknown_name,
 )
+from core.sla import SlaTargets
 
 # The fields a template may use; the service fills exactly these when it renders one. A typo
 # such as {customer.nmae} would otherwise reach customers verbatim.
@@ -348,8 +349,21 @@ class _Loader:
             email=self._email(raw.channel, channels),
             deliveries=deliveries,
             inbound_secrets=inbound_secrets,
+            slas=self._slas(raw.queue),
         )
         return config
+
+    def _slas(self, tables: list[QueueTable]) -> dict[str, SlaTargets]:
+        slas = {}
+        for i, t in enumerate(tables):
+            if t.sla is None:
+                continue
+            if t.sla.wait is None and t.sla.first_reply is None:
+                self.bad(("queue", i, "sla"), "sets no target: give wait, first_reply or both")
+            slas[t.name] = SlaTargets(
+                wait=t.sla.wait, first_reply=t.sla.first_reply, near=t.sla.near
+            )
+        return slas
 
     def _deliveries(self, tables: list[ChannelTable]) -> dict[str, DeliverySettings]:
         deliveries = {}

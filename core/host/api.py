@@ -91,6 +91,7 @@ from core.protocol import (
     Detail,
     Instant,
     NoteBody,
+    Number,
     QueueStats,
     Seq,
     ShortDescription,
@@ -699,6 +700,12 @@ class RecordNotePost(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     body: NoteBody
 
 
+class RecordLinkPost(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An interaction the caller may read, linked to the record (at most 100 per record)."""
+
+    interaction: Number
+
+
 class RecordDetailView(Struct, frozen=True, kw_only=True):
     """The case or incident, its newest work notes (oldest first), the interactions linked
     to it (its source first) and the states its kind may be in, in workflow order."""
@@ -727,7 +734,7 @@ class RecordListView(Struct, frozen=True, kw_only=True):
     next_offset: int | None
 
 
-RECORD_MODELS = (RecordPatch, RecordNotePost, RecordDetailView, RecordListView)
+RECORD_MODELS = (RecordPatch, RecordNotePost, RecordLinkPost, RecordDetailView, RecordListView)
 
 
 def _record_actor(principal: Principal) -> Actor:
@@ -789,6 +796,14 @@ async def post_record_note(request: web.Request) -> web.Response:
     )
 
 
+async def post_record_link(request: web.Request) -> web.Response:
+    actor = _record_actor(await _principal(request))
+    body = await _body(request, RecordLinkPost)
+    return await _worked(
+        request, lambda cases, number: cases.link(actor, number, body.interaction), 201
+    )
+
+
 async def list_records(request: web.Request) -> web.Response:
     actor = _record_actor(await _principal(request))
     try:
@@ -845,4 +860,5 @@ def setup(
     app.router.add_get(PREFIX + "/records/{number}", get_record)
     app.router.add_patch(PREFIX + "/records/{number}", patch_record)
     app.router.add_post(PREFIX + "/records/{number}/notes", post_record_note)
+    app.router.add_post(PREFIX + "/records/{number}/links", post_record_link)
     app.router.add_get(PREFIX + "/openapi.json", openapi_json)

@@ -172,6 +172,15 @@ def render(host: Host, metrics: Metrics, now: float) -> str:
     w.family("inbox_queue_active", "gauge", "Work items of the queue accepted or in wrap-up.")
     for name, s in stats.items():
         w.sample("inbox_queue_active", s.active, {"queue": name})
+    w.family(
+        "inbox_queue_sla_breached",
+        "gauge",
+        "Conversations of the queue past its service-level target, waiting for an agent or "
+        "for a first reply (queues with [queue.sla] only).",
+    )
+    for name, s in stats.items():
+        if s.sla is not None:
+            w.sample("inbox_queue_sla_breached", s.sla.breached, {"queue": name})
 
     w.family("inbox_offers_total", "counter", "Offers made, and offers ended by outcome.")
     for outcome, n in metrics.offers.items():

@@ -533,4 +533,28 @@ def record_paths(prefix: str) -> dict[str, Any]:
                 ),
             }
         },
+        f"{prefix}/records/{{number}}/links": {
+            "post": {
+                "operationId": "linkRecord",
+                "summary": "Link an interaction the caller may read to a case or incident",
+                "parameters": [number],
+                "requestBody": {"required": True, "content": json_content("RecordLinkPost")},
+                "responses": responses(
+                    {
+                        "201": {
+                            "description": "Linked; the record with its linked interactions.",
+                            "content": json_content("RecordDetailView"),
+                        }
+                    },
+                    "400",
+                    "403",
+                    "404",
+                    "408",
+                    "413",
+                    "415",
+                    "422",
+                    "503",
+                ),
+            }
+        },
     }

@@ -69,11 +69,15 @@ from core.routing.events import (
     ItemArrived,
     ItemCancelled,
     ItemClosed,
+    ItemClosedBy,
+    ItemMoved,
+    ItemReassigned,
     MaxWaitReached,
     OfferAccepted,
     OfferExpired,
     OfferRejected,
     PresenceChanged,
+    PresenceForced,
     TransferToAgent,
     TransferToQueue,
     WrapUpEnded,
@@ -1074,6 +1078,117 @@ class Router:
             return
         self._close(item, ItemState.ABANDONED, "abandoned", "no customer reply", now)
 
+    # ------------------------------------------------------------------ supervisors step in
+
+    def _stepped_in(self, item_id: str) -> WorkItem:
+        """An item a supervisor may move: open and not in wrap-up (closing is what is left)."""
+        item = self._item(item_id)
+        if item.state == ItemState.WRAP_UP:
+            raise RoutingError("bad_state", f"work item {item_id} is in wrap-up: close it")
+        return item
+
+    def _on_item_reassigned(self, e: ItemReassigned, now: float) -> None:
+        item = self._stepped_in(e.item)
+        target = self._agent(e.to_agent)
+        if e.to_agent == item.agent:
+            raise RoutingError("already_owner", f"{e.to_agent} already has work item {e.item}")
+        if target.disabled:
+            raise RoutingError("agent_unavailable", f"{target.id} is disabled")
+        taking_over = e.to_agent == e.by
+        # Given to someone else, the chat must reach a person at a console who can serve the
+        # channel, as a transfer must; a supervisor taking it over is that person.
+        if not taking_over and not self._presence_has(target.id, item.channel):
+            raise RoutingError(
+                "agent_unavailable",
+                f"{target.id} is {self.status[target.id].presence}: only to agents available "
+                f"for {item.channel}",
+            )
+        if not taking_over and target.id in self.detached:
+            raise RoutingError("agent_unavailable", f"{target.id} has no console attached")
+        offer_id = self.offer_of_item.get(item.id)
+        pending = self.offers.get(offer_id) if offer_id is not None else None
+        # Invariant 2 holds for supervisors too: the item is charged to whoever gets it. An
+        # offer of this item to the target is room the target gets back first.
+        freed = item.weight if pending is not None and pending.agent == target.id else 0
+        if not item.on_hold and self._spare(target.id, item.channel) + freed < item.weight:
+            raise RoutingError("no_capacity", f"{target.id} has no room for another {item.channel}")
+        before = item.agent
+        if taking_over:
+            why = f"taken over by {e.by}" + (f" from {before}" if before else "")
+        else:
+            why = f"{e.by} gave it to {target.id}" + (f" from {before}" if before else "")
+        why = f"{why}: {e.reason}"
+        if pending is not None:
+            self._end_offer(pending, OfferState.RESCINDED, why, now)
+        item = self.items[item.id]
+        live = self.channels[item.channel].mode == ChannelMode.SYNC
+        queue = self._queue_of(item)
+        # Someone handed a chat must answer it as after a transfer; the supervisor who took it
+        # over is not timed by the host.
+        reply_by = (
+            now + queue.reply_deadline
+            if live and queue.reply_deadline and not taking_over and not item.replied
+            else None
+        )
+        self.last_served[item.customer] = (target.id, now)
+        given = replace(
+            item,
+            state=ItemState.ACCEPTED,
+            agent=target.id,
+            rejected_by=(),
+            preferred_agent=None,
+            max_wait_at=None,
+            awaiting_capacity=False,
+            reply_by=reply_by,
+        )
+        self._emit_item(given, "transferred" if before else "assigned", why, now)
+
+    def _on_item_moved(self, e: ItemMoved, now: float) -> None:
+        item = self._stepped_in(e.item)
+        queue = self.queues.get(e.queue)
+        if queue is None:
+            raise RoutingError("unknown_queue", f"no queue {e.queue!r}")
+        if queue.channel != item.channel:
+            raise RoutingError(
+                "channel_mismatch", f"queue {queue.name} takes {queue.channel}, not {item.channel}"
+            )
+        if item.agent is None and item.queue == queue.name:
+            raise RoutingError("same_queue", f"work item {item.id} waits in {queue.name} already")
+        why = f"{e.by} moved it to {queue.name}: {e.reason}"
+        held = item.agent
+        offer_id = self.offer_of_item.get(item.id)
+        if offer_id is not None:
+            self._end_offer(self.offers[offer_id], OfferState.RESCINDED, why, now)
+        moved = replace(
+            self.items[item.id],
+            queue=queue.name,
+            # Whoever held it is asked last, not never: if nobody else can take it, it returns.
+            rejected_by=(held,) if held else (),
+            max_wait_at=None if queue.max_wait is None else now + queue.max_wait,
+        )
+        # "queued" moves a waiting item's record to the new queue; "requeued" frees its owner.
+        self._enqueue(moved, "requeued" if held else "queued", why, now)
+
+    def _on_item_closed_by(self, e: ItemClosedBy, now: float) -> None:
+        item = self._item(e.item)
+        why = f"closed by {e.by}: {e.reason}"
+        if item.state in (ItemState.QUEUED, ItemState.OFFERED):
+            self._close(item, ItemState.CANCELLED, "cancelled", why, now)
+        else:
+            self._close(item, ItemState.CLOSED, "closed", why, now)
+
+    def _on_presence_forced(self, e: PresenceForced, now: float) -> None:
+        self._agent(e.agent)
+        if e.presence not in self.presences:
+            raise RoutingError("unknown_presence", f"no presence state {e.presence!r}")
+        if self.status[e.agent].presence == e.presence:
+            raise RoutingError("same_presence", f"{e.agent} is {e.presence} already")
+        why = f"set by {e.by}: {e.reason}"
+        if e.presence == OFFLINE:
+            self._withdraw_agent(e.agent, why, now)
+        else:
+            self._set_presence(e.agent, e.presence, why, now)
+
     def _deadline_event(self, kind: DeadlineKind, key: str) -> AnyEvent | None:
         if kind == DeadlineKind.OFFER_EXPIRY:
             return OfferExpired(offer=key) if key in self.offers else None
@@ -1109,6 +1224,10 @@ class Router:
         MaxWaitReached: _on_max_wait,
         FirstReplyMissed: _on_first_reply_missed,
         AbandonDue: _on_abandon_due,
+        ItemReassigned: _on_item_reassigned,
+        ItemMoved: _on_item_moved,
+        ItemClosedBy: _on_item_closed_by,
+        PresenceForced: _on_presence_forced,
     }
 
 

@@ -106,6 +106,48 @@ class AbandonDue(Event, tag="abandon_due", frozen=True):
     item: str
 
 
+# ---- a supervisor stepping in: each names who did it and why, for the audit trail
+
+
+class ItemReassigned(Event, tag="item_reassigned", frozen=True):
+    """A supervisor gives an open item straight to `to_agent` (themself: a take-over), with no
+    offer to accept: whoever held it leaves it, and its pending offer is rescinded."""
+
+    item: str
+    to_agent: str
+    by: str
+    reason: str
+
+
+class ItemMoved(Event, tag="item_moved", frozen=True):
+    """A supervisor puts an open item in `queue`: whoever held it leaves it and is asked last,
+    as a transfer to a queue does."""
+
+    item: str
+    queue: str
+    by: str
+    reason: str
+
+
+class ItemClosedBy(Event, tag="item_closed_by", frozen=True):
+    """A supervisor closes an open item at once, whatever its state: waiting, it is
+    cancelled; held, it is closed without wrap-up."""
+
+    item: str
+    by: str
+    reason: str
+
+
+class PresenceForced(Event, tag="presence_forced", frozen=True):
+    """A supervisor sets an agent's presence. Offline is a log-out (live chats go back to
+    their queues), as the agent gone from the floor it is meant for."""
+
+    agent: str
+    presence: str
+    by: str
+    reason: str
+
+
 AnyEvent = (
     ItemArrived
     | ItemCancelled
@@ -127,4 +169,8 @@ AnyEvent = (
     | MaxWaitReached
     | FirstReplyMissed
     | AbandonDue
+    | ItemReassigned
+    | ItemMoved
+    | ItemClosedBy
+    | PresenceForced
 )

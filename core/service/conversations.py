@@ -70,6 +70,8 @@ class Conversations:
         # Told when a conversation's first customer message arrives (the inbox sends the
         # pending offer again with it).
         self.on_opening: Callable[[Conversation], None] | None = None
+        # Told of every message delivered, after its participants (the supervisors' floor).
+        self.message_observers: list[Callable[[Conversation, Message], None]] = []
         # agent -> the open conversations they are in now, in the order they joined: the
         # tray and a login's snapshot look only at these, never at the whole floor's.
         self.open_of_agent: dict[str, dict[str, None]] = {}
@@ -139,21 +141,26 @@ class Conversations:
 
     # ------------------------------------------------------------------ messages
 
-    async def delivered(self, conv: Conversation, message: Message) -> None:
+    async def delivered(
+        self, conv: Conversation, message: Message, *, but: AgentSession | None = None
+    ) -> None:
         """A committed message goes out: to the participants, the customer (not work notes),
-        and the tray."""
+        and the tray. `but`: the session that wrote it, whose ack carries the message (its
+        agent's other consoles still get the event)."""
         self.timed("message", max(0.0, self.clock() - message.created_at))
         opened = not conv.opening
         self._note_message(conv, message)
         if opened and conv.opening and self.on_opening is not None:
             self.on_opening(conv)
         event = MessageEvent(message=message)
-        self.floor.push_participants(conv.record, event)
+        self.floor.push_participants(conv.record, event, but=but)
         if message.kind == "message":
             self.floor.push_customer(conv.record.number, event)
         if self.is_async(conv.record):
             for agent in current(conv.record):
                 self.push_ongoing(agent)
+        for observer in self.message_observers:
+            observer(conv, message)
 
     def _note_message(self, conv: Conversation, message: Message) -> None:
         conv.noted += 1
@@ -190,7 +197,7 @@ class Conversations:
     ) -> None:
         """Move the agent's read mark to `seq`. `announce` False: moved by a reply, news only
         if it passes unread customer lines. `but`: the session that moved it by its reply,
-        which learns as much from its own line's `message` event and is not told again."""
+        which learns as much from its reply's ack and is not told again."""
         key = (conv.record.number, agent)
         mark = self.read_marks.get(key, 0)
         if seq <= mark:

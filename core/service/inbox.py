@@ -16,6 +16,8 @@ A façade over one part per concept, each in a module of its own name:
     views.py          what a console is shown: snapshot, agents, offers, queue statistics
     day.py            the day at a glance: each queue's figures per minute, kept in the store,
                       and each agent's offers declined and expired today
+    supervision.py    supervisors: the floor live, monitoring a conversation, stepping in
+    sla_watch.py      service levels: the queues' marks, supervisors alerted of crossings
 
 Routing steps arrive from RoutingService already committed, with the interaction records that
 followed their work items in the same transaction; here they fan out. Nothing in the inbox
@@ -50,11 +52,13 @@ from core.protocol import (
     Archive,
     AttachFile,
     AuditTrail,
+    CloseConversation,
     CloseRecord,
     CreateRecord,
     DeliveryEvent,
     Detail,
     EndChat,
+    ForcePresence,
     GetAttachment,
     GetAudit,
     GetDay,
@@ -64,20 +68,25 @@ from core.protocol import (
     InviteAgent,
     LinkRecord,
     ListAgents,
+    ListFloor,
     ListInteractions,
     ListOnlineAgents,
     ListRecords,
     MarkRead,
+    Monitor,
+    MoveToQueue,
     OfferClosed,
     OfferEvent,
     Ok,
     Ping,
     PresenceEvent,
+    Reassign,
     RejectOffer,
     SendMessage,
     ServerFrame,
     SetPresence,
     SubscribeQueueStats,
+    TakeOver,
     TransferDeclined,
     TransferToAgent,
     TransferToQueue,
@@ -102,6 +111,8 @@ from core.service.outbox import Outbox, Transport
 from core.service.records import Records
 from core.service.routing import RoutingService, Step
 from core.service.sessions import AgentSession
+from core.service.sla_watch import SlaWatch
+from core.service.supervision import Supervision
 from core.service.views import Views
 from core.service.webhook import WebhookTransport
 from store.base import Store, StoreError, StoreStats, StoreUnavailable
@@ -182,6 +193,9 @@ class Inbox:
             offers_today=self.day.offers_today,
         )
         self.records.details = self.views.details
+        self.sla = SlaWatch(config.slas, self.routing, self.conversations, self.floor, clock)
+        self.views.sla_marks = self.sla.marks
+        self.views.sla_crossings = self.sla.standing
         self.conversations.on_opening = self._opening_arrived
         # Routing asks these of the parts built on top of it: which records follow items, and
         # who has no console (at every rebuild).
@@ -189,6 +203,10 @@ class Inbox:
         self.routing.detached_agents = self.floor.detached_agents
         self.routing.deliveries = self.outbox.for_change
         self.routing.listeners.append(self._on_step)
+        self.supervision = Supervision(self.routing, self.conversations, self.floor, store, clock)
+        self.supervision.sla_clock = self.sla.clock_of
+        self.routing.listeners.append(self.supervision.step_committed)
+        self.conversations.message_observers.append(self.supervision.message_delivered)
         self._tasks: list[asyncio.Task[None]] = []
 
         # What the host calls, named by the part that owns it (its contract is there).
@@ -254,6 +272,13 @@ class Inbox:
             UpdateRecord: self.cases.update_command,
             AddRecordNote: self.cases.note_command,
             LinkRecord: self.cases.link_command,
+            ListFloor: self.supervision.list_floor,
+            Monitor: self.supervision.monitor,
+            TakeOver: self.supervision.take_over,
+            Reassign: self.supervision.reassign,
+            MoveToQueue: self.supervision.move_to_queue,
+            CloseConversation: self.supervision.close,
+            ForcePresence: self.supervision.force_presence,
         }
 
     def _opening_arrived(self, conv: Conversation) -> None:
@@ -272,6 +297,7 @@ class Inbox:
     async def start(self) -> None:
         await self.conversations.load()
         await self.records.load()
+        await self.supervision.load()
         await self.routing.start()
         # Counting starts from the rebuilt engine: the steps of its start are not arrivals.
         await self.day.start()
@@ -283,6 +309,8 @@ class Inbox:
             asyncio.create_task(self.views.stats_loop()),
             asyncio.create_task(self.floor.reaper()),
             asyncio.create_task(self.outbox.run(self.transports)),
+            asyncio.create_task(self.supervision.publish_loop()),
+            asyncio.create_task(self.sla.run()),
         ]
 
     async def stop(self) -> None:

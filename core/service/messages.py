@@ -99,7 +99,9 @@ class Messages:
         if not duplicate:
             if delivery is not None:
                 self.outbox.enqueued(delivery, message)
-            await self.conversations.delivered(conv, message)
+            # The writer's console draws its own line from the ack: an echo was one frame in
+            # eight of a conversation (docs/performance.md).
+            await self.conversations.delivered(conv, message, but=session)
         return conv, message, duplicate
 
     async def typing(self, session: AgentSession, frame: Typing) -> ServerFrame:

@@ -26,6 +26,7 @@ from core.protocol import (
     QueueStats,
     QueueStatsEvent,
     ServerFrame,
+    SlaCrossing,
     Snapshot,
     SubscribeQueueStats,
 )
@@ -36,6 +37,7 @@ from core.service.errors import InboxError
 from core.service.floor import Floor
 from core.service.routing import RoutingService
 from core.service.sessions import AgentSession
+from core.sla import QueueSla
 
 STATS_SLICES = 10
 # What queue figures may cost a floor, in frames a second: one frame is a socket write (~30 µs
@@ -55,6 +57,9 @@ class Views:
     invitations_of: Callable[[str], dict[str, str]] = field(default=lambda agent: {})
     # (declined, expired) of an agent's offers today (the day's part owns them).
     offers_today: Callable[[str], tuple[int, int]] = field(default=lambda agent: (0, 0))
+    # The queues' service-level marks and the clocks past near or target now (sla_watch.py).
+    sla_marks: Callable[[float], dict[str, QueueSla]] = field(default=lambda now: {})
+    sla_crossings: Callable[[float], list[SlaCrossing]] = field(default=lambda now: [])
     _last_stats: dict[str, QueueStats] = field(default_factory=dict, init=False)
     _round: int = field(default=0, init=False)
     # The round in which each queue's figures last changed.
@@ -146,6 +151,7 @@ class Views:
             ],
             templates=templates,
             queues=queues,
+            sla_crossings=self.sla_crossings(self.clock()) if session.supervisor else [],
         )
 
     async def list_agents(self, session: AgentSession, frame: ListAgents) -> ServerFrame:
@@ -181,6 +187,7 @@ class Views:
         router = self.routing.router
         now = self.clock()
         active = router.active
+        sla = self.sla_marks(now)
         out = {}
         for name, queue in router.queues.items():
             waits = [now - i.enqueued_at for i in router.waiting_items(name)]
@@ -197,6 +204,7 @@ class Views:
                     if queue.channel in router.presences[router.status[a].presence].channels
                     and a not in router.detached
                 ),
+                sla=sla.get(name),
             )
         return out
 
