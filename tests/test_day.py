@@ -31,18 +31,11 @@ from core.service.inbox import Inbox
 from core.service.sessions import AgentSession
 from store import open_store
 from store.base import Store
-from tests.hosting import fast_config_text
+from tests.hosting import FAST_QUEUES, fast_config_text
 from tests.test_api import Api, serving
 
-# One chat queue whose offers wait 30 s, so the script answers them in its own time.
-QUEUE = """
-[[queue]]
-name = "general"
-channel = "chat"
-rule = "most_capacity"
-groups = ["tier1", "tier2"]
-offer_timeout = 30
-"""
+# The quick general queue, but offers wait 30 s: the script answers them in its own time.
+QUEUE = FAST_QUEUES.replace("offer_timeout = 1.5", "offer_timeout = 30")
 
 # A minute's start, well inside a day, so the script's two minutes share one local date.
 M = local_midnight(1_800_000_000) + 12 * 3600
