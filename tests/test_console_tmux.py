@@ -257,8 +257,9 @@ async def test_records_routing_history_and_files_keys_through_tmux(tmp_path: Pat
             number = await accept_chat(term, customer)
             await term.wait_for(MAIN_FOOTER)
             term.type("R")  # why did this come to me
-            await term.wait_for(f"Routing history of {number}")
-            await term.wait_for("offered to alice")
+            # Titled by the work item, with the interaction's number after it.
+            screen = await term.wait_for("offered to alice")
+            assert re.search(rf"Routing history of \S+ \({number}\)", screen), screen
             term.send_keys("Escape")
             await term.wait_for(MAIN_FOOTER)
             term.type("d")
