@@ -154,7 +154,7 @@ class Agents(App[None]):
 
 
 def test_agents_table_snapshot(snap_compare: SnapCompare) -> None:
-    assert snap_compare(Agents(), terminal_size=(120, 8))
+    assert snap_compare(Agents(), terminal_size=(80, 8))
 
 
 async def test_the_day_tab_draws_what_the_host_stored(tmp_path: Path) -> None:

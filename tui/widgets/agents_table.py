@@ -29,9 +29,12 @@ class AgentsTable(Static, can_focus=True):
         self.now = now
         self.cursor = max(0, min(self.cursor, len(loads) - 1))
         table = Table(expand=True, header_style="bold", box=None)
-        columns = ("Agent", "Role", "Presence", "Load", "By channel", "Offers", "Declined")
-        for column in (*columns, "Expired", "Queues"):
-            table.add_column(column)
+        # One line an agent, cut short rather than wrapped: at 80 columns a wrapped row took
+        # three lines and the table a screen for four agents.
+        columns = ("Agent", "Role", "Presence", "Load", "By channel", "Offers", "Decl.", "Exp.")
+        for column in columns:
+            table.add_column(column, no_wrap=True, overflow="ellipsis")
+        table.add_column("Queues", no_wrap=True, overflow="ellipsis", ratio=1)
         for i, row in enumerate(loads):
             a = row.agent
             load = f"{row.active}/{row.capacity}"
