@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 REFRESH = 2.0  # seconds: load changes with every routing step; a glance is what a floor needs
 DAY_REFRESH = 60.0  # the host stores the day's figures a minute at a time
+DAY_LAG = 2.0  # seconds after a minute's end: the host has stored it by then
 MAX_REASON = 500  # the protocol's limit on a step-in's reason
 
 
@@ -86,7 +87,8 @@ class SupervisorScreen(Screen[None]):
         self.refresh_view()
         self.set_interval(REFRESH, self.refresh_view)
         self.refresh_day()
-        self.set_interval(DAY_REFRESH, self.refresh_day)
+        # The host stores each minute as it ends: ask just after, not up to a minute late.
+        self.set_timer(DAY_REFRESH - time.time() % DAY_REFRESH + DAY_LAG, self._day_each_minute)
         self.set_interval(1.0, self.query_one(FloorTable).tick)
         self.show_floor()  # what this console knows already, until the host's answer
         self.run_worker(self.load_floor(), group="floor")
@@ -112,6 +114,10 @@ class SupervisorScreen(Screen[None]):
 
     def action_day_queue(self) -> None:
         self.query_one("#day-plots", DayPlots).cycle()
+
+    def _day_each_minute(self) -> None:
+        self.refresh_day()
+        self.set_interval(DAY_REFRESH, self.refresh_day)
 
     def refresh_day(self) -> None:
         self.run_worker(self.load_day(), exclusive=True, group="day")

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+import pytest
 from textual.app import App, ComposeResult
 
 from core.model import AgentDay, QueueMinute, Role
@@ -17,7 +19,7 @@ from screens.supervisor import SupervisorScreen
 from tests.hosting import running_host
 from tests.test_console_pilot import SIZE, console, until
 from tui.widgets.agents_table import AgentsTable
-from tui.widgets.day_plots import DayPlots, day_series
+from tui.widgets.day_plots import DayPlots, day_series, first_plotted
 
 SnapCompare = Callable[..., bool]
 
@@ -112,8 +114,24 @@ async def test_the_queue_key_cycles_every_queue_then_each() -> None:
         ]
 
 
-def test_day_plots_snapshot(snap_compare: SnapCompare) -> None:
-    assert snap_compare(Plots(), terminal_size=(100, 34))
+def test_the_plots_start_at_the_days_first_stored_minute_but_show_the_last_hour() -> None:
+    assert first_plotted(FIGURES) == 0  # six minutes: all of them
+    day = msgspec.structs.replace(FIGURES, since=T0 - 600 * 60, until=T0 + 6 * 60)
+    assert first_plotted(day) == 606 - 60  # traffic for 6 minutes: the last hour
+    day = msgspec.structs.replace(FIGURES, since=T0 - 600 * 60, until=T0 + 300 * 60)
+    assert first_plotted(day) == 600  # the first stored minute, T0
+    quiet = msgspec.structs.replace(day, minutes=[])
+    assert first_plotted(quiet) == 900 - 60
+
+
+def test_day_plots_snapshot(snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")  # the title says when the plots start, in local time
+    time.tzset()
+    try:
+        assert snap_compare(Plots(), terminal_size=(100, 34))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 NOW = float(T0 + 3600)

@@ -8,6 +8,7 @@ visible). It is built in, so the console needs no plotting library.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from core.model import QueueMinute
 from core.protocol import DayFigures
 
 MINUTE = 60
+MIN_SPAN = 60  # minutes: the plots show at least the last hour
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,17 @@ def day_series(figures: DayFigures, queue: str | None) -> list[Series]:
     ]
 
 
+def first_plotted(figures: DayFigures) -> int:
+    """The first minute to plot, as an index from `figures.since`: the first the host stored
+    for any queue (so cycling queues keeps the same span), but no later than MIN_SPAN minutes
+    before the end. The hours before the first traffic of the day would squeeze the day into
+    the plots' last columns (a demo started at 18:47 drew 3 minutes in 1,130)."""
+    count = max(0, (figures.until - figures.since) // MINUTE)
+    stored = [(m.minute - figures.since) // MINUTE for m in figures.minutes]
+    first = min((i for i in stored if 0 <= i < count), default=count)
+    return max(0, min(first, count - MIN_SPAN))
+
+
 class DayPlots(Vertical):
     DEFAULT_CSS = """
     DayPlots { height: auto; }
@@ -121,11 +134,15 @@ class DayPlots(Vertical):
             return
         self.series = day_series(self.figures, self.queue)
         which = "every queue" if self.queue is None else f"queue {self.queue}"
-        minutes = (self.figures.until - self.figures.since) // MINUTE
-        self.query_one("#day-title", Static).update(f"The day, {which}: the last {minutes} minutes")
+        first = first_plotted(self.figures)
+        minutes = (self.figures.until - self.figures.since) // MINUTE - first
+        start = time.strftime("%H:%M", time.localtime(self.figures.since + first * MINUTE))
+        self.query_one("#day-title", Static).update(
+            f"The day, {which}: from {start}, {minutes} minutes"
+        )
         for i, series in enumerate(self.series):
             self.query_one(f"#day-label-{i}", Static).update(f"{series.name}: {series.summary}")
-            self.query_one(f"#day-plot-{i}", Sparkline).data = series.values
+            self.query_one(f"#day-plot-{i}", Sparkline).data = series.values[first:]
 
 
 _EMPTY = DayFigures(ref=0, since=0, until=0, queues=[], minutes=[])
