@@ -282,9 +282,12 @@ class Supervision:
         for agent in were:
             self.floor.push(agent, told)
         name = self.floor.name
-        what = {"take_over": "took over", "reassign": f"gave it to {name(to)}"}.get(
-            action, f"moved it to {to}"
-        )
+        what = {
+            "take_over": "took over",
+            "reassign": f"gave it to {name(to)}",
+            "move_to_queue": f"moved it to {to}",
+            "close": "closed it",
+        }[action]
         # A closed conversation has left memory by now: its audit trail says why.
         if self.conversations.open.get(conv.record.number) is conv:
             await self.conversations.system(
