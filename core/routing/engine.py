@@ -998,13 +998,7 @@ class Router:
 
     def _on_transfer_to_queue(self, e: TransferToQueue, now: float) -> None:
         item = self._assigned(e.item)
-        queue = self.queues.get(e.queue)
-        if queue is None:
-            raise RoutingError("unknown_queue", f"no queue {e.queue!r}")
-        if queue.channel != item.channel:
-            raise RoutingError(
-                "channel_mismatch", f"queue {queue.name} takes {queue.channel}, not {item.channel}"
-            )
+        queue = self._queue_for(item, e.queue)
         moved = replace(
             item,
             queue=queue.name,
@@ -1013,6 +1007,17 @@ class Router:
             max_wait_at=None if queue.max_wait is None else now + queue.max_wait,
         )
         self._release_to_queue(moved, "requeued", f"{item.agent} transferred to {queue.name}", now)
+
+    def _queue_for(self, item: WorkItem, name: str) -> Queue:
+        """The queue a transfer or a supervisor moves `item` to: one that takes its channel."""
+        queue = self.queues.get(name)
+        if queue is None:
+            raise RoutingError("unknown_queue", f"no queue {name!r}")
+        if queue.channel != item.channel:
+            raise RoutingError(
+                "channel_mismatch", f"queue {queue.name} takes {queue.channel}, not {item.channel}"
+            )
+        return queue
 
     def _on_agent_replied(self, e: AgentReplied, now: float) -> None:
         item = self._item(e.item)
@@ -1145,13 +1150,7 @@ class Router:
 
     def _on_item_moved(self, e: ItemMoved, now: float) -> None:
         item = self._stepped_in(e.item)
-        queue = self.queues.get(e.queue)
-        if queue is None:
-            raise RoutingError("unknown_queue", f"no queue {e.queue!r}")
-        if queue.channel != item.channel:
-            raise RoutingError(
-                "channel_mismatch", f"queue {queue.name} takes {queue.channel}, not {item.channel}"
-            )
+        queue = self._queue_for(item, e.queue)
         if item.agent is None and item.queue == queue.name:
             raise RoutingError("same_queue", f"work item {item.id} waits in {queue.name} already")
         why = f"{e.by} moved it to {queue.name}: {e.reason}"
