@@ -61,6 +61,11 @@ class SupervisorScreen(Screen[None]):
     ACTIONS = SUPERVISOR_ACTIONS
     BINDINGS = bindings(SUPERVISOR_ACTIONS)
 
+    DEFAULT_CSS = """
+    #supervisor-tabs { height: 1fr; }
+    #supervisor-connection { height: 1; }
+    """
+
     def __init__(self) -> None:
         super().__init__()
         self.loads: list[AgentLoad] = []
@@ -81,9 +86,12 @@ class SupervisorScreen(Screen[None]):
             with TabPane("Day", id="tab-day"), VerticalScroll():
                 yield DayPlots(id="day-plots")
                 yield Static(id="day-trouble")
+        # Shown only while the host is away: what the tabs show is then no longer live.
+        yield Static(id="supervisor-connection")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.show_connection(self.inbox.connection)
         self.refresh_view()
         self.set_interval(REFRESH, self.refresh_view)
         self.refresh_day()
@@ -178,6 +186,12 @@ class SupervisorScreen(Screen[None]):
         if "queues" in areas:
             # Targets change only with the config; the next second's tick draws them.
             self.query_one(FloorTable).targets = self.targets()
+        self.show_connection(self.inbox.connection)
+
+    def show_connection(self, status: str) -> None:
+        line = self.query_one("#supervisor-connection", Static)
+        line.display = status != "connected"
+        line.update(f"[bold red]● {status}[/]: the figures are as they were when it went")
 
     def on_virtual_list_selected(self, event: VirtualList.Selected) -> None:
         if isinstance(event.row, FloorRow):

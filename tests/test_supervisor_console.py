@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from msgspec.structs import replace
+from textual.widgets import Footer
 
 from core.protocol import FloorRow
 from core.routing.records import owner_of
@@ -78,6 +79,17 @@ async def test_the_floor_tab_follows_every_conversation_and_sorts_and_filters(
             await answer(pilot, app, Prompt, "agent:alice")
             await until(pilot, lambda: isinstance(app.screen, SupervisorScreen))
             await until(pilot, lambda: [r.interaction for r in shown(app)] == [first])
+
+            # The host away: the screen says the figures are no longer live, until it is back.
+            line = app.screen.query_one("#supervisor-connection")
+            assert not line.display
+            app.client.backoff = (0.3, 0.5)
+            await app.client._ws.close()  # type: ignore[union-attr]
+            await until(pilot, lambda: line.display and "reconnecting" in str(line.render()))
+            # On its own line above the footer (docked, the footer once covered it).
+            footer = app.screen.query_one(Footer).region
+            await until(pilot, lambda: line.region.height == 1 and line.region.bottom <= footer.y)
+            await until(pilot, lambda: not line.display)
 
             # Back to the chats: the floor's events stop.
             watching = h.host.inbox.supervision.watching
