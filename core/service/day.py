@@ -282,7 +282,7 @@ class Day:
             raise InboxError(
                 "bad_range",
                 f"until must be one to {MAX_DAY_MINUTES} minutes after since, "
-                f"got since={since:g} and until={until:g}",
+                f"got since={since:.0f} and until={until:.0f}",
             )
         return DayFigures(
             ref=0,
