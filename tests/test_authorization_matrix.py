@@ -181,6 +181,7 @@ EVENTS: dict[str, set[str]] = {
     "interaction:updated": audience("owner", "guest"),
     "interaction:closed": audience("owner", "guest", "customer"),
     "interaction:archived": audience("guest"),
+    # Written from the customer's second tab: the first gets it, the writing tab has the ack.
     "message": audience("owner", "guest", "customer"),
     # The owner wrote it: their session has it in the ack, not as an event.
     "message:work_note": audience("guest"),
@@ -611,6 +612,22 @@ async def widget_customer(w: World, name: str) -> Customer:
     return customer
 
 
+async def another_tab(w: World, customer: Customer) -> Customer:
+    """A second widget socket on `customer`'s conversation, resumed with its ticket."""
+    ws = await w.http.ws_connect(w.h.url + "/widget/ws")
+    tab = Customer(ws=ws, number=customer.number, ticket=customer.ticket)
+
+    async def read() -> None:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                tab.frames.append(json.loads(msg.data))
+
+    tab.reader = asyncio.create_task(read())
+    await tab.send({"t": "resume", "conversation": customer.number, "ticket": customer.ticket})
+    await tab.next("resumed")
+    return tab
+
+
 Match = Callable[[Event], bool]
 CustomerMatch = Callable[[dict[str, Any]], bool]
 
@@ -692,10 +709,10 @@ async def test_every_event_reaches_exactly_its_audience(tmp_path: Path) -> None:
                 lambda f: f["t"] == "message" and f["body"] == body,
             )
 
+        tab = await another_tab(w, customers["customer"])
+
         async def customer_says() -> None:
-            await customers["customer"].send(
-                {"t": "message", "body": "where is my parcel", "client_msg_id": "c1"}
-            )
+            await tab.send({"t": "message", "body": "where is my parcel", "client_msg_id": "c1"})
 
         got["message"] = await receivers(
             w, customers, customer_says, *message("where is my parcel")
@@ -838,7 +855,7 @@ async def test_every_event_reaches_exactly_its_audience(tmp_path: Path) -> None:
             w, customers, resume_far_ahead, lambda e: isinstance(e, Resync)
         )
 
-        for c in customers.values():
+        for c in (*customers.values(), tab):
             await c.ws.close()
         assert set(got) == set(EVENTS)
         wrong = {k: (got[k], EVENTS[k]) for k in EVENTS if got[k] != EVENTS[k]}

@@ -229,10 +229,14 @@ async def test_chat_start_accept_and_exchange(served: Served, http: aiohttp.Clie
     joined = await c.expect("message", body="Alice Martin joined")
     assert joined["from"] == "system" and joined["name"] is None
 
+    # A second tab on the same chat gets the customer's line; the tab that sent it has the ack.
+    tab = await connect(http, served)
+    await tab.send(t="resume", conversation=number, ticket=started["ticket"])
+    await tab.expect("resumed")
     ack = await c.say("My printer is on fire", "c-1")
-    mine = await c.expect("message", seq=ack["seq"])
+    mine = await tab.expect("message", seq=ack["seq"])
     assert mine["from"] == "customer" and mine["name"] == "Ada Lovelace"
-    assert mine["client_msg_id"] == "c-1"
+    assert mine["client_msg_id"] == "c-1" and mine["body"] == "My printer is on fire"
     heard = await alice.event(
         lambda e: getattr(getattr(e, "message", None), "body", "") == "My printer is on fire"
     )
@@ -245,6 +249,9 @@ async def test_chat_start_accept_and_exchange(served: Served, http: aiohttp.Clie
     reply = await c.expect("message", body="Step away from it")
     assert reply["from"] == "agent" and reply["name"] == "Alice Martin"
     assert "client_msg_id" not in reply and isinstance(reply["at"], float)
+    # The reply came after the customer's line was stored: no echo of it was on the way.
+    assert not [f for f in map(json.loads, c.raw) if f["t"] == "message" and f["seq"] == ack["seq"]]
+    await tab.ws.close()
 
     # Customers never see work notes nor agents' ids.
     assert not any("internal: VIP" in raw for raw in c.raw)
@@ -335,9 +342,13 @@ async def test_markup_is_stored_and_echoed_verbatim(
     served: Served, http: aiohttp.ClientSession
 ) -> None:
     c = await connect(http, served)
-    number = (await c.start(name=SCRIPT, email="x@example.com"))["conversation"]
+    started = await c.start(name=SCRIPT, email="x@example.com")
+    number = started["conversation"]
+    tab = await connect(http, served)
+    await tab.send(t="resume", conversation=number, ticket=started["ticket"])
+    await tab.expect("resumed")
     ack = await c.say(SCRIPT, "c-1")
-    echo = await c.expect("message", seq=ack["seq"])
+    echo = await tab.expect("message", seq=ack["seq"])
     assert echo["body"] == SCRIPT and echo["name"] == SCRIPT
     record = await served.host.inbox.store.get_interaction(number)
     assert record is not None and record.customer_name == SCRIPT

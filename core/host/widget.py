@@ -505,6 +505,9 @@ class CustomerConnection:
         # While the transcript is being read, events are held here so none slips between the
         # read and the live feed; None once live.
         self.held: list[Event] | None = None
+        # Ids of this socket's messages being stored: their lines are not sent back to it,
+        # the ack draws them (a fifth of a chat's frames to the widget were these echoes).
+        self.sending: set[str] = set()
         self.dropped = False
         self.closer: asyncio.Task[bool] | None = None  # held so the task is not collected
 
@@ -739,6 +742,7 @@ class CustomerConnection:
         if closed:
             # Resumed after the close: watch first, so a reopening's news reaches this socket.
             self.unwatch = inbox.watch(self.number, self.on_event)
+        self.sending.add(cid)
         try:
             message, duplicate = await inbox.customer_message(
                 self.number, self.customer, frame.body, cid
@@ -750,6 +754,8 @@ class CustomerConnection:
             if e.code == "unroutable":
                 raise Refused("unroutable", UNROUTABLE_TEXT, cid) from e
             raise Refused("conversation_closed", "this chat has ended", cid) from e
+        finally:
+            self.sending.discard(cid)
         if duplicate and message.sender != self.customer:
             # The store dedupes per conversation, agents' ids included: never ack their message.
             raise Refused("duplicate_id", "client_msg_id already used: pick another", cid)
@@ -809,8 +815,11 @@ class CustomerConnection:
         if self.held is not None:
             self.held.append(event)
         elif isinstance(event, MessageEvent):
-            if event.message.kind == "message":
-                self.send(self.message_frame(event.message))
+            m = event.message
+            if m.kind == "message" and not (
+                m.sender_kind == SenderKind.CUSTOMER and m.client_msg_id in self.sending
+            ):
+                self.send(self.message_frame(m))
         elif isinstance(event, InteractionEvent):
             self.send(self.state_frame(event.record))
         elif isinstance(event, TypingEvent):

@@ -19,7 +19,10 @@
 
   let ws = null;
   let phase = "idle"; // idle | starting | resuming | live
-  let stored = readStored(); // {conversation, ticket} of the chat this browser is in
+  let stored = readStored(); // {conversation, ticket, name} of the chat this browser is in
+  // The customer's name on their own lines, which this page draws from the acks: the host
+  // does not send a socket's own messages back to it.
+  let myName = (stored && stored.name) || "";
   let messages = new Map(); // seq -> message frame
   let pending = new Map(); // client_msg_id -> {body, element, failed}
   let chatState = null;
@@ -271,7 +274,7 @@
           messages = new Map();
           list.replaceChildren();
         }
-        writeStored({ conversation: f.conversation, ticket: f.ticket });
+        writeStored({ conversation: f.conversation, ticket: f.ticket, name: myName });
         phase = "live";
         retries = 0;
         show("chat");
@@ -280,7 +283,10 @@
       case "resumed":
         phase = "live";
         retries = 0;
-        for (const m of f.messages) addMessage(m);
+        for (const m of f.messages) {
+          if (m.from === "customer" && m.name) myName = m.name;
+          addMessage(m);
+        }
         setState(f.state, f.agent);
         for (const [id, p] of pending) if (!p.failed) sendPending(id);
         break;
@@ -293,7 +299,7 @@
       case "ack":
         if (pending.has(f.client_msg_id) && !messages.has(f.seq)) {
           const p = pending.get(f.client_msg_id);
-          addMessage({ t: "message", seq: f.seq, from: "customer", name: "", body: p.body, at: Date.now() / 1000, client_msg_id: f.client_msg_id });
+          addMessage({ t: "message", seq: f.seq, from: "customer", name: myName, body: p.body, at: Date.now() / 1000, client_msg_id: f.client_msg_id });
         }
         break;
       case "typing":
@@ -365,6 +371,7 @@
     $("start").disabled = true;
     resetChat();
     phase = "starting";
+    myName = name;
     connect(() => startFrame(name, email));
   });
 
