@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -62,6 +63,7 @@ from core.model import (
     MailId,
     Message,
     Offer,
+    OfferState,
     Participant,
     PresenceState,
     Queue,
@@ -378,33 +380,92 @@ def _upsert_data(table: str, key: str) -> str:
     )
 
 
-_UPSERT_ITEM = (
-    "INSERT INTO work_items (id, state, data) VALUES ($1, $2, $3) "
-    "ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, data = EXCLUDED.data"
+# A routing step's rows in one statement, one round trip: each table's rows as arrays, written
+# in array order (WITH ORDINALITY), which is the order the rules need: items keep their queue
+# position, an offer leaving `pending` goes before its item's next one (offer_rows), and audit
+# entries keep theirs. Records are updated and their participants made to match.
+_ROUTE = """
+WITH items AS (
+    INSERT INTO work_items (id, state, data)
+    SELECT id, state, data
+    FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS r(id, state, data, n)
+    ORDER BY n
+    ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, data = EXCLUDED.data
+), offers AS (
+    INSERT INTO offers (id, item, state, data)
+    SELECT id, item, state, data
+    FROM unnest($4::text[], $5::text[], $6::text[], $7::text[])
+        WITH ORDINALITY AS r(id, item, state, data, n)
+    ORDER BY n
+    ON CONFLICT (id) DO UPDATE
+    SET item = EXCLUDED.item, state = EXCLUDED.state, data = EXCLUDED.data
+), statuses AS (
+    INSERT INTO agent_statuses (agent, data)
+    SELECT * FROM unnest($8::text[], $9::text[])
+    ON CONFLICT (agent) DO UPDATE SET data = EXCLUDED.data
+), audit AS (
+    INSERT INTO audit (item, data)
+    SELECT item, data FROM unnest($10::text[], $11::text[]) WITH ORDINALITY AS r(item, data, n)
+    ORDER BY n
+), affinity AS (
+    INSERT INTO affinity (customer, agent, at)
+    SELECT * FROM unnest($12::text[], $13::text[], $14::float8[])
+    ON CONFLICT (customer) DO UPDATE SET agent = EXCLUDED.agent, at = EXCLUDED.at
+), records AS (
+    UPDATE interactions AS i
+    SET archived = r.archived, opened_at = r.opened_at, data = r.data
+    FROM unnest($15::text[], $16::bool[], $17::float8[], $18::text[])
+        AS r(number, archived, opened_at, data)
+    WHERE i.number = r.number
+    RETURNING i.number
+), joined AS (
+    INSERT INTO participants (agent, interaction)
+    SELECT * FROM unnest($19::text[], $20::text[])
+    ON CONFLICT DO NOTHING
+), gone AS (
+    DELETE FROM participants AS p
+    WHERE p.interaction = ANY($15::text[])
+      AND NOT EXISTS (
+          SELECT 1 FROM unnest($19::text[], $20::text[]) AS k(agent, interaction)
+          WHERE k.agent = p.agent AND k.interaction = p.interaction
+      )
 )
-_UPSERT_OFFER = (
-    "INSERT INTO offers (id, item, state, data) VALUES ($1, $2, $3, $4) ON CONFLICT (id) "
-    "DO UPDATE SET item = EXCLUDED.item, state = EXCLUDED.state, data = EXCLUDED.data"
-)
-_UPSERT_STATUS = _upsert_data("agent_statuses", "agent")
-_INSERT_AUDIT = "INSERT INTO audit (item, data) VALUES ($1, $2)"
-_UPSERT_AFFINITY = (
-    "INSERT INTO affinity (customer, agent, at) VALUES ($1, $2, $3) ON CONFLICT "
-    "(customer) DO UPDATE SET agent = EXCLUDED.agent, at = EXCLUDED.at"
-)
+SELECT array(SELECT number FROM records)
+"""
+# The key a violated constraint names, from PostgreSQL's detail: 'Key (item)=(w1) ...'.
+_KEY = re.compile(r"Key \([^)]*\)=\((.*)\) (?:is not present|already exists)")
 
 
-async def _write_offers(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
-    # Row by row so a violation names the offer and says which rule it broke.
-    for offer_id, item, state, data in rows:
-        try:
-            await conn.execute(_UPSERT_OFFER, offer_id, item, state, data)
-        except asyncpg.ForeignKeyViolationError as exc:
-            raise NotFound(f"offer {offer_id}: work item {item} is not stored") from exc
-        except asyncpg.UniqueViolationError as exc:
-            raise StoreConflict(
-                f"offer {offer_id}: work item {item} already has a pending offer"
-            ) from exc
+def _newest(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The last row of each key (the first column), in the order the keys were last seen: one
+    statement may not upsert a row twice."""
+    last = {row[0]: i for i, row in enumerate(rows)}
+    return [row for i, row in enumerate(rows) if last[row[0]] == i]
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [[row[k] for row in rows] for k in range(width)] if rows else [[] for _ in range(width)]
+
+
+def _route_violation(
+    exc: asyncpg.IntegrityConstraintViolationError, offers: list[tuple[Any, ...]]
+) -> Exception:
+    """What the caller is told when the routing statement broke a rule: which offer, or which
+    interaction, as the rows' own checks would say it."""
+    found = _KEY.search(getattr(exc, "detail", None) or "")
+    key = found.group(1) if found else "?"
+    constraint = getattr(exc, "constraint_name", None) or ""
+    offer = next((row[0] for row in offers if row[1] == key), "?")
+    if constraint == "offers_item_fkey":
+        return NotFound(f"offer {offer}: work item {key} is not stored")
+    if constraint == "offers_one_pending":
+        pending = next(
+            (row[0] for row in offers if row[1] == key and row[2] == OfferState.PENDING), offer
+        )
+        return StoreConflict(f"offer {pending}: work item {key} already has a pending offer")
+    if constraint == "participants_interaction_fkey":
+        return NotFound(f"interaction {key} does not exist (create_interaction allocates numbers)")
+    return exc
 
 
 async def _add_participants(conn: asyncpg.Connection, record: InteractionRecord) -> list[str]:
@@ -1039,31 +1100,42 @@ class PostgresStore:
                 f"this process no longer holds the routing role in {self.where} "
                 f"({self.router_lost_reason}); nothing of this step was stored"
             )
-        item_data, offer_data = item_rows(items), offer_rows(offers)
-        status_data, audit_data = status_rows(statuses), audit_rows(audit)
-        affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
-        records = [(r, dump(r)) for r in interactions]
+        offer_data = _newest(offer_rows(offers))
+        # offer_rows puts offers leaving `pending` first; keeping each offer's last row must
+        # not undo that.
+        offer_data.sort(key=lambda row: row[2] == OfferState.PENDING)
+        newest_records = {r.number: r for r in interactions}
+        records = [(n, r.archived, r.opened_at, dump(r)) for n, r in newest_records.items()]
+        pairs = list(
+            dict.fromkeys((p.agent, n) for n, r in newest_records.items() for p in r.participants)
+        )
+        args = [
+            *_columns(_newest(item_rows(items)), 3),
+            *_columns(offer_data, 4),
+            *_columns(_newest(status_rows(statuses)), 2),
+            *_columns(audit_rows(audit), 2),
+            *_columns([(c, agent, at) for c, (agent, at) in (affinity or {}).items()], 3),
+            *_columns(records, 4),
+            *_columns(pairs, 2),
+        ]
         outbox = list(deliveries)
 
         async def op(conn: asyncpg.Connection) -> None:
             if epoch is not None:
                 await self._fence(conn, epoch)
-            if item_data:
-                await conn.executemany(_UPSERT_ITEM, item_data)
-            await _write_offers(conn, offer_data)
-            for sql, rows in (
-                (_UPSERT_STATUS, status_data),
-                (_INSERT_AUDIT, audit_data),
-                (_UPSERT_AFFINITY, affinity_rows),
-            ):
-                if rows:
-                    await conn.executemany(sql, rows)
-            for record, data in records:
-                await _update_interaction(conn, record, data)
+            try:
+                updated = await conn.fetchval(_ROUTE, *args)
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise _route_violation(exc, offer_data) from exc
+            if len(updated) < len(records):
+                missing = next(n for n, *_ in records if n not in set(updated))
+                raise NotFound(
+                    f"interaction {missing} does not exist (create_interaction allocates numbers)"
+                )
             for delivery in outbox:
                 await _insert_delivery(conn, delivery)
 
-        await self._write(op, interactions=tuple(r.number for r, _ in records))
+        await self._write(op, interactions=tuple(newest_records))
 
     # -- interactions ---------------------------------------------------------------------
 

@@ -415,6 +415,31 @@ async def test_apply_routing_is_all_or_nothing(store: Store) -> None:
     assert [e.kind for e in await audit_trail(store)] == ["offer_made"]
 
 
+async def test_apply_routing_stores_the_last_of_several_rows_for_one_key(store: Store) -> None:
+    # One call may carry an item or a status more than once (several decisions committed
+    # together): the last row of each wins. An offer ending in the same call as its item's
+    # next one is made leaves room for it under the one-pending-offer rule, in any order.
+    await store.apply_routing(items=[item("w1")], offers=[offer("o1", "w1")])
+    await store.apply_routing(
+        items=[item("w1", ItemState.OFFERED), item("w2"), item("w1", ItemState.ACCEPTED)],
+        offers=[offer("o2", "w1"), offer("o1", "w1", OfferState.REJECTED)],
+        statuses=[
+            AgentStatus(agent="ann", presence="Away"),
+            AgentStatus(agent="ann", presence="Available"),
+        ],
+        audit=[AuditEntry(at=float(i), kind="offer_made", item="w1") for i in range(3)],
+    )
+    stored = await store.get_item("w1")
+    assert stored is not None and stored.state == ItemState.ACCEPTED
+    assert [(o.id, o.state) for o in await offers_of(store, "w1")] == [
+        ("o1", OfferState.REJECTED),
+        ("o2", OfferState.PENDING),
+    ]
+    assert [s.presence for s in await store.load_agent_statuses()] == ["Available"]
+    assert [e.at for e in await audit_trail(store, "w1")] == [0.0, 1.0, 2.0]
+    assert [i.id for i in await store.load_open_items()] == ["w1", "w2"]
+
+
 async def test_apply_routing_replaces_the_interactions_that_follow_its_items(
     store: Store,
 ) -> None:
@@ -432,6 +457,15 @@ async def test_apply_routing_replaces_the_interactions_that_follow_its_items(
     )
     assert await store.get_interaction(number) == taken
     assert [r.number for r in await store.list_interactions(agent="ann")] == [number]
+    # Moved to bob: the participants follow the record, ann's row goes.
+    moved = replace(taken, participants=(Participant(agent="bob", joined_at=6.0),))
+    await store.apply_routing(
+        items=[item("w1", ItemState.ACCEPTED, agent="bob", interaction=number)],
+        interactions=[taken, moved],
+    )
+    assert await store.get_interaction(number) == moved
+    assert await store.list_interactions(agent="ann") == []
+    assert [r.number for r in await store.list_interactions(agent="bob")] == [number]
     # An unknown number is NotFound, and nothing of that step is stored.
     ghost = replace(taken, number="IMS0009999")
     with pytest.raises(NotFound, match="IMS0009999 does not exist"):
