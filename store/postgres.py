@@ -299,6 +299,16 @@ class _Op:
     # (an op that raises without PostgreSQL failing leaves the transaction as it was). If the
     # statement itself fails, so does the whole batch: its ops are all answered with the error.
     guarded: bool = True
+    # A plain message append (unguarded): a batch writes all of its appends in one statement
+    # (_APPEND_MANY) instead of running each op's own.
+    append: _Append | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    message: Message  # as it will be stored, but with seq 0
+    before: str  # its stored JSON up to the seq, and after it (_around_seq)
+    after: str
 
 
 # A message appended in one statement: nothing if its client_msg_id is stored already (that one
@@ -319,6 +329,75 @@ SELECT EXISTS (SELECT 1 FROM interactions WHERE number = $1),
        (SELECT data FROM stored),
        (SELECT seq FROM inserted)
 """
+
+
+# A batch's appends in one statement, in the order they were made: per message the look for
+# its client_msg_id (the first of each id in the batch counts; a later one is its duplicate),
+# then per conversation one bump of last_seq by the number of new messages, which are
+# numbered from it in order. Every look-up is by primary key or unique index.
+_APPEND_MANY = """
+WITH m AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+        WITH ORDINALITY AS m(interaction, cid, head, tail, n)
+), firsts AS MATERIALIZED (
+    SELECT DISTINCT ON (interaction, cid) interaction, cid, head, tail, n,
+        (SELECT data FROM messages AS s
+         WHERE s.interaction = m.interaction AND s.client_msg_id = m.cid) AS stored,
+        -- A scalar subquery, not EXISTS: that one may be planned as a hash of the whole table.
+        (SELECT true FROM interactions AS x WHERE x.number = m.interaction) AS known
+    FROM m
+    ORDER BY interaction, cid, n
+), fresh AS MATERIALIZED (
+    SELECT interaction, cid, head, tail,
+        row_number() OVER (PARTITION BY interaction ORDER BY n) AS k,
+        count(*) OVER (PARTITION BY interaction) AS added
+    FROM firsts
+    WHERE stored IS NULL AND known IS NOT NULL
+), counted AS (
+    UPDATE interactions AS x
+    SET last_seq = x.last_seq + (SELECT count(*) FROM fresh AS f WHERE f.interaction = x.number)
+    WHERE x.number = ANY($1::text[])
+      AND EXISTS (SELECT 1 FROM fresh AS f WHERE f.interaction = x.number)
+    RETURNING x.number, x.last_seq AS top
+), inserted AS (
+    INSERT INTO messages (interaction, seq, client_msg_id, data)
+    SELECT f.interaction, c.top - f.added + f.k, f.cid, f.head || (c.top - f.added + f.k) || f.tail
+    FROM fresh AS f JOIN counted AS c ON c.number = f.interaction
+    RETURNING interaction, client_msg_id, seq
+)
+SELECT f.interaction, f.cid, f.known, f.stored, i.seq
+FROM firsts AS f
+LEFT JOIN inserted AS i ON i.interaction = f.interaction AND i.client_msg_id = f.cid
+"""
+
+
+async def _append_many(conn: asyncpg.Connection, appends: list[_Append]) -> list[Outcome]:
+    """Run a batch's appends as _APPEND_MANY; per append what its own op would return."""
+    rows = await conn.fetch(
+        _APPEND_MANY,
+        [a.message.interaction for a in appends],
+        [a.message.client_msg_id for a in appends],
+        [a.before for a in appends],
+        [a.after for a in appends],
+    )
+    found = {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+    first: dict[tuple[str, str], Message] = {}
+    outcomes: list[Outcome] = []
+    for a in appends:
+        key = (a.message.interaction, a.message.client_msg_id)
+        known, stored, seq = found[key]
+        if stored is not None:
+            outcomes.append((True, (load(Message, stored), True)))
+        elif known is None:
+            outcomes.append(
+                (False, NotFound(f"interaction {a.message.interaction} does not exist"))
+            )
+        elif key in first:
+            outcomes.append((True, (first[key], True)))
+        else:
+            first[key] = replace(a.message, seq=seq)
+            outcomes.append((True, (first[key], False)))
+    return outcomes
 
 
 async def _insert_delivery(conn: asyncpg.Connection, delivery: Delivery) -> None:
@@ -739,10 +818,20 @@ class PostgresStore:
         try:
             conn = await self._begin()
             await _lock_rows(conn, ops)
+            # The batch's appends first, together: no op of a batch waits for another's result
+            # (each caller awaits its own commit before writing what depends on it).
+            appends = [(i, op.append) for i, op in enumerate(ops) if op.append is not None]
+            together: dict[int, Outcome] = {}
+            if len(appends) > 1:
+                done = await _append_many(conn, [a for _, a in appends])
+                together = {i: outcome for (i, _), outcome in zip(appends, done, strict=True)}
             # Statements are paired into one round trip where they can be: the savepoint
             # bookkeeping would otherwise cost as many round trips as the ops themselves.
             release = False  # the savepoint of the last guarded op is still open
-            for op in ops:
+            for i, op in enumerate(ops):
+                if i in together:
+                    outcomes.append(together[i])
+                    continue
                 if not op.guarded:
                     try:
                         result = await op.run(conn)
@@ -1353,9 +1442,13 @@ class PostgresStore:
                 await _insert_delivery(conn, replace(delivery, message=stored))
             return stored, False
 
-        # With a delivery the op is two statements, so it needs its savepoint.
-        guarded = delivery is not None
-        return await self._write(op, interactions=(interaction,), guarded=guarded)
+        if delivery is not None:
+            # Two statements, so it needs its savepoint; it runs on its own in its batch.
+            return await self._write(op, interactions=(interaction,))
+        queued = _Op(
+            op, interactions=(interaction,), guarded=False, append=_Append(message, before, after)
+        )
+        return await self._writer.submit(queued)
 
     # -- the outbox -----------------------------------------------------------------------
 

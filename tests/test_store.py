@@ -415,6 +415,27 @@ async def test_apply_routing_is_all_or_nothing(store: Store) -> None:
     assert [e.kind for e in await audit_trail(store)] == ["offer_made"]
 
 
+async def test_appends_made_together_keep_their_order_ids_and_refusals(store: Store) -> None:
+    # Made at once, they share a batch (one statement on PostgreSQL): each conversation numbers
+    # its lines in the order they were made, an id sent twice is stored once, a line stored
+    # earlier comes back as the duplicate, and an unknown conversation fails alone.
+    a, b = await new_interaction(store, "w1"), await new_interaction(store, "w2")
+    assert await say(store, a, "early") == (1, False)
+    results = await asyncio.gather(
+        *(say(store, number, f"m{i}", f"{number} {i}") for i in range(5) for number in (a, b)),
+        say(store, a, "m1"),
+        say(store, a, "early"),
+        say(store, "IMS0009999", "lost"),
+        return_exceptions=True,
+    )
+    *lines, again, early, lost = results
+    assert lines == [(k, False) for i in range(5) for k in (i + 2, i + 1)]
+    assert (again, early) == ((3, True), (1, True))
+    assert isinstance(lost, NotFound)
+    stored = await store.list_messages(a, limit=10)
+    assert [m.body for m in stored] == ["hi", *(f"{a} {i}" for i in range(5))]
+
+
 async def test_apply_routing_stores_the_last_of_several_rows_for_one_key(store: Store) -> None:
     # One call may carry an item or a status more than once (several decisions committed
     # together): the last row of each wins. An offer ending in the same call as its item's

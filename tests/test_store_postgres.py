@@ -26,6 +26,7 @@ from store.base import (
     StoreVersionError,
 )
 from store.postgres import (
+    _APPEND_MANY,
     SQL_MESSAGES,
     SQL_OPEN_ITEMS,
     SQL_PENDING_OFFERS,
@@ -385,6 +386,36 @@ def test_postgres_errors_are_classified() -> None:
     conflict = _classify(asyncpg.exceptions.UniqueViolationError("dup"), "x")
     assert type(conflict) is StoreConflict
     assert type(_classify(asyncpg.exceptions.SyntaxOrAccessError("?"), "x")) is StoreError
+
+
+async def test_a_batch_of_appends_reads_only_the_rows_it_writes(postgres_url: str) -> None:
+    # With 50,000 messages stored, the one statement of a batch's appends must look its
+    # conversations and ids up by key, not read the tables whole (written with joins, an
+    # earlier version scanned every message on every batch).
+    async with PostgresStore(postgres_url), connected(postgres_url) as conn:
+        await conn.execute(
+            "INSERT INTO interactions (number, archived, opened_at, data) "
+            "SELECT 'IMS' || n, false, n, '{}' FROM generate_series(1, 5000) AS n"
+        )
+        await conn.execute(
+            "INSERT INTO messages (interaction, seq, client_msg_id, data) "
+            "SELECT 'IMS' || (n % 5000 + 1), n, 'c' || n, '{}' "
+            "FROM generate_series(1, 50000) AS n"
+        )
+        await conn.execute("ANALYZE interactions; ANALYZE messages")
+        numbers = [f"IMS{n}" for n in range(1, 41)]
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                f"EXPLAIN {_APPEND_MANY}",
+                numbers,
+                [f"x{n}" for n in range(40)],
+                ["a"] * 40,
+                ["b"] * 40,
+            )
+        )
+        assert "Seq Scan on messages" not in plan, plan
+        assert "Seq Scan on interactions" not in plan, plan
 
 
 async def test_the_key_queries_use_their_indexes(postgres_url: str) -> None:
