@@ -2,7 +2,8 @@
 
 Write path. As with SQLite, every write is an op (here a coroutine function of an asyncpg
 connection) submitted to the group commit (store/group_commit.py), which hands each batch to
-`_run_batch`: on the writer's own connection, BEGIN, a SAVEPOINT per op, COMMIT. Numbers
+`_run_batch`: on the writer's own connection, BEGIN, the batch's message appends together in
+one statement (_APPEND_MANY), a SAVEPOINT per other op that needs one, COMMIT. Numbers
 (IMS..., CS..., INC...) and message seqs are allocated inside that transaction under row locks
 (counters, interactions.last_seq), so they stay gap-free and unique with several processes
 writing at once. Each batch takes those row locks first, in one order, so two processes'
