@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.model import ItemState, SenderKind, WorkItem
+from core.model import ItemState, Participant, SenderKind, WorkItem, format_number
 from store import StoreFenced, is_postgres_url, open_store, postgres_migrations
 from store.base import (
     StoreConflict,
@@ -35,6 +35,7 @@ from store.postgres import (
     interactions_query,
     redact,
 )
+from store.rows import dump
 from tests.conftest import postgres_admin
 from tests.store_helpers import rows, schema_version
 
@@ -386,6 +387,32 @@ def test_postgres_errors_are_classified() -> None:
     conflict = _classify(asyncpg.exceptions.UniqueViolationError("dup"), "x")
     assert type(conflict) is StoreConflict
     assert type(_classify(asyncpg.exceptions.SyntaxOrAccessError("?"), "x")) is StoreError
+
+
+async def test_a_new_interaction_is_stored_as_it_encodes_and_numbered_past_seven_digits(
+    postgres_url: str,
+) -> None:
+    async with PostgresStore(postgres_url) as s, connected(postgres_url) as conn:
+        made = await s.create_interaction(
+            item="w1",
+            channel="chat",
+            customer="c",
+            opened_at=1.5,
+            customer_name='Ada "quoted" \u00e9',
+            participants=(Participant(agent="ann", joined_at=1.5),),
+        )
+        assert made.number == "IMS0001001"
+        stored = await conn.fetchval("SELECT data FROM interactions WHERE number = $1", made.number)
+        assert stored == dump(made)
+        assert await conn.fetch("SELECT agent FROM participants") == [("ann",)]
+        # format_number's width is a minimum: an eighth digit is added, not cut.
+        await conn.execute("UPDATE counters SET value = 9999999 WHERE name = 'IMS'")
+        numbers = [
+            (await s.create_interaction(item=f"x{i}", channel="chat", customer="c", opened_at=2))
+            for i in range(2)
+        ]
+        assert [r.number for r in numbers] == [format_number("IMS", 10**7), "IMS10000001"]
+        assert numbers[0].number == "IMS10000000"
 
 
 async def test_a_batch_of_appends_reads_only_the_rows_it_writes(postgres_url: str) -> None:
