@@ -1290,40 +1290,6 @@ class PostgresStore:
         previous: str | None = None,
         language: str = "",
     ) -> InteractionRecord:
-        async def op(conn: asyncpg.Connection) -> InteractionRecord:
-            record = InteractionRecord(
-                number=await _next_number(conn, NUMBER_PREFIX["interaction"]),
-                item=item,
-                channel=channel,
-                customer=customer,
-                opened_at=opened_at,
-                queue=queue,
-                state=state,
-                customer_name=customer_name,
-                customer_contact=customer_contact,
-                participants=participants,
-                created_by=created_by,
-                previous=previous,
-                language=language,
-            )
-            await conn.execute(
-                "INSERT INTO interactions (number, archived, opened_at, data) "
-                "VALUES ($1, $2, $3, $4)",
-                record.number,
-                record.archived,
-                record.opened_at,
-                dump(record),
-            )
-            await _add_participants(conn, record)
-            if idempotency is not None:
-                # A conflict rolls this op's savepoint back: the number is not used up either.
-                await _insert_idempotency_key(
-                    conn, msgspec.structs.replace(idempotency, interaction=record.number)
-                )
-            return record
-
-        if idempotency is not None:
-            return await self._write(op, counters=(NUMBER_PREFIX["interaction"],))
         prefix = NUMBER_PREFIX["interaction"]
         unnumbered = InteractionRecord(
             number="",
@@ -1343,17 +1309,23 @@ class PostgresStore:
         before, after = _around_number(dump(unnumbered))
         agents = list(dict.fromkeys(p.agent for p in participants))
 
-        async def one_statement(conn: asyncpg.Connection) -> InteractionRecord:
-            # One round trip where op takes three: most new interactions come without an
-            # idempotency key (the widget's), and at saturation their round trips were most of
-            # a batch's. Nothing in it is refused on its own (the counter's row lock makes the
-            # number unique), so it needs no savepoint either.
+        async def op(conn: asyncpg.Connection) -> InteractionRecord:
+            # One round trip for the number, the record and its participants: at saturation
+            # new interactions' round trips were most of a batch's.
             number = await conn.fetchval(
                 _CREATE, prefix, unnumbered.archived, opened_at, before, after, agents
             )
-            return replace(unnumbered, number=number)
+            record = replace(unnumbered, number=number)
+            if idempotency is not None:
+                # A conflict rolls this op's savepoint back: the number is not used up either.
+                await _insert_idempotency_key(
+                    conn, msgspec.structs.replace(idempotency, interaction=record.number)
+                )
+            return record
 
-        return await self._write(one_statement, counters=(prefix,), guarded=False)
+        # Without a key nothing in it is refused on its own (the counter's row lock makes the
+        # number unique), so it needs no savepoint either.
+        return await self._write(op, counters=(prefix,), guarded=idempotency is not None)
 
     async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:
         rows = await self._rows(
