@@ -3,6 +3,7 @@ every step-in with its audit entry and what each agent's console hears."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,35 @@ async def test_the_floor_lists_open_conversations_and_sends_each_change(tmp_path
         await gone_from_floor(dan, second)
         await dan.close()
         await alice.close()
+
+
+async def test_the_floor_knows_who_spoke_last_again_after_a_restart(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        number = await accepted_chat(h, alice, "carla")
+        await h.host.inbox.customer_message(number, "carla", "where is my parcel?", "c1")
+        # The newest line: a restart reads the customer's newest lines and the newest of all.
+        await alice.send_message(number, "looking now", "a1")
+        before = h.host.inbox.supervision.row(h.host.inbox.conversations.open[number])
+        assert before is not None and before.first_reply_at is not None
+        await alice.close()
+    # The times are read beside routing after a restart, not before it: ask until they are in.
+    async with running_host(tmp_path) as again:
+        dan = await again.agent("dan", presence=None)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            listed = await dan.request(ListFloor(), FloorList)
+            row = next(r for r in listed.rows if r.interaction == number)
+            if row.first_reply_at is not None:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the floor's times never came"
+            await asyncio.sleep(0.05)
+        assert (row.first_reply_at, row.last_customer_at, row.unanswered) == (
+            before.first_reply_at,
+            before.last_customer_at,
+            False,
+        )
+        await dan.close()
 
 
 async def test_monitoring_sends_the_messages_without_joining(tmp_path: Path) -> None:

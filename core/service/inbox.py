@@ -297,13 +297,13 @@ class Inbox:
     async def start(self) -> None:
         await self.conversations.load()
         await self.records.load()
-        await self.supervision.load()
         await self.routing.start()
         # Counting starts from the rebuilt engine: the steps of its start are not arrivals.
         await self.day.start()
         self.routing.listeners.append(self.day.observe)
         self.floor.opened(self.clock())
         self._tasks = [
+            asyncio.create_task(self._load_floor_times()),
             asyncio.create_task(self.day.run()),
             asyncio.create_task(self.routing.run_timers()),
             asyncio.create_task(self.views.stats_loop()),
@@ -312,6 +312,13 @@ class Inbox:
             asyncio.create_task(self.supervision.publish_loop()),
             asyncio.create_task(self.sla.run()),
         ]
+
+    async def _load_floor_times(self) -> None:
+        try:
+            await self.supervision.load()
+        except StoreError as e:
+            # The floor's rows then show no "last spoke" times until the next lines arrive.
+            log.error("event=floor_times_not_loaded error=%s", e)
 
     async def stop(self) -> None:
         for task in self._tasks:
