@@ -496,21 +496,11 @@ def _upsert_data(table: str, key: str) -> str:
 # in array order (WITH ORDINALITY), which is the order the rules need: items keep their queue
 # position, an offer leaving `pending` goes before its item's next one (offer_rows), and audit
 # entries keep theirs. Records are updated and their participants made to match.
-#
-# The fencing check comes first and gates every write: with a routing epoch ($21) the lease row
-# is read FOR SHARE before any row is written (a new holder's bump then waits for this
-# transaction), and unless it is still that epoch nothing is written at all, so a deposed
-# router learns it as StoreFenced, never as some other router's rows in its way.
 _ROUTE = """
-WITH fence AS MATERIALIZED (
-    SELECT epoch FROM router_lease WHERE id = 1 AND $21::bigint IS NOT NULL FOR SHARE
-), go AS MATERIALIZED (
-    SELECT $21::bigint IS NULL OR $21::bigint = (SELECT epoch FROM fence) AS ok
-), items AS (
+WITH items AS (
     INSERT INTO work_items (id, state, data)
     SELECT id, state, data
     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS r(id, state, data, n)
-    WHERE (SELECT ok FROM go)
     ORDER BY n
     ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, data = EXCLUDED.data
 ), offers AS (
@@ -518,43 +508,41 @@ WITH fence AS MATERIALIZED (
     SELECT id, item, state, data
     FROM unnest($4::text[], $5::text[], $6::text[], $7::text[])
         WITH ORDINALITY AS r(id, item, state, data, n)
-    WHERE (SELECT ok FROM go)
     ORDER BY n
     ON CONFLICT (id) DO UPDATE
     SET item = EXCLUDED.item, state = EXCLUDED.state, data = EXCLUDED.data
 ), statuses AS (
     INSERT INTO agent_statuses (agent, data)
-    SELECT * FROM unnest($8::text[], $9::text[]) WHERE (SELECT ok FROM go)
+    SELECT * FROM unnest($8::text[], $9::text[])
     ON CONFLICT (agent) DO UPDATE SET data = EXCLUDED.data
 ), audit AS (
     INSERT INTO audit (item, data)
     SELECT item, data FROM unnest($10::text[], $11::text[]) WITH ORDINALITY AS r(item, data, n)
-    WHERE (SELECT ok FROM go)
     ORDER BY n
 ), affinity AS (
     INSERT INTO affinity (customer, agent, at)
-    SELECT * FROM unnest($12::text[], $13::text[], $14::float8[]) WHERE (SELECT ok FROM go)
+    SELECT * FROM unnest($12::text[], $13::text[], $14::float8[])
     ON CONFLICT (customer) DO UPDATE SET agent = EXCLUDED.agent, at = EXCLUDED.at
 ), records AS (
     UPDATE interactions AS i
     SET archived = r.archived, opened_at = r.opened_at, data = r.data
     FROM unnest($15::text[], $16::bool[], $17::float8[], $18::text[])
         AS r(number, archived, opened_at, data)
-    WHERE i.number = r.number AND (SELECT ok FROM go)
+    WHERE i.number = r.number
     RETURNING i.number
 ), joined AS (
     INSERT INTO participants (agent, interaction)
-    SELECT * FROM unnest($19::text[], $20::text[]) WHERE (SELECT ok FROM go)
+    SELECT * FROM unnest($19::text[], $20::text[])
     ON CONFLICT DO NOTHING
 ), gone AS (
     DELETE FROM participants AS p
-    WHERE (SELECT ok FROM go) AND p.interaction = ANY($15::text[])
+    WHERE p.interaction = ANY($15::text[])
       AND NOT EXISTS (
           SELECT 1 FROM unnest($19::text[], $20::text[]) AS k(agent, interaction)
           WHERE k.agent = p.agent AND k.interaction = p.interaction
       )
 )
-SELECT (SELECT epoch FROM fence), array(SELECT number FROM records)
+SELECT array(SELECT number FROM records)
 """
 # The key a violated constraint names, from PostgreSQL's detail: 'Key (item)=(w1) ...'.
 _KEY = re.compile(r"Key \([^)]*\)=\((.*)\) (?:is not present|already exists)")
@@ -1064,13 +1052,15 @@ class PostgresStore:
         self._end_term(conn, lost, reason)
         conn.terminate()
 
-    def _fenced(self, epoch: int, current: int | None) -> StoreFenced:
-        # The check is _ROUTE's: it reads the lease row FOR SHARE, so a new holder's bump
-        # waits until this transaction ends and no decision commits after a takeover.
-        return StoreFenced(
-            f"routing epoch {epoch} was superseded by epoch {current} in {self.where}: "
-            "another process routes now; nothing of this step was stored"
-        )
+    async def _fence(self, conn: asyncpg.Connection, epoch: int) -> None:
+        # FOR SHARE: a new holder's bump waits until this transaction ends, so no routing
+        # decision commits after another process has taken over.
+        current = await conn.fetchval("SELECT epoch FROM router_lease WHERE id = 1 FOR SHARE")
+        if current != epoch:
+            raise StoreFenced(
+                f"routing epoch {epoch} was superseded by epoch {current} in {self.where}: "
+                "another process routes now; nothing of this step was stored"
+            )
 
     # -- configuration --------------------------------------------------------------------
 
@@ -1253,14 +1243,12 @@ class PostgresStore:
         outbox = list(deliveries)
 
         async def op(conn: asyncpg.Connection) -> None:
+            if epoch is not None:
+                await self._fence(conn, epoch)
             try:
-                row = await conn.fetchrow(_ROUTE, *args, epoch)
+                updated = await conn.fetchval(_ROUTE, *args)
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise _route_violation(exc, offer_data) from exc
-            assert row is not None  # the statement's SELECT always makes one row
-            current, updated = row
-            if epoch is not None and current != epoch:
-                raise self._fenced(epoch, current)
             if len(updated) < len(records):
                 missing = next(n for n, *_ in records if n not in set(updated))
                 raise NotFound(
