@@ -95,10 +95,14 @@ class Supervision:
         docs/scaling.md), and only the floor's rows show these times. Lines delivered
         meanwhile are newer than the ones read, so _note keeps the newest of each."""
         channels = list(self.conversations.channels)
-        for record, recent in await self.store.load_open_conversations(RESTART_LINES, channels):
+        loaded = await self.store.load_open_conversations(RESTART_LINES, channels)
+        for record, recent in loaded:
             for message in recent:
                 self._note(record.number, message)
-            self._changed.add(record.number)
+        if self.watching:
+            # Supervisors who asked before the times were in get their rows again; a later
+            # list_floor has them anyway.
+            self._changed.update(record.number for record, _ in loaded)
 
     # ------------------------------------------------------------------ the floor
 
