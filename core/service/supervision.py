@@ -96,13 +96,19 @@ class Supervision:
         meanwhile are newer than the ones read, so _note keeps the newest of each."""
         channels = list(self.conversations.channels)
         loaded = await self.store.load_open_conversations(RESTART_LINES, channels)
-        for record, recent in loaded:
+        # Those closed while the read ran are gone: their times would never be dropped.
+        still_open = [
+            (record, recent)
+            for record, recent in loaded
+            if record.number in self.conversations.open
+        ]
+        for record, recent in still_open:
             for message in recent:
                 self._note(record.number, message)
         if self.watching:
             # Supervisors who asked before the times were in get their rows again; a later
             # list_floor has them anyway.
-            self._changed.update(record.number for record, _ in loaded)
+            self._changed.update(record.number for record, _ in still_open)
 
     # ------------------------------------------------------------------ the floor
 
