@@ -556,7 +556,7 @@ def _newest(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [[row[k] for row in rows] for k in range(width)] if rows else [[] for _ in range(width)]
+    return [[row[k] for row in rows] for k in range(width)]
 
 
 def _route_violation(
