@@ -298,6 +298,31 @@ async def test_invitation_is_accepted_or_declined_by_the_invitee(tmp_path: Path)
         assert e.value.code == "not_invited"
 
 
+async def test_a_snapshot_names_an_agents_colleagues_in_their_chats_and_everyone_to_supervisors(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        chloe = await h.agent("chloe", presence="Messaging-only")
+        number = await accepted_chat(h, alice, "cust-a")
+        await alice.request(InviteAgent(interaction=number, agent="chloe"))
+        await chloe.next_event(InvitationEvent)
+        await chloe.request(AnswerInvitation(interaction=number, accept=True))
+        await chloe.next_event(InteractionEvent)
+
+        async def named(user: str) -> list[str]:
+            client = InboxClient(h.agent_url)
+            await client.connect()
+            try:
+                return [a.id for a in (await client.login(user, DEMO_PASSWORD)).snapshot.agents]
+            finally:
+                await client.close()
+
+        assert await named("alice") == ["alice", "chloe"]
+        assert await named("bob") == ["bob"]
+        assert await named("dan") == sorted(a.id for a in fast_config().agents)
+
+
 async def test_typing_reaches_the_customer_and_other_participants(tmp_path: Path) -> None:
     async with running_host(tmp_path) as h:
         alice = await h.agent("alice")

@@ -146,8 +146,9 @@ class Views:
             # otherwise cost O(agents²).
             agents=[
                 self.agent_view(a)
-                for a in sorted(router.agents)
-                if session.supervisor or a in known
+                for a in sorted(
+                    router.agents if session.supervisor else known & router.agents.keys()
+                )
             ],
             templates=templates,
             queues=queues,
