@@ -12,6 +12,8 @@ from core.client import ClientError, InboxClient
 from core.protocol import (
     AuditTrail,
     CloseConversation,
+    CloseRecord,
+    EndChat,
     Event,
     FloorEvent,
     FloorList,
@@ -137,6 +139,23 @@ async def test_the_floor_knows_who_spoke_last_again_after_a_restart(tmp_path: Pa
             False,
         )
         await dan.close()
+
+
+async def test_with_no_one_watching_the_floor_forgets_closed_conversations(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path) as h:
+        alice = await h.agent("alice")
+        number = await accepted_chat(h, alice, "carla")
+        await alice.send_message(number, "Hello Carla")
+        supervision = h.host.inbox.supervision
+        supervision.publish()
+        assert supervision.times[number].last_agent_at is not None  # open: kept
+        await alice.request(EndChat(interaction=number))
+        await alice.request(CloseRecord(interaction=number))
+        supervision.publish()
+        assert not supervision.watching and number not in supervision.times
+        await alice.close()
 
 
 async def test_monitoring_sends_the_messages_without_joining(tmp_path: Path) -> None:

@@ -189,12 +189,17 @@ class Supervision:
         """Send the marked rows (and the conversations gone) to every watching session."""
         changed, self._changed = self._changed, set()
         self.watching = {s for s in self.watching if not s.closed}
-        rows = self.rows(changed)
-        gone = sorted(changed - {r.interaction for r in rows})
+        open_, items = self.conversations.open, self.routing.router.items
+        # Gone: closed, or its item out of routing (no row). Worked out without the rows,
+        # which are built only for someone watching.
+        gone = sorted(n for n in changed if n not in open_ or open_[n].item not in items)
         for number in gone:
             self.times.pop(number, None)
             self.monitors.pop(number, None)
-        if not (rows or gone) or not self.watching:
+        if not self.watching:
+            return
+        rows = self.rows(changed.difference(gone))
+        if not (rows or gone):
             return
         event = FloorEvent(rows=rows, gone=gone, at=self.clock())
         for session in self.watching:
