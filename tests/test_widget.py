@@ -259,6 +259,37 @@ async def test_chat_start_accept_and_exchange(served: Served, http: aiohttp.Clie
     await c.ws.close()
 
 
+async def test_a_tab_that_stops_reading_is_dropped_and_the_other_is_served(
+    served: Served, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(widget, "OUTGOING_LIMIT", 20)
+    alice = await available(served.host, "alice")
+    c = await connect(http, served)
+    started = await c.start()
+    number = started["conversation"]
+    await alice.accept_next_offer()
+    stuck = await connect(http, served)
+    await stuck.send(t="resume", conversation=number, ticket=started["ticket"])
+    await stuck.expect("resumed")
+
+    async def read_until(body: str) -> None:
+        while (frame := await c.recv()).get("body") != body:
+            pass
+
+    reader = asyncio.create_task(read_until("last"))
+    big = "x" * 15_000
+    # Enough to fill the stuck tab's socket buffers (kernel and aiohttp) and then its queue.
+    for i in range(800):
+        await alice.do(SendMessage(interaction=number, body=f"{i} {big}", client_msg_id=f"a{i}"))
+    await alice.do(SendMessage(interaction=number, body="last", client_msg_id="a-last"))
+    await asyncio.wait_for(reader, TIMEOUT)
+    while (msg := await stuck.ws.receive(timeout=TIMEOUT)).type == WSMsgType.TEXT:
+        pass
+    assert msg.type == WSMsgType.CLOSE
+    assert (msg.data, msg.extra) == (1008, "not reading")
+    await c.ws.close()
+
+
 async def test_duplicate_client_msg_id_is_stored_once(
     served: Served, http: aiohttp.ClientSession
 ) -> None:

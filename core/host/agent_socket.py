@@ -42,7 +42,7 @@ from core.protocol import (
 )
 from core.service import StoreUnavailable
 from core.service.inbox import InboxError
-from core.service.sessions import AgentSession, Kick
+from core.service.sessions import AgentSession, Kick, Outgoing
 
 log = logging.getLogger("inbox_tui.host")
 
@@ -112,7 +112,7 @@ class Connection:
         self.ws = ws
         self.address = address
         self.session: AgentSession | None = None
-        self.queue: asyncio.Queue[Event] | None = None
+        self.queue: Outgoing[Event] | None = None
         self.writer: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
         self.token = ""
@@ -280,13 +280,15 @@ class Connection:
         self.queue = self.host.inbox.attach(session, kick)
         self.writer = asyncio.get_running_loop().create_task(self.write(backlog, self.queue))
 
-    async def write(self, backlog: list[Event], queue: asyncio.Queue[Event]) -> None:
+    async def write(self, backlog: list[Event], outgoing: Outgoing[Event]) -> None:
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
             for event in backlog:
                 await self.ws.send_bytes(encoder.encode(event))
+            events = outgoing.events
             while not self.ws.closed:
-                event = await queue.get()
-                await self.ws.send_bytes(encoder.encode(event))
+                await outgoing.wait()
+                while events and not self.ws.closed:
+                    await self.ws.send_bytes(encoder.encode(events.popleft()))
 
     def detach(self) -> None:
         if self.writer is not None:

@@ -137,6 +137,7 @@ from core.notices import LanguageTag
 from core.protocol import Event, InteractionEvent, MessageEvent, TypingEvent
 from core.service import StoreUnavailable
 from core.service.inbox import InboxError
+from core.service.sessions import Outgoing
 
 log = logging.getLogger("inbox_tui.host")
 
@@ -495,7 +496,7 @@ class CustomerConnection:
         self.host = widget.host
         self.ws = ws
         self.address = address
-        self.out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=OUTGOING_LIMIT)
+        self.out: Outgoing[dict[str, Any] | None] = Outgoing(OUTGOING_LIMIT)
         self.writer: asyncio.Task[None] | None = None
         self.frames = TokenBuckets(RATE_PER_SECOND, RATE_BURST, max_keys=1)  # this socket's
         self.number: str | None = None
@@ -516,9 +517,7 @@ class CustomerConnection:
     def send(self, frame: dict[str, Any]) -> None:
         if self.dropped:
             return
-        try:
-            self.out.put_nowait(frame)
-        except asyncio.QueueFull:
+        if not self.out.put(frame):
             # The browser stopped reading: drop it; it resumes from the stored transcript.
             log.info("event=widget_dropped address=%s reason=not_reading", self.address)
             self.dropped = True
@@ -537,7 +536,8 @@ class CustomerConnection:
     async def write(self) -> None:
         with contextlib.suppress(ConnectionResetError):
             while True:
-                frame = await self.out.get()
+                await self.out.wait()
+                frame = self.out.events.popleft()
                 if frame is None or self.ws.closed:
                     break
                 await self.ws.send_str(json_encoder.encode(frame).decode())
@@ -545,8 +545,7 @@ class CustomerConnection:
 
     def finish(self) -> None:
         """Close once everything queued so far is sent."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self.out.put_nowait(None)
+        self.out.put(None)
 
     # -------------------------------------------------------------- reading
 

@@ -18,7 +18,7 @@ from core.routing import events as ev
 from core.routing.engine import RoutingError
 from core.routing.records import current
 from core.service.routing import RoutingService
-from core.service.sessions import AgentSession, Kick
+from core.service.sessions import AgentSession, Kick, Outgoing
 
 RESUME_WINDOW = 120.0  # seconds a detached session waits for its console before logging out
 
@@ -56,13 +56,13 @@ class Floor:
         self._consoles_changed(agent)
         return session
 
-    def attach(self, session: AgentSession, kick: Callable[[Kick], None]) -> asyncio.Queue[Event]:
+    def attach(self, session: AgentSession, kick: Callable[[Kick], None]) -> Outgoing[Event]:
         """A socket takes over the session (see AgentSession.attach)."""
         queue = session.attach(kick)
         self._consoles_changed(session.agent)
         return queue
 
-    def detach(self, session: AgentSession, queue: asyncio.Queue[Event], now: float) -> None:
+    def detach(self, session: AgentSession, queue: Outgoing[Event], now: float) -> None:
         """The session's socket is gone; the session waits RESUME_WINDOW for a console."""
         session.detach(queue, now)
         self._consoles_changed(session.agent)

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from msgspec.structs import replace
 
@@ -25,6 +26,7 @@ from core.protocol import Event
 RESUME_BUFFER = 2_000
 OUTGOING_LIMIT = 1_000
 _SESSION_NUMBERS = itertools.count()
+T = TypeVar("T")
 
 
 class Kick(StrEnum):
@@ -35,6 +37,40 @@ class Kick(StrEnum):
     ENDED = "ended"  # logged out or expired: only a new login helps
 
 
+class Outgoing(Generic[T]):
+    """Frames on their way to one socket, at most `limit` of them, taken by one writer.
+
+    Not an asyncio.Queue: a queue's get() is a coroutine with its own future per event, and
+    with two thousand consoles those were a twentieth of the host's calls and most of the
+    young objects each garbage collection pass walked (docs/performance.md)."""
+
+    __slots__ = ("_waiter", "events", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.events: deque[T] = deque()
+        self.limit = limit
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, event: T) -> bool:
+        """Queue `event`; False, and nothing queued, when `limit` events are waiting."""
+        if len(self.events) >= self.limit:
+            return False
+        self.events.append(event)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        return True
+
+    async def wait(self) -> None:
+        """Return once an event is waiting (at once if one is)."""
+        if self.events:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
 @dataclass(eq=False)
 class AgentSession:
     agent: str
@@ -43,7 +79,7 @@ class AgentSession:
     expires_at: float
     seq: int = 0
     buffer: deque[Event] = field(default_factory=lambda: deque(maxlen=RESUME_BUFFER))
-    outgoing: asyncio.Queue[Event] | None = None
+    outgoing: Outgoing[Event] | None = None
     detached_at: float | None = None
     wants_queue_stats: bool = True
     # The statistics round whose figures the console has (Views.stats_loop); -1: none yet.
@@ -66,9 +102,7 @@ class AgentSession:
         self.buffer.append(numbered)
         if self.outgoing is None:
             return
-        try:
-            self.outgoing.put_nowait(numbered)
-        except asyncio.QueueFull:
+        if not self.outgoing.put(numbered):
             # The socket is not keeping up: drop it; the buffer still has everything.
             self.overflowed = True
             self.outgoing = None
@@ -79,22 +113,22 @@ class AgentSession:
         """Send an unnumbered event that the next one of its kind replaces (queue figures):
         not kept for resume, and dropped rather than queued behind a console that is not
         reading (the next numbered event finds the queue full and drops the console)."""
-        if self.outgoing is not None and not self.outgoing.full():
-            self.outgoing.put_nowait(event)
+        if self.outgoing is not None:
+            self.outgoing.put(event)
 
-    def attach(self, kick: Callable[[Kick], None]) -> asyncio.Queue[Event]:
+    def attach(self, kick: Callable[[Kick], None]) -> Outgoing[Event]:
         """A socket takes over the session (a second console of the same session replaces
         the first, which is kicked)."""
         if self.kick is not None:
             self.kick(Kick.REPLACED)
-        self.outgoing = asyncio.Queue(maxsize=OUTGOING_LIMIT)
+        self.outgoing = Outgoing(OUTGOING_LIMIT)
         self.detached_at = None
         self.overflowed = False
         self.kick = kick
         self.stats_round = -1  # figures are not replayed: the next round sends them whole
         return self.outgoing
 
-    def detach(self, queue: asyncio.Queue[Event], now: float) -> None:
+    def detach(self, queue: Outgoing[Event], now: float) -> None:
         if self.outgoing is queue or self.outgoing is None:
             self.outgoing = None
             self.kick = None
