@@ -286,7 +286,8 @@ class Connection:
                 await self.ws.send_bytes(encoder.encode(event))
             events = outgoing.events
             while not self.ws.closed:
-                await outgoing.wait()
+                if (waiter := outgoing.waiter()) is not None:
+                    await waiter
                 while events and not self.ws.closed:
                     await self.ws.send_bytes(encoder.encode(events.popleft()))
 

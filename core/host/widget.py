@@ -536,7 +536,8 @@ class CustomerConnection:
     async def write(self) -> None:
         with contextlib.suppress(ConnectionResetError):
             while True:
-                await self.out.wait()
+                if (waiter := self.out.waiter()) is not None:
+                    await waiter
                 frame = self.out.events.popleft()
                 if frame is None or self.ws.closed:
                     break
