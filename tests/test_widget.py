@@ -273,7 +273,7 @@ async def test_a_tab_that_stops_reading_is_dropped_and_the_other_is_served(
     await stuck.expect("resumed")
 
     async def read_until(body: str) -> None:
-        while (frame := await c.recv()).get("body") != body:
+        while (await c.recv()).get("body") != body:
             pass
 
     reader = asyncio.create_task(read_until("last"))
