@@ -6,6 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
+# Two workers, a file's tests together in one of them (module fixtures are set up once).
+# Tests keep their resources apart (ports from the kernel, a database per test, NATS subjects
+# under a cluster id, a tmux socket each), so they may run side by side. PYTEST_PARALLEL= runs
+# the suite in one process.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -20,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_PARALLEL) --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
