@@ -17,14 +17,15 @@ from tests.console_terminal import widget_customer
 PROBES = Path(__file__).resolve().parent.parent / "bench" / "probes"
 
 
-async def test_the_probes_count_calls_in_a_window_and_time_every_collection(
+async def test_the_probes_count_calls_in_a_window_time_every_collection_and_the_loops_lag(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls, passes = tmp_path / "calls.prof", tmp_path / "gc.txt"
+    calls, passes, lag = tmp_path / "calls.prof", tmp_path / "gc.txt", tmp_path / "lag.txt"
     monkeypatch.setenv("PYTHONPATH", str(PROBES))
     monkeypatch.setenv("PROBE_CALLS", str(calls))
     monkeypatch.setenv("PROBE_GC", str(passes))
     monkeypatch.setenv("PROBE_GC_YOUNG", "1")
+    monkeypatch.setenv("PROBE_LAG", str(lag))
     host = start_host(tmp_path / "host")
     try:
         host.proc.send_signal(signal.SIGUSR1)
@@ -52,3 +53,11 @@ async def test_the_probes_count_calls_in_a_window_and_time_every_collection(
     _, generation, ms, collected, *_ = lines[0].split(" ")
     assert int(generation) in (0, 1, 2) and float(ms) >= 0 and int(collected) >= 0
     assert any("young=" in line for line in lines)
+    # A line per second the host's loop ran: how many 1 ms ticks, and how late they came.
+    seconds = [line.split(" ") for line in lag.read_text(encoding="utf-8").splitlines()]
+    ticks = [fields for fields in seconds if fields[1].startswith("ticks=")]
+    assert ticks, "the loop's lag was not measured"
+    assert sum(int(fields[1].removeprefix("ticks=")) for fields in ticks) > 100
+    for _, _, p50, p99, top in ticks:
+        assert float(p50.removeprefix("p50=")) <= float(top.removeprefix("max="))
+        assert p99.startswith("p99=")
