@@ -91,10 +91,12 @@ class AgentSession:
     closed: bool = False  # logged out or expired: no command is taken on it any more
     # Set by the transport: how to drop the attached socket, and why.
     kick: Callable[[Kick], None] | None = None
+    # Fixed with the role at login; an attribute, not a property, because each statistics
+    # round asks every session.
+    supervisor: bool = field(init=False)
 
-    @property
-    def supervisor(self) -> bool:
-        return self.role in (Role.SUPERVISOR, Role.ADMIN)
+    def __post_init__(self) -> None:
+        self.supervisor = self.role in (Role.SUPERVISOR, Role.ADMIN)
 
     def push(self, event: Event) -> None:
         """Number the event, keep it for resume, and queue it for the socket if attached."""

@@ -227,9 +227,12 @@ class Views:
 
         Supervisors are due every round; agents every round until there are more of them than
         STATS_FRAMES_PER_S, then each in one round of every ceil(agents / STATS_FRAMES_PER_S),
-        staggered so the rounds carry equal shares. A round's updates are spread over its
-        second in STATS_SLICES slices: a floor of consoles all updated at once blocked the
-        loop for tens of milliseconds, and every message routed in that moment waited."""
+        staggered so the rounds carry equal shares. A round's work is spread over its second
+        in STATS_SLICES slices, each looking at its share of the sessions: a floor of consoles
+        all updated at once blocked the loop for tens of milliseconds, and with 2,000 consoles
+        even choosing who was due (a pass over every session) was a stall of several
+        milliseconds each second that the messages routed in that moment waited behind
+        (docs/performance.md)."""
         loop = asyncio.get_running_loop()
         while True:
             next_round = loop.time() + 1.0
@@ -239,44 +242,46 @@ class Views:
                 if self._last_stats.get(q) != figures:
                     self._changed_in[q] = self._round
             self._last_stats = stats
-            due = self._due(self._round, max(self._changed_in.values(), default=0))
+            latest = max(self._changed_in.values(), default=0)
+            sessions = [s for group in self.floor.sessions.values() for s in group]
+            agents = sum(
+                1
+                for s in sessions
+                if s.wants_queue_stats and s.outgoing is not None and not s.supervisor
+            )
+            every = -(-agents // STATS_FRAMES_PER_S)
             events: dict[tuple[str, ...], QueueStatsEvent] = {}
-            updates: list[tuple[AgentSession, QueueStatsEvent, int]] = []
-            for session in due:
-                seen = session.stats_round
-                changed = tuple(
-                    q for q in self._my_queues(session) if self._changed_in.get(q, 0) > seen
-                )
-                if changed:
-                    event = events.get(changed)
-                    if event is None:
-                        event = events[changed] = QueueStatsEvent(stats=[stats[q] for q in changed])
-                    updates.append((session, event, seen))
             for i in range(STATS_SLICES):
                 if i:
                     await asyncio.sleep(1.0 / STATS_SLICES)
-                for session, event, seen in updates[i::STATS_SLICES]:
-                    if session.stats_round != seen:
-                        continue  # resumed or redrawn meanwhile: its next update is whole
-                    session.show(event)
-                    session.stats_round = self._round
+                for session in sessions[i::STATS_SLICES]:
+                    if self._due(session, latest, every):
+                        self._update(session, stats, events)
             await asyncio.sleep(max(0.0, next_round - loop.time()))
 
-    def _due(self, round_: int, latest: int) -> list[AgentSession]:
-        """The subscribed, attached consoles whose update falls in this round and that have
-        not had the `latest` change (on a quiet floor, none: a round costs a pass over the
-        sessions, not a look at each one's queues)."""
-        sessions = [
-            s
-            for group in self.floor.sessions.values()
-            for s in group
-            if s.wants_queue_stats and s.outgoing is not None
-        ]
-        agents = sum(1 for s in sessions if not s.supervisor)
-        every = -(-agents // STATS_FRAMES_PER_S)
-        return [
-            s
-            for s in sessions
-            if s.stats_round < latest
-            and (every <= 1 or s.supervisor or (s.stagger + round_) % every == 0)
-        ]
+    def _due(self, session: AgentSession, latest: int, every: int) -> bool:
+        """Whether a subscribed, attached console without the `latest` change gets its
+        figures in this round."""
+        return (
+            session.wants_queue_stats
+            and session.outgoing is not None
+            and session.stats_round < latest
+            and (every <= 1 or session.supervisor or (session.stagger + self._round) % every == 0)
+        )
+
+    def _update(
+        self,
+        session: AgentSession,
+        stats: dict[str, QueueStats],
+        events: dict[tuple[str, ...], QueueStatsEvent],
+    ) -> None:
+        """Send the console the figures of its queues that changed since it last had any;
+        consoles with the same changes share one event."""
+        seen = session.stats_round
+        changed = tuple(q for q in self._my_queues(session) if self._changed_in.get(q, 0) > seen)
+        if changed:
+            event = events.get(changed)
+            if event is None:
+                event = events[changed] = QueueStatsEvent(stats=[stats[q] for q in changed])
+            session.show(event)
+        session.stats_round = self._round
