@@ -26,6 +26,7 @@ from store.base import (
 )
 from store.sqlite import (
     LOCK_FILENAME,
+    SQL_APPEND_LOOK,
     SQL_MESSAGES,
     SQL_OPEN_ITEMS,
     SQL_PENDING_OFFERS,
@@ -180,6 +181,9 @@ async def test_the_key_queries_use_their_indexes(store: SQLiteStore) -> None:
             (interactions_query("ann", None)[0], ("ann", 10, 0), "PRIMARY KEY"),
             (interactions_query(None, None)[0], (10, 0), "interactions_recent"),
             (SQL_MESSAGES, ("IMS0001001", 0, 10), "PRIMARY KEY"),
+            # Each append looks up its client_msg_id and the last seq, both by index.
+            (SQL_APPEND_LOOK, ("IMS0001001", "c1"), "(interaction=? AND client_msg_id=?)"),
+            (SQL_APPEND_LOOK, ("IMS0001001", "c1"), "PRIMARY KEY (interaction=?)"),
         ]:
             plan = " ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
             assert index in plan, (sql, plan)
