@@ -156,13 +156,13 @@ ORDER BY interaction, seq
 """
 SQL_MESSAGES = "SELECT data FROM messages WHERE interaction = ? AND seq > ? ORDER BY seq LIMIT ?"
 SQL_LAST_MESSAGES = "SELECT data FROM messages WHERE interaction = ? ORDER BY seq DESC LIMIT ?"
-# Each conversation's oldest undelivered one: a conversation stuck behind a failing delivery
-# holds up no other. The outbox_open and outbox_by_conversation indexes serve it.
 # A message's copy if `client_msg_id` was written before, and the conversation's last seq.
 SQL_APPEND_LOOK = (
     "SELECT (SELECT data FROM messages WHERE interaction = ?1 AND client_msg_id = ?2), "
     "(SELECT COALESCE(MAX(seq), 0) FROM messages WHERE interaction = ?1)"
 )
+# Each conversation's oldest undelivered one: a conversation stuck behind a failing delivery
+# holds up no other. The outbox_open and outbox_by_conversation indexes serve it.
 SQL_DUE_DELIVERIES = (
     "SELECT data FROM outbox o WHERE state IN ('pending', 'retrying') AND pos = ("
     "SELECT min(pos) FROM outbox WHERE conversation = o.conversation "
@@ -1002,8 +1002,8 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> tuple[Message, bool]:
             # The writer thread is the only writer, so look-then-insert cannot race; the
             # UNIQUE constraint stays as the backstop. Both looks in one statement: the
-            # writer thread gives the GIL up for each statement and waits to get it back
-            # from a busy event loop, which was most of a write's time (docs/performance.md).
+            # writer thread gives the GIL up for each statement and, while the event loop is
+            # busy, waits to get it back, which stretches the write (docs/performance.md).
             written, last = conn.execute(SQL_APPEND_LOOK, (interaction, client_msg_id)).fetchone()
             if written is not None:
                 return load(Message, written), True
