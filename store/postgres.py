@@ -920,7 +920,10 @@ class PostgresStore:
             except _ERRORS as exc:
                 raise _classify(exc, f"{doing} {self.where}") from exc
             finally:
-                await pool.release(conn)
+                # A connection that dies while it is reset for the pool is terminated by the
+                # pool; the caller needs the read's rows or its own error, not that one.
+                with contextlib.suppress(*_ERRORS):
+                    await pool.release(conn)
         raise AssertionError("unreachable")
 
     async def _rows(self, sql: str, *params: Any) -> list[asyncpg.Record]:

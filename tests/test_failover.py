@@ -12,12 +12,14 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bench.host_process import HostProcess, health, start_host, stop_host
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
 from core.protocol import AcceptOffer, GetTranscript, InteractionEvent, OfferEvent, Transcript
 from tests.conftest import postgres_admin
+from tests.hosting import running_host
 
 TAKEOVER = 30.0  # seconds allowed for a standby to route; the figure itself is a bench's
 
@@ -197,3 +199,22 @@ async def test_a_host_that_loses_its_database_says_so_and_comes_back_by_itself(
     finally:
         stop_host(a)
         await link.cut()
+
+
+async def test_a_task_that_fails_as_the_service_stops_is_logged_and_the_stop_completes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a host losing its database met: a task of the service (loading the floor's times)
+    # failed on the dead connection while being stopped, and the stop raised it, so the host
+    # exited instead of standing by.
+    async def fails_when_stopped() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionResetError("the database went away") from None
+
+    async with running_host(tmp_path) as h:
+        h.host.inbox._tasks.append(asyncio.create_task(fails_when_stopped()))
+        await asyncio.sleep(0)  # the task is waiting when the stop comes
+    assert "event=task_failed_while_stopping" in caplog.text
+    assert "the database went away" in caplog.text

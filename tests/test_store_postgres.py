@@ -459,3 +459,22 @@ async def test_the_key_queries_use_their_indexes(postgres_url: str) -> None:
         ]:
             plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *params))
             assert index in plan, (sql, plan)
+
+
+async def test_a_read_whose_connection_dies_after_it_still_returns_its_rows(
+    postgres_url: str,
+) -> None:
+    # The read succeeds, then its connection is killed before it goes back to the pool, so
+    # the pool's reset meets a dead connection. The rows were read: the caller gets them, not
+    # the driver's error (a host stopping its service after losing the database crashed on
+    # it instead of standing by).
+    async def read_then_lose_the_connection(conn: Any) -> list[Any]:
+        got = await conn.fetch("SELECT pg_backend_pid()")
+        postgres_admin(f"SELECT pg_terminate_backend({got[0][0]})")
+        await asyncio.sleep(0.2)  # the server has closed its end before the pool resets it
+        return list(got)
+
+    async with PostgresStore(postgres_url) as s:
+        got = await s._on_pool("reading", read_then_lose_the_connection)
+        assert len(got) == 1
+        assert (await s._rows("SELECT 1"))[0][0] == 1  # and the pool serves the next read

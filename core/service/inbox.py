@@ -27,7 +27,6 @@ touches a socket: the host attaches transports to sessions and watchers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -324,8 +323,14 @@ class Inbox:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                # A task that failed as it was stopped (the database went with the routing
+                # role, say) must not take the host down with it: it is to stand by.
+                log.exception("event=task_failed_while_stopping task=%s", task.get_coro())
         await self.routing.drain()
         await self.webhooks.close()
         try:
