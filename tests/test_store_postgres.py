@@ -478,3 +478,16 @@ async def test_a_read_whose_connection_dies_after_it_still_returns_its_rows(
         got = await s._on_pool("reading", read_then_lose_the_connection)
         assert len(got) == 1
         assert (await s._rows("SELECT 1"))[0][0] == 1  # and the pool serves the next read
+
+
+async def test_a_read_whose_connection_dies_under_it_twice_is_unavailable(
+    postgres_url: str,
+) -> None:
+    # The connection dies during the read, and again on the fresh one it is retried on; the
+    # caller gets the store's StoreUnavailable, not the driver's error, and the pool serves on.
+    async with PostgresStore(postgres_url) as s:
+        with pytest.raises(StoreUnavailable):
+            await s._on_pool(
+                "reading", lambda conn: conn.fetch("SELECT pg_terminate_backend(pg_backend_pid())")
+            )
+        assert (await s._rows("SELECT 1"))[0][0] == 1
