@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +136,65 @@ async def test_refused_event_stores_nothing(tmp_path: Path) -> None:
     await store.close()
 
 
+@contextlib.asynccontextmanager
+async def timers_running(service: RoutingService) -> AsyncIterator[None]:
+    timers = asyncio.create_task(service.run_timers())
+    try:
+        yield
+    finally:
+        timers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await timers
+
+
+async def test_a_step_that_arms_an_earlier_deadline_wakes_the_sleeping_timers(
+    tmp_path: Path,
+) -> None:
+    quick = dataclasses.replace(CONFIG, queues=[replace(CONFIG.queues[0], offer_timeout=0.2)])
+    store = await open_store(tmp_path)
+    service = RoutingService(quick, store)  # the real clock: the timers sleep for real
+    await service.start()
+    async with timers_running(service):
+        await service.submit(PresenceChanged(agent="alice", presence="Available"))
+        await asyncio.sleep(0.05)  # the timers asleep with nothing armed: for an hour
+        item = WorkItem(id="W1", channel="chat", customer="c1", created_at=time.time())
+        await service.submit(ItemArrived(item=item))
+        async with asyncio.timeout(5):
+            while (await offers_of(store, "W1"))[0].state != OfferState.EXPIRED:
+                await asyncio.sleep(0.02)
+    await store.close()
+
+
+async def test_a_step_that_arms_no_earlier_deadline_leaves_the_timers_asleep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(tmp_path)
+    service = RoutingService(CONFIG, store)
+    await service.start()
+    await service.submit(PresenceChanged(agent="alice", presence="Available"))
+    await service.submit(
+        ItemArrived(item=WorkItem(id="W1", channel="chat", customer="c1", created_at=time.time()))
+    )
+    ticks = 0
+    tick = service.tick
+
+    async def counted() -> list[Any]:
+        nonlocal ticks
+        ticks += 1
+        return await tick()
+
+    monkeypatch.setattr(service, "tick", counted)
+    async with timers_running(service):
+        await asyncio.sleep(0.05)  # asleep until W1's offer expires, 30 s from now
+        await service.submit(PresenceChanged(agent="bob", presence="Available"))
+        arrival = WorkItem(id="W2", channel="chat", customer="c2", created_at=time.time())
+        await service.submit(ItemArrived(item=arrival))
+        await asyncio.sleep(0.05)
+    assert [o.state for o in await offers_of(store, "W2")] == [OfferState.PENDING]
+    assert ticks == 0  # W2's offer expires after W1's: nothing new to wake for
+    await store.close()
+
+
 async def test_a_fenced_deadline_step_stops_the_timers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -177,15 +239,11 @@ async def test_a_deadline_step_the_database_failed_is_one_line_and_retried(
 
     monkeypatch.setattr(store, "apply_routing", ended_once)
     clock.now += 60  # the offer's deadline has passed: the timer steps at once
-    timers = asyncio.create_task(service.run_timers())
     try:
-        async with asyncio.timeout(5):
+        async with timers_running(service), asyncio.timeout(5):
             while tries < 2:
                 await asyncio.sleep(0.01)
     finally:
-        timers.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await timers
         await store.close()
     assert "event=deadline_step_not_stored" in caplog.text
     assert "Traceback" not in caplog.text

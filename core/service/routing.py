@@ -118,6 +118,10 @@ class RoutingService:
         # Told ("routing_step", seconds) of each submitted step, decision and commit included.
         self.observe = observe
         self._wake = asyncio.Event()
+        # The deadline run_timers sleeps until (None: none armed). A step wakes it only if it
+        # armed an earlier one: most steps (an accept, an end) arm nothing sooner, and waking
+        # the loop for each, to find nothing due, was a new timer and wait per routing step.
+        self._sleeping_until: float | None = None
         self._decided: list[_Step] = []  # decided in memory, not yet handed to the store
         self._committer: asyncio.Task[None] | None = None
         self._reloading: asyncio.Future[None] | None = None
@@ -164,6 +168,7 @@ class RoutingService:
 
     async def _reload(self) -> None:
         self.router = await load_router(self.config, self.store, self.detached_agents)
+        self._wake.set()  # the rebuilt engine's deadlines: run_timers sleeps until the old ones
 
     async def update_agent(self, agent: Agent) -> list[AnyDecision]:
         """An agent added or changed while the host runs (`inbox-tui admin`). The config
@@ -179,7 +184,7 @@ class RoutingService:
         while self._reloading is not None:
             await asyncio.shield(self._reloading)
         decisions = self._handle(event)
-        self._wake.set()
+        self._rearm()
         await self._settle(self._decide(decisions))
         if self.observe is not None:
             self.observe("routing_step", time.perf_counter() - started)
@@ -192,7 +197,7 @@ class RoutingService:
         if self._reloading is not None:
             return
         step = self._decide(self._handle(event))
-        self._wake.set()
+        self._rearm()
         if step is not None:
             step.committed.add_done_callback(_consume)
 
@@ -226,7 +231,7 @@ class RoutingService:
     async def run_timers(self) -> None:
         """Sleep until the next deadline (or until an event may have armed an earlier one)."""
         while True:
-            next_at = self.router.next_deadline()
+            next_at = self._sleeping_until = self.router.next_deadline()
             delay = 3600.0 if next_at is None else max(0.0, next_at - self.clock())
             self._wake.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that comes as
@@ -246,6 +251,11 @@ class RoutingService:
                 log.error("event=deadline_step_not_stored error=%s; retrying after reload", e)
             except StoreError:
                 log.exception("deadline step not stored; retrying after reload")
+
+    def _rearm(self) -> None:
+        next_at = self.router.next_deadline()
+        if next_at is not None and (self._sleeping_until is None or next_at < self._sleeping_until):
+            self._wake.set()
 
     def _handle(self, event: AnyEvent) -> list[AnyDecision]:
         started = time.thread_time()
