@@ -1,8 +1,9 @@
 """The embedded store: one SQLite file in WAL mode, one writer thread with group commit.
 
 Write path. Every write is a plain function of a sqlite3 connection, submitted to the group
-commit (store/group_commit.py), which hands each batch to the writer thread: BEGIN IMMEDIATE, a
-SAVEPOINT per op, COMMIT. One thread hop and one fsync'd commit for the whole batch.
+commit (store/group_commit.py), which hands each batch to the writer thread (`_WriterThread`):
+BEGIN IMMEDIATE, a SAVEPOINT per op, COMMIT. One thread hop and one fsync'd commit for the
+whole batch.
 
 Read path. A separate aiosqlite connection; in WAL it reads the last committed state without
 waiting for the writer, and since writes resolve only after their commit, a caller always reads
@@ -18,10 +19,11 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, get_args
@@ -100,6 +102,53 @@ from store.rows import (
 T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
 WriteFn = Callable[[sqlite3.Connection], Any]
+
+
+class _WriterThread:
+    """The one thread that owns the writer connection. A job is handed over on a SimpleQueue
+    and its result comes back to the event loop with one call_soon_threadsafe: a
+    ThreadPoolExecutor's hand-off (its locks, a concurrent future, the asyncio future wrapping
+    it, their callbacks) was ~15 Python calls on the event loop per write (docs/performance.md)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        # A daemon: a process that exits without closing its store must not hang on it. A
+        # transaction cut short that way is rolled back, and was never acknowledged.
+        self._thread = threading.Thread(target=self._serve, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((loop, future, fn, args))
+        return future
+
+    async def stop(self) -> None:
+        """After the jobs already handed over: the thread ends."""
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, fn, args = job
+            try:
+                outcome = (True, fn(*args))
+            except BaseException as exc:  # handed to the awaiting caller, as an executor does
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                loop.call_soon_threadsafe(_resolve, future, outcome)
+
+
+def _resolve(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if future.done():
+        return  # its caller was cancelled meanwhile
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
 # The PRAGMA synchronous levels on offer (SQLiteStore.__init__ says why not OFF).
 Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 
@@ -468,7 +517,7 @@ class SQLiteStore:
             self._commit, self.stats, max_batch=max_batch, where=str(self._path)
         )
         self._lock_fd: int | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: _WriterThread | None = None
         self._wconn: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
 
@@ -489,15 +538,14 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._writer.started:
             raise StoreError(f"{self._path} is already open")
-        loop = asyncio.get_running_loop()
         try:
             self._data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _classify(exc, f"creating data directory {self._data_dir}") from exc
         self._lock_fd = _acquire_lock(self._data_dir / LOCK_FILENAME)
         try:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-            self._wconn = await loop.run_in_executor(self._executor, self._connect_writer)
+            self._thread = _WriterThread()
+            self._wconn = await self._thread.run(self._connect_writer)
             self._reader = await aiosqlite.connect(
                 self._path, isolation_level=None, timeout=BUSY_TIMEOUT_S
             )
@@ -547,14 +595,13 @@ class SQLiteStore:
             with contextlib.suppress(sqlite3.Error):
                 await self._reader.close()
             self._reader = None
-        if self._executor is not None:
+        if self._thread is not None:
             if self._wconn is not None:
-                loop = asyncio.get_running_loop()
                 with contextlib.suppress(sqlite3.Error):
-                    await loop.run_in_executor(self._executor, self._wconn.close)
+                    await self._thread.run(self._wconn.close)
                 self._wconn = None
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            await self._thread.stop()
+            self._thread = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -566,7 +613,8 @@ class SQLiteStore:
         return await self._writer.submit(fn)
 
     def _commit(self, fns: list[WriteFn]) -> Awaitable[tuple[list[Outcome], bool]]:
-        return asyncio.get_running_loop().run_in_executor(self._executor, self._run_timed, fns)
+        assert self._thread is not None
+        return self._thread.run(self._run_timed, fns)
 
     def _run_timed(self, fns: list[WriteFn]) -> tuple[list[Outcome], bool]:
         started = time.thread_time()
