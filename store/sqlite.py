@@ -123,10 +123,11 @@ class _WriterThread:
         self._jobs.put((loop, future, fn, args))
         return future
 
-    async def stop(self) -> None:
-        """After the jobs already handed over: the thread ends."""
+    def stop(self) -> None:
+        """Ends the thread once the jobs already handed over are done; called when none is
+        left in flight, so the join is immediate (as an executor's shutdown was)."""
         self._jobs.put(None)
-        await asyncio.to_thread(self._thread.join)
+        self._thread.join()
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -600,7 +601,7 @@ class SQLiteStore:
                 with contextlib.suppress(sqlite3.Error):
                     await self._thread.run(self._wconn.close)
                 self._wconn = None
-            await self._thread.stop()
+            self._thread.stop()
             self._thread = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
