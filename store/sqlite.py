@@ -113,7 +113,8 @@ class _WriterThread:
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         # A daemon: a process that exits without closing its store must not hang on it. A
-        # transaction cut short that way is rolled back, and was never acknowledged.
+        # commit cut short that way is lost or kept whole (SQLite's WAL has no half commit),
+        # and was acknowledged to no one either way, as after a crash.
         self._thread = threading.Thread(target=self._serve, name="store-writer", daemon=True)
         self._thread.start()
 
