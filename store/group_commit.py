@@ -91,7 +91,11 @@ class GroupCommit(Generic[Op]):
         self._stopping = True
         self._queue.put_nowait(_STOP)
         try:
-            await self._task
+            # wait, not await: a writer cancelled under a batch (a host torn down mid-commit)
+            # has ended already, and its cancellation is not this caller's to raise.
+            await asyncio.wait({self._task})
+            if not self._task.cancelled():
+                self._task.result()  # a writer that broke says so
         finally:
             self._task = None
             self._queue = None

@@ -4,8 +4,11 @@ tested on both backends in test_store.py."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from core.model import Role
 from store import migrations
 from store.base import (
     ApiToken,
+    StoreClosed,
     StoreConflict,
     StoreError,
     StoreFull,
@@ -189,6 +193,44 @@ async def test_the_key_queries_use_their_indexes(store: SQLiteStore) -> None:
             assert index in plan, (sql, plan)
     finally:
         conn.close()
+
+
+# -- the writer thread --------------------------------------------------------------------
+
+
+async def test_a_batch_whose_writer_is_cancelled_is_not_acknowledged_and_the_store_closes(
+    tmp_path: Path,
+) -> None:
+    """The writer task cancelled while its batch runs in the writer thread (a host torn down
+    mid-commit): the caller hears StoreClosed, close() returns (it raised the writer's
+    CancelledError), the thread finishes the batch and then closes the connection, and the
+    data directory can be opened again."""
+    store = make_store(tmp_path)
+    await store.open()
+    in_thread = threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:
+        in_thread.set()
+        time.sleep(0.2)
+        conn.execute("INSERT INTO channels (name, data) VALUES ('late', '{}')")
+
+    write = asyncio.ensure_future(store._write(slow))
+    await asyncio.to_thread(in_thread.wait, 5)
+    assert store._writer._task is not None
+    store._writer._task.cancel()
+    with pytest.raises(StoreClosed):
+        await write
+    async with asyncio.timeout(5):
+        await store.close()
+    async with make_store(tmp_path):
+        pass  # opens again: the lock and the connection were let go
+    conn = sqlite3.connect(tmp_path / "inbox.db")
+    try:
+        # The batch already in the thread ran to its commit: kept, acknowledged to no one.
+        names = [name for (name,) in conn.execute("SELECT name FROM channels")]
+    finally:
+        conn.close()
+    assert names == ["late"]
 
 
 # -- attachments --------------------------------------------------------------------------
