@@ -972,6 +972,9 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             # the sockets, the network and this generator's own loop.
             "routing_steps_over_5ms": share_over(after, before, "inbox_routing_step_seconds"),
             "messages_over_5ms": share_over(after, before, "inbox_message_seconds"),
+            # From a new conversation's start to its item's step committed and announced.
+            "arrival_mean_ms": mean_ms(after, before, "inbox_arrival_seconds"),
+            "arrivals_over_5ms": share_over(after, before, "inbox_arrival_seconds"),
             "gc_passes": delta(after, before, "inbox_gc_pause_seconds_count"),
             "gc_pause_mean_ms": mean_ms(after, before, "inbox_gc_pause_seconds"),
             "gc_passes_over_10ms": delta(after, before, "inbox_gc_pause_seconds_count")
@@ -1050,8 +1053,9 @@ def table(report: dict[str, Any]) -> str:
     lines += [
         f"routing steps/s       {h['routing_steps_per_s']:>10}   offers {h['offers_by_outcome']}",
         f"host mean ms: routing step {h['routing_step_mean_ms']}, message {h['message_mean_ms']}"
-        f"; over 5 ms in the host: {h['routing_steps_over_5ms']:.2%} of steps, "
-        f"{h['messages_over_5ms']:.2%} of messages",
+        f", arrival {h['arrival_mean_ms']}; over 5 ms in the host: "
+        f"{h['routing_steps_over_5ms']:.2%} of steps, {h['messages_over_5ms']:.2%} of "
+        f"messages, {h['arrivals_over_5ms']:.2%} of arrivals",
         f"host gc: {h['gc_passes']:.0f} passes, mean {h['gc_pause_mean_ms']} ms, "
         f"{h['gc_passes_over_10ms']:.0f} over 10 ms",
         f"durable messages/s    {h['durable_messages_per_s']:>10}   "

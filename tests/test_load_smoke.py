@@ -56,7 +56,8 @@ def test_smoke_preset_produces_every_figure(tmp_path: Path) -> None:
         assert _number(host[key]), (key, host[key])
     assert host["durable_messages"] > 0
     assert host["routing_steps"] > 0
-    for key in ("routing_steps_over_5ms", "messages_over_5ms"):
+    assert host["arrival_mean_ms"] > 0
+    for key in ("routing_steps_over_5ms", "messages_over_5ms", "arrivals_over_5ms"):
         assert _number(host[key]) and 0 <= host[key] < 1, (key, host[key])
     assert host["offers_by_outcome"].get("made", 0) > 0
     assert all(_number(n) for n in host["offers_by_outcome"].values())

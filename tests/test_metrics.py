@@ -117,6 +117,7 @@ async def test_exposition_is_well_formed_and_complete(running: Running) -> None:
         "inbox_routing_step_seconds_sum",
         "inbox_routing_step_seconds_count",
         "inbox_message_seconds_count",
+        "inbox_arrival_seconds_count",
         "inbox_store_commits_total",
         "inbox_store_commit_batch_size_bucket",
         "inbox_store_commit_batch_size_count",
@@ -157,6 +158,9 @@ async def test_values_move_when_routing_happens(running: Running) -> None:
     steps = "inbox_routing_step_seconds_count"
     assert value(after, steps) >= value(before, steps) + 3  # presence and two arrivals
     assert value(after, "inbox_routing_step_seconds_sum") > 0
+    arrivals = "inbox_arrival_seconds_count"  # each of the two, up to its step's commit
+    assert value(after, arrivals) == value(before, arrivals) + 2
+    assert value(after, "inbox_arrival_seconds_sum") > value(before, "inbox_arrival_seconds_sum")
     commits = "inbox_store_commits_total"
     assert value(after, commits) > value(before, commits)
     assert value(after, "inbox_store_failed_commits_total") == 0

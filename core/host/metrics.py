@@ -85,6 +85,7 @@ class Metrics:
         default_factory=lambda: {
             "routing_step": Histogram(LATENCY_BUCKETS),
             "message": Histogram(LATENCY_BUCKETS),
+            "arrival": Histogram(LATENCY_BUCKETS),
             "gc_pause": Histogram(LATENCY_BUCKETS),
         }
     )
@@ -189,6 +190,11 @@ def render(host: Host, metrics: Metrics, now: float) -> str:
     for name, help_text in (
         ("routing_step", "One routing step: engine decision plus its commit, in seconds."),
         ("message", "A message from receipt to fan-out, commit included, in seconds."),
+        (
+            "arrival",
+            "A customer's new conversation until its item is routed and announced: the "
+            "interaction's commit, then the routing step's, in seconds.",
+        ),
         ("gc_pause", "A garbage collection pass, during which nothing else runs, in seconds."),
     ):
         h = metrics.histograms[name]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -62,6 +63,9 @@ class Customers:
     floor: Floor
     store: Store
     clock: Callable[[], float]
+    # Told ("arrival", seconds): a start_conversation's way through the host, from the call to
+    # its item's routing step committed and announced (the offer queued to its agent's socket).
+    timed: Callable[[str, float], None]
     # A key -> [lock, requests using it], only while requests are: (scope, Idempotency-Key)
     # of item intake, an interaction's number while a message to it closed is placed.
     _turns: dict[Any, list[Any]] = field(default_factory=dict, init=False)
@@ -100,6 +104,7 @@ class Customers:
         With `idempotency` (REST), the key is committed with the interaction; StoreConflict
         if another request stored it first (use start_conversation_once). `previous`: the
         closed interaction this one follows up; `language`: the customer's, for notices."""
+        started = time.perf_counter()
         if channel not in self.conversations.channels:
             raise InboxError("unknown_channel", f"no service channel {channel!r}")
         intake = self._intake_of(channel, priority, weight, preferred_agent)
@@ -121,6 +126,9 @@ class Customers:
             language=language,
         )
         conv = await self._route_new(record, attributes or {}, intake, opened_here=True)
+        # Two commits in a row (the interaction, then its item's routing step): the
+        # routing_step figure alone does not show what an arrival waits.
+        self.timed("arrival", time.perf_counter() - started)
         return conv.record
 
     def _intake_of(

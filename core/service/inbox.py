@@ -168,7 +168,9 @@ class Inbox:
             record_states=config.records,
         )
         self.cases = Cases(config, self.access, self.floor, store, clock)
-        self.customers = Customers(self.routing, self.conversations, self.floor, store, clock)
+        self.customers = Customers(
+            self.routing, self.conversations, self.floor, store, clock, self._timed
+        )
         self.files = Files(
             config.attachments,
             self.access,
@@ -458,7 +460,8 @@ class Inbox:
 
     def observe_timings(self, observer: Callable[[str, float], None]) -> Callable[[], None]:
         """Have `observer` hear (name, seconds) of "routing_step" (a step's decision and
-        commit) and "message" (a message's receipt to its fan-out, commit included).
+        commit), "message" (a message's receipt to its fan-out, commit included) and
+        "arrival" (a customer's new conversation until its item is routed and announced).
         Returns the function that stops it."""
         self._timing_observers.append(observer)
         return lambda: _discard(self._timing_observers, observer)
