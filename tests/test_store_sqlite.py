@@ -202,9 +202,9 @@ async def test_a_batch_whose_writer_is_cancelled_is_not_acknowledged_and_the_sto
     tmp_path: Path,
 ) -> None:
     """The writer task cancelled while its batch runs in the writer thread (a host torn down
-    mid-commit): the caller hears StoreClosed, close() returns (it raised the writer's
-    CancelledError), the thread finishes the batch and then closes the connection, and the
-    data directory can be opened again."""
+    mid-commit): the caller hears StoreClosed, close() returns instead of raising the
+    writer's CancelledError, the thread finishes the batch and then closes the connection,
+    and the data directory can be opened again."""
     store = make_store(tmp_path)
     await store.open()
     in_thread = threading.Event()
