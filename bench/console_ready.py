@@ -222,12 +222,11 @@ async def measure(
                 number, CUSTOMER, f"latency probe {i}: {BODIES[i % len(BODIES)]}", f"probe-{i}"
             )
             committed = time.perf_counter()
-            seen = await until(
-                lambda seq=message.seq: (
-                    bool(transcript().messages) and transcript().messages[-1].seq == seq
-                ),
-                f"probe {i}",
-            )
+
+            def probe_shown(seq: int = message.seq) -> bool:
+                return bool(transcript().messages) and transcript().messages[-1].seq == seq
+
+            seen = await until(probe_shown, f"probe {i}")
             commits.append((committed - sent) * 1e3)
             latencies.append((seen - sent) * 1e3)
         out["latency"] = {

@@ -228,7 +228,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report["trials"] = trials
         if trials:
             for key in ("healthz_ok_s", "routing_again_s", "role_won_s", "rebuild_s"):
-                values = [t[key] for t in trials if t[key] is not None]
+                values = [v for t in trials if (v := t[key]) is not None]
                 if values:
                     report[key] = summary(values)
         return report

@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -158,6 +158,11 @@ class FrozenConsole:
         self.reader = reader
         self.writer = writer
 
+    def _transport(self) -> asyncio.Transport:
+        # A stream's writer is typed as writing only; over a socket its transport reads too
+        # (uvloop's is not an asyncio.Transport subclass, so a cast, not an isinstance).
+        return cast(asyncio.Transport, self.writer.transport)
+
     @classmethod
     async def connect(cls, url: str) -> FrozenConsole:
         parts = urlsplit(url)
@@ -202,11 +207,11 @@ class FrozenConsole:
         self.send(encoder.encode(Authenticate(token=token, ref=1)))
         while not isinstance(await self.frame(), LoggedIn):
             pass  # an event may come before it
-        self.writer.transport.pause_reading()
+        self._transport().pause_reading()
 
     async def close_code(self) -> int | None:
         """After the run: what the host sent before it gave up, then its close code."""
-        self.writer.transport.resume_reading()
+        self._transport().resume_reading()
         try:
             while True:
                 opcode, payload = await self._read()

@@ -98,16 +98,16 @@ def _lag(out: str) -> None:
     stalls: collections.Counter[tuple[int, str]] = collections.Counter()
     loop_thread = threading.main_thread().ident
 
-    def tick(loop: object) -> None:
+    def tick(loop: uvloop.Loop) -> None:
         now = time.perf_counter()
         if last[0]:
             lateness[int(time.time())].append((now - last[0] - 0.001) * 1000)
         last[0] = now
-        loop.call_later(0.001, tick, loop)  # type: ignore[attr-defined]
+        loop.call_later(0.001, tick, loop)
 
     new_event_loop = uvloop.new_event_loop
 
-    def probed_loop() -> object:
+    def probed_loop() -> uvloop.Loop:
         loop = new_event_loop()
         loop.call_soon(tick, loop)
         return loop
@@ -121,7 +121,7 @@ def _lag(out: str) -> None:
             if not last[0] or time.perf_counter() - last[0] < 0.005:
                 continue
             frame = sys._current_frames().get(loop_thread)  # type: ignore[arg-type]
-            where = []
+            where: list[str] = []
             while frame is not None and len(where) < 6:
                 code = frame.f_code
                 where.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_qualname}")
