@@ -38,7 +38,7 @@ from store.sqlite import (
     _classify,
     interactions_query,
 )
-from tests.store_helpers import attachment_file, schema_version
+from tests.store_helpers import attachment_file, rows, schema_version
 
 
 def make_store(data_dir: Path, **kwargs: Any) -> SQLiteStore:
@@ -222,15 +222,9 @@ async def test_a_batch_whose_writer_is_cancelled_is_not_acknowledged_and_the_sto
         await write
     async with asyncio.timeout(5):
         await store.close()
-    async with make_store(tmp_path):
-        pass  # opens again: the lock and the connection were let go
-    conn = sqlite3.connect(tmp_path / "inbox.db")
-    try:
+    async with make_store(tmp_path) as again:  # the lock and the connection were let go
         # The batch already in the thread ran to its commit: kept, acknowledged to no one.
-        names = [name for (name,) in conn.execute("SELECT name FROM channels")]
-    finally:
-        conn.close()
-    assert names == ["late"]
+        assert await rows(again, "SELECT name FROM channels") == [("late",)]
 
 
 # -- attachments --------------------------------------------------------------------------
