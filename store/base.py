@@ -370,11 +370,14 @@ class Store(Protocol):
         affinity: Mapping[str, tuple[str, float]] | None = None,
         interactions: Iterable[InteractionRecord] = (),
         deliveries: Iterable[Delivery] = (),
+        created: Collection[str] = (),
     ) -> None:
         """Persist routing decisions all-or-nothing; `affinity` is customer -> (agent who
         last served them, when); `interactions` are the records that follow the items,
-        replaced as save_interaction does (NotFound likewise); `deliveries` go into the
-        outbox, in order, after every one enqueued before.
+        replaced as save_interaction does (NotFound likewise), except those whose numbers are
+        in `created`: new interactions (numbers from reserve_numbers), inserted with their
+        participants (StoreConflict if the number is stored already); `deliveries` go into
+        the outbox, in order, after every one enqueued before.
 
         Items are written before their offers (NotFound for an offer of an unknown item), and
         offers leaving `pending` before new pending ones: at most one pending offer per item
@@ -405,6 +408,12 @@ class Store(Protocol):
         With `idempotency`, the key is stored in the same transaction; StoreConflict (and
         nothing stored) if that (scope, key) is already stored and younger than
         IDEMPOTENCY_TTL."""
+        ...
+
+    async def reserve_numbers(self, prefix: str, count: int) -> list[str]:
+        """`count` numbers under `prefix` ("IMS"), the next in order, committed as used before
+        this returns: no other caller, in any process, is given them. For interactions created
+        in their item's routing step (apply_routing's `created`)."""
         ...
 
     async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:

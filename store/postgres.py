@@ -495,7 +495,8 @@ def _upsert_data(table: str, key: str) -> str:
 # A routing step's rows in one statement, one round trip: each table's rows as arrays, written
 # in array order (WITH ORDINALITY), which is the order the rules need: items keep their queue
 # position, an offer leaving `pending` goes before its item's next one (offer_rows), and audit
-# entries keep theirs. Records are updated and their participants made to match.
+# entries keep theirs. Records are updated, or inserted if new (created with their item), and
+# their participants made to match.
 _ROUTE = """
 WITH items AS (
     INSERT INTO work_items (id, state, data)
@@ -530,6 +531,9 @@ WITH items AS (
         AS r(number, archived, opened_at, data)
     WHERE i.number = r.number
     RETURNING i.number
+), created AS (
+    INSERT INTO interactions (number, archived, opened_at, data)
+    SELECT * FROM unnest($21::text[], $22::bool[], $23::float8[], $24::text[])
 ), joined AS (
     INSERT INTO participants (agent, interaction)
     SELECT * FROM unnest($19::text[], $20::text[])
@@ -575,6 +579,8 @@ def _route_violation(
             (row[0] for row in offers if row[1] == key and row[2] == OfferState.PENDING), offer
         )
         return StoreConflict(f"offer {pending}: work item {key} already has a pending offer")
+    if constraint == "interactions_pkey":
+        return StoreConflict(f"interaction {key} is stored already")
     if constraint == "participants_interaction_fkey":
         return NotFound(f"interaction {key} does not exist (create_interaction allocates numbers)")
     return exc
@@ -1218,6 +1224,7 @@ class PostgresStore:
         affinity: Mapping[str, tuple[str, float]] | None = None,
         interactions: Iterable[InteractionRecord] = (),
         deliveries: Iterable[Delivery] = (),
+        created: Collection[str] = (),
     ) -> None:
         epoch = self._epoch
         if epoch is not None and self._lease is None:
@@ -1230,7 +1237,10 @@ class PostgresStore:
         # not undo that.
         offer_data.sort(key=lambda row: row[2] == OfferState.PENDING)
         newest_records = {r.number: r for r in interactions}
-        records = [(n, r.archived, r.opened_at, dump(r)) for n, r in newest_records.items()]
+        rows = [(n, r.archived, r.opened_at, dump(r)) for n, r in newest_records.items()]
+        new = frozenset(created)
+        records = [row for row in rows if row[0] not in new]
+        inserted = [row for row in rows if row[0] in new]
         pairs = list(
             dict.fromkeys((p.agent, n) for n, r in newest_records.items() for p in r.participants)
         )
@@ -1242,6 +1252,7 @@ class PostgresStore:
             *_columns([(c, agent, at) for c, (agent, at) in (affinity or {}).items()], 3),
             *_columns(records, 4),
             *_columns(pairs, 2),
+            *_columns(inserted, 4),
         ]
         outbox = list(deliveries)
 
@@ -1317,6 +1328,20 @@ class PostgresStore:
         # Without a key nothing in it is refused on its own (the counter's row lock makes the
         # number unique), so it needs no savepoint either.
         return await self._write(op, counters=(prefix,), guarded=idempotency is not None)
+
+    async def reserve_numbers(self, prefix: str, count: int) -> list[str]:
+        if count < 1:
+            raise ValueError(f"reserve_numbers: count must be at least 1, not {count}")
+
+        async def op(conn: asyncpg.Connection) -> list[str]:
+            last = await conn.fetchval(
+                "UPDATE counters SET value = value + $2 WHERE name = $1 RETURNING value",
+                prefix,
+                count,
+            )
+            return [format_number(prefix, n) for n in range(last - count + 1, last + 1)]
+
+        return await self._write(op, counters=(prefix,), guarded=False)
 
     async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:
         rows = await self._rows(

@@ -441,6 +441,17 @@ def _update_interaction(conn: sqlite3.Connection, record: InteractionRecord, dat
     _write_participants(conn, record)
 
 
+def _insert_interaction(conn: sqlite3.Connection, record: InteractionRecord, data: str) -> None:
+    try:
+        conn.execute(
+            "INSERT INTO interactions (number, archived, opened_at, data) VALUES (?, ?, ?, ?)",
+            (record.number, int(record.archived), record.opened_at, data),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise StoreConflict(f"interaction {record.number} is stored already") from exc
+    _write_participants(conn, record)
+
+
 def _link_record(conn: sqlite3.Connection, record: str, interaction: str, at: float) -> None:
     try:
         conn.execute(
@@ -872,11 +883,13 @@ class SQLiteStore:
         affinity: Mapping[str, tuple[str, float]] | None = None,
         interactions: Iterable[InteractionRecord] = (),
         deliveries: Iterable[Delivery] = (),
+        created: Collection[str] = (),
     ) -> None:
         item_data, offer_data = item_rows(items), offer_rows(offers)
         status_data, audit_data = status_rows(statuses), audit_rows(audit)
         affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
         records = [(r, dump(r)) for r in interactions]
+        new = frozenset(created)
         outbox = list(deliveries)
 
         def op(conn: sqlite3.Connection) -> None:
@@ -886,7 +899,10 @@ class SQLiteStore:
             conn.executemany(_INSERT_AUDIT, audit_data)
             conn.executemany(_UPSERT_AFFINITY, affinity_rows)
             for record, data in records:
-                _update_interaction(conn, record, data)
+                if record.number in new:
+                    _insert_interaction(conn, record, data)
+                else:
+                    _update_interaction(conn, record, data)
             for delivery in outbox:
                 _insert_delivery(conn, delivery)
 
@@ -938,6 +954,19 @@ class SQLiteStore:
                     conn, msgspec.structs.replace(idempotency, interaction=record.number)
                 )
             return record
+
+        return await self._write(op)
+
+    async def reserve_numbers(self, prefix: str, count: int) -> list[str]:
+        if count < 1:
+            raise ValueError(f"reserve_numbers: count must be at least 1, not {count}")
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            ((last,),) = conn.execute(
+                "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value",
+                (count, prefix),
+            ).fetchall()
+            return [format_number(prefix, n) for n in range(last - count + 1, last + 1)]
 
         return await self._write(op)
 

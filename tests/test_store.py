@@ -30,6 +30,7 @@ from core.model import (
     AuditEntry,
     ChannelMode,
     Delivery,
+    InteractionRecord,
     InteractionState,
     Invitation,
     ItemState,
@@ -492,6 +493,41 @@ async def test_apply_routing_replaces_the_interactions_that_follow_its_items(
     with pytest.raises(NotFound, match="IMS0009999 does not exist"):
         await store.apply_routing(items=[item("w2")], interactions=[ghost])
     assert await store.get_item("w2") is None
+
+
+async def test_apply_routing_stores_interactions_created_with_their_items(store: Store) -> None:
+    """A new conversation's record is stored in its item's first routing step, one commit,
+    under a number reserved before: in order, and never handed out again, not even by
+    create_interaction."""
+    numbers = await store.reserve_numbers("IMS", 3)
+    assert numbers == ["IMS0001001", "IMS0001002", "IMS0001003"]
+    record = InteractionRecord(
+        number=numbers[0],
+        item="w1",
+        channel="chat",
+        customer="c1",
+        opened_at=10.0,
+        queue="general",
+        participants=(Participant(agent="ann", joined_at=11.0),),
+    )
+    await store.apply_routing(
+        items=[item("w1", ItemState.ACCEPTED, agent="ann", interaction=record.number)],
+        interactions=[record],
+        created=[record.number],
+    )
+    assert await store.get_interaction(record.number) == record
+    assert [r.number for r in await store.list_interactions(agent="ann")] == [record.number]
+    assert (await new_interaction(store, "w2")) == "IMS0001004"
+    assert await store.reserve_numbers("IMS", 1) == ["IMS0001005"]
+    # A number stored already is a conflict, and nothing of that step is stored.
+    with pytest.raises(StoreConflict, match="IMS0001001"):
+        await store.apply_routing(
+            items=[item("w3")], interactions=[replace(record, item="w3")], created=[record.number]
+        )
+    assert await store.get_item("w3") is None
+    assert await store.get_interaction(record.number) == record
+    with pytest.raises(ValueError, match="at least 1"):
+        await store.reserve_numbers("IMS", 0)
 
 
 async def test_interactions_round_trip_and_filter(store: Store) -> None:
