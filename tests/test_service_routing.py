@@ -1,5 +1,6 @@
 """The routing step end to end on a real SQLite file: decisions are durable before anyone hears
-of them, the audit trail is kept, and a restarted service re-arms what was pending."""
+of them, the audit trail is kept, a restarted service re-arms what was pending, and a new
+conversation's record is stored with its item's first step."""
 
 from __future__ import annotations
 
@@ -26,15 +27,17 @@ from core.model import (
     Queue,
     ServiceChannel,
     WorkItem,
+    format_number,
 )
 from core.routing.decisions import OfferMade
 from core.routing.engine import RoutingConfig, RoutingError
 from core.routing.events import ItemArrived, OfferAccepted, PresenceChanged
-from core.service import RoutingService
+from core.service import RoutingService, numbers
 from core.service.inbox import _log_failure as inbox_log_failure
 from core.service.routing import Step
 from store import Store, StoreFenced, open_store
 from store.base import StoreUnavailable
+from tests.hosting import running_host
 from tests.store_helpers import audit_trail, offers_of
 
 CONFIG = RoutingConfig(
@@ -309,13 +312,19 @@ class Records:
         self.by_number[record.number] = record
 
 
-async def test_records_follow_their_items_and_amendments_take_turns(tmp_path: Path) -> None:
+async def following_records(tmp_path: Path) -> tuple[Clock, Store, Records, RoutingService]:
+    """A routing service on a SQLite store whose records follow their items; alice available."""
     clock = Clock()
     store = await open_store(tmp_path)
     records = Records()
     service = RoutingService(CONFIG, store, clock=clock, records=records)
     await service.start()
     await service.submit(PresenceChanged(agent="alice", presence="Available"))
+    return clock, store, records, service
+
+
+async def test_records_follow_their_items_and_amendments_take_turns(tmp_path: Path) -> None:
+    clock, store, records, service = await following_records(tmp_path)
     created = await store.create_interaction(
         item="W1", channel="chat", customer="c1", opened_at=clock.now
     )
@@ -344,3 +353,74 @@ async def test_records_follow_their_items_and_amendments_take_turns(tmp_path: Pa
     assert [c.cause is None for s in heard for c in s.records] == [False, True]
     assert await service.amend("IMS9999999", lambda r: replace(r, participants=(invited,))) is None
     await store.close()
+
+
+async def test_a_new_interaction_is_stored_with_its_items_first_step_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new conversation's record and its item's first step are one write: both are stored,
+    or (the commit failing) neither, and the engine forgets the item."""
+    clock, store, records, service = await following_records(tmp_path)
+    first, second = await store.reserve_numbers("IMS", 2)
+
+    def arrival(number: str, item_id: str) -> tuple[InteractionRecord, ItemArrived]:
+        record = InteractionRecord(
+            number=number, item=item_id, channel="chat", customer="c1", opened_at=clock.now
+        )
+        records.by_number[number] = record  # as the inbox's conversations hold it
+        item = WorkItem(
+            id=item_id, channel="chat", customer="c1", created_at=clock.now, interaction=number
+        )
+        return record, ItemArrived(item=item)
+
+    record, event = arrival(first, "W1")
+    writes = store.stats.ops
+    decisions = await service.submit(event, created=record)
+    assert store.stats.ops - writes == 1
+    assert any(isinstance(d, OfferMade) for d in decisions)
+    stored = await store.get_interaction(first)
+    assert stored is not None and stored.queue == "general" and stored.item == "W1"
+    assert await store.get_item("W1") is not None
+
+    async def fails(**records: Any) -> None:
+        raise StoreUnavailable("the database failed (the disk went away)")
+
+    record, event = arrival(second, "W2")
+    monkeypatch.setattr(store, "apply_routing", fails)
+    with pytest.raises(StoreUnavailable):
+        await service.submit(event, created=record)
+    monkeypatch.undo()
+    assert await store.get_interaction(second) is None
+    assert await store.get_item("W2") is None
+    assert "W2" not in service.router.items and "W1" in service.router.items
+    await store.close()
+
+
+async def test_arrivals_are_numbered_in_order_and_a_restart_skips_numbers_never_repeats_them(
+    tmp_path: Path,
+) -> None:
+    """Through a real host: each arrival after the first is one write (its number was
+    reserved with others before); after a restart the numbers go on above the ones reserved."""
+    async with running_host(tmp_path) as h:
+        inbox = h.host.inbox
+        store = inbox.store
+        first = await inbox.start_conversation(channel="chat", customer="c1")
+        writes = store.stats.ops
+        second = await inbox.start_conversation(channel="chat", customer="c2")
+        assert store.stats.ops - writes == 1
+        third = await inbox.start_conversation(channel="chat", customer="c3")
+    assert [first.number, second.number, third.number] == [
+        "IMS0001001",
+        "IMS0001002",
+        "IMS0001003",
+    ]
+    async with running_host(tmp_path) as h:
+        after = await h.host.inbox.start_conversation(channel="chat", customer="c4")
+        assert after.number == format_number("IMS", 1001 + numbers.BLOCK)
+        stored = await h.host.inbox.store.list_interactions()
+    assert sorted(r.number for r in stored) == [
+        first.number,
+        second.number,
+        third.number,
+        after.number,
+    ]

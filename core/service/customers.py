@@ -27,6 +27,7 @@ from msgspec.structs import replace
 
 from core.model import (
     CLOSED_INTERACTION_STATES,
+    NUMBER_PREFIX,
     InteractionRecord,
     InteractionState,
     Message,
@@ -41,6 +42,7 @@ from core.routing.records import owner_of
 from core.service.conversations import Conversation, Conversations
 from core.service.errors import InboxError
 from core.service.floor import Floor
+from core.service.numbers import NumberBlocks
 from core.service.routing import RoutingService
 from store.base import IdempotencyKey, Store, StoreConflict, StoreError
 
@@ -69,6 +71,13 @@ class Customers:
     # A key -> [lock, requests using it], only while requests are: (scope, Idempotency-Key)
     # of item intake, an interaction's number while a message to it closed is placed.
     _turns: dict[Any, list[Any]] = field(default_factory=dict, init=False)
+    _numbers: NumberBlocks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._numbers = NumberBlocks(self.store, NUMBER_PREFIX["interaction"])
+
+    async def stop(self) -> None:
+        await self._numbers.stop()
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, key: Any) -> AsyncIterator[None]:
@@ -113,7 +122,7 @@ class Customers:
             self.routing.router.check_intake(channel, intake.weight, preferred_agent)
         except RoutingError as e:
             raise InboxError(e.code, e.message) from e
-        record = await self.store.create_interaction(
+        fields: dict[str, Any] = dict(
             item=f"W{secrets.token_hex(6)}",
             channel=channel,
             customer=customer,
@@ -121,13 +130,22 @@ class Customers:
             customer_name=customer_name,
             customer_contact=customer_contact,
             created_by=created_by,
-            idempotency=idempotency,
             previous=previous,
             language=language,
         )
-        conv = await self._route_new(record, attributes or {}, intake, opened_here=True)
-        # Two commits in a row (the interaction, then its item's routing step): the
-        # routing_step figure alone does not show what an arrival waits.
+        if idempotency is None:
+            # Stored with its item's first routing step: one commit (core/service/numbers.py).
+            record = InteractionRecord(number=await self._numbers.next(), **fields)
+            conv = await self._route_new(
+                record, attributes or {}, intake, opened_here=True, created=True
+            )
+        else:
+            # The key first, in a commit of its own: a key stored meanwhile by another process
+            # must fail this request alone, not a routing commit (which rebuilds the engine).
+            record = await self.store.create_interaction(idempotency=idempotency, **fields)
+            conv = await self._route_new(record, attributes or {}, intake, opened_here=True)
+        # Besides the routing step: the number, the idempotency key's commit, the conversation
+        # set up; the routing_step figure alone does not show what an arrival waits.
         self.timed("arrival", time.perf_counter() - started)
         return conv.record
 
@@ -145,9 +163,11 @@ class Customers:
         intake: _Intake,
         *,
         opened_here: bool = False,
+        created: bool = False,
     ) -> Conversation:
         """Route the work item of an interaction whose item is not stored yet;
-        `opened_here`: the interaction was created by this call, so it has no message yet."""
+        `opened_here`: the interaction was created by this call, so it has no message yet;
+        `created`: the interaction is not stored yet either: it is stored with the item."""
         conv = self.conversations.add(record, self.clock(), opened_here=opened_here)
         item = WorkItem(
             id=record.item,
@@ -161,13 +181,16 @@ class Customers:
             interaction=record.number,
         )
         try:
-            decisions = await self.routing.submit(ev.ItemArrived(item=item))
+            decisions = await self.routing.submit(
+                ev.ItemArrived(item=item), created=record if created else None
+            )
         except RoutingError as e:
             self.conversations.forget(record.number)
             raise InboxError(e.code, e.message) from e
         except StoreError:
-            # Nothing of the step was kept (fenced, the disk failing): a retry finds the
-            # stored interaction without its item and routes it, as after a crash.
+            # Nothing of the step was kept (fenced, the disk failing), nor a new interaction
+            # with it; one stored before (under a REST key) a retry finds without its item
+            # and routes, as after a crash.
             self.conversations.forget(record.number)
             raise
         unroutable = next((d for d in decisions if isinstance(d, ItemUnroutable)), None)

@@ -334,6 +334,7 @@ class Inbox:
                 # role, say) must not take the host down with it: it is to stand by.
                 log.exception("event=task_failed_while_stopping task=%s", task.get_coro())
         await self.routing.drain()
+        await self.customers.stop()
         await self.webhooks.close()
         try:
             await self.day.flush()  # the minutes finished so far; the one in progress is lost

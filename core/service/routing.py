@@ -5,7 +5,8 @@ listeners hear of it. If a commit fails, the engine's in-memory state is thrown 
 from the store, so memory never runs ahead of what is durable.
 
 The interaction records follow their work items (core/routing/records.py) in the same
-transaction: a step that stores an item accepted stores its record owned, or neither is kept.
+transaction: a step that stores an item accepted stores its record owned, or neither is kept;
+a new conversation's record is created in its item's first step.
 Open records therefore have this one writer: a change to one from elsewhere (an invitation
 answered, a case linked) is `amend`ed in turn with the steps, so no change overwrites another.
 
@@ -24,7 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,6 +91,7 @@ class OpenRecords(Protocol):
 class _Step:
     decisions: list[AnyDecision]
     edit: tuple[str, Edit] | None = None  # an amendment: (record number, change)
+    created: InteractionRecord | None = None  # a new interaction, stored with this step
     records: list[RecordChange] = field(default_factory=list)  # worked out at commit
     committed: asyncio.Future[list[Awaitable[Any]]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -177,15 +179,20 @@ class RoutingService:
         self.config = dataclasses.replace(self.config, agents=(*others, agent))
         return await self.submit(AgentUpdated(agent=agent))
 
-    async def submit(self, event: AnyEvent) -> list[AnyDecision]:
+    async def submit(
+        self, event: AnyEvent, *, created: InteractionRecord | None = None
+    ) -> list[AnyDecision]:
         """Handle one event; returns after its decisions are committed and announced.
-        Raises RoutingError (nothing changed) or StoreError (nothing kept)."""
+        Raises RoutingError (nothing changed) or StoreError (nothing kept).
+
+        `created`: a new interaction (numbered by `Store.reserve_numbers`, known to `records`
+        already) that the event's item belongs to, stored in the same commit."""
         started = time.perf_counter()
         while self._reloading is not None:
             await asyncio.shield(self._reloading)
         decisions = self._handle(event)
         self._rearm()
-        await self._settle(self._decide(decisions))
+        await self._settle(self._decide(decisions, created))
         if self.observe is not None:
             self.observe("routing_step", time.perf_counter() - started)
         return decisions
@@ -264,10 +271,12 @@ class RoutingService:
         finally:
             self.engine_cpu_seconds += time.thread_time() - started
 
-    def _decide(self, decisions: list[AnyDecision]) -> _Step | None:
-        if not decisions:
+    def _decide(
+        self, decisions: list[AnyDecision], created: InteractionRecord | None = None
+    ) -> _Step | None:
+        if not decisions and created is None:
             return None
-        step = _Step(decisions)
+        step = _Step(decisions, created=created)
         self._queue(step)
         return step
 
@@ -361,7 +370,13 @@ class RoutingService:
         newest: dict[str, InteractionRecord] = {}
         for step in group:
             step.records = self._follow(step, newest)
-        changed = [r for r in newest.values() if r is not self._committed_record(r.number)]
+        created = {s.created.number: s.created for s in group if s.created is not None}
+        changed = [
+            r
+            for r in newest.values()
+            if r.number in created or r is not self._committed_record(r.number)
+        ]
+        changed += [r for number, r in created.items() if number not in newest]
         decisions = [d for step in group for d in step.decisions]
         if not decisions and not changed:
             return  # only amendments, of records closed meanwhile
@@ -371,7 +386,9 @@ class RoutingService:
             for change in step.records
             if (delivery := self.deliveries(change)) is not None
         ]
-        await routing_write(decisions, self.router.status).commit(self.store, changed, deliveries)
+        await routing_write(decisions, self.router.status).commit(
+            self.store, changed, deliveries, created=tuple(created)
+        )
 
 
 async def load_router(
@@ -405,9 +422,10 @@ class RoutingWrite:
         store: Store,
         interactions: Iterable[InteractionRecord] = (),
         deliveries: Iterable[Delivery] = (),
+        created: Collection[str] = (),
     ) -> None:
-        """Store it all-or-nothing, with the interaction records that follow the items and
-        the outbox's deliveries of their changes."""
+        """Store it all-or-nothing, with the interaction records that follow the items (those
+        numbered in `created` new to the store) and the outbox's deliveries of their changes."""
         await store.apply_routing(
             items=self.items,
             offers=self.offers,
@@ -416,6 +434,7 @@ class RoutingWrite:
             affinity=self.affinity,
             interactions=interactions,
             deliveries=deliveries,
+            created=created,
         )
 
 
