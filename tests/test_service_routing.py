@@ -36,7 +36,7 @@ from core.service import RoutingService, numbers
 from core.service.inbox import _log_failure as inbox_log_failure
 from core.service.routing import Step
 from store import Store, StoreFenced, open_store
-from store.base import StoreUnavailable
+from store.base import StoreError, StoreUnavailable
 from tests.hosting import running_host
 from tests.store_helpers import audit_trail, offers_of
 
@@ -424,3 +424,23 @@ async def test_arrivals_are_numbered_in_order_and_a_restart_skips_numbers_never_
         third.number,
         after.number,
     ]
+
+
+async def test_numbers_are_reserved_ahead_in_blocks_and_a_failed_reservation_is_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await open_store(tmp_path)
+    blocks = numbers.NumberBlocks(store, "IMS", size=4)
+    got = [await blocks.next() for _ in range(6)]
+    assert got == [format_number("IMS", 1001 + i) for i in range(6)]
+    # Two reservations for six numbers: the second began while the first block had one left.
+    assert store.stats.ops == 2
+    await store.close()
+    # What is held is still handed out; the reservation ahead fails with nobody waiting (a
+    # warning), and every call that needs a new block tries again and says why it failed.
+    assert [await blocks.next() for _ in range(2)] == ["IMS0001007", "IMS0001008"]
+    for _ in range(2):
+        with pytest.raises(StoreError):
+            await blocks.next()
+    assert "event=numbers_not_reserved" in caplog.text
+    await blocks.stop()
