@@ -402,8 +402,10 @@ class Store(Protocol):
         idempotency: IdempotencyKey | None = None,
         previous: str | None = None,
         language: str = "",
+        number: str | None = None,
     ) -> InteractionRecord:
-        """Store a new interaction under the next number: IMS0001001, IMS0001002, ...
+        """Store a new interaction under the next number (IMS0001001, IMS0001002, ...), or
+        under `number` if given (one from reserve_numbers; StoreConflict if it is stored).
 
         With `idempotency`, the key is stored in the same transaction; StoreConflict (and
         nothing stored) if that (scope, key) is already stored and younger than
@@ -413,7 +415,8 @@ class Store(Protocol):
     async def reserve_numbers(self, prefix: str, count: int) -> list[str]:
         """`count` numbers under `prefix` ("IMS"), the next in order, committed as used before
         this returns: no other caller, in any process, is given them. For interactions created
-        in their item's routing step (apply_routing's `created`)."""
+        in their item's routing step (apply_routing's `created`), or by create_interaction
+        with its `number`."""
         ...
 
     async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:

@@ -402,15 +402,17 @@ async def _append_many(conn: asyncpg.Connection, appends: list[_Append]) -> list
 
 
 # A new interaction in one statement: its number counted (formatted as format_number does:
-# the prefix, then at least seven digits), the record stored with the number spliced into its
-# JSON, and its participants.
+# the prefix, then at least seven digits) unless one reserved before is given ($7), the record
+# stored with the number spliced into its JSON, and its participants.
 _CREATE = """
 WITH counted AS (
-    UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value
+    UPDATE counters SET value = value + 1 WHERE name = $1 AND $7::text IS NULL RETURNING value
 ), numbered AS (
     SELECT $1 || CASE WHEN value < 10000000 THEN lpad(value::text, 7, '0') ELSE value::text END
         AS number
     FROM counted
+    UNION ALL
+    SELECT $7 WHERE $7 IS NOT NULL
 ), stored AS (
     INSERT INTO interactions (number, archived, opened_at, data)
     SELECT number, $2, $3, $4 || to_json(number)::text || $5 FROM numbered
@@ -1291,6 +1293,7 @@ class PostgresStore:
         idempotency: IdempotencyKey | None = None,
         previous: str | None = None,
         language: str = "",
+        number: str | None = None,
     ) -> InteractionRecord:
         prefix = NUMBER_PREFIX["interaction"]
         unnumbered = InteractionRecord(
@@ -1314,20 +1317,28 @@ class PostgresStore:
         async def op(conn: asyncpg.Connection) -> InteractionRecord:
             # One round trip for the number, the record and its participants: at saturation
             # new interactions' round trips were most of a batch's.
-            number = await conn.fetchval(
-                _CREATE, prefix, unnumbered.archived, opened_at, before, after, agents
-            )
-            record = replace(unnumbered, number=number)
+            try:
+                stored = await conn.fetchval(
+                    _CREATE, prefix, unnumbered.archived, opened_at, before, after, agents, number
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise StoreConflict(f"interaction {number} is stored already") from exc
+            record = replace(unnumbered, number=stored)
             if idempotency is not None:
-                # A conflict rolls this op's savepoint back: the number is not used up either.
+                # A conflict rolls this op's savepoint back: a number counted here is not used
+                # up either.
                 await _insert_idempotency_key(
                     conn, msgspec.structs.replace(idempotency, interaction=record.number)
                 )
             return record
 
-        # Without a key nothing in it is refused on its own (the counter's row lock makes the
-        # number unique), so it needs no savepoint either.
-        return await self._write(op, counters=(prefix,), guarded=idempotency is not None)
+        # Without a key or a number given nothing in it is refused on its own (the counter's
+        # row lock makes the number unique), so it needs no savepoint either.
+        return await self._write(
+            op,
+            counters=(prefix,) if number is None else (),
+            guarded=idempotency is not None or number is not None,
+        )
 
     async def reserve_numbers(self, prefix: str, count: int) -> list[str]:
         if count < 1:

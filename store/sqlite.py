@@ -926,10 +926,11 @@ class SQLiteStore:
         idempotency: IdempotencyKey | None = None,
         previous: str | None = None,
         language: str = "",
+        number: str | None = None,
     ) -> InteractionRecord:
         def op(conn: sqlite3.Connection) -> InteractionRecord:
             record = InteractionRecord(
-                number=_next_number(conn, NUMBER_PREFIX["interaction"]),
+                number=number or _next_number(conn, NUMBER_PREFIX["interaction"]),
                 item=item,
                 channel=channel,
                 customer=customer,
@@ -943,13 +944,10 @@ class SQLiteStore:
                 previous=previous,
                 language=language,
             )
-            conn.execute(
-                "INSERT INTO interactions (number, archived, opened_at, data) VALUES (?, ?, ?, ?)",
-                (record.number, int(record.archived), record.opened_at, dump(record)),
-            )
-            _write_participants(conn, record)
+            _insert_interaction(conn, record, dump(record))
             if idempotency is not None:
-                # A conflict rolls this op's savepoint back: the number is not used up either.
+                # A conflict rolls this op's savepoint back: a number counted here is not used
+                # up either.
                 _insert_idempotency_key(
                     conn, msgspec.structs.replace(idempotency, interaction=record.number)
                 )

@@ -498,7 +498,7 @@ async def test_apply_routing_replaces_the_interactions_that_follow_its_items(
 async def test_apply_routing_stores_interactions_created_with_their_items(store: Store) -> None:
     """A new conversation's record is stored in its item's first routing step, one commit,
     under a number reserved before: in order, and never handed out again, not even by
-    create_interaction."""
+    create_interaction counting its own."""
     numbers = await store.reserve_numbers("IMS", 3)
     assert numbers == ["IMS0001001", "IMS0001002", "IMS0001003"]
     record = InteractionRecord(
@@ -518,6 +518,10 @@ async def test_apply_routing_stores_interactions_created_with_their_items(store:
     assert await store.get_interaction(record.number) == record
     assert [r.number for r in await store.list_interactions(agent="ann")] == [record.number]
     assert (await new_interaction(store, "w2")) == "IMS0001004"
+    # One reserved may be given to create_interaction (an item under an idempotency key).
+    assert (await new_interaction(store, "w4", number=numbers[1])) == numbers[1]
+    with pytest.raises(StoreConflict, match=numbers[1]):
+        await new_interaction(store, "w5", number=numbers[1])
     assert await store.reserve_numbers("IMS", 1) == ["IMS0001005"]
     # A number stored already is a conflict, and nothing of that step is stored.
     with pytest.raises(StoreConflict, match="IMS0001001"):

@@ -123,6 +123,7 @@ class Customers:
         except RoutingError as e:
             raise InboxError(e.code, e.message) from e
         fields: dict[str, Any] = dict(
+            number=await self._numbers.next(),
             item=f"W{secrets.token_hex(6)}",
             channel=channel,
             customer=customer,
@@ -135,7 +136,7 @@ class Customers:
         )
         if idempotency is None:
             # Stored with its item's first routing step: one commit (core/service/numbers.py).
-            record = InteractionRecord(number=await self._numbers.next(), **fields)
+            record = InteractionRecord(**fields)
             conv = await self._route_new(
                 record, attributes or {}, intake, opened_here=True, created=True
             )
