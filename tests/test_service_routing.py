@@ -433,14 +433,38 @@ async def test_numbers_are_reserved_ahead_in_blocks_and_a_failed_reservation_is_
     blocks = numbers.NumberBlocks(store, "IMS", size=4)
     got = [await blocks.next() for _ in range(6)]
     assert got == [format_number("IMS", 1001 + i) for i in range(6)]
-    # Two reservations for six numbers: the second began while the first block had one left.
+    # Two reservations for six numbers: the second began while the first block had one left
+    # (and, asked for after the block ran out, it is twice as large).
     assert store.stats.ops == 2
     await store.close()
-    # What is held is still handed out; the reservation ahead fails with nobody waiting (a
-    # warning), and every call that needs a new block tries again and says why it failed.
-    assert [await blocks.next() for _ in range(2)] == ["IMS0001007", "IMS0001008"]
-    for _ in range(2):
-        with pytest.raises(StoreError):
-            await blocks.next()
+    # What is held is still handed out, in order; the reservation ahead fails with nobody
+    # waiting (a warning), and every call that needs a new block tries again and says why.
+    held: list[str] = []
+    with pytest.raises(StoreError):
+        while True:
+            held.append(await blocks.next())
+    assert held == [format_number("IMS", 1007 + i) for i in range(len(held))]
+    with pytest.raises(StoreError):
+        await blocks.next()
     assert "event=numbers_not_reserved" in caplog.text
     await blocks.stop()
+
+
+async def test_a_block_that_comes_too_late_doubles_the_next_and_one_in_time_halves_it(
+    tmp_path: Path,
+) -> None:
+    """Arrivals that outrun the reservations make the blocks grow, so they do not queue
+    behind one reservation after another; quieter ones make them small again."""
+    store = await open_store(tmp_path)
+    blocks = numbers.NumberBlocks(store, "IMS", size=4)
+    burst = await asyncio.gather(*(blocks.next() for _ in range(300)))
+    assert sorted(burst) == [format_number("IMS", 1001 + i) for i in range(300)]
+    assert store.stats.ops <= 8, store.stats.ops  # 4 + 8 + ... + 256, not 75 blocks of 4
+    grown = blocks.size
+    assert grown >= 128
+    for _ in range(400):
+        await blocks.next()
+        await asyncio.sleep(0.002)  # an arrival now and then: each block comes in time
+    assert blocks.size <= grown // 4, (grown, blocks.size)
+    await blocks.stop()
+    await store.close()
