@@ -7,7 +7,9 @@ it. The clients:
 
 - a REST integration's customer (`customer`): one chat item under one Idempotency-Key, retried
   until acknowledged, then LINES messages, each retried with its client_msg_id until
-  acknowledged while the run lasts;
+  acknowledged while the run lasts; or (`keyed=False`) the item asked for without a key, as
+  integrations that send none do, and asked again after an answer lost, which may make a
+  second chat;
 - an agent on the agent socket (`agent`): goes Available and handles every offer: accepts,
   writes LINES lines, ends the chat and closes the record; or, in a mix of behaviours, leaves
   it in wrap-up, writes slowly, never writes, rejects or lets the offer expire.
@@ -85,6 +87,9 @@ class History:
 
     items: dict[str, str] = field(default_factory=dict)  # customer id -> interaction
     item_ids: dict[str, str] = field(default_factory=dict)  # customer id -> work item
+    # Customers who asked for their item without an Idempotency-Key -> how many of those
+    # requests got no answer (each may have made a chat nobody was told of).
+    unkeyed: Counter[str] = field(default_factory=Counter)
     messages: dict[tuple[str, str], str] = field(default_factory=dict)  # (number, id) -> body
     retries: Counter[str] = field(default_factory=Counter)
     # Answers no client should ever get: "internal" (a host's bug), on the socket or as a 500.
@@ -162,12 +167,19 @@ async def customer(
     spread: float = 0.0,
     *,
     sticky: bool = True,
+    keyed: bool = True,
 ) -> None:
     """A REST integration's customer `cid`: one chat, retried under one Idempotency-Key until
     acknowledged (even after `stop`, so none is left half-made), then LINES messages, each
     retried until acknowledged while the run lasts. 201 is an acknowledgement, and so is 200:
-    a retry whose first answer was lost (the item replayed, the message a duplicate)."""
-    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"item-{cid}"}
+    a retry whose first answer was lost (the item replayed, the message a duplicate).
+    Not `keyed`: the chat asked for without a key, each request without an answer counted in
+    history.unkeyed."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if keyed:
+        headers["Idempotency-Key"] = f"item-{cid}"
+    else:
+        history.unkeyed.setdefault(cid, 0)
     hosts = Hosts(bases, sticky=sticky)
     await asyncio.sleep(random.uniform(0, spread))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
@@ -190,6 +202,8 @@ async def customer(
             # No host answered, or one standing by, stopping or failing (5xx), or this token
             # over its rate (429): retried. No other 4xx.
             assert status in (0, 429) or status >= 500, (status, reply)
+            if not keyed and status != 429:
+                history.unkeyed[cid] += 1
             history.retries[f"item_retry_{status or 'unreachable'}"] += 1
             await asyncio.sleep(RETRY)
         for i in range(LINES):
@@ -421,9 +435,10 @@ def check_answers(history: History) -> None:
 
 
 def check_acknowledged(history: History, stored: Stored, prefix: str) -> None:
-    """Every acknowledged item and message is stored exactly once, as acknowledged; and no
+    """Every acknowledged item and message is stored exactly once, as acknowledged; no
     interaction of the customers `prefix...` is stored that no client was told of (a request
-    whose answer was lost left none behind that a retry doubled)."""
+    whose answer was lost left none behind that a retry doubled), except one per unanswered
+    request without a key; and none is stored without its work item."""
     items = {i.id: i for i in stored.items}
     # A customer writing into a closed conversation reopens it with a new work item, so an
     # interaction may have had several; never two open at once.
@@ -440,8 +455,11 @@ def check_acknowledged(history: History, stored: Stored, prefix: str) -> None:
         latest = items.get(record.item)
         assert latest is not None, f"{number}: its work item {record.item} is not stored"
         assert latest.interaction == number, (latest, number)
-    rest = Counter(r.customer for r in stored.records if r.customer.startswith(prefix))
-    twice = {cid: n for cid, n in rest.items() if n > 1}
+    theirs = [r for r in stored.records if r.customer.startswith(prefix)]
+    itemless = [r.number for r in theirs if r.item not in items]
+    assert not itemless, f"interactions stored without their work item: {itemless}"
+    rest = Counter(r.customer for r in theirs)
+    twice = {cid: n for cid, n in rest.items() if n > 1 + history.unkeyed.get(cid, 0)}
     assert not twice, f"items stored more than once: {twice}"
     assert set(rest) == set(history.items), set(rest) ^ set(history.items)
     bodies: Counter[tuple[str, str]] = Counter()

@@ -414,7 +414,9 @@ async def arrivals(
     customers = []
     while not stop.is_set():
         cid = f"{PREFIX}{len(customers)}"
-        arrival = customer(cid, bases, token, history, stop, sticky=sticky)
+        # A third without an Idempotency-Key: their chats are made in one commit.
+        keyed = len(customers) % 3 > 0
+        arrival = customer(cid, bases, token, history, stop, sticky=sticky, keyed=keyed)
         customers.append(asyncio.ensure_future(arrival))
         await asyncio.sleep(random.uniform(*ARRIVAL_GAP))
     await asyncio.gather(*customers)
@@ -561,6 +563,8 @@ async def test_kill_9_anywhere_in_a_cluster_loses_doubles_and_breaks_nothing(
         "faults": faults,
         "customers": arrived,
         "acknowledged_items": len(history.items),
+        "items_without_a_key": len(history.unkeyed),
+        "unanswered_without_a_key": sum(history.unkeyed.values()),
         "acknowledged_messages": len(history.messages),
         "stored_items": dict(states),
         "stored_messages": sum(len(m) for m in stored.messages.values()),

@@ -6,13 +6,17 @@ The clients keep their own history: a REST integration records each work item an
 customer message the host acknowledged (201, or 200 for a replay); agents on the agent socket
 record each message the host acknowledged (MessageAck). They retry through the outages with
 the same client_msg_id, and the same Idempotency-Key for an item, as real clients do; an item
-is retried until acknowledged, however long the outages last. Afterwards:
+is retried until acknowledged, however long the outages last. A third of the customers ask for
+their item without a key (it is then stored in one commit with its first routing step), as
+integrations that send none do. Afterwards:
 
 - every acknowledged message is stored exactly once, with its body;
 - every acknowledged work item and its interaction exist, exactly once, routed (its work item
   stored), and they are the ones acknowledged;
 - no REST interaction is stored that was not acknowledged: none was left behind by a request
-  whose answer was lost, which a retry would have duplicated;
+  whose answer was lost, which a retry would have duplicated (without a key, one per request
+  that got no answer may be);
+- no interaction is stored without its work item;
 - no work item is held by two agents and no agent is over capacity;
 - after a restart, nothing that fell due while the host was down is still pending: offers,
   first-reply and wrap-up deadlines fire on start (re-armed), so no pending offer or deadline
@@ -153,7 +157,7 @@ async def test_sigkill_under_load_loses_and_doubles_nothing(tmp_path: Path) -> N
             *(finished(agent(a, [hosts[0].agent_url], history, stop)) for a in AGENTS),
             # Arrivals spread over the run: chats start before, between and after the kills.
             *(
-                customer(f"{PREFIX}{n}", [base], token, history, stop, spread=KILLS * 0.9)
+                customer(f"{PREFIX}{n}", [base], token, history, stop, KILLS * 0.9, keyed=n % 3 > 0)
                 for n in range(CUSTOMERS * KILLS)
             ),
         ]
@@ -169,6 +173,8 @@ async def test_sigkill_under_load_loses_and_doubles_nothing(tmp_path: Path) -> N
         "kills": KILLS,
         "restart_s_max": round(max(restarts), 3),
         "acknowledged_items": len(history.items),
+        "items_without_a_key": len(history.unkeyed),
+        "unanswered_without_a_key": sum(history.unkeyed.values()),
         "acknowledged_messages": len(history.messages),
         "retries": dict(history.retries),
         **figures,
