@@ -378,6 +378,14 @@ def format_number(prefix: str, n: int) -> str:
     return f"{prefix}{n:07d}"
 
 
+def parse_number(prefix: str, number: str) -> int:
+    """What format_number(prefix, n) was made of: n. ValueError if it is not such a number."""
+    digits = number.removeprefix(prefix)
+    if digits == number or not digits.isdigit():
+        raise ValueError(f"{number!r} is not a number under {prefix}")
+    return int(digits)
+
+
 _FIELD = re.compile(r"\{([a-z_]+(?:\.[a-z_]+)*)\}")
 
 

@@ -419,6 +419,12 @@ class Store(Protocol):
         with its `number`."""
         ...
 
+    async def release_numbers(self, prefix: str, first: str, last: str) -> bool:
+        """Give back the numbers `first`..`last` reserved and never used, if nobody reserved
+        any after them (the counter still stands at `last`): the next one reserved is then
+        `first`. Returns whether they were given back."""
+        ...
+
     async def get_idempotency_key(self, scope: str, key: str, now: float) -> IdempotencyKey | None:
         """The stored key, unless it is older than IDEMPOTENCY_TTL at `now`."""
         ...

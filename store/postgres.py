@@ -77,6 +77,7 @@ from core.model import (
     Template,
     WorkItem,
     format_number,
+    parse_number,
 )
 from store import postgres_migrations
 from store.base import (
@@ -1351,6 +1352,20 @@ class PostgresStore:
                 count,
             )
             return [format_number(prefix, n) for n in range(last - count + 1, last + 1)]
+
+        return await self._write(op, counters=(prefix,), guarded=False)
+
+    async def release_numbers(self, prefix: str, first: str, last: str) -> bool:
+        start, end = parse_number(prefix, first), parse_number(prefix, last)
+
+        async def op(conn: asyncpg.Connection) -> bool:
+            done = await conn.execute(
+                "UPDATE counters SET value = $2 WHERE name = $1 AND value = $3",
+                prefix,
+                start - 1,
+                end,
+            )
+            return _count(done) == 1
 
         return await self._write(op, counters=(prefix,), guarded=False)
 

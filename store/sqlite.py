@@ -63,6 +63,7 @@ from core.model import (
     Template,
     WorkItem,
     format_number,
+    parse_number,
 )
 from store import migrations
 from store.base import (
@@ -965,6 +966,18 @@ class SQLiteStore:
                 (count, prefix),
             ).fetchall()
             return [format_number(prefix, n) for n in range(last - count + 1, last + 1)]
+
+        return await self._write(op)
+
+    async def release_numbers(self, prefix: str, first: str, last: str) -> bool:
+        start, end = parse_number(prefix, first), parse_number(prefix, last)
+
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE counters SET value = ? WHERE name = ? AND value = ?",
+                (start - 1, prefix, end),
+            )
+            return cur.rowcount == 1
 
         return await self._write(op)
 

@@ -36,7 +36,7 @@ from core.service import RoutingService, numbers
 from core.service.inbox import _log_failure as inbox_log_failure
 from core.service.routing import Step
 from store import Store, StoreFenced, open_store
-from store.base import StoreError, StoreUnavailable
+from store.base import StoreClosed, StoreError, StoreUnavailable
 from tests.hosting import running_host
 from tests.store_helpers import audit_trail, offers_of
 
@@ -396,11 +396,12 @@ async def test_a_new_interaction_is_stored_with_its_items_first_step_or_not_at_a
     await store.close()
 
 
-async def test_arrivals_are_numbered_in_order_and_a_restart_skips_numbers_never_repeats_them(
+async def test_arrivals_are_numbered_in_order_and_a_clean_restart_goes_on_without_a_gap(
     tmp_path: Path,
 ) -> None:
     """Through a real host: each arrival after the first is one write (its number was
-    reserved with others before); after a restart the numbers go on above the ones reserved."""
+    reserved with others before); a host that stops gives back the numbers it held, so the
+    next one goes on from the last number used."""
     async with running_host(tmp_path) as h:
         inbox = h.host.inbox
         store = inbox.store
@@ -416,7 +417,7 @@ async def test_arrivals_are_numbered_in_order_and_a_restart_skips_numbers_never_
     ]
     async with running_host(tmp_path) as h:
         after = await h.host.inbox.start_conversation(channel="chat", customer="c4")
-        assert after.number == format_number("IMS", 1001 + numbers.BLOCK)
+        assert after.number == "IMS0001004"
         stored = await h.host.inbox.store.list_interactions()
     assert sorted(r.number for r in stored) == [
         first.number,
@@ -448,6 +449,29 @@ async def test_numbers_are_reserved_ahead_in_blocks_and_a_failed_reservation_is_
         await blocks.next()
     assert "event=numbers_not_reserved" in caplog.text
     await blocks.stop()
+
+
+async def test_a_stopping_process_gives_back_its_last_block_and_a_dead_one_leaves_a_gap(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path)
+    dead = numbers.NumberBlocks(store, "IMS", size=4)
+    assert await dead.next() == "IMS0001001"  # and never stops: its 1002-1004 are lost
+    first = numbers.NumberBlocks(store, "IMS", size=4)
+    second = numbers.NumberBlocks(store, "IMS", size=4)
+    assert await first.next() == "IMS0001005"
+    assert await second.next() == "IMS0001009"
+    # The first's rest (1006-1008) has the second's block after it: not given back.
+    await first.stop()
+    await second.stop()  # 1010-1012 given back
+    with pytest.raises(StoreClosed):
+        await second.next()
+    after = numbers.NumberBlocks(store, "IMS", size=4)
+    assert await after.next() == "IMS0001010"
+    # Given back only while nobody reserved after them.
+    assert not await store.release_numbers("IMS", "IMS0001011", "IMS0001012")
+    assert await store.reserve_numbers("IMS", 1) == ["IMS0001014"]
+    await store.close()
 
 
 async def test_a_block_that_comes_too_late_doubles_the_next_and_one_in_time_halves_it(

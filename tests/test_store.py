@@ -534,6 +534,19 @@ async def test_apply_routing_stores_interactions_created_with_their_items(store:
         await store.reserve_numbers("IMS", 0)
 
 
+async def test_reserved_numbers_are_given_back_only_while_nobody_reserved_after_them(
+    store: Store,
+) -> None:
+    assert await store.reserve_numbers("IMS", 4) == [f"IMS000100{i}" for i in range(1, 5)]
+    assert await store.release_numbers("IMS", "IMS0001003", "IMS0001004")
+    assert await store.reserve_numbers("IMS", 2) == ["IMS0001003", "IMS0001004"]
+    await store.reserve_numbers("IMS", 1)  # 1005: 1003-1004 are no longer the counter's end
+    assert not await store.release_numbers("IMS", "IMS0001003", "IMS0001004")
+    assert (await new_interaction(store)) == "IMS0001006"
+    with pytest.raises(ValueError, match="not a number under IMS"):
+        await store.release_numbers("IMS", "CS0001001", "IMS0001006")
+
+
 async def test_interactions_round_trip_and_filter(store: Store) -> None:
     first = await store.create_interaction(
         item="w1",

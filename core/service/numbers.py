@@ -11,8 +11,10 @@ queue behind the reservations (measured on a saturated PostgreSQL writer: arriva
 instead of 0.8). So a block that came too late doubles the next one, up to MAX_BLOCK, and one
 that came with most of the last still unused halves it again, down to BLOCK.
 
-Numbers a process held and never handed out (it stopped, or lost the routing role) are never
-used: numbers can skip after a restart or a takeover, never repeat.
+A process that stops gives back what it holds of its last block, unless another process has
+reserved numbers since (`Store.release_numbers`), so a restart does not skip numbers. The ones
+a process held when it died, or held of an earlier block, are never used: numbers can skip
+after a crash or a takeover, never repeat.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import collections
 import contextlib
 import logging
 
-from store.base import Store, StoreError
+from store.base import Store, StoreClosed, StoreError
 
 log = logging.getLogger("inbox_tui.numbers")
 
@@ -42,11 +44,15 @@ class NumberBlocks:
         self._free: collections.deque[str] = collections.deque()
         self._reserving: asyncio.Task[None] | None = None
         self._late = False  # an arrival waited for a block reserved ahead
+        self._last: list[str] = []  # the last block reserved
+        self._stopped = False
 
     async def next(self) -> str:
         """The next number, in order. Raises StoreError if a reservation it waits for failed
         (the next call tries again)."""
         while not self._free:
+            if self._stopped:
+                raise StoreClosed("no numbers: the host is stopping")
             self._late = self._late or self._reserving is not None
             await asyncio.shield(self._reserve())
         number = self._free.popleft()
@@ -55,12 +61,24 @@ class NumberBlocks:
         return number
 
     async def stop(self) -> None:
-        """Cancel a reservation in flight: the store is about to close."""
+        """Hand out nothing more, and give back what is left of the last block (a
+        reservation in flight is cancelled): the store is about to close."""
+        self._stopped = True
         task = self._reserving
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, StoreError):
                 await task
+        # Only the last block's rest runs up to the counter; an earlier block's rest may have
+        # another process's numbers after it.
+        last = set(self._last)
+        unused = [n for n in self._free if n in last]
+        self._free.clear()
+        if unused and unused[-1] == self._last[-1]:
+            try:
+                await self.store.release_numbers(self.prefix, unused[0], unused[-1])
+            except StoreError as e:
+                log.warning("event=numbers_not_released error=%s", e)
 
     def _reserve(self) -> asyncio.Task[None]:
         if self._reserving is None:
@@ -78,6 +96,7 @@ class NumberBlocks:
                 # Less than a quarter of what was left went while this one was reserved.
                 self.size = max(self.size // 2, self.base)
             self._free.extend(block)
+            self._last = block
         finally:
             self._reserving = None
 
