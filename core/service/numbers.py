@@ -29,7 +29,7 @@ from store.base import Store, StoreClosed, StoreError
 log = logging.getLogger("inbox_tui.numbers")
 
 # Numbers per reservation while arrivals do not outrun them: one commit per BLOCK arrivals, and
-# at most BLOCK - 1 + BLOCK / 2 skipped when a process stops (MAX_BLOCK - 1 + MAX_BLOCK / 2
+# at most BLOCK - 1 + BLOCK / 2 skipped when a process dies (MAX_BLOCK - 1 + MAX_BLOCK / 2
 # under a load that needs the largest blocks).
 BLOCK = 32
 MAX_BLOCK = 4096
