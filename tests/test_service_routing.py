@@ -36,7 +36,7 @@ from core.service import RoutingService, numbers
 from core.service.inbox import _log_failure as inbox_log_failure
 from core.service.routing import Step
 from store import Store, StoreFenced, open_store
-from store.base import StoreClosed, StoreError, StoreUnavailable
+from store.base import StoreClosed, StoreConflict, StoreError, StoreUnavailable
 from tests.hosting import running_host
 from tests.store_helpers import audit_trail, offers_of
 
@@ -356,12 +356,12 @@ async def test_records_follow_their_items_and_amendments_take_turns(tmp_path: Pa
 
 
 async def test_a_new_interaction_is_stored_with_its_items_first_step_or_not_at_all(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """A new conversation's record and its item's first step are one write: both are stored,
     or (the commit failing) neither, and the engine forgets the item."""
     clock, store, records, service = await following_records(tmp_path)
-    first, second = await store.reserve_numbers("IMS", 2)
+    (first,) = await store.reserve_numbers("IMS", 1)
 
     def arrival(number: str, item_id: str) -> tuple[InteractionRecord, ItemArrived]:
         record = InteractionRecord(
@@ -382,15 +382,15 @@ async def test_a_new_interaction_is_stored_with_its_items_first_step_or_not_at_a
     assert stored is not None and stored.queue == "general" and stored.item == "W1"
     assert await store.get_item("W1") is not None
 
-    async def fails(**records: Any) -> None:
-        raise StoreUnavailable("the database failed (the disk went away)")
-
-    record, event = arrival(second, "W2")
-    monkeypatch.setattr(store, "apply_routing", fails)
-    with pytest.raises(StoreUnavailable):
+    # A commit the store refuses halfway (the number is stored already, by a request that
+    # counted its own): its item, written first in the transaction, is rolled back with it.
+    taken = await store.create_interaction(
+        item="W0", channel="chat", customer="c0", opened_at=clock.now
+    )
+    record, event = arrival(taken.number, "W2")
+    with pytest.raises(StoreConflict, match=taken.number):
         await service.submit(event, created=record)
-    monkeypatch.undo()
-    assert await store.get_interaction(second) is None
+    assert await store.get_interaction(taken.number) == taken
     assert await store.get_item("W2") is None
     assert "W2" not in service.router.items and "W1" in service.router.items
     await store.close()
