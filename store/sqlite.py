@@ -450,7 +450,8 @@ def _insert_interaction(conn: sqlite3.Connection, record: InteractionRecord, dat
         )
     except sqlite3.IntegrityError as exc:
         raise StoreConflict(f"interaction {record.number} is stored already") from exc
-    _write_participants(conn, record)
+    # New, so it has no participant rows to clear (they reference it), unlike an update.
+    _add_participants(conn, record)
 
 
 def _link_record(conn: sqlite3.Connection, record: str, interaction: str, at: float) -> None:
@@ -466,10 +467,15 @@ def _link_record(conn: sqlite3.Connection, record: str, interaction: str, at: fl
 
 def _write_participants(conn: sqlite3.Connection, record: InteractionRecord) -> None:
     conn.execute("DELETE FROM participants WHERE interaction = ?", (record.number,))
-    conn.executemany(
-        "INSERT OR IGNORE INTO participants (agent, interaction) VALUES (?, ?)",
-        [(p.agent, record.number) for p in record.participants],
-    )
+    _add_participants(conn, record)
+
+
+def _add_participants(conn: sqlite3.Connection, record: InteractionRecord) -> None:
+    if record.participants:
+        conn.executemany(
+            "INSERT OR IGNORE INTO participants (agent, interaction) VALUES (?, ?)",
+            [(p.agent, record.number) for p in record.participants],
+        )
 
 
 def _insert_idempotency_key(conn: sqlite3.Connection, key: IdempotencyKey) -> None:
