@@ -371,13 +371,16 @@ class Store(Protocol):
         interactions: Iterable[InteractionRecord] = (),
         deliveries: Iterable[Delivery] = (),
         created: Collection[str] = (),
-    ) -> None:
+        lines: Sequence[Message] = (),
+    ) -> list[Message]:
         """Persist routing decisions all-or-nothing; `affinity` is customer -> (agent who
         last served them, when); `interactions` are the records that follow the items,
         replaced as save_interaction does (NotFound likewise), except those whose numbers are
         in `created`: new interactions (numbers from reserve_numbers), inserted with their
         participants (StoreConflict if the number is stored already); `deliveries` go into
-        the outbox, in order, after every one enqueued before.
+        the outbox, in order, after every one enqueued before; `lines` (system lines such as
+        "Alice joined", each with a client_msg_id of its own) are appended as append_message
+        does, in order, after the records. Returns the lines as stored, with their seqs.
 
         Items are written before their offers (NotFound for an offer of an unknown item), and
         offers leaving `pending` before new pending ones: at most one pending offer per item

@@ -1228,7 +1228,8 @@ class PostgresStore:
         interactions: Iterable[InteractionRecord] = (),
         deliveries: Iterable[Delivery] = (),
         created: Collection[str] = (),
-    ) -> None:
+        lines: Sequence[Message] = (),
+    ) -> list[Message]:
         epoch = self._epoch
         if epoch is not None and self._lease is None:
             raise StoreFenced(
@@ -1258,8 +1259,12 @@ class PostgresStore:
             *_columns(inserted, 4),
         ]
         outbox = list(deliveries)
+        appends = [
+            _Append(unnumbered, *_around_seq(dump(unnumbered)))
+            for unnumbered in (replace(line, seq=0) for line in lines)
+        ]
 
-        async def op(conn: asyncpg.Connection) -> None:
+        async def op(conn: asyncpg.Connection) -> list[Message]:
             if epoch is not None:
                 await self._fence(conn, epoch)
             try:
@@ -1273,8 +1278,17 @@ class PostgresStore:
                 )
             for delivery in outbox:
                 await _insert_delivery(conn, delivery)
+            stored = []
+            for ok, outcome in await _append_many(conn, appends) if appends else ():
+                if not ok:
+                    raise outcome
+                stored.append(outcome[0])
+            return stored
 
-        await self._write(op, interactions=tuple(newest_records))
+        lines_of = tuple(line.interaction for line in lines)
+        return await self._write(
+            op, interactions=tuple(dict.fromkeys((*newest_records, *lines_of)))
+        )
 
     # -- interactions ---------------------------------------------------------------------
 

@@ -454,6 +454,30 @@ def _insert_interaction(conn: sqlite3.Connection, record: InteractionRecord, dat
     _add_participants(conn, record)
 
 
+def _append(conn: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
+    """Store `message` (its seq ignored) under the interaction's next seq; (stored, False),
+    or (the one stored before, True) if its client_msg_id was."""
+    number, client_msg_id = message.interaction, message.client_msg_id
+    # The writer thread is the only writer, so look-then-insert cannot race; the UNIQUE
+    # constraint stays as the backstop. Both looks in one statement: the writer thread gives
+    # the GIL up for each statement and, while the event loop is busy, waits to get it back,
+    # which stretches the write (docs/performance.md).
+    written, last = conn.execute(SQL_APPEND_LOOK, (number, client_msg_id)).fetchone()
+    if written is not None:
+        return load(Message, written), True
+    stored = replace(message, seq=last + 1)
+    try:
+        conn.execute(
+            "INSERT INTO messages (interaction, seq, client_msg_id, data) VALUES (?, ?, ?, ?)",
+            (number, stored.seq, client_msg_id, dump(stored)),
+        )
+    except sqlite3.IntegrityError as exc:
+        if not _exists(conn, "SELECT 1 FROM interactions WHERE number = ?", number):
+            raise NotFound(f"interaction {number} does not exist") from exc
+        raise
+    return stored, False
+
+
 def _link_record(conn: sqlite3.Connection, record: str, interaction: str, at: float) -> None:
     try:
         conn.execute(
@@ -891,7 +915,8 @@ class SQLiteStore:
         interactions: Iterable[InteractionRecord] = (),
         deliveries: Iterable[Delivery] = (),
         created: Collection[str] = (),
-    ) -> None:
+        lines: Sequence[Message] = (),
+    ) -> list[Message]:
         item_data, offer_data = item_rows(items), offer_rows(offers)
         status_data, audit_data = status_rows(statuses), audit_rows(audit)
         affinity_rows = [(c, agent, at) for c, (agent, at) in (affinity or {}).items()]
@@ -899,7 +924,7 @@ class SQLiteStore:
         new = frozenset(created)
         outbox = list(deliveries)
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> list[Message]:
             conn.executemany(_UPSERT_ITEM, item_data)
             _write_offers(conn, offer_data)
             conn.executemany(_UPSERT_STATUS, status_data)
@@ -912,8 +937,9 @@ class SQLiteStore:
                     _update_interaction(conn, record, data)
             for delivery in outbox:
                 _insert_delivery(conn, delivery)
+            return [_append(conn, line)[0] for line in lines]
 
-        await self._write(op)
+        return await self._write(op)
 
     # -- interactions ---------------------------------------------------------------------
 
@@ -1095,38 +1121,23 @@ class SQLiteStore:
         attachment: str | None = None,
         delivery: Delivery | None = None,
     ) -> tuple[Message, bool]:
+        message = Message(
+            interaction=interaction,
+            seq=0,
+            sender_kind=sender_kind,
+            sender=sender,
+            body=body,
+            client_msg_id=client_msg_id,
+            created_at=created_at,
+            kind=kind,
+            attachment=attachment,
+        )
+
         def op(conn: sqlite3.Connection) -> tuple[Message, bool]:
-            # The writer thread is the only writer, so look-then-insert cannot race; the
-            # UNIQUE constraint stays as the backstop. Both looks in one statement: the
-            # writer thread gives the GIL up for each statement and, while the event loop is
-            # busy, waits to get it back, which stretches the write (docs/performance.md).
-            written, last = conn.execute(SQL_APPEND_LOOK, (interaction, client_msg_id)).fetchone()
-            if written is not None:
-                return load(Message, written), True
-            message = Message(
-                interaction=interaction,
-                seq=last + 1,
-                sender_kind=sender_kind,
-                sender=sender,
-                body=body,
-                client_msg_id=client_msg_id,
-                created_at=created_at,
-                kind=kind,
-                attachment=attachment,
-            )
-            try:
-                conn.execute(
-                    "INSERT INTO messages (interaction, seq, client_msg_id, data) "
-                    "VALUES (?, ?, ?, ?)",
-                    (interaction, message.seq, client_msg_id, dump(message)),
-                )
-            except sqlite3.IntegrityError as exc:
-                if not _exists(conn, "SELECT 1 FROM interactions WHERE number = ?", interaction):
-                    raise NotFound(f"interaction {interaction} does not exist") from exc
-                raise
-            if delivery is not None:
-                _insert_delivery(conn, replace(delivery, message=message))
-            return message, False
+            stored, duplicate = _append(conn, message)
+            if delivery is not None and not duplicate:
+                _insert_delivery(conn, replace(delivery, message=stored))
+            return stored, duplicate
 
         return await self._write(op)
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.model import ItemState, Role
+from core.model import ItemState, Message, Role
 from core.protocol import AcceptOffer, CloseRecord, EndChat, SetPresence
 from core.service.inbox import Inbox
 from store import open_store
@@ -33,12 +33,13 @@ async def main(data_dir: Path, state: ItemState) -> None:
     store = await open_store(data_dir)
     commit = store.apply_routing
 
-    async def commit_then_die(**rows: Any) -> None:
-        await commit(**rows)
+    async def commit_then_die(**rows: Any) -> list[Message]:
+        lines = await commit(**rows)
         if any(item.state == state for item in rows.get("items", ())):
             sys.stdout.write("COMMITTED\n")
             sys.stdout.flush()
             os.kill(os.getpid(), signal.SIGKILL)
+        return lines
 
     store.apply_routing = commit_then_die  # type: ignore[method-assign]
     inbox = Inbox(fast_config(), store)

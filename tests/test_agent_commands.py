@@ -172,6 +172,28 @@ async def test_a_transcript_has_every_line_stored_before_it_opened_here_or_loade
         await close_host(host)
 
 
+async def test_an_accept_and_its_joined_line_are_one_commit(tmp_path: Path) -> None:
+    """The system line a routing step writes ("Alice joined") is stored by the step's own
+    commit, numbered after the customer's line, and reaches the customer and the console."""
+    async with running_host(tmp_path) as h:
+        inbox = h.host.inbox
+        alice = await h.agent("alice")
+        record = await inbox.start_conversation(
+            channel="chat", customer="cust-j", customer_name="Jo"
+        )
+        await inbox.customer_message(record.number, "cust-j", "hello?", "c-1")
+        offer = await alice.next_event(OfferEvent)
+        stats = inbox.store.stats
+        commits = stats.commits
+        await alice.accept(offer.view.offer.id)
+        joined = await alice.next_event(MessageEvent)
+        assert joined.message.body == "Alice Martin joined"
+        assert stats.commits == commits + 1
+        lines = await inbox.customer_transcript(record.number, "cust-j")
+        assert [(m.seq, m.body) for m in lines] == [(1, "hello?"), (2, "Alice Martin joined")]
+        await alice.close()
+
+
 async def test_a_reply_reaches_the_agents_other_consoles_but_not_back_the_one_that_sent_it(
     tmp_path: Path,
 ) -> None:

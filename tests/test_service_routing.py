@@ -21,6 +21,7 @@ from core.model import (
     InteractionRecord,
     InteractionState,
     ItemState,
+    Message,
     OfferState,
     Participant,
     PresenceState,
@@ -233,12 +234,12 @@ async def test_a_deadline_step_the_database_failed_is_one_line_and_retried(
     apply_routing = store.apply_routing
     tries = 0
 
-    async def ended_once(**records: Any) -> None:
+    async def ended_once(**records: Any) -> list[Message]:
         nonlocal tries
         tries += 1
         if tries == 1:
             raise StoreUnavailable("the database failed (the session was ended)")
-        await apply_routing(**records)
+        return await apply_routing(**records)
 
     monkeypatch.setattr(store, "apply_routing", ended_once)
     clock.now += 60  # the offer's deadline has passed: the timer steps at once
@@ -255,8 +256,9 @@ async def test_a_deadline_step_the_database_failed_is_one_line_and_retried(
 async def test_a_conversation_update_the_database_failed_is_one_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The same wake-up can fail the system message that announces a routing decision ("Alice
-    joined"): a StoreUnavailable there is one line too; anything else keeps its traceback."""
+    """The same wake-up can fail what a routing decision's announcement writes (the invitations
+    a close withdraws): a StoreUnavailable there is one line too; anything else keeps its
+    traceback."""
 
     async def fails(error: Exception) -> None:
         raise error

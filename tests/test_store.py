@@ -35,6 +35,7 @@ from core.model import (
     Invitation,
     ItemState,
     MailId,
+    Message,
     Offer,
     OfferState,
     Participant,
@@ -532,6 +533,57 @@ async def test_apply_routing_stores_interactions_created_with_their_items(store:
     assert await store.get_interaction(record.number) == record
     with pytest.raises(ValueError, match="at least 1"):
         await store.reserve_numbers("IMS", 0)
+
+
+def system_line(number: str, body: str) -> Message:
+    return Message(
+        interaction=number,
+        seq=0,
+        sender_kind=SenderKind.SYSTEM,
+        sender="system",
+        body=body,
+        client_msg_id=f"sys-{body}",
+        created_at=12.0,
+    )
+
+
+async def test_apply_routing_appends_its_system_lines_in_the_same_commit(store: Store) -> None:
+    """A step's system lines ("Ann joined") are numbered after the conversation's messages,
+    in order, also in a conversation the step creates; a step that fails stores none."""
+    talking = await new_interaction(store, "w1")
+    assert await say(store, talking, "c1") == (1, False)
+    (fresh,) = await store.reserve_numbers("IMS", 1)
+    record = InteractionRecord(
+        number=fresh, item="w2", channel="chat", customer="c2", opened_at=10.0
+    )
+    stored = await store.apply_routing(
+        items=[item("w1", ItemState.ACCEPTED, agent="ann", interaction=talking), item("w2")],
+        interactions=[record],
+        created=[fresh],
+        lines=[
+            system_line(talking, "Ann joined"),
+            system_line(fresh, "Waiting"),
+            system_line(talking, "Ann left"),
+        ],
+    )
+    assert [(m.interaction, m.seq, m.body) for m in stored] == [
+        (talking, 2, "Ann joined"),
+        (fresh, 1, "Waiting"),
+        (talking, 3, "Ann left"),
+    ]
+    assert (await store.list_messages(talking))[1:] == [stored[0], stored[2]]
+    assert await store.list_messages(fresh) == [stored[1]]
+    # The next message of the conversation comes after them.
+    assert await say(store, talking, "c2") == (4, False)
+    assert await store.apply_routing(items=[item("w3")]) == []
+    # A line of an unknown conversation fails the step: none of it is stored.
+    with pytest.raises(NotFound, match="IMS0009999"):
+        await store.apply_routing(
+            items=[item("w4")],
+            lines=[system_line(talking, "lost"), system_line("IMS0009999", "nowhere")],
+        )
+    assert await store.get_item("w4") is None
+    assert [m.seq for m in await store.list_messages(talking)] == [1, 2, 3, 4]
 
 
 async def test_reserved_numbers_are_given_back_only_while_nobody_reserved_after_them(

@@ -203,6 +203,7 @@ class Inbox:
         self.routing.records = self.conversations
         self.routing.detached_agents = self.floor.detached_agents
         self.routing.deliveries = self.outbox.for_change
+        self.routing.lines = self.records.line_of
         self.routing.listeners.append(self._on_step)
         self.supervision = Supervision(self.routing, self.conversations, self.floor, store, clock)
         self.supervision.sla_clock = self.sla.clock_of
@@ -394,7 +395,7 @@ class Inbox:
         """Called in commit order, records already in memory. Pushes go out at once; what
         follows a record change is announced by a task per change that takes the
         conversation's lock, so it keeps the changes' order without one conversation's
-        system-line fsync holding up another's."""
+        writes (invitations withdrawn at a close) holding up another's."""
         floor = self.floor
         if step.records:
             self.outbox.wake()  # the step may have committed deliveries of its changes
@@ -430,7 +431,7 @@ class Inbox:
                 floor.push(d.agent, event)
                 floor.push_supervisors(event, but=d.agent)
         work: list[asyncio.Task[None]] = []
-        for change in step.records:
+        for i, change in enumerate(step.records):
             cause = change.cause
             conv = self.conversations.open.get(change.after.number)
             # Amendments are announced by whoever made them; most changes of a chat in
@@ -441,7 +442,7 @@ class Inbox:
                 and (change.after is not change.before or cause.change in _ANNOUNCED)
             ):
                 task = asyncio.get_running_loop().create_task(
-                    self.records.announce(conv, cause, change)
+                    self.records.announce(conv, cause, change, step.lines.get(i))
                 )
                 task.add_done_callback(_log_failure)
                 work.append(task)

@@ -4,8 +4,9 @@ what follows a record's change once committed.
 An open record has one writer, the routing step (core/routing/records.py works its change out
 of the item's, in the same transaction): ending, closing and transferring are routing events;
 an invitation answered and a case or incident linked are amendments in turn with the steps.
-After the commit, `announce` tells the participants and the customer and writes the system
-line ("Alice joined"); a closed conversation leaves memory there.
+The system line a change writes ("Alice joined", `line_of`) is stored in the same commit; after
+it, `announce` tells the participants and the customer and delivers the line; a closed
+conversation leaves memory there.
 
 Invitations are stored before the invitee hears of one and deleted once answered or
 withdrawn, so a restart (`load`) still has every unanswered one.
@@ -13,6 +14,7 @@ withdrawn, so a restart (`load`) still has every unanswered one.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +27,7 @@ from core.model import (
     InteractionState,
     Invitation,
     ItemState,
+    Message,
     Participant,
     RecordKind,
     SenderKind,
@@ -265,11 +268,46 @@ class Records:
 
     # ------------------------------------------------------------------ after a routing step
 
-    async def announce(self, conv: Conversation, d: ItemChanged, change: RecordChange) -> None:
-        """Tell who must know of a committed change, in the conversation's order of changes."""
+    def line_of(self, change: RecordChange) -> Message | None:
+        """The system line a record change writes in the transcript ("Alice joined"), if any:
+        committed with the routing step (RoutingService.lines), delivered by `announce`."""
+        d, record, name = change.cause, change.before, self.floor.name
+        if not isinstance(d, ItemChanged):
+            return None
+        item, owner = d.item, owner_of(record)
+        if d.change in ("assigned", "transferred") and item.agent:
+            if d.change == "transferred":
+                text = f"Transferred from {name(owner or '')} to {name(item.agent)}"
+            else:
+                text = f"{name(item.agent)} joined"
+        elif item.state == ItemState.QUEUED and owner is not None:
+            text = f"{name(owner)} left; finding another agent ({d.reason})"
+        elif d.change == "wrap_up":
+            text = self.conversations.notice(record, "closed")
+        elif d.change in _NOTICES:
+            text = self.conversations.notice(record, _NOTICES[d.change])
+        else:
+            return None
+        return Message(
+            interaction=record.number,
+            seq=0,
+            sender_kind=SenderKind.SYSTEM,
+            sender="system",
+            body=text,
+            client_msg_id=f"sys-{secrets.token_hex(8)}",
+            created_at=self.clock(),
+        )
+
+    async def announce(
+        self, conv: Conversation, d: ItemChanged, change: RecordChange, line: Message | None
+    ) -> None:
+        """Tell who must know of a committed change, and deliver its system line (stored
+        with it), in the conversation's order of changes."""
         async with conv.lock:
             if self.conversations.open.get(conv.record.number) is conv:
                 await self._announce(conv, d, change.before, change.after)
+                if line is not None:
+                    await self.conversations.delivered(conv, line)
 
     async def _announce(
         self,
@@ -278,7 +316,7 @@ class Records:
         record: InteractionRecord,
         updated: InteractionRecord,
     ) -> None:
-        item, floor, name = d.item, self.floor, self.floor.name
+        item, floor = d.item, self.floor
         owner = owner_of(record)
         if d.change in ("assigned", "transferred") and item.agent:
             if owner and owner != item.agent:
@@ -292,12 +330,7 @@ class Records:
                     details=self.details(item),
                 ),
             )
-            if d.change == "transferred":
-                text = f"Transferred from {name(owner or '')} to {name(item.agent)}"
-            else:
-                text = f"{name(item.agent)} joined"
             floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
-            await self.conversations.system(conv, text)
             if self.conversations.is_async(record):
                 self.conversations.push_ongoing(item.agent)
         elif item.state == ItemState.QUEUED and owner is not None:
@@ -305,13 +338,9 @@ class Records:
                 if p.left_at is None:
                     floor.push(p.agent, InteractionEvent(change="left", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
-            await self.conversations.system(
-                conv, f"{name(owner)} left; finding another agent ({d.reason})"
-            )
         elif d.change == "wrap_up":
             floor.push_participants(updated, InteractionEvent(change="updated", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
-            await self.conversations.system(conv, self.conversations.notice(record, "closed"))
         elif d.change in ("closed", "cancelled", "abandoned"):
             floor.push_participants(updated, InteractionEvent(change="closed", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="closed", record=updated))
@@ -327,9 +356,5 @@ class Records:
             if self.conversations.is_async(record):
                 for agent in current(updated):
                     self.conversations.push_ongoing(agent)
-        elif d.change in _NOTICES:
-            await self.conversations.system(
-                conv, self.conversations.notice(record, _NOTICES[d.change])
-            )
         elif d.change in ("on_hold", "resumed", "awaiting_capacity") and item.agent:
             self.conversations.push_ongoing(item.agent)

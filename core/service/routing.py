@@ -35,6 +35,7 @@ from core.model import (
     AuditEntry,
     Delivery,
     InteractionRecord,
+    Message,
     Offer,
     SenderKind,
     WorkItem,
@@ -69,6 +70,8 @@ class Step:
 
     decisions: list[AnyDecision]
     records: list[RecordChange]
+    # The system lines stored with the step ("Alice joined"), by the index of their change.
+    lines: Mapping[int, Message]
 
 
 Listener = Callable[[Step], Awaitable[Any] | None]
@@ -93,6 +96,7 @@ class _Step:
     edit: tuple[str, Edit] | None = None  # an amendment: (record number, change)
     created: InteractionRecord | None = None  # a new interaction, stored with this step
     records: list[RecordChange] = field(default_factory=list)  # worked out at commit
+    lines: dict[int, Message] = field(default_factory=dict)  # as stored, by change index
     committed: asyncio.Future[list[Awaitable[Any]]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -115,6 +119,9 @@ class RoutingService:
         self.records = records
         # What the outbox sends of a record change (core/service/outbox.py), committed with it.
         self.deliveries: Callable[[RecordChange], Delivery | None] = lambda change: None
+        # The transcript's system line of a record change (core/service/records.py), committed
+        # with it: a line of its own after the step was a second commit and fsync.
+        self.lines: Callable[[RecordChange], Message | None] = lambda change: None
         self.router = Router(config)
         self.listeners: list[Listener] = []
         # Told ("routing_step", seconds) of each submitted step, decision and commit included.
@@ -335,7 +342,7 @@ class RoutingService:
             for d in step.decisions:
                 if not isinstance(d, ItemUnroutable):
                     log.debug("%s", _log_line(d))
-        committed = Step(step.decisions, step.records)
+        committed = Step(step.decisions, step.records, step.lines)
         work = []
         for listener in self.listeners:
             result = listener(committed)
@@ -386,9 +393,21 @@ class RoutingService:
             for change in step.records
             if (delivery := self.deliveries(change)) is not None
         ]
-        await routing_write(decisions, self.router.status).commit(
-            self.store, changed, deliveries, created=tuple(created)
+        lines = [
+            (step, i, line)
+            for step in group
+            for i, change in enumerate(step.records)
+            if (line := self.lines(change)) is not None
+        ]
+        stored = await routing_write(decisions, self.router.status).commit(
+            self.store,
+            changed,
+            deliveries,
+            created=tuple(created),
+            lines=[line for _, _, line in lines],
         )
+        for (step, i, _), line in zip(lines, stored, strict=True):
+            step.lines[i] = line
 
 
 async def load_router(
@@ -423,10 +442,12 @@ class RoutingWrite:
         interactions: Iterable[InteractionRecord] = (),
         deliveries: Iterable[Delivery] = (),
         created: Collection[str] = (),
-    ) -> None:
+        lines: Sequence[Message] = (),
+    ) -> list[Message]:
         """Store it all-or-nothing, with the interaction records that follow the items (those
-        numbered in `created` new to the store) and the outbox's deliveries of their changes."""
-        await store.apply_routing(
+        numbered in `created` new to the store), the outbox's deliveries of their changes and
+        their system lines; returns the lines as stored."""
+        return await store.apply_routing(
             items=self.items,
             offers=self.offers,
             statuses=self.statuses,
@@ -435,6 +456,7 @@ class RoutingWrite:
             interactions=interactions,
             deliveries=deliveries,
             created=created,
+            lines=lines,
         )
 
 
