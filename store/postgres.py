@@ -499,9 +499,19 @@ def _upsert_data(table: str, key: str) -> str:
 # in array order (WITH ORDINALITY), which is the order the rules need: items keep their queue
 # position, an offer leaving `pending` goes before its item's next one (offer_rows), and audit
 # entries keep theirs. Records are updated, or inserted if new (created with their item), and
-# their participants made to match.
+# their participants made to match. The step's system lines are numbered as _APPEND_MANY
+# numbers appends, the bump of each conversation's last_seq made by the same UPDATE (or
+# INSERT) that writes its record, since one statement may not change a row twice.
 _ROUTE = """
-WITH items AS (
+WITH lines AS (
+    SELECT l.*,
+        row_number() OVER (PARTITION BY interaction ORDER BY n) AS k,
+        count(*) OVER (PARTITION BY interaction) AS added
+    FROM unnest($25::text[], $26::text[], $27::text[], $28::text[])
+        WITH ORDINALITY AS l(interaction, cid, head, tail, n)
+), added AS (
+    SELECT interaction, count(*) AS more FROM lines GROUP BY interaction
+), items AS (
     INSERT INTO work_items (id, state, data)
     SELECT id, state, data
     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS r(id, state, data, n)
@@ -529,14 +539,33 @@ WITH items AS (
     ON CONFLICT (customer) DO UPDATE SET agent = EXCLUDED.agent, at = EXCLUDED.at
 ), records AS (
     UPDATE interactions AS i
-    SET archived = r.archived, opened_at = r.opened_at, data = r.data
+    SET archived = r.archived, opened_at = r.opened_at, data = r.data,
+        last_seq = i.last_seq + coalesce(a.more, 0)
     FROM unnest($15::text[], $16::bool[], $17::float8[], $18::text[])
         AS r(number, archived, opened_at, data)
+    LEFT JOIN added AS a ON a.interaction = r.number
     WHERE i.number = r.number
-    RETURNING i.number
+    RETURNING i.number, i.last_seq AS top
+), counted AS (
+    UPDATE interactions AS i
+    SET last_seq = i.last_seq + a.more
+    FROM added AS a
+    WHERE i.number = a.interaction AND NOT (a.interaction = ANY($15::text[]))
+    RETURNING i.number, i.last_seq AS top
 ), created AS (
-    INSERT INTO interactions (number, archived, opened_at, data)
-    SELECT * FROM unnest($21::text[], $22::bool[], $23::float8[], $24::text[])
+    INSERT INTO interactions (number, archived, opened_at, data, last_seq)
+    SELECT c.*, coalesce(a.more, 0)
+    FROM unnest($21::text[], $22::bool[], $23::float8[], $24::text[])
+        AS c(number, archived, opened_at, data)
+    LEFT JOIN added AS a ON a.interaction = c.number
+    RETURNING number, last_seq AS top
+), tops AS (
+    SELECT * FROM records UNION ALL SELECT * FROM counted UNION ALL SELECT * FROM created
+), said AS (
+    INSERT INTO messages (interaction, seq, client_msg_id, data)
+    SELECT l.interaction, t.top - l.added + l.k, l.cid, l.head || (t.top - l.added + l.k) || l.tail
+    FROM lines AS l JOIN tops AS t ON t.number = l.interaction
+    RETURNING interaction, client_msg_id, seq
 ), joined AS (
     INSERT INTO participants (agent, interaction)
     SELECT * FROM unnest($19::text[], $20::text[])
@@ -549,7 +578,12 @@ WITH items AS (
           WHERE k.agent = p.agent AND k.interaction = p.interaction
       )
 )
-SELECT array(SELECT number FROM records)
+SELECT array(SELECT number FROM records),
+    array(
+        SELECT s.seq FROM lines AS l
+        LEFT JOIN said AS s ON s.interaction = l.interaction AND s.client_msg_id = l.cid
+        ORDER BY l.n
+    )
 """
 # The key a violated constraint names, from PostgreSQL's detail: 'Key (item)=(w1) ...'.
 _KEY = re.compile(r"Key \([^)]*\)=\((.*)\) (?:is not present|already exists)")
@@ -1248,6 +1282,9 @@ class PostgresStore:
         pairs = list(
             dict.fromkeys((p.agent, n) for n, r in newest_records.items() for p in r.participants)
         )
+        said = [
+            (m.interaction, m.client_msg_id, *_around_seq(dump(replace(m, seq=0)))) for m in lines
+        ]
         args = [
             *_columns(_newest(item_rows(items)), 3),
             *_columns(offer_data, 4),
@@ -1257,33 +1294,31 @@ class PostgresStore:
             *_columns(records, 4),
             *_columns(pairs, 2),
             *_columns(inserted, 4),
+            *_columns(said, 4),
         ]
         outbox = list(deliveries)
-        appends = [
-            _Append(unnumbered, *_around_seq(dump(unnumbered)))
-            for unnumbered in (replace(line, seq=0) for line in lines)
-        ]
 
         async def op(conn: asyncpg.Connection) -> list[Message]:
             if epoch is not None:
                 await self._fence(conn, epoch)
             try:
-                updated = await conn.fetchval(_ROUTE, *args)
+                row = await conn.fetchrow(_ROUTE, *args)
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise _route_violation(exc, offer_data) from exc
-            if len(updated) < len(records):
-                missing = next(n for n, *_ in records if n not in set(updated))
+            assert row is not None  # the statement's SELECT always makes one row
+            updated, seqs = row
+            missing = next((n for n, *_ in records if n not in set(updated)), None)
+            if missing is None:
+                # A line not stored: its conversation is neither stored nor created here.
+                unknown = [m.interaction for m, seq in zip(lines, seqs, strict=True) if seq is None]
+                missing = unknown[0] if unknown else None
+            if missing is not None:
                 raise NotFound(
                     f"interaction {missing} does not exist (create_interaction allocates numbers)"
                 )
             for delivery in outbox:
                 await _insert_delivery(conn, delivery)
-            stored = []
-            for ok, outcome in await _append_many(conn, appends) if appends else ():
-                if not ok:
-                    raise outcome
-                stored.append(outcome[0])
-            return stored
+            return [replace(line, seq=seq) for line, seq in zip(lines, seqs, strict=True)]
 
         lines_of = tuple(line.interaction for line in lines)
         return await self._write(
