@@ -194,6 +194,31 @@ async def test_an_accept_and_its_joined_line_are_one_commit(tmp_path: Path) -> N
         await alice.close()
 
 
+async def test_an_accept_sent_again_after_it_committed_is_ok_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A console resends its unanswered commands after a reconnect; an accept whose first
+    sending committed (its host died before answering) gets `ok` again. An offer the agent
+    did not take stays refused."""
+    async with running_host(tmp_path) as h:
+        inbox = h.host.inbox
+        alice = await h.agent("alice")
+        bob = await h.agent("bob", presence="Away")
+        record = await inbox.start_conversation(channel="chat", customer="cust-r")
+        offer = (await alice.next_event(OfferEvent)).view.offer.id
+        await alice.accept(offer)
+        item = inbox.routing.router.items[record.item]
+        commits = inbox.store.stats.commits
+        await alice.accept(offer)
+        assert inbox.routing.router.items[record.item] is item
+        assert inbox.store.stats.commits == commits
+        with pytest.raises(ClientError) as e:
+            await bob.accept(offer)
+        assert e.value.code == "offer_not_pending"
+        await alice.close()
+        await bob.close()
+
+
 async def test_a_reply_reaches_the_agents_other_consoles_but_not_back_the_one_that_sent_it(
     tmp_path: Path,
 ) -> None:

@@ -74,6 +74,20 @@ class Access:
             raise InboxError("not_owner", "only the agent who owns the chat can do that")
         return conv
 
+    def accepted_before(self, session: AgentSession, offer_id: str) -> bool:
+        """Whether the agent holds the offer's item by this very offer: an accept sent again
+        (a console resending its unanswered commands after a reconnect, the first one
+        committed before its host died) is answered as the first would have been."""
+        router = self.routing.router
+        item_id, _, made = offer_id.rpartition(".")
+        item = router.items.get(item_id)
+        return (
+            offer_id not in router.offers
+            and item is not None
+            and item.agent == session.agent
+            and str(item.offers_made) == made
+        )
+
     def my_offer(self, session: AgentSession, offer_id: str) -> None:
         offer = self.routing.router.offers.get(offer_id)
         if offer is None or offer.agent != session.agent:

@@ -372,6 +372,8 @@ class Inbox:
         return Ok(ref=frame.ref)
 
     async def _accept(self, session: AgentSession, frame: AcceptOffer) -> ServerFrame:
+        if self.access.accepted_before(session, frame.offer):
+            return Ok(ref=frame.ref)
         self.access.my_offer(session, frame.offer)
         await self.routing.submit(ev.OfferAccepted(offer=frame.offer))
         return Ok(ref=frame.ref)
