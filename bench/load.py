@@ -3,7 +3,7 @@
     python -m bench.load [--preset smoke|standard|scale] [--target URL] [--agents N]
                          [--rate λ] [--messages-per-s M] [--seconds S] [--json FILE]
                          [--store postgresql://… [--store-as-is]] [--bus nats://…]
-                         [--workers N] [--via-edge]
+                         [--workers N] [--via-edge] [--kill-router-at S]
 
 Without --target it starts `inbox-tui --server` (the installed script next to sys.executable)
 on a free loopback port with a fresh data directory and a generated config (one chat channel,
@@ -14,6 +14,10 @@ the URL's own database (empty, or left by an earlier run). --bus and --workers a
 the host: with both, `--workers N` processes share the port, one routes and the others are
 edges relaying to it over NATS. --via-edge starts one more host of the cluster on a port of its
 own, an edge, and sends all the traffic to it, so the router terminates no socket itself.
+--kill-router-at S kills the router with SIGKILL S seconds into the arrivals and reports how
+long until another routes: customers then do what widget.js and a careful integration do
+(resume with the ticket, send unacknowledged lines again, retry a 503 under an
+Idempotency-Key), and agents' consoles reconnect and resume as InboxClient does.
 
 The run:
   agents     N InboxClient sockets: log in, go Available, accept each offer after a think
@@ -57,6 +61,7 @@ import re
 import resource
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -98,6 +103,9 @@ STARTUP_TIMEOUT = 120.0  # a host opening a store seeded with 50,000 conversatio
 # integration gets its own token and its own loopback source address (all of 127/8 is local),
 # as separate integrating systems would, and stays under this budget.
 REST_BUDGET_PER_CLIENT = 8.0
+# A customer whose socket or request failed (its host killed: --kill-router-at) tries again
+# after this long, as widget.js and a well-behaved integration do.
+RECONNECT_PAUSE = 0.2
 WIDGET_MAX_FRAMES_PER_S = 8.0  # the widget allows 10 frames/s per socket
 
 
@@ -164,11 +172,31 @@ class Stats:
     agent_to_customer: list[float] = field(default_factory=list)
     accept_to_first_message: list[float] = field(default_factory=list)
     generator_lag: list[float] = field(default_factory=list)
+    offers_at: list[tuple[float, float]] = field(default_factory=list)  # (received, arrived)
     counts: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
 
     def error(self, what: str) -> None:
         self.errors[what] += 1
+
+
+@dataclass
+class _WidgetLink:
+    """A widget customer's socket of the moment, their ticket, and lines not yet acked."""
+
+    ws: aiohttp.ClientWebSocketResponse | None = None
+    conversation: str = ""
+    ticket: str | None = None
+    unacked: dict[str, str] = field(default_factory=dict)  # client_msg_id -> body
+    tries: int = 0
+
+    async def send(self, body: str) -> None:
+        cid = body[:32]
+        self.unacked[cid] = body
+        if self.ws is not None and not self.ws.closed:
+            # Lost with the socket, it goes again from `unacked` on the next one.
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                await self.ws.send_json({"t": "message", "body": body, "client_msg_id": cid})
 
 
 @dataclass
@@ -207,6 +235,9 @@ class Load:
         self.rest: list[tuple[aiohttp.ClientSession, str]] = []
         self.by_number: dict[str, Conversation] = {}
         self.rest_share = preset.rest_share
+        # REST items under an Idempotency-Key (a failover run's retries must not create one
+        # twice); off otherwise, since a keyed item is a commit more than the measured shape.
+        self.keyed = False
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -275,6 +306,7 @@ class Load:
                 if conv is None:
                     return  # someone else's conversation (a --target host with live traffic)
                 self.stats.arrival_to_offer.append(time.perf_counter() - conv.arrived)
+                self.stats.offers_at.append((time.perf_counter(), conv.arrived))
                 self.stats.counts["offers_received"] += 1
                 self.spawn(self._take(client, event, conv))
             elif isinstance(event, MessageEvent):
@@ -337,27 +369,65 @@ class Load:
     # ------------------------------------------------------------------ customers
 
     async def _widget_customer(self, conv: Conversation) -> None:
+        """A widget chat as widget.js holds it: a socket that closes (its host killed, or
+        moved off a router that died) is opened again and the chat resumed with its ticket,
+        and lines sent but not acknowledged are sent again under the same client_msg_id."""
         assert self.http is not None
+        link = _WidgetLink()
+        turns = asyncio.get_running_loop().create_task(self._customer_turns(conv, post=link.send))
+        done = asyncio.get_running_loop().create_task(conv.done.wait())
+        give_up = time.perf_counter() + self.p.seconds + self.p.drain + 60
         try:
-            async with self.http.ws_connect(self.widget_url, heartbeat=None) as ws:
-                conv.arrived = time.perf_counter()
-                await ws.send_json(
-                    {"t": "start", "name": conv.key, "email": f"{conv.key}@load.test"}
-                )
-                reader = asyncio.get_running_loop().create_task(self._widget_read(ws, conv))
+            while not conv.done.is_set():
+                if link.tries and time.perf_counter() > give_up:
+                    self.stats.error("widget:gave_up")
+                    return
+                if link.tries:
+                    await asyncio.sleep(RECONNECT_PAUSE)
+                link.tries += 1
                 try:
-                    await self._customer_turns(conv, ws=ws)
-                    await asyncio.wait_for(conv.done.wait(), self.p.drain + 30)
-                finally:
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reader
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            self.stats.error(f"widget:{type(e).__name__}")
+                    async with self.http.ws_connect(self.widget_url, heartbeat=None) as ws:
+                        if link.tries == 1:
+                            conv.arrived = time.perf_counter()
+                        if link.ticket is None:
+                            if link.tries > 1:
+                                # Lost before `started`: whether that chat exists is unknown.
+                                self.stats.counts["widget_started_again"] += 1
+                            email = f"{conv.key}@load.test"
+                            hello = {"t": "start", "name": conv.key, "email": email}
+                        else:
+                            self.stats.counts["widget_resumed"] += 1
+                            hello = {"t": "resume", "conversation": link.conversation,
+                                     "ticket": link.ticket}  # fmt: skip
+                        await ws.send_json(hello)
+                        link.ws = ws
+                        for cid, body in list(link.unacked.items()):
+                            await ws.send_json({"t": "message", "body": body, "client_msg_id": cid})
+                        reader = asyncio.get_running_loop().create_task(
+                            self._widget_read(ws, conv, link)
+                        )
+                        waiting = {reader, done} if turns.done() else {reader, done, turns}
+                        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                        link.ws = None
+                        reader.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await reader
+                except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                    link.ws = None
+                    self.stats.error(f"widget:{type(e).__name__}")
+                if turns.done() and not turns.cancelled() and turns.exception() is not None:
+                    self.stats.error(f"widget:{type(turns.exception()).__name__}")
+                    return
         finally:
+            for task in (turns, done):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await turns
             self.live.discard(conv.key)
 
-    async def _widget_read(self, ws: aiohttp.ClientWebSocketResponse, conv: Conversation) -> None:
+    async def _widget_read(
+        self, ws: aiohttp.ClientWebSocketResponse, conv: Conversation, link: _WidgetLink
+    ) -> None:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
@@ -365,6 +435,7 @@ class Load:
             t = frame.get("t")
             if t == "started":
                 conv.number = frame["conversation"]
+                link.conversation, link.ticket = conv.number, frame["ticket"]
                 self.by_number[conv.number] = conv
             elif t == "message" and frame.get("from") == "agent":
                 sent = self.sent_at.pop(frame.get("body", ""), None)
@@ -372,50 +443,60 @@ class Load:
                     self.stats.agent_to_customer.append(time.perf_counter() - sent)
                 self.stats.counts["customer_received"] += 1
             elif t == "ack":
-                self.stats.counts["customer_acked"] += 1
+                if link.unacked.pop(frame.get("client_msg_id"), None) is not None:
+                    self.stats.counts["customer_acked"] += 1
             elif t == "error":
                 self.stats.error(f"widget:{frame.get('code')}")
 
     async def _rest_customer(self, conv: Conversation, slot: int) -> None:
         session, token = self.rest[slot % len(self.rest)]
         headers = {"Authorization": f"Bearer {token}"}
+        if self.keyed:
+            # Retried after a failover, the item must not be created twice.
+            headers["Idempotency-Key"] = conv.key
         customer = {"id": conv.key, "name": conv.key, "contact": f"{conv.key}@load.test"}
+        give_up = time.perf_counter() + self.p.seconds + self.p.drain + 60
+
+        async def call(url: str, payload: dict[str, Any], what: str) -> dict[str, Any] | None:
+            # 503 (no router yet) and a connection lost are tried again, as a client would.
+            while True:
+                try:
+                    async with session.post(url, json=payload, headers=headers) as reply:
+                        if reply.status in (200, 201):
+                            data: dict[str, Any] = await reply.json()
+                            return data
+                        if reply.status != 503 or time.perf_counter() > give_up:
+                            self.stats.error(f"{what}:{reply.status}")
+                            return None
+                except (aiohttp.ClientError, OSError) as e:
+                    if time.perf_counter() > give_up:
+                        self.stats.error(f"rest:{type(e).__name__}")
+                        return None
+                self.stats.counts["rest_retried"] += 1
+                await asyncio.sleep(RECONNECT_PAUSE)
+
+        async def post(body: str) -> None:
+            url = f"{self.base}/api/v1/interactions/{conv.number}/messages"
+            payload = {"customer_id": conv.key, "body": body, "client_msg_id": body[:32]}
+            if await call(url, payload, "rest_message") is not None:
+                self.stats.counts["customer_acked"] += 1
+
         try:
             conv.arrived = time.perf_counter()
-            async with session.post(
-                f"{self.base}/api/v1/items",
-                json={"channel": "chat", "customer": customer},
-                headers=headers,
-            ) as reply:
-                data = await reply.json()
-                if reply.status != 201:
-                    self.stats.error(f"rest_item:{reply.status}")
-                    return
-                conv.number = data["interaction"]
-                self.by_number[conv.number] = conv
-
-            async def post(body: str) -> None:
-                url = f"{self.base}/api/v1/interactions/{conv.number}/messages"
-                payload = {"customer_id": conv.key, "body": body, "client_msg_id": body[:32]}
-                async with session.post(url, json=payload, headers=headers) as reply:
-                    if reply.status != 201:
-                        self.stats.error(f"rest_message:{reply.status}")
-                    else:
-                        self.stats.counts["customer_acked"] += 1
-
+            body = {"channel": "chat", "customer": customer}
+            data = await call(f"{self.base}/api/v1/items", body, "rest_item")
+            if data is None:
+                return
+            conv.number = data["interaction"]
+            self.by_number[conv.number] = conv
             await self._customer_turns(conv, post=post)
             await asyncio.wait_for(conv.done.wait(), self.p.drain + 30)
-        except (aiohttp.ClientError, OSError, TimeoutError, KeyError) as e:
+        except (TimeoutError, KeyError) as e:
             self.stats.error(f"rest:{type(e).__name__}")
         finally:
             self.live.discard(conv.key)
 
-    async def _customer_turns(
-        self,
-        conv: Conversation,
-        ws: aiohttp.ClientWebSocketResponse | None = None,
-        post: Callable[[str], Any] | None = None,
-    ) -> None:
+    async def _customer_turns(self, conv: Conversation, post: Callable[[str], Any]) -> None:
         # The customer speaks after the agent's greeting and then after each reply, so the
         # conversation is a real exchange and the message rate follows from λ and `turns`.
         await asyncio.wait_for(conv.accepted.wait(), self.p.seconds + self.p.drain + 60)
@@ -423,10 +504,7 @@ class Load:
             conv.agent_reply.clear()
             await asyncio.sleep(random.expovariate(1 / self.p.customer_think))
             body = self.body("c")
-            if ws is not None:
-                await ws.send_json({"t": "message", "body": body, "client_msg_id": body[:32]})
-            elif post is not None:
-                await post(body)
+            await post(body)
             conv.customer_sent += 1
             self.stats.counts["customer_sent"] += 1
             await asyncio.wait_for(conv.agent_reply.wait(), 60)
@@ -623,6 +701,49 @@ async def wait_for_workers(base: str, workers: int, timeout: float) -> None:
                 if body.get("status") == "ok":
                     seen.add(str(body.get("process")))
             await asyncio.sleep(0.02)
+
+
+async def kill_router(
+    http: aiohttp.ClientSession, base: str, after: float, found: dict[str, Any]
+) -> None:
+    """--kill-router-at: SIGKILL the routing process `after` seconds into the arrivals, then
+    poll /healthz (on whichever worker the port gives) until it names another router. Fills
+    `found` as it goes: a run that ends first still reports what was seen."""
+    await asyncio.sleep(after)
+    killed = await router_pid(http, base)
+    if killed is None:
+        found["error"] = "no router named by /healthz"
+        return
+    found.update(router_pid=killed, killed_at=time.perf_counter())
+    os.kill(killed, signal.SIGKILL)
+    while True:
+        await asyncio.sleep(0.02)
+        with contextlib.suppress(aiohttp.ClientError, ValueError, OSError):
+            now = await router_pid(http, base)
+            if now is not None and now != killed:
+                found.update(new_router_pid=now, new_router_named_at=time.perf_counter())
+                return
+
+
+def failover_report(found: dict[str, Any], offers_at: list[tuple[float, float]]) -> dict[str, Any]:
+    """What the kill did, in seconds from it: when /healthz named the next router, when an
+    agent got the first offer of a customer who arrived after the kill (routing again, end to
+    end), and the longest time without any offer reaching an agent around it."""
+    killed = found.get("killed_at")
+    if killed is None:
+        return {"error": found.get("error", "the run ended before the kill")}
+    named = found.get("new_router_named_at")
+    later = [got for got, arrived in offers_at if arrived > killed]
+    near = sorted(got for got, _ in offers_at if killed - 5 <= got <= killed + 60)
+    gaps = [b - a for a, b in itertools.pairwise([killed - 5, *near])]
+    return {
+        "router_pid": found["router_pid"],
+        "new_router_pid": found.get("new_router_pid"),
+        "healthz_names_new_router_s": None if named is None else round(named - killed, 3),
+        "first_offer_of_a_later_arrival_s": round(min(later) - killed, 3) if later else None,
+        "longest_time_without_an_offer_s": round(max(gaps), 3) if gaps else None,
+        "offers_received_within_10s_after": sum(1 for got in near if got <= killed + 10),
+    }
 
 
 async def router_pid(http: aiohttp.ClientSession, base: str) -> int | None:
@@ -858,6 +979,7 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
             print(f"host pids {pids}, traffic to {base} ({report['startup']})", flush=True)
 
         load = Load(preset, base, creds)
+        load.keyed = args.kill_router_at is not None
         load.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         await load.open_rest_clients(tokens)
         connect_s = await load.connect_agents()
@@ -905,6 +1027,12 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         ticker = asyncio.get_running_loop().create_task(progress())
         lag = asyncio.get_running_loop().create_task(watch_lag(load.stats.generator_lag))
         sampler = asyncio.get_running_loop().create_task(sample_cpu(meter))
+        failover: dict[str, Any] = {}
+        if args.kill_router_at is not None:
+            killer = asyncio.get_running_loop().create_task(
+                kill_router(load.http, base, args.kill_router_at, failover)
+            )
+            load.tasks.add(killer)
         try:
             await load.arrivals(preset.seconds)
             arrivals_done = time.perf_counter()
@@ -927,6 +1055,9 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         report["turns_per_conversation"] = load.turns
         report["rest_share"] = round(load.rest_share, 3)
         report["unfinished_conversations"] = len(load.live)
+        if args.kill_router_at is not None:
+            # The figures from /metrics below are the new router's, counted from its start.
+            report["failover"] = failover_report(failover, load.stats.offers_at)
         report["latency_ms"] = {
             "arrival_to_offer": percentiles(s.arrival_to_offer),
             "customer_to_agent": percentiles(s.customer_to_agent),
@@ -1101,6 +1232,8 @@ def table(report: dict[str, Any]) -> str:
         f"machine: {machine['busy_cores']} of {machine['cores']} cores busy, "
         f"{machine['other_cores']} of them outside the processes above"
     )
+    if "failover" in report:
+        lines.append(f"router killed: {report['failover']}")
     lines.append(f"counts {report['counts']}")
     lines.append(
         f"errors {report['errors'] or 'none'}; unfinished {report['unfinished_conversations']}"
@@ -1153,6 +1286,13 @@ def main(argv: list[str] | None = None) -> int:
         help="start one more host (an edge, on its own port) and send all traffic through it",
     )
     parser.add_argument(
+        "--kill-router-at",
+        type=float,
+        metavar="SECONDS",
+        help="SIGKILL the router this long into the arrivals (needs --workers 2 or more) and "
+        "report how long until routing again; customers then retry, resume and resend",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temp dir (host log, db) and the database"
     )
     args = parser.parse_args(argv)
@@ -1162,6 +1302,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--bus needs --store: the hosts of a cluster share a PostgreSQL database")
     if (args.workers != 1 or args.via_edge) and not args.bus:
         parser.error("--workers and --via-edge need --bus (and --store)")
+    if args.kill_router_at is not None and args.workers < 2:
+        parser.error("--kill-router-at needs --workers 2 or more: another worker takes over")
     if args.target and (args.store or args.bus or args.workers != 1 or args.via_edge):
         parser.error("--store, --bus, --workers, --via-edge: for the host the bench starts")
     # A reply that arrives after its request timed out is logged per frame by the client; under
