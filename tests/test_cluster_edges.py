@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -23,6 +24,9 @@ import pytest
 from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, stop_host
 from core.client import ClientError, InboxClient
 from core.demo import DEMO_PASSWORD, demo_config_text
+from core.host.app import serve_loopback
+from core.host.bus import Bus
+from core.host.edge import Edge, create_edge_app
 from core.protocol import (
     AcceptOffer,
     InteractionEvent,
@@ -31,6 +35,7 @@ from core.protocol import (
     SendMessage,
     SetPresence,
 )
+from tests.hosting import fast_config
 from tests.jepsen import integration_token
 from tests.test_failover import TAKEOVER, CuttableLink, agent, get, offered
 
@@ -339,6 +344,52 @@ async def test_an_edge_that_loses_the_bus_says_so_and_comes_back_by_itself(
         stop_host(router)
         stop_host(edge)
         await link.cut()
+
+
+async def test_an_edge_that_takes_over_stops_waiting_for_the_router_it_followed(
+    nats_url: str,
+) -> None:
+    """A router that took a relayed request and then died or froze never answers it. When the
+    edge's own process wins the routing role it stops relaying: the request waiting on the old
+    router is answered 503 at once, so the takeover does not wait for it (it waited 2 s under
+    load: docs/scaling.md)."""
+    cluster = f"t{secrets.token_hex(4)}"
+    edge_bus, frozen = Bus(nats_url, cluster), Bus(nats_url, cluster)
+    await edge_bus.connect()
+    await frozen.connect()
+    taken = asyncio.Event()
+
+    async def take_and_never_answer(msg: Any) -> None:
+        taken.set()
+
+    try:
+        subject = frozen.router_subject(frozen.process, "http")
+        await frozen.client.subscribe(subject, cb=take_and_never_answer)
+        frozen.role, frozen.epoch = "router", 1
+        async with asyncio.timeout(HEARD):
+            while edge_bus.routing != frozen.process:
+                await frozen.announce()
+                await asyncio.sleep(0.05)
+        edge = Edge(fast_config(), edge_bus)
+        await edge.start()
+        runner, base = await serve_loopback(create_edge_app(edge))
+        try:
+            async with aiohttp.ClientSession() as http:
+                call = asyncio.ensure_future(http.get(f"{base}/api/v1/queues"))
+                await asyncio.wait_for(taken.wait(), HEARD)
+                stopped = time.monotonic()
+                await edge.stop()
+                async with asyncio.timeout(1.0):  # OPEN/HTTP timeouts are 2 and 30 s
+                    reply = await call
+                    body = await reply.json()
+                assert reply.status == 503 and body["error"]["code"] == "unavailable", body
+                assert "routes now" in body["error"]["message"], body
+                assert time.monotonic() - stopped < 1.0
+        finally:
+            await runner.cleanup()
+    finally:
+        await frozen.close()
+        await edge_bus.close()
 
 
 @pytest.mark.parametrize(

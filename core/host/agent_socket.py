@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 
 from core.auth import AuthError, token_digest
 from core.host import decoding
-from core.host.frame_socket import FrameSocket
+from core.host.frame_socket import FrameSocket, close_all
 from core.host.origins import check_origin
 from core.host.state import HOST, Host
 from core.protocol import (
@@ -71,9 +71,8 @@ def setup(app: web.Application) -> None:
 async def close_sockets(app: web.Application) -> None:
     """On shutdown, tell consoles to come back later (1001 "going away") instead of letting
     the server wait out its shutdown timeout on open sockets; they will resume."""
-    sockets = app[SOCKETS]
-    for ws in list(sockets):  # closing one takes it out of the set
-        await ws.close(code=1001, message=b"host shutting down")
+    sockets: set[web.WebSocketResponse] = app[SOCKETS]
+    await close_all(sockets, 1001, b"host shutting down")
 
 
 async def handle(request: web.Request) -> web.WebSocketResponse:

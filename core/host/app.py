@@ -361,8 +361,19 @@ async def _serve_elected(
                     won.cancel()
                     return
             finally:
+                won_at = time.perf_counter()
                 await stop_waiting()
+            stopped_at = time.perf_counter()
             inbox, auth, admin = await shared.open_service(config)
+            # Where a takeover's time goes (docs/scaling.md): the edge stopped (its sockets
+            # closed, its relays to the old router ended), then the routing state rebuilt;
+            # "event=serving" follows once the sockets are served.
+            log.info(
+                "event=service_opened holder=%s edge_stopped_s=%.3f service_opened_s=%.3f",
+                holder,
+                stopped_at - won_at,
+                time.perf_counter() - stopped_at,
+            )
             host = Host(
                 config=inbox.config,
                 inbox=inbox,

@@ -39,6 +39,7 @@ from core.host.bus import (
     parse,
 )
 from core.host.console_trail import ConsoleTrail
+from core.host.frame_socket import close_all
 from core.host.origins import check_origin
 from core.host.relay import (
     HTTP_TIMEOUT,
@@ -90,6 +91,7 @@ class Edge:
     _pieces: Reassembly = field(default_factory=Reassembly)
     _subscription: Subscription | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         self._subscription = await self.bus.client.subscribe(
@@ -100,6 +102,7 @@ class Edge:
         self._keep(self._close_orphans())
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._router_gone in self.bus.on_gone:
             self.bus.on_gone.remove(self._router_gone)
         if self._router_heard in self.bus.on_router:
@@ -110,6 +113,21 @@ class Edge:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
 
+    async def _ask(self, subject: str, payload: bytes, timeout: float) -> Msg:
+        """A request to the router that ends when this edge stops. It stops when this process
+        has won the routing role, so the router asked is gone; the server's shutdown would
+        otherwise wait for the answer, 2 s of a takeover under load (docs/scaling.md)."""
+        asking = asyncio.ensure_future(self.bus.client.request(subject, payload, timeout=timeout))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({asking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not asking.done():
+            asking.cancel()
+            raise TimeoutError("this host has stopped relaying: it routes now")
+        return asking.result()
+
     def _keep(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
@@ -118,8 +136,8 @@ class Edge:
     async def close_sockets(self, app: web.Application) -> None:
         """On shutdown, or when this host starts routing: the consoles and widgets come back
         (here, as the router, or through another edge)."""
-        for bridged in list(self.sockets.values()):
-            await bridged.ws.close(code=WSCloseCode.GOING_AWAY, message=b"host shutting down")
+        bridged = [b.ws for b in self.sockets.values()]
+        await close_all(bridged, WSCloseCode.GOING_AWAY, b"host shutting down")
 
     def why_not(self) -> str | None:
         """Why this edge cannot serve now; None when it can."""
@@ -246,10 +264,10 @@ class Edge:
             kind=bridged.kind, conn=bridged.conn, edge=self.bus.process, address=bridged.address
         )
         try:
-            reply = await self.bus.client.request(
+            reply = await self._ask(
                 self.bus.router_subject(bridged.router, "open"),
                 msgspec.msgpack.encode(opening),
-                timeout=OPEN_TIMEOUT,
+                OPEN_TIMEOUT,
             )
             msgspec.msgpack.decode(reply.data, type=Opened)
         except (NatsError, TimeoutError, msgspec.DecodeError) as e:
@@ -351,7 +369,7 @@ class Edge:
             )
         try:
             subject = self.bus.router_subject(self.bus.routing or "", "http")
-            reply = await nc.request(subject, payload, timeout=HTTP_TIMEOUT)
+            reply = await self._ask(subject, payload, HTTP_TIMEOUT)
             answer = msgspec.msgpack.decode(reply.data, type=RelayedResponse)
         except (NatsError, TimeoutError, msgspec.DecodeError) as e:
             message = f"the routing host did not answer: {e or type(e).__name__}"

@@ -35,7 +35,7 @@ from core.host.bus import (
     frames,
     parse,
 )
-from core.host.frame_socket import FrameSocket
+from core.host.frame_socket import FrameSocket, close_all
 
 log = logging.getLogger("inbox_tui.relay")
 
@@ -213,8 +213,7 @@ class Relay:
         for sub in self._subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        for sock in list(self.sockets.values()):
-            await sock.close(code=WSCloseCode.SERVICE_RESTART, message=b"routing host moved")
+        await close_all(self.sockets.values(), WSCloseCode.SERVICE_RESTART, b"routing host moved")
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5.0)
         if self._http is not None:

@@ -121,7 +121,7 @@ from core.config import HostConfig, WidgetSettings
 from core.files import write_atomically
 from core.host import decoding
 from core.host.downloads import FileLinks
-from core.host.frame_socket import FrameSocket
+from core.host.frame_socket import FrameSocket, close_all
 from core.host.origins import check_origin
 from core.host.ratelimit import TokenBuckets
 from core.host.state import HOST, Host
@@ -394,8 +394,7 @@ def setup(app: web.Application) -> None:
 async def close_sockets(app: web.Application) -> None:
     """On shutdown tell browsers to go away now (they resume elsewhere or after the restart)
     rather than keep the host waiting for them."""
-    for ws in list(app[WIDGET].sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"host shutting down")
+    await close_all(app[WIDGET].sockets, WSCloseCode.GOING_AWAY, b"host shutting down")
 
 
 def page_config(w: WidgetSettings, attributes: tuple[str, ...] = ()) -> str:
