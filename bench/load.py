@@ -88,8 +88,12 @@ from core.model import Agent, Role, SenderKind
 from core.protocol import (
     CloseRecord,
     Event,
+    GetTranscript,
     MessageEvent,
     OfferEvent,
+    OfferView,
+    Resync,
+    Transcript,
 )
 from store import is_postgres_url, open_store
 from store.postgres import redact
@@ -213,6 +217,8 @@ class Conversation:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     customer_sent: int = 0
     agent_answered: int = 0
+    answered: set[int] = field(default_factory=set)  # customer lines' seqs the agent answers
+    offers_taken: set[str] = field(default_factory=set)
 
 
 class Load:
@@ -302,13 +308,7 @@ class Load:
             # The reader delivers events in order; anything slow goes to its own task so one
             # agent's think time never holds up its later events.
             if isinstance(event, OfferEvent):
-                conv = self.by_key.get(event.view.customer_name)
-                if conv is None:
-                    return  # someone else's conversation (a --target host with live traffic)
-                self.stats.arrival_to_offer.append(time.perf_counter() - conv.arrived)
-                self.stats.offers_at.append((time.perf_counter(), conv.arrived))
-                self.stats.counts["offers_received"] += 1
-                self.spawn(self._take(client, event, conv))
+                self._offered(client, event.view)
             elif isinstance(event, MessageEvent):
                 msg = event.message
                 if msg.sender_kind != SenderKind.CUSTOMER:
@@ -318,20 +318,56 @@ class Load:
                     self.stats.customer_to_agent.append(time.perf_counter() - sent)
                 self.stats.counts["agent_received"] += 1
                 conv = self.by_number.get(msg.interaction)
-                if conv is not None:
+                if conv is not None and msg.seq not in conv.answered:
+                    conv.answered.add(msg.seq)
                     self.spawn(self._reply(client, conv))
+            elif isinstance(event, Resync):
+                # Events were lost (the router died, or this console's process): do what an
+                # agent does looking at the redrawn console.
+                self.stats.counts["agent_resyncs"] += 1
+                for view in event.snapshot.offers:
+                    self._offered(client, view)
+                for record in event.snapshot.interactions:
+                    conv = self.by_number.get(record.number)
+                    if conv is not None and conv.accepted.is_set() and not conv.done.is_set():
+                        self.spawn(self._catch_up(client, conv))
 
         return handle
 
-    async def _take(self, client: InboxClient, event: OfferEvent, conv: Conversation) -> None:
+    def _offered(self, client: InboxClient, view: OfferView) -> None:
+        conv = self.by_key.get(view.customer_name)
+        if conv is None or view.offer.id in conv.offers_taken:
+            return  # someone else's (a --target host with live traffic), or taken already
+        conv.offers_taken.add(view.offer.id)
+        self.stats.arrival_to_offer.append(time.perf_counter() - conv.arrived)
+        self.stats.offers_at.append((time.perf_counter(), conv.arrived))
+        self.stats.counts["offers_received"] += 1
+        self.spawn(self._take(client, view, conv))
+
+    async def _catch_up(self, client: InboxClient, conv: Conversation) -> None:
+        """Answer the customer lines of `conv` that came while events were lost."""
+        assert conv.number is not None
+        try:
+            reply = await client.request(GetTranscript(interaction=conv.number, newest=True))
+        except ClientError as e:
+            self.stats.error(f"transcript:{e.code}")
+            return
+        assert isinstance(reply, Transcript)
+        for msg in reply.messages:
+            if msg.sender_kind == SenderKind.CUSTOMER and msg.seq not in conv.answered:
+                conv.answered.add(msg.seq)
+                self.stats.counts["agent_caught_up"] += 1
+                self.spawn(self._reply(client, conv))
+
+    async def _take(self, client: InboxClient, view: OfferView, conv: Conversation) -> None:
         await asyncio.sleep(random.expovariate(1 / self.p.accept_think))
         accept_sent = time.perf_counter()
         try:
-            await client.accept(event.view.offer.id)
+            await client.accept(view.offer.id)
         except ClientError as e:
             self.stats.error(f"accept:{e.code}")
             return
-        number = event.view.interaction or conv.number
+        number = view.interaction or conv.number
         if number is None:
             self.stats.error("accept:no_interaction")
             return
@@ -1055,6 +1091,15 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         report["turns_per_conversation"] = load.turns
         report["rest_share"] = round(load.rest_share, 3)
         report["unfinished_conversations"] = len(load.live)
+        # Where the unfinished ones stopped: not offered, offered but not accepted, or in talk.
+        stages: Counter[str] = Counter()
+        for key in load.live:
+            conv = load.by_key[key]
+            stage = (
+                "talking" if conv.accepted.is_set() else "numbered" if conv.number else "waiting"
+            )
+            stages[f"{conv.kind}_{stage}"] += 1
+        report["unfinished_by_stage"] = dict(sorted(stages.items()))
         if args.kill_router_at is not None:
             # The figures from /metrics below are the new router's, counted from its start.
             report["failover"] = failover_report(failover, load.stats.offers_at)
@@ -1237,6 +1282,7 @@ def table(report: dict[str, Any]) -> str:
     lines.append(f"counts {report['counts']}")
     lines.append(
         f"errors {report['errors'] or 'none'}; unfinished {report['unfinished_conversations']}"
+        f" {report['unfinished_by_stage']}"
     )
     return "\n".join(lines)
 
