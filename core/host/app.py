@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -307,25 +308,49 @@ async def _serve_host(
         admin_api.withdraw(data_dir)
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """What a host serves while it does not route (an edge, or a standby), and how it ends."""
+
+    # The routing role won: take no more connections. An edge keeps the consoles it holds,
+    # which move to this process's router over the bus as to any other: they see no
+    # disconnect (docs/architecture.md).
+    hand_over: Callable[[], Awaitable[None]]
+    # Close whatever is left: at the end of the routing term, or when no role was won.
+    stop: Callable[[], Awaitable[None]]
+
+
 async def _wait_to_route(
     config: HostConfig, sock: socket.socket, why: Callable[[], str], bus: Bus | None
-) -> Callable[[], Awaitable[None]]:
+) -> _Waiting:
     """Serve what a host that does not route serves: with a bus, everything, relayed to the
-    router (an edge); without, 503 and "standby". Returns the function that stops it."""
+    router (an edge); without, 503 and "standby"."""
     if bus is None:
         standby = await standby_site(sock, why)
-        return standby.cleanup
+        stopped = False
+
+        async def stop_standby() -> None:
+            nonlocal stopped
+            if not stopped:  # a standby holds nothing to hand over: the first call ends it
+                stopped = True
+                await standby.cleanup()
+
+        return _Waiting(hand_over=stop_standby, stop=stop_standby)
     edge = Edge(config, bus)
     await edge.start()
     runner = runner_for(create_edge_app(edge), handle_signals=False)
     await runner.setup()
     await web.SockSite(runner, sock.dup(), shutdown_timeout=1.0).start()
 
+    async def hand_over() -> None:
+        for site in list(runner.sites):
+            await site.stop()  # its duplicate of the listening socket; the rest stays open
+
     async def stop() -> None:
         await edge.stop()
         await runner.cleanup()
 
-    return stop
+    return _Waiting(hand_over=hand_over, stop=stop)
 
 
 async def _serve_elected(
@@ -350,46 +375,53 @@ async def _serve_elected(
             finally:
                 await connecting.cleanup()
         while not stop.is_set():
-            stop_waiting = await _wait_to_route(
+            waiting = await _wait_to_route(
                 config, sock, lambda: shared.election.waiting_because, bus
             )
             log.info("event=standing_by holder=%s edge=%s", holder, bus is not None)
+            handed_over = False
             try:
                 won = asyncio.ensure_future(shared.election.win())
                 await asyncio.wait({won, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not won.done():
                     won.cancel()
                     return
-            finally:
                 won_at = time.perf_counter()
-                await stop_waiting()
-            stopped_at = time.perf_counter()
-            inbox, auth, admin = await shared.open_service(config)
-            # Where a takeover's time goes (docs/scaling.md): the edge stopped (its sockets
-            # closed, its relays to the old router ended), then the routing state rebuilt;
-            # "event=serving" follows once the sockets are served.
-            log.info(
-                "event=service_opened holder=%s edge_stopped_s=%.3f service_opened_s=%.3f",
-                holder,
-                stopped_at - won_at,
-                time.perf_counter() - stopped_at,
-            )
-            host = Host(
-                config=inbox.config,
-                inbox=inbox,
-                auth=auth,
-                admin=admin,
-                data_dir=data_dir,
-                bus=bus,
-                # Widget chats resume through any host, before a failover and after.
-                widget_key=await shared.widget_key(),
-            )
-            lost = asyncio.ensure_future(shared.election.lost())
-            try:
-                either = asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                await _serve_host(host, sock, data_dir, either, bus, won.result())
+                await waiting.hand_over()
+                handed_over = True
             finally:
-                await shared.stop_service(inbox)
+                if not handed_over:
+                    await waiting.stop()
+            try:
+                handed_at = time.perf_counter()
+                inbox, auth, admin = await shared.open_service(config)
+                # Where a takeover's time goes (docs/scaling.md): the edge handed over (it
+                # takes no more connections), then the routing state rebuilt; "event=serving"
+                # follows once this process serves the port.
+                log.info(
+                    "event=service_opened holder=%s handed_over_s=%.3f service_opened_s=%.3f",
+                    holder,
+                    handed_at - won_at,
+                    time.perf_counter() - handed_at,
+                )
+                host = Host(
+                    config=inbox.config,
+                    inbox=inbox,
+                    auth=auth,
+                    admin=admin,
+                    data_dir=data_dir,
+                    bus=bus,
+                    # Widget chats resume through any host, before a failover and after.
+                    widget_key=await shared.widget_key(),
+                )
+                lost = asyncio.ensure_future(shared.election.lost())
+                try:
+                    either = asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    await _serve_host(host, sock, data_dir, either, bus, won.result())
+                finally:
+                    await shared.stop_service(inbox)
+            finally:
+                await waiting.stop()
             if lost.done():
                 # Fenced already: nothing this host decides from here on is stored. Its
                 # consoles were closed with "going away" and come back through the others.

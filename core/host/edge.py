@@ -91,7 +91,8 @@ class Edge:
     _pieces: Reassembly = field(default_factory=Reassembly)
     _subscription: Subscription | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Requests awaiting a router's answer, by router: ended when that router is gone.
+    _asking: dict[str, set[asyncio.Future[Msg]]] = field(default_factory=dict)
 
     async def start(self) -> None:
         self._subscription = await self.bus.client.subscribe(
@@ -102,7 +103,8 @@ class Edge:
         self._keep(self._close_orphans())
 
     async def stop(self) -> None:
-        self._stopping.set()
+        for router in list(self._asking):
+            self._give_up(router)
         if self._router_gone in self.bus.on_gone:
             self.bus.on_gone.remove(self._router_gone)
         if self._router_heard in self.bus.on_router:
@@ -113,20 +115,29 @@ class Edge:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
 
-    async def _ask(self, subject: str, payload: bytes, timeout: float) -> Msg:
-        """A request to the router that ends when this edge stops. It stops when this process
-        has won the routing role, so the router asked is gone; the server's shutdown would
-        otherwise wait for the answer, 2 s of a takeover under load (docs/scaling.md)."""
+    async def _ask(self, router: str, what: str, payload: bytes, timeout: float) -> Msg:
+        """A request to `router` that ends as soon as that router is gone: one it took and
+        never answered (it died, or froze) would otherwise hold its client up to `timeout`,
+        and a host taking over routing 2 s while its server shut the edge down (docs/scaling.md).
+        Raises TimeoutError then, as when the time runs out."""
+        subject = self.bus.router_subject(router, what)
         asking = asyncio.ensure_future(self.bus.client.request(subject, payload, timeout=timeout))
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        waiting = self._asking.setdefault(router, set())
+        waiting.add(asking)
         try:
-            await asyncio.wait({asking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({asking})
         finally:
-            stopping.cancel()
-        if not asking.done():
-            asking.cancel()
-            raise TimeoutError("this host has stopped relaying: it routes now")
+            asking.cancel()  # the caller was cancelled; nothing if answered
+            waiting.discard(asking)
+            if not waiting and self._asking.get(router) is waiting:
+                del self._asking[router]
+        if asking.cancelled():
+            raise TimeoutError(f"the routing host {router} is gone")
         return asking.result()
+
+    def _give_up(self, router: str) -> None:
+        for asking in self._asking.pop(router, ()):
+            asking.cancel()
 
     def _keep(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -181,6 +192,7 @@ class Edge:
     # ------------------------------------------------------------------ the router moving
 
     def _router_gone(self, process: str) -> None:
+        self._give_up(process)
         for bridged in [b for b in self.sockets.values() if b.router == process]:
             if self._orphan(bridged):
                 continue
@@ -265,9 +277,7 @@ class Edge:
         )
         try:
             reply = await self._ask(
-                self.bus.router_subject(bridged.router, "open"),
-                msgspec.msgpack.encode(opening),
-                OPEN_TIMEOUT,
+                bridged.router, "open", msgspec.msgpack.encode(opening), OPEN_TIMEOUT
             )
             msgspec.msgpack.decode(reply.data, type=Opened)
         except (NatsError, TimeoutError, msgspec.DecodeError) as e:
@@ -368,8 +378,7 @@ class Edge:
                 )
             )
         try:
-            subject = self.bus.router_subject(self.bus.routing or "", "http")
-            reply = await self._ask(subject, payload, HTTP_TIMEOUT)
+            reply = await self._ask(self.bus.routing or "", "http", payload, HTTP_TIMEOUT)
             answer = msgspec.msgpack.decode(reply.data, type=RelayedResponse)
         except (NatsError, TimeoutError, msgspec.DecodeError) as e:
             message = f"the routing host did not answer: {e or type(e).__name__}"
