@@ -110,6 +110,7 @@ REST_BUDGET_PER_CLIENT = 8.0
 # A customer whose socket or request failed (its host killed: --kill-router-at) tries again
 # after this long, as widget.js and a well-behaved integration do.
 RECONNECT_PAUSE = 0.2
+CATCH_UP_TRIES = 20
 WIDGET_MAX_FRAMES_PER_S = 8.0  # the widget allows 10 frames/s per socket
 
 
@@ -347,11 +348,17 @@ class Load:
     async def _catch_up(self, client: InboxClient, conv: Conversation) -> None:
         """Answer the customer lines of `conv` that came while events were lost."""
         assert conv.number is not None
-        try:
-            reply = await client.request(GetTranscript(interaction=conv.number, newest=True))
-        except ClientError as e:
-            self.stats.error(f"transcript:{e.code}")
-            return
+        for attempt in itertools.count(1):
+            try:
+                reply = await client.request(GetTranscript(interaction=conv.number, newest=True))
+                break
+            except ClientError as e:
+                # Unavailable while the new router is still taking over: ask again, as an
+                # agent would look again.
+                if e.code != "unavailable" or attempt == CATCH_UP_TRIES:
+                    self.stats.error(f"transcript:{e.code}")
+                    return
+                await asyncio.sleep(RECONNECT_PAUSE * attempt)
         assert isinstance(reply, Transcript)
         for msg in reply.messages:
             if msg.sender_kind == SenderKind.CUSTOMER and msg.seq not in conv.answered:
@@ -483,6 +490,16 @@ class Load:
                     self.stats.counts["customer_acked"] += 1
             elif t == "error":
                 self.stats.error(f"widget:{frame.get('code')}")
+                cid = frame.get("client_msg_id")
+                if frame.get("code") == "unavailable" and cid in link.unacked:
+                    # widget.js shows the line "Not sent · click to retry"; the customer does.
+                    self.spawn(self._retry(link, cid))
+
+    async def _retry(self, link: _WidgetLink, cid: str) -> None:
+        await asyncio.sleep(RECONNECT_PAUSE * 5)
+        body = link.unacked.get(cid)
+        if body is not None:
+            await link.send(body)
 
     async def _rest_customer(self, conv: Conversation, slot: int) -> None:
         session, token = self.rest[slot % len(self.rest)]
