@@ -715,15 +715,19 @@ class PostgresStore:
         max_batch: int = DEFAULT_MAX_BATCH,
         pool_size: int = READ_POOL_SIZE,
         lease_timeout: float = LEASE_TIMEOUT_S,
+        read_wait: float = CONNECT_TIMEOUT_S,
     ) -> None:
         if not 1 <= pool_size <= 100:
             raise ValueError(f"pool_size must be from 1 to 100, not {pool_size}")
+        if not 0.0 < read_wait <= 600.0:
+            raise ValueError(f"read_wait must be over 0 and at most 600 s, not {read_wait}")
         if not 1.0 <= lease_timeout <= 600.0:
             raise ValueError(f"lease_timeout must be from 1 to 600 s, not {lease_timeout}")
         self._dsn = dsn
         self.where = redact(dsn)
         self._pool_size = pool_size
         self._lease_timeout = lease_timeout
+        self._read_wait = read_wait  # for a connection of the read pool
         self.stats = StoreStats()
         self._writer: GroupCommit[_Op] = GroupCommit(
             self._run_batch, self.stats, max_batch=max_batch, where=self.where
@@ -952,7 +956,16 @@ class PostgresStore:
             raise StoreClosed(f"{self.where} is not open")
         for attempt in (1, 2):
             try:
-                conn = await pool.acquire(timeout=CONNECT_TIMEOUT_S)
+                conn = await pool.acquire(timeout=self._read_wait)
+            except TimeoutError as exc:
+                # Not the database refusing: its answer would say so. Said plainly, since a
+                # burst of reads (thousands of consoles resuming on a new router) ends here
+                # in numbers, and "cannot connect" read as the database being down.
+                raise StoreUnavailable(
+                    f"no read connection to {self.where} came free within "
+                    f"{self._read_wait:g} s (all {self._pool_size} busy, or a new one slow to "
+                    "open: the database or this host is overloaded); nothing was read"
+                ) from exc
             except _ERRORS as exc:
                 raise _unreachable(exc, self.where) from exc
             try:

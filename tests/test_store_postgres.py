@@ -480,6 +480,26 @@ async def test_a_read_whose_connection_dies_after_it_still_returns_its_rows(
         assert (await s._rows("SELECT 1"))[0][0] == 1  # and the pool serves the next read
 
 
+async def test_a_read_that_finds_every_pooled_connection_busy_says_so(postgres_url: str) -> None:
+    # Thousands of consoles resuming on a new router at once queue for the read pool; those
+    # that wait too long are unavailable, told why, not "cannot connect" (the database is up).
+    async with PostgresStore(postgres_url, pool_size=1, read_wait=0.3) as s:
+        taken, release = asyncio.Event(), asyncio.Event()
+
+        async def hold(conn: Any) -> None:
+            taken.set()
+            await release.wait()
+
+        holder = asyncio.ensure_future(s._on_pool("holding", hold))
+        await asyncio.wait_for(taken.wait(), 5)  # the one connection is held
+        with pytest.raises(StoreUnavailable, match=r"came free within 0\.3 s") as caught:
+            await s._rows("SELECT 1")
+        assert "all 1 busy" in str(caught.value), caught.value
+        release.set()
+        await holder
+        assert (await s._rows("SELECT 1"))[0][0] == 1
+
+
 async def test_a_read_whose_connection_dies_under_it_twice_is_unavailable(
     postgres_url: str,
 ) -> None:
