@@ -39,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -118,6 +118,7 @@ from store.rows import (
 )
 
 T = TypeVar("T")
+V = TypeVar("V")
 S = TypeVar("S", bound=msgspec.Struct)
 WriteFn = Callable[[asyncpg.Connection], Awaitable[Any]]
 
@@ -127,6 +128,8 @@ WriteFn = Callable[[asyncpg.Connection], Awaitable[Any]]
 # the round trips of the ops, so bigger batches would buy almost nothing.
 DEFAULT_MAX_BATCH = 64
 READ_POOL_SIZE = 8
+# At most this many keys in one coalesced look-up (_Coalesced): one statement, one array.
+COALESCED_KEYS = 500
 CONNECT_TIMEOUT_S = 10.0
 # Every statement is bounded: a database that stops answering fails the write instead of
 # holding it (and every write queued behind it) forever.
@@ -705,6 +708,52 @@ async def _insert_login(
         raise StoreConflict(f"{what}: already stored ({exc})") from exc
 
 
+class _Coalesced(Generic[V]):
+    """Look-ups by key made in the same turn of the event loop, answered by one read for all
+    their keys. Thousands of consoles resuming on a new router at once each looked up their
+    token and their agent, two reads apiece through a pool of 8 connections; past its wait,
+    most were refused (docs/scaling.md). One key alone waits one turn of the loop."""
+
+    def __init__(self, fetch: Callable[[list[str]], Awaitable[dict[str, V]]]) -> None:
+        self._fetch = fetch
+        self._asked: dict[str, list[asyncio.Future[V | None]]] | None = None
+        self._reads: set[asyncio.Task[None]] = set()
+
+    async def get(self, key: str) -> V | None:
+        loop = asyncio.get_running_loop()
+        if self._asked is None:
+            self._asked = {}
+            loop.call_soon(self._read)
+        answer: asyncio.Future[V | None] = loop.create_future()
+        self._asked.setdefault(key, []).append(answer)
+        return await answer
+
+    def _read(self) -> None:
+        asked, self._asked = self._asked or {}, None
+        keys = list(asked)
+        for start in range(0, len(keys), COALESCED_KEYS):
+            part = {key: asked[key] for key in keys[start : start + COALESCED_KEYS]}
+            task = asyncio.get_running_loop().create_task(self._answer(part))
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
+
+    async def _answer(self, asked: dict[str, list[asyncio.Future[V | None]]]) -> None:
+        try:
+            found = await self._fetch(list(asked))
+        except Exception as exc:
+            for answers in asked.values():
+                for answer in answers:
+                    if not answer.done():
+                        # One exception object each: several awaiters raising one instance
+                        # would pile their tracebacks onto it.
+                        answer.set_exception(_copy(exc) if isinstance(exc, StoreError) else exc)
+            return
+        for key, answers in asked.items():
+            for answer in answers:
+                if not answer.done():
+                    answer.set_result(found.get(key))
+
+
 class PostgresStore:
     """`store.base.Store` on a PostgreSQL database; see the module docstring."""
 
@@ -728,6 +777,10 @@ class PostgresStore:
         self._pool_size = pool_size
         self._lease_timeout = lease_timeout
         self._read_wait = read_wait  # for a connection of the read pool
+        # Every use of a token looks up its session or API token and its agent (core/auth.py).
+        self._sessions = _Coalesced(self._sessions_by_digest)
+        self._api_tokens = _Coalesced(self._api_tokens_by_digest)
+        self._agents = _Coalesced(self._agents_by_id)
         self.stats = StoreStats()
         self._writer: GroupCommit[_Op] = GroupCommit(
             self._run_batch, self.stats, max_batch=max_batch, where=self.where
@@ -1152,7 +1205,12 @@ class PostgresStore:
         return await self._records(Agent, "SELECT data FROM agents ORDER BY id")
 
     async def get_agent(self, agent_id: str) -> Agent | None:
-        return await self._record(Agent, "SELECT data FROM agents WHERE id = $1", agent_id)
+        return await self._agents.get(agent_id)
+
+    async def _agents_by_id(self, ids: list[str]) -> dict[str, Agent]:
+        rows = await self._rows("SELECT data FROM agents WHERE id = ANY($1::text[])", ids)
+        agents = [load(Agent, row[0]) for row in rows]
+        return {agent.id: agent for agent in agents}
 
     async def set_agent_password_hash(self, agent_id: str, password_hash: str | None) -> None:
         async def op(conn: asyncpg.Connection) -> None:
@@ -1183,10 +1241,12 @@ class PostgresStore:
         await self._write(lambda conn: _insert_login(conn, "session", session.agent, sql, row))
 
     async def get_session(self, token_digest: str) -> SessionRecord | None:
-        rows = await self._rows(
-            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE token_digest = $1", token_digest
-        )
-        return session_row(rows[0]) if rows else None
+        return await self._sessions.get(token_digest)
+
+    async def _sessions_by_digest(self, digests: list[str]) -> dict[str, SessionRecord]:
+        sql = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE token_digest = ANY($1::text[])"
+        sessions = [session_row(row) for row in await self._rows(sql, digests)]
+        return {session.token_digest: session for session in sessions}
 
     async def revoke_session(self, token_digest: str, at: float) -> bool:
         sql = "UPDATE sessions SET revoked_at = $1 WHERE token_digest = $2 AND revoked_at IS NULL"
@@ -1220,10 +1280,12 @@ class PostgresStore:
         await self._write(lambda conn: _insert_login(conn, what, token.agent, sql, row))
 
     async def get_api_token(self, token_digest: str) -> ApiToken | None:
-        rows = await self._rows(
-            f"SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_digest = $1", token_digest
-        )
-        return api_token_row(rows[0]) if rows else None
+        return await self._api_tokens.get(token_digest)
+
+    async def _api_tokens_by_digest(self, digests: list[str]) -> dict[str, ApiToken]:
+        sql = f"SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_digest = ANY($1::text[])"
+        tokens = [api_token_row(row) for row in await self._rows(sql, digests)]
+        return {token.token_digest: token for token in tokens}
 
     async def list_api_tokens(self) -> list[ApiToken]:
         rows = await self._rows(f"SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY pos")

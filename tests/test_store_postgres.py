@@ -16,9 +16,18 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.model import ItemState, Participant, SenderKind, WorkItem, format_number
+from core.model import (
+    Agent,
+    ItemState,
+    Participant,
+    Role,
+    SenderKind,
+    WorkItem,
+    format_number,
+)
 from store import StoreFenced, is_postgres_url, open_store, postgres_migrations
 from store.base import (
+    SessionRecord,
     StoreConflict,
     StoreError,
     StoreFull,
@@ -480,6 +489,44 @@ async def test_a_read_whose_connection_dies_after_it_still_returns_its_rows(
         assert (await s._rows("SELECT 1"))[0][0] == 1  # and the pool serves the next read
 
 
+async def test_lookups_made_together_are_answered_by_one_read(postgres_url: str) -> None:
+    # Consoles resuming on a new router by the thousand each look up their session and their
+    # agent: made in the same turn of the event loop, the look-ups share one read, and each
+    # still gets its own answer (None for an unknown key, the same for a key asked twice).
+    async with PostgresStore(postgres_url) as s:
+        await s.upsert_agents([Agent(id=f"a{i}", display_name=f"Agent {i}") for i in range(50)])
+        sessions = [
+            SessionRecord(
+                token_digest=f"d{i}", agent=f"a{i}", role=Role.AGENT, created_at=1, expires_at=9
+            )
+            for i in range(50)
+        ]
+        for session in sessions:
+            await s.save_session(session)
+        reads = 0
+        on_pool = s._on_pool
+
+        async def counted(doing: str, fn: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return await on_pool(doing, fn)
+
+        s._on_pool = counted  # type: ignore[method-assign]
+        found = await asyncio.gather(
+            *(s.get_session(f"d{i}") for i in range(50)),
+            s.get_session("d7"),
+            s.get_session("unknown"),
+            *(s.get_agent(f"a{i}") for i in range(50)),
+            s.get_agent("nobody"),
+        )
+        assert found[:50] == sessions
+        assert found[50:52] == [sessions[7], None]
+        assert [a.id for a in found[52:102]] == [f"a{i}" for i in range(50)]
+        assert found[102] is None
+        assert reads == 2  # one for the sessions, one for the agents
+        assert await s.get_session("d3") == sessions[3] and reads == 3
+
+
 async def test_a_read_that_finds_every_pooled_connection_busy_says_so(postgres_url: str) -> None:
     # Thousands of consoles resuming on a new router at once queue for the read pool; those
     # that wait too long are unavailable, told why, not "cannot connect" (the database is up).
@@ -495,6 +542,12 @@ async def test_a_read_that_finds_every_pooled_connection_busy_says_so(postgres_u
         with pytest.raises(StoreUnavailable, match=r"came free within 0\.3 s") as caught:
             await s._rows("SELECT 1")
         assert "all 1 busy" in str(caught.value), caught.value
+        # Look-ups answered together fail together, each with an error of its own.
+        first, second = await asyncio.gather(
+            s.get_session("d1"), s.get_session("d2"), return_exceptions=True
+        )
+        assert isinstance(first, StoreUnavailable) and isinstance(second, StoreUnavailable)
+        assert first is not second
         release.set()
         await holder
         assert (await s._rows("SELECT 1"))[0][0] == 1
