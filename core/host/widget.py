@@ -575,8 +575,9 @@ class CustomerConnection:
             except Refused as e:
                 self.error(e.code, e.message, e.client_msg_id)
             except StoreUnavailable as e:
-                # A full or failing disk: nothing was stored or acknowledged; the customer's
-                # page retries with the same client_msg_id.
+                # A full or failing disk, or no router yet: nothing was stored or acknowledged.
+                # widget.js marks the line "Not sent" and sends it again, on a click, with the
+                # same client_msg_id.
                 log.error("event=widget_store_unavailable address=%s error=%s", self.address, e)
                 self.error("unavailable", "the service cannot store messages right now; retry")
         # Let the writer send what is queued (a last error, say), but not wait on a dead peer.
