@@ -575,7 +575,7 @@ class CustomerConnection:
             except Refused as e:
                 self.error(e.code, e.message, e.client_msg_id)
             except StoreUnavailable as e:
-                # A full or failing disk, or no router yet: nothing was stored or acknowledged.
+                # A full or failing disk, or a database too busy: nothing stored or acknowledged.
                 # widget.js marks the line "Not sent" and sends it again, on a click, with the
                 # same client_msg_id.
                 log.error("event=widget_store_unavailable address=%s error=%s", self.address, e)
