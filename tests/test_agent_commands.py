@@ -15,6 +15,7 @@ from core.client import ClientError, InboxClient
 from core.config import parse_config
 from core.demo import DEMO_PASSWORD, demo_config
 from core.host.app import close_host, open_host
+from core.model import Role
 from core.protocol import (
     PROTOCOL_VERSION,
     AddWorkNote,
@@ -217,6 +218,22 @@ async def test_an_accept_sent_again_after_it_committed_is_ok_and_changes_nothing
         assert e.value.code == "offer_not_pending"
         await alice.close()
         await bob.close()
+
+
+async def test_a_resume_finds_the_oldest_live_session_of_its_token(tmp_path: Path) -> None:
+    """Two consoles logged in with one API token hold two sessions under one digest: a resume
+    with it finds the older while it lives, then the other, then none."""
+    async with running_host(tmp_path) as h:
+        inbox, expires = h.host.inbox, time.time() + 3600
+        first = inbox.open_session("alice", Role.AGENT, "digest-1", expires)
+        second = inbox.open_session("alice", Role.AGENT, "digest-1", expires)
+        other = inbox.open_session("bob", Role.AGENT, "digest-2", expires)
+        assert inbox.find_session("digest-1") is first
+        await inbox.floor.close_session(first)
+        assert inbox.find_session("digest-1") is second
+        await inbox.floor.close_session(second)
+        assert inbox.find_session("digest-1") is None
+        assert inbox.find_session("digest-2") is other
 
 
 async def test_a_reply_reaches_the_agents_other_consoles_but_not_back_the_one_that_sent_it(

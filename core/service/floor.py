@@ -33,6 +33,10 @@ class Floor:
         self.clock = clock
         self.names = {a.id: a.display_name or a.id for a in agents}
         self.sessions: dict[str, list[AgentSession]] = {}
+        # The oldest live session of each token: a resume looks its session up here. Passing
+        # over every session instead made the 7,500 resumes of a takeover O(n²), an eighth of
+        # the new router's time (py-spy, docs/scaling.md).
+        self._by_digest: dict[str, AgentSession] = {}
         self.supervisors: set[str] = set()  # agents logged in with a supervisor's session
         self.watchers: dict[str, set[CustomerWatcher]] = {}
         # Set at start: since then no console of the agents present before has come back.
@@ -50,6 +54,7 @@ class Floor:
             agent=agent, role=role, token_digest=token_digest, expires_at=expires_at
         )
         self.sessions.setdefault(agent, []).append(session)
+        self._by_digest.setdefault(token_digest, session)
         if session.supervisor:
             self.supervisors.add(agent)
         # Opened by its console (or by a caller acting as one): attached until it detaches.
@@ -91,11 +96,7 @@ class Floor:
             )
 
     def find_session(self, token_digest: str) -> AgentSession | None:
-        for sessions in self.sessions.values():
-            for s in sessions:
-                if s.token_digest == token_digest:
-                    return s
-        return None
+        return self._by_digest.get(token_digest)
 
     async def close_session(self, session: AgentSession) -> None:
         """Explicit logout, an expired session, or a console gone longer than the resume
@@ -107,6 +108,14 @@ class Floor:
         sessions = self.sessions.get(session.agent, [])
         if session in sessions:
             sessions.remove(session)
+        digest = session.token_digest
+        if self._by_digest.get(digest) is session:
+            # Another console may have opened a session with the same (API) token.
+            same = [s for s in sessions if s.token_digest == digest]
+            if same:
+                self._by_digest[digest] = same[0]
+            else:
+                del self._by_digest[digest]
         self._consoles_changed(session.agent)
         if not sessions:
             self.sessions.pop(session.agent, None)
