@@ -220,6 +220,28 @@ async def test_an_accept_sent_again_after_it_committed_is_ok_and_changes_nothing
         await bob.close()
 
 
+async def test_a_bug_working_out_a_system_line_costs_the_line_not_the_step(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_host(tmp_path) as h:
+        inbox = h.host.inbox
+
+        def broken(change: object) -> None:
+            raise RuntimeError("a bug in a line's text")
+
+        inbox.routing.lines = broken
+        alice = await h.agent("alice")
+        record = await inbox.start_conversation(channel="chat", customer="cust-b")
+        offer = await alice.next_event(OfferEvent)
+        await alice.accept(offer.view.offer.id)
+        assert inbox.routing.router.items[record.item].agent == "alice"
+        stored = await inbox.store.get_item(record.item)
+        assert stored is not None and stored.agent == "alice"
+        assert await inbox.customer_transcript(record.number, "cust-b") == []
+        assert "working out a system line failed" in caplog.text
+        await alice.close()
+
+
 async def test_a_resume_finds_the_oldest_live_session_of_its_token(tmp_path: Path) -> None:
     """Two consoles logged in with one API token hold two sessions under one digest: a resume
     with it finds the older while it lives, then the other, then none."""

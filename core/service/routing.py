@@ -370,6 +370,15 @@ class RoutingService:
                 newest[number] = changes[-1].after
         return changes
 
+    def _line_of(self, change: RecordChange) -> Message | None:
+        # A bug in a line's text costs that line, not the commit of every step with it (and
+        # the reload and retry after it, which would fail the same way).
+        try:
+            return self.lines(change)
+        except Exception:
+            log.exception("working out a system line failed; the step is stored without it")
+            return None
+
     def _committed_record(self, number: str) -> InteractionRecord | None:
         return None if self.records is None else self.records.open_record(number)
 
@@ -397,7 +406,7 @@ class RoutingService:
             (step, i, line)
             for step in group
             for i, change in enumerate(step.records)
-            if (line := self.lines(change)) is not None
+            if (line := self._line_of(change)) is not None
         ]
         stored = await routing_write(decisions, self.router.status).commit(
             self.store,
