@@ -172,16 +172,31 @@ class Conversations:
             if not conv.opening and message.kind == "message":
                 conv.opening = message.body[:OPENING_CHARS]
 
-    async def system(self, conv: Conversation, text: str, *, note: bool = False) -> None:
-        """A system line in the transcript ("Alice joined"), stored like any message."""
-        message, duplicate = await self.store.append_message(
-            conv.record.number,
-            SenderKind.SYSTEM,
-            "system",
-            text,
-            f"sys-{secrets.token_hex(8)}",
-            self.clock(),
+    def system_line(self, number: str, text: str, *, note: bool = False) -> Message:
+        """A system line for the transcript of `number` ("Alice joined"), not yet numbered:
+        appended alone by `system`, or with its routing step (Records.line_of)."""
+        return Message(
+            interaction=number,
+            seq=0,
+            sender_kind=SenderKind.SYSTEM,
+            sender="system",
+            body=text,
+            client_msg_id=f"sys-{secrets.token_hex(8)}",
+            created_at=self.clock(),
             kind="work_note" if note else "message",
+        )
+
+    async def system(self, conv: Conversation, text: str, *, note: bool = False) -> None:
+        """A system line in the transcript, stored like any message."""
+        line = self.system_line(conv.record.number, text, note=note)
+        message, duplicate = await self.store.append_message(
+            line.interaction,
+            line.sender_kind,
+            line.sender,
+            line.body,
+            line.client_msg_id,
+            line.created_at,
+            kind=line.kind,
         )
         if not duplicate:
             await self.delivered(conv, message)

@@ -14,7 +14,6 @@ withdrawn, so a restart (`load`) still has every unanswered one.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -274,29 +273,21 @@ class Records:
         d, record, name = change.cause, change.before, self.floor.name
         if not isinstance(d, ItemChanged):
             return None
-        item, owner = d.item, owner_of(record)
-        if d.change in ("assigned", "transferred") and item.agent:
-            if d.change == "transferred":
-                text = f"Transferred from {name(owner or '')} to {name(item.agent)}"
-            else:
-                text = f"{name(item.agent)} joined"
-        elif item.state == ItemState.QUEUED and owner is not None:
-            text = f"{name(owner)} left; finding another agent ({d.reason})"
-        elif d.change == "wrap_up":
+        owner, agent = owner_of(record), d.item.agent or ""
+        what = _what_changed(d, owner)
+        if what == "transferred":
+            text = f"Transferred from {name(owner or '')} to {name(agent)}"
+        elif what == "assigned":
+            text = f"{name(agent)} joined"
+        elif what == "requeued":
+            text = f"{name(owner or '')} left; finding another agent ({d.reason})"
+        elif what == "wrap_up":
             text = self.conversations.notice(record, "closed")
-        elif d.change in _NOTICES:
+        elif what == "notice":
             text = self.conversations.notice(record, _NOTICES[d.change])
         else:
             return None
-        return Message(
-            interaction=record.number,
-            seq=0,
-            sender_kind=SenderKind.SYSTEM,
-            sender="system",
-            body=text,
-            client_msg_id=f"sys-{secrets.token_hex(8)}",
-            created_at=self.clock(),
-        )
+        return self.conversations.system_line(record.number, text)
 
     async def announce(
         self, conv: Conversation, d: ItemChanged, change: RecordChange, line: Message | None
@@ -318,7 +309,8 @@ class Records:
     ) -> None:
         item, floor = d.item, self.floor
         owner = owner_of(record)
-        if d.change in ("assigned", "transferred") and item.agent:
+        what = _what_changed(d, owner)
+        if what in ("assigned", "transferred") and item.agent:
             if owner and owner != item.agent:
                 floor.push(owner, InteractionEvent(change="left", record=updated))
             floor.push(
@@ -333,15 +325,15 @@ class Records:
             floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
             if self.conversations.is_async(record):
                 self.conversations.push_ongoing(item.agent)
-        elif item.state == ItemState.QUEUED and owner is not None:
+        elif what == "requeued":
             for p in record.participants:
                 if p.left_at is None:
                     floor.push(p.agent, InteractionEvent(change="left", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
-        elif d.change == "wrap_up":
+        elif what == "wrap_up":
             floor.push_participants(updated, InteractionEvent(change="updated", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="updated", record=updated))
-        elif d.change in ("closed", "cancelled", "abandoned"):
+        elif what == "closed":
             floor.push_participants(updated, InteractionEvent(change="closed", record=updated))
             floor.push_customer(record.number, InteractionEvent(change="closed", record=updated))
             self.conversations.forget(record.number)
@@ -356,5 +348,23 @@ class Records:
             if self.conversations.is_async(record):
                 for agent in current(updated):
                     self.conversations.push_ongoing(agent)
-        elif d.change in ("on_hold", "resumed", "awaiting_capacity") and item.agent:
+        elif what == "ongoing" and item.agent:
             self.conversations.push_ongoing(item.agent)
+
+
+def _what_changed(d: ItemChanged, owner: str | None) -> str | None:
+    """What a committed item change is to its conversation, the cases told apart in this
+    order: `line_of` writes its line in the transcript, `_announce` tells who must know."""
+    if d.change in ("assigned", "transferred") and d.item.agent:
+        return d.change
+    if d.item.state == ItemState.QUEUED and owner is not None:
+        return "requeued"
+    if d.change == "wrap_up":
+        return "wrap_up"
+    if d.change in ("closed", "cancelled", "abandoned"):
+        return "closed"
+    if d.change in _NOTICES:
+        return "notice"
+    if d.change in ("on_hold", "resumed", "awaiting_capacity") and d.item.agent:
+        return "ongoing"
+    return None
