@@ -133,6 +133,28 @@ async def test_keys_typed_behind_c_in_one_burst_are_one_reply(tmp_path: Path) ->
             assert not ended(customer), customer.frames
 
 
+async def test_a_and_c_in_one_burst_accept_then_compose(tmp_path: Path) -> None:
+    """`ac`, as a quick agent types it: the offer is accepted and the composer is left empty
+    (the `a` once waited behind `c`, which moved the focus first: `a` went into the composer
+    and nothing was accepted)."""
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
+        start_console(term, host, tmp_path / "console", "alice")
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
+        term.send_keys("F5")
+        await term.wait_until(lambda s: "Available" in s.splitlines()[0], "Available")
+        async with widget_customer(host.widget_url) as customer:
+            number = await customer.start("Ana Lima", "ana@example.com")
+            await term.wait_for("▶ Ana Lima")
+            term.type("ac")
+            await customer.expect(
+                lambda f: f["t"] == "state" and f["agent"] == "Alice Martin", "state (accepted)"
+            )
+            await term.wait_until(lambda s: chat_still_live(s, number), "the accepted chat")
+            await term.wait_until(lambda s: MAIN_FOOTER not in s, "the composer focused")
+            term.type("Hi Ana\r")
+            await reply_arrives(term, customer, "Hi Ana")
+
+
 async def test_composer_shortcuts_arrive_through_tmux_while_typing(tmp_path: Path) -> None:
     """The while-typing keys by the names tmux sends: none is text, each opens its dialog, and
     the half-written reply is still there after it (alt+letters never arrived at all)."""
