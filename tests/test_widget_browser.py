@@ -6,6 +6,7 @@ Never `playwright install`: the browser is the system's; CI puts it there with
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import playwright.async_api as playwright_api
 import pytest
 
 from core.client import InboxClient
-from core.demo import DEMO_PASSWORD
+from core.demo import DEMO_PASSWORD, demo_config
 from core.host import widget
 from core.protocol import (
     AttachFile,
@@ -31,11 +32,14 @@ from core.protocol import (
     TransferToAgent,
     Typing,
 )
+from tests.test_disk_trouble import DISK_BYTES, fill, small_disk
 from tests.test_widget import (  # noqa: F401  (fixtures)
     SCRIPT,
     Served,
     available,
+    serve,
     served,
+    stop,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -68,6 +72,12 @@ async def launch_chromium(p: playwright_api.Playwright) -> playwright_api.Browse
 
 @pytest.fixture
 async def page(served: Served) -> AsyncIterator[playwright_api.Page]:  # noqa: F811
+    async with open_page() as page:
+        yield page
+
+
+@contextlib.asynccontextmanager
+async def open_page() -> AsyncIterator[playwright_api.Page]:
     async with playwright_api.async_playwright() as p:
         browser = await launch_chromium(p)
         try:
@@ -342,3 +352,32 @@ async def test_customer_sends_a_file_the_agent_gets_and_downloads_the_agents(
     path = await download.path()
     assert Path(path).read_bytes() == report
     await alice.client.close()
+
+
+async def test_a_line_the_host_could_not_store_is_sent_again_by_the_page(
+    tmp_path: Path,
+) -> None:
+    """The host's disk fills mid-chat: the customer's line is refused `unavailable`, the page
+    says it is trying again and does, and once there is room the line is stored once and
+    Alice gets it, with no click (it once waited for one: "Not sent · click to retry")."""
+    with small_disk(tmp_path / "data", DISK_BYTES) as data:
+        served = await serve(demo_config(), data)
+        try:
+            async with open_page() as page:
+                alice, number = await chat_with_alice(page, served)
+                filler = fill(data)
+                await say(page, "Are you still there?")
+                pending = page.locator("#messages .msg.pending .meta")
+                await expect(pending).to_have_text("Not sent yet · trying again…")
+                filler.unlink()
+                await expect(page.locator("#messages .msg.pending")).to_have_count(0)
+                await alice.event(
+                    lambda e: (
+                        isinstance(e, MessageEvent) and e.message.body == "Are you still there?"
+                    )
+                )
+                await alice.client.close()
+            stored = await served.host.inbox.store.list_messages(number, limit=100)
+            assert [m.body for m in stored].count("Are you still there?") == 1
+        finally:
+            await stop(served)

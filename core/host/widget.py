@@ -574,12 +574,6 @@ class CustomerConnection:
                 await self.dispatch(msg.data, allowed)
             except Refused as e:
                 self.error(e.code, e.message, e.client_msg_id)
-            except StoreUnavailable as e:
-                # A full or failing disk, or a database too busy: nothing stored or acknowledged.
-                # widget.js marks the line "Not sent" and sends it again, on a click, with the
-                # same client_msg_id.
-                log.error("event=widget_store_unavailable address=%s error=%s", self.address, e)
-                self.error("unavailable", "the service cannot store messages right now; retry")
         # Let the writer send what is queued (a last error, say), but not wait on a dead peer.
         self.finish()
         await asyncio.wait({self.writer}, timeout=5.0)
@@ -617,6 +611,17 @@ class CustomerConnection:
         if not allowed:
             # Read first so the refusal names the message the client should send again.
             raise Refused("rate_limited", "too many frames: slow down", client_msg_id)
+        try:
+            await self.act(kind, frame)
+        except StoreUnavailable as e:
+            # A full or failing disk, a database too busy or away: nothing stored or
+            # acknowledged. The refusal names the line, which widget.js sends again by itself
+            # (stored once by its client_msg_id).
+            log.error("event=widget_store_unavailable address=%s error=%s", self.address, e)
+            cid = frame.client_msg_id if isinstance(frame, SendMessage) else None
+            raise Refused("unavailable", "the service cannot store messages right now", cid) from e
+
+    async def act(self, kind: str, frame: object) -> None:
         if kind in ("start", "resume"):
             if self.number is not None:
                 raise Refused("already_started", "this connection already has a conversation")

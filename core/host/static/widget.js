@@ -24,7 +24,7 @@
   // does not send a socket's own messages back to it.
   let myName = (stored && stored.name) || "";
   let messages = new Map(); // seq -> message frame
-  let pending = new Map(); // client_msg_id -> {body, element, failed}
+  let pending = new Map(); // client_msg_id -> {body, element, failed, tries, timer}
   let chatState = null;
   let agent = null;
   let leaving = false;
@@ -107,6 +107,7 @@
     if (messages.has(m.seq)) return;
     messages.set(m.seq, m);
     if (m.client_msg_id && pending.has(m.client_msg_id)) {
+      clearTimeout(pending.get(m.client_msg_id).timer);
       pending.get(m.client_msg_id).element.remove();
       pending.delete(m.client_msg_id);
     }
@@ -201,6 +202,18 @@
     transmit({ t: "message", body: p.body, client_msg_id: id });
   }
 
+  // The host could not store the line just now (its database or its bus is away: a restart or
+  // a failover). It is stored once by its client_msg_id however often it is sent, so the page
+  // sends it again by itself, backing off, instead of asking the customer to click.
+  function retryLater(id) {
+    const p = pending.get(id);
+    if (!p) return;
+    clearTimeout(p.timer);
+    p.element.querySelector(".meta").textContent = "Not sent yet · trying again…";
+    const delay = Math.min(15000, 1000 * 2 ** p.tries++);
+    p.timer = setTimeout(() => sendPending(id), delay);
+  }
+
   function markFailed(id, why) {
     const p = pending.get(id);
     if (!p) return;
@@ -223,7 +236,7 @@
     });
     list.append(el);
     list.scrollTop = list.scrollHeight;
-    pending.set(id, { body: text, element: el, failed: false });
+    pending.set(id, { body: text, element: el, failed: false, tries: 0, timer: null });
     sendPending(id);
   }
 
@@ -323,6 +336,8 @@
     } else if (f.client_msg_id) {
       if (f.code === "rate_limited") {
         setTimeout(() => sendPending(f.client_msg_id), 1500);
+      } else if (f.code === "unavailable") {
+        retryLater(f.client_msg_id);
       } else {
         markFailed(f.client_msg_id, f.code === "conversation_closed" ? "Not sent: the chat has ended" : `Not sent: ${f.message}`);
       }
