@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import time
@@ -238,3 +239,30 @@ async def test_a_trickled_body_gets_408_and_frees_its_handler(
         assert json.loads(body)["error"]["code"] == "request_timeout"
         writer.close()
         await writer.wait_closed()  # else the host's shutdown waits out aiohttp's lingering
+
+
+async def test_a_client_gone_before_the_handshake_is_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload or a closed tab mid-handshake: aiohttp logged "Error handling request" with a
+    traceback for each, which reads as a fault of the host to whoever watches its log."""
+    caplog.set_level(logging.INFO, logger="inbox_tui.host")
+    async with running_host(tmp_path) as h:
+        port = int(h.url.rsplit(":", 1)[1])
+        for path in ("/widget/ws", "/agent"):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {h.url}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+            )
+            writer.transport.abort()  # gone before the host can answer
+            event = f"event=socket_gone_before_handshake path={path}"
+            async with asyncio.timeout(5):
+                while not any(event in r.getMessage() for r in caplog.records):
+                    await asyncio.sleep(0.02)
+        console = await h.agent("alice")  # and the host serves on
+        await console.request(Ping(ref=0), Ok)
+        await console.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 
 from core.auth import AuthError, token_digest
 from core.host import decoding
-from core.host.frame_socket import FrameSocket, close_all
+from core.host.frame_socket import FrameSocket, close_all, handshake
 from core.host.origins import check_origin
 from core.host.state import HOST, Host
 from core.protocol import (
@@ -75,13 +75,14 @@ async def close_sockets(app: web.Application) -> None:
     await close_all(sockets, 1001, b"host shutting down")
 
 
-async def handle(request: web.Request) -> web.WebSocketResponse:
+async def handle(request: web.Request) -> web.StreamResponse:
     host = request.app[HOST]
     # A page from another site, opened in an agent's browser, could log in (or use a saved
     # session) and read customers' data: only the host's own pages and listed origins.
     check_origin(request, host.config.host.allowed_origins)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME_BYTES)
-    await ws.prepare(request)
+    if (gone := await handshake(request, ws)) is not None:
+        return gone
     request.app[SOCKETS].add(ws)
     try:
         await serve_socket(request.app, ws, request.remote or "?")

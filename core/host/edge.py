@@ -39,7 +39,7 @@ from core.host.bus import (
     parse,
 )
 from core.host.console_trail import ConsoleTrail
-from core.host.frame_socket import close_all
+from core.host.frame_socket import close_all, handshake
 from core.host.origins import check_origin
 from core.host.relay import (
     HTTP_TIMEOUT,
@@ -299,7 +299,8 @@ class Edge:
             return _response(error_response(503, "unavailable", why))
         limit = MAX_FRAME_BYTES if kind == "agent" else widget.TRANSPORT_MAX_FRAME
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=limit)
-        await ws.prepare(request)
+        if (gone := await handshake(request, ws)) is not None:
+            return gone
         # Opened on the router followed now; if it goes meanwhile, _router_gone closes this.
         bridged = Bridged(ws, new_conn_id(), kind, request.remote or "?", self.bus.routing or "")
         if kind == "agent":

@@ -4,13 +4,16 @@ own port, or a `RelayedSocket` (core/host/relay.py) for a socket an edge holds."
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-from aiohttp import WSMessage
+from aiohttp import WSMessage, web
 from aiohttp.http_websocket import WSMessageTextBytes
 
 Received = WSMessage | WSMessageTextBytes
+
+log = logging.getLogger("inbox_tui.host")
 
 
 class FrameSocket(Protocol):
@@ -37,3 +40,19 @@ async def close_all(sockets: Iterable[FrameSocket], code: int, message: bytes) -
     await asyncio.gather(
         *(ws.close(code=code, message=message) for ws in list(sockets)), return_exceptions=True
     )
+
+
+async def handshake(request: web.Request, ws: web.WebSocketResponse) -> web.StreamResponse | None:
+    """Answer the upgrade. None when done; when the client left before the answer could be
+    written (a reload, a closed tab, a balancer's probe), the response to end the request with
+    instead. That is not the host's error, but aiohttp would log it as one, with a traceback,
+    and the half-prepared socket cannot be returned either. The response is never written
+    (the client is gone); the access log shows 499, "client closed request" as nginx logs it."""
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError:
+        log.info(
+            "event=socket_gone_before_handshake path=%s address=%s", request.path, request.remote
+        )
+        return web.Response(status=499, reason="Client Closed Request")
+    return None

@@ -121,7 +121,7 @@ from core.config import HostConfig, WidgetSettings
 from core.files import write_atomically
 from core.host import decoding
 from core.host.downloads import FileLinks
-from core.host.frame_socket import FrameSocket, close_all
+from core.host.frame_socket import FrameSocket, close_all, handshake
 from core.host.origins import check_origin
 from core.host.ratelimit import TokenBuckets
 from core.host.state import HOST, Host
@@ -446,13 +446,14 @@ async def script(request: web.Request) -> web.FileResponse:
     )
 
 
-async def socket(request: web.Request) -> web.WebSocketResponse:
+async def socket(request: web.Request) -> web.StreamResponse:
     # The widget is public, so by default any site may speak to it; a host that lists its
     # embedding sites wants no other site's page (a look-alike, say) collecting chats.
     embed = request.app[HOST].config.widget.embed_origins
     check_origin(request, embed, any_origin=not embed)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=TRANSPORT_MAX_FRAME)
-    await ws.prepare(request)
+    if (gone := await handshake(request, ws)) is not None:
+        return gone
     widget = request.app[WIDGET]
     widget.sockets.add(ws)
     try:
