@@ -178,6 +178,7 @@ class Stats:
     accept_to_first_message: list[float] = field(default_factory=list)
     generator_lag: list[float] = field(default_factory=list)
     offers_at: list[tuple[float, float]] = field(default_factory=list)  # (received, arrived)
+    resyncs_at: list[float] = field(default_factory=list)  # when an agent got a Resync
     counts: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -326,6 +327,7 @@ class Load:
                 # Events were lost (the router died, or this console's process): do what an
                 # agent does looking at the redrawn console.
                 self.stats.counts["agent_resyncs"] += 1
+                self.stats.resyncs_at.append(time.perf_counter())
                 for view in event.snapshot.offers:
                     self._offered(client, view)
                 for record in event.snapshot.interactions:
@@ -778,16 +780,21 @@ async def kill_router(
                 return
 
 
-def failover_report(found: dict[str, Any], offers_at: list[tuple[float, float]]) -> dict[str, Any]:
+def failover_report(
+    found: dict[str, Any], offers_at: list[tuple[float, float]], resyncs_at: list[float]
+) -> dict[str, Any]:
     """What the kill did, in seconds from it: when /healthz named the next router, when an
     agent got the first offer of a customer who arrived after the kill (routing again, end to
-    end), and the longest time without any offer reaching an agent around it."""
+    end), the longest time without any offer reaching an agent around it, and when the agents'
+    consoles were redrawn on the new router (their `Resync`: the moment each could be offered
+    work again)."""
     killed = found.get("killed_at")
     if killed is None:
         return {"error": found.get("error", "the run ended before the kill")}
     named = found.get("new_router_named_at")
     later = [got for got, arrived in offers_at if arrived > killed]
     near = sorted(got for got, _ in offers_at if killed - 5 <= got <= killed + 60)
+    resyncs = sorted(t - killed for t in resyncs_at if t > killed)
     gaps = [b - a for a, b in itertools.pairwise([killed - 5, *near])]
     return {
         "router_pid": found["router_pid"],
@@ -796,6 +803,13 @@ def failover_report(found: dict[str, Any], offers_at: list[tuple[float, float]])
         "first_offer_of_a_later_arrival_s": round(min(later) - killed, 3) if later else None,
         "longest_time_without_an_offer_s": round(max(gaps), 3) if gaps else None,
         "offers_received_within_10s_after": sum(1 for got in near if got <= killed + 10),
+        "resyncs": len(resyncs),
+        "resync_s": {
+            name: round(resyncs[max(0, math.ceil(q * len(resyncs)) - 1)], 3)
+            for name, q in (("first", 0), ("p50", 0.5), ("p90", 0.9), ("last", 1))
+        }
+        if resyncs
+        else None,
     }
 
 
@@ -1119,7 +1133,9 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
         report["unfinished_by_stage"] = dict(sorted(stages.items()))
         if args.kill_router_at is not None:
             # The figures from /metrics below are the new router's, counted from its start.
-            report["failover"] = failover_report(failover, load.stats.offers_at)
+            report["failover"] = failover_report(
+                failover, load.stats.offers_at, load.stats.resyncs_at
+            )
         report["latency_ms"] = {
             "arrival_to_offer": percentiles(s.arrival_to_offer),
             "customer_to_agent": percentiles(s.customer_to_agent),
