@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,14 +193,25 @@ async def serve_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
 GC_THRESHOLDS = (5_000, 20, 20)
 
 
-def tune_gc() -> None:
-    """Move everything built at start (configuration, routing state, open conversations) out
-    of the collector's sight: it lives as long as the host, and each full collection would
-    otherwise walk it again (measured at 100 arrivals/s: a third fewer passes); and collect
-    less often (GC_THRESHOLDS)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+@contextlib.contextmanager
+def built_to_last() -> Iterator[None]:
+    """Build what lives as long as the host's routing term (configuration, routing state,
+    open conversations) with the collector off, then move it out of the collector's sight and
+    collect less often (GC_THRESHOLDS). Left on while 50,000 conversations loaded, the
+    collector walked the growing heap again and again (docs/scaling.md); afterwards each full
+    pass would walk it again (a third fewer passes at 100 arrivals/s when frozen). What an
+    earlier term froze is unfrozen first, so that whatever of it is garbage now is collected."""
+    enabled = gc.isenabled()
+    gc.disable()
+    gc.unfreeze()
+    try:
+        yield
+    finally:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+        if enabled:
+            gc.enable()
 
 
 def bind(listen_host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -262,7 +273,8 @@ async def serve(
 async def _serve_service(
     config: HostConfig, sock: socket.socket, data_dir: Path, stop: asyncio.Event
 ) -> None:
-    host = await open_host(config, data_dir)
+    with built_to_last():
+        host = await open_host(config, data_dir)
     try:
         await _serve_host(host, sock, data_dir, stop.wait())
     finally:
@@ -282,7 +294,6 @@ async def _serve_host(
     wait in its backlog meanwhile). With a `bus`, the host also serves what the edges relay."""
     secret = None if bus is None else relay.new_secret()
     app = create_app(host, relay_secret=secret)
-    tune_gc()
     runner = runner_for(app, handle_signals=False)
     await runner.setup()
     await web.SockSite(runner, sock.dup(), shutdown_timeout=5.0).start()
@@ -394,7 +405,8 @@ async def _serve_elected(
                     await waiting.stop()
             try:
                 handed_at = time.perf_counter()
-                inbox, auth, admin = await shared.open_service(config)
+                with built_to_last():
+                    inbox, auth, admin = await shared.open_service(config)
                 # Where a takeover's time goes (docs/scaling.md): the edge handed over (it
                 # takes no more connections), then the routing state rebuilt; "event=serving"
                 # follows once this process serves the port.
