@@ -57,6 +57,13 @@ log = logging.getLogger("inbox_tui.edge")
 OPEN_TIMEOUT = 2.0
 # How long a console whose router went is held for the next one before it is let go.
 MOVE_WAIT = 10.0
+# Consoles moving to a new router at once, each until the router has taken its session. All
+# at once (3,744 on one edge at the scale preset) they went through hello, resume and the
+# snapshot in lockstep there, and the first was back, offered work again, only when nearly
+# all were: 2.4 s after the router served (docs/scaling.md).
+MOVES_AT_ONCE = 100
+# How long a move holds its place among those before the next console goes anyway.
+MOVE_SETTLE = 5.0
 # The hop-by-hop headers aiohttp sets itself on the way out.
 NOT_COPIED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
@@ -80,6 +87,10 @@ class Bridged:
     moving: bool = False
     rejoining: bool = False  # the new router's answer to the rejoin is awaited
     orphaned_at: float | None = None
+    # Waiting for its turn to move (MOVES_AT_ONCE); set once the new router has taken the
+    # session (or refused it), or the socket is gone.
+    in_line: bool = False
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -93,6 +104,7 @@ class Edge:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # Requests awaiting a router's answer, by router: ended when that router is gone.
     _asking: dict[str, set[asyncio.Future[Msg]]] = field(default_factory=dict)
+    _moves: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MOVES_AT_ONCE))
 
     async def start(self) -> None:
         self._subscription = await self.bus.client.subscribe(
@@ -221,12 +233,15 @@ class Edge:
                 self._keep(self._move(bridged, process))
 
     async def _close_orphans(self) -> None:
-        """A console held longer than MOVE_WAIT (no router heard since) is let go: it keeps
-        retrying by itself, and is answered `unavailable` meanwhile."""
+        """A console held longer than MOVE_WAIT (no router heard since, or its move not done
+        that long after its turn came) is let go: it keeps retrying by itself, and is answered
+        `unavailable` meanwhile. One waiting for its turn is not: others are moving."""
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for bridged in list(self.sockets.values()):
+                if bridged.in_line:
+                    continue
                 if bridged.orphaned_at is not None and now - bridged.orphaned_at > MOVE_WAIT:
                     bridged.orphaned_at = None
                     await bridged.ws.close(
@@ -242,13 +257,22 @@ class Edge:
         self._pieces.forget(bridged.conn)
         bridged.conn, bridged.router = new_conn_id(), router
         self.sockets[bridged.conn] = bridged
-        if not await self._open(bridged):
-            await bridged.ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"reconnect")
-            return
-        bridged.rejoining = True
-        for frame in bridged.trail.rejoin():
-            await self._publish(bridged, BINARY, frame)
-        log.info("event=edge_console_moving conn=%s router=%s", bridged.conn, router)
+        bridged.settled.clear()
+        bridged.in_line = True
+        async with self._moves:
+            bridged.in_line = False
+            if bridged.ws.closed:
+                return  # gone while it waited its turn
+            bridged.orphaned_at = time.monotonic()  # MOVE_WAIT counts from its turn
+            if not await self._open(bridged):
+                await bridged.ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"reconnect")
+                return
+            bridged.rejoining = True
+            for frame in bridged.trail.rejoin():
+                await self._publish(bridged, BINARY, frame)
+            log.info("event=edge_console_moving conn=%s router=%s", bridged.conn, router)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bridged.settled.wait(), MOVE_SETTLE)
 
     async def _rejoined(self, bridged: Bridged, data: bytes) -> None:
         """The new router's frames until it has taken the console's session."""
@@ -258,8 +282,10 @@ class Edge:
             bridged.trail.from_router(frame)
             await bridged.ws.send_bytes(frame)
         elif outcome == "failed":
+            bridged.settled.set()
             await bridged.ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"reconnect")
         elif outcome == "done":
+            bridged.settled.set()
             if frame is not None:
                 await bridged.ws.send_bytes(frame)
             bridged.rejoining = bridged.moving = False
@@ -325,6 +351,7 @@ class Edge:
                     continue  # sent again once the session has moved, if it asked something
                 await self._publish(bridged, op, data)
         finally:
+            bridged.settled.set()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
