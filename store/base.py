@@ -345,6 +345,14 @@ class Store(Protocol):
         few queries rather than two per conversation."""
         ...
 
+    async def recent_lines(
+        self, numbers: Sequence[str], customer_lines: int
+    ) -> dict[str, list[Message]]:
+        """Of each of `numbers` that has lines: its newest `customer_lines` customer messages
+        and its newest message of any kind, oldest first (as load_open_conversations gives
+        them). For reads that can go a slice of conversations at a time."""
+        ...
+
     async def get_item(self, item_id: str) -> WorkItem | None: ...
 
     async def load_pending_offers(self) -> list[Offer]: ...

@@ -1571,18 +1571,24 @@ class PostgresStore:
         self, customer_lines: int, channels: Collection[str]
     ) -> list[tuple[InteractionRecord, list[Message]]]:
         records = await self._records(InteractionRecord, SQL_OPEN_INTERACTIONS)
-        recent: dict[str, list[Message]] = {r.number: [] for r in records}
         numbers = [r.number for r in records if r.channel in channels]
-        if numbers:
-            rows = await self._on_pool(
-                "reading",
-                lambda conn: _fetch_without_jit(conn, SQL_RECENT_MESSAGES, numbers, customer_lines),
-            )
-            for number, data in rows:
-                recent[number].append(load(Message, data))
-            for number in numbers:
-                recent[number].sort(key=_seq)  # oldest first
-        return [(r, recent[r.number]) for r in records]
+        recent = await self.recent_lines(numbers, customer_lines) if numbers else {}
+        return [(r, recent.get(r.number, [])) for r in records]
+
+    async def recent_lines(
+        self, numbers: Sequence[str], customer_lines: int
+    ) -> dict[str, list[Message]]:
+        wanted = list(numbers)
+        rows = await self._on_pool(
+            "reading",
+            lambda conn: _fetch_without_jit(conn, SQL_RECENT_MESSAGES, wanted, customer_lines),
+        )
+        recent: dict[str, list[Message]] = {}
+        for number, data in rows:
+            recent.setdefault(number, []).append(load(Message, data))
+        for lines in recent.values():
+            lines.sort(key=_seq)  # oldest first
+        return recent
 
     async def get_interaction(self, number: str) -> InteractionRecord | None:
         return await self._record(

@@ -189,7 +189,7 @@ _OPEN_NUMBERS = (
 SQL_OPEN_INTERACTIONS = (
     f"SELECT i.data FROM interactions i JOIN ({_OPEN_NUMBERS}) o ON o.number = i.number"
 )
-SQL_OPEN_RECENT_MESSAGES = f"""
+SQL_RECENT_MESSAGES = """
 SELECT interaction, data FROM (
     SELECT m.interaction, m.seq, m.data,
         ROW_NUMBER() OVER (
@@ -198,9 +198,7 @@ SELECT interaction, data FROM (
         ) AS newest_of_kind,
         ROW_NUMBER() OVER (PARTITION BY m.interaction ORDER BY m.seq DESC) AS newest
     FROM messages m
-        JOIN ({_OPEN_NUMBERS}) o ON o.number = m.interaction
-        JOIN interactions i ON i.number = m.interaction
-    WHERE json_extract(i.data, '$.channel') IN (SELECT value FROM json_each(?))
+    WHERE m.interaction IN (SELECT value FROM json_each(?))
 )
 WHERE newest = 1
     OR (newest_of_kind <= ? AND json_extract(data, '$.sender_kind') = 'customer')
@@ -1084,12 +1082,18 @@ class SQLiteStore:
         self, customer_lines: int, channels: Collection[str]
     ) -> list[tuple[InteractionRecord, list[Message]]]:
         records = await self._records(InteractionRecord, SQL_OPEN_INTERACTIONS)
-        recent: dict[str, list[Message]] = {r.number: [] for r in records}
-        if channels and any(r.channel in channels for r in records):
-            params = (msgspec.json.encode(sorted(channels)).decode(), customer_lines)
-            for number, data in await self._rows(SQL_OPEN_RECENT_MESSAGES, params):
-                recent[number].append(load(Message, data))
-        return [(r, recent[r.number]) for r in records]
+        numbers = [r.number for r in records if r.channel in channels]
+        recent = await self.recent_lines(numbers, customer_lines) if numbers else {}
+        return [(r, recent.get(r.number, [])) for r in records]
+
+    async def recent_lines(
+        self, numbers: Sequence[str], customer_lines: int
+    ) -> dict[str, list[Message]]:
+        params = (msgspec.json.encode(list(numbers)).decode(), customer_lines)
+        recent: dict[str, list[Message]] = {}
+        for number, data in await self._rows(SQL_RECENT_MESSAGES, params):
+            recent.setdefault(number, []).append(load(Message, data))
+        return recent
 
     async def get_interaction(self, number: str) -> InteractionRecord | None:
         return await self._record(

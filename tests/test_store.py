@@ -1144,6 +1144,12 @@ async def test_open_conversations_load_with_their_newest_lines(store: Store) -> 
     # Conversations of other channels come without their lines.
     loaded = {r.number: msgs for r, msgs in await store.load_open_conversations(2, ["sms"])}
     assert loaded == {open_number: [], quiet_number: [], waiting_number: []}
+    # The same lines for the conversations named, open or not; none for one without lines.
+    recent = await store.recent_lines([open_number, closed_number, quiet_number], 2)
+    assert {n: [m.body for m in lines] for n, lines in recent.items()} == {
+        open_number: ["customer 2", "customer 3", "a3"],
+        closed_number: ["hi"],
+    }
 
 
 # -- kill -9 ------------------------------------------------------------------------------
