@@ -28,6 +28,7 @@ import pytest
 from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, stop_host
 from core.client import ClientError, InboxClient
 from core.demo import DEMO_PASSWORD, demo_config_path
+from core.host import widget
 from core.protocol import OfferEvent
 from store import open_store
 from tests.console_terminal import WidgetCustomer
@@ -154,6 +155,13 @@ class Traffic:
             error = await web.expect(lambda f: f["t"] == "error", "error", raise_on_error=False)
             # The refusal names the line, which the page sends again by itself.
             assert error["code"] == "unavailable" and error["client_msg_id"] == f"w-{tag}", error
+            await web.ws.close()
+            # A new chat is refused in words for the customer, which the start form shows.
+            web = WidgetCustomer(await http.ws_connect(self.host.widget_url))
+            await web.ws.send_json({"t": "start", "name": "Una", "email": "una@example.test"})
+            error = await web.expect(lambda f: f["t"] == "error", "error", raise_on_error=False)
+            assert error["code"] == "unavailable", error
+            assert error["message"] == widget.UNAVAILABLE_TEXT, error
             await web.ws.close()
             async with http.get(f"{self.host.base_url}/healthz") as r:
                 health = await r.json()

@@ -164,6 +164,8 @@ EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
 ATTRIBUTE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 CUSTOMER = re.compile(r"web-[0-9a-f]{16}")
 UNROUTABLE_TEXT = "Sorry, nobody can take your chat right now. Please try later."
+# The start form shows it as it is; a refused line carries its id and is sent again.
+UNAVAILABLE_TEXT = "Sorry, the chat service cannot take your chat just now. Please try again."
 LEAVABLE_STATES = (InteractionState.NEW, InteractionState.WORK_IN_PROGRESS)
 
 # Headers for the page: nothing but our own script may run, even if escaping ever slipped.
@@ -619,8 +621,11 @@ class CustomerConnection:
             # acknowledged. The refusal names the line, which widget.js sends again by itself
             # (stored once by its client_msg_id).
             log.error("event=widget_store_unavailable address=%s error=%s", self.address, e)
-            cid = frame.client_msg_id if isinstance(frame, SendMessage) else None
-            raise Refused("unavailable", "the service cannot store messages right now", cid) from e
+            if isinstance(frame, SendMessage):
+                message, cid = "the service cannot store messages right now", frame.client_msg_id
+            else:
+                message, cid = UNAVAILABLE_TEXT, None
+            raise Refused("unavailable", message, cid) from e
 
     async def act(self, kind: str, frame: object) -> None:
         if kind in ("start", "resume"):
