@@ -95,6 +95,10 @@ class MainScreen(Screen[None]):
         self.shown_pane = "pane-chat"
         # The conversation of the offer just accepted: selected as soon as its chat arrives.
         self.accepted: str | None = None
+        # Replies sent before that chat arrived (`a`, `c`, the reply and Enter in one burst):
+        # they go to the accepted chat once it is here, not to the one shown before it.
+        self.held_replies: list[str] = []
+        self.reply_to_accepted = False
 
     @property
     def inbox(self) -> InboxApp:
@@ -196,6 +200,10 @@ class MainScreen(Screen[None]):
             chats = state.open_chats()
             if self.accepted in state.chats:
                 self.current, self.accepted = self.accepted, None
+                self.reply_to_accepted = False
+                held, self.held_replies = self.held_replies, []
+                for body in held:
+                    self.send_reply(self.current, body)
             if self.current not in state.chats:
                 self.current = chats[0].number if chats else None
             self.query_one("#chat-list", ChatList).show(chats, self.current)
@@ -337,16 +345,30 @@ class MainScreen(Screen[None]):
 
     @on(Composer.Send)
     async def send(self, event: Composer.Send) -> None:
+        if self.accepted is not None and self.reply_to_accepted:
+            self.held_replies.append(event.body)
+            self.notify("Your reply goes once the chat you accepted opens")
+            return
         number = self.chat_or_say()
         if number is None:
+            self.give_back(event.body)
             return
+        self.send_reply(number, event.body)
+
+    def send_reply(self, number: str, body: str) -> None:
         msg_id = secrets.token_hex(12)
-        if not self.inbox.state.queue_reply(number, event.body, msg_id):
+        if not self.inbox.state.queue_reply(number, body, msg_id):
             self.notify("Too many replies waiting for the host; try again when it is back")
-            self.query_one("#composer", Composer).value = event.body
+            self.give_back(body)
             return
         self.show_current()
-        self.run_worker(self.call_send(number, event.body, msg_id))
+        self.run_worker(self.call_send(number, body, msg_id))
+
+    def give_back(self, body: str) -> None:
+        """A reply that could not go back in the composer, ahead of anything typed since:
+        typed text is never dropped."""
+        composer = self.query_one("#composer", Composer)
+        composer.value = f"{body}\n{composer.value}" if composer.value else body
 
     async def call_send(self, number: str, body: str, msg_id: str) -> None:
         """Deliver one reply from the outbox; it stays there, shown as pending, until the
@@ -436,16 +458,25 @@ class MainScreen(Screen[None]):
         focus before the app takes the next key."""
         self.action_show_pane("pane-chat")
         self.set_focus(self.query_one("#composer", Composer))
+        # Behind `a`, the reply is to the chat being accepted, even if another is shown until
+        # it opens.
+        self.reply_to_accepted = self.accepted is not None
 
-    @work
-    async def action_accept_offer(self) -> None:
+    def action_accept_offer(self) -> None:
         view = self.query_one("#offers", OfferList).selected()
         if view is None:
             self.notify("No offer to accept", severity="warning")
             return
+        # Set as the app takes the key, so that a `c` right behind it knows what it answers.
         self.accepted = view.interaction
-        if not await self.call_accept(view.offer.id):
-            self.accepted = None
+        self.run_worker(self.accept(view.offer.id))
+
+    async def accept(self, offer_id: str) -> None:
+        if not await self.call_accept(offer_id):
+            self.accepted, self.reply_to_accepted = None, False
+            held, self.held_replies = self.held_replies, []
+            if held:
+                self.give_back("\n".join(held))
         elif self.accepted in self.inbox.state.chats:  # the chat arrived before the answer
             self.refresh_areas({"chats"})
 
