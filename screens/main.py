@@ -4,10 +4,11 @@ client only; what they change comes back as events and redraws through `refresh_
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import secrets
 import subprocess
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -20,7 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Select, Static
 
 from core.client import ClientError
-from core.model import MAX_ATTACHMENT_BYTES
+from core.model import MAX_ATTACHMENT_BYTES, Attachment
 from core.protocol import (
     AddWorkNote,
     AnswerInvitation,
@@ -99,6 +100,8 @@ class MainScreen(Screen[None]):
         # they go to the accepted chat once it is here, not to the one shown before it.
         self.held_replies: list[str] = []
         self.reply_to_accepted = False
+        # Dialogs on their way (host_first): until they are up, keys here are refused.
+        self.waiting_for_dialog = 0
 
     @property
     def inbox(self) -> InboxApp:
@@ -156,6 +159,8 @@ class MainScreen(Screen[None]):
             self.query_one(f"#{pane}").set_class(pane == self.shown_pane, "shown")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.waiting_for_dialog:
+            return False
         if action == "show_pane":
             # Wide: all panes are on screen, so the keys are no use and stay out of the footer.
             return self.has_class("narrow")
@@ -304,6 +309,35 @@ class MainScreen(Screen[None]):
         if self.current is None:
             self.notify("Select a chat first", severity="warning")
         return self.current
+
+    def ask(self, dialog: Screen[T]) -> asyncio.Future[T | None]:
+        """Open `dialog` as the app takes the key, and its answer to await (in a worker).
+        Opened from a worker instead, it came up after the keys typed behind its key in one
+        burst had run as commands here: `x` and a reason beginning "they" ended a live chat
+        (`e`, then `y` in the question that came up)."""
+        answer: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
+
+        def answered(result: T | None) -> None:
+            if not answer.done():
+                answer.set_result(result)
+
+        self.app.push_screen(dialog, callback=answered)
+        return answer
+
+    def host_first(self, work: Coroutine[object, object, None]) -> None:
+        """Run `work`, whose dialog needs the host's answer before it can open (the colleagues
+        online, a record's prefill). Until it has run, this screen's keys are refused rather
+        than run as commands: typed behind `t`, a colleague's name "bob" opened a work note
+        on `o`."""
+        self.waiting_for_dialog += 1
+
+        async def run() -> None:
+            try:
+                await work
+            finally:
+                self.waiting_for_dialog -= 1
+
+        self.run_worker(run())
 
     @on(VirtualList.Highlighted, "#chat-list")
     @on(VirtualList.Selected, "#chat-list")
@@ -489,17 +523,18 @@ class MainScreen(Screen[None]):
             return False
         return True
 
-    @work
-    async def action_reject_offer(self) -> None:
+    def action_reject_offer(self) -> None:
         view = self.query_one("#offers", OfferList).selected()
         if view is None:
             self.notify("No offer to reject", severity="warning")
             return
-        reason = await self.app.push_screen_wait(
-            Prompt("Reject this offer: why?", placeholder="busy, wrong language, …")
-        )
+        answer = self.ask(Prompt("Reject this offer: why?", placeholder="busy, wrong language, …"))
+        self.run_worker(self.reject(view.offer.id, answer))
+
+    async def reject(self, offer_id: str, answer: Awaitable[str | None]) -> None:
+        reason = await answer
         if reason is not None:
-            await self.guarded(self.inbox.client.reject(view.offer.id, reason[:200]))
+            await self.guarded(self.inbox.client.reject(offer_id, reason[:200]))
 
     @work(exclusive=True, group="next-unread")
     async def action_next_unread(self) -> None:
@@ -526,14 +561,16 @@ class MainScreen(Screen[None]):
         if chat and chat.messages:
             await self.call(MarkRead(interaction=chat.number, seq=max(chat.messages)))
 
-    @work
-    async def action_chat_template(self) -> None:
+    def action_chat_template(self) -> None:
         number = self.chat_or_say()
         templates = self.inbox.state.templates
         if number is None or not templates:
             return
         choices = [(f"/{t.shortcut}  {t.title or t.text[:40]}", t.shortcut) for t in templates]
-        shortcut = await self.app.push_screen_wait(Picker("Insert a template", choices))
+        self.run_worker(self.use_template(number, self.ask(Picker("Insert a template", choices))))
+
+    async def use_template(self, number: str, answer: Awaitable[str | None]) -> None:
+        shortcut = await answer
         if shortcut is None:
             return
         reply = await self.call(UseTemplate(interaction=number, shortcut=shortcut))
@@ -560,8 +597,10 @@ class MainScreen(Screen[None]):
                 out.append((f"{agent.display_name}  ({agent.presence})", agent.id))
         return out
 
-    @work
-    async def action_chat_transfer(self) -> None:
+    def action_chat_transfer(self) -> None:
+        self.host_first(self.transfer())
+
+    async def transfer(self) -> None:
         number = self.chat_or_say()
         chat = self.inbox.state.chats.get(number or "")
         if chat is None:
@@ -579,8 +618,10 @@ class MainScreen(Screen[None]):
         if await self.call(frame) is not None:
             self.notify("Transfer requested: the chat stays yours until it is accepted")
 
-    @work
-    async def action_chat_invite(self) -> None:
+    def action_chat_invite(self) -> None:
+        self.host_first(self.invite())
+
+    async def invite(self) -> None:
         number = self.chat_or_say()
         if number is None:
             return
@@ -602,12 +643,15 @@ class MainScreen(Screen[None]):
             invitations.pop(number, None)
             self.refresh_areas({"invitations"})
 
-    @work
-    async def action_chat_attach(self) -> None:
+    def action_chat_attach(self) -> None:
         number = self.chat_or_say()
         if number is None:
             return
-        path = await self.app.push_screen_wait(Prompt("Attach a file: path", placeholder="~/file"))
+        answer = self.ask(Prompt("Attach a file: path", placeholder="~/file"))
+        self.run_worker(self.attach(number, answer))
+
+    async def attach(self, number: str, answer: Awaitable[str | None]) -> None:
+        path = await answer
         if not path:
             return
         file = Path(path).expanduser()
@@ -625,8 +669,7 @@ class MainScreen(Screen[None]):
         if await self.call(frame):
             self.notify(f"Sent {file.name}")
 
-    @work
-    async def action_chat_files(self) -> None:
+    def action_chat_files(self) -> None:
         number = self.chat_or_say()
         if number is None:
             return
@@ -636,7 +679,13 @@ class MainScreen(Screen[None]):
             self.notify("No files in this chat yet")
             return
         choices = [(f"{a.name} ({a.size:,} bytes, {a.content_type})", d) for d, a in files.items()]
-        digest = await self.app.push_screen_wait(Picker("Files of this chat", choices))
+        answer = self.ask(Picker("Files of this chat", choices))
+        self.run_worker(self.file_chosen(number, files, answer))
+
+    async def file_chosen(
+        self, number: str, files: dict[str, Attachment], answer: Awaitable[str | None]
+    ) -> None:
+        digest = await answer
         if digest is None:
             return
         attachment = files[digest]
@@ -676,12 +725,15 @@ class MainScreen(Screen[None]):
                 start_new_session=True,
             )
 
-    @work
-    async def action_work_note(self) -> None:
+    def action_work_note(self) -> None:
         number = self.chat_or_say()
         if number is None:
             return
-        note = await self.app.push_screen_wait(Prompt("Work note (never shown to the customer)"))
+        answer = self.ask(Prompt("Work note (never shown to the customer)"))
+        self.run_worker(self.work_note(number, answer))
+
+    async def work_note(self, number: str, answer: Awaitable[str | None]) -> None:
+        note = await answer
         if note:
             ack = await self.call(
                 AddWorkNote(interaction=number, body=note, client_msg_id=secrets.token_hex(8))
@@ -689,29 +741,33 @@ class MainScreen(Screen[None]):
             if isinstance(ack, MessageAck):
                 self.refresh_areas(self.inbox.state.own_message(ack.message))
 
-    @work
-    async def action_chat_end(self) -> None:
+    def action_chat_end(self) -> None:
         number = self.chat_or_say()
-        if number is not None and await self.confirm_live(number, "End"):
-            await self.call(EndChat(interaction=number))
+        if number is not None:
+            self.run_worker(self.when_confirmed(number, "End", EndChat(interaction=number)))
 
-    @work
-    async def action_record_close(self) -> None:
+    def action_record_close(self) -> None:
         number = self.chat_or_say()
-        if number is not None and await self.confirm_live(number, "Close"):
-            await self.call(CloseRecord(interaction=number))
+        if number is not None:
+            self.run_worker(self.when_confirmed(number, "Close", CloseRecord(interaction=number)))
 
-    async def confirm_live(self, number: str, verb: str) -> bool:
-        """Ask before ending or closing a conversation whose customer is still in it; one
-        that has ended (wrap-up) closes on one key."""
+    def when_confirmed(
+        self, number: str, verb: str, frame: EndChat | CloseRecord
+    ) -> Awaitable[None]:
+        """Ask before ending or closing a conversation whose customer is still in it (the
+        question up as the app takes the key); one that has ended (wrap-up) closes on one
+        key. The request, once answered yes, to run in a worker."""
         chat = self.inbox.state.chats.get(number)
-        if chat is None or chat.record.state not in LIVE_STATES:
-            return True
-        who = chat.record.customer_name or "the customer"
-        answer: bool = await self.app.push_screen_wait(
-            Confirm(f"{verb} the conversation with {who}?")
-        )
-        return answer
+        answer: Awaitable[bool | None] | None = None
+        if chat is not None and chat.record.state in LIVE_STATES:
+            who = chat.record.customer_name or "the customer"
+            answer = self.ask(Confirm(f"{verb} the conversation with {who}?"))
+
+        async def send() -> None:
+            if answer is None or await answer:
+                await self.call(frame)
+
+        return send()
 
     @work
     async def action_record_archive(self) -> None:
@@ -737,21 +793,21 @@ class MainScreen(Screen[None]):
             self.show_record_pane()
             self.notify(f"{created.record.number} created from {number}")
 
-    @work
-    async def action_record_incident(self) -> None:
-        await self.create_record("incident")
+    def action_record_incident(self) -> None:
+        self.host_first(self.create_record("incident"))
 
-    @work
-    async def action_record_case(self) -> None:
-        await self.create_record("case")
+    def action_record_case(self) -> None:
+        self.host_first(self.create_record("case"))
 
     @work
     async def action_presence(self, presence: str) -> None:
         await self.guarded(self.inbox.client.set_presence(presence))
 
-    @work
-    async def action_pick_presence(self) -> None:
+    def action_pick_presence(self) -> None:
         choices = [(p.label or p.name, p.name) for p in self.inbox.state.presences]
-        presence = await self.app.push_screen_wait(Picker("Presence", choices))
+        self.run_worker(self.presence_picked_from(self.ask(Picker("Presence", choices))))
+
+    async def presence_picked_from(self, answer: Awaitable[str | None]) -> None:
+        presence = await answer
         if presence is not None:
             self.action_presence(presence)

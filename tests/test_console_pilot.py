@@ -33,7 +33,7 @@ from core.protocol import (
     TransferToAgent,
     UpdateRecord,
 )
-from screens.confirm import Confirm
+from screens.confirm import READ_TIME, Confirm
 from screens.file_view import FileView
 from screens.help import HelpScreen
 from screens.login import LoginScreen
@@ -76,6 +76,13 @@ async def until(pilot, check: Callable[[], object], timeout: float = 5.0) -> Non
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("the console never got there")
         await pilot.pause(0.05)
+
+
+async def say_yes(app: InboxApp, pilot) -> None:  # type: ignore[no-untyped-def]
+    """Answer the question up now with `y`, as a person does once they have read it."""
+    await until(pilot, lambda: isinstance(app.screen, Confirm))
+    await pilot.pause(READ_TIME)
+    await pilot.press("y")
 
 
 async def until_closed(h: RunningHost, app: InboxApp, pilot, number: str) -> None:  # type: ignore[no-untyped-def]
@@ -192,8 +199,7 @@ async def test_accept_reply_template_end_and_close(tmp_path: Path) -> None:
             await pilot.press("enter")
             await until(pilot, lambda: "I'm Alice Martin" in transcript_text(app))
             await pilot.press("escape", "e")
-            await until(pilot, lambda: isinstance(app.screen, Confirm))
-            await pilot.press("y")
+            await say_yes(app, pilot)
             await until(pilot, lambda: app.state.chats[number].record.state == "wrap_up")
             await pilot.press("w")  # after the end, closing is one key
             await until_closed(h, app, pilot, number)
@@ -215,8 +221,7 @@ async def test_one_key_neither_ends_nor_closes_a_live_chat(tmp_path: Path) -> No
             stored = await h.host.inbox.store.get_interaction(number)
             assert stored is not None and stored.state == "work_in_progress"
             await pilot.press("w")
-            await until(pilot, lambda: isinstance(app.screen, Confirm))
-            await pilot.press("y")  # closing a live chat ends it too
+            await say_yes(app, pilot)  # closing a live chat ends it too
             await until_closed(h, app, pilot, number)
 
 
@@ -362,7 +367,8 @@ async def test_attach_work_note_incident_and_archive(tmp_path: Path) -> None:
             await pilot.press("ctrl+s")
             await until(pilot, lambda: app.state.chats[number].record.case == "CS0001001")
 
-            await pilot.press("e", "y")
+            await pilot.press("e")
+            await say_yes(app, pilot)
             await until(pilot, lambda: app.state.chats[number].record.state == "wrap_up")
             await pilot.press("w")
             await until(pilot, lambda: app.state.chats[number].record.state == "closed_complete")
@@ -1000,7 +1006,8 @@ async def test_the_record_pane_names_the_conversation_a_new_one_follows_up(
         app = console(h)
         async with app.run_test(size=SIZE) as pilot:
             old = await chat_ready(h, app, pilot)
-            await pilot.press("e", "y")
+            await pilot.press("e")
+            await say_yes(app, pilot)
             await until(pilot, lambda: app.state.chats[old].record.state == "wrap_up")
             await pilot.press("w")
             await until_closed(h, app, pilot, old)

@@ -6,6 +6,7 @@ place through a real pty, and that the screen a real terminal gets shows what it
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from pathlib import Path
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from bench.host_process import INBOX_TUI, HostProcess, console_env
+from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
+from core.protocol import OfferEvent
 from tests.console_terminal import (
     MAIN_FOOTER,
     TMUX,
@@ -157,6 +160,58 @@ async def test_accept_compose_and_reply_in_one_burst_answer_the_accepted_chat(
                 lambda s: f"Bruno Silva  {number}  work_in_progress" in s, "Bruno's chat shown"
             )
             assert not any(f["t"] == "message" and f["from"] == "agent" for f in ana.frames)
+
+
+async def test_a_reason_typed_behind_x_goes_into_its_prompt(tmp_path: Path) -> None:
+    """`x` and a reason in one burst: the reason is the prompt's. The prompt once came up
+    only after the burst had run as commands: "they are busy" opened the end question on `e`
+    and answered it on `y`, ending Ana's live chat."""
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
+        start_console(term, host, tmp_path / "console", "alice")
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
+        async with (
+            widget_customer(host.widget_url) as ana,
+            widget_customer(host.widget_url) as bruno,
+        ):
+            number = await accept_chat(term, ana)
+            await term.wait_for(MAIN_FOOTER)
+            await bruno.start("Bruno Silva", "bruno@example.com")
+            await term.wait_for("▶ Bruno Silva")
+            bob = InboxClient(host.agent_url)
+            await bob.connect()
+            await bob.login("bob", DEMO_PASSWORD)
+            await bob.set_presence("Available")
+            term.type("xthey are busy\r")
+            # Rejected with that reason, the chat goes to Bob, who has the more room.
+            await term.wait_gone("▶ Bruno Silva")
+            offer = await bob.next_event(OfferEvent)
+            await bob.close()
+            assert offer.view.customer_name == "Bruno Silva"
+            screen = await term.wait_until(
+                lambda s: chat_still_live(s, number) and MAIN_FOOTER in s,
+                "Ana's chat live, no dialog",
+            )
+            assert "Reject this offer" not in screen, screen
+            assert not ended(ana), ana.frames
+
+
+async def test_a_word_typed_off_the_composer_cannot_end_a_live_chat(tmp_path: Path) -> None:
+    """ "every", typed with the chat list focused, opens the end question on its `e`; the `y`
+    behind it in the same burst is not an answer (the question was answered before anyone
+    could read it, and the chat ended)."""
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
+        start_console(term, host, tmp_path / "console", "alice")
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
+        async with widget_customer(host.widget_url) as ana:
+            number = await accept_chat(term, ana)
+            await term.wait_for(MAIN_FOOTER)
+            term.type("every")
+            await term.wait_for("End the conversation with Ana Lima?")
+            await asyncio.sleep(1.0)  # the burst has long been handled
+            assert "End the conversation with Ana Lima?" in term.capture()
+            term.send_keys("Escape")
+            await term.wait_until(lambda s: chat_still_live(s, number), "the chat still live")
+            assert not ended(ana), ana.frames
 
 
 async def test_composer_shortcuts_arrive_through_tmux_while_typing(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from core.protocol import FloorRow
 from core.routing.records import owner_of
 from core.sla import SlaLevel, SlaTargets
 from screens.audit import AuditScreen
-from screens.confirm import Confirm
+from screens.confirm import READ_TIME, Confirm
 from screens.monitor import MonitorScreen
 from screens.picker import Picker
 from screens.prompt import Prompt
@@ -237,6 +237,7 @@ async def test_close_asks_why_and_to_confirm(tmp_path: Path) -> None:
             await pilot.press("x")
             await answer(pilot, app, Prompt, "spam")
             await until(pilot, lambda: isinstance(app.screen, Confirm))
+            await pilot.pause(READ_TIME)  # read first: a `y` typed ahead does not count
             await pilot.press("y")
             await until(pilot, lambda: number not in app.state.floor)
             stored = await h.host.inbox.store.get_interaction(number)
