@@ -7,8 +7,11 @@ place through a real pty, and that the screen a real terminal gets shows what it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -136,6 +139,33 @@ async def test_keys_typed_behind_c_in_one_burst_are_one_reply(tmp_path: Path) ->
             assert not ended(customer), customer.frames
 
 
+@dataclass
+class TwoCustomers:
+    term: Tmux
+    host: HostProcess
+    ana: WidgetCustomer
+    bruno: WidgetCustomer
+    ana_number: str
+    bruno_number: str
+
+
+@contextlib.asynccontextmanager
+async def ana_in_chat_bruno_offered(tmp_path: Path) -> AsyncIterator[TwoCustomers]:
+    """Alice's console in tmux: Ana's live chat shown, the chat list focused, Bruno offered."""
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
+        start_console(term, host, tmp_path / "console", "alice")
+        await log_in(term, DEMO_PASSWORD, "Alice Martin")
+        async with (
+            widget_customer(host.widget_url) as ana,
+            widget_customer(host.widget_url) as bruno,
+        ):
+            ana_number = await accept_chat(term, ana)
+            await term.wait_for(MAIN_FOOTER)
+            bruno_number = await bruno.start("Bruno Silva", "bruno@example.com")
+            await term.wait_for("▶ Bruno Silva")
+            yield TwoCustomers(term, host, ana, bruno, ana_number, bruno_number)
+
+
 async def test_accept_compose_and_reply_in_one_burst_answer_the_accepted_chat(
     tmp_path: Path,
 ) -> None:
@@ -143,56 +173,35 @@ async def test_accept_compose_and_reply_in_one_burst_answer_the_accepted_chat(
     accepted and the reply goes to that customer. Twice it did not: `c` ran before `a` (the
     reply went nowhere and `a` into the composer), then the reply was sent before the accepted
     chat had opened, so it went to the chat shown before it, or was dropped."""
-    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
-        start_console(term, host, tmp_path / "console", "alice")
-        await log_in(term, DEMO_PASSWORD, "Alice Martin")
-        async with (
-            widget_customer(host.widget_url) as ana,
-            widget_customer(host.widget_url) as bruno,
-        ):
-            await accept_chat(term, ana)  # Ana's chat is the one shown
-            await term.wait_for(MAIN_FOOTER)
-            number = await bruno.start("Bruno Silva", "bruno@example.com")
-            await term.wait_for("▶ Bruno Silva")
-            term.type("acOk\r")
-            await reply_arrives(term, bruno, "Ok")
-            await term.wait_until(
-                lambda s: f"Bruno Silva  {number}  work_in_progress" in s, "Bruno's chat shown"
-            )
-            assert not any(f["t"] == "message" and f["from"] == "agent" for f in ana.frames)
+    async with ana_in_chat_bruno_offered(tmp_path) as two:
+        two.term.type("acOk\r")
+        await reply_arrives(two.term, two.bruno, "Ok")
+        shown = f"Bruno Silva  {two.bruno_number}  work_in_progress"
+        await two.term.wait_until(lambda s: shown in s, "Bruno's chat shown")
+        assert not any(f["t"] == "message" and f["from"] == "agent" for f in two.ana.frames)
 
 
 async def test_a_reason_typed_behind_x_goes_into_its_prompt(tmp_path: Path) -> None:
     """`x` and a reason in one burst: the reason is the prompt's. The prompt once came up
     only after the burst had run as commands: "they are busy" opened the end question on `e`
     and answered it on `y`, ending Ana's live chat."""
-    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
-        start_console(term, host, tmp_path / "console", "alice")
-        await log_in(term, DEMO_PASSWORD, "Alice Martin")
-        async with (
-            widget_customer(host.widget_url) as ana,
-            widget_customer(host.widget_url) as bruno,
-        ):
-            number = await accept_chat(term, ana)
-            await term.wait_for(MAIN_FOOTER)
-            await bruno.start("Bruno Silva", "bruno@example.com")
-            await term.wait_for("▶ Bruno Silva")
-            bob = InboxClient(host.agent_url)
-            await bob.connect()
-            await bob.login("bob", DEMO_PASSWORD)
-            await bob.set_presence("Available")
-            term.type("xthey are busy\r")
-            # Rejected with that reason, the chat goes to Bob, who has the more room.
-            await term.wait_gone("▶ Bruno Silva")
-            offer = await bob.next_event(OfferEvent)
-            await bob.close()
-            assert offer.view.customer_name == "Bruno Silva"
-            screen = await term.wait_until(
-                lambda s: chat_still_live(s, number) and MAIN_FOOTER in s,
-                "Ana's chat live, no dialog",
-            )
-            assert "Reject this offer" not in screen, screen
-            assert not ended(ana), ana.frames
+    async with ana_in_chat_bruno_offered(tmp_path) as two:
+        bob = InboxClient(two.host.agent_url)
+        await bob.connect()
+        await bob.login("bob", DEMO_PASSWORD)
+        await bob.set_presence("Available")
+        two.term.type("xthey are busy\r")
+        # Rejected with that reason, the chat goes to Bob, who has the more room.
+        await two.term.wait_gone("▶ Bruno Silva")
+        offer = await bob.next_event(OfferEvent)
+        await bob.close()
+        assert offer.view.customer_name == "Bruno Silva"
+        screen = await two.term.wait_until(
+            lambda s: chat_still_live(s, two.ana_number) and MAIN_FOOTER in s,
+            "Ana's chat live, no dialog",
+        )
+        assert "Reject this offer" not in screen, screen
+        assert not ended(two.ana), two.ana.frames
 
 
 async def test_a_word_typed_off_the_composer_cannot_end_a_live_chat(tmp_path: Path) -> None:
