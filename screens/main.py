@@ -4,7 +4,6 @@ client only; what they change comes back as events and redraws through `refresh_
 
 from __future__ import annotations
 
-import asyncio
 import mimetypes
 import secrets
 import subprocess
@@ -46,6 +45,7 @@ from core.protocol import (
     UseTemplate,
 )
 from core.protocol import Transcript as TranscriptReply
+from screens.asking import ask
 from screens.audit import AuditScreen
 from screens.confirm import Confirm
 from screens.file_view import FileView
@@ -310,20 +310,6 @@ class MainScreen(Screen[None]):
             self.notify("Select a chat first", severity="warning")
         return self.current
 
-    def ask(self, dialog: Screen[T]) -> asyncio.Future[T | None]:
-        """Open `dialog` as the app takes the key, and its answer to await (in a worker).
-        Opened from a worker instead, it came up after the keys typed behind its key in one
-        burst had run as commands here: `x` and a reason beginning "they" ended a live chat
-        (`e`, then `y` in the question that came up)."""
-        answer: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
-
-        def answered(result: T | None) -> None:
-            if not answer.done():
-                answer.set_result(result)
-
-        self.app.push_screen(dialog, callback=answered)
-        return answer
-
     def host_first(self, work: Coroutine[object, object, None]) -> None:
         """Run `work`, whose dialog needs the host's answer before it can open (the colleagues
         online, a record's prefill). Until it has run, this screen's keys are refused rather
@@ -528,7 +514,9 @@ class MainScreen(Screen[None]):
         if view is None:
             self.notify("No offer to reject", severity="warning")
             return
-        answer = self.ask(Prompt("Reject this offer: why?", placeholder="busy, wrong language, …"))
+        answer = ask(
+            self.app, Prompt("Reject this offer: why?", placeholder="busy, wrong language, …")
+        )
         self.run_worker(self.reject(view.offer.id, answer))
 
     async def reject(self, offer_id: str, answer: Awaitable[str | None]) -> None:
@@ -567,7 +555,9 @@ class MainScreen(Screen[None]):
         if number is None or not templates:
             return
         choices = [(f"/{t.shortcut}  {t.title or t.text[:40]}", t.shortcut) for t in templates]
-        self.run_worker(self.use_template(number, self.ask(Picker("Insert a template", choices))))
+        self.run_worker(
+            self.use_template(number, ask(self.app, Picker("Insert a template", choices)))
+        )
 
     async def use_template(self, number: str, answer: Awaitable[str | None]) -> None:
         shortcut = await answer
@@ -647,7 +637,7 @@ class MainScreen(Screen[None]):
         number = self.chat_or_say()
         if number is None:
             return
-        answer = self.ask(Prompt("Attach a file: path", placeholder="~/file"))
+        answer = ask(self.app, Prompt("Attach a file: path", placeholder="~/file"))
         self.run_worker(self.attach(number, answer))
 
     async def attach(self, number: str, answer: Awaitable[str | None]) -> None:
@@ -679,7 +669,7 @@ class MainScreen(Screen[None]):
             self.notify("No files in this chat yet")
             return
         choices = [(f"{a.name} ({a.size:,} bytes, {a.content_type})", d) for d, a in files.items()]
-        answer = self.ask(Picker("Files of this chat", choices))
+        answer = ask(self.app, Picker("Files of this chat", choices))
         self.run_worker(self.file_chosen(number, files, answer))
 
     async def file_chosen(
@@ -729,7 +719,7 @@ class MainScreen(Screen[None]):
         number = self.chat_or_say()
         if number is None:
             return
-        answer = self.ask(Prompt("Work note (never shown to the customer)"))
+        answer = ask(self.app, Prompt("Work note (never shown to the customer)"))
         self.run_worker(self.work_note(number, answer))
 
     async def work_note(self, number: str, answer: Awaitable[str | None]) -> None:
@@ -761,7 +751,7 @@ class MainScreen(Screen[None]):
         answer: Awaitable[bool | None] | None = None
         if chat is not None and chat.record.state in LIVE_STATES:
             who = chat.record.customer_name or "the customer"
-            answer = self.ask(Confirm(f"{verb} the conversation with {who}?"))
+            answer = ask(self.app, Confirm(f"{verb} the conversation with {who}?"))
 
         async def send() -> None:
             if answer is None or await answer:
@@ -805,7 +795,7 @@ class MainScreen(Screen[None]):
 
     def action_pick_presence(self) -> None:
         choices = [(p.label or p.name, p.name) for p in self.inbox.state.presences]
-        self.run_worker(self.presence_picked_from(self.ask(Picker("Presence", choices))))
+        self.run_worker(self.presence_picked_from(ask(self.app, Picker("Presence", choices))))
 
     async def presence_picked_from(self, answer: Awaitable[str | None]) -> None:
         presence = await answer

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.screen import Screen
@@ -36,6 +36,7 @@ from core.protocol import (
     TakeOver,
 )
 from core.sla import SlaTargets
+from screens.asking import ask
 from screens.confirm import Confirm
 from screens.picker import Picker
 from screens.prompt import Prompt
@@ -212,12 +213,14 @@ class SupervisorScreen(Screen[None]):
     def action_sort(self) -> None:
         self.notify(f"Floor by {self.query_one(FloorTable).cycle_sort()}")
 
-    @work(group="floor-keys")
-    async def action_filter(self) -> None:
+    def action_filter(self) -> None:
         table = self.query_one(FloorTable)
-        query = await self.app.push_screen_wait(
-            Prompt("Filter the floor", table.filter_text, "queue:vip agent:alice or any text")
-        )
+        hint = "queue:vip agent:alice or any text"
+        answer = ask(self.app, Prompt("Filter the floor", table.filter_text, hint))
+        self.run_worker(self._filter(table, answer), group="floor-keys")
+
+    async def _filter(self, table: FloorTable, answer: Awaitable[str | None]) -> None:
+        query = await answer
         if query is not None and still_shown(self):
             table.set_filter(query)
 
@@ -235,8 +238,11 @@ class SupervisorScreen(Screen[None]):
         if row is not None:
             self.app.push_screen(AuditScreen(row.item))
 
-    async def _reason(self, what: str) -> str | None:
-        reason = await self.app.push_screen_wait(Prompt(f"Why {what}? (goes into the audit)"))
+    def _ask_reason(self, what: str) -> Awaitable[str | None]:
+        return ask(self.app, Prompt(f"Why {what}? (goes into the audit)"))
+
+    async def _reason(self, answer: Awaitable[str | None]) -> str | None:
+        reason = await answer
         if reason is None:
             return None
         reason = reason.strip()
@@ -253,17 +259,23 @@ class SupervisorScreen(Screen[None]):
             return
         self.notify(done)
 
-    @work(group="floor-keys")
-    async def action_take_over(self) -> None:
+    # Each action opens its first dialog as the app takes the key (screens/asking.py), and a
+    # worker carries on from the answer.
+
+    def action_take_over(self) -> None:
         row = self._on_floor()
-        if row is None or (reason := await self._reason(f"take over {row.interaction}")) is None:
+        if row is not None:
+            answer = self._ask_reason(f"take over {row.interaction}")
+            self.run_worker(self._take_over(row, answer), group="floor-keys")
+
+    async def _take_over(self, row: FloorRow, answer: Awaitable[str | None]) -> None:
+        if (reason := await self._reason(answer)) is None:
             return
         await self._step_in(
             TakeOver(interaction=row.interaction, reason=reason), f"{row.interaction} is yours"
         )
 
-    @work(group="floor-keys")
-    async def action_reassign(self) -> None:
+    def action_reassign(self) -> None:
         row = self._on_floor()
         if row is None:
             return
@@ -272,14 +284,19 @@ class SupervisorScreen(Screen[None]):
             for a in sorted(self.inbox.state.agents.values(), key=lambda a: a.id)
             if a.id != row.agent
         ]
-        agent = await self.app.push_screen_wait(Picker(f"Give {row.interaction} to", choices))
-        if agent is None or (reason := await self._reason(f"give it to {agent}")) is None:
+        answer = ask(self.app, Picker(f"Give {row.interaction} to", choices))
+        self.run_worker(self._reassign(row, answer), group="floor-keys")
+
+    async def _reassign(self, row: FloorRow, answer: Awaitable[str | None]) -> None:
+        agent = await answer
+        if agent is None:
+            return
+        if (reason := await self._reason(self._ask_reason(f"give it to {agent}"))) is None:
             return
         frame = Reassign(interaction=row.interaction, agent=agent, reason=reason)
         await self._step_in(frame, f"{row.interaction} went to {agent}")
 
-    @work(group="floor-keys")
-    async def action_move(self) -> None:
+    def action_move(self) -> None:
         row = self._on_floor()
         if row is None:
             return
@@ -288,29 +305,37 @@ class SupervisorScreen(Screen[None]):
             for s in sorted(self.inbox.state.queue_stats.values(), key=lambda s: s.queue)
             if s.channel == row.channel
         ]
-        queue = await self.app.push_screen_wait(Picker(f"Move {row.interaction} to", choices))
-        if queue is None or (reason := await self._reason(f"move it to {queue}")) is None:
+        answer = ask(self.app, Picker(f"Move {row.interaction} to", choices))
+        self.run_worker(self._move(row, answer), group="floor-keys")
+
+    async def _move(self, row: FloorRow, answer: Awaitable[str | None]) -> None:
+        queue = await answer
+        if queue is None:
+            return
+        if (reason := await self._reason(self._ask_reason(f"move it to {queue}"))) is None:
             return
         frame = MoveToQueue(interaction=row.interaction, queue=queue, reason=reason)
         await self._step_in(frame, f"{row.interaction} is in {queue}")
 
-    @work(group="floor-keys")
-    async def action_close(self) -> None:
+    def action_close(self) -> None:
         row = self._on_floor()
-        if row is None or (reason := await self._reason(f"close {row.interaction}")) is None:
+        if row is not None:
+            answer = self._ask_reason(f"close {row.interaction}")
+            self.run_worker(self._close(row, answer), group="floor-keys")
+
+    async def _close(self, row: FloorRow, answer: Awaitable[str | None]) -> None:
+        if (reason := await self._reason(answer)) is None:
             return
         who = row.customer_name
-        if not await self.app.push_screen_wait(
-            Confirm(f"Close {row.interaction} with {who} now? The customer sees it end.")
-        ):
+        question = Confirm(f"Close {row.interaction} with {who} now? The customer sees it end.")
+        if not await ask(self.app, question):
             return
         frame = CloseConversation(interaction=row.interaction, reason=reason)
         await self._step_in(frame, f"{row.interaction} closed")
 
     # ------------------------------------------------------------------ agents
 
-    @work(group="floor-keys")
-    async def action_presence(self) -> None:
+    def action_presence(self) -> None:
         tabs = self.query_one("#supervisor-tabs", TabbedContent)
         agent = self.query_one(AgentsTable).selected() if tabs.active == "tab-agents" else None
         if agent is None:
@@ -318,13 +343,17 @@ class SupervisorScreen(Screen[None]):
             return
         view = agent.agent
         choices = [(p.label or p.name, p.name) for p in self.inbox.state.presences]
-        presence = await self.app.push_screen_wait(
-            Picker(f"Set {view.display_name}'s presence", choices)
-        )
-        if presence is None or (reason := await self._reason(f"set {view.id} {presence}")) is None:
+        answer = ask(self.app, Picker(f"Set {view.display_name}'s presence", choices))
+        self.run_worker(self._presence(view.id, view.display_name, answer), group="floor-keys")
+
+    async def _presence(self, agent: str, name: str, answer: Awaitable[str | None]) -> None:
+        presence = await answer
+        if presence is None:
             return
-        frame = ForcePresence(agent=view.id, presence=presence, reason=reason)
-        await self._step_in(frame, f"{view.display_name} is {presence}")
+        if (reason := await self._reason(self._ask_reason(f"set {agent} {presence}"))) is None:
+            return
+        frame = ForcePresence(agent=agent, presence=presence, reason=reason)
+        await self._step_in(frame, f"{name} is {presence}")
         self.refresh_view()
 
     async def load(self) -> None:

@@ -19,7 +19,8 @@ import pytest
 from bench.host_process import INBOX_TUI, HostProcess, console_env
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
-from core.protocol import OfferEvent
+from core.protocol import AuditTrail, GetAudit, OfferEvent
+from screens.confirm import READ_TIME
 from tests.console_terminal import (
     MAIN_FOOTER,
     TMUX,
@@ -194,8 +195,13 @@ async def test_a_reason_typed_behind_x_goes_into_its_prompt(tmp_path: Path) -> N
         # Rejected with that reason, the chat goes to Bob, who has the more room.
         await two.term.wait_gone("▶ Bruno Silva")
         offer = await bob.next_event(OfferEvent)
-        await bob.close()
         assert offer.view.customer_name == "Bruno Silva"
+        # The whole reason went into the prompt (keys typed before its field had the focus
+        # were once lost, and an empty reason sent).
+        trail = await bob.request(GetAudit(item=two.bruno_number), AuditTrail)
+        await bob.close()
+        rejected = [e.reason for e in trail.entries if e.kind == "offer_rejected"]
+        assert rejected == ["alice rejected: they are busy"], trail.entries
         screen = await two.term.wait_until(
             lambda s: chat_still_live(s, two.ana_number) and MAIN_FOOTER in s,
             "Ana's chat live, no dialog",
@@ -221,6 +227,37 @@ async def test_a_word_typed_off_the_composer_cannot_end_a_live_chat(tmp_path: Pa
             term.send_keys("Escape")
             await term.wait_until(lambda s: chat_still_live(s, number), "the chat still live")
             assert not ended(ana), ana.frames
+
+
+async def test_a_reason_typed_behind_a_supervisors_key_goes_into_its_prompt(
+    tmp_path: Path,
+) -> None:
+    """A supervisor closing a chat types `x`, the reason and Enter in one burst: the reason
+    goes into the prompt and the close question follows. The prompt once came up after the
+    burst had run on the floor: "spam" asked for presence (`p`), and opened the reassign (`a`)
+    and move (`m`) pickers."""
+    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
+        alice = InboxClient(host.agent_url)
+        await alice.connect()
+        await alice.login("alice", DEMO_PASSWORD)
+        await alice.set_presence("Available")
+        async with widget_customer(host.widget_url) as ana:
+            number = await ana.start("Ana Lima", "ana@example.com")
+            offer = await alice.next_event(OfferEvent)
+            await alice.accept(offer.view.offer.id)
+            start_console(term, host, tmp_path / "console", "dan")
+            await log_in(term, DEMO_PASSWORD, "Dan Reyes")
+            term.type("s")
+            await term.wait_for("1 of 1 open")
+            term.type("xspam\r")
+            screen = await term.wait_for(f"Close {number} with Ana Lima now?")
+            for other in ("Give ", "Move ", "Pick an agent"):
+                assert other not in screen, screen
+            await asyncio.sleep(READ_TIME)
+            term.type("n")
+            await term.wait_gone(f"Close {number} with Ana Lima now?")
+            assert not ended(ana), ana.frames
+        await alice.close()
 
 
 async def test_composer_shortcuts_arrive_through_tmux_while_typing(tmp_path: Path) -> None:
