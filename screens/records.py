@@ -6,12 +6,12 @@ REST API) arrives as a record event and is redrawn here without asking."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
@@ -28,6 +28,7 @@ from core.protocol import (
     RecordView,
     UpdateRecord,
 )
+from screens.asking import ask
 from screens.picker import Picker
 from screens.prompt import Prompt
 from tui.actions import RECORDS_ACTIONS, bindings
@@ -207,23 +208,31 @@ class RecordsScreen(Screen[None]):
         self.kind = KINDS[(KINDS.index(self.kind) + 1) % len(KINDS)]
         self.reload()
 
-    @work
-    async def action_search(self) -> None:
-        text = await self.app.push_screen_wait(Prompt("Text in the short description", self.text))
+    # Each action opens its dialog as the app takes the key (screens/asking.py), and a worker
+    # carries on from the answer.
+
+    def action_search(self) -> None:
+        answer = ask(self.app, Prompt("Text in the short description", self.text))
+        self.run_worker(self._search(answer))
+
+    async def _search(self, answer: Awaitable[str | None]) -> None:
+        text = await answer
         if text is not None:
             self.text = text.strip()[:200]
             self.reload()
 
-    @work
-    async def action_filter_state(self) -> None:
+    def action_filter_state(self) -> None:
         states = self.view.states if self.view is not None else []
         choices = [("any state", NOBODY)] + [(s.replace("_", " "), s) for s in states]
-        picked = await self.app.push_screen_wait(Picker("Only records in state", choices))
+        self.run_worker(self._filter_state(ask(self.app, Picker("Only records in state", choices))))
+
+    async def _filter_state(self, answer: Awaitable[str | None]) -> None:
+        picked = await answer
         if picked is not None:
             self.state_filter = None if picked == NOBODY else picked
             self.reload()
 
-    async def change_picked(
+    def change_picked(
         self,
         what: str,
         choices: Callable[[RecordView], list[tuple[str, str]]],
@@ -234,76 +243,88 @@ class RecordsScreen(Screen[None]):
         view = self.selected()
         if view is None:
             return
-        title = f"{view.record.number}: {what}"
-        picked = await self.app.push_screen_wait(Picker(title, choices(view)))
-        if picked is not None:
-            await self.change(**{field: value(picked)})
+        answer = ask(self.app, Picker(f"{view.record.number}: {what}", choices(view)))
 
-    @work
-    async def action_set_state(self) -> None:
-        await self.change_picked(
+        async def picked() -> None:
+            if (chosen := await answer) is not None:
+                await self.change(**{field: value(chosen)})
+
+        self.run_worker(picked())
+
+    def action_set_state(self) -> None:
+        self.change_picked(
             "state",
             lambda view: [(s.replace("_", " "), s) for s in view.states if s != view.record.state],
             "state",
         )
 
-    @work
-    async def action_assign(self) -> None:
+    def action_assign(self) -> None:
         agents = sorted(self.inbox.state.agents.values(), key=lambda a: a.display_name)
         choices = [("nobody", NOBODY)] + [(f"{a.display_name} ({a.id})", a.id) for a in agents]
-        await self.change_picked(
+        self.change_picked(
             "assign to", lambda view: choices, "assignee", lambda v: "" if v == NOBODY else v
         )
 
-    @work
-    async def action_assign_group(self) -> None:
-        view = self.selected()
-        if view is None:
-            return
-        group = await self.app.push_screen_wait(
-            Prompt(
-                f"Group for {view.record.number} (empty: none)", view.record.assignment_group or ""
-            )
-        )
-        if group is not None:
-            await self.change(assignment_group=group.strip())
-
-    @work
-    async def action_set_priority(self) -> None:
+    def action_set_priority(self) -> None:
         choices = [(f"{p}{' (most urgent)' if p == 1 else ''}", str(p)) for p in range(1, 6)]
-        await self.change_picked("priority", lambda view: choices, "priority", int)
+        self.change_picked("priority", lambda view: choices, "priority", int)
 
-    @work
-    async def action_edit_short(self) -> None:
+    def prompt_then(
+        self, question: Prompt, then: Callable[[RecordView, str], Awaitable[None]]
+    ) -> None:
+        """Ask `question` about the selected record, and run `then` with the answer given."""
         view = self.selected()
         if view is None:
             return
-        text = await self.app.push_screen_wait(
-            Prompt("Short description", view.record.short_description)
-        )
-        if text and text.strip():
+        answer = ask(self.app, question)
+
+        async def answered() -> None:
+            if (text := await answer) is not None:
+                await then(view, text)
+
+        self.run_worker(answered())
+
+    def action_assign_group(self) -> None:
+        view = self.selected()
+        if view is not None:
+            current = view.record.assignment_group or ""
+            question = Prompt(f"Group for {view.record.number} (empty: none)", current)
+            self.prompt_then(question, self._set_group)
+
+    async def _set_group(self, view: RecordView, group: str) -> None:
+        await self.change(assignment_group=group.strip())
+
+    def action_edit_short(self) -> None:
+        view = self.selected()
+        if view is not None:
+            question = Prompt("Short description", view.record.short_description)
+            self.prompt_then(question, self._set_short)
+
+    async def _set_short(self, view: RecordView, text: str) -> None:
+        if text.strip():
             await self.change(short_description=text.strip()[:200])
 
-    @work
-    async def action_note(self) -> None:
+    def action_note(self) -> None:
         view = self.selected()
-        if view is None:
-            return
-        body = await self.app.push_screen_wait(Prompt(f"Work note on {view.record.number}"))
-        if body and body.strip():
+        if view is not None:
+            self.prompt_then(Prompt(f"Work note on {view.record.number}"), self._add_note)
+
+    async def _add_note(self, view: RecordView, body: str) -> None:
+        if body.strip():
             reply = await self.ask(AddRecordNote(number=view.record.number, body=body[:16_000]))
             if isinstance(reply, RecordView):
                 self.shown(reply)
 
-    @work
-    async def action_link(self) -> None:
+    def action_link(self) -> None:
         view = self.selected()
-        if view is None:
-            return
-        number = await self.app.push_screen_wait(
-            Prompt(f"Link {view.record.number} to interaction", self.chat or "", "IMS0001002")
-        )
-        if number and number.strip():
+        if view is not None:
+            question = Prompt(
+                f"Link {view.record.number} to interaction", self.chat or "", "IMS0001002"
+            )
+            self.prompt_then(question, self._link)
+
+    async def _link(self, view: RecordView, number: str) -> None:
+        if number.strip():
             reply = await self.ask(
                 LinkRecord(number=view.record.number, interaction=number.strip())
             )

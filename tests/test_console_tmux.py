@@ -398,10 +398,11 @@ async def test_records_routing_history_and_files_keys_through_tmux(tmp_path: Pat
             # The records screen, and a work note typed in one burst behind its key.
             term.type("v")
             await term.wait_for("Records: mine (1)")
-            term.type("o")
-            await term.wait_for("Work note on INC0001001")
-            term.type("Called the customer back\r")
-            await term.wait_for("Called the customer back")
+            term.type("oCalled the customer back\r")  # one burst: the note's key and text
+            await term.wait_until(
+                lambda s: "Called the customer back" in s and "Work note on INC0001001" not in s,
+                "the note saved and its prompt gone",
+            )
             term.send_keys("Escape")
             await term.wait_for(MAIN_FOOTER)
             term.type("O")  # the linked record, from the record pane
