@@ -7,6 +7,7 @@ from __future__ import annotations
 import mimetypes
 import secrets
 import subprocess
+import time
 from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -83,6 +84,10 @@ NARROW = 110  # below this many columns the panes become tabs (80x24 terminals)
 PANES = ("pane-queues", "pane-chat", "pane-record")
 T = TypeVar("T")
 
+# Seconds a dialog that needs the host first holds this screen's keys (host_first): the rest
+# of a burst arrives within it.
+HOST_FIRST_WAIT = 1.0
+
 
 class MainScreen(Screen[None]):
     # From the one table of actions (tui/actions.py): ids, keys, labels, help and palette.
@@ -100,8 +105,9 @@ class MainScreen(Screen[None]):
         # they go to the accepted chat once it is here, not to the one shown before it.
         self.held_replies: list[str] = []
         self.reply_to_accepted = False
-        # Dialogs on their way (host_first): until they are up, keys here are refused.
-        self.waiting_for_dialog = 0
+        # A dialog on its way (host_first): until then, at most HOST_FIRST_WAIT, keys here are
+        # refused.
+        self.dialog_due = 0.0
 
     @property
     def inbox(self) -> InboxApp:
@@ -159,7 +165,7 @@ class MainScreen(Screen[None]):
             self.query_one(f"#{pane}").set_class(pane == self.shown_pane, "shown")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.waiting_for_dialog:
+        if time.monotonic() < self.dialog_due:
             return False
         if action == "show_pane":
             # Wide: all panes are on screen, so the keys are no use and stay out of the footer.
@@ -313,15 +319,16 @@ class MainScreen(Screen[None]):
     def host_first(self, work: Coroutine[object, object, None]) -> None:
         """Run `work`, whose dialog needs the host's answer before it can open (the colleagues
         online, a record's prefill). Until it has run, this screen's keys are refused rather
-        than run as commands: typed behind `t`, a colleague's name "bob" opened a work note
-        on `o`."""
-        self.waiting_for_dialog += 1
+        than run as commands (typed behind `t`, a colleague's name "bob" opened a work note
+        on `o`), but for HOST_FIRST_WAIT at most: a host that is away must not leave the
+        console without keys."""
+        self.dialog_due = time.monotonic() + HOST_FIRST_WAIT
 
         async def run() -> None:
             try:
                 await work
             finally:
-                self.waiting_for_dialog -= 1
+                self.dialog_due = 0.0
 
         self.run_worker(run())
 
@@ -385,7 +392,7 @@ class MainScreen(Screen[None]):
         self.run_worker(self.call_send(number, body, msg_id))
 
     def give_back(self, body: str) -> None:
-        """A reply that could not go back in the composer, ahead of anything typed since:
+        """A reply that could not go, back in the composer ahead of anything typed since:
         typed text is never dropped."""
         composer = self.query_one("#composer", Composer)
         composer.value = f"{body}\n{composer.value}" if composer.value else body
