@@ -151,20 +151,30 @@ class TwoCustomers:
 
 
 @contextlib.asynccontextmanager
-async def ana_in_chat_bruno_offered(tmp_path: Path) -> AsyncIterator[TwoCustomers]:
-    """Alice's console in tmux: Ana's live chat shown, the chat list focused, Bruno offered."""
+async def alice_with_ana(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Tmux, HostProcess, WidgetCustomer, str]]:
+    """Alice's console in tmux with Ana's live chat shown and the chat list focused: the
+    terminal, the host, Ana and her chat's number."""
     with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
         start_console(term, host, tmp_path / "console", "alice")
         await log_in(term, DEMO_PASSWORD, "Alice Martin")
-        async with (
-            widget_customer(host.widget_url) as ana,
-            widget_customer(host.widget_url) as bruno,
-        ):
-            ana_number = await accept_chat(term, ana)
+        async with widget_customer(host.widget_url) as ana:
+            number = await accept_chat(term, ana)
             await term.wait_for(MAIN_FOOTER)
-            bruno_number = await bruno.start("Bruno Silva", "bruno@example.com")
-            await term.wait_for("▶ Bruno Silva")
-            yield TwoCustomers(term, host, ana, bruno, ana_number, bruno_number)
+            yield term, host, ana, number
+
+
+@contextlib.asynccontextmanager
+async def ana_in_chat_bruno_offered(tmp_path: Path) -> AsyncIterator[TwoCustomers]:
+    """Alice's console in tmux: Ana's live chat shown, the chat list focused, Bruno offered."""
+    async with (
+        alice_with_ana(tmp_path) as (term, host, ana, ana_number),
+        widget_customer(host.widget_url) as bruno,
+    ):
+        bruno_number = await bruno.start("Bruno Silva", "bruno@example.com")
+        await term.wait_for("▶ Bruno Silva")
+        yield TwoCustomers(term, host, ana, bruno, ana_number, bruno_number)
 
 
 async def test_accept_compose_and_reply_in_one_burst_answer_the_accepted_chat(
@@ -214,19 +224,14 @@ async def test_a_word_typed_off_the_composer_cannot_end_a_live_chat(tmp_path: Pa
     """ "every", typed with the chat list focused, opens the end question on its `e`; the `y`
     behind it in the same burst is not an answer (the question was answered before anyone
     could read it, and the chat ended)."""
-    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
-        start_console(term, host, tmp_path / "console", "alice")
-        await log_in(term, DEMO_PASSWORD, "Alice Martin")
-        async with widget_customer(host.widget_url) as ana:
-            number = await accept_chat(term, ana)
-            await term.wait_for(MAIN_FOOTER)
-            term.type("every")
-            await term.wait_for("End the conversation with Ana Lima?")
-            await asyncio.sleep(1.0)  # the burst has long been handled
-            assert "End the conversation with Ana Lima?" in term.capture()
-            term.send_keys("Escape")
-            await term.wait_until(lambda s: chat_still_live(s, number), "the chat still live")
-            assert not ended(ana), ana.frames
+    async with alice_with_ana(tmp_path) as (term, _, ana, number):
+        term.type("every")
+        await term.wait_for("End the conversation with Ana Lima?")
+        await asyncio.sleep(1.0)  # the burst has long been handled
+        assert "End the conversation with Ana Lima?" in term.capture()
+        term.send_keys("Escape")
+        await term.wait_until(lambda s: chat_still_live(s, number), "the chat still live")
+        assert not ended(ana), ana.frames
 
 
 async def test_a_reason_typed_behind_a_supervisors_key_goes_into_its_prompt(
