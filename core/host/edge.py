@@ -50,7 +50,7 @@ from core.host.relay import (
     error_response,
 )
 from core.protocol import CLOSE_NOT_READING, MAX_FRAME_BYTES
-from core.service.sessions import OUTGOING_LIMIT
+from core.service.sessions import OUTGOING_LIMIT, Outgoing
 
 log = logging.getLogger("inbox_tui.edge")
 
@@ -67,7 +67,7 @@ MOVE_SETTLE = 5.0
 # The hop-by-hop headers aiohttp sets itself on the way out.
 NOT_COPIED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
-Outgoing = tuple[bytes, bytes]  # (op, data)
+Frame = tuple[bytes, bytes]  # (op, data)
 
 
 @dataclass(eq=False)
@@ -77,9 +77,8 @@ class Bridged:
     kind: str
     address: str
     router: str = ""
-    out: asyncio.Queue[Outgoing] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=OUTGOING_LIMIT)
-    )
+    # A future per wait, not an asyncio.Queue's coroutine and future (sessions.Outgoing).
+    out: Outgoing[Frame] = field(default_factory=lambda: Outgoing(OUTGOING_LIMIT))
     closed_by_router: bool = False
     # A console's: what is needed to move its session to a new router (console_trail.py).
     trail: ConsoleTrail | None = None
@@ -190,9 +189,7 @@ class Edge:
             if whole is None:
                 return
             data = whole
-        try:
-            bridged.out.put_nowait((op, data))
-        except asyncio.QueueFull:
+        if not bridged.out.put((op, data)):
             # The client is not reading: drop it, as the router would its own socket; the
             # console resumes and catches up from its session's buffer.
             log.info("event=edge_socket_not_reading conn=%s", conn)
@@ -209,10 +206,9 @@ class Edge:
             if self._orphan(bridged):
                 continue
             log.info("event=edge_socket_router_gone conn=%s router=%s", bridged.conn, process)
-            with contextlib.suppress(asyncio.QueueFull):
-                bridged.out.put_nowait(
-                    (CLOSE, WSCloseCode.SERVICE_RESTART.to_bytes(2, "big") + b"routing host moved")
-                )
+            bridged.out.put(
+                (CLOSE, WSCloseCode.SERVICE_RESTART.to_bytes(2, "big") + b"routing host moved")
+            )
 
     def _orphan(self, bridged: Bridged) -> bool:
         """Hold a console whose router went until the next one is heard; False for a socket
@@ -367,8 +363,12 @@ class Edge:
     async def _write(self, bridged: Bridged) -> None:
         ws = bridged.ws
         with contextlib.suppress(ConnectionResetError):
+            queued = bridged.out.events
             while not ws.closed:
-                op, data = await bridged.out.get()
+                if (waiter := bridged.out.waiter()) is not None:
+                    await waiter
+                    continue
+                op, data = queued.popleft()
                 if op == CLOSE:
                     code = int.from_bytes(data[:2], "big") if len(data) >= 2 else WSCloseCode.OK
                     await ws.close(code=code, message=data[2:])

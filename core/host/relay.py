@@ -15,6 +15,7 @@ import contextlib
 import hmac
 import logging
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -98,7 +99,11 @@ class RelayedSocket:
         self.relay = relay
         self.conn = conn
         self.edge = edge
-        self.incoming: asyncio.Queue[WSMessage] = asyncio.Queue(maxsize=INCOMING_LIMIT + 1)
+        # Not an asyncio.Queue: its get() is a coroutine and a future for every wait, and the
+        # waits of a thousand idle sockets were most of what a young garbage collection pass
+        # walked on the router (docs/performance.md), as Outgoing's were on a host's own.
+        self.incoming: deque[WSMessage] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self.unread_bytes = 0
         self._closed = False
 
@@ -130,14 +135,13 @@ class RelayedSocket:
         if not self._closed:
             self._closed = True
             self.relay.forget(self.conn)
-            with contextlib.suppress(asyncio.QueueFull):
-                self.incoming.put_nowait(WSMessage(WSMsgType.CLOSED, code, None))
+            self._add(WSMessage(WSMsgType.CLOSED, code, None))
 
     def arrived(self, message: WSMessage) -> None:
         if self._closed:
             return
         size = len(message.data)
-        if self.incoming.qsize() >= INCOMING_LIMIT or self.unread_bytes + size > INCOMING_BYTES:
+        if len(self.incoming) >= INCOMING_LIMIT or self.unread_bytes + size > INCOMING_BYTES:
             log.info("event=relayed_socket_flooded conn=%s edge=%s", self.conn, self.edge)
             code = WSCloseCode.POLICY_VIOLATION
             self.ended(code)
@@ -147,13 +151,26 @@ class RelayedSocket:
             )
             return
         self.unread_bytes += size
-        self.incoming.put_nowait(message)
+        self._add(message)
+
+    def _add(self, message: WSMessage) -> None:
+        self.incoming.append(message)
+        if self._waiter is not None:
+            if not self._waiter.done():
+                self._waiter.set_result(None)
+            self._waiter = None
 
     async def receive(self, timeout: float | None = None) -> WSMessage:
-        if self._closed and self.incoming.empty():
-            return WSMessage(WSMsgType.CLOSED, None, None)
-        async with asyncio.timeout(timeout):
-            message = await self.incoming.get()
+        if not self.incoming:
+            if self._closed:
+                return WSMessage(WSMsgType.CLOSED, None, None)
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
+            if timeout is None:
+                await waiter
+            else:
+                async with asyncio.timeout(timeout):
+                    await waiter
+        message = self.incoming.popleft()
         if message.type in (WSMsgType.BINARY, WSMsgType.TEXT):
             self.unread_bytes -= len(message.data)
         return message
