@@ -317,11 +317,13 @@ class MainScreen(Screen[None]):
         return self.current
 
     def host_first(self, work: Coroutine[object, object, None]) -> None:
-        """Run `work`, whose dialog needs the host's answer before it can open (the colleagues
-        online, a record's prefill). Until it has run, this screen's keys are refused rather
-        than run as commands (typed behind `t`, a colleague's name "bob" opened a work note
-        on `o`), but for HOST_FIRST_WAIT at most: a host that is away must not leave the
-        console without keys."""
+        """Run `work`, whose dialog needs the host's answer before it can open (a record's
+        prefill: the form's fields start from it). Until it has run, this screen's keys are
+        refused rather than run as commands (typed behind `t`, before the transfer picker
+        opened at once, a colleague's name "bob" opened a work note on `o`), but for
+        HOST_FIRST_WAIT at most: a host that is away must not leave the console without keys.
+        A dialog that can open before the host answers should (the pickers of transfer and
+        invite): then nothing typed behind its key is lost."""
         self.dialog_due = time.monotonic() + HOST_FIRST_WAIT
 
         async def run() -> None:
@@ -595,35 +597,44 @@ class MainScreen(Screen[None]):
         return out
 
     def action_chat_transfer(self) -> None:
-        self.host_first(self.transfer())
-
-    async def transfer(self) -> None:
         number = self.chat_or_say()
         chat = self.inbox.state.chats.get(number or "")
         if chat is None:
             return
-        choices = await self.online_agents(chat.record.channel)
+        # Opened as the key is taken, filled once the host names who is online: a name typed
+        # behind `t` goes into its filter (screens/asking.py).
+        picker = Picker("Transfer to an agent or a queue", None)
+        answer = ask(self.app, picker)
+        self.run_worker(self.transfer(chat.number, chat.record.channel, picker, answer))
+
+    async def transfer(
+        self, number: str, channel: str, picker: Picker, answer: Awaitable[str | None]
+    ) -> None:
+        choices = await self.online_agents(channel)
         choices += [(f"queue: {q}", f"queue:{q}") for q in self.inbox.state.queues]
-        target = await self.app.push_screen_wait(Picker("Transfer to an agent or a queue", choices))
+        picker.show_choices(choices)
+        target = await answer
         if target is None:
             return
         frame: TransferToQueue | TransferToAgent
         if target.startswith("queue:"):
-            frame = TransferToQueue(interaction=chat.number, queue=target.removeprefix("queue:"))
+            frame = TransferToQueue(interaction=number, queue=target.removeprefix("queue:"))
         else:
-            frame = TransferToAgent(interaction=chat.number, agent=target)
+            frame = TransferToAgent(interaction=number, agent=target)
         if await self.call(frame) is not None:
             self.notify("Transfer requested: the chat stays yours until it is accepted")
 
     def action_chat_invite(self) -> None:
-        self.host_first(self.invite())
-
-    async def invite(self) -> None:
         number = self.chat_or_say()
         if number is None:
             return
-        choices = await self.online_agents(None)
-        agent = await self.app.push_screen_wait(Picker("Add an agent", choices))
+        picker = Picker("Add an agent", None)
+        answer = ask(self.app, picker)
+        self.run_worker(self.invite(number, picker, answer))
+
+    async def invite(self, number: str, picker: Picker, answer: Awaitable[str | None]) -> None:
+        picker.show_choices(await self.online_agents(None))
+        agent = await answer
         if agent is not None and await self.call(InviteAgent(interaction=number, agent=agent)):
             self.notify(f"Invited {self.inbox.state.name(agent)}")
 

@@ -10,6 +10,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
+ASKING = "Asking the host…"
+
 
 class Picker(ModalScreen[str | None]):
     BINDINGS = [
@@ -18,19 +20,35 @@ class Picker(ModalScreen[str | None]):
         ("up", "move(-1)", "Up"),
     ]
 
-    def __init__(self, title: str, choices: list[tuple[str, str]]) -> None:
-        """`choices` are (label, value) pairs."""
+    def __init__(self, title: str, choices: list[tuple[str, str]] | None) -> None:
+        """`choices` are (label, value) pairs; None while the host is still asked for them
+        (`show_choices` brings them). The picker opens at once all the same, so what is typed
+        behind its key goes into the filter rather than to the screen underneath."""
         super().__init__()
         self.title_text = title
         self.choices = choices
+        # Enter pressed before the choices came: pick the best match once they are here.
+        self.pick_when_shown = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text)
             yield Input(placeholder="type to filter", id="picker-filter")
             yield OptionList(*self._options(""), id="picker-options")
+            yield Label(ASKING if self.choices is None else "", id="picker-asking")
+
+    def show_choices(self, choices: list[tuple[str, str]]) -> None:
+        if self.choices is not None or not self.is_attached:
+            return  # closed before the host answered: nothing to show
+        self.choices = choices
+        self.query_one("#picker-asking", Label).update("")
+        self._filter(self.query_one(Input).value)
+        if self.pick_when_shown:
+            self._pick()
 
     def _options(self, query: str) -> list[Option]:
+        if self.choices is None:
+            return []
         if not query:
             return [Option(label, id=value) for label, value in self.choices]
         matcher = Matcher(query)
@@ -41,16 +59,25 @@ class Picker(ModalScreen[str | None]):
             if score > 0
         ]
 
-    def on_input_changed(self, event: Input.Changed) -> None:
+    def _filter(self, query: str) -> None:
         options = self.query_one(OptionList)
         options.clear_options()
-        options.add_options(self._options(event.value))
+        options.add_options(self._options(query))
         options.highlighted = 0 if options.option_count else None
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    def _pick(self) -> None:
         options = self.query_one(OptionList)
         if options.highlighted is not None:
             self.dismiss(options.get_option_at_index(options.highlighted).id)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if self.choices is None:
+            self.pick_when_shown = True
+            return
+        self._pick()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)

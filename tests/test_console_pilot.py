@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from textual import events
-from textual.widgets import Input, OptionList, Static, TextArea
+from textual.app import App
+from textual.widgets import Input, Label, OptionList, Static, TextArea
 
 from core.client import InboxClient
 from core.config import parse_config
@@ -38,7 +39,7 @@ from screens.file_view import FileView
 from screens.help import HelpScreen
 from screens.login import LoginScreen
 from screens.main import MainScreen
-from screens.picker import Picker
+from screens.picker import ASKING, Picker
 from screens.prompt import Prompt
 from screens.record_form import RecordForm
 from screens.records import RecordsScreen
@@ -284,6 +285,28 @@ async def test_transfer_and_invite_pickers(tmp_path: Path) -> None:
             await bob.accept(transfer.view.offer.id)
             await until(pilot, lambda: number not in app.state.chats)
         await bob.close()
+
+
+async def test_a_picker_opened_before_the_host_answers_picks_once_it_has(
+    tmp_path: Path,
+) -> None:
+    """The transfer picker opens as `t` is taken and fills when the host names who is
+    online. A name and Enter typed before that are kept: the best match is picked then."""
+    picked: list[str | None] = []
+
+    class Asking(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(picker, callback=picked.append)
+
+    picker = Picker("Transfer to an agent or a queue", None)
+    async with Asking().run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: picker.is_current)
+        await pilot.press(*"bob", "enter")
+        await pilot.pause()
+        assert picked == []
+        assert str(picker.query_one("#picker-asking", Label).render()) == ASKING
+        picker.show_choices([("Alice Martin  (Available)", "alice"), ("Bob Ok  (Busy)", "bob")])
+        await until(pilot, lambda: picked == ["bob"])
 
 
 async def test_an_invitation_is_declined_with_shift_y_and_a_declined_one_is_told(

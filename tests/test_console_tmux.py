@@ -220,6 +220,24 @@ async def test_a_reason_typed_behind_x_goes_into_its_prompt(tmp_path: Path) -> N
         assert not ended(two.ana), two.ana.frames
 
 
+async def test_a_name_typed_behind_t_goes_into_the_transfer_picker(tmp_path: Path) -> None:
+    """`t`, a colleague's name and Enter in one burst transfer the chat to that colleague.
+    The picker once opened only when the host had named who was online, and the keys typed
+    meanwhile were held back from the screen and then lost: the picker came up empty."""
+    async with alice_with_ana(tmp_path) as (term, host, _, number):
+        bob = InboxClient(host.agent_url)
+        await bob.connect()
+        await bob.login("bob", DEMO_PASSWORD)
+        await bob.set_presence("Available")
+        term.type("tbob\r")
+        offer = await bob.next_event(OfferEvent)
+        while offer.view.offer.kind != "transfer":
+            offer = await bob.next_event(OfferEvent)
+        await bob.close()
+        assert offer.view.interaction == number
+        await term.wait_for("Transfer requested")
+
+
 async def test_a_word_typed_off_the_composer_cannot_end_a_live_chat(tmp_path: Path) -> None:
     """ "every", typed with the chat list focused, opens the end question on its `e`; the `y`
     behind it in the same burst is not an answer (the question was answered before anyone
