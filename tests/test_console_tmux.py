@@ -426,6 +426,17 @@ async def test_records_routing_history_and_files_keys_through_tmux(tmp_path: Pat
                 lambda s: "Called the customer back" in s and "Work note on INC0001001" not in s,
                 "the note saved and its prompt gone",
             )
+            # `g` and `k` are this screen's (its help and the README say so), not the list's
+            # vim keys for "first row" and "up", which they once were with the list focused.
+            term.type("gtier1\r")
+            await term.wait_until(
+                lambda s: re.search(r"Group\s+tier1", s) and "Group for" not in s,
+                "the group set and its prompt gone",
+            )
+            term.type("k")
+            await term.wait_for("Records: mine (1) · incident")
+            term.type("k")
+            await term.wait_for("Records: mine (0) · case")
             term.send_keys("Escape")
             await term.wait_for(MAIN_FOOTER)
             term.type("O")  # the linked record, from the record pane

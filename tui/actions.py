@@ -403,8 +403,9 @@ MAIN_ACTIONS = [
 ]
 
 # The records screen's own (screens/records.py); its palette lists these. Priority for the
-# main screen's reason (a dialog's key and the text typed behind it), except Escape and the
-# two keys the record list also binds (k up, g first), whose binding wins while it has focus.
+# main screen's reason (a dialog's key and the text typed behind it), except Escape. `k` and
+# `g` too: the record list, focused whenever this screen is up, binds them as vim keys (up,
+# first row), and those took the keys from Kind and Group; the arrows and Home still move.
 RECORDS_ACTIONS = [
     ConsoleAction(
         id="records.mine",
@@ -449,6 +450,7 @@ RECORDS_ACTIONS = [
         id="records.kind",
         action="cycle_kind",
         key="k",
+        priority=True,
         label="Kind",
         help="Filter: incidents, cases, both",
         palette="records: filter by kind",
@@ -486,6 +488,7 @@ RECORDS_ACTIONS = [
         id="records.group",
         action="assign_group",
         key="g",
+        priority=True,
         label="Group",
         help="Assign the record to a group",
         palette="record: assign to a group",
