@@ -76,7 +76,7 @@ from core.routing.events import (
     TransferToAgent,
     TransferToQueue,
 )
-from core.service.routing import load_router, routing_write
+from core.service.routing import read_routing, routing_write
 from core.timers import DeadlineKind
 from store import DB_FILENAME, Store, open_store
 
@@ -778,7 +778,7 @@ class StoreOnLoop:
 
 class StoredRoutingMachine(RoutingMachine):
     """The machine above on a real store: each step's decisions committed as RoutingService
-    commits them (`routing_write`), engines rebuilt as it rebuilds them (`load_router`)."""
+    commits them (`routing_write`), engines rebuilt as it rebuilds them (`read_routing`)."""
 
     def __init__(self, db: StoreOnLoop) -> None:
         super().__init__()
@@ -793,7 +793,7 @@ class StoredRoutingMachine(RoutingMachine):
 
     def rebuilt(self, detached: Iterable[str]) -> Router:
         config, detached = self.current_config(), list(detached)
-        return self.db.run(load_router(config, self.db.store, lambda: detached))
+        return self.db.run(read_routing(self.db.store)).router(config, lambda: detached)
 
     @rule()
     def host_restart(self) -> None:

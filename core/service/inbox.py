@@ -27,6 +27,7 @@ touches a socket: the host attaches transports to sessions and watchers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -108,7 +109,7 @@ from core.service.mail import Mail, ReplyByMail
 from core.service.messages import Messages
 from core.service.outbox import Outbox, Transport
 from core.service.records import Records
-from core.service.routing import RoutingService, Step
+from core.service.routing import RoutingService, Step, read_routing
 from core.service.sessions import AgentSession
 from core.service.sla_watch import SlaWatch
 from core.service.supervision import Supervision
@@ -297,9 +298,18 @@ class Inbox:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        await self.conversations.load()
-        await self.records.load()
-        await self.routing.start()
+        # The engine's reads go out first: the store answers them while the conversations are
+        # loaded (a takeover's rebuild is routing stopped; docs/scaling.md).
+        stored = asyncio.ensure_future(read_routing(self.store))
+        try:
+            await self.conversations.load()
+            await self.records.load()
+        except BaseException:
+            stored.cancel()
+            with contextlib.suppress(BaseException):
+                await stored  # its own failure, if it had one, is not the one to report
+            raise
+        await self.routing.start(stored)
         # Counting starts from the rebuilt engine: the steps of its start are not arrivals.
         await self.day.start()
         self.routing.listeners.append(self.day.observe)

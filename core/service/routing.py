@@ -140,9 +140,10 @@ class RoutingService:
         # CPU seconds the engine spent deciding (/metrics: what routing costs of the host).
         self.engine_cpu_seconds = 0.0
 
-    async def start(self) -> list[AnyDecision]:
-        """Rebuild from the store and route what fell due while the host was down."""
-        await self._reload()
+    async def start(self, stored: Awaitable[StoredRouting] | None = None) -> list[AnyDecision]:
+        """Rebuild from the store (from `stored`, its reads made ahead: `read_routing`) and
+        route what fell due while the host was down."""
+        self._rebuild(await (stored or read_routing(self.store)))
         now = self.clock()
         decisions: list[AnyDecision] = []
         # A first reply stored whose routing step was not (its host died, or was deposed,
@@ -176,7 +177,10 @@ class RoutingService:
         return [item.id for item, yes in zip(waiting, found, strict=True) if yes]
 
     async def _reload(self) -> None:
-        self.router = await load_router(self.config, self.store, self.detached_agents)
+        self._rebuild(await read_routing(self.store))
+
+    def _rebuild(self, stored: StoredRouting) -> None:
+        self.router = stored.router(self.config, self.detached_agents)
         self._wake.set()  # the rebuilt engine's deadlines: run_timers sleeps until the old ones
 
     async def update_agent(self, agent: Agent) -> list[AnyDecision]:
@@ -419,20 +423,39 @@ class RoutingService:
             step.lines[i] = line
 
 
-async def load_router(
-    config: RoutingConfig, store: Store, detached: Callable[[], Iterable[str]]
-) -> Router:
-    """An engine rebuilt from what the store holds: a host's start, a takeover, the reload
-    after a failed commit. `detached` is asked last, after the reads: the rebuilt engine
-    starts from the consoles of now."""
-    return Router(
-        config,
-        statuses=await store.load_agent_statuses(),
-        items=await store.load_open_items(),
-        offers=await store.load_pending_offers(),
-        last_served=await store.load_affinity(),
-        detached=detached(),
+@dataclass(frozen=True, slots=True)
+class StoredRouting:
+    """What the store holds of routing: an engine is rebuilt from it (a host's start, a
+    takeover, the reload after a failed commit)."""
+
+    statuses: list[AgentStatus]
+    items: list[WorkItem]
+    offers: list[Offer]
+    last_served: dict[str, tuple[str, float]]
+
+    def router(self, config: RoutingConfig, detached: Callable[[], Iterable[str]]) -> Router:
+        """`detached` is asked now, after the reads: the engine starts from the consoles of
+        now."""
+        return Router(
+            config,
+            statuses=self.statuses,
+            items=self.items,
+            offers=self.offers,
+            last_served=self.last_served,
+            detached=detached(),
+        )
+
+
+async def read_routing(store: Store) -> StoredRouting:
+    """The four reads side by side: on PostgreSQL each has a connection of the read pool, so
+    the server answers one while this process decodes another."""
+    statuses, items, offers, last_served = await asyncio.gather(
+        store.load_agent_statuses(),
+        store.load_open_items(),
+        store.load_pending_offers(),
+        store.load_affinity(),
     )
+    return StoredRouting(statuses, items, offers, last_served)
 
 
 @dataclass(frozen=True, slots=True)
