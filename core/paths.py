@@ -2,7 +2,8 @@
 
 data    $XDG_DATA_HOME/inbox-tui   else ~/.local/share/inbox-tui   the host's database
 config  $XDG_CONFIG_HOME/inbox-tui else ~/.config/inbox-tui        inbox.toml
-state   $XDG_STATE_HOME/inbox-tui  else ~/.local/state/inbox-tui   the console's session token
+state   $XDG_STATE_HOME/inbox-tui  else ~/.local/state/inbox-tui   the console's session token and
+                                                                   the replies not yet acknowledged
 """
 
 from __future__ import annotations

@@ -391,27 +391,13 @@ class MainScreen(Screen[None]):
             self.give_back(body)
             return
         self.show_current()
-        self.run_worker(self.call_send(number, body, msg_id))
+        self.inbox.run_worker(self.inbox.deliver_reply(number, body, msg_id))
 
     def give_back(self, body: str) -> None:
         """A reply that could not go, back in the composer ahead of anything typed since:
         typed text is never dropped."""
         composer = self.query_one("#composer", Composer)
         composer.value = f"{body}\n{composer.value}" if composer.value else body
-
-    async def call_send(self, number: str, body: str, msg_id: str) -> None:
-        """Deliver one reply from the outbox; it stays there, shown as pending, until the
-        host acks it, however long the host is away (the client retries with the same id)."""
-        state = self.inbox.state
-        try:
-            ack = await self.inbox.client.deliver_message(number, body, msg_id)
-        except CALL_FAILURES as e:
-            areas = state.reply_failed(msg_id, failure_text(e))
-            self.notify(f"Not sent: {failure_text(e)}", severity="error")
-        else:
-            areas = state.own_message(ack.message)
-        if areas:
-            self.refresh_areas(areas)
 
     @on(Composer.WantsTemplate)
     def wants_template(self) -> None:

@@ -5,6 +5,7 @@ directory, as an operator would; the console is driven by Pilot."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ from core.protocol import GetTranscript, Transcript
 from tests.console_terminal import widget_customer
 from tests.test_console_pilot import SIZE, main, transcript_text, until
 from tui.app import InboxApp
+from tui.kept_replies import KeptReplies, read_kept
 from tui.settings import ConsoleSettings
-from tui.state import MAX_OUTBOX, ConsoleState
+from tui.state import MAX_OUTBOX, ConsoleState, Outgoing
 from tui.widgets.outbox_view import OutboxView
 
 REPLY = "Your parcel left the depot this morning"
@@ -89,3 +91,26 @@ def test_the_outbox_is_bounded_and_forgets_what_the_host_stored() -> None:
     assert state.reply_sent("id1") == {"chat:IMS1"}
     assert state.reply_sent("id1") == set()  # an ack and its message event: once is enough
     assert len(state.pending("IMS1")) == MAX_OUTBOX - 1
+
+
+async def test_kept_replies_end_as_last_asked_with_a_write_under_way(tmp_path: Path) -> None:
+    """The file follows the outbox: a reply stored by the host while its own write to the
+    file was still under way is not left behind on disk (it once was, and was sent again at
+    the next start)."""
+    kept = KeptReplies(tmp_path / "state" / "replies.json")
+    reply = Outgoing("IMS0001001", REPLY, "m1")
+    kept.keep([reply])
+    await asyncio.sleep(0)  # its write begins
+    kept.keep([])
+    await kept.flush()
+    assert not kept.path.exists()
+    kept.keep([reply, Outgoing("IMS0001001", "refused", "m2", failed="closed")])
+    await kept.flush()
+    assert read_kept(kept.path) == [reply]  # a refused reply is not sent again
+
+
+def test_kept_replies_that_cannot_be_read_are_none(tmp_path: Path) -> None:
+    path = tmp_path / "replies.json"
+    path.write_text("{not json")
+    assert read_kept(path) == []
+    assert read_kept(tmp_path / "absent.json") == []

@@ -9,17 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
+import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bench.host_process import INBOX_TUI, HostProcess, console_env
+from bench.host_process import INBOX_TUI, HostProcess, console_env, start_host, stop_host
 from core.client import InboxClient
 from core.demo import DEMO_PASSWORD
-from core.protocol import AuditTrail, GetAudit, OfferEvent
+from core.protocol import AuditTrail, GetAudit, GetTranscript, OfferEvent, Transcript
 from screens.confirm import READ_TIME
 from tests.console_terminal import (
     MAIN_FOOTER,
@@ -348,6 +351,58 @@ async def test_a_restarted_console_takes_a_typed_password_as_a_password(tmp_path
                 await customer.say("still there?")
                 await again.wait_for("Ana Lima: still there?")
                 assert not ended(customer), customer.frames
+
+
+async def test_a_reply_pending_when_the_console_is_killed_is_sent_by_the_next_one(
+    tmp_path: Path,
+) -> None:
+    """A reply typed while the host is away, then the console killed (its SSH session
+    dropped): the console started again sends it, and the customer gets it once. It was kept
+    only in the console's memory, and went with it, with nothing to say so."""
+    reply = "Your parcel left the depot this morning"
+    console_root, root = tmp_path / "console", tmp_path / "host"
+    host = start_host(root)
+    try:
+        with tmux_session(tmp_path / "tmux1") as first:
+            start_console(first, host, console_root, "alice")
+            await log_in(first, DEMO_PASSWORD, "Alice Martin")
+            async with widget_customer(host.widget_url) as ana:
+                number = await accept_chat(first, ana)
+            stop_host(host)
+            await first.wait_for("reconnecting")
+            first.type(f"c{reply}\r")
+            await first.wait_for("sending… (pending)")
+            kept = console_root / "xdg_state_home" / "inbox-tui"
+            await wait_for_file(kept, "replies-*.json")
+            assert first.pane_pid is not None
+            os.killpg(first.pane_pid, signal.SIGKILL)
+        host = start_host(root, port=host.port)
+        with tmux_session(tmp_path / "tmux2") as again:
+            start_console(again, host, console_root, "alice")
+            await log_in(again, DEMO_PASSWORD, "Alice Martin")
+            await again.wait_for(f"Alice Martin: {reply}")
+            await again.wait_until(lambda s: "(pending)" not in s, "the reply no longer pending")
+            # Stored, so no longer kept (a console killed before this sends it once more, and
+            # the host, which has its id, stores nothing new).
+            await wait_for_file(kept, "replies-*.json", gone=True)
+        alice = InboxClient(host.agent_url)
+        await alice.connect()
+        await alice.login("alice", DEMO_PASSWORD)
+        stored = await alice.request(GetTranscript(interaction=number), Transcript)
+        await alice.close()
+        assert [m.body for m in stored.messages].count(reply) == 1
+    finally:
+        stop_host(host)
+
+
+async def wait_for_file(
+    directory: Path, pattern: str, timeout: float = 5.0, *, gone: bool = False
+) -> None:
+    """Until a file matching `pattern` is in `directory` (or, with `gone`, none is)."""
+    deadline = time.monotonic() + timeout
+    while bool(list(directory.glob(pattern))) == gone:
+        assert time.monotonic() < deadline, f"{pattern} in {directory}: still {not gone}"
+        await asyncio.sleep(0.05)
 
 
 def lines_follow(screen: str, first: str, second: str) -> bool:

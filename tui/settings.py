@@ -160,10 +160,15 @@ def _alerts(path: Path, table: object) -> AlertSettings:
     )
 
 
-def token_path(url: str, user: str) -> Path:
+def state_file(kind: str, url: str, user: str) -> Path:
+    """The console's file of `kind` for this host and user, in the state directory."""
     # Hashed so a URL's characters never end up in a file name.
     key = hashlib.sha256(f"{url}|{user}".encode()).hexdigest()[:16]
-    return default_state_dir() / f"session-{key}"
+    return default_state_dir() / f"{kind}-{key}"
+
+
+def token_path(url: str, user: str) -> Path:
+    return state_file("session", url, user)
 
 
 def saved_token(url: str, user: str) -> str | None:

@@ -1,0 +1,108 @@
+"""Replies the host has not acknowledged, kept on disk until it does.
+
+A reply typed while the host is away waits in the console's outbox (tui/state.py), and the
+client sends it again, under the same client_msg_id, until the host stores it. Kept only in
+memory, it went with the console: a terminal closed or an SSH session dropped during the
+outage, and the customer never got it, with nothing to say so. Written here as it is queued,
+a console started again for the same host and agent sends it then; the host stores each
+client_msg_id once, so one the host had already stored is not stored twice.
+
+One file per host and agent in `$XDG_STATE_HOME/inbox-tui/`, 0600 (customers' words), written
+atomically by one writer task, so an older list never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import msgspec
+
+from core.files import write_atomically
+from tui.settings import state_file
+from tui.state import MAX_OUTBOX, Outgoing
+
+log = logging.getLogger("inbox_tui.console")
+
+# MAX_OUTBOX replies of the longest body a host takes, with room: a larger file is not ours.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+
+
+class Kept(msgspec.Struct, frozen=True):
+    interaction: str
+    body: str
+    client_msg_id: str
+
+
+def kept_path(url: str, user: str) -> Path:
+    return state_file("replies", url, user).with_suffix(".json")
+
+
+def read_kept(path: Path) -> list[Outgoing]:
+    """The replies kept at `path`, oldest first; [] when there are none. A file that cannot
+    be read is reported, not fatal: the console must start all the same."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        log.warning("event=kept_replies_unreadable path=%s error=%s", path, e)
+        return []
+    if len(data) > MAX_FILE_BYTES:
+        log.warning("event=kept_replies_too_large path=%s", path)
+        return []
+    try:
+        kept = msgspec.json.decode(data, type=list[Kept])
+    except msgspec.DecodeError as e:
+        log.warning("event=kept_replies_unreadable path=%s error=%s", path, e)
+        return []
+    return [Outgoing(k.interaction, k.body, k.client_msg_id) for k in kept[:MAX_OUTBOX]]
+
+
+class KeptReplies:
+    """Writes the outbox's replies awaiting the host to `path` whenever they change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.trouble: str | None = None  # why the last write failed; None once one succeeds
+        self._wanted: list[Kept] = []  # what the file is to hold once the writes are done
+        self._latest: list[Kept] | None = None  # what the next write writes
+        self._writer: asyncio.Task[None] | None = None
+
+    def keep(self, outbox: list[Outgoing]) -> None:
+        """Keep these (the outbox now, refused ones left out: they are not sent again)."""
+        replies = [Kept(o.interaction, o.body, o.client_msg_id) for o in outbox if not o.failed]
+        # Against what was last asked for, not what is written: a change back while a write
+        # is under way must be written after it.
+        if replies == self._wanted:
+            return
+        self._wanted = self._latest = replies
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        # The disk's fsync off the event loop (a slow one would freeze the console), one write
+        # at a time, always of the newest list.
+        while self._latest is not None:
+            replies, self._latest = self._latest, None
+            try:
+                await asyncio.to_thread(self._store, replies)
+            except OSError as e:
+                self.trouble = f"replies not kept on disk ({self.path}): {e}"
+                log.warning("event=kept_replies_not_written path=%s error=%s", self.path, e)
+            else:
+                self.trouble = None
+
+    def _store(self, replies: list[Kept]) -> None:
+        if not replies:
+            self.path.unlink(missing_ok=True)
+            return
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomically(self.path, msgspec.json.encode(replies))
+
+    async def flush(self) -> None:
+        """Wait for the writes asked for so far (the console quitting)."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
