@@ -391,7 +391,7 @@ class MainScreen(Screen[None]):
             self.give_back(body)
             return
         self.show_current()
-        self.inbox.run_worker(self.inbox.deliver_reply(number, body, msg_id))
+        self.inbox.run_worker(self.inbox.replies.deliver(number, body, msg_id))
 
     def give_back(self, body: str) -> None:
         """A reply that could not go, back in the composer ahead of anything typed since:

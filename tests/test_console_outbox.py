@@ -16,7 +16,7 @@ from core.protocol import GetTranscript, Transcript
 from tests.console_terminal import widget_customer
 from tests.test_console_pilot import SIZE, main, transcript_text, until
 from tui.app import InboxApp
-from tui.kept_replies import KeptReplies, read_kept
+from tui.replies import KeptReplies, read_kept
 from tui.settings import ConsoleSettings
 from tui.state import MAX_OUTBOX, ConsoleState, Outgoing
 from tui.widgets.outbox_view import OutboxView

@@ -19,12 +19,11 @@ from screens.monitor import MonitorScreen
 from screens.records import RecordsScreen
 from screens.supervisor import SupervisorScreen
 from tui.actions import APP_ACTIONS, bindings
-from tui.calls import CALL_FAILURES, failure_text
 from tui.commands import InboxCommands
-from tui.kept_replies import KeptReplies, kept_path, read_kept
+from tui.replies import Replies
 from tui.settings import ConsoleSettings, forget_token, save_token, saved_token
 from tui.sla_toasts import SlaToasts
-from tui.state import ConsoleState, Outgoing
+from tui.state import ConsoleState
 
 
 class StateChanged(Message):
@@ -47,7 +46,7 @@ class InboxApp(App[None]):
         self.client: InboxClient = InboxClient(settings.url)
         self.connection = "disconnected"
         self.sla_toasts = SlaToasts(self, settings.alerts)
-        self.kept: KeptReplies | None = None  # the outbox on disk, once logged in
+        self.replies = Replies(self, self.state, lambda: self.client, self.redraw)
 
     def on_mount(self) -> None:
         self.theme = self.settings.theme
@@ -96,44 +95,7 @@ class InboxApp(App[None]):
         self.state.load(reply.snapshot)
         self.switch_to_main()
         self.show_sla_alerts()
-        self.kept = KeptReplies(kept_path(url, user))
-        self.send_kept(read_kept(self.kept.path))
-
-    def send_kept(self, kept: list[Outgoing]) -> None:
-        """Replies an earlier run of this console queued and the host had not acknowledged
-        when it stopped (tui/kept_replies.py): sent now, under their own ids."""
-        again = [o for o in kept if o.client_msg_id not in self.state.outbox]
-        again = [o for o in again if self.state.queue_reply(o.interaction, o.body, o.client_msg_id)]
-        if not again:
-            return
-        self.notify(
-            f"Sending {len(again)} {'reply' if len(again) == 1 else 'replies'} typed before "
-            "this console last stopped"
-        )
-        for o in again:
-            self.run_worker(self.deliver_reply(o.interaction, o.body, o.client_msg_id))
-
-    async def deliver_reply(self, number: str, body: str, msg_id: str) -> None:
-        """Deliver one reply from the outbox; it stays there, shown as pending (and kept on
-        disk), until the host acks it, however long the host is away (the client retries with
-        the same id)."""
-        self.outbox_changed()
-        try:
-            ack = await self.client.deliver_message(number, body, msg_id)
-        except CALL_FAILURES as e:
-            areas = self.state.reply_failed(msg_id, failure_text(e))
-            self.notify(f"Not sent: {failure_text(e)}", severity="error")
-        else:
-            areas = self.state.own_message(ack.message)
-        self.outbox_changed()
-        if areas:
-            self.post_message(StateChanged(areas))
-
-    def outbox_changed(self) -> None:
-        if self.kept is not None:
-            self.kept.keep(list(self.state.outbox.values()))
-            if self.kept.trouble:
-                self.notify(self.kept.trouble, severity="warning")
+        self.replies.logged_in(url, user)
 
     @staticmethod
     def explain(e: ClientError) -> str:
@@ -156,11 +118,14 @@ class InboxApp(App[None]):
         else:
             self.push_screen(main)
 
+    def redraw(self, areas: set[str]) -> None:
+        self.post_message(StateChanged(areas))
+
     def inbox_event(self, event: Event) -> None:
         waiting = len(self.state.outbox)
         areas = self.state.apply(event)
         if len(self.state.outbox) != waiting:  # a reply of mine stored, told by the host
-            self.outbox_changed()
+            self.replies.outbox_changed()
         if isinstance(event, OfferEvent):
             view = event.view
             if self.settings.bell:
@@ -222,6 +187,5 @@ class InboxApp(App[None]):
         self.push_screen(HelpScreen(sorted(rows)))
 
     async def on_unmount(self) -> None:
-        if self.kept is not None:
-            await self.kept.flush()
+        await self.replies.flush()
         await self.client.close()

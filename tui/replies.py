@@ -1,11 +1,11 @@
-"""Replies the host has not acknowledged, kept on disk until it does.
+"""The agent's replies on their way to the host: delivered, and kept on disk until acknowledged.
 
-A reply typed while the host is away waits in the console's outbox (tui/state.py), and the
-client sends it again, under the same client_msg_id, until the host stores it. Kept only in
-memory, it went with the console: a terminal closed or an SSH session dropped during the
-outage, and the customer never got it, with nothing to say so. Written here as it is queued,
-a console started again for the same host and agent sends it then; the host stores each
-client_msg_id once, so one the host had already stored is not stored twice.
+A reply waits in the console's outbox (tui/state.py), shown as pending, and the client sends
+it again, under the same client_msg_id, until the host stores it, however long the host is
+away. Kept only in memory, it went with the console: a terminal closed or an SSH session
+dropped during the outage, and the customer never got it, with nothing to say so. Written
+here as it is queued, a console started again for the same host and agent sends it then; the
+host stores each client_msg_id once, so one the host had already stored is not stored twice.
 
 One file per host and agent in `$XDG_STATE_HOME/inbox-tui/`, 0600 (customers' words), written
 atomically by one writer task, so an older list never overwrites a newer one.
@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
+from textual.app import App
 
+from core.client import InboxClient
 from core.files import write_atomically
+from tui.calls import CALL_FAILURES, failure_text
 from tui.settings import state_file
-from tui.state import MAX_OUTBOX, Outgoing
+from tui.state import MAX_OUTBOX, ConsoleState, Outgoing
 
 log = logging.getLogger("inbox_tui.console")
 
@@ -106,3 +111,62 @@ class KeptReplies:
         """Wait for the writes asked for so far (the console quitting)."""
         if self._writer is not None:
             await asyncio.shield(self._writer)
+
+
+class Replies:
+    """Sends the outbox's replies and keeps it on disk (`KeptReplies`) as it changes."""
+
+    def __init__(
+        self,
+        app: App[Any],
+        state: ConsoleState,
+        client: Callable[[], InboxClient],
+        changed: Callable[[set[str]], None],
+    ) -> None:
+        self.app = app
+        self.state = state
+        self.client = client  # the app's client of the moment (a new one at each login)
+        self.changed = changed  # the areas to redraw
+        self.kept: KeptReplies | None = None  # once logged in: the file is per host and agent
+
+    def logged_in(self, url: str, user: str) -> None:
+        """Send what an earlier run of this console for this host and agent queued and the
+        host had not acknowledged when it stopped, under their own ids."""
+        self.kept = KeptReplies(kept_path(url, user))
+        earlier = [o for o in read_kept(self.kept.path) if o.client_msg_id not in self.state.outbox]
+        again = [
+            o for o in earlier if self.state.queue_reply(o.interaction, o.body, o.client_msg_id)
+        ]
+        if not again:
+            return
+        self.app.notify(
+            f"Sending {len(again)} {'reply' if len(again) == 1 else 'replies'} typed before "
+            "this console last stopped"
+        )
+        for o in again:
+            self.app.run_worker(self.deliver(o.interaction, o.body, o.client_msg_id))
+
+    async def deliver(self, number: str, body: str, msg_id: str) -> None:
+        """Deliver one reply from the outbox; it stays there, shown as pending (and kept on
+        disk), until the host acks it."""
+        self.outbox_changed()
+        try:
+            ack = await self.client().deliver_message(number, body, msg_id)
+        except CALL_FAILURES as e:
+            areas = self.state.reply_failed(msg_id, failure_text(e))
+            self.app.notify(f"Not sent: {failure_text(e)}", severity="error")
+        else:
+            areas = self.state.own_message(ack.message)
+        self.outbox_changed()
+        if areas:
+            self.changed(areas)
+
+    def outbox_changed(self) -> None:
+        if self.kept is not None:
+            self.kept.keep(list(self.state.outbox.values()))
+            if self.kept.trouble:
+                self.app.notify(self.kept.trouble, severity="warning")
+
+    async def flush(self) -> None:
+        if self.kept is not None:
+            await self.kept.flush()
