@@ -7,8 +7,7 @@ from __future__ import annotations
 import mimetypes
 import secrets
 import subprocess
-import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -29,6 +28,7 @@ from core.protocol import (
     AttachFile,
     AttachmentData,
     CloseRecord,
+    CreateRecord,
     EndChat,
     GetAttachment,
     GetPrefill,
@@ -84,10 +84,6 @@ NARROW = 110  # below this many columns the panes become tabs (80x24 terminals)
 PANES = ("pane-queues", "pane-chat", "pane-record")
 T = TypeVar("T")
 
-# Seconds a dialog that needs the host first holds this screen's keys (host_first): the rest
-# of a burst arrives within it.
-HOST_FIRST_WAIT = 1.0
-
 
 class MainScreen(Screen[None]):
     # From the one table of actions (tui/actions.py): ids, keys, labels, help and palette.
@@ -105,9 +101,6 @@ class MainScreen(Screen[None]):
         # they go to the accepted chat once it is here, not to the one shown before it.
         self.held_replies: list[str] = []
         self.reply_to_accepted = False
-        # A dialog on its way (host_first): until then, at most HOST_FIRST_WAIT, keys here are
-        # refused.
-        self.dialog_due = 0.0
 
     @property
     def inbox(self) -> InboxApp:
@@ -165,8 +158,6 @@ class MainScreen(Screen[None]):
             self.query_one(f"#{pane}").set_class(pane == self.shown_pane, "shown")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if time.monotonic() < self.dialog_due:
-            return False
         if action == "show_pane":
             # Wide: all panes are on screen, so the keys are no use and stay out of the footer.
             return self.has_class("narrow")
@@ -315,24 +306,6 @@ class MainScreen(Screen[None]):
         if self.current is None:
             self.notify("Select a chat first", severity="warning")
         return self.current
-
-    def host_first(self, work: Coroutine[object, object, None]) -> None:
-        """Run `work`, whose dialog needs the host's answer before it can open (a record's
-        prefill: the form's fields start from it). Until it has run, this screen's keys are
-        refused rather than run as commands (typed behind `t`, before the transfer picker
-        opened at once, a colleague's name "bob" opened a work note on `o`), but for
-        HOST_FIRST_WAIT at most: a host that is away must not leave the console without keys.
-        A dialog that can open before the host answers should (the pickers of transfer and
-        invite): then nothing typed behind its key is lost."""
-        self.dialog_due = time.monotonic() + HOST_FIRST_WAIT
-
-        async def run() -> None:
-            try:
-                await work
-            finally:
-                self.dialog_due = 0.0
-
-        self.run_worker(run())
 
     @on(VirtualList.Highlighted, "#chat-list")
     @on(VirtualList.Selected, "#chat-list")
@@ -769,16 +742,25 @@ class MainScreen(Screen[None]):
         if number is not None and await self.call(Archive(interaction=number)):
             self.notify(f"{number} archived")
 
-    async def create_record(self, kind: str) -> None:
+    def create_record(self, kind: str) -> None:
         number = self.chat_or_say()
         if number is None:
             return
+        # Opened as the key is taken, prefilled when the host answers: what is typed behind
+        # `I` goes into the form (screens/record_form.py).
+        form = RecordForm(number, kind)
+        answer = ask(self.app, form)
+        self.run_worker(self.fill_and_create(number, kind, form, answer))
+
+    async def fill_and_create(
+        self, number: str, kind: str, form: RecordForm, answer: Awaitable[CreateRecord | None]
+    ) -> None:
         prefill = await self.call(GetPrefill(interaction=number, kind=kind))  # type: ignore[arg-type]
-        if not isinstance(prefill, Prefill):
-            return
-        frame = await self.app.push_screen_wait(
-            RecordForm(number, kind, prefill.short_description, prefill.description)
-        )
+        if isinstance(prefill, Prefill):
+            form.prefill(prefill.short_description, prefill.description)
+        else:
+            form.prefill("", "")
+        frame = await answer
         if frame is None:
             return
         created = await self.call(frame)
@@ -788,10 +770,10 @@ class MainScreen(Screen[None]):
             self.notify(f"{created.record.number} created from {number}")
 
     def action_record_incident(self) -> None:
-        self.host_first(self.create_record("incident"))
+        self.create_record("incident")
 
     def action_record_case(self) -> None:
-        self.host_first(self.create_record("case"))
+        self.create_record("case")
 
     @work
     async def action_presence(self, presence: str) -> None:

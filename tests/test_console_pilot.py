@@ -22,6 +22,7 @@ from core.protocol import (
     AnswerInvitation,
     AttachFile,
     CloseRecord,
+    CreateRecord,
     GetRecord,
     GetTranscript,
     InvitationDeclined,
@@ -309,6 +310,31 @@ async def test_a_picker_opened_before_the_host_answers_picks_once_it_has(
         await until(pilot, lambda: picked == ["bob"])
 
 
+async def test_a_record_form_opened_before_its_prefill_keeps_what_was_typed(
+    tmp_path: Path,
+) -> None:
+    """The incident form opens as `I` is taken; the host's prefill fills only what is still
+    empty, and ctrl+s pressed before it came creates the record once it has."""
+    created: list[CreateRecord | None] = []
+
+    class Asking(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(form, callback=created.append)
+
+    form = RecordForm("IMS0001001", "incident")
+    async with Asking().run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: form.is_current)
+        await pilot.press(*"Parcel lost", "ctrl+s")
+        await pilot.pause()
+        assert created == []
+        form.prefill("Hello, my parcel is late", "Ana Lima: Hello, my parcel is late")
+        await until(pilot, lambda: created)
+    record = created[0]
+    assert record is not None
+    assert record.short_description == "Parcel lost"
+    assert record.description == "Ana Lima: Hello, my parcel is late"
+
+
 async def test_an_invitation_is_declined_with_shift_y_and_a_declined_one_is_told(
     tmp_path: Path,
 ) -> None:
@@ -381,7 +407,7 @@ async def test_attach_work_note_incident_and_archive(tmp_path: Path) -> None:
 
             await pilot.press("I")
             await until(pilot, lambda: isinstance(app.screen, RecordForm))
-            assert app.screen.query_one("#form-short").value == "Hello!"
+            await until(pilot, lambda: app.screen.query_one("#form-short").value == "Hello!")
             await pilot.press("ctrl+s")
             await until(pilot, lambda: app.state.chats[number].record.incident == "INC0001001")
 

@@ -469,13 +469,16 @@ async def test_records_routing_history_and_files_keys_through_tmux(tmp_path: Pat
             await term.wait_for(MAIN_FOOTER)
             term.type("d")
             await term.wait_for("No files in this chat yet")
-            term.type("I")
-            await term.wait_for(f"New incident from {number}")
+            # The form opens as `I` is taken: what is typed behind it goes into the form, with
+            # the host's prefill where nothing was typed (it once opened after the host
+            # answered, and the keys typed meanwhile were lost).
+            term.type("IParcel lost")
             term.send_keys("C-s")
             await term.wait_for("INC0001001")
             # The records screen, and a work note typed in one burst behind its key.
             term.type("v")
             await term.wait_for("Records: mine (1)")
+            await term.wait_for("Parcel lost")
             term.type("oCalled the customer back\r")  # one burst: the note's key and text
             await term.wait_until(
                 lambda s: "Called the customer back" in s and "Work note on INC0001001" not in s,
