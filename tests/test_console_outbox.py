@@ -8,17 +8,19 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from bench.host_process import start_host, stop_host
 from core.demo import DEMO_PASSWORD
 from core.protocol import GetTranscript, Transcript
 from tests.console_terminal import widget_customer
-from tests.test_console_pilot import SIZE, main, transcript_text, until
+from tests.hosting import running_host
+from tests.test_console_pilot import SIZE, chat_ready, main, transcript_text, until
 from tui.app import InboxApp
-from tui.replies import KeptReplies, read_kept
-from tui.settings import ConsoleSettings
-from tui.state import MAX_OUTBOX, ConsoleState, Outgoing
+from tui.replies import Kept, KeptReplies, kept_path, read_kept
+from tui.settings import ConsoleSettings, normalise_url
+from tui.state import MAX_OUTBOX, ConsoleState
 from tui.widgets.outbox_view import OutboxView
 
 REPLY = "Your parcel left the depot this morning"
@@ -98,15 +100,49 @@ async def test_kept_replies_end_as_last_asked_with_a_write_under_way(tmp_path: P
     file was still under way is not left behind on disk (it once was, and was sent again at
     the next start)."""
     kept = KeptReplies(tmp_path / "state" / "replies.json")
-    reply = Outgoing("IMS0001001", REPLY, "m1")
+    reply = Kept("IMS0001001", REPLY, "m1", "web-ana", 1796140000.5)
     kept.keep([reply])
     await asyncio.sleep(0)  # its write begins
     kept.keep([])
     await kept.flush()
     assert not kept.path.exists()
-    kept.keep([reply, Outgoing("IMS0001001", "refused", "m2", failed="closed")])
+    kept.keep([reply])
     await kept.flush()
-    assert read_kept(kept.path) == [reply]  # a refused reply is not sent again
+    assert read_kept(kept.path) == [reply]
+
+
+async def test_a_kept_reply_goes_only_to_the_conversation_it_was_written_for(
+    tmp_path: Path,
+) -> None:
+    """Kept replies name their conversation's customer and opening time as well as its
+    number: a host whose database was replaced numbers from IMS0001001 again, and a reply
+    written to one customer must not reach another under the same number."""
+    async with running_host(tmp_path) as h:
+        first = InboxApp(
+            ConsoleSettings(url=h.agent_url, user="alice", bell=False), password=DEMO_PASSWORD
+        )
+        async with first.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: first.state.me is not None, timeout=10)
+            number = await chat_ready(h, first, pilot)
+            record = first.state.chats[number].record
+        path = kept_path(normalise_url(h.agent_url), "alice")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = [
+            Kept(number, "For Ana", "k1", record.customer, record.opened_at),
+            Kept(number, "For another customer", "k2", "web-someone-else", record.opened_at),
+        ]
+        path.write_bytes(msgspec.json.encode(written))
+        again = InboxApp(
+            ConsoleSettings(url=h.agent_url, user="alice", bell=False), password=DEMO_PASSWORD
+        )
+        async with again.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: again.state.me is not None, timeout=10)
+            # Gone once the host has acked the one reply sent (the other is not kept).
+            await until(pilot, lambda: not path.exists(), timeout=10)
+        stored = await h.host.inbox.store.list_messages(number)
+        bodies = [m.body for m in stored]
+        assert bodies.count("For Ana") == 1
+        assert "For another customer" not in bodies
 
 
 def test_kept_replies_that_cannot_be_read_are_none(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from core.client import InboxClient
 from core.files import write_atomically
 from tui.calls import CALL_FAILURES, failure_text
 from tui.settings import state_file
-from tui.state import MAX_OUTBOX, ConsoleState, Outgoing
+from tui.state import MAX_OUTBOX, ConsoleState
 
 log = logging.getLogger("inbox_tui.console")
 
@@ -38,13 +38,18 @@ class Kept(msgspec.Struct, frozen=True):
     interaction: str
     body: str
     client_msg_id: str
+    # Which conversation the number meant: a host whose database was replaced (a demo, a
+    # reinstall at the same address) numbers its conversations from 1 again, and a reply kept
+    # for IMS0001001 must not reach another customer's IMS0001001.
+    customer: str
+    opened_at: float
 
 
 def kept_path(url: str, user: str) -> Path:
     return state_file("replies", url, user).with_suffix(".json")
 
 
-def read_kept(path: Path) -> list[Outgoing]:
+def read_kept(path: Path) -> list[Kept]:
     """The replies kept at `path`, oldest first; [] when there are none. A file that cannot
     be read is reported, not fatal: the console must start all the same."""
     try:
@@ -63,7 +68,7 @@ def read_kept(path: Path) -> list[Outgoing]:
     except msgspec.DecodeError as e:
         log.warning("event=kept_replies_unreadable path=%s error=%s", path, e)
         return []
-    return [Outgoing(k.interaction, k.body, k.client_msg_id) for k in kept[:MAX_OUTBOX]]
+    return kept[:MAX_OUTBOX]
 
 
 class KeptReplies:
@@ -76,9 +81,8 @@ class KeptReplies:
         self._latest: list[Kept] | None = None  # what the next write writes
         self._writer: asyncio.Task[None] | None = None
 
-    def keep(self, outbox: list[Outgoing]) -> None:
-        """Keep these (the outbox now, refused ones left out: they are not sent again)."""
-        replies = [Kept(o.interaction, o.body, o.client_msg_id) for o in outbox if not o.failed]
+    def keep(self, replies: list[Kept]) -> None:
+        """Keep these: the outbox now, less the replies refused (they are not sent again)."""
         # Against what was last asked for, not what is written: a change back while a write
         # is under way must be written after it.
         if replies == self._wanted:
@@ -133,18 +137,33 @@ class Replies:
         """Send what an earlier run of this console for this host and agent queued and the
         host had not acknowledged when it stopped, under their own ids."""
         self.kept = KeptReplies(kept_path(url, user))
-        earlier = [o for o in read_kept(self.kept.path) if o.client_msg_id not in self.state.outbox]
-        again = [
-            o for o in earlier if self.state.queue_reply(o.interaction, o.body, o.client_msg_id)
-        ]
-        if not again:
-            return
-        self.app.notify(
-            f"Sending {len(again)} {'reply' if len(again) == 1 else 'replies'} typed before "
-            "this console last stopped"
+        state = self.state
+        earlier = [k for k in read_kept(self.kept.path) if k.client_msg_id not in state.outbox]
+        # Only into the conversation it was written for, still open and mine.
+        ours = [k for k in earlier if self._written_for(k)]
+        again = [k for k in ours if state.queue_reply(k.interaction, k.body, k.client_msg_id)]
+        if len(ours) < len(earlier):
+            self.app.notify(
+                f"{len(earlier) - len(ours)} of the replies typed before this console last "
+                "stopped were for chats no longer open here: not sent",
+                severity="warning",
+            )
+            self.outbox_changed()  # so they are not kept either
+        if again:
+            self.app.notify(
+                f"Sending {len(again)} {'reply' if len(again) == 1 else 'replies'} typed "
+                "before this console last stopped"
+            )
+        for k in again:
+            self.app.run_worker(self.deliver(k.interaction, k.body, k.client_msg_id))
+
+    def _written_for(self, kept: Kept) -> bool:
+        chat = self.state.chats.get(kept.interaction)
+        return (
+            chat is not None
+            and chat.record.customer == kept.customer
+            and chat.record.opened_at == kept.opened_at
         )
-        for o in again:
-            self.app.run_worker(self.deliver(o.interaction, o.body, o.client_msg_id))
 
     async def deliver(self, number: str, body: str, msg_id: str) -> None:
         """Deliver one reply from the outbox; it stays there, shown as pending (and kept on
@@ -163,10 +182,20 @@ class Replies:
 
     def outbox_changed(self) -> None:
         if self.kept is not None:
-            self.kept.keep(list(self.state.outbox.values()))
+            self.kept.keep(self._keepable())
             if self.kept.trouble:
                 self.app.notify(self.kept.trouble, severity="warning")
 
     async def flush(self) -> None:
         if self.kept is not None:
             await self.kept.flush()
+
+    def _keepable(self) -> list[Kept]:
+        kept = []
+        for o in self.state.outbox.values():
+            chat = self.state.chats.get(o.interaction)
+            if o.failed or chat is None:
+                continue  # refused for good, or for a chat this console no longer has
+            r = chat.record
+            kept.append(Kept(o.interaction, o.body, o.client_msg_id, r.customer, r.opened_at))
+        return kept
