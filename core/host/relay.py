@@ -101,7 +101,7 @@ class RelayedSocket:
         self.edge = edge
         # Not an asyncio.Queue: its get() is a coroutine and a future for every wait, and the
         # waits of a thousand idle sockets were most of what a young garbage collection pass
-        # walked on the router (docs/performance.md), as Outgoing's were on a host's own.
+        # walked on the router (docs/scaling.md), as Outgoing's were on a host's own.
         self.incoming: deque[WSMessage] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.unread_bytes = 0
