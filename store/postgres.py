@@ -814,6 +814,9 @@ class PostgresStore:
         # ended by the server after lease_timeout, like a silent lease: its row locks would
         # otherwise hold up every other process's writes to those rows, and its fencing
         # check's share lock on router_lease every takeover, for as long as it stays frozen.
+        # Not if it froze inside a pipelined sequence (an executemany before its Sync): the
+        # server arms this timeout only after a Sync, so that gap is still open (seen once in
+        # test_cluster_kills' "freeze router"; docs/scaling.md, "Not measured").
         return {
             "application_name": "inbox-tui",
             "idle_in_transaction_session_timeout": f"{int(self._lease_timeout * 1000)}ms",
