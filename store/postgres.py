@@ -814,9 +814,9 @@ class PostgresStore:
         # ended by the server after lease_timeout, like a silent lease: its row locks would
         # otherwise hold up every other process's writes to those rows, and its fencing
         # check's share lock on router_lease every takeover, for as long as it stays frozen.
-        # Not if it froze inside a pipelined sequence (an executemany before its Sync): the
-        # server arms this timeout only after a Sync, so that gap is still open (seen once in
-        # test_cluster_kills' "freeze router"; docs/scaling.md, "Not measured").
+        # Seen once not to (test_cluster_kills' "freeze router"; docs/scaling.md, "Not
+        # measured"): most likely the process froze inside a pipelined sequence, before its
+        # Sync, and the server arms this timeout only after one. That gap is still open.
         return {
             "application_name": "inbox-tui",
             "idle_in_transaction_session_timeout": f"{int(self._lease_timeout * 1000)}ms",
