@@ -455,48 +455,43 @@ async def test_composer_newline_key_and_editor_through_tmux(tmp_path: Path) -> N
 
 
 async def test_records_routing_history_and_files_keys_through_tmux(tmp_path: Path) -> None:
-    with host_process(tmp_path / "host") as host, tmux_session(tmp_path / "tmux") as term:
-        start_console(term, host, tmp_path / "console", "alice")
-        await log_in(term, DEMO_PASSWORD, "Alice Martin")
-        async with widget_customer(host.widget_url) as customer:
-            number = await accept_chat(term, customer)
-            await term.wait_for(MAIN_FOOTER)
-            term.type("R")  # why did this come to me
-            # Titled by the work item, with the interaction's number after it.
-            screen = await term.wait_for("offered to alice")
-            assert re.search(rf"Routing history of \S+ \({number}\)", screen), screen
-            term.send_keys("Escape")
-            await term.wait_for(MAIN_FOOTER)
-            term.type("d")
-            await term.wait_for("No files in this chat yet")
-            # The form opens as `I` is taken: what is typed behind it goes into the form, with
-            # the host's prefill where nothing was typed (it once opened after the host
-            # answered, and the keys typed meanwhile were lost).
-            term.type("IParcel lost")
-            term.send_keys("C-s")
-            await term.wait_for("INC0001001")
-            # The records screen, and a work note typed in one burst behind its key.
-            term.type("v")
-            await term.wait_for("Records: mine (1)")
-            await term.wait_for("Parcel lost")
-            term.type("oCalled the customer back\r")  # one burst: the note's key and text
-            await term.wait_until(
-                lambda s: "Called the customer back" in s and "Work note on INC0001001" not in s,
-                "the note saved and its prompt gone",
-            )
-            # `g` and `k` are this screen's (its help and the README say so), not the list's
-            # vim keys for "first row" and "up", which they once were with the list focused.
-            term.type("gtier1\r")
-            await term.wait_until(
-                lambda s: re.search(r"Group\s+tier1", s) and "Group for" not in s,
-                "the group set and its prompt gone",
-            )
-            term.type("k")
-            await term.wait_for("Records: mine (1) · incident")
-            term.type("k")
-            await term.wait_for("Records: mine (0) · case")
-            term.send_keys("Escape")
-            await term.wait_for(MAIN_FOOTER)
-            term.type("O")  # the linked record, from the record pane
-            await term.wait_for("Record INC0001001")
+    async with alice_with_ana(tmp_path) as (term, _, customer, number):
+        term.type("R")  # why did this come to me
+        # Titled by the work item, with the interaction's number after it.
+        screen = await term.wait_for("offered to alice")
+        assert re.search(rf"Routing history of \S+ \({number}\)", screen), screen
+        term.send_keys("Escape")
+        await term.wait_for(MAIN_FOOTER)
+        term.type("d")
+        await term.wait_for("No files in this chat yet")
+        # The form opens as `I` is taken: what is typed behind it goes into the form, with
+        # the host's prefill where nothing was typed (it once opened after the host
+        # answered, and the keys typed meanwhile were lost).
+        term.type("IParcel lost")
+        term.send_keys("C-s")
+        await term.wait_for("INC0001001")
+        # The records screen, and a work note typed in one burst behind its key.
+        term.type("v")
+        await term.wait_for("Records: mine (1)")
+        await term.wait_for("Parcel lost")
+        term.type("oCalled the customer back\r")  # one burst: the note's key and text
+        await term.wait_until(
+            lambda s: "Called the customer back" in s and "Work note on INC0001001" not in s,
+            "the note saved and its prompt gone",
+        )
+        # `g` and `k` are this screen's (its help and the README say so), not the list's
+        # vim keys for "first row" and "up", which they once were with the list focused.
+        term.type("gtier1\r")
+        await term.wait_until(
+            lambda s: re.search(r"Group\s+tier1", s) and "Group for" not in s,
+            "the group set and its prompt gone",
+        )
+        term.type("k")
+        await term.wait_for("Records: mine (1) · incident")
+        term.type("k")
+        await term.wait_for("Records: mine (0) · case")
+        term.send_keys("Escape")
+        await term.wait_for(MAIN_FOOTER)
+        term.type("O")  # the linked record, from the record pane
+        await term.wait_for("Record INC0001001")
         assert not ended(customer), customer.frames
