@@ -24,8 +24,9 @@ new holder's bump waits for any routing transaction already past its check.
 Connection loss is StoreUnavailable. Nothing reconnects in the background: the next read takes
 a fresh pooled connection, the next batch a fresh writer connection. A transaction left open
 and silent (a process frozen mid-batch) is ended by the server after the lease timeout
-(idle_in_transaction_session_timeout), so it cannot hold other processes' writes, or a
-takeover (its fencing check's share lock), for longer than a frozen lease would.
+(idle_in_transaction_session_timeout), so it cannot hold other processes' writes for longer
+than a frozen lease would; a routing transaction that holds up a takeover is ended by the new
+holder (acquire_router).
 """
 
 from __future__ import annotations
@@ -143,6 +144,17 @@ ROUTER_LOCK = 0x1B0C_0002
 # without a ping (idle_session_timeout, tcp_user_timeout), which frees the lock of a holder
 # that froze or lost its network; the holder gives up sooner, after one ping unanswered.
 LEASE_TIMEOUT_S = 10.0
+# How long a takeover's epoch bump waits for a routing transaction of the deposed holder before
+# it ends that transaction's session (acquire_router), and how many times it does so.
+TAKEOVER_LOCK_WAIT_S = 1.0
+TAKEOVER_TRIES = 3
+# The sessions whose transactions hold router_lease FOR SHARE (RowShareLock): routing
+# transactions past their fencing check. Plain reads of the table take AccessShareLock.
+SQL_END_ROUTING_TRANSACTIONS = (
+    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_locks "
+    "WHERE locktype = 'relation' AND relation = 'router_lease'::regclass "
+    "AND mode = 'RowShareLock' AND granted AND pid <> pg_backend_pid()"
+)
 
 _OPEN_STATES = "('queued', 'offered', 'accepted', 'wrap_up')"
 # Kept identical to the partial index's WHERE in postgres_migrations so the planner uses it.
@@ -812,11 +824,11 @@ class PostgresStore:
     def _settings(self, **settings: str) -> dict[str, str]:
         # A transaction this process leaves open and silent (the process froze mid-batch) is
         # ended by the server after lease_timeout, like a silent lease: its row locks would
-        # otherwise hold up every other process's writes to those rows, and its fencing
-        # check's share lock on router_lease every takeover, for as long as it stays frozen.
-        # Seen once not to (test_cluster_kills' "freeze router"; docs/scaling.md, "Not
-        # measured"): most likely the process froze inside a pipelined sequence, before its
-        # Sync, and the server arms this timeout only after one. That gap is still open.
+        # otherwise hold up every other process's writes to those rows for as long as it
+        # stays frozen. The server arms this timeout only after a Sync, so a process frozen
+        # inside a pipelined sequence keeps its transaction (test_cluster_kills' "freeze
+        # router" met one): a takeover ends the deposed router's itself (_bump_epoch); other
+        # writes to its rows wait. PostgreSQL 17's transaction_timeout would bound those too.
         return {
             "application_name": "inbox-tui",
             "idle_in_transaction_session_timeout": f"{int(self._lease_timeout * 1000)}ms",
@@ -1099,6 +1111,7 @@ class PostgresStore:
             conn = await self._connect(
                 application_name="inbox-tui router lease",
                 idle_session_timeout=f"{int(self._lease_timeout * 1000)}ms",
+                lock_timeout=f"{int(TAKEOVER_LOCK_WAIT_S * 1000)}ms",
                 tcp_user_timeout=f"{int(self._lease_timeout * 1000)}ms",
                 tcp_keepalives_idle=str(max(1, int(ping))),
                 tcp_keepalives_interval=str(max(1, int(ping))),
@@ -1109,12 +1122,7 @@ class PostgresStore:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ROUTER_LOCK):
                 await _close_connection(conn)
                 return None
-            epoch = await conn.fetchval(
-                "UPDATE router_lease SET epoch = epoch + 1, holder = $1, since = $2 "
-                "WHERE id = 1 RETURNING epoch",
-                holder[:200],
-                time.time(),
-            )
+            epoch = await self._bump_epoch(conn, holder)
         except BaseException as exc:
             await _close_connection(conn)
             if isinstance(exc, _ERRORS):
@@ -1130,6 +1138,38 @@ class PostgresStore:
             self._watch_lease(conn, lost), name="router-lease"
         )
         return self._epoch
+
+    async def _bump_epoch(self, conn: asyncpg.Connection, holder: str) -> int:
+        # The bump waits for routing transactions past their fencing check (FOR SHARE), so
+        # none commits after it. The server ends a silent one after the lease timeout, but not
+        # one whose process froze mid-pipeline, before its Sync: that one would hold the
+        # takeover for as long as the process stays frozen. Ending such a session is safe:
+        # holding the advisory lock, this process knows the transaction belongs to a holder
+        # whose term is over, and a transaction not committed has acknowledged nothing.
+        for _ in range(TAKEOVER_TRIES):
+            try:
+                return int(
+                    await conn.fetchval(
+                        "UPDATE router_lease SET epoch = epoch + 1, holder = $1, since = $2 "
+                        "WHERE id = 1 RETURNING epoch",
+                        holder[:200],
+                        time.time(),
+                    )
+                )
+            except asyncpg.exceptions.LockNotAvailableError:
+                try:
+                    await conn.fetchval(SQL_END_ROUTING_TRANSACTIONS)
+                except asyncpg.exceptions.InsufficientPrivilegeError as exc:
+                    raise StoreError(
+                        f"taking the routing role in {self.where}: a deposed router's "
+                        f"transaction holds it up and this role may not end it ({exc}); "
+                        "every host must connect as the same role, or be granted "
+                        "pg_signal_backend"
+                    ) from exc
+        raise StoreUnavailable(
+            f"taking the routing role in {self.where}: routing transactions of a deposed "
+            f"router still hold router_lease after {TAKEOVER_TRIES} tries"
+        )
 
     async def release_router(self) -> None:
         """Give the routing role up (no-op without it): later apply_routing calls raise

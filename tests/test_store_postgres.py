@@ -39,6 +39,7 @@ from store.postgres import (
     SQL_MESSAGES,
     SQL_OPEN_ITEMS,
     SQL_PENDING_OFFERS,
+    TAKEOVER_LOCK_WAIT_S,
     PostgresStore,
     _classify,
     interactions_query,
@@ -244,6 +245,49 @@ async def test_a_routing_transaction_left_open_by_a_frozen_router_does_not_block
         async with asyncio.timeout(10):  # not COMMAND_TIMEOUT_S, and not for ever
             assert await acquire_within(b, "b") == 2
         assert await b.get_item("w1") is None
+
+
+async def test_a_takeover_ends_a_routing_transaction_the_server_does_not(
+    postgres_url: str,
+) -> None:
+    """A router frozen inside a pipelined batch, before its Sync, keeps its transaction: the
+    server arms idle_in_transaction_session_timeout only after a Sync. Here the old router's
+    session has that timeout off, which leaves its transaction open the same way. The new
+    holder's bump waits TAKEOVER_LOCK_WAIT_S for it, then ends that session; nothing of the
+    frozen batch is kept."""
+    async with (
+        PostgresStore(postgres_url) as b,
+        connected(postgres_url) as frozen,
+        connected(postgres_url) as admin,
+    ):
+        await frozen.execute("SET idle_in_transaction_session_timeout = 0")
+        await frozen.execute("BEGIN")
+        await frozen.execute("SELECT epoch FROM router_lease WHERE id = 1 FOR SHARE")
+        await frozen.execute(
+            "INSERT INTO work_items (id, state, data) VALUES ('w1', 'queued', $1)",
+            '{"id":"w1","channel":"chat","customer":"c","created_at":1.0}',
+        )
+        # A plain reader of the table (a status page) is no routing transaction: left alone.
+        await admin.execute("BEGIN")
+        await admin.fetchval("SELECT epoch FROM router_lease WHERE id = 1")
+        frozen_pid = frozen.get_server_pid()
+        started = time.monotonic()
+        async with asyncio.timeout(10):  # not COMMAND_TIMEOUT_S, and not for ever
+            assert await b.acquire_router("b") == 1
+        assert time.monotonic() - started >= TAKEOVER_LOCK_WAIT_S
+        assert await b.get_item("w1") is None
+        assert await admin.fetchval("SELECT 1") == 1
+        await admin.execute("COMMIT")
+        assert not await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", frozen_pid
+        )
+        with pytest.raises(
+            (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, ConnectionError)
+        ):
+            await frozen.execute("COMMIT")  # the frozen one, woken: its batch is gone
+        # The new holder routes as usual.
+        await b.apply_routing(items=[item("w2")])
+        assert [i.id for i in await b.load_open_items()] == ["w2"]
 
 
 async def test_release_then_acquire_again(postgres_url: str) -> None:
