@@ -25,8 +25,8 @@ Connection loss is StoreUnavailable. Nothing reconnects in the background: the n
 a fresh pooled connection, the next batch a fresh writer connection. A transaction left open
 and silent (a process frozen mid-batch) is ended by the server after the lease timeout
 (idle_in_transaction_session_timeout), so it cannot hold other processes' writes for longer
-than a frozen lease would; a routing transaction that holds up a takeover is ended by the new
-holder (acquire_router).
+than a frozen lease would. The server arms that timeout only after a Sync, though, so a takeover
+ends the deposed holder's writer sessions itself (acquire_router).
 """
 
 from __future__ import annotations
@@ -144,16 +144,18 @@ ROUTER_LOCK = 0x1B0C_0002
 # without a ping (idle_session_timeout, tcp_user_timeout), which frees the lock of a holder
 # that froze or lost its network; the holder gives up sooner, after one ping unanswered.
 LEASE_TIMEOUT_S = 10.0
-# How long a takeover's epoch bump waits for a routing transaction of the deposed holder before
-# it ends that transaction's session (acquire_router), and how many times it does so.
+# The application_name of a writer connection while its store holds the routing role; a
+# takeover ends every session so named (acquire_router), all of them a deposed holder's.
+ROUTER_WRITER = "inbox-tui router writer"
+APPLICATION = "inbox-tui"
+# How long a takeover's epoch bump waits for the transactions it must follow before it ends
+# the deposed holder's writers again, and how many times it does so.
 TAKEOVER_LOCK_WAIT_S = 1.0
 TAKEOVER_TRIES = 3
-# The sessions whose transactions hold router_lease FOR SHARE (RowShareLock): routing
-# transactions past their fencing check. Plain reads of the table take AccessShareLock.
-SQL_END_ROUTING_TRANSACTIONS = (
-    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_locks "
-    "WHERE locktype = 'relation' AND relation = 'router_lease'::regclass "
-    "AND mode = 'RowShareLock' AND granted AND pid <> pg_backend_pid()"
+SQL_END_DEPOSED_WRITERS = (
+    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+    f"WHERE datname = current_database() AND application_name = '{ROUTER_WRITER}' "
+    "AND pid <> pg_backend_pid() AND pid <> $1"
 )
 
 _OPEN_STATES = "('queued', 'offered', 'accepted', 'wrap_up')"
@@ -799,6 +801,7 @@ class PostgresStore:
         )
         self._pool: asyncpg.Pool | None = None
         self._wconn: asyncpg.Connection | None = None
+        self._wname = APPLICATION  # the writer connection's application_name
         # The routing role: see acquire_router.
         self._epoch: int | None = None
         self._lease: asyncpg.Connection | None = None
@@ -827,10 +830,10 @@ class PostgresStore:
         # otherwise hold up every other process's writes to those rows for as long as it
         # stays frozen. The server arms this timeout only after a Sync, so a process frozen
         # inside a pipelined sequence keeps its transaction (test_cluster_kills' "freeze
-        # router" met one): a takeover ends the deposed router's itself (_bump_epoch); other
-        # writes to its rows wait. PostgreSQL 17's transaction_timeout would bound those too.
+        # router" met one): a takeover ends the deposed router's writer itself (_bump_epoch).
+        # Edges write nothing but the cluster's secrets, once, in single statements.
         return {
-            "application_name": "inbox-tui",
+            "application_name": APPLICATION,
             "idle_in_transaction_session_timeout": f"{int(self._lease_timeout * 1000)}ms",
             **settings,
         }
@@ -910,6 +913,7 @@ class PostgresStore:
                 self._wconn = await self._connect()
             except _ERRORS as exc:
                 raise _unreachable(exc, self.where) from exc
+            self._wname = APPLICATION
         return self._wconn
 
     async def _begin(self) -> asyncpg.Connection:
@@ -920,7 +924,13 @@ class PostgresStore:
                 if conn.is_in_transaction():
                     # Left so by a batch cancelled halfway: none of it was acknowledged.
                     await conn.execute("ROLLBACK")
-                await conn.execute("BEGIN")
+                # Named for what it writes for (_bump_epoch), in the same round trip.
+                name = ROUTER_WRITER if self._lease is not None else APPLICATION
+                if name == self._wname:
+                    await conn.execute("BEGIN")
+                else:
+                    await conn.execute(f"SET application_name = '{name}'; BEGIN")
+                    self._wname = name
                 return conn
             except _DIED:
                 # Died while idle (a database restart, a proxy's timeout). Nothing of this
@@ -1140,13 +1150,23 @@ class PostgresStore:
         return self._epoch
 
     async def _bump_epoch(self, conn: asyncpg.Connection, holder: str) -> int:
-        # The bump waits for routing transactions past their fencing check (FOR SHARE), so
-        # none commits after it. The server ends a silent one after the lease timeout, but not
-        # one whose process froze mid-pipeline, before its Sync: that one would hold the
-        # takeover for as long as the process stays frozen. Ending such a session is safe:
-        # holding the advisory lock, this process knows the transaction belongs to a holder
-        # whose term is over, and a transaction not committed has acknowledged nothing.
+        # The deposed holder's writer sessions are ended first. Its transaction, if one is
+        # open, holds router_lease FOR SHARE (the bump would wait for it) or rows this holder
+        # will write (its writer would). The server ends a silent transaction after the lease
+        # timeout, but not one whose process froze mid-pipeline, before its Sync: that one
+        # would hold them for as long as the process stays frozen. Ending them is safe:
+        # holding the advisory lock, this process knows they belong to a term that is over,
+        # and a transaction not committed has acknowledged nothing.
         for _ in range(TAKEOVER_TRIES):
+            own = self._wconn  # named so by an earlier term of this store: not deposed
+            try:
+                await conn.fetchval(SQL_END_DEPOSED_WRITERS, own.get_server_pid() if own else 0)
+            except asyncpg.exceptions.InsufficientPrivilegeError as exc:
+                raise StoreError(
+                    f"taking the routing role in {self.where}: the deposed router's writer "
+                    f"is still connected and this role may not end it ({exc}); every host "
+                    "must connect as the same role, or be granted pg_signal_backend"
+                ) from exc
             try:
                 return int(
                     await conn.fetchval(
@@ -1157,18 +1177,11 @@ class PostgresStore:
                     )
                 )
             except asyncpg.exceptions.LockNotAvailableError:
-                try:
-                    await conn.fetchval(SQL_END_ROUTING_TRANSACTIONS)
-                except asyncpg.exceptions.InsufficientPrivilegeError as exc:
-                    raise StoreError(
-                        f"taking the routing role in {self.where}: a deposed router's "
-                        f"transaction holds it up and this role may not end it ({exc}); "
-                        "every host must connect as the same role, or be granted "
-                        "pg_signal_backend"
-                    ) from exc
+                continue  # lock_timeout: a transaction not of a router writer holds the row
         raise StoreUnavailable(
-            f"taking the routing role in {self.where}: routing transactions of a deposed "
-            f"router still hold router_lease after {TAKEOVER_TRIES} tries"
+            f"taking the routing role in {self.where}: a transaction of a session that is not "
+            f"a router writer holds router_lease FOR SHARE ({TAKEOVER_TRIES} tries of "
+            f"{TAKEOVER_LOCK_WAIT_S:g} s)"
         )
 
     async def release_router(self) -> None:

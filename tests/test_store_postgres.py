@@ -36,6 +36,7 @@ from store.base import (
 )
 from store.postgres import (
     _APPEND_MANY,
+    ROUTER_WRITER,
     SQL_MESSAGES,
     SQL_OPEN_ITEMS,
     SQL_PENDING_OFFERS,
@@ -247,47 +248,89 @@ async def test_a_routing_transaction_left_open_by_a_frozen_router_does_not_block
         assert await b.get_item("w1") is None
 
 
-async def test_a_takeover_ends_a_routing_transaction_the_server_does_not(
+async def test_a_takeover_ends_the_writer_of_a_router_frozen_mid_pipeline(
     postgres_url: str,
 ) -> None:
     """A router frozen inside a pipelined batch, before its Sync, keeps its transaction: the
-    server arms idle_in_transaction_session_timeout only after a Sync. Here the old router's
-    session has that timeout off, which leaves its transaction open the same way. The new
-    holder's bump waits TAKEOVER_LOCK_WAIT_S for it, then ends that session; nothing of the
-    frozen batch is kept."""
+    server arms idle_in_transaction_session_timeout only after a Sync. Here A's writer has
+    that timeout off, which leaves its transaction open the same way, holding the fencing
+    check's lock and a conversation's row. B, once A's lease session is gone, ends A's writer
+    and takes over at once; nothing of the frozen batch is kept, and B writes to that
+    conversation without waiting."""
     async with (
+        PostgresStore(postgres_url) as a,
         PostgresStore(postgres_url) as b,
-        connected(postgres_url) as frozen,
         connected(postgres_url) as admin,
     ):
+        record = await a.create_interaction(item="w0", channel="chat", customer="c", opened_at=1)
+        assert await a.acquire_router("a") == 1
+        await a.apply_routing(items=[item("w1")])  # A's writer, named a router's
+        frozen = await a._writer_connection()
         await frozen.execute("SET idle_in_transaction_session_timeout = 0")
         await frozen.execute("BEGIN")
         await frozen.execute("SELECT epoch FROM router_lease WHERE id = 1 FOR SHARE")
         await frozen.execute(
-            "INSERT INTO work_items (id, state, data) VALUES ('w1', 'queued', $1)",
-            '{"id":"w1","channel":"chat","customer":"c","created_at":1.0}',
+            "UPDATE interactions SET last_seq = last_seq + 1 WHERE number = $1", record.number
         )
-        # A plain reader of the table (a status page) is no routing transaction: left alone.
+        await frozen.execute(
+            "INSERT INTO work_items (id, state, data) VALUES ('w2', 'queued', $1)",
+            '{"id":"w2","channel":"chat","customer":"c","created_at":1.0}',
+        )
+        watch = a._lease_watch
+        assert watch is not None
+        watch.cancel()  # the whole process is frozen: no pings either
+        # A plain reader of the table (a status page) is no router writer: left alone.
         await admin.execute("BEGIN")
         await admin.fetchval("SELECT epoch FROM router_lease WHERE id = 1")
-        frozen_pid = frozen.get_server_pid()
+        writer_pid = frozen.get_server_pid()
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", await lease_pid(admin))
         started = time.monotonic()
-        async with asyncio.timeout(10):  # not COMMAND_TIMEOUT_S, and not for ever
-            assert await b.acquire_router("b") == 1
-        assert time.monotonic() - started >= TAKEOVER_LOCK_WAIT_S
-        assert await b.get_item("w1") is None
+        async with asyncio.timeout(5):  # not COMMAND_TIMEOUT_S, and not for ever
+            assert await acquire_within(b, "b") == 2
+            message, _ = await b.append_message(
+                record.number, SenderKind.AGENT, "ana", "hello", "m1", created_at=2
+            )
+        assert time.monotonic() - started < TAKEOVER_LOCK_WAIT_S  # no lock waited for
+        assert message.seq == 1  # the frozen batch's count is gone
+        assert await b.get_item("w2") is None
         assert await admin.fetchval("SELECT 1") == 1
         await admin.execute("COMMIT")
         assert not await admin.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", frozen_pid
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", writer_pid
         )
         with pytest.raises(
             (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, ConnectionError)
         ):
             await frozen.execute("COMMIT")  # the frozen one, woken: its batch is gone
-        # The new holder routes as usual.
-        await b.apply_routing(items=[item("w2")])
-        assert [i.id for i in await b.load_open_items()] == ["w2"]
+        # B's writer is named a router's now, and still is when B takes the role again:
+        # that takeover leaves it alone.
+        await b.apply_routing(items=[item("w3")])
+        mine = (await b._writer_connection()).get_server_pid()
+        await b.release_router()
+        assert await b.acquire_router("b") == 3
+        assert (
+            await admin.fetchval(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = $1", mine
+            )
+            == ROUTER_WRITER
+        )
+        await b.apply_routing(items=[item("w4")])
+        assert (await b._writer_connection()).get_server_pid() == mine
+        assert [i.id for i in await b.load_open_items()] == ["w1", "w3", "w4"]
+
+
+async def test_a_takeover_held_up_by_a_session_that_is_not_a_router_writer_says_so(
+    postgres_url: str,
+) -> None:
+    async with PostgresStore(postgres_url) as b, connected(postgres_url) as other:
+        await other.execute("SET idle_in_transaction_session_timeout = 0")
+        await other.execute("BEGIN")
+        await other.execute("SELECT epoch FROM router_lease WHERE id = 1 FOR SHARE")
+        with pytest.raises(StoreUnavailable, match="not a router writer holds router_lease"):
+            await b.acquire_router("b")
+        assert b.router_epoch is None and b.router_lost.is_set()
+        await other.execute("COMMIT")
+        assert await b.acquire_router("b") == 1
 
 
 async def test_release_then_acquire_again(postgres_url: str) -> None:
