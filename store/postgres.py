@@ -1178,7 +1178,7 @@ class PostgresStore:
                 )
             except asyncpg.exceptions.LockNotAvailableError:
                 continue  # lock_timeout: a transaction not of a router writer holds the row
-        raise StoreUnavailable(
+        raise StoreError(
             f"taking the routing role in {self.where}: a transaction of a session that is not "
             f"a router writer holds router_lease FOR SHARE ({TAKEOVER_TRIES} tries of "
             f"{TAKEOVER_LOCK_WAIT_S:g} s)"

@@ -25,6 +25,7 @@ from core.model import (
     WorkItem,
     format_number,
 )
+from core.service.election import Election
 from store import StoreFenced, is_postgres_url, open_store, postgres_migrations
 from store.base import (
     SessionRecord,
@@ -326,11 +327,19 @@ async def test_a_takeover_held_up_by_a_session_that_is_not_a_router_writer_says_
         await other.execute("SET idle_in_transaction_session_timeout = 0")
         await other.execute("BEGIN")
         await other.execute("SELECT epoch FROM router_lease WHERE id = 1 FOR SHARE")
-        with pytest.raises(StoreUnavailable, match="not a router writer holds router_lease"):
+        with pytest.raises(StoreError, match="not a router writer holds router_lease"):
             await b.acquire_router("b")
         assert b.router_epoch is None and b.router_lost.is_set()
+        # A host's election says so (its /healthz shows it) and keeps trying.
+        election = Election(b, "b", retry=0.05)
+        won = asyncio.create_task(election.win())
+        async with asyncio.timeout(10):
+            while not election.waiting_because.startswith("the routing role cannot be taken"):
+                await asyncio.sleep(0.05)
+        assert "not a router writer" in election.waiting_because
         await other.execute("COMMIT")
-        assert await b.acquire_router("b") == 1
+        async with asyncio.timeout(10):
+            assert await won == 1
 
 
 async def test_release_then_acquire_again(postgres_url: str) -> None:

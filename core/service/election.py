@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from store.base import RouterLease, StoreError
+from store.base import RouterLease, StoreError, StoreUnavailable
 
 log = logging.getLogger("inbox_tui.election")
 
@@ -39,10 +39,15 @@ class Election:
             try:
                 epoch = await self.lease.acquire_router(self.holder)
             except StoreError as e:
-                # The database is away: say so and keep trying, the role waits for us.
-                if not self.waiting_because.startswith("the database"):
+                # The database is away, or refused the takeover: say so once and keep trying,
+                # the role waits for us.
+                if isinstance(e, StoreUnavailable):
+                    because = f"the database cannot be reached: {e}"
+                else:
+                    because = f"the routing role cannot be taken: {e}"
+                if because.split(":")[0] != self.waiting_because.split(":")[0]:
                     log.warning("event=election_failed holder=%s reason=%s", self.holder, e)
-                self.waiting_because = f"the database cannot be reached: {e}"
+                self.waiting_because = because
                 epoch = None
             else:
                 self.waiting_because = "another host holds the routing role"
