@@ -12,12 +12,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
 from core.model import AuditEntry
 from core.protocol import AuditTrail, GetAudit
-from tui.calls import CALL_FAILURES, failure_text, still_shown
+from screens.working import WorkingScreen
+from tui.calls import CALL_FAILURES, failure_text
 
 if TYPE_CHECKING:
     from tui.app import InboxApp
@@ -40,7 +40,7 @@ def audit_table(entries: list[AuditEntry]) -> Table:
     return table
 
 
-class AuditScreen(Screen[None]):
+class AuditScreen(WorkingScreen[None]):
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("j", "scroll('down')", "Down", show=False),
@@ -73,10 +73,7 @@ class AuditScreen(Screen[None]):
         try:
             trail = await app.client.request(GetAudit(item=self.ref), AuditTrail)
         except CALL_FAILURES as e:
-            if still_shown(self):
-                self.query_one("#audit-entries", Static).update(f"[red]{failure_text(e)}[/]")
-            return
-        if not still_shown(self):
+            self.query_one("#audit-entries", Static).update(f"[red]{failure_text(e)}[/]")
             return
         entries = self.query_one("#audit-entries", Static)
         of = f" ({trail.interaction})" if trail.interaction else ""

@@ -10,13 +10,13 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Label
 
 from core.model import InteractionRecord
 from core.protocol import GetTranscript, InteractionList, ListInteractions
 from core.protocol import Transcript as TranscriptReply
-from tui.calls import CALL_FAILURES, failure_text, still_shown
+from screens.working import WorkingScreen
+from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.transcript import Transcript
 from tui.widgets.virtual_list import VirtualList
 
@@ -40,7 +40,7 @@ def render_record(record: InteractionRecord, width: int, selected: bool) -> Text
     return text
 
 
-class HistoryScreen(Screen[None]):
+class HistoryScreen(WorkingScreen[None]):
     BINDINGS = [("escape,q", "app.pop_screen", "Back")]
 
     def compose(self) -> ComposeResult:
@@ -68,8 +68,6 @@ class HistoryScreen(Screen[None]):
             except CALL_FAILURES as e:
                 self.notify(failure_text(e), severity="error")
                 return
-            if not still_shown(self):
-                return
             first = not self.records
             self.records += page.interactions
             self.query_one("#history-list", VirtualList).set_rows(self.records, render_record)
@@ -93,8 +91,6 @@ class HistoryScreen(Screen[None]):
             )
         except CALL_FAILURES as e:
             self.notify(failure_text(e), severity="error")
-            return
-        if not still_shown(self):
             return
         names = {a: v.display_name for a, v in app.state.agents.items()}
         self.query_one("#history-transcript", Transcript).set_messages(

@@ -16,7 +16,6 @@ from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Select, Static
 
 from core.client import ClientError
@@ -56,6 +55,7 @@ from screens.prompt import Prompt
 from screens.record_form import RecordForm
 from screens.records import RecordsScreen
 from screens.supervisor import SupervisorScreen
+from screens.working import WorkingScreen
 from tui.actions import MAIN_ACTIONS, bindings
 from tui.calls import CALL_FAILURES, failure_text
 from tui.downloads import TEXT_TYPES, as_text, download_dir, opener, save_new
@@ -85,7 +85,7 @@ PANES = ("pane-queues", "pane-chat", "pane-record")
 T = TypeVar("T")
 
 
-class MainScreen(Screen[None]):
+class MainScreen(WorkingScreen[None]):
     # From the one table of actions (tui/actions.py): ids, keys, labels, help and palette.
     BINDINGS = bindings(MAIN_ACTIONS)
 

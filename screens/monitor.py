@@ -13,12 +13,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
 from core.protocol import GetTranscript, Monitor
 from core.protocol import Transcript as TranscriptReply
-from tui.calls import CALL_FAILURES, failure_text, still_shown
+from screens.working import WorkingScreen
+from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.floor_table import duration
 from tui.widgets.transcript import Transcript
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from tui.app import InboxApp
 
 
-class MonitorScreen(Screen[None]):
+class MonitorScreen(WorkingScreen[None]):
     BINDINGS = [
         Binding("escape,q", "back", "Back"),
         Binding("R", "history", "Routing history"),
@@ -73,10 +73,7 @@ class MonitorScreen(Screen[None]):
                 GetTranscript(interaction=self.number, newest=True), TranscriptReply
             )
         except CALL_FAILURES as e:
-            if still_shown(self):
-                self.query_one("#monitor-fields", Static).update(f"[red]{failure_text(e)}[/]")
-            return
-        if not still_shown(self):
+            self.query_one("#monitor-fields", Static).update(f"[red]{failure_text(e)}[/]")
             return
         for m in reply.messages:
             self.inbox.state.monitored.setdefault(self.number, {}).setdefault(m.seq, m)

@@ -14,7 +14,6 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
 from core.model import ServiceRecord
@@ -31,8 +30,9 @@ from core.protocol import (
 from screens.asking import ask
 from screens.picker import Picker
 from screens.prompt import Prompt
+from screens.working import WorkingScreen
 from tui.actions import RECORDS_ACTIONS, bindings
-from tui.calls import CALL_FAILURES, failure_text, still_shown
+from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.virtual_list import VirtualList
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def render_record(record: ServiceRecord, width: int, selected: bool) -> Text:
     return text
 
 
-class RecordsScreen(Screen[None]):
+class RecordsScreen(WorkingScreen[None]):
     # The palette lists these on this screen (tui/commands.py).
     ACTIONS = RECORDS_ACTIONS
     BINDINGS = bindings(RECORDS_ACTIONS)
@@ -108,8 +108,6 @@ class RecordsScreen(Screen[None]):
             return
         for record in reply.records:
             self.inbox.state.record_told(record)
-        if not still_shown(self):
-            return
         records = self.query_one("#records-list", VirtualList)
         records.set_rows(reply.records, render_record, cursor=None if keep_place else 0)
         filters = [f for f in (self.kind, self.state_filter, self.text and f"“{self.text}”") if f]
@@ -147,8 +145,6 @@ class RecordsScreen(Screen[None]):
     def shown(self, view: RecordView) -> None:
         self.view = view
         self.inbox.state.record_told(view.record)
-        if not still_shown(self):
-            return
         state = self.inbox.state
         r = view.record
         table = Table.grid(padding=(0, 1))

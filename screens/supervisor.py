@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from core.protocol import (
@@ -40,8 +39,9 @@ from screens.asking import ask
 from screens.confirm import Confirm
 from screens.picker import Picker
 from screens.prompt import Prompt
+from screens.working import WorkingScreen
 from tui.actions import SUPERVISOR_ACTIONS, bindings
-from tui.calls import CALL_FAILURES, failure_text, still_shown
+from tui.calls import CALL_FAILURES, failure_text
 from tui.widgets.agents_table import AgentsTable
 from tui.widgets.day_plots import DayPlots
 from tui.widgets.floor_table import FloorTable
@@ -57,7 +57,7 @@ DAY_LAG = 2.0  # seconds after a minute's end: the host has stored it by then
 MAX_REASON = 500  # the protocol's limit on a step-in's reason
 
 
-class SupervisorScreen(Screen[None]):
+class SupervisorScreen(WorkingScreen[None]):
     # The palette lists these on this screen (tui/commands.py).
     ACTIONS = SUPERVISOR_ACTIONS
     BINDINGS = bindings(SUPERVISOR_ACTIONS)
@@ -140,10 +140,7 @@ class SupervisorScreen(Screen[None]):
         try:
             figures = await self.inbox.client.request(GetDay(since=since, until=now), DayFigures)
         except CALL_FAILURES as e:
-            if still_shown(self):
-                self.query_one("#day-trouble", Static).update(f"[red]{failure_text(e)}[/]")
-            return
-        if not still_shown(self):
+            self.query_one("#day-trouble", Static).update(f"[red]{failure_text(e)}[/]")
             return
         self.query_one("#day-trouble", Static).update("")
         self.query_one("#day-plots", DayPlots).show(figures)
@@ -158,14 +155,12 @@ class SupervisorScreen(Screen[None]):
         try:
             reply = await self.inbox.client.request(ListFloor(), FloorList)
         except CALL_FAILURES as e:
-            if still_shown(self):
-                self.notify(failure_text(e), severity="error")
+            self.notify(failure_text(e), severity="error")
             return
         state = self.inbox.state
         state.floor_skew = reply.at - time.time()
         state.floor_told(reply.rows, [], whole=True)
-        if still_shown(self):
-            self.show_floor()
+        self.show_floor()
 
     def show_floor(self) -> None:
         state = self.inbox.state
@@ -221,7 +216,7 @@ class SupervisorScreen(Screen[None]):
 
     async def _filter(self, table: FloorTable, answer: Awaitable[str | None]) -> None:
         query = await answer
-        if query is not None and still_shown(self):
+        if query is not None:
             table.set_filter(query)
 
     def action_monitor(self) -> None:
@@ -363,10 +358,7 @@ class SupervisorScreen(Screen[None]):
         try:
             reply = await self.inbox.client.request(ListAgents(), AgentList)
         except CALL_FAILURES as e:
-            if still_shown(self):
-                self.query_one("#agents-trouble", Static).update(f"[red]{failure_text(e)}[/]")
-            return
-        if not still_shown(self):
+            self.query_one("#agents-trouble", Static).update(f"[red]{failure_text(e)}[/]")
             return
         self.loads = reply.agents
         self.query_one("#agents-trouble", Static).update("")
