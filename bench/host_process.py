@@ -82,6 +82,7 @@ def start_host(
     workers: int = 1,
     ready: str = "ok",
     log_level: str = "info",
+    cpus: set[int] | None = None,
 ) -> HostProcess:
     """Start `inbox-tui --server` on `port` (by default 0: the kernel picks a free one, so no
     race with other runs) and return once /healthz answers. A restart on the same `root`
@@ -90,13 +91,19 @@ def start_host(
     postgresql:// URL) it is one host of a cluster, with `bus` (a nats:// URL) one that serves
     while another routes, and with `workers` that many processes on its port; `ready` is the
     /healthz status to wait for ("standby" for a host without a bus that another one's
-    routing keeps waiting; an edge is "ok" once it hears the router)."""
+    routing keeps waiting; an edge is "ok" once it hears the router). With `cpus` the host and
+    every thread it starts run on those CPUs only (Linux)."""
     root.mkdir(parents=True, exist_ok=True)
     if config is None:
         config = root / "demo.toml"
         config.write_text(demo_config_text(), encoding="utf-8")
     log = root / "host.log"
-    with log.open("wb") as out:
+    # A child inherits the affinity of the thread that starts it: this one's, for the moment.
+    mine = os.sched_getaffinity(0) if cpus is not None else None
+    with log.open("wb") as out, contextlib.ExitStack() as restore:
+        if cpus is not None and mine is not None:
+            os.sched_setaffinity(0, cpus)
+            restore.callback(os.sched_setaffinity, 0, mine)
         proc = subprocess.Popen(
             [
                 str(INBOX_TUI),

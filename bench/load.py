@@ -103,6 +103,7 @@ GROUP = "load"
 QUEUE = "general"
 PROGRESS_EVERY = 5.0
 STARTUP_TIMEOUT = 120.0  # a host opening a store seeded with 50,000 conversations
+HOST_CPU = 0  # --pin: the host's CPU; the generator takes the others
 # The REST API allows 20 requests/s per token and 50/s per client address; each simulated
 # integration gets its own token and its own loopback source address (all of 127/8 is local),
 # as separate integrating systems would, and stays under this budget.
@@ -964,6 +965,7 @@ async def sqlite_baseline(seconds: float) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
     report: dict[str, Any] = {"preset": args.label, "config": preset.__dict__.copy()}
+    report["pinned"] = bool(args.pin)
     root = Path(tempfile.mkdtemp(prefix="inbox-load-"))
     hosts: list[HostProcess] = []  # the host started; with --via-edge, then the edge
     load: Load | None = None
@@ -1021,8 +1023,11 @@ async def run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
                 store=store_url,
                 bus=args.bus,
                 workers=args.workers,
+                cpus={HOST_CPU} if args.pin else None,
             )
             hosts.append(host)
+            if args.pin:
+                os.sched_setaffinity(0, os.sched_getaffinity(0) - {HOST_CPU})
             if args.workers > 1:
                 await wait_for_workers(host.base_url, args.workers, STARTUP_TIMEOUT)
             if args.via_edge:
@@ -1372,6 +1377,12 @@ def main(argv: list[str] | None = None) -> int:
         "report how long until routing again; customers then retry, resume and resend",
     )
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the host on CPU 0 and this generator on the others (Linux), so neither "
+        "takes the other's core: what a host with its clients elsewhere sees",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temp dir (host log, db) and the database"
     )
     args = parser.parse_args(argv)
@@ -1385,6 +1396,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--kill-router-at needs --workers 2 or more: another worker takes over")
     if args.target and (args.store or args.bus or args.workers != 1 or args.via_edge):
         parser.error("--store, --bus, --workers, --via-edge: for the host the bench starts")
+    if args.pin and (args.target or args.workers != 1 or args.via_edge):
+        parser.error("--pin is for one host process the bench starts")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin needs two CPUs or more")
     # A reply that arrives after its request timed out is logged per frame by the client; under
     # overload that is thousands of lines drowning the progress, and the timeouts are counted.
     logging.getLogger("inbox_tui.client").setLevel(logging.ERROR)

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from bench.host_process import start_host, stop_host
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCIES = (
@@ -122,3 +127,21 @@ def test_slow_consoles_bench_drops_the_stuck_ones_and_delivers_everything(
     assert report["lines"]["alice"] == report["alice_ms"]["all"]["n"] > 0
     for phase in ("before", "window", "after"):
         assert _number(report["alice_ms"][phase]["p99"]), phase
+
+
+def test_a_pinned_host_and_every_thread_it_starts_run_on_its_cpu(tmp_path: Path) -> None:
+    """bench.load --pin: the host on CPU 0 (bench/host_process.py `cpus`), the threads it
+    starts later (the SQLite writer, uvloop's, argon2's) too, and the starter unchanged."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    before = os.sched_getaffinity(0)
+    host = start_host(tmp_path, cpus={0})
+    try:
+        assert os.sched_getaffinity(0) == before
+        tasks = list(Path(f"/proc/{host.proc.pid}/task").iterdir())
+        assert len(tasks) >= 2  # the event loop's and the SQLite writer's at least
+        for task in tasks:
+            status = (task / "status").read_text()
+            assert "Cpus_allowed_list:\t0\n" in status, task
+    finally:
+        stop_host(host)
