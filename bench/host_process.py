@@ -98,12 +98,11 @@ def start_host(
         config = root / "demo.toml"
         config.write_text(demo_config_text(), encoding="utf-8")
     log = root / "host.log"
-    # A child inherits the affinity of the thread that starts it: this one's, for the moment.
-    mine = os.sched_getaffinity(0) if cpus is not None else None
     with log.open("wb") as out, contextlib.ExitStack() as restore:
-        if cpus is not None and mine is not None:
+        if cpus is not None:
+            # A child inherits the affinity of the thread that starts it: this one's, for now.
+            restore.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
             os.sched_setaffinity(0, cpus)
-            restore.callback(os.sched_setaffinity, 0, mine)
         proc = subprocess.Popen(
             [
                 str(INBOX_TUI),
