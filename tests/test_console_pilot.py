@@ -547,9 +547,10 @@ async def incident_raised(h: RunningHost, app: InboxApp, pilot) -> str:  # type:
 async def test_a_screen_closed_while_it_waits_on_the_host_ends_its_workers(
     tmp_path: Path,
 ) -> None:
-    """Escape takes a screen down while its workers may still wait on the host: they are
-    cancelled before its widgets go (screens/working.py; tests/test_screen_workers.py forces
-    the answer to come in between), and the console carries on."""
+    """Escape takes a screen down while its workers may still wait on the host. Each of these
+    screens is a WorkingScreen, whose workers are cancelled before its widgets go (the answer
+    arriving in between is forced in tests/test_screen_workers.py, where Textual's own Screen
+    crashes), and the console carries on: back on the main screen, and a screen opens again."""
     from screens.audit import AuditScreen
     from screens.history import HistoryScreen
     from screens.records import RecordsScreen
@@ -566,7 +567,6 @@ async def test_a_screen_closed_while_it_waits_on_the_host_ends_its_workers(
                 assert isinstance(closed, WorkingScreen)
                 await pilot.press("escape")
                 await until(pilot, lambda closed=closed: not closed.is_attached)  # type: ignore[misc]
-                assert all(w.is_finished for w in app.workers if w.node is closed)
             assert isinstance(app.screen, MainScreen), app.screen
             await pilot.press("v")
             await until(pilot, lambda: isinstance(app.screen, RecordsScreen))
