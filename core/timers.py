@@ -17,6 +17,9 @@ class DeadlineKind(StrEnum):
     FIRST_REPLY = "first_reply"
     WRAP_UP = "wrap_up"
     ABANDON = "abandon"
+    # Keyed by agent, not item: how long a rebuilt engine keeps the offers of an agent whose
+    # console has not rejoined it yet (Router.__init__).
+    REJOIN = "rejoin"
 
 
 Key = tuple[DeadlineKind, str]

@@ -257,6 +257,36 @@ async def test_consoles_on_edges_carry_on_when_the_router_is_killed(
             stop_host(host)
 
 
+async def test_an_offer_pending_when_the_router_is_killed_is_still_the_agents_to_accept(
+    tmp_path: Path, postgres_url: str, nats_url: str
+) -> None:
+    router, b, c = await start_cluster(tmp_path, postgres_url, nats_url)
+    try:
+        alice = await console_on(c, "alice", [])
+        async with customer_on(b) as ada:
+            await ada.start("Where is my order?")
+            offer = await offered(alice, ada.number)
+        router.proc.kill()  # kill -9 with the offer unanswered
+        router.proc.wait()
+        # The new router keeps the offer for her console, which the edge moves to it, rather
+        # than taking it back because no console was attached when it started.
+        resync = await alice.next_event(Resync, timeout=TAKEOVER)
+        assert [o.offer.id for o in resync.snapshot.offers] == [offer]
+        await alice.request(AcceptOffer(offer=offer))
+        event = await alice.next_event(InteractionEvent, timeout=HEARD)
+        assert (event.change, event.record.number) == ("opened", ada.number)
+        async with customer_on(b) as again:
+            await again.resume(ada.number, ada.ticket)
+            await alice.request(
+                SendMessage(interaction=ada.number, body="On its way", client_msg_id=cid("a1"))
+            )
+            await again.hears("On its way")
+        await alice.close()
+    finally:
+        for host in (router, b, c):
+            stop_host(host)
+
+
 async def test_workers_share_one_port_and_a_killed_worker_is_replaced(
     tmp_path: Path, postgres_url: str, nats_url: str
 ) -> None:

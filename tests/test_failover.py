@@ -97,9 +97,12 @@ async def test_a_standby_takes_over_when_the_router_is_killed(
         took = await asyncio.to_thread(wait_for_status, b, "ok")
 
         # The same agent, the same login, on the host that now routes: the item waited in the
-        # database and is offered again; accepting opens the conversation with its message.
-        again = await agent(b, token)
-        offer = await offered(again, number)
+        # database, and its offer with it, kept for her console's return (REJOIN_GRACE): her
+        # login's snapshot holds it; accepting opens the conversation with its message.
+        again = InboxClient(b.agent_url, backoff=(0.05, 0.2))
+        await again.connect()
+        logged_in = await again.login_token(token)
+        offer = next(o.offer.id for o in logged_in.snapshot.offers if o.interaction == number)
         await again.request(AcceptOffer(offer=offer))
         opened = await again.next_event(InteractionEvent, timeout=10)
         assert opened.record.number == number and opened.change == "opened"

@@ -45,6 +45,7 @@ from core.model import (
     AssignmentRule,
     ChannelMode,
     ItemState,
+    Offer,
     OfferKind,
     OfferState,
     PresenceState,
@@ -54,7 +55,7 @@ from core.model import (
     WorkItem,
 )
 from core.routing.decisions import OfferMade, PresenceSet
-from core.routing.engine import Router, RoutingConfig, RoutingError
+from core.routing.engine import REJOIN_GRACE, Router, RoutingConfig, RoutingError
 from core.routing.events import (
     AgentConnected,
     AgentDisconnected,
@@ -515,8 +516,8 @@ class RoutingMachine(RuleBasedStateMachine):
     @rule()
     def host_restart(self) -> None:
         """A host process starts with no console attached: the engine keeps every presence
-        but takes back every pending offer (the items keep their places) and offers nothing
-        until consoles return."""
+        and every pending offer, each for REJOIN_GRACE (then rescinded, the items keeping
+        their places), and offers nothing until consoles return."""
         r = self.router
         places = {i.id: (i.enqueued_at, i.priority) for i in r.items.values()}
         fresh = self.rebuilt(AGENT_IDS)
@@ -528,11 +529,21 @@ class RoutingMachine(RuleBasedStateMachine):
         # the checks see every intermediate state.
         decisions = fresh.resume(self.now)
         assert not any(isinstance(d, OfferMade) for d in decisions), decisions
-        assert not fresh.offers
+        # The offers still pending wait REJOIN_GRACE for their agent's console.
+        for offer in fresh.offers.values():
+            assert offer == r.offers[offer.id]
+            assert fresh.deadlines.get(DeadlineKind.REJOIN, offer.agent) == self.now + REJOIN_GRACE
         for item in fresh.items.values():
             if item.id in places and item.state == ItemState.QUEUED:
                 assert (item.enqueued_at, item.priority) == places[item.id]
         self.observe(decisions)
+
+    @precondition(lambda self: self.router.offers)
+    @rule()
+    def host_restart_with_offers_pending(self) -> None:
+        """The same, aimed at the moment it matters: offers pending are rarely there when
+        `host_restart` comes by chance, and their grace is what is under test."""
+        self.host_restart()
 
     def snapshot_of(self, r: Router) -> tuple:
         deadlines = {
@@ -570,6 +581,18 @@ class RoutingMachine(RuleBasedStateMachine):
     def available_for(self, agent: str, channel: str) -> bool:
         """Present for the channel with a console attached: what an offer needs."""
         return channel in PRESENCE_CHANNELS[self.presence[agent]] and agent not in self.detached
+
+    def may_hold(self, offer: Offer, channel: str) -> bool:
+        """What a pending offer needs: its agent available, or present with a console a
+        rebuilt engine still waits for, until a deadline no later than REJOIN_GRACE away."""
+        if self.available_for(offer.agent, channel):
+            return True
+        rejoin_by = self.router.deadlines.get(DeadlineKind.REJOIN, offer.agent)
+        return (
+            channel in PRESENCE_CHANNELS[self.presence[offer.agent]]
+            and rejoin_by is not None
+            and self.now < rejoin_by <= self.now + REJOIN_GRACE
+        )
 
     def reference_load(self) -> dict[str, Counter[str]]:
         load: dict[str, Counter[str]] = {a: Counter() for a in self.agents}
@@ -681,7 +704,7 @@ class RoutingMachine(RuleBasedStateMachine):
         for offer in r.offers.values():
             item = r.items[offer.item]
             assert offer.state == OfferState.PENDING
-            assert self.available_for(offer.agent, item.channel)
+            assert self.may_hold(offer, item.channel)
             if offer.kind == OfferKind.ROUTED:
                 queue = self.queues[item.queue]  # type: ignore[index]
                 assert offer.agent in self.members(queue) and self.skilled(offer.agent, queue)

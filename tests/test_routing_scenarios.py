@@ -17,7 +17,7 @@ from core.model import (
     WorkItem,
 )
 from core.routing.decisions import ItemChanged, ItemUnroutable, OfferEnded, OfferMade, PresenceSet
-from core.routing.engine import Router, RoutingConfig, RoutingError
+from core.routing.engine import REJOIN_GRACE, Router, RoutingConfig, RoutingError
 from core.routing.events import (
     AgentConnected,
     AgentDisconnected,
@@ -561,15 +561,49 @@ def test_no_transfer_to_an_agent_whose_console_is_gone() -> None:
 
 
 def test_after_a_host_restart_nobody_is_offered_work_until_their_console_is_back() -> None:
+    r = make([GENERAL], [agent("alice"), agent("bob")], available=("alice",))
+    r.handle(ItemArrived(item=chat("W1")), 0.0)
+    r.handle(PresenceChanged(agent="bob", presence="Available"), 1.0)
+    again = restarted(r, detached=("alice", "bob"))
+    assert again.resume(5.0) == []  # alice's offer waits for her console (the next test)
+    assert again.status["alice"].presence == again.status["bob"].presence == "Available"
+    assert offers(again.handle(ItemArrived(item=chat("W2")), 6.0)) == []
+    d = again.handle(AgentConnected(agent="bob"), 7.0)
+    assert offers(d) == [("W2", "bob")]
+    assert again.offers["W1.1"].agent == "alice"
+
+
+def test_an_offer_outlives_a_restart_for_a_console_back_within_the_grace() -> None:
     r = make([GENERAL], [agent("alice"), agent("bob")], available=("alice", "bob"))
     r.handle(ItemArrived(item=chat("W1")), 0.0)
+    first = r.offers["W1.1"].agent
     again = restarted(r, detached=("alice", "bob"))
-    d = again.resume(5.0)
-    assert [x.offer.state for x in d if isinstance(x, OfferEnded)] == [OfferState.RESCINDED]
-    assert offers(d) == []
-    assert again.status["alice"].presence == again.status["bob"].presence == "Available"
-    d = again.handle(AgentConnected(agent="bob"), 6.0)
-    assert offers(d) == [("W1", "bob")]
+    assert again.resume(5.0) == []
+    assert again.next_deadline() == 5.0 + REJOIN_GRACE
+    again.handle(AgentConnected(agent=first), 5.0 + REJOIN_GRACE - 1)
+    assert again.tick(5.0 + REJOIN_GRACE) == []
+    d = again.handle(OfferAccepted(offer="W1.1"), 5.0 + REJOIN_GRACE + 1)
+    assert again.items["W1"].state == ItemState.ACCEPTED and again.items["W1"].agent == first
+    assert not [x for x in d if isinstance(x, OfferEnded) and x.offer.state != "accepted"]
+
+
+def test_an_offer_is_rescinded_when_its_console_is_not_back_within_the_grace() -> None:
+    r = make([GENERAL], [agent("alice"), agent("bob")], available=("alice", "bob"))
+    r.handle(ItemArrived(item=chat("W1")), 0.0)
+    first = r.offers["W1.1"].agent
+    other = "bob" if first == "alice" else "alice"
+    again = restarted(r, detached=("alice", "bob"))
+    again.resume(5.0)
+    again.handle(AgentConnected(agent=other), 6.0)
+    assert again.tick(5.0 + REJOIN_GRACE - 0.1) == []
+    d = again.tick(5.0 + REJOIN_GRACE)
+    ended = [x.offer for x in d if isinstance(x, OfferEnded)]
+    assert [(o.id, o.state) for o in ended] == [("W1.1", OfferState.RESCINDED)]
+    assert ended[0].outcome_reason == f"{first} has no console attached"
+    # Rescinded, not expired: the customer keeps their place and the absent agent is no
+    # rejecter; the colleague at a console gets it at once.
+    assert offers(d) == [("W1", other)]
+    assert again.items["W1"].rejected_by == ()
 
 
 def test_a_wait_running_out_during_an_offer_is_judged_when_the_item_returns() -> None:

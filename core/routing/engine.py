@@ -78,6 +78,7 @@ from core.routing.events import (
     OfferRejected,
     PresenceChanged,
     PresenceForced,
+    RejoinMissed,
     TransferToAgent,
     TransferToQueue,
     WrapUpEnded,
@@ -88,6 +89,10 @@ from core.timers import DeadlineKind, Deadlines
 
 # How many excluded agents a reason names before it says "+N more": reasons stay one line.
 REASON_NAMES = 3
+# Seconds a rebuilt engine keeps the pending offers of an agent whose console has not
+# rejoined it: as long as an edge tries to move a console to a new router
+# (core/host/console_trail.py), and a console of its own reconnects well within it.
+REJOIN_GRACE = 10.0
 
 
 class RoutingError(Exception):
@@ -142,7 +147,10 @@ class Router:
         them). Connection is a fact of the running host, never stored: an agent not named
         here counts as attached until `AgentDisconnected` says otherwise, so a caller that
         knows nothing of consoles (a replay, a test) routes as if everyone were at their desk.
-        Pending offers to detached agents are rescinded by the first step."""
+        Pending offers to detached agents stand for REJOIN_GRACE seconds from the first step:
+        a console back by then (a router moved, a host restarted) finds its offer and may
+        accept it; for one that is not, they are rescinded (`RejoinMissed`), or expire first.
+        Detached agents get no new offer meanwhile."""
         self.channels = {c.name: c for c in config.channels}
         self.presences = {p.name: p for p in config.presences}
         self.max_pending_offers = config.max_pending_offers
@@ -196,7 +204,7 @@ class Router:
         self._refresh_touched()
         self._dirty_queues.update(self.queues)
         # Offers stored as pending may be to agents whose console is not (yet) back: the
-        # first step takes them back, as `AgentDisconnected` would have.
+        # first step gives each such agent REJOIN_GRACE to return.
         self._unattended = any(self.offers_of_agent.get(a) for a in self.detached)
 
     # ------------------------------------------------------------------ configuration
@@ -591,7 +599,8 @@ class Router:
         if self._unattended:
             self._unattended = False
             for agent in sorted(self.detached):
-                self._rescind_all(agent, f"{agent} has no console attached", now)
+                if self.offers_of_agent.get(agent):
+                    self.deadlines.set(DeadlineKind.REJOIN, agent, now + REJOIN_GRACE)
         while self._dirty_agents or self._dirty_queues:
             agents, self._dirty_agents = self._dirty_agents, set()
             for agent in sorted(agents):
@@ -865,20 +874,27 @@ class Router:
 
     def _on_agent_disconnected(self, e: AgentDisconnected, now: float) -> None:
         self._agent(e.agent)
-        if e.agent in self.detached:
-            return
-        self.detached.add(e.agent)
-        self._touched.add(e.agent)
-        self._dirty_agents.add(e.agent)
+        if e.agent not in self.detached:
+            self.detached.add(e.agent)
+            self._touched.add(e.agent)
+            self._dirty_agents.add(e.agent)
+        # Also for an agent detached already: offers kept for a rejoin go with the console
+        # that was to rejoin.
+        self.deadlines.set(DeadlineKind.REJOIN, e.agent, None)
         self._rescind_all(e.agent, f"{e.agent}'s console disconnected", now)
 
     def _on_agent_connected(self, e: AgentConnected, now: float) -> None:
         self._agent(e.agent)
+        self.deadlines.set(DeadlineKind.REJOIN, e.agent, None)
         if e.agent not in self.detached:
             return
         self.detached.discard(e.agent)
         self._touched.add(e.agent)
         self._dirty_agents.add(e.agent)
+
+    def _on_rejoin_missed(self, e: RejoinMissed, now: float) -> None:
+        if e.agent in self.detached:
+            self._rescind_all(e.agent, f"{e.agent} has no console attached", now)
 
     def _rescind_all(self, agent: str, why: str, now: float) -> None:
         for offer_id in sorted(self.offers_of_agent.get(agent, ())):
@@ -1191,6 +1207,8 @@ class Router:
     def _deadline_event(self, kind: DeadlineKind, key: str) -> AnyEvent | None:
         if kind == DeadlineKind.OFFER_EXPIRY:
             return OfferExpired(offer=key) if key in self.offers else None
+        if kind == DeadlineKind.REJOIN:
+            return RejoinMissed(agent=key) if key in self.detached else None
         if key not in self.items:
             return None
         due: dict[DeadlineKind, type[MaxWaitReached | FirstReplyMissed | WrapUpEnded | AbandonDue]]
@@ -1212,6 +1230,7 @@ class Router:
         AgentLoggedOut: _on_agent_logged_out,
         AgentDisconnected: _on_agent_disconnected,
         AgentConnected: _on_agent_connected,
+        RejoinMissed: _on_rejoin_missed,
         AgentUpdated: _on_agent_updated,
         ChatEnded: _on_chat_ended,
         ItemClosed: _on_item_closed,

@@ -59,6 +59,13 @@ class AgentConnected(Event, tag="agent_connected", frozen=True):
     agent: str
 
 
+class RejoinMissed(Event, tag="rejoin_missed", frozen=True):
+    """A rebuilt engine's grace for the agent's console ran out with none attached: their
+    pending offers are rescinded, as `AgentDisconnected` would have."""
+
+    agent: str
+
+
 class AgentUpdated(Event, tag="agent_updated", frozen=True):
     agent: Agent
 
@@ -158,6 +165,7 @@ AnyEvent = (
     | AgentLoggedOut
     | AgentDisconnected
     | AgentConnected
+    | RejoinMissed
     | AgentUpdated
     | ChatEnded
     | ItemClosed
