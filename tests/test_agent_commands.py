@@ -730,6 +730,27 @@ async def test_after_a_restart_agents_keep_presence_but_get_work_only_once_back(
         await bob.close()
 
 
+async def test_after_a_restart_an_offer_card_still_says_what_the_customer_wrote(
+    tmp_path: Path,
+) -> None:
+    async with running_host(tmp_path, fast_config()) as h:
+        record = await h.host.inbox.start_conversation(channel="chat", customer="cust-1")
+        await h.host.inbox.customer_message(record.number, "cust-1", "Where is my parcel?", "c1")
+        await h.host.inbox.customer_message(record.number, "cust-1", "It was due Monday", "c2")
+    async with running_host(tmp_path, fast_config()) as h:
+        bob = await h.agent("bob")
+        # Offered at once, perhaps before the customer's words are read back: then offered
+        # again with them, as when they arrive after the offer.
+        async with asyncio.timeout(10):
+            while (offer := await bob.next_event(OfferEvent)).view.first_message == "":
+                pass
+        assert (offer.view.interaction, offer.view.first_message) == (
+            record.number,
+            "Where is my parcel?",
+        )
+        await bob.close()
+
+
 async def test_the_sender_hears_when_a_transfer_is_declined_or_expires(tmp_path: Path) -> None:
     async with running_host(tmp_path, fast_config()) as h:
         alice = await h.agent("alice")

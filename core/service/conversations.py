@@ -20,6 +20,7 @@ from core.model import (
     Message,
     SenderKind,
     ServiceChannel,
+    WorkItem,
 )
 from core.notices import notice_text
 from core.protocol import MessageEvent, OngoingCard, OngoingEvent, ReadEvent
@@ -85,6 +86,41 @@ class Conversations:
             conv = self.add(record, record.opened_at)
             for m in recent:
                 self._note_message(conv, m)
+
+    async def load_openings(self, waiting: Iterable[WorkItem]) -> list[Conversation]:
+        """Give the conversations of `waiting` items (queued or offered: on an offer card,
+        now or soon) the customer's first words since the item began, which `load` reads
+        only for the tray's channels; those that got them. One read for all of them, after
+        the rebuild rather than in it, so routing starts no later for it."""
+        since = {
+            item.interaction: item.created_at
+            for item in waiting
+            if item.interaction in self.open and not self.open[item.interaction].opening
+        }
+        if not since:
+            return []
+        lines = await self.store.recent_lines(list(since), UNREAD_CAP)
+        found = []
+        for number, began in since.items():
+            conv = self.open.get(number)
+            first = next(
+                (
+                    m
+                    for m in lines.get(number, ())
+                    if m.sender_kind == SenderKind.CUSTOMER
+                    and m.kind == "message"
+                    and m.created_at >= began
+                ),
+                None,
+            )
+            if conv is None or first is None:
+                continue
+            # A line that came in meanwhile may have set it already: the stored one is as old
+            # or older (the read saw every line committed before it).
+            if conv.opening != (opening := first.body[:OPENING_CHARS]):
+                conv.opening = opening
+                found.append(conv)
+        return found
 
     def add(
         self, record: InteractionRecord, now: float, *, opened_here: bool = False

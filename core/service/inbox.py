@@ -38,6 +38,7 @@ from core.model import (
     Attachment,
     Delivery,
     InteractionRecord,
+    ItemState,
     Message,
     OfferKind,
     OfferState,
@@ -316,6 +317,7 @@ class Inbox:
         self.floor.opened(self.clock())
         self._tasks = [
             asyncio.create_task(self._load_floor_times()),
+            asyncio.create_task(self._load_openings()),
             asyncio.create_task(self.day.run()),
             asyncio.create_task(self.routing.run_timers()),
             asyncio.create_task(self.views.stats_loop()),
@@ -324,6 +326,21 @@ class Inbox:
             asyncio.create_task(self.supervision.publish_loop()),
             asyncio.create_task(self.sla.run()),
         ]
+
+    async def _load_openings(self) -> None:
+        waiting = (
+            item
+            for item in self.routing.router.items.values()
+            if item.state in (ItemState.QUEUED, ItemState.OFFERED)
+        )
+        try:
+            found = await self.conversations.load_openings(waiting)
+        except StoreError as e:
+            # Offer cards then say what the item is about without the customer's words.
+            log.error("event=openings_not_loaded error=%s", e)
+            return
+        for conv in found:
+            self._opening_arrived(conv)
 
     async def _load_floor_times(self) -> None:
         try:
