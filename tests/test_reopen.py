@@ -159,7 +159,7 @@ async def test_rest_message_to_a_closed_conversation_reopens_it_and_survives_a_r
     async with serving(tmp_path, config()) as api:
         integration = await api.token(None, Role.SUPERVISOR)
         bob = await api.available("bob")
-        created = await closed_rest_chat(api, integration, bob, "crm-7")
+        created = await closed_rest_chat(api, integration, bob, "crm-7", "where is my order")
         number = created["interaction"]
         await api.available("chloe")
         if not bob_ready:
@@ -184,6 +184,8 @@ async def test_rest_message_to_a_closed_conversation_reopens_it_and_survives_a_r
         assert conv.item == item.id and conv.record.state == InteractionState.NEW
         stored = await api.host.inbox.work_item(item.id)
         assert stored is not None and stored.state in (ItemState.QUEUED, ItemState.OFFERED)
+        # Its offer card says what the customer wrote to reopen it, not the closed chat's line.
+        await wait_until(lambda: conv.opening == "about my last order")
 
 
 async def test_rest_message_after_the_window_starts_a_conversation_naming_the_closed_one(
@@ -206,15 +208,20 @@ async def test_rest_message_after_the_window_starts_a_conversation_naming_the_cl
         assert status == 404 and body["error"]["code"] == "not_found"
 
 
-async def closed_rest_chat(api: Api, token: str, owner: AgentSession, customer: str) -> Any:
-    """A chat created over REST for `customer`, taken by `owner`, ended and closed; the
-    creation's answer."""
+async def closed_rest_chat(
+    api: Api, token: str, owner: AgentSession, customer: str, said: str = ""
+) -> Any:
+    """A chat created over REST for `customer`, taken by `owner`, ended and closed, with the
+    customer's line `said` in it if given; the creation's answer."""
     status, created, _ = await api.call(
         "POST", "/api/v1/items", token, json={"channel": "chat", "customer": {"id": customer}}
     )
     assert status == 201, created
     number = created["interaction"]
     await api.host.inbox.handle(owner, await accept_offer(owner, number))
+    if said:
+        status, posted = await post(api, token, number, customer, said, "r-0")
+        assert status == 201, posted
     for frame in (EndChat(interaction=number), CloseRecord(interaction=number)):
         await api.host.inbox.handle(owner, frame)
     return created

@@ -89,29 +89,27 @@ class Conversations:
 
     async def load_openings(self, waiting: Iterable[WorkItem]) -> list[Conversation]:
         """Give the conversations of `waiting` items (queued or offered: on an offer card,
-        now or soon) the customer's first words since the item began, which `load` reads
-        only for the tray's channels; those that got them. One read for all of them, after
-        the rebuild rather than in it, so routing starts no later for it."""
-        since = {
-            item.interaction: item.created_at
-            for item in waiting
-            if item.interaction in self.open and not self.open[item.interaction].opening
-        }
-        if not since:
+        now or soon) what the customer wrote first since the item was queued, else since it
+        was created (of their newest UNREAD_CAP lines); those whose opening this changed.
+        Queued, not created: a reopened conversation's item is dated from the first opening,
+        and its card should say what the customer wrote to reopen it, as it does live. `load`
+        reads lines only for the tray's channels, and takes the oldest it read. One read for
+        all of them, after the rebuild rather than in it, so routing starts no later for it."""
+        items = {item.interaction: item for item in waiting if item.interaction in self.open}
+        if not items:
             return []
-        lines = await self.store.recent_lines(list(since), UNREAD_CAP)
+        lines = await self.store.recent_lines(list(items), UNREAD_CAP)
         found = []
-        for number, began in since.items():
+        for number, item in items.items():
             conv = self.open.get(number)
-            first = next(
-                (
-                    m
-                    for m in lines.get(number, ())
-                    if m.sender_kind == SenderKind.CUSTOMER
-                    and m.kind == "message"
-                    and m.created_at >= began
-                ),
-                None,
+            said = [
+                m
+                for m in lines.get(number, ())
+                if m.sender_kind == SenderKind.CUSTOMER and m.kind == "message"
+            ]
+            queued = item.enqueued_at or item.created_at
+            first = next((m for m in said if m.created_at >= queued), None) or next(
+                (m for m in said if m.created_at >= item.created_at), None
             )
             if conv is None or first is None:
                 continue
